@@ -1,0 +1,112 @@
+# optd: one plain Makefile.  Objects go under $(BUILD) (out of tree).
+#
+#   make            build build/optd and build/liboptd.a
+#   make run        install missing Debian packages, build, serve on 127.0.0.1:8080
+#   make check      install, build, run every test (also under ASan+UBSan)
+#   make bench      install, build, run the benchmarks
+#   make SAN=1      build with AddressSanitizer + UndefinedBehaviorSanitizer
+#
+# BUILD=dir puts a build elsewhere, so several builds can coexist.
+
+SAN ?= 0
+ifeq ($(SAN),1)
+BUILD ?= build/san
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+OPT ?= -O1
+else
+BUILD ?= build
+SANFLAGS =
+OPT ?= -O2
+endif
+
+CC ?= cc
+PKGS = libmicrohttpd jansson libuv zlib
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+# -fno-math-errno: sqrt must not set errno, or the update loops cannot be
+# vectorized.  No -ffast-math: the results must match PyTorch's arithmetic.
+CFLAGS ?= $(OPT) -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno -pthread \
+          -Iinclude -Idaemon $(PKG_CFLAGS) $(SANFLAGS)
+LDFLAGS += -pthread $(SANFLAGS)
+LDLIBS += $(PKG_LIBS) -lm
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+CFLAGS += -DOPTD_VERSION='"$(VERSION)"'
+
+# The optimizer core: pure, no I/O (liboptd.a, usable in-process).
+CORE_SRC := daemon/error.c $(wildcard daemon/optim/*.c)
+# The daemon: everything else under daemon/ except main.c.
+DAEMON_SRC := $(filter-out daemon/main.c daemon/error.c,$(wildcard daemon/*.c daemon/http/*.c))
+
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps run check unit integration san-check bench fixtures clean help
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/optd $(BUILD)/liboptd.a
+
+help:
+	@sed -n '3,10p' Makefile
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/liboptd.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/libdaemon.a: $(DAEMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/optd: $(BUILD)/daemon/main.o $(BUILD)/libdaemon.a $(BUILD)/liboptd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests (check): one binary per tests/unit/test_*.c.
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdaemon.a $(BUILD)/liboptd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs check 2>/dev/null)
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libdaemon.a $(BUILD)/liboptd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+deps:
+	@deploy/install-deps.sh build test
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/optd --listen 127.0.0.1:8080 $(ARGS)
+
+unit: $(UNIT_BIN)
+	@tests/run-unit.sh $(UNIT_BIN)
+
+integration: $(BUILD)/optd
+	@OPTD_BIN=$(BUILD)/optd tests/run-integration.sh
+
+# check: everything, in the normal build and again under ASan+UBSan.
+check: deps
+	@$(MAKE) --no-print-directory all unit integration
+	@$(MAKE) --no-print-directory SAN=1 all unit integration
+
+bench: deps
+	@deploy/install-deps.sh bench
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@BUILD=$(BUILD) tests/bench/run.sh
+
+fixtures:
+	@deploy/install-deps.sh fixtures
+	/usr/bin/python3 tests/fixtures/generate.py
+
+clean:
+	rm -rf build
+
+-include $(CORE_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(BUILD)/daemon/main.d

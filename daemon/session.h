@@ -1,0 +1,160 @@
+/* session.h: one named optimizer session: its configuration, parameters,
+ * optimizer state, schedule, labels, timestamps and step history.
+ *
+ * A session is shared between request threads through the store and
+ * reference counted; its own mutex guards every field below `mu` and is
+ * held for an update and for copying data out, never across network I/O.
+ * Encoding (JSON, snapshot files) works on copies taken with
+ * optd_session_copy_* so no lock is held while encoding. */
+#ifndef OPTD_SESSION_H
+#define OPTD_SESSION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "optd/error.h"
+#include "optd/optim.h"
+#include "uthash.h"
+
+#define OPTD_NAME_MAX 128
+#define OPTD_LABELS_MAX 32
+#define OPTD_LABEL_KEY_MAX 64
+#define OPTD_LABEL_VALUE_MAX 256
+
+typedef struct optd_label {
+    char key[OPTD_LABEL_KEY_MAX + 1];
+    char value[OPTD_LABEL_VALUE_MAX + 1];
+} optd_label_t;
+
+/* Everything a client sets: what create takes and PATCH changes. */
+typedef struct optd_session_config {
+    optd_optim_kind_t kind;
+    optd_dtype_t dtype;
+    optd_hparams_t hp;
+    bool has_schedule;
+    optd_schedule_t schedule;
+    double max_grad_norm; /* 0: clipping off */
+    size_t n_labels;
+    optd_label_t labels[OPTD_LABELS_MAX];
+    int64_t ttl_seconds;  /* 0: no idle expiry */
+} optd_session_config_t;
+
+typedef struct optd_history_entry {
+    uint64_t step;
+    double lr;
+    double grad_norm;
+    double loss;
+    bool has_loss;
+    int64_t time_ms; /* Unix time in milliseconds */
+} optd_history_entry_t;
+
+/* A complete, unshared copy of a session: what GET .../state exports, PUT
+ * .../state imports and a snapshot file holds.  Owns params, state buffers
+ * and history. */
+typedef struct optd_session_image {
+    char name[OPTD_NAME_MAX + 1];
+    optd_session_config_t cfg;
+    size_t size;
+    void *params;                  /* size elements of cfg.dtype */
+    optd_optim_state_t st;         /* st.step is the session's step */
+    int64_t created_ms, updated_ms;
+    size_t n_history;              /* oldest first */
+    optd_history_entry_t *history;
+} optd_session_image_t;
+
+/* How a change is made durable; installed by the persistence layer, absent
+ * when sessions live in memory only.  The store knows no files. */
+typedef struct optd_durability {
+    void *ctx;
+    /* With --sync always: called with s->mu held after s changed (create,
+     * step, patch, import); returns 0 once the change is durable, or OPTD_EIO
+     * (the caller then undoes the change).  NULL in interval mode. */
+    int (*commit)(void *ctx, struct optd_session *s, optd_err_t *err);
+    /* The session named name was deleted (or expired): forget it on disk. */
+    int (*remove)(void *ctx, const char *name, optd_err_t *err);
+} optd_durability_t;
+
+typedef struct optd_session {
+    char name[OPTD_NAME_MAX + 1];
+    atomic_int refs;               /* the store's reference plus one per user */
+    atomic_llong accessed_ms;      /* last read or write, for ttl expiry */
+    UT_hash_handle hh;             /* the store's table; guarded by its lock */
+
+    const optd_durability_t *dur;  /* set by the store on insert; NULL: memory only */
+    pthread_mutex_t mu;            /* guards everything below */
+    bool deleted;                  /* removed from the store; refuse further changes */
+    optd_session_config_t cfg;
+    size_t size;
+    void *params;
+    optd_optim_state_t st;
+    int64_t created_ms, updated_ms;
+    optd_history_entry_t *history; /* ring of history_cap entries */
+    size_t history_cap, history_head, history_len;
+    uint64_t version;              /* bumped by every change (persistence: dirty tracking) */
+    uint64_t saved_version;        /* version last made durable */
+} optd_session_t;
+
+/* Current wall-clock time in Unix milliseconds. */
+int64_t optd_now_ms(void);
+
+/* Checks a session name against ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$. */
+bool optd_session_name_valid(const char *name);
+
+/* Validates cfg as a whole (hyperparameters, schedule, max_grad_norm >= 0,
+ * labels, ttl >= 0): 0 or OPTD_EINVAL naming the field. */
+int optd_session_config_validate(const optd_session_config_t *cfg, optd_err_t *err);
+
+/* A new session with refs = 1 (the caller's) and step 0.  params (size
+ * elements of cfg->dtype) is copied; NULL means zeros.  history_cap is the
+ * --history setting.  Errors: OPTD_EINVAL (name, cfg, size 0, non-finite
+ * params), OPTD_ENOMEM. */
+int optd_session_create(const char *name, const optd_session_config_t *cfg, size_t size,
+                        const void *params, size_t history_cap, optd_session_t **out,
+                        optd_err_t *err);
+
+/* A new session (refs = 1) from an image: takes ownership of img's params,
+ * state and history (img is left empty).  Used by import and by loading
+ * snapshots.  Errors: OPTD_EINVAL, OPTD_ENOMEM. */
+int optd_session_from_image_take(optd_session_image_t *img, size_t history_cap,
+                                 optd_session_t **out, optd_err_t *err);
+
+/* Frees an image's buffers; img may be zeroed. */
+void optd_session_image_free(optd_session_image_t *img);
+
+/* Takes another reference / drops one (the last frees the session). */
+void optd_session_retain(optd_session_t *s);
+void optd_session_release(optd_session_t *s);
+
+/* Copies of a session's data, taken under its lock. */
+void optd_session_copy_descriptor(optd_session_t *s, optd_session_config_t *cfg, size_t *size,
+                                  uint64_t *step, int64_t *created_ms, int64_t *updated_ms);
+/* Full image (for state export, fork and snapshots): 0 or OPTD_ENOMEM. */
+int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
+/* Copies params into out (size * dtype bytes) and returns the step. */
+uint64_t optd_session_copy_params(optd_session_t *s, void *out);
+/* History entries with step > after_step, the newest `limit` of them
+ * (limit 0: all), oldest first; *out is malloc'd (caller frees).  0 or
+ * OPTD_ENOMEM. */
+int optd_session_copy_history(optd_session_t *s, uint64_t after_step, size_t limit,
+                              optd_history_entry_t **out, size_t *n, optd_err_t *err);
+
+/* One update.  grad holds size elements of the session's dtype.  If
+ * expect_step is non-NULL and differs from the step, nothing is applied and
+ * OPTD_ESTEP is returned with *step_out = the current step.  loss may be NULL.
+ * On success *step_out is the new step and, if params_out is non-NULL, the
+ * updated params are copied there atomically with the update.
+ * Errors change nothing: OPTD_ESTEP, OPTD_ENONFINITE, OPTD_ENOMEM,
+ * OPTD_ENOTFOUND (deleted meanwhile), OPTD_EIO (sync always: not durable). */
+int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
+                      const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err);
+
+/* Replaces the configuration (optimizer and dtype must be unchanged):
+ * 0, OPTD_EINVAL, OPTD_EIO. */
+int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err);
+
+/* Marks the session used now (ttl). */
+void optd_session_touch(optd_session_t *s);
+
+#endif

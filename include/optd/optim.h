@@ -1,0 +1,229 @@
+/* optd/optim.h: the optimizer core, a pure library with no I/O and no locks.
+ *
+ * Ten optimizers exact to PyTorch's torch.optim (see OPTIMIZERS.md), for
+ * float32 and float64 parameters, with learning-rate schedules and gradient
+ * clipping by global L2 norm.  The daemon is built on it; it is usable
+ * in-process too (link build/liboptd.a).
+ *
+ * Every optimizer, its hyperparameters, their defaults and their state
+ * buffers come from one table (optd_optim_desc), so what the API lists is
+ * what is implemented.
+ *
+ * Typical use:
+ *     optd_hparams_t hp; optd_hparams_default(OPTD_ADAM, &hp); hp.lr = 1e-3;
+ *     optd_optim_state_t st;
+ *     optd_optim_state_init(&st, OPTD_ADAM, OPTD_FLOAT32, n, &hp, &err);
+ *     optd_optim_step(&st, &hp, NULL, 0.0, params, grad, &info, &err);
+ *     optd_optim_state_free(&st);
+ */
+#ifndef OPTD_OPTIM_H
+#define OPTD_OPTIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "optd/error.h"
+
+/* ---- dtypes ------------------------------------------------------------ */
+
+typedef enum optd_dtype {
+    OPTD_FLOAT32 = 0,
+    OPTD_FLOAT64 = 1
+} optd_dtype_t;
+
+size_t optd_dtype_size(optd_dtype_t dtype);            /* 4 or 8 */
+const char *optd_dtype_name(optd_dtype_t dtype);       /* "float32", "float64" */
+int optd_dtype_parse(const char *name, optd_dtype_t *out); /* 0 or OPTD_EINVAL */
+
+/* ---- optimizers and their hyperparameters ------------------------------ */
+
+typedef enum optd_optim_kind {
+    OPTD_SGD = 0,
+    OPTD_ADAGRAD,
+    OPTD_RMSPROP,
+    OPTD_ADAM,
+    OPTD_ADAMW,
+    OPTD_ADAMAX,
+    OPTD_NADAM,
+    OPTD_RADAM,
+    OPTD_ADADELTA,
+    OPTD_LION,
+    OPTD_OPTIM_COUNT
+} optd_optim_kind_t;
+
+/* The union of every optimizer's hyperparameters, under PyTorch's keyword
+ * names.  Each optimizer reads only the fields its descriptor lists. */
+typedef struct optd_hparams {
+    double lr;
+    double momentum;
+    double dampening;
+    double weight_decay;
+    double lr_decay;
+    double initial_accumulator_value;
+    double eps;
+    double alpha;
+    double momentum_decay;
+    double rho;
+    double betas[2];
+    bool nesterov;
+    bool centered;
+    bool amsgrad;
+    bool maximize;
+} optd_hparams_t;
+
+typedef enum optd_hparam_type {
+    OPTD_HP_REAL = 0, /* a double field */
+    OPTD_HP_BOOL,     /* a bool field */
+    OPTD_HP_PAIR      /* a double[2] field (betas) */
+} optd_hparam_type_t;
+
+typedef struct optd_hparam_desc {
+    const char *name;        /* PyTorch keyword: "lr", "betas", ... */
+    optd_hparam_type_t type;
+    size_t offset;           /* offsetof(optd_hparams_t, field) */
+    double def[2];           /* default; bools 0/1; def[1] only for pairs */
+} optd_hparam_desc_t;
+
+/* State buffers, named as in PyTorch's state_dict. */
+typedef enum optd_buf {
+    OPTD_BUF_MOMENTUM_BUFFER = 0,
+    OPTD_BUF_SUM,
+    OPTD_BUF_SQUARE_AVG,
+    OPTD_BUF_GRAD_AVG,
+    OPTD_BUF_EXP_AVG,
+    OPTD_BUF_EXP_AVG_SQ,
+    OPTD_BUF_MAX_EXP_AVG_SQ,
+    OPTD_BUF_EXP_INF,
+    OPTD_BUF_ACC_DELTA,
+    OPTD_BUF_COUNT
+} optd_buf_t;
+
+typedef struct optd_optim_desc {
+    const char *name;                  /* "adam" */
+    optd_optim_kind_t kind;
+    size_t n_hparams;
+    const optd_hparam_desc_t *hparams; /* in the order the API prints them */
+    unsigned bufs;                     /* bit (1u << optd_buf_t) per buffer it may keep */
+    bool has_mu_product;               /* nadam's scalar state */
+} optd_optim_desc_t;
+
+/* The descriptor of kind (never NULL for kind < OPTD_OPTIM_COUNT). */
+const optd_optim_desc_t *optd_optim_desc(optd_optim_kind_t kind);
+/* Finds an optimizer by API name: 0, or OPTD_EINVAL (message lists the names). */
+int optd_optim_lookup(const char *name, optd_optim_kind_t *out, optd_err_t *err);
+/* Fills hp with kind's defaults (fields kind does not use are zero). */
+void optd_hparams_default(optd_optim_kind_t kind, optd_hparams_t *hp);
+/* The hyperparameter of kind called name, or NULL. */
+const optd_hparam_desc_t *optd_hparam_find(optd_optim_kind_t kind, const char *name);
+/* API.md's Validation: 0, or OPTD_EINVAL with a message naming the field and
+ * its allowed range.  Checks only the fields kind uses. */
+int optd_hparams_validate(optd_optim_kind_t kind, const optd_hparams_t *hp, optd_err_t *err);
+
+const char *optd_buf_name(optd_buf_t buf);  /* "exp_avg", ... */
+int optd_buf_lookup(const char *name);      /* the optd_buf_t, or -1 */
+
+/* ---- schedules ----------------------------------------------------------- */
+
+typedef enum optd_sched_type {
+    OPTD_SCHED_NONE = 0,
+    OPTD_SCHED_CONSTANT,
+    OPTD_SCHED_STEP,
+    OPTD_SCHED_EXPONENTIAL,
+    OPTD_SCHED_COSINE
+} optd_sched_type_t;
+
+typedef struct optd_schedule {
+    optd_sched_type_t type;
+    int64_t step_size;    /* step */
+    double gamma;         /* step, exponential */
+    int64_t t_max;        /* cosine */
+    double eta_min;       /* cosine */
+    int64_t warmup_steps; /* any type; 0 = no warmup */
+} optd_schedule_t;
+
+const char *optd_sched_type_name(optd_sched_type_t type); /* "cosine", ... */
+int optd_sched_type_parse(const char *name, optd_sched_type_t *out); /* 0 or OPTD_EINVAL */
+/* API.md's Validation for schedules: 0 or OPTD_EINVAL with a message. */
+int optd_schedule_validate(const optd_schedule_t *s, optd_err_t *err);
+/* The learning rate of step k (k = 1 for the first update), given the lr
+ * hyperparameter in force; s may be NULL (no schedule).  In double. */
+double optd_schedule_lr(const optd_schedule_t *s, double lr, uint64_t k);
+
+/* ---- optimizer state ------------------------------------------------------ */
+
+typedef struct optd_optim_state {
+    optd_optim_kind_t kind;
+    optd_dtype_t dtype;
+    size_t size;               /* elements in params and every buffer */
+    uint64_t step;             /* updates applied so far */
+    void *buf[OPTD_BUF_COUNT]; /* NULL where not kept (yet); else size elements of dtype */
+    double mu_product;         /* nadam only; a value of the dtype, starts at 1 */
+} optd_optim_state_t;
+
+/* Sets st up for kind with step 0 and allocates the buffers every step of
+ * kind needs (zeros; adagrad's sum at initial_accumulator_value).  Buffers
+ * an option turns on (momentum, centered, amsgrad) are allocated by the
+ * first step that uses them.  0, OPTD_ENOMEM, or OPTD_EINVAL (size 0). */
+int optd_optim_state_init(optd_optim_state_t *st, optd_optim_kind_t kind, optd_dtype_t dtype,
+                          size_t size, const optd_hparams_t *hp, optd_err_t *err);
+/* Frees st's buffers; st may be zeroed or already freed. */
+void optd_optim_state_free(optd_optim_state_t *st);
+/* Deep copy: dst must not hold buffers.  0 or OPTD_ENOMEM (dst left empty). */
+int optd_optim_state_copy(optd_optim_state_t *dst, const optd_optim_state_t *src, optd_err_t *err);
+/* Bytes held by st's buffers (for memory accounting). */
+size_t optd_optim_state_bytes(const optd_optim_state_t *st);
+
+/* ---- one update ------------------------------------------------------------ */
+
+typedef struct optd_step_info {
+    double lr;        /* the scheduled lr this step used */
+    double grad_norm; /* L2 norm of the gradient as given (before clipping) */
+} optd_step_info_t;
+
+/* Applies one update of st's optimizer to params with grad (both st->size
+ * elements of st->dtype; grad is not modified), in this order: refuse a
+ * non-finite gradient (OPTD_ENONFINITE, nothing changed), clip to
+ * max_grad_norm (> 0 turns clipping on), negate if maximize, then the rule of
+ * OPTIMIZERS.md with lr = optd_schedule_lr(sched, hp->lr, st->step + 1).
+ * On success st->step is incremented and info (may be NULL) filled.
+ * Errors change nothing: OPTD_ENONFINITE, OPTD_ENOMEM (a lazily created
+ * buffer could not be allocated). */
+int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
+                    double max_grad_norm, void *params, const void *grad, optd_step_info_t *info,
+                    optd_err_t *err);
+
+/* The same update split in three, so a large one can be spread over threads:
+ *   optd_grad_sumsq over disjoint ranges, summed  (also detects non-finite)
+ *   optd_optim_plan once   (per-step scalars in double, lazily created buffers)
+ *   optd_optim_apply over disjoint ranges [lo, hi), in any threads
+ *   optd_optim_commit once (step count, nadam's mu_product)
+ * optd_optim_step is exactly these four on the whole range. */
+typedef struct optd_step_plan {
+    optd_optim_kind_t kind;
+    optd_dtype_t dtype;
+    uint64_t t;           /* the step number being applied (st->step + 1) */
+    double lr;
+    double grad_norm;
+    double gscale;        /* clip coefficient, negated when maximize */
+    bool first_momentum;  /* sgd: momentum_buffer starts as g this step */
+    bool use_momentum, use_nesterov, use_centered, use_amsgrad, radam_rect;
+    double c[16];         /* per-optimizer scalars, in double (see optim.c) */
+    double mu_product_next;
+} optd_step_plan_t;
+
+/* Sum of squares of grad[lo, hi) in double.  *finite is set false if any
+ * element is NaN or +-Inf (it is never set true). */
+double optd_grad_sumsq(optd_dtype_t dtype, const void *grad, size_t lo, size_t hi, bool *finite);
+/* grad_sumsq is the whole gradient's sum of squares, from optd_grad_sumsq.
+ * 0 or OPTD_ENOMEM; nothing in st's values changes here. */
+int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
+                    double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err);
+void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void *params,
+                      const void *grad, size_t lo, size_t hi);
+void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan);
+
+/* True when every element of v (n of dtype) is finite. */
+bool optd_all_finite(optd_dtype_t dtype, const void *v, size_t n);
+
+#endif
