@@ -4,17 +4,19 @@
 #   deploy/install-deps.sh GROUP...
 #
 # Groups: build (compile the daemon), test (make check), bench (make bench),
-# fuzz (make fuzz), fixtures (regenerate the PyTorch reference data).
+# fuzz (make fuzz), fixtures (regenerate the PyTorch reference data),
+# image (make image-test: debootstrap a Debian 12 root).
 # Asks dpkg first, so a machine that has everything gets no apt call at all;
 # otherwise runs apt-get update once and installs only what is missing.
 # Needs root (or sudo) only when something must be installed.
 set -eu
 
 pkgs_build="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libuv1-dev zlib1g-dev uthash-dev libgnutls28-dev"
-pkgs_test="check python3 python3-yaml python3-jsonschema curl openssl clang libclang-rt-14-dev nodejs procps"
+pkgs_test="check python3 python3-yaml python3-jsonschema curl openssl clang libclang-rt-14-dev nodejs procps python3-numpy python3-sklearn python3-matplotlib nginx systemd"
 pkgs_bench="wrk nginx python3 python3-numpy"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_fixtures="python3 python3-numpy python3-torch"
+pkgs_image="debootstrap"
 
 want=""
 for group in "$@"; do
@@ -24,7 +26,8 @@ for group in "$@"; do
         bench) want="$want $pkgs_bench" ;;
         fuzz) want="$want $pkgs_fuzz" ;;
         fixtures) want="$want $pkgs_fixtures" ;;
-        *) echo "install-deps.sh: unknown group '$group' (build, test, bench, fuzz, fixtures)" >&2; exit 2 ;;
+        image) want="$want $pkgs_image" ;;
+        *) echo "install-deps.sh: unknown group '$group' (build, test, bench, fuzz, fixtures, image)" >&2; exit 2 ;;
     esac
 done
 
