@@ -1,0 +1,586 @@
+/* test_fixtures.c: proves the optimizer core exact to PyTorch.
+ *
+ * Replays each reference trajectory tests/fixtures/optim/NAME.json (made
+ * by tests/fixtures/generate.py with torch 1.13; format in
+ * tests/fixtures/README.md) through optd_optim_step, building the
+ * hyperparameters and the schedule only through optim.h's table
+ * (optd_optim_lookup, optd_hparam_find + offsets, optd_sched_type_parse), and
+ * compares after every step:
+ *   - the parameters, within OPTIMIZERS.md's tolerance
+ *     (float64: 1e-10*|want| + 1e-12, float32: 2e-5*|want| + 1e-6),
+ *   - the scheduled lr, within 1e-12 relative, and the gradient norm;
+ * and at the end the optimizer state under its state_dict names, with the
+ * same tolerance, and that no buffer PyTorch lacks is kept.  A failure names
+ * the case, the step, the index, got and want.
+ *
+ * A separate test checks that the fixture set covers every optimizer of the
+ * table in both dtypes, so an empty or truncated directory cannot pass.
+ *
+ * Run from the repository root (the Makefile does), or point
+ * OPTD_FIXTURES_DIR at the directory of JSON files.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optd/optim.h"
+
+#define MSG_MAX 1024
+
+/* ---- the fixture directory ------------------------------------------------ */
+
+static const char *fixtures_dir(void)
+{
+    const char *d = getenv("OPTD_FIXTURES_DIR");
+    return (d && *d) ? d : "tests/fixtures/optim";
+}
+
+typedef struct name_list {
+    char **names; /* owned, sorted file names ending in .json */
+    size_t n;
+} name_list_t;
+
+static void name_list_free(name_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->names[i]);
+    free(l->names);
+    l->names = NULL;
+    l->n = 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Lists dir's *.json files, sorted, so that loop index i names the same case
+ * in the parent (which counts them) and in each forked test.  0 or -1. */
+static int list_fixtures(const char *dir, name_list_t *out)
+{
+    out->names = NULL;
+    out->n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len <= 5 || strcmp(e->d_name + len - 5, ".json") != 0)
+            continue;
+        if (out->n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            char **nn = realloc(out->names, ncap * sizeof *nn);
+            if (!nn)
+                goto fail;
+            out->names = nn;
+            cap = ncap;
+        }
+        out->names[out->n] = strdup(e->d_name);
+        if (!out->names[out->n])
+            goto fail;
+        out->n++;
+    }
+    closedir(d);
+    qsort(out->names, out->n, sizeof *out->names, cmp_str);
+    return 0;
+fail:
+    closedir(d);
+    name_list_free(out);
+    return -1;
+}
+
+/* ---- small helpers -------------------------------------------------------- */
+
+/* Formats a failure message into msg and returns -1. */
+static int failf(char *msg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int failf(char *msg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, MSG_MAX, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static void store(optd_dtype_t dt, void *buf, size_t i, double x)
+{
+    if (dt == OPTD_FLOAT32)
+        ((float *)buf)[i] = (float)x; /* exact: fixtures hold float32 values */
+    else
+        ((double *)buf)[i] = x;
+}
+
+static double load(optd_dtype_t dt, const void *buf, size_t i)
+{
+    return dt == OPTD_FLOAT32 ? (double)((const float *)buf)[i] : ((const double *)buf)[i];
+}
+
+/* OPTIMIZERS.md's tolerance. */
+static bool close_enough(optd_dtype_t dt, double got, double want)
+{
+    double rel = dt == OPTD_FLOAT32 ? 2e-5 : 1e-10;
+    double abs_ = dt == OPTD_FLOAT32 ? 1e-6 : 1e-12;
+    return isfinite(got) && fabs(got - want) <= rel * fabs(want) + abs_;
+}
+
+/* Copies the JSON array a of n numbers into buf (dtype dt).  0 or -1. */
+static int load_array(json_t *a, size_t n, optd_dtype_t dt, void *buf)
+{
+    if (!json_is_array(a) || json_array_size(a) != n)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(a, i);
+        if (!json_is_number(v))
+            return -1;
+        store(dt, buf, i, json_number_value(v));
+    }
+    return 0;
+}
+
+/* Compares buf (n of dt) with the JSON array want.  0 or -1 with a message. */
+static int compare_array(const char *cas, const char *what, uint64_t step, optd_dtype_t dt,
+                         const void *buf, json_t *want, size_t n, char *msg)
+{
+    if (!json_is_array(want) || json_array_size(want) != n)
+        return failf(msg, "%s: %s at step %llu: fixture array is not %zu numbers", cas, what,
+                     (unsigned long long)step, n);
+    for (size_t i = 0; i < n; i++) {
+        double w = json_number_value(json_array_get(want, i));
+        double g = load(dt, buf, i);
+        if (!close_enough(dt, g, w))
+            return failf(msg, "%s: %s differ at step %llu, index %zu: got %.17g, want %.17g (diff %.3g)",
+                         cas, what, (unsigned long long)step, i, g, w, fabs(g - w));
+    }
+    return 0;
+}
+
+/* Sets one hyperparameter through the table's offsets.  0 or -1. */
+static int set_hparam(const char *cas, optd_optim_kind_t kind, optd_hparams_t *hp, const char *key,
+                      json_t *v, char *msg)
+{
+    const optd_hparam_desc_t *d = optd_hparam_find(kind, key);
+    if (!d)
+        return failf(msg, "%s: optd does not know hyperparameter \"%s\" of %s", cas, key,
+                     optd_optim_desc(kind)->name);
+    char *base = (char *)hp + d->offset;
+    switch (d->type) {
+    case OPTD_HP_REAL: {
+        if (!json_is_number(v))
+            return failf(msg, "%s: hyperparameter %s is not a number", cas, key);
+        double x = json_number_value(v);
+        memcpy(base, &x, sizeof x);
+        return 0;
+    }
+    case OPTD_HP_BOOL: {
+        if (!json_is_boolean(v))
+            return failf(msg, "%s: hyperparameter %s is not a boolean", cas, key);
+        bool b = json_is_true(v);
+        memcpy(base, &b, sizeof b);
+        return 0;
+    }
+    case OPTD_HP_PAIR: {
+        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_number(json_array_get(v, 0)) ||
+            !json_is_number(json_array_get(v, 1)))
+            return failf(msg, "%s: hyperparameter %s is not a pair of numbers", cas, key);
+        double p[2] = {json_number_value(json_array_get(v, 0)), json_number_value(json_array_get(v, 1))};
+        memcpy(base, p, sizeof p);
+        return 0;
+    }
+    }
+    return failf(msg, "%s: hyperparameter %s has an unknown type in the table", cas, key);
+}
+
+static int set_hparams(const char *cas, optd_optim_kind_t kind, optd_hparams_t *hp, json_t *obj,
+                       char *msg)
+{
+    if (!json_is_object(obj))
+        return failf(msg, "%s: hyperparameters is not an object", cas);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (set_hparam(cas, kind, hp, key, v, msg) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The table's default of d, as the fixture's JSON would write it. */
+static bool default_matches(const optd_hparam_desc_t *d, json_t *v)
+{
+    switch (d->type) {
+    case OPTD_HP_REAL:
+        return json_is_number(v) && json_number_value(v) == d->def[0];
+    case OPTD_HP_BOOL:
+        return json_is_boolean(v) && (json_is_true(v) ? 1.0 : 0.0) == d->def[0];
+    case OPTD_HP_PAIR:
+        return json_is_array(v) && json_array_size(v) == 2 &&
+               json_number_value(json_array_get(v, 0)) == d->def[0] &&
+               json_number_value(json_array_get(v, 1)) == d->def[1];
+    }
+    return false;
+}
+
+static int get_int(json_t *obj, const char *key, int64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v))
+        return -1;
+    *out = (int64_t)json_integer_value(v);
+    return 0;
+}
+
+static int get_real(json_t *obj, const char *key, double *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_number(v))
+        return -1;
+    *out = json_number_value(v);
+    return 0;
+}
+
+static int parse_schedule(const char *cas, json_t *js, optd_schedule_t *s, char *msg)
+{
+    memset(s, 0, sizeof *s);
+    if (!json_is_object(js))
+        return failf(msg, "%s: schedule is neither null nor an object", cas);
+    const char *key;
+    json_t *v;
+    json_object_foreach(js, key, v) {
+        if (strcmp(key, "type") && strcmp(key, "step_size") && strcmp(key, "gamma") &&
+            strcmp(key, "t_max") && strcmp(key, "eta_min") && strcmp(key, "warmup_steps"))
+            return failf(msg, "%s: unknown schedule field %s", cas, key);
+    }
+    json_t *type = json_object_get(js, "type");
+    if (!json_is_string(type) || optd_sched_type_parse(json_string_value(type), &s->type) != 0)
+        return failf(msg, "%s: optd does not parse schedule type %s", cas,
+                     json_is_string(type) ? json_string_value(type) : "(missing)");
+    if (get_int(js, "step_size", &s->step_size) || get_real(js, "gamma", &s->gamma) ||
+        get_int(js, "t_max", &s->t_max) || get_real(js, "eta_min", &s->eta_min) ||
+        get_int(js, "warmup_steps", &s->warmup_steps))
+        return failf(msg, "%s: a schedule field has the wrong type", cas);
+    optd_err_t err = {0};
+    if (optd_schedule_validate(s, &err) != 0)
+        return failf(msg, "%s: optd refuses the schedule: %s", cas, err.msg);
+    return 0;
+}
+
+/* ---- one trajectory ----------------------------------------------------- */
+
+typedef struct replay {
+    json_t *doc;
+    void *params;
+    void *grad;
+    optd_optim_state_t st;
+} replay_t;
+
+static void replay_free(replay_t *r)
+{
+    optd_optim_state_free(&r->st);
+    free(r->params);
+    free(r->grad);
+    json_decref(r->doc);
+}
+
+static int check_state(const char *cas, replay_t *r, json_t *state, size_t n, char *msg)
+{
+    optd_dtype_t dt = r->st.dtype;
+    const optd_optim_desc_t *desc = optd_optim_desc(r->st.kind);
+    uint64_t step = r->st.step;
+    if (!json_is_object(state))
+        return failf(msg, "%s: state is not an object", cas);
+    const char *key;
+    json_t *v;
+    json_object_foreach(state, key, v) {
+        if (strcmp(key, "mu_product") == 0) {
+            if (!desc->has_mu_product)
+                return failf(msg, "%s: fixture has mu_product, optd's %s has none", cas, desc->name);
+            double w = json_number_value(v);
+            if (!close_enough(dt, r->st.mu_product, w))
+                return failf(msg, "%s: state mu_product differs after step %llu: got %.17g, want %.17g",
+                             cas, (unsigned long long)step, r->st.mu_product, w);
+            continue;
+        }
+        int b = optd_buf_lookup(key);
+        if (b < 0)
+            return failf(msg, "%s: optd has no state buffer named %s", cas, key);
+        if (!(desc->bufs & (1u << b)))
+            return failf(msg, "%s: optd's table says %s keeps no %s", cas, desc->name, key);
+        if (!r->st.buf[b])
+            return failf(msg, "%s: optd keeps no %s after step %llu, PyTorch does", cas, key,
+                         (unsigned long long)step);
+        char what[64];
+        snprintf(what, sizeof what, "state %s", key);
+        if (compare_array(cas, what, step, dt, r->st.buf[b], v, n, msg) != 0)
+            return -1;
+    }
+    if (desc->has_mu_product && !json_object_get(state, "mu_product"))
+        return failf(msg, "%s: fixture lacks mu_product", cas);
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        if (r->st.buf[b] && !json_object_get(state, optd_buf_name((optd_buf_t)b)))
+            return failf(msg, "%s: optd keeps %s after step %llu, PyTorch's state has none", cas,
+                         optd_buf_name((optd_buf_t)b), (unsigned long long)step);
+    }
+    return 0;
+}
+
+/* Replays the fixture at path.  0, or -1 with a message naming case, step,
+ * index, got and want. */
+static int replay_fixture(const char *path, const char *file, char *msg)
+{
+    replay_t r;
+    memset(&r, 0, sizeof r);
+    json_error_t jerr;
+    r.doc = json_load_file(path, 0, &jerr);
+    if (!r.doc)
+        return failf(msg, "%s: not JSON: %s (line %d)", path, jerr.text, jerr.line);
+
+    int rc = -1;
+    optd_err_t err = {0};
+    json_t *doc = r.doc;
+    const char *cas = json_string_value(json_object_get(doc, "name"));
+    const char *opt = json_string_value(json_object_get(doc, "optimizer"));
+    const char *dts = json_string_value(json_object_get(doc, "dtype"));
+    json_t *jhp = json_object_get(doc, "hyperparameters");
+    json_t *jsched = json_object_get(doc, "schedule");
+    json_t *jmgn = json_object_get(doc, "max_grad_norm");
+    json_t *jp0 = json_object_get(doc, "params0");
+    json_t *jpatches = json_object_get(doc, "patches");
+    json_t *jsteps = json_object_get(doc, "steps");
+    json_t *jstate = json_object_get(doc, "state");
+    if (!cas || !opt || !dts || !jhp || !jsched || !jmgn || !json_is_array(jp0) || !json_is_array(jsteps) ||
+        !jstate) {
+        failf(msg, "%s: a required field is missing or of the wrong type", file);
+        goto out;
+    }
+    size_t flen = strlen(file);
+    if (strlen(cas) + 5 != flen || strncmp(cas, file, flen - 5) != 0) {
+        failf(msg, "%s: name \"%s\" is not the file name", file, cas);
+        goto out;
+    }
+
+    optd_optim_kind_t kind;
+    optd_dtype_t dt;
+    if (optd_optim_lookup(opt, &kind, &err) != 0) {
+        failf(msg, "%s: %s", cas, err.msg);
+        goto out;
+    }
+    if (optd_dtype_parse(dts, &dt) != 0) {
+        failf(msg, "%s: optd does not parse dtype %s", cas, dts);
+        goto out;
+    }
+    const optd_optim_desc_t *desc = optd_optim_desc(kind);
+
+    /* Every hyperparameter is listed, and the table knows each of them. */
+    optd_hparams_t hp;
+    optd_hparams_default(kind, &hp);
+    if (json_object_size(jhp) != desc->n_hparams) {
+        failf(msg, "%s: fixture lists %zu hyperparameters, optd's %s has %zu", cas, json_object_size(jhp),
+              desc->name, desc->n_hparams);
+        goto out;
+    }
+    /* A "<opt>-defaults-*" case holds API.md's defaults: the table must agree. */
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s-defaults-", desc->name);
+    if (strncmp(cas, prefix, strlen(prefix)) == 0) {
+        for (size_t i = 0; i < desc->n_hparams; i++) {
+            const optd_hparam_desc_t *d = &desc->hparams[i];
+            if (!default_matches(d, json_object_get(jhp, d->name))) {
+                failf(msg, "%s: optd's default for %s differs from API.md's (%.17g)", cas, d->name,
+                      d->def[0]);
+                goto out;
+            }
+        }
+    }
+    if (set_hparams(cas, kind, &hp, jhp, msg) != 0)
+        goto out;
+    if (optd_hparams_validate(kind, &hp, &err) != 0) {
+        failf(msg, "%s: optd refuses the hyperparameters: %s", cas, err.msg);
+        goto out;
+    }
+
+    optd_schedule_t sched;
+    const optd_schedule_t *sp = NULL;
+    if (!json_is_null(jsched)) {
+        if (parse_schedule(cas, jsched, &sched, msg) != 0)
+            goto out;
+        sp = &sched;
+    }
+    double mgn = 0.0;
+    if (!json_is_null(jmgn)) {
+        if (!json_is_number(jmgn)) {
+            failf(msg, "%s: max_grad_norm is not a number", cas);
+            goto out;
+        }
+        mgn = json_number_value(jmgn);
+    }
+
+    size_t n = json_array_size(jp0);
+    size_t esz = optd_dtype_size(dt);
+    r.params = malloc(n * esz);
+    r.grad = malloc(n * esz);
+    if (!r.params || !r.grad) {
+        failf(msg, "%s: out of memory", cas);
+        goto out;
+    }
+    if (load_array(jp0, n, dt, r.params) != 0) {
+        failf(msg, "%s: params0 is not an array of numbers", cas);
+        goto out;
+    }
+    if (optd_optim_state_init(&r.st, kind, dt, n, &hp, &err) != 0) {
+        failf(msg, "%s: optd_optim_state_init: %s", cas, err.msg);
+        goto out;
+    }
+
+    size_t nsteps = json_array_size(jsteps);
+    for (size_t s = 0; s < nsteps; s++) {
+        uint64_t k = (uint64_t)s + 1;
+        /* PATCHes due before this step: the new values, the old state. */
+        if (jpatches && json_is_array(jpatches)) {
+            size_t pi;
+            json_t *pt;
+            json_array_foreach(jpatches, pi, pt) {
+                json_int_t before = json_integer_value(json_object_get(pt, "before_step"));
+                if ((uint64_t)before != k)
+                    continue;
+                if (set_hparams(cas, kind, &hp, json_object_get(pt, "hyperparameters"), msg) != 0)
+                    goto out;
+                if (optd_hparams_validate(kind, &hp, &err) != 0) {
+                    failf(msg, "%s: optd refuses the patch before step %llu: %s", cas,
+                          (unsigned long long)k, err.msg);
+                    goto out;
+                }
+            }
+        }
+        json_t *js = json_array_get(jsteps, s);
+        if (load_array(json_object_get(js, "grad"), n, dt, r.grad) != 0) {
+            failf(msg, "%s: step %llu: grad is not %zu numbers", cas, (unsigned long long)k, n);
+            goto out;
+        }
+        double sumsq = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double g = load(dt, r.grad, i);
+            sumsq += g * g;
+        }
+        optd_step_info_t info = {0};
+        if (optd_optim_step(&r.st, &hp, sp, mgn, r.params, r.grad, &info, &err) != 0) {
+            failf(msg, "%s: step %llu: optd_optim_step failed: %s", cas, (unsigned long long)k, err.msg);
+            goto out;
+        }
+        if (r.st.step != k) {
+            failf(msg, "%s: step count is %llu after step %llu", cas, (unsigned long long)r.st.step,
+                  (unsigned long long)k);
+            goto out;
+        }
+        double want_lr = json_number_value(json_object_get(js, "lr"));
+        if (!(fabs(info.lr - want_lr) <= 1e-12 * fabs(want_lr))) {
+            failf(msg, "%s: lr differs at step %llu: got %.17g, want %.17g", cas, (unsigned long long)k,
+                  info.lr, want_lr);
+            goto out;
+        }
+        double want_norm = sqrt(sumsq);
+        if (!(fabs(info.grad_norm - want_norm) <= 1e-12 * want_norm)) {
+            failf(msg, "%s: grad_norm differs at step %llu: got %.17g, want %.17g", cas,
+                  (unsigned long long)k, info.grad_norm, want_norm);
+            goto out;
+        }
+        if (compare_array(cas, "params", k, dt, r.params, json_object_get(js, "params"), n, msg) != 0)
+            goto out;
+    }
+    if (check_state(cas, &r, jstate, n, msg) != 0)
+        goto out;
+    rc = 0;
+out:
+    replay_free(&r);
+    return rc;
+}
+
+/* ---- the tests ------------------------------------------------------------ */
+
+START_TEST(test_trajectory)
+{
+    name_list_t l;
+    const char *dir = fixtures_dir();
+    ck_assert_msg(list_fixtures(dir, &l) == 0, "cannot list %s", dir);
+    ck_assert_msg((size_t)_i < l.n, "fixture %d vanished from %s", _i, dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, l.names[_i]);
+    char msg[MSG_MAX] = "";
+    int rc = replay_fixture(path, l.names[_i], msg);
+    name_list_free(&l);
+    ck_assert_msg(rc == 0, "%s", msg);
+}
+END_TEST
+
+/* The set covers every optimizer of the table in both dtypes, so an empty or
+ * partial fixture directory fails instead of passing on nothing. */
+START_TEST(test_coverage)
+{
+    name_list_t l;
+    const char *dir = fixtures_dir();
+    ck_assert_msg(list_fixtures(dir, &l) == 0, "cannot list %s", dir);
+    bool seen[OPTD_OPTIM_COUNT][2] = {{false}};
+    for (size_t i = 0; i < l.n; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, l.names[i]);
+        json_error_t jerr;
+        json_t *doc = json_load_file(path, 0, &jerr);
+        ck_assert_msg(doc != NULL, "%s: not JSON: %s", path, jerr.text);
+        optd_optim_kind_t kind;
+        optd_dtype_t dt;
+        const char *opt = json_string_value(json_object_get(doc, "optimizer"));
+        const char *dts = json_string_value(json_object_get(doc, "dtype"));
+        ck_assert_msg(opt && optd_optim_lookup(opt, &kind, NULL) == 0, "%s: unknown optimizer", path);
+        ck_assert_msg(dts && optd_dtype_parse(dts, &dt) == 0, "%s: unknown dtype", path);
+        ck_assert_msg(json_array_size(json_object_get(doc, "steps")) >= 200, "%s: fewer than 200 steps",
+                      path);
+        seen[kind][dt == OPTD_FLOAT64] = true;
+        json_decref(doc);
+    }
+    size_t count = l.n;
+    name_list_free(&l);
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        for (int d = 0; d < 2; d++)
+            ck_assert_msg(seen[k][d], "no %s fixture for %s in %s (%zu files)", d ? "float64" : "float32",
+                          optd_optim_desc((optd_optim_kind_t)k)->name, dir, count);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    name_list_t l;
+    if (list_fixtures(fixtures_dir(), &l) != 0) {
+        fprintf(stderr, "test_fixtures: cannot list %s (run from the repository root or set "
+                        "OPTD_FIXTURES_DIR)\n", fixtures_dir());
+        return EXIT_FAILURE;
+    }
+    int n = (int)l.n;
+    name_list_free(&l);
+
+    Suite *s = suite_create("fixtures");
+    TCase *cov = tcase_create("coverage");
+    tcase_add_test(cov, test_coverage);
+    suite_add_tcase(s, cov);
+    TCase *tc = tcase_create("trajectories");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_trajectory, 0, n);
+    suite_add_tcase(s, tc);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
