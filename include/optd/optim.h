@@ -123,6 +123,10 @@ int optd_hparams_validate(optd_optim_kind_t kind, const optd_hparams_t *hp, optd
 const char *optd_buf_name(optd_buf_t buf);  /* "exp_avg", ... */
 int optd_buf_lookup(const char *name);      /* the optd_buf_t, or -1 */
 
+/* API.md's Validation for max_grad_norm (finite, >= 0; 0 = no clipping):
+ * 0 or OPTD_EINVAL with a message. */
+int optd_clip_validate(double max_grad_norm, optd_err_t *err);
+
 /* ---- schedules ----------------------------------------------------------- */
 
 typedef enum optd_sched_type {

@@ -1,0 +1,31 @@
+/* kernels_common.h: what both kernel instances (kernels_f32.c,
+ * kernels_f64.c) need before including kernels_tmpl.h.
+ *
+ * OPTD_KERNEL marks the hot loops.  On x86-64 with GCC each gets an AVX2
+ * clone besides the baseline SSE2 one, chosen once at load time, so the
+ * portable build still uses wider vectors where the CPU has them (the
+ * arithmetic is the same IEEE operations either way: no FMA contraction in
+ * ISO C mode, so both clones give identical bits). */
+#ifndef OPTD_OPTIM_KERNELS_COMMON_H
+#define OPTD_OPTIM_KERNELS_COMMON_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "optim/kernels.h"
+
+/* GCC's -O2 vectorizes only loops whose trip count needs no scalar
+ * epilogue ("very cheap" cost model), which excludes every update loop here;
+ * the dynamic model vectorizes them with an epilogue. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(OPTD_NO_CLONES)
+#define OPTD_KERNEL static __attribute__((target_clones("avx2", "default"))) void
+#else
+#define OPTD_KERNEL static void
+#endif
+
+#endif

@@ -1,0 +1,7 @@
+/* kernels_f32.c: the float32 instance of the update kernels (kernels_tmpl.h). */
+#include "optim/kernels_common.h"
+
+#define T float
+#define SFX f32
+#define SQRT sqrtf
+#include "optim/kernels_tmpl.h"

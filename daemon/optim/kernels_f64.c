@@ -1,0 +1,7 @@
+/* kernels_f64.c: the float64 instance of the update kernels (kernels_tmpl.h). */
+#include "optim/kernels_common.h"
+
+#define T double
+#define SFX f64
+#define SQRT sqrt
+#include "optim/kernels_tmpl.h"

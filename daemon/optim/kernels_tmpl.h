@@ -1,0 +1,443 @@
+/* kernels_tmpl.h: the element-wise update rules of OPTIMIZERS.md, written
+ * once for both dtypes.  kernels_f32.c and kernels_f64.c include it with
+ *     T     the element type (float, double)
+ *     SFX   the name suffix (f32, f64)
+ *     SQRT  the square root of T (sqrtf, sqrt; -fno-math-errno makes it an
+ *           instruction, so the loops vectorize)
+ * defined.  No include guard: it is meant to be included once per dtype.
+ *
+ * Each rule follows PyTorch's single-tensor operation order (torch/optim/
+ * *.py, 1.13; nadam as 2.x), e.g. `exp_avg.mul_(b1).add_(g, alpha=1-b1)` is
+ * m*b1 + (1-b1)*g and `addcdiv_(a, b, value=v)` is p + (v*a)/b, so a float32
+ * session rounds where PyTorch rounds.  The per-step scalars arrive in
+ * double (plan->c, see kernels.h) and are rounded to T once here.
+ *
+ * Every rule is a static always-inline body whose option flags are
+ * compile-time constants at each call site, so each combination of options
+ * becomes its own branch-free loop that the compiler vectorizes; the public
+ * entry point only picks the combination. */
+
+#define KN2(a, b) a##_##b
+#define KN1(a, b) KN2(a, b)
+#define KN(name) KN1(name, SFX)
+
+#define BODY static inline __attribute__((always_inline)) void
+
+/* Gradient as the rule sees it: clipped, maybe negated (gs), plus coupled
+ * weight decay when wd is on (PyTorch: grad.add(param, alpha=wd)). */
+#define GRAD_IN(i, pv) (use_wd ? g[i] * gs + wd * (pv) : g[i] * gs)
+
+/* ---- sgd ----------------------------------------------------------------- */
+
+/* mode 0: no momentum; 1: first momentum step (buf = d); 2: momentum. */
+BODY KN(sgd_body)(size_t n, T *restrict p, const T *restrict g, T *restrict buf, T gs, T wd,
+                  T mom, T damp1, T nlr, const bool use_wd, const int mode, const bool nest)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        T d = GRAD_IN(i, pv);
+        if (mode == 1) {
+            buf[i] = d;
+            if (nest)
+                d = d + mom * d;
+        } else if (mode == 2) {
+            T b = buf[i] * mom + damp1 * d;
+            buf[i] = b;
+            d = nest ? d + mom * b : b;
+        }
+        p[i] = pv + nlr * d;
+    }
+}
+
+OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[SGD_WD], mom = (T)pl->c[SGD_MOM];
+    T damp1 = (T)pl->c[SGD_DAMP1], nlr = (T)pl->c[SGD_NLR];
+    T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
+    bool use_wd = pl->c[SGD_WD] != 0.0;
+    int mode = !pl->use_momentum ? 0 : pl->first_momentum ? 1 : 2;
+#define SGD(w, m, nv) KN(sgd_body)(n, p, g, buf, gs, wd, mom, damp1, nlr, w, m, nv)
+    if (mode == 0) {
+        if (use_wd) SGD(true, 0, false); else SGD(false, 0, false);
+    } else if (pl->use_nesterov) {
+        if (mode == 1) {
+            if (use_wd) SGD(true, 1, true); else SGD(false, 1, true);
+        } else {
+            if (use_wd) SGD(true, 2, true); else SGD(false, 2, true);
+        }
+    } else {
+        if (mode == 1) {
+            if (use_wd) SGD(true, 1, false); else SGD(false, 1, false);
+        } else {
+            if (use_wd) SGD(true, 2, false); else SGD(false, 2, false);
+        }
+    }
+#undef SGD
+}
+
+/* ---- adagrad ------------------------------------------------------------- */
+
+BODY KN(adagrad_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sum, T gs, T wd,
+                      T eps, T nclr, const bool use_wd)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        T d = GRAD_IN(i, pv);
+        T s = sum[i] + d * d;
+        sum[i] = s;
+        p[i] = pv + (nclr * d) / (SQRT(s) + eps);
+    }
+}
+
+OPTD_KERNEL KN(adagrad)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
+                        size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[ADAGRAD_WD], eps = (T)pl->c[ADAGRAD_EPS];
+    T nclr = (T)pl->c[ADAGRAD_NCLR];
+    T *sum = bufs[OPTD_BUF_SUM];
+    if (pl->c[ADAGRAD_WD] != 0.0)
+        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, true);
+    else
+        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, false);
+}
+
+/* ---- rmsprop ------------------------------------------------------------- */
+
+BODY KN(rmsprop_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sq,
+                      T *restrict ga, T *restrict buf, T gs, T wd, T alpha, T oma, T eps, T mom,
+                      T nlr, const bool use_wd, const bool centered, const bool use_mom)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        T d = GRAD_IN(i, pv);
+        T s = sq[i] * alpha + (oma * d) * d;
+        sq[i] = s;
+        T avg;
+        if (centered) {
+            T a = ga[i] * alpha + oma * d;
+            ga[i] = a;
+            avg = SQRT(s - a * a); /* addcmul(ga, ga, value=-1) */
+        } else {
+            avg = SQRT(s);
+        }
+        avg = avg + eps;
+        if (use_mom) {
+            T b = buf[i] * mom + d / avg;
+            buf[i] = b;
+            p[i] = pv + nlr * b;
+        } else {
+            p[i] = pv + (nlr * d) / avg;
+        }
+    }
+}
+
+OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
+                        size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[RMSPROP_WD], alpha = (T)pl->c[RMSPROP_ALPHA];
+    T oma = (T)pl->c[RMSPROP_OMA], eps = (T)pl->c[RMSPROP_EPS], mom = (T)pl->c[RMSPROP_MOM];
+    T nlr = (T)pl->c[RMSPROP_NLR];
+    T *sq = bufs[OPTD_BUF_SQUARE_AVG], *ga = bufs[OPTD_BUF_GRAD_AVG];
+    T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
+    bool use_wd = pl->c[RMSPROP_WD] != 0.0;
+#define RMS(w, c, m) KN(rmsprop_body)(n, p, g, sq, ga, buf, gs, wd, alpha, oma, eps, mom, nlr, w, c, m)
+    if (use_wd) {
+        if (pl->use_centered) {
+            if (pl->use_momentum) RMS(true, true, true); else RMS(true, true, false);
+        } else {
+            if (pl->use_momentum) RMS(true, false, true); else RMS(true, false, false);
+        }
+    } else {
+        if (pl->use_centered) {
+            if (pl->use_momentum) RMS(false, true, true); else RMS(false, true, false);
+        } else {
+            if (pl->use_momentum) RMS(false, false, true); else RMS(false, false, false);
+        }
+    }
+#undef RMS
+}
+
+/* ---- adam, adamw ----------------------------------------------------------- */
+
+BODY KN(adam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
+                   T *restrict vmax, T gs, T wd, T decay, T b1, T omb1, T b2, T omb2, T sbc2,
+                   T eps, T nss, const bool use_wd, const bool decoupled, const bool ams)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        if (decoupled)
+            pv = pv * decay; /* adamw: param.mul_(1 - lr*wd) */
+        T d = GRAD_IN(i, pv);
+        T mv = m[i] * b1 + omb1 * d;
+        T vv = v[i] * b2 + (omb2 * d) * d;
+        m[i] = mv;
+        v[i] = vv;
+        if (ams) {
+            T x = vmax[i];
+            x = x < vv ? vv : x;
+            vmax[i] = x;
+            vv = x;
+        }
+        T den = SQRT(vv) / sbc2 + eps;
+        p[i] = pv + (nss * mv) / den;
+    }
+}
+
+OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[ADAM_WD], decay = (T)pl->c[ADAM_DECAY];
+    T b1 = (T)pl->c[ADAM_B1], omb1 = (T)pl->c[ADAM_OMB1];
+    T b2 = (T)pl->c[ADAM_B2], omb2 = (T)pl->c[ADAM_OMB2];
+    T sbc2 = (T)pl->c[ADAM_SBC2], eps = (T)pl->c[ADAM_EPS], nss = (T)pl->c[ADAM_NSS];
+    T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
+    T *vmax = bufs[OPTD_BUF_MAX_EXP_AVG_SQ];
+    bool use_wd = pl->c[ADAM_WD] != 0.0, decoupled = pl->kind == OPTD_ADAMW;
+#define ADAM(w, dc, a) \
+    KN(adam_body)(n, p, g, m, v, vmax, gs, wd, decay, b1, omb1, b2, omb2, sbc2, eps, nss, w, dc, a)
+    if (decoupled) {
+        if (pl->use_amsgrad) ADAM(false, true, true); else ADAM(false, true, false);
+    } else if (use_wd) {
+        if (pl->use_amsgrad) ADAM(true, false, true); else ADAM(true, false, false);
+    } else {
+        if (pl->use_amsgrad) ADAM(false, false, true); else ADAM(false, false, false);
+    }
+#undef ADAM
+}
+
+/* ---- adamax -------------------------------------------------------------- */
+
+BODY KN(adamax_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
+                     T *restrict ei, T gs, T wd, T b1, T omb1, T b2, T eps, T nclr,
+                     const bool use_wd)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        T d = GRAD_IN(i, pv);
+        T mv = m[i] * b1 + omb1 * d;
+        m[i] = mv;
+        T e = ei[i] * b2;
+        T a = (d < 0 ? -d : d) + eps;
+        e = e < a ? a : e; /* amax over (exp_inf*b2, |g|+eps) */
+        ei[i] = e;
+        p[i] = pv + (nclr * mv) / e;
+    }
+}
+
+OPTD_KERNEL KN(adamax)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[ADAMAX_WD];
+    T b1 = (T)pl->c[ADAMAX_B1], omb1 = (T)pl->c[ADAMAX_OMB1], b2 = (T)pl->c[ADAMAX_B2];
+    T eps = (T)pl->c[ADAMAX_EPS], nclr = (T)pl->c[ADAMAX_NCLR];
+    T *m = bufs[OPTD_BUF_EXP_AVG], *ei = bufs[OPTD_BUF_EXP_INF];
+    if (pl->c[ADAMAX_WD] != 0.0)
+        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, true);
+    else
+        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, false);
+}
+
+/* ---- nadam (PyTorch 2.x) --------------------------------------------------- */
+
+BODY KN(nadam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
+                    T gs, T wd, T b1, T omb1, T b2, T omb2, T bc2, T eps, T cg, T cm,
+                    const bool use_wd)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        T d = GRAD_IN(i, pv);
+        T mv = m[i] * b1 + omb1 * d;
+        T vv = v[i] * b2 + (omb2 * d) * d;
+        m[i] = mv;
+        v[i] = vv;
+        T den = SQRT(vv / bc2) + eps;
+        pv = pv + (cg * d) / den;
+        p[i] = pv + (cm * mv) / den;
+    }
+}
+
+OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[NADAM_WD];
+    T b1 = (T)pl->c[NADAM_B1], omb1 = (T)pl->c[NADAM_OMB1];
+    T b2 = (T)pl->c[NADAM_B2], omb2 = (T)pl->c[NADAM_OMB2];
+    T bc2 = (T)pl->c[NADAM_BC2], eps = (T)pl->c[NADAM_EPS];
+    T cg = (T)pl->c[NADAM_CG], cm = (T)pl->c[NADAM_CM];
+    T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
+    if (pl->c[NADAM_WD] != 0.0)
+        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, true);
+    else
+        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, false);
+}
+
+/* ---- radam --------------------------------------------------------------- */
+
+BODY KN(radam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
+                    T gs, T wd, T b1, T omb1, T b2, T omb2, T bc1, T lr, T rect, T sbc2, T eps,
+                    const bool use_wd, const bool use_rect)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        T d = GRAD_IN(i, pv);
+        T mv = m[i] * b1 + omb1 * d;
+        T vv = v[i] * b2 + (omb2 * d) * d;
+        m[i] = mv;
+        v[i] = vv;
+        T bcm = mv / bc1;
+        if (use_rect) {
+            /* sqrt(bc2) / (sqrt(v)+eps) is Tensor.__rtruediv__: reciprocal * sqrt(bc2) */
+            T ad = ((T)1 / (SQRT(vv) + eps)) * sbc2;
+            p[i] = pv - ((bcm * lr) * ad) * rect;
+        } else {
+            p[i] = pv - bcm * lr;
+        }
+    }
+}
+
+OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[RADAM_WD];
+    T b1 = (T)pl->c[RADAM_B1], omb1 = (T)pl->c[RADAM_OMB1];
+    T b2 = (T)pl->c[RADAM_B2], omb2 = (T)pl->c[RADAM_OMB2];
+    T bc1 = (T)pl->c[RADAM_BC1], lr = (T)pl->c[RADAM_LR], rect = (T)pl->c[RADAM_RECT];
+    T sbc2 = (T)pl->c[RADAM_SBC2], eps = (T)pl->c[RADAM_EPS];
+    T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
+    bool use_wd = pl->c[RADAM_WD] != 0.0;
+#define RADAM(w, r) \
+    KN(radam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps, w, r)
+    if (use_wd) {
+        if (pl->radam_rect) RADAM(true, true); else RADAM(true, false);
+    } else {
+        if (pl->radam_rect) RADAM(false, true); else RADAM(false, false);
+    }
+#undef RADAM
+}
+
+/* ---- adadelta ------------------------------------------------------------ */
+
+BODY KN(adadelta_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sq,
+                       T *restrict acc, T gs, T wd, T rho, T omr, T eps, T nlr, const bool use_wd)
+{
+    for (size_t i = 0; i < n; i++) {
+        T pv = p[i];
+        T d = GRAD_IN(i, pv);
+        T s = sq[i] * rho + (omr * d) * d;
+        sq[i] = s;
+        T a = acc[i];
+        T delta = SQRT(a + eps) / SQRT(s + eps) * d;
+        acc[i] = a * rho + (omr * delta) * delta;
+        p[i] = pv + nlr * delta;
+    }
+}
+
+OPTD_KERNEL KN(adadelta)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
+                         size_t n)
+{
+    T gs = (T)pl->gscale, wd = (T)pl->c[ADADELTA_WD], rho = (T)pl->c[ADADELTA_RHO];
+    T omr = (T)pl->c[ADADELTA_OMR], eps = (T)pl->c[ADADELTA_EPS], nlr = (T)pl->c[ADADELTA_NLR];
+    T *sq = bufs[OPTD_BUF_SQUARE_AVG], *acc = bufs[OPTD_BUF_ACC_DELTA];
+    if (pl->c[ADADELTA_WD] != 0.0)
+        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, true);
+    else
+        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, false);
+}
+
+/* ---- lion ---------------------------------------------------------------- */
+
+OPTD_KERNEL KN(lion)(const optd_step_plan_t *pl, void *const bufs[], T *restrict p,
+                     const T *restrict g, size_t n)
+{
+    T gs = (T)pl->gscale, decay = (T)pl->c[LION_DECAY];
+    T b1 = (T)pl->c[LION_B1], omb1 = (T)pl->c[LION_OMB1];
+    T b2 = (T)pl->c[LION_B2], omb2 = (T)pl->c[LION_OMB2], lr = (T)pl->c[LION_LR];
+    T *restrict m = bufs[OPTD_BUF_EXP_AVG];
+    for (size_t i = 0; i < n; i++) {
+        T d = g[i] * gs;
+        T mv = m[i];
+        T c = b1 * mv + omb1 * d;
+        T s = c > 0 ? lr : c < 0 ? -lr : (T)0; /* lr*sign(c), sign(0) = 0 */
+        p[i] = p[i] * decay - s;
+        m[i] = b2 * mv + omb2 * d;
+    }
+}
+
+/* ---- entry points ---------------------------------------------------------- */
+
+void KN(optd_kernel_apply)(const optd_step_plan_t *plan, void *const buf[OPTD_BUF_COUNT], T *p,
+                           const T *g, size_t n)
+{
+    switch (plan->kind) {
+    case OPTD_SGD: KN(sgd)(plan, buf, p, g, n); break;
+    case OPTD_ADAGRAD: KN(adagrad)(plan, buf, p, g, n); break;
+    case OPTD_RMSPROP: KN(rmsprop)(plan, buf, p, g, n); break;
+    case OPTD_ADAM:
+    case OPTD_ADAMW: KN(adam)(plan, buf, p, g, n); break;
+    case OPTD_ADAMAX: KN(adamax)(plan, buf, p, g, n); break;
+    case OPTD_NADAM: KN(nadam)(plan, buf, p, g, n); break;
+    case OPTD_RADAM: KN(radam)(plan, buf, p, g, n); break;
+    case OPTD_ADADELTA: KN(adadelta)(plan, buf, p, g, n); break;
+    case OPTD_LION: KN(lion)(plan, buf, p, g, n); break;
+    case OPTD_OPTIM_COUNT: break;
+    }
+}
+
+/* Lanes of independent partial sums: a single running sum is one long
+ * dependency chain that cannot be vectorized without reordering; with LANES
+ * sums the order is fixed (so results are reproducible) and the compiler
+ * maps the lanes onto vector registers.  x - x is +0 for every finite x and
+ * NaN for NaN and +-Inf, so summing it detects non-finite values in the same
+ * pass without a branch, also for float64 values whose square overflows. */
+#define LANES 16
+
+OPTD_KERNEL KN(sumsq_lanes)(const T *restrict g, size_t n, double *restrict acc,
+                            T *restrict bad)
+{
+    for (size_t i = 0; i + LANES <= n; i += LANES)
+        for (size_t j = 0; j < LANES; j++) {
+            double x = (double)g[i + j];
+            acc[j] += x * x;
+            bad[j] += g[i + j] - g[i + j];
+        }
+}
+
+double KN(optd_kernel_sumsq)(const T *g, size_t n, bool *finite)
+{
+    double acc[LANES] = {0};
+    T bad[LANES] = {0};
+    size_t body = n - n % LANES;
+    KN(sumsq_lanes)(g, body, acc, bad);
+    double s = 0;
+    T b = 0;
+    for (size_t j = 0; j < LANES; j++) {
+        s += acc[j];
+        b += bad[j];
+    }
+    for (size_t i = body; i < n; i++) {
+        double x = (double)g[i];
+        s += x * x;
+        b += g[i] - g[i];
+    }
+    if (!(b == 0))
+        *finite = false;
+    return s;
+}
+
+bool KN(optd_kernel_finite)(const T *v, size_t n)
+{
+    T bad[LANES] = {0};
+    size_t body = n - n % LANES;
+    for (size_t i = 0; i < body; i += LANES)
+        for (size_t j = 0; j < LANES; j++)
+            bad[j] += v[i + j] - v[i + j];
+    T b = 0;
+    for (size_t j = 0; j < LANES; j++)
+        b += bad[j];
+    for (size_t i = body; i < n; i++)
+        b += v[i] - v[i];
+    return b == 0;
+}
+
+#undef LANES
+#undef GRAD_IN
+#undef BODY
+#undef KN
+#undef KN1
+#undef KN2

@@ -1,0 +1,618 @@
+/* optim.c: the optimizer core around the kernels: the one table of
+ * optimizers and hyperparameters, validation, state buffers, and the step
+ * split into sumsq / plan / apply / commit (include/optd/optim.h).
+ *
+ * Everything here runs once per step or per session and works in double;
+ * the per-element work is in kernels_tmpl.h. */
+#include "optd/optim.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim/kernels.h"
+
+/* ---- dtypes ------------------------------------------------------------ */
+
+size_t optd_dtype_size(optd_dtype_t dtype)
+{
+    return dtype == OPTD_FLOAT32 ? sizeof(float) : sizeof(double);
+}
+
+const char *optd_dtype_name(optd_dtype_t dtype)
+{
+    return dtype == OPTD_FLOAT32 ? "float32" : "float64";
+}
+
+int optd_dtype_parse(const char *name, optd_dtype_t *out)
+{
+    if (name && strcmp(name, "float32") == 0) {
+        *out = OPTD_FLOAT32;
+        return 0;
+    }
+    if (name && strcmp(name, "float64") == 0) {
+        *out = OPTD_FLOAT64;
+        return 0;
+    }
+    return OPTD_EINVAL;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+#define HP_REAL(name, field, d) {name, OPTD_HP_REAL, offsetof(optd_hparams_t, field), {d, 0}}
+#define HP_BOOL(name, field, d) {name, OPTD_HP_BOOL, offsetof(optd_hparams_t, field), {d, 0}}
+#define HP_BETAS(d0, d1) {"betas", OPTD_HP_PAIR, offsetof(optd_hparams_t, betas), {d0, d1}}
+
+/* Each list is in PyTorch's keyword order, the order the API prints. */
+static const optd_hparam_desc_t hp_sgd[] = {
+    HP_REAL("lr", lr, 1e-3), HP_REAL("momentum", momentum, 0),
+    HP_REAL("dampening", dampening, 0), HP_REAL("weight_decay", weight_decay, 0),
+    HP_BOOL("nesterov", nesterov, 0), HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_adagrad[] = {
+    HP_REAL("lr", lr, 1e-2), HP_REAL("lr_decay", lr_decay, 0),
+    HP_REAL("weight_decay", weight_decay, 0),
+    HP_REAL("initial_accumulator_value", initial_accumulator_value, 0),
+    HP_REAL("eps", eps, 1e-10), HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_rmsprop[] = {
+    HP_REAL("lr", lr, 1e-2), HP_REAL("alpha", alpha, 0.99), HP_REAL("eps", eps, 1e-8),
+    HP_REAL("weight_decay", weight_decay, 0), HP_REAL("momentum", momentum, 0),
+    HP_BOOL("centered", centered, 0), HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_adam[] = {
+    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
+    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("amsgrad", amsgrad, 0),
+    HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_adamw[] = {
+    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
+    HP_REAL("weight_decay", weight_decay, 1e-2), HP_BOOL("amsgrad", amsgrad, 0),
+    HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_adamax[] = {
+    HP_REAL("lr", lr, 2e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
+    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_nadam[] = {
+    HP_REAL("lr", lr, 2e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
+    HP_REAL("weight_decay", weight_decay, 0), HP_REAL("momentum_decay", momentum_decay, 4e-3),
+    HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_radam[] = {
+    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
+    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_adadelta[] = {
+    HP_REAL("lr", lr, 1.0), HP_REAL("rho", rho, 0.9), HP_REAL("eps", eps, 1e-6),
+    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
+};
+static const optd_hparam_desc_t hp_lion[] = {
+    HP_REAL("lr", lr, 1e-4), HP_BETAS(0.9, 0.99), HP_REAL("weight_decay", weight_decay, 0),
+    HP_BOOL("maximize", maximize, 0),
+};
+
+#define BIT(b) (1u << (b))
+#define DESC(nm, k, list, bufs, mu) {nm, k, sizeof list / sizeof list[0], list, bufs, mu}
+
+static const optd_optim_desc_t descs[OPTD_OPTIM_COUNT] = {
+    DESC("sgd", OPTD_SGD, hp_sgd, BIT(OPTD_BUF_MOMENTUM_BUFFER), false),
+    DESC("adagrad", OPTD_ADAGRAD, hp_adagrad, BIT(OPTD_BUF_SUM), false),
+    DESC("rmsprop", OPTD_RMSPROP, hp_rmsprop,
+         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_GRAD_AVG) | BIT(OPTD_BUF_MOMENTUM_BUFFER), false),
+    DESC("adam", OPTD_ADAM, hp_adam,
+         BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ) | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), false),
+    DESC("adamw", OPTD_ADAMW, hp_adamw,
+         BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ) | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), false),
+    DESC("adamax", OPTD_ADAMAX, hp_adamax, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF), false),
+    DESC("nadam", OPTD_NADAM, hp_nadam, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ), true),
+    DESC("radam", OPTD_RADAM, hp_radam, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ), false),
+    DESC("adadelta", OPTD_ADADELTA, hp_adadelta,
+         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA), false),
+    DESC("lion", OPTD_LION, hp_lion, BIT(OPTD_BUF_EXP_AVG), false),
+};
+
+/* The buffers every step of a kind uses (allocated at init); the rest of
+ * desc->bufs depends on options and is allocated by the first step using it. */
+static const unsigned required_bufs[OPTD_OPTIM_COUNT] = {
+    [OPTD_SGD] = 0,
+    [OPTD_ADAGRAD] = BIT(OPTD_BUF_SUM),
+    [OPTD_RMSPROP] = BIT(OPTD_BUF_SQUARE_AVG),
+    [OPTD_ADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
+    [OPTD_ADAMW] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
+    [OPTD_ADAMAX] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF),
+    [OPTD_NADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
+    [OPTD_RADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
+    [OPTD_ADADELTA] = BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA),
+    [OPTD_LION] = BIT(OPTD_BUF_EXP_AVG),
+};
+
+static const char *const buf_names[OPTD_BUF_COUNT] = {
+    [OPTD_BUF_MOMENTUM_BUFFER] = "momentum_buffer",
+    [OPTD_BUF_SUM] = "sum",
+    [OPTD_BUF_SQUARE_AVG] = "square_avg",
+    [OPTD_BUF_GRAD_AVG] = "grad_avg",
+    [OPTD_BUF_EXP_AVG] = "exp_avg",
+    [OPTD_BUF_EXP_AVG_SQ] = "exp_avg_sq",
+    [OPTD_BUF_MAX_EXP_AVG_SQ] = "max_exp_avg_sq",
+    [OPTD_BUF_EXP_INF] = "exp_inf",
+    [OPTD_BUF_ACC_DELTA] = "acc_delta",
+};
+
+const optd_optim_desc_t *optd_optim_desc(optd_optim_kind_t kind)
+{
+    return (unsigned)kind < OPTD_OPTIM_COUNT ? &descs[kind] : NULL;
+}
+
+int optd_optim_lookup(const char *name, optd_optim_kind_t *out, optd_err_t *err)
+{
+    char list[160];
+    size_t len = 0;
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        if (name && strcmp(name, descs[k].name) == 0) {
+            *out = (optd_optim_kind_t)k;
+            return 0;
+        }
+        int w = snprintf(list + len, sizeof list - len, "%s%s", k ? ", " : "", descs[k].name);
+        if (w > 0 && (size_t)w < sizeof list - len)
+            len += (size_t)w;
+    }
+    return optd_err_set(err, OPTD_EINVAL, "unknown optimizer \"%.64s\"; expected one of: %s",
+                        name ? name : "", list);
+}
+
+void optd_hparams_default(optd_optim_kind_t kind, optd_hparams_t *hp)
+{
+    memset(hp, 0, sizeof *hp);
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n_hparams; i++) {
+        const optd_hparam_desc_t *h = &d->hparams[i];
+        char *field = (char *)hp + h->offset;
+        switch (h->type) {
+        case OPTD_HP_REAL: *(double *)field = h->def[0]; break;
+        case OPTD_HP_BOOL: *(bool *)field = h->def[0] != 0; break;
+        case OPTD_HP_PAIR:
+            ((double *)field)[0] = h->def[0];
+            ((double *)field)[1] = h->def[1];
+            break;
+        }
+    }
+}
+
+const optd_hparam_desc_t *optd_hparam_find(optd_optim_kind_t kind, const char *name)
+{
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
+    if (!d || !name)
+        return NULL;
+    for (size_t i = 0; i < d->n_hparams; i++)
+        if (strcmp(d->hparams[i].name, name) == 0)
+            return &d->hparams[i];
+    return NULL;
+}
+
+const char *optd_buf_name(optd_buf_t buf)
+{
+    return (unsigned)buf < OPTD_BUF_COUNT ? buf_names[buf] : "";
+}
+
+int optd_buf_lookup(const char *name)
+{
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (name && strcmp(name, buf_names[b]) == 0)
+            return b;
+    return -1;
+}
+
+/* ---- validation ------------------------------------------------------------ */
+
+/* The shortest %g form of v that reads back as v, so a message quotes the
+ * client's number as they wrote it ("got 1", "got 0.1"). */
+static const char *fmt_num(char *buf, size_t cap, double v)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v || v != v)
+            break;
+    }
+    return buf;
+}
+
+/* lo <= v (lo_open: lo < v), and v <= hi or v < hi per hi_open; hi = INFINITY
+ * for no upper bound. */
+static int check_range(const char *name, double v, double lo, bool lo_open, double hi,
+                       bool hi_open, optd_err_t *err)
+{
+    bool ok = isfinite(v) && (lo_open ? v > lo : v >= lo) &&
+              (isinf(hi) || (hi_open ? v < hi : v <= hi));
+    if (ok)
+        return 0;
+    char got[32], l[32], h[32];
+    fmt_num(got, sizeof got, v);
+    if (isinf(hi))
+        return optd_err_set(err, OPTD_EINVAL, "%s must be a finite number %s %s, got %s", name,
+                            lo_open ? ">" : ">=", fmt_num(l, sizeof l, lo), got);
+    return optd_err_set(err, OPTD_EINVAL, "%s must be in %c%s, %s%c, got %s", name,
+                        lo_open ? '(' : '[', fmt_num(l, sizeof l, lo), fmt_num(h, sizeof h, hi),
+                        hi_open ? ')' : ']', got);
+}
+
+int optd_hparams_validate(optd_optim_kind_t kind, const optd_hparams_t *hp, optd_err_t *err)
+{
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
+    if (!d)
+        return optd_err_set(err, OPTD_EINVAL, "unknown optimizer kind %d", (int)kind);
+    for (size_t i = 0; i < d->n_hparams; i++) {
+        const optd_hparam_desc_t *h = &d->hparams[i];
+        const double *v = (const double *)((const char *)hp + h->offset);
+        int rc = 0;
+        if (h->type == OPTD_HP_PAIR) {
+            rc = check_range("betas[0]", v[0], 0, false, 1, true, err);
+            if (rc == 0)
+                rc = check_range("betas[1]", v[1], 0, false, 1, true, err);
+        } else if (h->type == OPTD_HP_REAL) {
+            if (strcmp(h->name, "rho") == 0)
+                rc = check_range(h->name, *v, 0, false, 1, false, err);
+            else if (strcmp(h->name, "dampening") == 0) {
+                if (!isfinite(*v)) {
+                    char got[32];
+                    rc = optd_err_set(err, OPTD_EINVAL, "dampening must be a finite number, got %s",
+                                      fmt_num(got, sizeof got, *v));
+                }
+            } else
+                rc = check_range(h->name, *v, 0, false, INFINITY, false, err);
+        }
+        if (rc)
+            return rc;
+    }
+    if (kind == OPTD_SGD && hp->nesterov && !(hp->momentum > 0 && hp->dampening == 0))
+        return optd_err_set(err, OPTD_EINVAL,
+                            "nesterov requires momentum > 0 and dampening = 0 "
+                            "(momentum is %g, dampening %g)",
+                            hp->momentum, hp->dampening);
+    return 0;
+}
+
+int optd_clip_validate(double max_grad_norm, optd_err_t *err)
+{
+    return check_range("max_grad_norm", max_grad_norm, 0, false, INFINITY, false, err);
+}
+
+/* ---- state ----------------------------------------------------------------- */
+
+/* Bytes of one buffer of st, or 0 on overflow. */
+static size_t buf_bytes(optd_dtype_t dtype, size_t size)
+{
+    size_t es = optd_dtype_size(dtype);
+    return size > SIZE_MAX / es ? 0 : size * es;
+}
+
+int optd_optim_state_init(optd_optim_state_t *st, optd_optim_kind_t kind, optd_dtype_t dtype,
+                          size_t size, const optd_hparams_t *hp, optd_err_t *err)
+{
+    memset(st, 0, sizeof *st);
+    if ((unsigned)kind >= OPTD_OPTIM_COUNT)
+        return optd_err_set(err, OPTD_EINVAL, "unknown optimizer kind %d", (int)kind);
+    if (dtype != OPTD_FLOAT32 && dtype != OPTD_FLOAT64)
+        return optd_err_set(err, OPTD_EINVAL, "unknown dtype %d", (int)dtype);
+    if (size == 0)
+        return optd_err_set(err, OPTD_EINVAL, "size must be at least 1");
+    size_t bytes = buf_bytes(dtype, size);
+    if (bytes == 0)
+        return optd_err_set(err, OPTD_ENOMEM, "%zu parameters do not fit in memory", size);
+    st->kind = kind;
+    st->dtype = dtype;
+    st->size = size;
+    st->mu_product = 1.0;
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        if (!(required_bufs[kind] & BIT(b)))
+            continue;
+        st->buf[b] = calloc(size, optd_dtype_size(dtype));
+        if (!st->buf[b]) {
+            optd_optim_state_free(st);
+            return optd_err_set(err, OPTD_ENOMEM, "cannot allocate %zu bytes for %s", bytes,
+                                buf_names[b]);
+        }
+    }
+    double iav = hp ? hp->initial_accumulator_value : 0.0;
+    if (kind == OPTD_ADAGRAD && iav != 0.0) {
+        if (dtype == OPTD_FLOAT32) {
+            float *s = st->buf[OPTD_BUF_SUM], v = (float)iav;
+            for (size_t i = 0; i < size; i++)
+                s[i] = v;
+        } else {
+            double *s = st->buf[OPTD_BUF_SUM];
+            for (size_t i = 0; i < size; i++)
+                s[i] = iav;
+        }
+    }
+    return 0;
+}
+
+void optd_optim_state_free(optd_optim_state_t *st)
+{
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        free(st->buf[b]);
+        st->buf[b] = NULL;
+    }
+}
+
+int optd_optim_state_copy(optd_optim_state_t *dst, const optd_optim_state_t *src, optd_err_t *err)
+{
+    *dst = *src;
+    memset(dst->buf, 0, sizeof dst->buf);
+    size_t bytes = buf_bytes(src->dtype, src->size);
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        if (!src->buf[b])
+            continue;
+        dst->buf[b] = malloc(bytes);
+        if (!dst->buf[b]) {
+            optd_optim_state_free(dst);
+            memset(dst, 0, sizeof *dst);
+            return optd_err_set(err, OPTD_ENOMEM, "cannot allocate %zu bytes to copy %s", bytes,
+                                buf_names[b]);
+        }
+        memcpy(dst->buf[b], src->buf[b], bytes);
+    }
+    return 0;
+}
+
+size_t optd_optim_state_bytes(const optd_optim_state_t *st)
+{
+    size_t n = 0;
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (st->buf[b])
+            n += buf_bytes(st->dtype, st->size);
+    return n;
+}
+
+/* ---- one update -------------------------------------------------------------- */
+
+double optd_grad_sumsq(optd_dtype_t dtype, const void *grad, size_t lo, size_t hi, bool *finite)
+{
+    if (hi <= lo)
+        return 0.0;
+    if (dtype == OPTD_FLOAT32)
+        return optd_kernel_sumsq_f32((const float *)grad + lo, hi - lo, finite);
+    return optd_kernel_sumsq_f64((const double *)grad + lo, hi - lo, finite);
+}
+
+bool optd_all_finite(optd_dtype_t dtype, const void *v, size_t n)
+{
+    if (dtype == OPTD_FLOAT32)
+        return optd_kernel_finite_f32(v, n);
+    return optd_kernel_finite_f64(v, n);
+}
+
+/* The buffers this step of kind uses with these options. */
+static unsigned step_bufs(optd_optim_kind_t kind, const optd_hparams_t *hp)
+{
+    unsigned need = required_bufs[kind];
+    switch (kind) {
+    case OPTD_SGD:
+        if (hp->momentum != 0)
+            need |= BIT(OPTD_BUF_MOMENTUM_BUFFER);
+        break;
+    case OPTD_RMSPROP:
+        if (hp->centered)
+            need |= BIT(OPTD_BUF_GRAD_AVG);
+        if (hp->momentum > 0)
+            need |= BIT(OPTD_BUF_MOMENTUM_BUFFER);
+        break;
+    case OPTD_ADAM:
+    case OPTD_ADAMW:
+        if (hp->amsgrad)
+            need |= BIT(OPTD_BUF_MAX_EXP_AVG_SQ);
+        break;
+    default: break;
+    }
+    return need;
+}
+
+/* Rounds v to the session's dtype (a value PyTorch holds in a tensor). */
+static double to_dtype(optd_dtype_t dtype, double v)
+{
+    return dtype == OPTD_FLOAT32 ? (double)(float)v : v;
+}
+
+int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
+                    double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err)
+{
+    memset(plan, 0, sizeof *plan);
+
+    /* Buffers an option switched on start now (at 0; sgd's is set to g by
+     * the kernel).  All or nothing, so a failure leaves st as it was. */
+    unsigned missing = step_bufs(st->kind, hp);
+    void *fresh[OPTD_BUF_COUNT] = {0};
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        if (!(missing & BIT(b)) || st->buf[b])
+            continue;
+        fresh[b] = calloc(st->size, optd_dtype_size(st->dtype));
+        if (!fresh[b]) {
+            for (int j = 0; j < b; j++)
+                free(fresh[j]);
+            return optd_err_set(err, OPTD_ENOMEM, "cannot allocate the %s buffer (%zu elements)",
+                                buf_names[b], st->size);
+        }
+    }
+    plan->first_momentum = st->kind == OPTD_SGD && fresh[OPTD_BUF_MOMENTUM_BUFFER] != NULL;
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (fresh[b])
+            st->buf[b] = fresh[b];
+
+    const uint64_t t = st->step + 1;
+    const double td = (double)t;
+    const double lr = optd_schedule_lr(sched, hp->lr, t);
+    const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
+    double *c = plan->c;
+
+    plan->kind = st->kind;
+    plan->dtype = st->dtype;
+    plan->t = t;
+    plan->lr = lr;
+    plan->grad_norm = sqrt(grad_sumsq);
+    /* clip_grad_norm_: g *= min(1, M/(n + 1e-6)); then maximize negates,
+     * which commutes exactly with the (rounded) multiplication. */
+    double gs = 1.0;
+    if (max_grad_norm > 0) {
+        double coef = max_grad_norm / (plan->grad_norm + 1e-6);
+        if (coef < 1.0)
+            gs = coef;
+    }
+    plan->gscale = hp->maximize ? -gs : gs;
+    plan->mu_product_next = st->mu_product;
+
+    switch (st->kind) {
+    case OPTD_SGD:
+        plan->use_momentum = hp->momentum != 0;
+        plan->use_nesterov = hp->nesterov;
+        c[SGD_WD] = wd;
+        c[SGD_MOM] = hp->momentum;
+        c[SGD_DAMP1] = 1 - hp->dampening;
+        c[SGD_NLR] = -lr;
+        break;
+    case OPTD_ADAGRAD:
+        c[ADAGRAD_WD] = wd;
+        c[ADAGRAD_EPS] = hp->eps;
+        c[ADAGRAD_NCLR] = -(lr / (1 + (td - 1) * hp->lr_decay));
+        break;
+    case OPTD_RMSPROP:
+        plan->use_momentum = hp->momentum > 0;
+        plan->use_centered = hp->centered;
+        c[RMSPROP_WD] = wd;
+        c[RMSPROP_ALPHA] = hp->alpha;
+        c[RMSPROP_OMA] = 1 - hp->alpha;
+        c[RMSPROP_EPS] = hp->eps;
+        c[RMSPROP_MOM] = hp->momentum;
+        c[RMSPROP_NLR] = -lr;
+        break;
+    case OPTD_ADAM:
+    case OPTD_ADAMW: {
+        double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
+        plan->use_amsgrad = hp->amsgrad;
+        c[ADAM_WD] = st->kind == OPTD_ADAM ? wd : 0.0;
+        c[ADAM_DECAY] = st->kind == OPTD_ADAMW ? 1 - lr * wd : 1.0;
+        c[ADAM_B1] = b1;
+        c[ADAM_OMB1] = 1 - b1;
+        c[ADAM_B2] = b2;
+        c[ADAM_OMB2] = 1 - b2;
+        c[ADAM_SBC2] = sqrt(bc2);
+        c[ADAM_EPS] = hp->eps;
+        c[ADAM_NSS] = -(lr / bc1);
+        break;
+    }
+    case OPTD_ADAMAX:
+        c[ADAMAX_WD] = wd;
+        c[ADAMAX_B1] = b1;
+        c[ADAMAX_OMB1] = 1 - b1;
+        c[ADAMAX_B2] = b2;
+        c[ADAMAX_EPS] = hp->eps;
+        c[ADAMAX_NCLR] = -(lr / (1 - pow(b1, td)));
+        break;
+    case OPTD_NADAM: {
+        double md = hp->momentum_decay;
+        double mu = b1 * (1. - 0.5 * pow(0.96, td * md));
+        double mu_next = b1 * (1. - 0.5 * pow(0.96, (td + 1) * md));
+        /* mu_product is a tensor of the session's dtype: mu_product *= mu
+         * rounds mu and the product to it. */
+        double mp = st->dtype == OPTD_FLOAT32 ? (double)((float)st->mu_product * (float)mu)
+                                              : st->mu_product * mu;
+        double mp_next = mp * mu_next;
+        plan->mu_product_next = mp;
+        c[NADAM_WD] = wd;
+        c[NADAM_B1] = b1;
+        c[NADAM_OMB1] = 1 - b1;
+        c[NADAM_B2] = b2;
+        c[NADAM_OMB2] = 1 - b2;
+        c[NADAM_BC2] = 1 - pow(b2, td);
+        c[NADAM_EPS] = hp->eps;
+        c[NADAM_CG] = -lr * (1. - mu) / (1. - mp);
+        c[NADAM_CM] = (-lr * mu_next) / (1. - mp_next);
+        break;
+    }
+    case OPTD_RADAM: {
+        double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
+        double rho_inf = 2 / (1 - b2) - 1;
+        double rho_t = rho_inf - 2 * td * pow(b2, td) / bc2;
+        plan->radam_rect = rho_t > 5.;
+        c[RADAM_WD] = wd;
+        c[RADAM_B1] = b1;
+        c[RADAM_OMB1] = 1 - b1;
+        c[RADAM_B2] = b2;
+        c[RADAM_OMB2] = 1 - b2;
+        c[RADAM_BC1] = bc1;
+        c[RADAM_LR] = lr;
+        c[RADAM_RECT] = plan->radam_rect ? sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
+                                                ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                                         : 0.0;
+        c[RADAM_SBC2] = sqrt(bc2);
+        c[RADAM_EPS] = hp->eps;
+        break;
+    }
+    case OPTD_ADADELTA:
+        c[ADADELTA_WD] = wd;
+        c[ADADELTA_RHO] = hp->rho;
+        c[ADADELTA_OMR] = 1 - hp->rho;
+        c[ADADELTA_EPS] = hp->eps;
+        c[ADADELTA_NLR] = -lr;
+        break;
+    case OPTD_LION:
+        c[LION_DECAY] = 1 - lr * wd;
+        c[LION_B1] = b1;
+        c[LION_OMB1] = 1 - b1;
+        c[LION_B2] = b2;
+        c[LION_OMB2] = 1 - b2;
+        c[LION_LR] = lr;
+        break;
+    case OPTD_OPTIM_COUNT: break;
+    }
+    plan->mu_product_next = to_dtype(st->dtype, plan->mu_product_next);
+    return 0;
+}
+
+void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void *params,
+                      const void *grad, size_t lo, size_t hi)
+{
+    if (hi <= lo)
+        return;
+    size_t es = optd_dtype_size(st->dtype);
+    void *bufs[OPTD_BUF_COUNT];
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        bufs[b] = st->buf[b] ? (char *)st->buf[b] + lo * es : NULL;
+    if (st->dtype == OPTD_FLOAT32)
+        optd_kernel_apply_f32(plan, bufs, (float *)params + lo, (const float *)grad + lo, hi - lo);
+    else
+        optd_kernel_apply_f64(plan, bufs, (double *)params + lo, (const double *)grad + lo,
+                              hi - lo);
+}
+
+void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan)
+{
+    st->step = plan->t;
+    if (st->kind == OPTD_NADAM)
+        st->mu_product = plan->mu_product_next;
+}
+
+int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
+                    double max_grad_norm, void *params, const void *grad, optd_step_info_t *info,
+                    optd_err_t *err)
+{
+    bool finite = true;
+    double sumsq = optd_grad_sumsq(st->dtype, grad, 0, st->size, &finite);
+    if (!finite)
+        return optd_err_set(err, OPTD_ENONFINITE, "the gradient contains NaN or infinite values");
+    optd_step_plan_t plan;
+    int rc = optd_optim_plan(st, hp, sched, max_grad_norm, sumsq, &plan, err);
+    if (rc)
+        return rc;
+    optd_optim_apply(&plan, st, params, grad, 0, st->size);
+    optd_optim_commit(st, &plan);
+    if (info) {
+        info->lr = plan.lr;
+        info->grad_norm = plan.grad_norm;
+    }
+    return 0;
+}
