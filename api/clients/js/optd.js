@@ -1,0 +1,295 @@
+// optd.js: a JavaScript client for the optd HTTP API (ES module, no
+// dependencies, the built-in fetch of Node 18+ and browsers).
+//
+//   import { Client } from "./optd.js";
+//   const c = new Client("http://127.0.0.1:8080", { token, timeoutMs: 30000 });
+//   await c.create("exp-1", "adam", { params: [0.5, -1.25], hyperparameters: { lr: 0.01 } });
+//   const r = await c.step("exp-1", [0.1, -0.2], { expectStep: 0 });  // { step, params }
+//
+// Every endpoint of API.md is a method.  Errors the daemon answers are
+// thrown as OptdError with code, message, status (and currentStep for
+// step_mismatch).  Connections are kept alive by fetch.  Retries follow the
+// same rule as the Python client: idempotent requests (reads, PATCH, PUT
+// .../state) are retried after a network failure or a 503; a step only when
+// expectStep is given, since the daemon's compare-and-swap then refuses a
+// second application (a retry that meets step_mismatch with currentStep ==
+// expectStep + 1 knows its first attempt was applied); create and delete are
+// never retried.
+
+export class OptdError extends Error {
+  constructor(status, code, message, currentStep = undefined, body = undefined) {
+    super(`${status ?? "-"} ${code}: ${message}`);
+    this.name = "OptdError";
+    this.status = status;
+    this.code = code;
+    this.apiMessage = message;
+    this.currentStep = currentStep;
+    this.body = body;
+    this.attempts = 0;
+  }
+}
+
+const RETRY_SAFE = "safe";
+const RETRY_CAS = "cas";
+const RETRY_NONE = "none";
+
+function isTyped(x) {
+  return x instanceof Float64Array || x instanceof Float32Array;
+}
+
+// Little-endian bytes of a Float32Array / Float64Array.
+function toLittleEndian(arr) {
+  const out = new ArrayBuffer(arr.length * arr.BYTES_PER_ELEMENT);
+  const view = new DataView(out);
+  if (arr instanceof Float64Array) arr.forEach((v, i) => view.setFloat64(i * 8, v, true));
+  else arr.forEach((v, i) => view.setFloat32(i * 4, v, true));
+  return new Uint8Array(out);
+}
+
+function fromLittleEndian(buf, dtype) {
+  const view = new DataView(buf);
+  if (dtype === "float32") {
+    const out = new Float32Array(buf.byteLength / 4);
+    for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
+    return out;
+  }
+  const out = new Float64Array(buf.byteLength / 8);
+  for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
+  return out;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export class Client {
+  // baseUrl: "http://host:port" (a path prefix is kept).  options: token,
+  // timeoutMs (per request, default 30000), retries (default 3), backoffMs.
+  constructor(baseUrl = "http://127.0.0.1:8080", options = {}) {
+    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this.token = options.token ?? null;
+    this.timeoutMs = options.timeoutMs ?? 30000;
+    this.retries = options.retries ?? 3;
+    this.backoffMs = options.backoffMs ?? 50;
+  }
+
+  static path(name, tail = "") {
+    return `/v1/sessions/${encodeURIComponent(name)}${tail}`;
+  }
+
+  async request(method, path, { json, raw, headers = {}, query, retry = RETRY_SAFE } = {}) {
+    let url = this.baseUrl + path;
+    if (query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of query) if (v !== undefined && v !== null) q.append(k, String(v));
+      const s = q.toString();
+      if (s) url += "?" + s;
+    }
+    const hdrs = { Accept: "application/json", ...headers };
+    let body;
+    if (json !== undefined) {
+      body = JSON.stringify(json);
+      hdrs["Content-Type"] = "application/json";
+    } else if (raw !== undefined) {
+      body = raw;
+      hdrs["Content-Type"] = "application/octet-stream";
+    }
+    if (this.token) hdrs.Authorization = `Bearer ${this.token}`;
+
+    for (let attempt = 0; ; attempt++) {
+      let resp;
+      try {
+        resp = await fetch(url, { method, headers: hdrs, body, signal: AbortSignal.timeout(this.timeoutMs) });
+      } catch (e) {
+        const timedOut = e && (e.name === "TimeoutError" || e.name === "AbortError");
+        if (retry !== RETRY_NONE && attempt < this.retries) {
+          await sleep(this.backoffMs * 2 ** attempt);
+          continue;
+        }
+        const err = new OptdError(null, timedOut ? "timeout" : "connection_error",
+          timedOut ? `no answer from ${this.baseUrl} within ${this.timeoutMs} ms`
+                   : `cannot reach ${this.baseUrl}: ${e.cause?.message ?? e.message}`);
+        err.cause = e;
+        err.attempts = attempt;
+        throw err;
+      }
+      if (resp.status === 503 && retry !== RETRY_NONE && attempt < this.retries) {
+        await resp.arrayBuffer();
+        await sleep(this.backoffMs * 2 ** attempt);
+        continue;
+      }
+      if (resp.status >= 400) {
+        const text = await resp.text();
+        let err;
+        try {
+          const doc = JSON.parse(text);
+          err = new OptdError(resp.status, doc.error.code, doc.error.message, doc.error.current_step, doc);
+        } catch {
+          err = new OptdError(resp.status, `http_${resp.status}`, text.slice(0, 200) || `HTTP ${resp.status}`);
+        }
+        err.attempts = attempt;
+        throw err;
+      }
+      return { resp, attempts: attempt };
+    }
+  }
+
+  async json(method, path, opts = {}) {
+    const { resp } = await this.request(method, path, opts);
+    const text = await resp.text();
+    return text ? JSON.parse(text) : null;
+  }
+
+  health() { return this.json("GET", "/healthz"); }
+
+  async metrics() {
+    const { resp } = await this.request("GET", "/metrics", { headers: { Accept: "text/plain" } });
+    return resp.text();
+  }
+
+  async optimizers() { return (await this.json("GET", "/v1/optimizers")).optimizers; }
+
+  // Creates a session and returns its descriptor.  options: params | size |
+  // from, hyperparameters, dtype, schedule, maxGradNorm, labels, ttlSeconds,
+  // usePost (POST /v1/sessions instead of PUT /v1/sessions/{name}, which is
+  // the form a sharding proxy can route).
+  create(name, optimizer, options = {}) {
+    const body = {};
+    if (optimizer !== undefined && optimizer !== null) body.optimizer = optimizer;
+    if (options.params !== undefined) body.params = Array.from(options.params);
+    if (options.size !== undefined) body.size = options.size;
+    if (options.from !== undefined) body.from = options.from;
+    for (const [k, f] of [["hyperparameters", "hyperparameters"], ["dtype", "dtype"], ["schedule", "schedule"],
+      ["maxGradNorm", "max_grad_norm"], ["labels", "labels"], ["ttlSeconds", "ttl_seconds"]]) {
+      if (options[k] !== undefined) body[f] = options[k];
+    }
+    if (options.usePost) {
+      body.name = name;
+      return this.json("POST", "/v1/sessions", { json: body, retry: RETRY_NONE });
+    }
+    return this.json("PUT", Client.path(name), { json: body, retry: RETRY_NONE });
+  }
+
+  // Creates `name` as a copy of `source`; behind a sharding proxy where the
+  // source is on another replica (not_found), copies through GET/PUT .../state.
+  async fork(source, name, options = {}) {
+    try {
+      return await this.create(name, undefined, { ...options, from: source });
+    } catch (e) {
+      if (!(e instanceof OptdError) || e.code !== "not_found") throw e;
+    }
+    const doc = await this.exportState(source);
+    try {
+      await this.get(name);
+      throw new OptdError(409, "already_exists", `a session named ${name} already exists`);
+    } catch (e) {
+      if (!(e instanceof OptdError) || e.code !== "not_found") throw e;
+    }
+    doc.name = name;
+    if (options.hyperparameters) doc.hyperparameters = { ...doc.hyperparameters, ...options.hyperparameters };
+    if (options.schedule !== undefined) doc.schedule = options.schedule;
+    if (options.maxGradNorm !== undefined) doc.max_grad_norm = options.maxGradNorm;
+    doc.labels = options.labels ?? {};
+    doc.ttl_seconds = options.ttlSeconds ?? null;
+    await this.importState(name, doc);
+    return this.get(name);
+  }
+
+  // One page: { sessions, next_after }.  labels: object or ["k:v", ...].
+  listSessions({ limit, after, prefix, labels } = {}) {
+    const query = [["limit", limit], ["after", after], ["prefix", prefix]];
+    if (labels) {
+      const items = Array.isArray(labels) ? labels : Object.entries(labels).map(([k, v]) => `${k}:${v}`);
+      for (const l of items) query.push(["label", l]);
+    }
+    return this.json("GET", "/v1/sessions", { query });
+  }
+
+  // Every descriptor, following next_after.
+  async *iterSessions({ prefix, labels, pageSize = 1000 } = {}) {
+    let after;
+    for (;;) {
+      const page = await this.listSessions({ limit: pageSize, after, prefix, labels });
+      yield* page.sessions;
+      if (!page.next_after) return;
+      after = page.next_after;
+    }
+  }
+
+  get(name) { return this.json("GET", Client.path(name)); }
+
+  // fields: any of hyperparameters, schedule, max_grad_norm, labels,
+  // ttl_seconds (API names; null removes where API.md allows).
+  patch(name, fields) { return this.json("PATCH", Client.path(name), { json: fields }); }
+
+  async delete(name) {
+    const { resp } = await this.request("DELETE", Client.path(name), { retry: RETRY_NONE });
+    await resp.arrayBuffer();
+  }
+
+  // { step, params }; binary: true gives a Float64Array/Float32Array.
+  async params(name, { binary = false } = {}) {
+    if (!binary) return this.json("GET", Client.path(name, "/params"));
+    const { resp } = await this.request("GET", Client.path(name, "/params"),
+      { headers: { Accept: "application/octet-stream" } });
+    const buf = await resp.arrayBuffer();
+    const step = Number(resp.headers.get("Optd-Step"));
+    const dtype = resp.headers.get("Optd-Dtype") ?? (await this.get(name)).dtype;
+    return { step, params: fromLittleEndian(buf, dtype) };
+  }
+
+  // One update.  gradient: an array (JSON body) or a Float64Array /
+  // Float32Array of the session's dtype (binary body, binary answer).
+  // options: expectStep, loss, returnParams (default true).
+  async step(name, gradient, { expectStep, loss, returnParams = true } = {}) {
+    const binary = isTyped(gradient);
+    const query = returnParams ? undefined : [["return", "none"]];
+    const retry = expectStep !== undefined ? RETRY_CAS : RETRY_NONE;
+    try {
+      if (binary) {
+        const headers = { Accept: "application/octet-stream" };
+        if (expectStep !== undefined) headers["Optd-Expect-Step"] = String(expectStep);
+        if (loss !== undefined) headers["Optd-Loss"] = String(loss);
+        const { resp } = await this.request("POST", Client.path(name, "/step"),
+          { raw: toLittleEndian(gradient), headers, query, retry });
+        const buf = await resp.arrayBuffer();
+        const step = Number(resp.headers.get("Optd-Step"));
+        const dtype = gradient instanceof Float32Array ? "float32" : "float64";
+        return { step, params: returnParams ? fromLittleEndian(buf, dtype) : null };
+      }
+      const body = { gradient: Array.from(gradient) };
+      if (expectStep !== undefined) body.step = expectStep;
+      if (loss !== undefined) body.loss = loss;
+      const doc = await this.json("POST", Client.path(name, "/step"), { json: body, query, retry });
+      return { step: doc.step, params: doc.params ?? null };
+    } catch (e) {
+      if (e instanceof OptdError && e.code === "step_mismatch" && expectStep !== undefined &&
+          e.attempts > 0 && e.currentStep === expectStep + 1) {
+        if (!returnParams) return { step: e.currentStep, params: null };
+        const p = await this.params(name, { binary });
+        if (p.step === e.currentStep) return p;
+      }
+      throw e;
+    }
+  }
+
+  async history(name, { limit, afterStep } = {}) {
+    return (await this.json("GET", Client.path(name, "/history"),
+      { query: [["limit", limit], ["after_step", afterStep]] })).history;
+  }
+
+  exportState(name) { return this.json("GET", Client.path(name, "/state")); }
+
+  // PUT .../state: { created, body } (created for 201, replaced for 200).
+  async importState(name, doc) {
+    const { resp } = await this.request("PUT", Client.path(name, "/state"), { json: doc });
+    const text = await resp.text();
+    return { created: resp.status === 201, body: text ? JSON.parse(text) : null };
+  }
+}
+
+// Every session of several replicas (clients talking to each replica
+// directly), merged in name order.
+export async function listAcross(clients, options = {}) {
+  const all = [];
+  for (const c of clients) for await (const d of c.iterSessions(options)) all.push(d);
+  return all.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}

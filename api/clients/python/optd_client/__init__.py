@@ -1,0 +1,28 @@
+"""optd_client: a Python client for the optd HTTP API (standard library only).
+
+    from optd_client import Client
+    c = Client("http://127.0.0.1:8080")
+    c.create("exp-1", "adam", params=[0.5, -1.25], hyperparameters={"lr": 0.01})
+    r = c.step("exp-1", [0.1, -0.2], expect_step=0)
+    print(r.step, r.params)
+"""
+from .client import (
+    Client,
+    OptdError,
+    OptdConnectionError,
+    OptdTimeout,
+    StepResult,
+    UNSET,
+    list_across,
+)
+
+__all__ = [
+    "Client",
+    "OptdError",
+    "OptdConnectionError",
+    "OptdTimeout",
+    "StepResult",
+    "UNSET",
+    "list_across",
+]
+__version__ = "1.0.0"

@@ -1,0 +1,503 @@
+"""The optd client: one Client per daemon (or per sharding proxy).
+
+Every endpoint of API.md is a method.  Requests go over kept-alive
+http.client connections (one per thread, so a Client may be shared between
+threads).  Errors the daemon answers are raised as OptdError carrying the
+API's code, message and status (and current_step for step_mismatch);
+transport failures are OptdConnectionError, timeouts OptdTimeout.
+
+Retries.  A request is retried after a transport failure or a 503 only when
+repeating it cannot apply a change twice:
+  - reads, PATCH and PUT .../state are idempotent and always retried;
+  - a step is retried only when the caller passed expect_step: the daemon's
+    compare-and-swap then refuses a second application, and a retry that
+    meets step_mismatch with current_step == expect_step + 1 knows its first
+    attempt was applied and fetches the parameters it produced;
+  - create, delete and steps without expect_step are retried only when a
+    reused keep-alive connection turned out to be closed before any answer
+    (the usual way an idle connection dies), never after a timeout.
+"""
+import array
+import heapq
+import http.client
+import json
+import socket
+import ssl as _ssl
+import sys
+import threading
+import time
+import urllib.parse
+
+try:  # numpy is optional: used for binary bodies when the caller uses it
+    import numpy as _np
+except ImportError:  # pragma: no cover - depends on the machine
+    _np = None
+
+
+class _Unset:
+    def __repr__(self):
+        return "UNSET"
+
+
+UNSET = _Unset()
+"""Marks a PATCH field as not given (None means "remove" for some fields)."""
+
+
+class OptdError(Exception):
+    """An error answered by the daemon (or a transport failure, see below)."""
+
+    def __init__(self, status, code, message, current_step=None, body=None):
+        super().__init__("%s %s: %s" % (status, code, message))
+        self.attempts = 0  # retries made before this answer
+        self.status = status
+        self.code = code
+        self.message = message
+        self.current_step = current_step
+        self.body = body
+
+
+class OptdConnectionError(OptdError):
+    """The daemon could not be reached or the connection broke."""
+
+    def __init__(self, message, cause=None):
+        super().__init__(None, "connection_error", message)
+        self.__cause__ = cause
+
+
+class OptdTimeout(OptdConnectionError):
+    """No answer within the client's timeout."""
+
+    def __init__(self, message, cause=None):
+        super().__init__(message, cause)
+        self.code = "timeout"
+
+
+class StepResult:
+    """The answer to a step: the step count after it and the new parameters
+    (None with return_params=False)."""
+
+    __slots__ = ("step", "params")
+
+    def __init__(self, step, params):
+        self.step = step
+        self.params = params
+
+    def __repr__(self):
+        return "StepResult(step=%r, params=%r)" % (self.step, self.params)
+
+
+class _StaleConnection(Exception):
+    """A reused connection was closed by the peer before any answer."""
+
+
+_RETRY_SAFE = "safe"      # idempotent: retry on any transport failure or 503
+_RETRY_CAS = "cas"        # step with expect_step
+_RETRY_STALE = "stale"    # only a dead reused connection
+
+
+def _is_numpy(x):
+    return _np is not None and isinstance(x, _np.ndarray)
+
+
+def _encode_binary(values):
+    """Little-endian bytes and the dtype name of an array.array or ndarray."""
+    if _is_numpy(values):
+        if values.dtype == _np.float32:
+            return values.astype("<f4", copy=False).tobytes(), "float32"
+        if values.dtype == _np.float64:
+            return values.astype("<f8", copy=False).tobytes(), "float64"
+        raise TypeError("a binary gradient must be float32 or float64, not %s" % values.dtype)
+    if isinstance(values, array.array):
+        if values.typecode == "f" and values.itemsize == 4:
+            dtype = "float32"
+        elif values.typecode == "d" and values.itemsize == 8:
+            dtype = "float64"
+        else:
+            raise TypeError("a binary gradient must be array('f') or array('d')")
+        if sys.byteorder == "big":
+            values = array.array(values.typecode, values)
+            values.byteswap()
+        return values.tobytes(), dtype
+    raise TypeError("binary bodies need an array.array or a numpy array")
+
+
+def _decode_binary(data, dtype, like_numpy):
+    """Parameters from little-endian bytes, as numpy (like_numpy) or array."""
+    if like_numpy:
+        return _np.frombuffer(data, dtype="<f4" if dtype == "float32" else "<f8").astype(
+            _np.float32 if dtype == "float32" else _np.float64)
+    out = array.array("f" if dtype == "float32" else "d")
+    out.frombytes(data)
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out
+
+
+class Client:
+    """A client for one optd daemon (or a sharding proxy in front of many).
+
+    base_url: "http://host:port" or "https://host:port", optionally with a
+    path prefix.  token: the bearer token (or None).  timeout: seconds for
+    connecting and for each answer.  retries: how many times a retryable
+    request is repeated (see the module doc).  ssl_context: for https.
+    """
+
+    def __init__(self, base_url="http://127.0.0.1:8080", token=None, timeout=30.0,
+                 retries=3, backoff=0.05, ssl_context=None):
+        u = urllib.parse.urlsplit(base_url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("base_url must be http://host[:port] or https://host[:port]")
+        self.base_url = base_url.rstrip("/")
+        self._https = u.scheme == "https"
+        self._host = u.hostname
+        self._port = u.port or (443 if self._https else 80)
+        self._prefix = u.path.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._ssl_context = ssl_context
+        self._local = threading.local()
+
+    # ----------------------------------------------------------- transport
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._https:
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
+                                                   context=self._ssl_context or _ssl.create_default_context())
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+            self._local.used = False
+        return conn
+
+    def _drop_connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def close(self):
+        """Closes this thread's kept-alive connection."""
+        self._drop_connection()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _send_once(self, method, path, body, headers):
+        """One request/answer on the kept-alive connection: (status, headers, bytes)."""
+        conn = self._connection()
+        reused = self._local.used
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except socket.timeout as e:
+            self._drop_connection()
+            raise OptdTimeout("no answer from %s within %s s" % (self.base_url, self.timeout), e)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+            self._drop_connection()
+            if reused:
+                raise _StaleConnection() from e
+            raise OptdConnectionError("connection to %s broke: %s" % (self.base_url, e), e)
+        except (OSError, http.client.HTTPException) as e:
+            self._drop_connection()
+            raise OptdConnectionError("cannot reach %s: %s" % (self.base_url, e), e)
+        self._local.used = True
+        if resp.getheader("Connection", "").lower() == "close" or resp.version == 10:
+            self._drop_connection()
+        return resp.status, resp, data
+
+    def _request(self, method, path, json_body=None, raw_body=None, headers=None,
+                 query=None, retry=_RETRY_SAFE):
+        url = self._prefix + path
+        if query:
+            q = urllib.parse.urlencode([(k, v) for k, v in query if v is not None], doseq=True)
+            if q:
+                url += "?" + q
+        hdrs = {"Accept": "application/json"}
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body, allow_nan=False).encode()
+            hdrs["Content-Type"] = "application/json"
+        elif raw_body is not None:
+            body = raw_body
+            hdrs["Content-Type"] = "application/octet-stream"
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            hdrs["Content-Length"] = str(len(body or b""))
+        if self._token:
+            hdrs["Authorization"] = "Bearer " + self._token
+        if headers:
+            hdrs.update(headers)
+
+        attempt = 0
+        while True:
+            try:
+                status, resp, data = self._send_once(method, url, body, hdrs)
+            except _StaleConnection:
+                # The idle connection was closed by the daemon; nothing was
+                # answered, so one retry on a fresh connection is allowed for
+                # every kind of request.
+                if attempt > self.retries:
+                    raise OptdConnectionError("connection to %s keeps closing" % self.base_url)
+                attempt += 1
+                continue
+            except OptdTimeout:
+                if retry == _RETRY_STALE or attempt >= self.retries:
+                    raise
+                attempt += 1
+                self._sleep(attempt)
+                continue
+            except OptdConnectionError:
+                if retry == _RETRY_STALE or attempt >= self.retries:
+                    raise
+                attempt += 1
+                self._sleep(attempt)
+                continue
+            if status == 503 and retry != _RETRY_STALE and attempt < self.retries:
+                attempt += 1
+                self._sleep(attempt)
+                continue
+            if status >= 400:
+                err = self._error(status, data)
+                err.attempts = attempt
+                raise err
+            return status, resp, data, attempt
+
+    def _sleep(self, attempt):
+        time.sleep(min(self.backoff * (2 ** (attempt - 1)), 2.0))
+
+    @staticmethod
+    def _error(status, data):
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            err = doc["error"]
+            return OptdError(status, err.get("code", "unknown"), err.get("message", ""),
+                             err.get("current_step"), doc)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            text = data.decode("utf-8", "replace").strip()[:200]
+            return OptdError(status, "http_%d" % status, text or "HTTP %d" % status)
+
+    def _json(self, method, path, body=None, query=None, retry=_RETRY_SAFE):
+        status, resp, data, _ = self._request(method, path, json_body=body, query=query, retry=retry)
+        if not data:
+            return None
+        return json.loads(data.decode("utf-8"))
+
+    @staticmethod
+    def _path(name, tail=""):
+        return "/v1/sessions/" + urllib.parse.quote(name, safe="") + tail
+
+    # ----------------------------------------------------------- endpoints
+
+    def health(self):
+        """GET /healthz: {"status": "ok"}."""
+        return self._json("GET", "/healthz")
+
+    def metrics(self):
+        """GET /metrics: the Prometheus text."""
+        _, _, data, _ = self._request("GET", "/metrics", headers={"Accept": "text/plain"})
+        return data.decode("utf-8")
+
+    def optimizers(self):
+        """GET /v1/optimizers: [{"name": ..., "hyperparameters": {...}}, ...]."""
+        return self._json("GET", "/v1/optimizers")["optimizers"]
+
+    def create(self, name, optimizer=None, *, params=None, size=None, from_=None,
+               hyperparameters=None, dtype=None, schedule=None, max_grad_norm=None,
+               labels=None, ttl_seconds=None, use_post=False):
+        """Creates a session; returns its descriptor.
+
+        Exactly one of params, size or from_ gives the initial parameters.
+        By default it is PUT /v1/sessions/{name} (the form a sharding proxy
+        can route); use_post=True sends POST /v1/sessions instead."""
+        body = {}
+        if optimizer is not None:
+            body["optimizer"] = optimizer
+        if params is not None:
+            body["params"] = list(params.tolist() if _is_numpy(params) else params)
+        if size is not None:
+            body["size"] = size
+        if from_ is not None:
+            body["from"] = from_
+        for key, value in (("hyperparameters", hyperparameters), ("dtype", dtype),
+                           ("schedule", schedule), ("max_grad_norm", max_grad_norm),
+                           ("labels", labels), ("ttl_seconds", ttl_seconds)):
+            if value is not None:
+                body[key] = value
+        if use_post:
+            body["name"] = name
+            return self._json("POST", "/v1/sessions", body, retry=_RETRY_STALE)
+        return self._json("PUT", self._path(name), body, retry=_RETRY_STALE)
+
+    def fork(self, source, name, *, hyperparameters=None, schedule=UNSET,
+             max_grad_norm=UNSET, labels=None, ttl_seconds=None):
+        """Creates `name` as a copy of `source` (create with "from").
+
+        Behind a sharding proxy the two names may live on different
+        replicas; then the create answers not_found (the source is not on
+        the new name's replica) and the copy is made as API.md says: GET
+        .../state from the source, PUT .../state to the new name."""
+        kw = {}
+        if schedule is not UNSET:
+            kw["schedule"] = schedule
+        if max_grad_norm is not UNSET:
+            kw["max_grad_norm"] = max_grad_norm
+        try:
+            return self.create(name, from_=source, hyperparameters=hyperparameters,
+                               labels=labels, ttl_seconds=ttl_seconds, **kw)
+        except OptdError as e:
+            if e.code != "not_found":
+                raise
+        doc = self.export_state(source)
+        try:
+            self.get(name)
+        except OptdError as e:
+            if e.code != "not_found":
+                raise
+        else:
+            raise OptdError(409, "already_exists", "a session named %s already exists" % name)
+        doc["name"] = name
+        if hyperparameters:
+            doc["hyperparameters"] = dict(doc.get("hyperparameters") or {}, **hyperparameters)
+        doc.update(kw)
+        doc["labels"] = labels or {}
+        doc["ttl_seconds"] = ttl_seconds
+        self.import_state(name, doc)
+        return self.get(name)
+
+    def list_sessions(self, limit=None, after=None, prefix=None, labels=None):
+        """GET /v1/sessions: one page, {"sessions": [...], "next_after": ...}.
+        labels: a dict (or list of "key:value") that must all match."""
+        return self._json("GET", "/v1/sessions", query=self._list_query(limit, after, prefix, labels))
+
+    def iter_sessions(self, prefix=None, labels=None, page_size=1000):
+        """Every session descriptor, sorted by name, following next_after."""
+        after = None
+        while True:
+            page = self.list_sessions(limit=page_size, after=after, prefix=prefix, labels=labels)
+            yield from page["sessions"]
+            after = page.get("next_after")
+            if not after:
+                return
+
+    @staticmethod
+    def _list_query(limit, after, prefix, labels):
+        q = [("limit", limit), ("after", after), ("prefix", prefix)]
+        if labels:
+            items = labels.items() if isinstance(labels, dict) else [l.split(":", 1) for l in labels]
+            q.extend(("label", "%s:%s" % (k, v)) for k, v in items)
+        return q
+
+    def get(self, name):
+        """GET /v1/sessions/{name}: the descriptor."""
+        return self._json("GET", self._path(name))
+
+    def patch(self, name, *, hyperparameters=UNSET, schedule=UNSET, max_grad_norm=UNSET,
+              labels=UNSET, ttl_seconds=UNSET):
+        """PATCH /v1/sessions/{name}; fields left UNSET are not sent, None
+        removes (schedule, max_grad_norm, ttl_seconds).  Returns the descriptor."""
+        body = {}
+        for key, value in (("hyperparameters", hyperparameters), ("schedule", schedule),
+                           ("max_grad_norm", max_grad_norm), ("labels", labels),
+                           ("ttl_seconds", ttl_seconds)):
+            if value is not UNSET:
+                body[key] = value
+        return self._json("PATCH", self._path(name), body)
+
+    def delete(self, name):
+        """DELETE /v1/sessions/{name}."""
+        self._request("DELETE", self._path(name), retry=_RETRY_STALE)
+
+    def params(self, name, binary=False, numpy=None):
+        """GET .../params: (step, params).  binary=True asks for raw bytes and
+        returns an array.array (or a numpy array with numpy=True, the
+        default when numpy is installed)."""
+        if not binary:
+            doc = self._json("GET", self._path(name, "/params"))
+            return doc["step"], doc["params"]
+        _, resp, data, _ = self._request("GET", self._path(name, "/params"),
+                                         headers={"Accept": "application/octet-stream"})
+        like_numpy = (_np is not None) if numpy is None else numpy
+        dtype = self._binary_dtype(resp, data, name)
+        return int(resp.getheader("Optd-Step")), _decode_binary(data, dtype, like_numpy)
+
+    def _binary_dtype(self, resp, data, name):
+        dtype = resp.getheader("Optd-Dtype")
+        if dtype in ("float32", "float64"):
+            return dtype
+        # The daemon sends raw values of the session's dtype; ask which.
+        return self.get(name)["dtype"]
+
+    def step(self, name, gradient, expect_step=None, loss=None, return_params=True):
+        """POST .../step: applies one update, returns StepResult(step, params).
+
+        gradient: a list (JSON body) or an array.array('d'/'f') / numpy array
+        of the session's dtype (binary body; params come back the same way).
+        expect_step: the step the session should be at; the daemon refuses
+        with step_mismatch otherwise, which makes retries safe."""
+        binary = isinstance(gradient, array.array) or _is_numpy(gradient)
+        query = None if return_params else [("return", "none")]
+        retry = _RETRY_CAS if expect_step is not None else _RETRY_STALE
+        try:
+            if binary:
+                raw, dtype = _encode_binary(gradient)
+                headers = {"Accept": "application/octet-stream"}
+                if expect_step is not None:
+                    headers["Optd-Expect-Step"] = str(int(expect_step))
+                if loss is not None:
+                    headers["Optd-Loss"] = repr(float(loss))
+                _, resp, data, _ = self._request("POST", self._path(name, "/step"),
+                                                 raw_body=raw, headers=headers,
+                                                 query=query, retry=retry)
+                step = int(resp.getheader("Optd-Step"))
+                params = _decode_binary(data, dtype, _is_numpy(gradient)) if return_params else None
+                return StepResult(step, params)
+            body = {"gradient": gradient.tolist() if _is_numpy(gradient) else list(gradient)}
+            if expect_step is not None:
+                body["step"] = int(expect_step)
+            if loss is not None:
+                body["loss"] = float(loss)
+            _, _, data, _ = self._request("POST", self._path(name, "/step"),
+                                          json_body=body, query=query, retry=retry)
+            doc = json.loads(data.decode("utf-8"))
+            return StepResult(doc["step"], doc.get("params"))
+        except OptdError as e:
+            # A retried step whose first attempt was applied before the
+            # connection broke: the daemon is exactly one step ahead of what
+            # we expected.  That step was ours; fetch what it produced.
+            if (e.code == "step_mismatch" and expect_step is not None and e.attempts > 0
+                    and e.current_step == expect_step + 1):
+                if not return_params:
+                    return StepResult(e.current_step, None)
+                step, params = self.params(name, binary=binary, numpy=_is_numpy(gradient))
+                if step == e.current_step:
+                    return StepResult(step, params)
+            raise
+
+    def history(self, name, limit=None, after_step=None):
+        """GET .../history: [{"step", "lr", "grad_norm", "loss"?, "time"}, ...]."""
+        return self._json("GET", self._path(name, "/history"),
+                          query=[("limit", limit), ("after_step", after_step)])["history"]
+
+    def export_state(self, name):
+        """GET .../state: descriptor + params + optimizer state."""
+        return self._json("GET", self._path(name, "/state"))
+
+    def import_state(self, name, doc):
+        """PUT .../state: creates or replaces `name` from an export; returns
+        (created, body) with created True for 201."""
+        status, _, data, _ = self._request("PUT", self._path(name, "/state"), json_body=doc)
+        return status == 201, (json.loads(data.decode("utf-8")) if data else None)
+
+
+def list_across(clients, prefix=None, labels=None, page_size=1000):
+    """Every session of several replicas (clients talking to each replica
+    directly, not through the proxy), merged in name order."""
+    iters = [c.iter_sessions(prefix=prefix, labels=labels, page_size=page_size) for c in clients]
+    return heapq.merge(*iters, key=lambda d: d["name"])
