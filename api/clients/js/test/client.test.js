@@ -1,0 +1,167 @@
+// client.test.js: the JS client against a real optd.
+//
+//   OPTD_URL=http://127.0.0.1:PORT node --test api/clients/js/test/
+//
+// Without OPTD_URL the tests start a daemon themselves from OPTD_BIN
+// (default build/optd) on a free loopback port and stop it at the end.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { Client, OptdError, listAcross } from "../optd.js";
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
+let base = process.env.OPTD_URL;
+let child = null;
+const token = process.env.OPTD_TOKEN || undefined;
+let counter = 0;
+const uname = (p = "js") => `${p}-${process.pid}-${++counter}`;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+before(async () => {
+  if (base) return;
+  const bin = path.resolve(repo, process.env.OPTD_BIN || "build/optd");
+  const port = await freePort();
+  child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--log-level", "warn"], { stdio: ["ignore", "ignore", "inherit"] });
+  base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try { if ((await fetch(base + "/healthz")).ok) return; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`optd at ${bin} did not answer /healthz`);
+});
+
+after(async () => {
+  if (!child) return;
+  const exited = new Promise((r) => child.once("exit", (code) => r(code)));
+  child.kill("SIGTERM");
+  assert.equal(await exited, 0, "optd exits 0 on SIGTERM");
+});
+
+const client = () => new Client(base, { token, timeoutMs: 10000 });
+
+test("health, metrics, optimizers", async () => {
+  const c = client();
+  assert.deepEqual(await c.health(), { status: "ok" });
+  assert.match(await c.metrics(), /optd_sessions/);
+  const opts = Object.fromEntries((await c.optimizers()).map((o) => [o.name, o]));
+  assert.equal(opts.adam.hyperparameters.lr, 0.001);
+  assert.ok(opts.sgd && opts.lion);
+});
+
+test("create, get, patch, delete", async () => {
+  const c = client();
+  const n = uname();
+  const d = await c.create(n, "adam", { params: [1, 2], hyperparameters: { lr: 0.01 }, labels: { who: "js" } });
+  assert.equal(d.name, n);
+  assert.equal(d.size, 2);
+  assert.equal(d.step, 0);
+  assert.deepEqual((await c.get(n)).labels, { who: "js" });
+  const p = await c.patch(n, { hyperparameters: { lr: 0.5 }, schedule: { type: "step", step_size: 2, gamma: 0.5 } });
+  assert.equal(p.hyperparameters.lr, 0.5);
+  assert.equal(p.schedule.type, "step");
+  assert.equal((await c.patch(n, { schedule: null })).schedule, null);
+  await c.delete(n);
+  await assert.rejects(c.get(n), (e) => e instanceof OptdError && e.status === 404 && e.code === "not_found");
+});
+
+test("create by POST, already_exists, invalid_argument", async () => {
+  const c = client();
+  const n = uname();
+  assert.equal((await c.create(n, "sgd", { size: 3, usePost: true })).size, 3);
+  await assert.rejects(c.create(n, "sgd", { size: 3 }), (e) => e.status === 409 && e.code === "already_exists");
+  await assert.rejects(c.create(uname(), "adam", { params: [1], hyperparameters: { lr: -1 } }),
+    (e) => e.status === 400 && e.code === "invalid_argument" && e.apiMessage.length > 0);
+});
+
+test("JSON steps match SGD exactly; history; step_mismatch", async () => {
+  const c = client();
+  const n = uname();
+  await c.create(n, "sgd", { params: [1, -2, 0.5], hyperparameters: { lr: 0.25 } });
+  const r = await c.step(n, [1, 2, -4], { expectStep: 0, loss: 3.5 });
+  assert.deepEqual(r, { step: 1, params: [0.75, -2.5, 1.5] });
+  assert.deepEqual(await c.step(n, [0, 0, 0], { returnParams: false }), { step: 2, params: null });
+  assert.deepEqual(await c.params(n), { step: 2, params: [0.75, -2.5, 1.5] });
+  const h = await c.history(n);
+  assert.deepEqual(h.map((e) => e.step), [1, 2]);
+  assert.equal(h[0].loss, 3.5);
+  assert.deepEqual((await c.history(n, { afterStep: 1 })).map((e) => e.step), [2]);
+  await assert.rejects(c.step(n, [1, 1, 1], { expectStep: 0 }),
+    (e) => e.status === 409 && e.code === "step_mismatch" && e.currentStep === 2);
+  await assert.rejects(c.step(n, [1, 1]), (e) => e.code === "size_mismatch");
+});
+
+test("binary steps with typed arrays", async () => {
+  const c = client();
+  const n = uname();
+  await c.create(n, "sgd", { params: [1, 2], hyperparameters: { lr: 0.5 } });
+  const r = await c.step(n, new Float64Array([2, -2]), { expectStep: 0 });
+  assert.equal(r.step, 1);
+  assert.ok(r.params instanceof Float64Array);
+  assert.deepEqual(Array.from(r.params), [0, 3]);
+  const p = await c.params(n, { binary: true });
+  assert.deepEqual([p.step, Array.from(p.params)], [1, [0, 3]]);
+  const f = uname();
+  await c.create(f, "sgd", { params: [1, 2], dtype: "float32", hyperparameters: { lr: 0.5 } });
+  const r32 = await c.step(f, new Float32Array([0.5, 1]), { loss: 1.25 });
+  assert.ok(r32.params instanceof Float32Array);
+  assert.deepEqual(Array.from(r32.params), [0.75, 1.5]);
+  await assert.rejects(c.step(f, new Float32Array([NaN, 1])), (e) => e.code === "non_finite");
+});
+
+test("list, iterate, labels", async () => {
+  const c = client();
+  const prefix = uname("list") + "-";
+  for (let i = 0; i < 5; i++) await c.create(`${prefix}${i}`, "sgd", { size: 1, labels: { parity: i % 2 ? "odd" : "even" } });
+  const page = await c.listSessions({ limit: 2, prefix });
+  assert.deepEqual(page.sessions.map((s) => s.name), [`${prefix}0`, `${prefix}1`]);
+  assert.equal(page.next_after, `${prefix}1`);
+  const all = [];
+  for await (const s of c.iterSessions({ prefix, pageSize: 2 })) all.push(s.name);
+  assert.deepEqual(all, [0, 1, 2, 3, 4].map((i) => `${prefix}${i}`));
+  const even = (await listAcross([c], { prefix, labels: { parity: "even" } })).map((s) => s.name);
+  assert.deepEqual(even, [0, 2, 4].map((i) => `${prefix}${i}`));
+});
+
+test("state export/import and fork", async () => {
+  const c = client();
+  const n = uname();
+  await c.create(n, "adam", { params: [1, 2, 3] });
+  for (let k = 0; k < 3; k++) await c.step(n, [0.1, -0.2, 0.3], { expectStep: k });
+  const doc = await c.exportState(n);
+  assert.ok(doc.state.exp_avg);
+  const copy = uname();
+  assert.equal((await c.importState(copy, doc)).created, true);
+  assert.equal((await c.importState(copy, doc)).created, false);
+  const back = await c.exportState(copy);
+  assert.deepEqual([back.params, back.state, back.step], [doc.params, doc.state, 3]);
+  const f = uname();
+  const d = await c.fork(n, f, { hyperparameters: { lr: 0.05 } });
+  assert.equal(d.step, 3);
+  assert.equal(d.hyperparameters.lr, 0.05);
+  await assert.rejects(c.fork(uname("missing"), uname()), (e) => e.code === "not_found");
+});
+
+test("network errors and timeouts are OptdError", async () => {
+  const port = await freePort();
+  const c = new Client(`http://127.0.0.1:${port}`, { retries: 1, backoffMs: 1, timeoutMs: 2000 });
+  await assert.rejects(c.health(), (e) => e instanceof OptdError && e.code === "connection_error" && e.status === null);
+  const silent = createServer(() => {});
+  await new Promise((r) => silent.listen(0, "127.0.0.1", r));
+  try {
+    const t = new Client(`http://127.0.0.1:${silent.address().port}`, { retries: 0, timeoutMs: 300 });
+    await assert.rejects(t.health(), (e) => e instanceof OptdError && e.code === "timeout");
+  } finally {
+    silent.close();
+    silent.unref();
+  }
+});

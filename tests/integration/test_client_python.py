@@ -1,0 +1,323 @@
+"""test_client_python.py: the Python client (api/clients/python) against the
+real daemon: every endpoint, binary steps, errors, keep-alive, timeouts and
+the retry that the step compare-and-swap makes safe."""
+
+import array
+import os
+import select
+import socket
+import sys
+import threading
+import unittest
+
+from harness import REPO, Daemon, DaemonTestCase
+
+sys.path.insert(0, os.path.join(REPO, "api", "clients", "python"))
+from optd_client import (Client, OptdConnectionError, OptdError, OptdTimeout,  # noqa: E402
+                         list_across)
+
+try:
+    import numpy as np
+except ImportError:  # the client works without numpy; those tests skip
+    np = None
+
+
+class FaultProxy:
+    """A loopback TCP proxy in front of the daemon that counts connections
+    and, when told, lets the next request reach the daemon but closes the
+    client's connection as soon as the answer starts (a lost answer)."""
+
+    def __init__(self, port):
+        self.upstream = port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.drop_answers = 0
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(c,), daemon=True).start()
+
+    def _pump(self, c):
+        u = socket.create_connection(("127.0.0.1", self.upstream))
+        try:
+            while True:
+                r, _, _ = select.select([c, u], [], [], 30)
+                if not r:
+                    return
+                if c in r:
+                    data = c.recv(65536)
+                    if not data:
+                        return
+                    u.sendall(data)
+                if u in r:
+                    data = u.recv(65536)
+                    if not data:
+                        return
+                    with self.lock:
+                        drop = self.drop_answers > 0
+                        if drop:
+                            self.drop_answers -= 1
+                    if drop:
+                        return  # the daemon answered; the client never sees it
+                    c.sendall(data)
+        except OSError:
+            return
+        finally:
+            c.close()
+            u.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+class PythonClient(DaemonTestCase):
+    def setUp(self):
+        self.c = Client("http://127.0.0.1:%d" % self.d.port, timeout=10)
+
+    def tearDown(self):
+        self.c.close()
+
+    def test_health_metrics_optimizers(self):
+        self.assertEqual(self.c.health(), {"status": "ok"})
+        self.assertIn("optd_sessions", self.c.metrics())
+        names = {o["name"]: o for o in self.c.optimizers()}
+        self.assertEqual(names["adam"]["hyperparameters"]["lr"], 0.001)
+        self.assertIn("sgd", names)
+
+    def test_create_get_patch_delete(self):
+        n = self.uname()
+        d = self.c.create(n, "adam", params=[1.0, 2.0], hyperparameters={"lr": 0.01},
+                          labels={"study": "client"})
+        self.assertEqual((d["name"], d["optimizer"], d["size"], d["step"]), (n, "adam", 2, 0))
+        self.assertEqual(d["hyperparameters"]["lr"], 0.01)
+        self.assertEqual(self.c.get(n)["labels"], {"study": "client"})
+        p = self.c.patch(n, hyperparameters={"lr": 0.5}, schedule={"type": "exponential", "gamma": 0.9})
+        self.assertEqual(p["hyperparameters"]["lr"], 0.5)
+        self.assertEqual(p["schedule"]["type"], "exponential")
+        p = self.c.patch(n, schedule=None)
+        self.assertIsNone(p["schedule"])
+        self.assertEqual(p["hyperparameters"]["lr"], 0.5)
+        self.c.delete(n)
+        with self.assertRaises(OptdError) as cm:
+            self.c.get(n)
+        self.assertEqual((cm.exception.status, cm.exception.code), (404, "not_found"))
+        self.assertTrue(cm.exception.message)
+
+    def test_create_post_and_errors(self):
+        n = self.uname()
+        d = self.c.create(n, "sgd", size=3, use_post=True)
+        self.assertEqual(d["size"], 3)
+        with self.assertRaises(OptdError) as cm:
+            self.c.create(n, "sgd", size=3)
+        self.assertEqual((cm.exception.status, cm.exception.code), (409, "already_exists"))
+        with self.assertRaises(OptdError) as cm:
+            self.c.create(self.uname(), "adam", params=[1.0], hyperparameters={"lr": -1})
+        self.assertEqual((cm.exception.status, cm.exception.code), (400, "invalid_argument"))
+        with self.assertRaises(OptdError) as cm:
+            self.c.step(n, [1.0, 2.0])
+        self.assertEqual(cm.exception.code, "size_mismatch")
+
+    def test_step_json_matches_sgd(self):
+        n = self.uname()
+        self.c.create(n, "sgd", params=[1.0, -2.0, 0.5], hyperparameters={"lr": 0.25})
+        r = self.c.step(n, [1.0, 2.0, -4.0], expect_step=0, loss=3.5)
+        self.assertEqual(r.step, 1)
+        self.assertEqual(r.params, [0.75, -2.5, 1.5])
+        r = self.c.step(n, [0.0, 0.0, 0.0], return_params=False)
+        self.assertEqual((r.step, r.params), (2, None))
+        self.assertEqual(self.c.params(n), (2, [0.75, -2.5, 1.5]))
+        h = self.c.history(n)
+        self.assertEqual([e["step"] for e in h], [1, 2])
+        self.assertEqual(h[0]["loss"], 3.5)
+        self.assertEqual(self.c.history(n, after_step=1)[0]["step"], 2)
+
+    def test_step_mismatch(self):
+        n = self.uname()
+        self.c.create(n, "sgd", params=[1.0])
+        self.c.step(n, [1.0], expect_step=0)
+        with self.assertRaises(OptdError) as cm:
+            self.c.step(n, [1.0], expect_step=0)
+        e = cm.exception
+        self.assertEqual((e.status, e.code, e.current_step), (409, "step_mismatch", 1))
+        self.assertEqual(self.c.get(n)["step"], 1)
+
+    def test_binary_array_module(self):
+        n = self.uname()
+        self.c.create(n, "sgd", params=[1.0, 2.0], hyperparameters={"lr": 0.5})
+        r = self.c.step(n, array.array("d", [2.0, -2.0]), expect_step=0)
+        self.assertEqual(r.step, 1)
+        self.assertIsInstance(r.params, array.array)
+        self.assertEqual(list(r.params), [0.0, 3.0])
+        step, p = self.c.params(n, binary=True, numpy=False)
+        self.assertEqual((step, list(p)), (1, [0.0, 3.0]))
+        f = self.uname()
+        self.c.create(f, "sgd", params=[1.0, 2.0], dtype="float32", hyperparameters={"lr": 0.5})
+        r = self.c.step(f, array.array("f", [0.5, 1.0]), loss=1.25)
+        self.assertEqual(r.params.typecode, "f")
+        self.assertEqual(list(r.params), [0.75, 1.5])
+        self.assertEqual(self.c.history(f)[0]["loss"], 1.25)
+        with self.assertRaises(OptdError) as cm:
+            self.c.step(f, array.array("d", [0.5, 1.0]))
+        self.assertEqual(cm.exception.code, "size_mismatch")
+
+    @unittest.skipIf(np is None, "numpy not installed")
+    def test_binary_numpy(self):
+        n = self.uname()
+        x0 = np.linspace(-1, 1, 1000)
+        self.c.create(n, "adam", params=x0, hyperparameters={"lr": 0.01})
+        g = np.cos(x0)
+        r = self.c.step(n, g, expect_step=0)
+        self.assertIsInstance(r.params, np.ndarray)
+        # Adam's first step (bias-corrected) is lr * g / (|g| + eps).
+        expect = x0 - 0.01 * g / (np.abs(g) + 1e-8)
+        np.testing.assert_allclose(r.params, expect, rtol=1e-12, atol=1e-15)
+        step, p = self.c.params(n, binary=True)
+        self.assertEqual(step, 1)
+        np.testing.assert_array_equal(p, r.params)
+        with self.assertRaises(OptdError) as cm:
+            self.c.step(n, np.array([np.nan] * 1000))
+        self.assertEqual(cm.exception.code, "non_finite")
+
+    def test_list_and_iterate(self):
+        prefix = self.uname("list") + "-"
+        for i in range(5):
+            self.c.create("%s%d" % (prefix, i), "sgd", size=1,
+                          labels={"parity": "even" if i % 2 == 0 else "odd"})
+        page = self.c.list_sessions(limit=2, prefix=prefix)
+        self.assertEqual([s["name"] for s in page["sessions"]], [prefix + "0", prefix + "1"])
+        self.assertEqual(page["next_after"], prefix + "1")
+        names = [s["name"] for s in self.c.iter_sessions(prefix=prefix, page_size=2)]
+        self.assertEqual(names, ["%s%d" % (prefix, i) for i in range(5)])
+        even = [s["name"] for s in self.c.iter_sessions(prefix=prefix, labels={"parity": "even"})]
+        self.assertEqual(even, [prefix + "0", prefix + "2", prefix + "4"])
+
+    def test_state_fork(self):
+        n = self.uname()
+        self.c.create(n, "adam", params=[1.0, 2.0, 3.0])
+        for k in range(3):
+            self.c.step(n, [0.1, -0.2, 0.3], expect_step=k)
+        doc = self.c.export_state(n)
+        self.assertIn("exp_avg", doc["state"])
+        copy = self.uname()
+        created, _ = self.c.import_state(copy, doc)
+        self.assertTrue(created)
+        created, _ = self.c.import_state(copy, doc)
+        self.assertFalse(created)
+        a = self.c.export_state(copy)
+        self.assertEqual((a["params"], a["state"], a["step"]), (doc["params"], doc["state"], 3))
+        f = self.uname()
+        d = self.c.fork(n, f, hyperparameters={"lr": 0.05})
+        self.assertEqual((d["step"], d["hyperparameters"]["lr"]), (3, 0.05))
+        self.assertEqual(self.c.export_state(f)["state"], doc["state"])
+        with self.assertRaises(OptdError) as cm:
+            self.c.fork(self.uname("missing"), self.uname())
+        self.assertEqual(cm.exception.code, "not_found")
+
+    def test_keep_alive(self):
+        proxy = FaultProxy(self.d.port)
+        try:
+            c = Client("http://127.0.0.1:%d" % proxy.port, timeout=10)
+            n = self.uname()
+            c.create(n, "sgd", size=4)
+            for k in range(20):
+                c.step(n, [1.0, 1.0, 1.0, 1.0], expect_step=k)
+            c.get(n)
+            self.assertEqual(proxy.connections, 1)
+            c.close()
+        finally:
+            proxy.close()
+
+    def test_retry_after_lost_answer_is_applied_once(self):
+        proxy = FaultProxy(self.d.port)
+        try:
+            c = Client("http://127.0.0.1:%d" % proxy.port, timeout=10, retries=2)
+            n = self.uname()
+            c.create(n, "sgd", params=[1.0, 1.0], hyperparameters={"lr": 0.5})
+            proxy.drop_answers = 1
+            r = c.step(n, [1.0, 2.0], expect_step=0)
+            self.assertEqual(r.step, 1)
+            self.assertEqual(r.params, [0.5, 0.0])
+            self.assertEqual(self.c.get(n)["step"], 1)  # applied once, not twice
+            self.assertEqual(proxy.drop_answers, 0)
+            self.assertGreaterEqual(proxy.connections, 2)
+            # Without expect_step the client cannot know: it does not retry.
+            proxy.drop_answers = 1
+            with self.assertRaises(OptdConnectionError):
+                c.step(n, [1.0, 2.0])
+            self.assertEqual(self.c.get(n)["step"], 2)
+            # Reads are retried freely.
+            proxy.drop_answers = 1
+            self.assertEqual(c.get(n)["step"], 2)
+            c.close()
+        finally:
+            proxy.close()
+
+    def test_timeout_and_refused(self):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        try:
+            c = Client("http://127.0.0.1:%d" % silent.getsockname()[1], timeout=0.3, retries=0)
+            with self.assertRaises(OptdTimeout) as cm:
+                c.health()
+            self.assertEqual(cm.exception.code, "timeout")
+        finally:
+            silent.close()
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        with self.assertRaises(OptdConnectionError):
+            Client("http://127.0.0.1:%d" % port, timeout=2, retries=1, backoff=0.01).health()
+
+
+class PythonClientAuth(DaemonTestCase):
+    TOKEN = "s3cret-token"
+
+    def test_token(self):
+        base = "http://127.0.0.1:%d" % self.d.port
+        with self.assertRaises(OptdError) as cm:
+            Client(base).optimizers()
+        self.assertEqual((cm.exception.status, cm.exception.code), (401, "unauthorized"))
+        with self.assertRaises(OptdError):
+            Client(base, token="wrong").optimizers()
+        c = Client(base, token=self.TOKEN)
+        self.assertTrue(c.optimizers())
+        self.assertEqual(Client(base).health(), {"status": "ok"})
+
+
+class ListAcross(unittest.TestCase):
+    def test_merge_two_daemons(self):
+        ds = [Daemon(), Daemon()]
+        try:
+            for d in ds:
+                d.start()
+            clients = [Client("http://127.0.0.1:%d" % d.port) for d in ds]
+            for i in range(6):
+                clients[i % 2].create("m-%02d" % i, "sgd", size=1)
+            names = [s["name"] for s in list_across(clients, prefix="m-", page_size=2)]
+            self.assertEqual(names, ["m-%02d" % i for i in range(6)])
+            for c in clients:
+                c.close()
+            for d in ds:
+                d.stop()
+        finally:
+            for d in ds:
+                d.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
