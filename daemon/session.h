@@ -23,12 +23,17 @@
 #define OPTD_LABEL_KEY_MAX 64
 #define OPTD_LABEL_VALUE_MAX 256
 
+/* One label; key and value are malloc'd strings owned by the config (or
+ * query) holding them.  Kept on the heap, not in fixed arrays, because 32
+ * labels of 64 + 256 bytes in every session would cost ~10 KB each. */
 typedef struct optd_label {
-    char key[OPTD_LABEL_KEY_MAX + 1];
-    char value[OPTD_LABEL_VALUE_MAX + 1];
+    char *key;   /* 1..OPTD_LABEL_KEY_MAX bytes */
+    char *value; /* 0..OPTD_LABEL_VALUE_MAX bytes */
 } optd_label_t;
 
-/* Everything a client sets: what create takes and PATCH changes. */
+/* Everything a client sets: what create takes and PATCH changes.  A config
+ * owns its labels array: copy one with optd_session_config_copy, free it with
+ * optd_session_config_free (a plain struct assignment shares the labels). */
 typedef struct optd_session_config {
     optd_optim_kind_t kind;
     optd_dtype_t dtype;
@@ -37,7 +42,7 @@ typedef struct optd_session_config {
     optd_schedule_t schedule;
     double max_grad_norm; /* 0: clipping off */
     size_t n_labels;
-    optd_label_t labels[OPTD_LABELS_MAX];
+    optd_label_t *labels; /* n_labels entries (malloc'd), or NULL */
     int64_t ttl_seconds;  /* 0: no idle expiry */
 } optd_session_config_t;
 
@@ -64,6 +69,8 @@ typedef struct optd_session_image {
     optd_history_entry_t *history;
 } optd_session_image_t;
 
+struct optd_session;
+
 /* How a change is made durable; installed by the persistence layer, absent
  * when sessions live in memory only.  The store knows no files. */
 typedef struct optd_durability {
@@ -84,16 +91,23 @@ typedef struct optd_session {
 
     const optd_durability_t *dur;  /* set by the store on insert; NULL: memory only */
     pthread_mutex_t mu;            /* guards everything below */
-    bool deleted;                  /* removed from the store; refuse further changes */
+    bool deleted;                  /* removed from the store; refuse further changes
+                                      (read and written with __atomic builtins so
+                                      persistence may peek without the mutex) */
     optd_session_config_t cfg;
     size_t size;
     void *params;
     optd_optim_state_t st;
     int64_t created_ms, updated_ms;
-    optd_history_entry_t *history; /* ring of history_cap entries */
-    size_t history_cap, history_head, history_len;
+    optd_history_entry_t *history; /* ring of history_alloc entries, grown on demand */
+    size_t history_cap;            /* the most kept (--history) */
+    size_t history_alloc;          /* entries allocated, <= history_cap */
+    size_t history_head;           /* index of the oldest entry */
+    size_t history_len;
     uint64_t version;              /* bumped by every change (persistence: dirty tracking) */
     uint64_t saved_version;        /* version last made durable */
+    uint64_t lsn;                  /* persistence: sequence number of the last
+                                      journal record of this session (0: none) */
 } optd_session_t;
 
 /* Current wall-clock time in Unix milliseconds. */
@@ -101,6 +115,18 @@ int64_t optd_now_ms(void);
 
 /* Checks a session name against ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$. */
 bool optd_session_name_valid(const char *name);
+
+/* Deep copy of src into dst (dst's previous contents are not freed):
+ * 0 or OPTD_ENOMEM (dst then holds no labels). */
+int optd_session_config_copy(optd_session_config_t *dst, const optd_session_config_t *src,
+                             optd_err_t *err);
+/* Frees cfg's labels (n_labels becomes 0); cfg may be zeroed. */
+void optd_session_config_free(optd_session_config_t *cfg);
+/* Appends key = value to cfg's labels, copying both; replaces the value if
+ * key is already there.  0, OPTD_EINVAL (too many labels, key empty or over
+ * 64 bytes, value over 256 bytes) or OPTD_ENOMEM. */
+int optd_session_config_add_label(optd_session_config_t *cfg, const char *key, const char *value,
+                                  optd_err_t *err);
 
 /* Validates cfg as a whole (hyperparameters, schedule, max_grad_norm >= 0,
  * labels, ttl >= 0): 0 or OPTD_EINVAL naming the field. */
@@ -120,6 +146,9 @@ int optd_session_create(const char *name, const optd_session_config_t *cfg, size
 int optd_session_from_image_take(optd_session_image_t *img, size_t history_cap,
                                  optd_session_t **out, optd_err_t *err);
 
+/* True once the session was removed from the store (or replaced). */
+bool optd_session_is_deleted(optd_session_t *s);
+
 /* Frees an image's buffers; img may be zeroed. */
 void optd_session_image_free(optd_session_image_t *img);
 
@@ -127,9 +156,12 @@ void optd_session_image_free(optd_session_image_t *img);
 void optd_session_retain(optd_session_t *s);
 void optd_session_release(optd_session_t *s);
 
-/* Copies of a session's data, taken under its lock. */
-void optd_session_copy_descriptor(optd_session_t *s, optd_session_config_t *cfg, size_t *size,
-                                  uint64_t *step, int64_t *created_ms, int64_t *updated_ms);
+/* Copies of a session's data, taken under its lock.  The descriptor's cfg
+ * is a deep copy: free it with optd_session_config_free.  0 or OPTD_ENOMEM
+ * (cfg then holds no labels). */
+int optd_session_copy_descriptor(optd_session_t *s, optd_session_config_t *cfg, size_t *size,
+                                 uint64_t *step, int64_t *created_ms, int64_t *updated_ms,
+                                 optd_err_t *err);
 /* Full image (for state export, fork and snapshots): 0 or OPTD_ENOMEM. */
 int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
 /* Copies params into out (size * dtype bytes) and returns the step. */
@@ -150,8 +182,8 @@ int optd_session_copy_history(optd_session_t *s, uint64_t after_step, size_t lim
 int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
                       const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err);
 
-/* Replaces the configuration (optimizer and dtype must be unchanged):
- * 0, OPTD_EINVAL, OPTD_EIO. */
+/* Replaces the configuration (optimizer and dtype must be unchanged; cfg is
+ * copied): 0, OPTD_EINVAL, OPTD_ENOMEM, OPTD_ENOTFOUND (deleted), OPTD_EIO. */
 int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err);
 
 /* Marks the session used now (ttl). */

@@ -41,7 +41,9 @@ int optd_store_insert(optd_store_t *store, optd_session_t *s, bool replace, bool
  * optd_session_release), or NULL. */
 optd_session_t *optd_store_get(optd_store_t *store, const char *name);
 
-/* Removes name: 0 or OPTD_ENOTFOUND. */
+/* Removes name (and, through the durability hook, its file): 0,
+ * OPTD_ENOTFOUND, or OPTD_EIO (--sync always: the delete could not be made
+ * durable; nothing removed). */
 int optd_store_remove(optd_store_t *store, const char *name, optd_err_t *err);
 
 typedef struct optd_store_query {

@@ -1,0 +1,647 @@
+/* session.c: one named optimizer session: validation, creation, the update
+ * with its history, configuration changes and the copies taken for encoding.
+ *
+ * Every field below `mu` in optd_session_t is read and written under the
+ * session's mutex.  An update and the copy of its result happen under one
+ * hold of the mutex, so no reader sees a torn update and no update is lost.
+ * With --sync always, the durability hook is called with the mutex still
+ * held: no other request may observe (and answer from) a state that is not
+ * yet on disk, and if the hook fails the change is undone before anyone
+ * could have seen it, so a 507 changes nothing. */
+#include "session.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t optd_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool name_char(char c, bool first)
+{
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+        return true;
+    return !first && (c == '.' || c == '_' || c == '-');
+}
+
+bool optd_session_name_valid(const char *name)
+{
+    if (!name || !name[0])
+        return false;
+    size_t i = 0;
+    for (; name[i]; i++)
+        if (i >= OPTD_NAME_MAX || !name_char(name[i], i == 0))
+            return false;
+    return true;
+}
+
+/* ---- configs and labels ---------------------------------------------------- */
+
+void optd_session_config_free(optd_session_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->n_labels; i++) {
+        free(cfg->labels[i].key);
+        free(cfg->labels[i].value);
+    }
+    free(cfg->labels);
+    cfg->labels = NULL;
+    cfg->n_labels = 0;
+}
+
+int optd_session_config_copy(optd_session_config_t *dst, const optd_session_config_t *src,
+                             optd_err_t *err)
+{
+    *dst = *src;
+    dst->labels = NULL;
+    dst->n_labels = 0;
+    if (src->n_labels == 0)
+        return 0;
+    dst->labels = calloc(src->n_labels, sizeof *dst->labels);
+    if (!dst->labels)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory copying labels");
+    for (size_t i = 0; i < src->n_labels; i++) {
+        dst->labels[i].key = strdup(src->labels[i].key);
+        dst->labels[i].value = strdup(src->labels[i].value);
+        dst->n_labels = i + 1;
+        if (!dst->labels[i].key || !dst->labels[i].value) {
+            optd_session_config_free(dst);
+            return optd_err_set(err, OPTD_ENOMEM, "out of memory copying labels");
+        }
+    }
+    return 0;
+}
+
+int optd_session_config_add_label(optd_session_config_t *cfg, const char *key, const char *value,
+                                  optd_err_t *err)
+{
+    size_t klen = strlen(key), vlen = strlen(value);
+    if (klen == 0 || klen > OPTD_LABEL_KEY_MAX)
+        return optd_err_set(err, OPTD_EINVAL, "labels: a key must be 1 to %d characters long",
+                            OPTD_LABEL_KEY_MAX);
+    if (vlen > OPTD_LABEL_VALUE_MAX)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "labels: the value of '%s' must be at most %d characters long", key,
+                            OPTD_LABEL_VALUE_MAX);
+    char *v = strdup(value);
+    if (!v)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory storing a label");
+    for (size_t i = 0; i < cfg->n_labels; i++) {
+        if (strcmp(cfg->labels[i].key, key) == 0) {
+            free(cfg->labels[i].value);
+            cfg->labels[i].value = v;
+            return 0;
+        }
+    }
+    if (cfg->n_labels >= OPTD_LABELS_MAX) {
+        free(v);
+        return optd_err_set(err, OPTD_EINVAL, "labels: at most %d labels are allowed",
+                            OPTD_LABELS_MAX);
+    }
+    char *k = strdup(key);
+    optd_label_t *grown = realloc(cfg->labels, (cfg->n_labels + 1) * sizeof *grown);
+    if (!k || !grown) {
+        free(k);
+        free(v);
+        if (grown)
+            cfg->labels = grown;
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory storing a label");
+    }
+    cfg->labels = grown;
+    cfg->labels[cfg->n_labels].key = k;
+    cfg->labels[cfg->n_labels].value = v;
+    cfg->n_labels++;
+    return 0;
+}
+
+/* ttl_seconds * 1000 must not overflow when expiry is computed. */
+#define TTL_MAX ((int64_t)1 << 40)
+
+int optd_session_config_validate(const optd_session_config_t *cfg, optd_err_t *err)
+{
+    if ((unsigned)cfg->kind >= OPTD_OPTIM_COUNT)
+        return optd_err_set(err, OPTD_EINVAL, "optimizer: unknown optimizer");
+    if (cfg->dtype != OPTD_FLOAT32 && cfg->dtype != OPTD_FLOAT64)
+        return optd_err_set(err, OPTD_EINVAL, "dtype: must be \"float32\" or \"float64\"");
+    int rc = optd_hparams_validate(cfg->kind, &cfg->hp, err);
+    if (rc)
+        return rc;
+    if (cfg->has_schedule && (rc = optd_schedule_validate(&cfg->schedule, err)))
+        return rc;
+    if (!isfinite(cfg->max_grad_norm) || cfg->max_grad_norm < 0)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "max_grad_norm: must be a finite number >= 0 (0 turns clipping off)");
+    if (cfg->n_labels > OPTD_LABELS_MAX)
+        return optd_err_set(err, OPTD_EINVAL, "labels: at most %d labels are allowed",
+                            OPTD_LABELS_MAX);
+    if (cfg->n_labels > 0 && !cfg->labels)
+        return optd_err_set(err, OPTD_EINVAL, "labels: missing");
+    for (size_t i = 0; i < cfg->n_labels; i++) {
+        const optd_label_t *l = &cfg->labels[i];
+        if (!l->key || !l->value)
+            return optd_err_set(err, OPTD_EINVAL, "labels: missing key or value");
+        size_t klen = strlen(l->key);
+        if (klen == 0 || klen > OPTD_LABEL_KEY_MAX)
+            return optd_err_set(err, OPTD_EINVAL, "labels: a key must be 1 to %d characters long",
+                                OPTD_LABEL_KEY_MAX);
+        if (strlen(l->value) > OPTD_LABEL_VALUE_MAX)
+            return optd_err_set(err, OPTD_EINVAL,
+                                "labels: the value of '%s' must be at most %d characters long",
+                                l->key, OPTD_LABEL_VALUE_MAX);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->labels[j].key, l->key) == 0)
+                return optd_err_set(err, OPTD_EINVAL, "labels: key '%s' appears twice", l->key);
+    }
+    if (cfg->ttl_seconds < 0 || cfg->ttl_seconds > TTL_MAX)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "ttl_seconds: must be between 0 and %lld (0 or null: no expiry)",
+                            (long long)TTL_MAX);
+    return 0;
+}
+
+/* ---- life cycle -------------------------------------------------------------- */
+
+/* An empty session with everything but the data set up. */
+static optd_session_t *session_alloc(const char *name, size_t history_cap)
+{
+    optd_session_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        free(s);
+        return NULL;
+    }
+    snprintf(s->name, sizeof s->name, "%s", name);
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->accessed_ms, optd_now_ms());
+    s->history_cap = history_cap;
+    s->version = 1; /* saved_version 0: a new session is dirty */
+    return s;
+}
+
+static void session_destroy(optd_session_t *s)
+{
+    optd_session_config_free(&s->cfg);
+    free(s->params);
+    optd_optim_state_free(&s->st);
+    free(s->history);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int optd_session_create(const char *name, const optd_session_config_t *cfg, size_t size,
+                        const void *params, size_t history_cap, optd_session_t **out,
+                        optd_err_t *err)
+{
+    *out = NULL;
+    if (!optd_session_name_valid(name))
+        return optd_err_set(err, OPTD_EINVAL,
+                            "name: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+    int rc = optd_session_config_validate(cfg, err);
+    if (rc)
+        return rc;
+    if (size == 0)
+        return optd_err_set(err, OPTD_EINVAL, "size: a session needs at least one parameter");
+    size_t esz = optd_dtype_size(cfg->dtype);
+    if (size > SIZE_MAX / esz)
+        return optd_err_set(err, OPTD_EINVAL, "size: too large");
+    if (params && !optd_all_finite(cfg->dtype, params, size))
+        return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
+
+    optd_session_t *s = session_alloc(name, history_cap);
+    if (!s)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory creating session '%s'", name);
+    s->size = size;
+    s->params = params ? malloc(size * esz) : calloc(size, esz);
+    if (!s->params) {
+        session_destroy(s);
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu parameters", size);
+    }
+    if (params)
+        memcpy(s->params, params, size * esz);
+    if ((rc = optd_session_config_copy(&s->cfg, cfg, err)) ||
+        (rc = optd_optim_state_init(&s->st, cfg->kind, cfg->dtype, size, &cfg->hp, err))) {
+        session_destroy(s);
+        return rc;
+    }
+    s->created_ms = s->updated_ms = optd_now_ms();
+    *out = s;
+    return 0;
+}
+
+void optd_session_image_free(optd_session_image_t *img)
+{
+    if (!img)
+        return;
+    optd_session_config_free(&img->cfg);
+    free(img->params);
+    img->params = NULL;
+    optd_optim_state_free(&img->st);
+    free(img->history);
+    img->history = NULL;
+    img->n_history = 0;
+}
+
+/* Checks that an image (from a client or a file) is whole and consistent. */
+static int image_validate(const optd_session_image_t *img, optd_err_t *err)
+{
+    if (!optd_session_name_valid(img->name))
+        return optd_err_set(err, OPTD_EINVAL,
+                            "name: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+    int rc = optd_session_config_validate(&img->cfg, err);
+    if (rc)
+        return rc;
+    if (img->size == 0 || !img->params)
+        return optd_err_set(err, OPTD_EINVAL, "params: a session needs at least one parameter");
+    if (img->st.kind != img->cfg.kind || img->st.dtype != img->cfg.dtype ||
+        img->st.size != img->size)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "state: does not match the optimizer, dtype or size of the session");
+    if (!optd_all_finite(img->cfg.dtype, img->params, img->size))
+        return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
+    const optd_optim_desc_t *d = optd_optim_desc(img->cfg.kind);
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        if (!img->st.buf[b])
+            continue;
+        if (!(d->bufs & (1u << b)))
+            return optd_err_set(err, OPTD_EINVAL, "state: %s has no buffer '%s'", d->name,
+                                optd_buf_name((optd_buf_t)b));
+        if (!optd_all_finite(img->cfg.dtype, img->st.buf[b], img->size))
+            return optd_err_set(err, OPTD_ENONFINITE, "state.%s: every value must be finite",
+                                optd_buf_name((optd_buf_t)b));
+    }
+    if (!isfinite(img->st.mu_product))
+        return optd_err_set(err, OPTD_ENONFINITE, "state.mu_product: must be finite");
+    if (img->n_history > 0 && !img->history)
+        return optd_err_set(err, OPTD_EINVAL, "history: missing");
+    return 0;
+}
+
+int optd_session_from_image_take(optd_session_image_t *img, size_t history_cap,
+                                 optd_session_t **out, optd_err_t *err)
+{
+    *out = NULL;
+    int rc = image_validate(img, err);
+    if (rc)
+        return rc;
+    optd_session_t *s = session_alloc(img->name, history_cap);
+    if (!s)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory creating session '%s'", img->name);
+
+    /* Keep only the newest history_cap entries. */
+    size_t keep = img->n_history < history_cap ? img->n_history : history_cap;
+    if (keep > 0) {
+        s->history = malloc(keep * sizeof *s->history);
+        if (!s->history) {
+            session_destroy(s);
+            return optd_err_set(err, OPTD_ENOMEM, "out of memory for the history");
+        }
+        memcpy(s->history, img->history + (img->n_history - keep), keep * sizeof *s->history);
+        s->history_alloc = s->history_len = keep;
+    }
+
+    s->cfg = img->cfg;
+    img->cfg.labels = NULL;
+    img->cfg.n_labels = 0;
+    s->size = img->size;
+    s->params = img->params;
+    img->params = NULL;
+    s->st = img->st;
+    memset(&img->st, 0, sizeof img->st);
+    s->created_ms = img->created_ms;
+    s->updated_ms = img->updated_ms;
+    free(img->history);
+    img->history = NULL;
+    img->n_history = 0;
+    *out = s;
+    return 0;
+}
+
+void optd_session_retain(optd_session_t *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void optd_session_release(optd_session_t *s)
+{
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        session_destroy(s);
+}
+
+bool optd_session_is_deleted(optd_session_t *s)
+{
+    return __atomic_load_n(&s->deleted, __ATOMIC_ACQUIRE);
+}
+
+void optd_session_touch(optd_session_t *s)
+{
+    atomic_store_explicit(&s->accessed_ms, optd_now_ms(), memory_order_relaxed);
+}
+
+/* ---- copies ------------------------------------------------------------------ */
+
+int optd_session_copy_descriptor(optd_session_t *s, optd_session_config_t *cfg, size_t *size,
+                                 uint64_t *step, int64_t *created_ms, int64_t *updated_ms,
+                                 optd_err_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = optd_session_config_copy(cfg, &s->cfg, err);
+    if (size)
+        *size = s->size;
+    if (step)
+        *step = s->st.step;
+    if (created_ms)
+        *created_ms = s->created_ms;
+    if (updated_ms)
+        *updated_ms = s->updated_ms;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static const optd_history_entry_t *history_at(const optd_session_t *s, size_t i)
+{
+    return &s->history[(s->history_head + i) % s->history_alloc];
+}
+
+/* The image copy, with s->mu held. */
+static int copy_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err)
+{
+    memset(img, 0, sizeof *img);
+    memcpy(img->name, s->name, sizeof img->name);
+    size_t bytes = s->size * optd_dtype_size(s->cfg.dtype);
+    int rc = optd_session_config_copy(&img->cfg, &s->cfg, err);
+    if (rc)
+        return rc;
+    img->size = s->size;
+    img->params = malloc(bytes);
+    if (!img->params)
+        goto nomem;
+    memcpy(img->params, s->params, bytes);
+    if ((rc = optd_optim_state_copy(&img->st, &s->st, err))) {
+        optd_session_image_free(img);
+        return rc;
+    }
+    img->created_ms = s->created_ms;
+    img->updated_ms = s->updated_ms;
+    if (s->history_len > 0) {
+        img->history = malloc(s->history_len * sizeof *img->history);
+        if (!img->history)
+            goto nomem;
+        for (size_t i = 0; i < s->history_len; i++)
+            img->history[i] = *history_at(s, i);
+        img->n_history = s->history_len;
+    }
+    return 0;
+nomem:
+    optd_session_image_free(img);
+    return optd_err_set(err, OPTD_ENOMEM, "out of memory copying session '%s'", s->name);
+}
+
+int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_err_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = copy_image_locked(s, img, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+uint64_t optd_session_copy_params(optd_session_t *s, void *out)
+{
+    pthread_mutex_lock(&s->mu);
+    memcpy(out, s->params, s->size * optd_dtype_size(s->cfg.dtype));
+    uint64_t step = s->st.step;
+    pthread_mutex_unlock(&s->mu);
+    return step;
+}
+
+int optd_session_copy_history(optd_session_t *s, uint64_t after_step, size_t limit,
+                              optd_history_entry_t **out, size_t *n, optd_err_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    /* Steps grow along the ring, so the entries after after_step are a tail. */
+    size_t first = s->history_len;
+    while (first > 0 && history_at(s, first - 1)->step > after_step)
+        first--;
+    size_t count = s->history_len - first;
+    if (limit > 0 && count > limit) {
+        first += count - limit;
+        count = limit;
+    }
+    if (count > 0) {
+        optd_history_entry_t *h = malloc(count * sizeof *h);
+        if (!h) {
+            pthread_mutex_unlock(&s->mu);
+            return optd_err_set(err, OPTD_ENOMEM, "out of memory copying the history");
+        }
+        for (size_t i = 0; i < count; i++)
+            h[i] = *history_at(s, first + i);
+        *out = h;
+        *n = count;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* ---- the update ---------------------------------------------------------------- */
+
+/* Makes room for one more history entry without losing any, growing the
+ * ring geometrically up to history_cap.  Done before the update so a failed
+ * allocation changes nothing.  With s->mu held. */
+static int history_reserve(optd_session_t *s, optd_err_t *err)
+{
+    if (s->history_len < s->history_alloc || s->history_alloc >= s->history_cap)
+        return 0;
+    size_t alloc = s->history_alloc ? s->history_alloc * 2 : 4;
+    if (alloc > s->history_cap)
+        alloc = s->history_cap;
+    optd_history_entry_t *h = malloc(alloc * sizeof *h);
+    if (!h)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory growing the history");
+    for (size_t i = 0; i < s->history_len; i++)
+        h[i] = *history_at(s, i);
+    free(s->history);
+    s->history = h;
+    s->history_alloc = alloc;
+    s->history_head = 0;
+    return 0;
+}
+
+/* What a step changes, kept so a step whose durability failed can be undone. */
+typedef struct step_undo {
+    void *params;
+    optd_optim_state_t st;
+    size_t history_head, history_len;
+    optd_history_entry_t overwritten;
+    int64_t updated_ms;
+    uint64_t version;
+} step_undo_t;
+
+static int undo_save(optd_session_t *s, step_undo_t *u, optd_err_t *err)
+{
+    size_t bytes = s->size * optd_dtype_size(s->cfg.dtype);
+    memset(u, 0, sizeof *u);
+    u->params = malloc(bytes);
+    if (!u->params)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory preparing a durable step");
+    memcpy(u->params, s->params, bytes);
+    int rc = optd_optim_state_copy(&u->st, &s->st, err);
+    if (rc) {
+        free(u->params);
+        return rc;
+    }
+    u->history_head = s->history_head;
+    u->history_len = s->history_len;
+    if (s->history_alloc > 0 && s->history_len == s->history_alloc)
+        u->overwritten = s->history[s->history_head];
+    u->updated_ms = s->updated_ms;
+    u->version = s->version;
+    return 0;
+}
+
+static void undo_restore(optd_session_t *s, step_undo_t *u)
+{
+    memcpy(s->params, u->params, s->size * optd_dtype_size(s->cfg.dtype));
+    free(u->params);
+    optd_optim_state_free(&s->st);
+    s->st = u->st;
+    if (s->history_alloc > 0 && u->history_len == s->history_alloc)
+        s->history[u->history_head] = u->overwritten;
+    s->history_head = u->history_head;
+    s->history_len = u->history_len;
+    s->updated_ms = u->updated_ms;
+    s->version = u->version;
+}
+
+static void undo_drop(step_undo_t *u)
+{
+    free(u->params);
+    optd_optim_state_free(&u->st);
+}
+
+static void history_push(optd_session_t *s, const optd_history_entry_t *e)
+{
+    if (s->history_alloc == 0)
+        return;
+    if (s->history_len < s->history_alloc) {
+        s->history[(s->history_head + s->history_len) % s->history_alloc] = *e;
+        s->history_len++;
+    } else {
+        s->history[s->history_head] = *e;
+        s->history_head = (s->history_head + 1) % s->history_alloc;
+    }
+}
+
+int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
+                      const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err)
+{
+    int rc;
+    pthread_mutex_lock(&s->mu);
+    if (s->deleted) {
+        rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
+        goto out;
+    }
+    if (expect_step && *expect_step != s->st.step) {
+        if (step_out)
+            *step_out = s->st.step;
+        rc = optd_err_set(err, OPTD_ESTEP, "expected step %llu but the session is at step %llu",
+                          (unsigned long long)*expect_step, (unsigned long long)s->st.step);
+        goto out;
+    }
+    if (loss && !isfinite(*loss)) {
+        rc = optd_err_set(err, OPTD_EINVAL, "loss: must be a finite number");
+        goto out;
+    }
+    if ((rc = history_reserve(s, err)))
+        goto out;
+
+    bool durable = s->dur && s->dur->commit;
+    step_undo_t undo;
+    if (durable && (rc = undo_save(s, &undo, err)))
+        goto out;
+
+    optd_step_info_t info;
+    rc = optd_optim_step(&s->st, &s->cfg.hp, s->cfg.has_schedule ? &s->cfg.schedule : NULL,
+                         s->cfg.max_grad_norm, s->params, grad, &info, err);
+    if (rc) {
+        if (durable)
+            undo_drop(&undo);
+        goto out;
+    }
+    int64_t now = optd_now_ms();
+    optd_history_entry_t e = {
+        .step = s->st.step,
+        .lr = info.lr,
+        .grad_norm = info.grad_norm,
+        .loss = loss ? *loss : 0.0,
+        .has_loss = loss != NULL,
+        .time_ms = now,
+    };
+    history_push(s, &e);
+    s->updated_ms = now;
+    s->version++;
+
+    if (durable) {
+        rc = s->dur->commit(s->dur->ctx, s, err);
+        if (rc) {
+            undo_restore(s, &undo);
+            goto out;
+        }
+        undo_drop(&undo);
+    }
+    if (step_out)
+        *step_out = s->st.step;
+    if (params_out)
+        memcpy(params_out, s->params, s->size * optd_dtype_size(s->cfg.dtype));
+out:
+    pthread_mutex_unlock(&s->mu);
+    optd_session_touch(s);
+    return rc;
+}
+
+int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err)
+{
+    int rc = optd_session_config_validate(cfg, err);
+    if (rc)
+        return rc;
+    optd_session_config_t fresh;
+    if ((rc = optd_session_config_copy(&fresh, cfg, err)))
+        return rc;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->deleted) {
+        rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
+        optd_session_config_free(&fresh);
+        goto out;
+    }
+    if (cfg->kind != s->cfg.kind || cfg->dtype != s->cfg.dtype) {
+        rc = optd_err_set(err, OPTD_EINVAL, "the optimizer and dtype of a session cannot change");
+        optd_session_config_free(&fresh);
+        goto out;
+    }
+    optd_session_config_t old = s->cfg;
+    int64_t old_updated = s->updated_ms;
+    s->cfg = fresh;
+    s->updated_ms = optd_now_ms();
+    s->version++;
+    if (s->dur && s->dur->commit && (rc = s->dur->commit(s->dur->ctx, s, err))) {
+        s->cfg = old;
+        s->updated_ms = old_updated;
+        s->version--;
+        optd_session_config_free(&fresh);
+        goto out;
+    }
+    optd_session_config_free(&old);
+out:
+    pthread_mutex_unlock(&s->mu);
+    optd_session_touch(s);
+    return rc;
+}

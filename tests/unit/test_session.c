@@ -1,0 +1,363 @@
+/* test_session.c: one session on its own: names, config validation and
+ * labels, the update with compare-and-swap and loss, the history ring, image
+ * copies, and undoing a change whose durability failed. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "session.h"
+
+static optd_session_config_t adam_cfg(optd_dtype_t dtype)
+{
+    optd_session_config_t cfg = {0};
+    cfg.kind = OPTD_ADAM;
+    cfg.dtype = dtype;
+    optd_hparams_default(OPTD_ADAM, &cfg.hp);
+    return cfg;
+}
+
+START_TEST(names)
+{
+    ck_assert(optd_session_name_valid("a"));
+    ck_assert(optd_session_name_valid("exp-1.run_2"));
+    ck_assert(!optd_session_name_valid(""));
+    ck_assert(!optd_session_name_valid("-a"));
+    ck_assert(!optd_session_name_valid(".a"));
+    ck_assert(!optd_session_name_valid("a/b"));
+    ck_assert(!optd_session_name_valid("a b"));
+    ck_assert(!optd_session_name_valid(".."));
+    char n[200];
+    memset(n, 'x', sizeof n);
+    n[128] = 0;
+    ck_assert(optd_session_name_valid(n));
+    n[128] = 'x';
+    n[129] = 0;
+    ck_assert(!optd_session_name_valid(n));
+}
+END_TEST
+
+START_TEST(labels_and_validation)
+{
+    optd_err_t err;
+    optd_session_config_t cfg = adam_cfg(OPTD_FLOAT64);
+    ck_assert_int_eq(optd_session_config_validate(&cfg, &err), 0);
+    char key[80], val[300];
+    for (int i = 0; i < OPTD_LABELS_MAX; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        ck_assert_int_eq(optd_session_config_add_label(&cfg, key, "v", &err), 0);
+    }
+    ck_assert_int_eq(optd_session_config_add_label(&cfg, "one-too-many", "v", &err), OPTD_EINVAL);
+    /* Same key replaces, even when full. */
+    ck_assert_int_eq(optd_session_config_add_label(&cfg, "k3", "new", &err), 0);
+    ck_assert_uint_eq(cfg.n_labels, OPTD_LABELS_MAX);
+    ck_assert_str_eq(cfg.labels[3].value, "new");
+    ck_assert_int_eq(optd_session_config_validate(&cfg, &err), 0);
+
+    optd_session_config_t copy;
+    ck_assert_int_eq(optd_session_config_copy(&copy, &cfg, &err), 0);
+    ck_assert_ptr_ne(copy.labels, cfg.labels);
+    ck_assert_str_eq(copy.labels[31].key, "k31");
+    optd_session_config_free(&cfg);
+    ck_assert_uint_eq(cfg.n_labels, 0);
+
+    optd_session_config_t c2 = adam_cfg(OPTD_FLOAT64);
+    memset(key, 'k', 64);
+    key[64] = 0;
+    ck_assert_int_eq(optd_session_config_add_label(&c2, key, "", &err), 0);
+    key[64] = 'k';
+    key[65] = 0;
+    ck_assert_int_eq(optd_session_config_add_label(&c2, key, "", &err), OPTD_EINVAL);
+    memset(val, 'v', 256);
+    val[256] = 0;
+    ck_assert_int_eq(optd_session_config_add_label(&c2, "v", val, &err), 0);
+    val[256] = 'v';
+    val[257] = 0;
+    ck_assert_int_eq(optd_session_config_add_label(&c2, "w", val, &err), OPTD_EINVAL);
+    ck_assert_int_eq(optd_session_config_add_label(&c2, "", "x", &err), OPTD_EINVAL);
+    optd_session_config_free(&c2);
+    optd_session_config_free(&copy);
+
+    optd_session_config_t bad = adam_cfg(OPTD_FLOAT64);
+    bad.hp.lr = -1;
+    ck_assert_int_eq(optd_session_config_validate(&bad, &err), OPTD_EINVAL);
+    bad = adam_cfg(OPTD_FLOAT64);
+    bad.max_grad_norm = -0.5;
+    ck_assert_int_eq(optd_session_config_validate(&bad, &err), OPTD_EINVAL);
+    ck_assert(strstr(err.msg, "max_grad_norm"));
+    bad = adam_cfg(OPTD_FLOAT64);
+    bad.ttl_seconds = -1;
+    ck_assert_int_eq(optd_session_config_validate(&bad, &err), OPTD_EINVAL);
+    ck_assert(strstr(err.msg, "ttl_seconds"));
+    bad = adam_cfg(OPTD_FLOAT64);
+    bad.has_schedule = true;
+    bad.schedule.type = OPTD_SCHED_COSINE;
+    bad.schedule.t_max = 0;
+    ck_assert_int_eq(optd_session_config_validate(&bad, &err), OPTD_EINVAL);
+}
+END_TEST
+
+START_TEST(create_and_step)
+{
+    optd_err_t err;
+    optd_session_config_t cfg = adam_cfg(OPTD_FLOAT64);
+    ck_assert_int_eq(optd_session_config_add_label(&cfg, "study", "a", &err), 0);
+    double p0[3] = {0.5, -1.25, 3.0};
+    optd_session_t *s;
+    ck_assert_int_eq(optd_session_create("bad name", &cfg, 3, p0, 10, &s, &err), OPTD_EINVAL);
+    ck_assert_int_eq(optd_session_create("x", &cfg, 0, NULL, 10, &s, &err), OPTD_EINVAL);
+    double nan3[3] = {0, NAN, 0};
+    ck_assert_int_eq(optd_session_create("x", &cfg, 3, nan3, 10, &s, &err), OPTD_ENONFINITE);
+    ck_assert_int_eq(optd_session_create("x", &cfg, 3, p0, 10, &s, &err), 0);
+    optd_session_config_free(&cfg); /* the session holds its own copy */
+
+    /* The same update through the core directly, for comparison. */
+    optd_hparams_t hp;
+    optd_hparams_default(OPTD_ADAM, &hp);
+    optd_optim_state_t st;
+    ck_assert_int_eq(optd_optim_state_init(&st, OPTD_ADAM, OPTD_FLOAT64, 3, &hp, &err), 0);
+    double ref[3] = {0.5, -1.25, 3.0};
+
+    double g[3] = {0.1, -0.2, 0.05}, out[3];
+    uint64_t step = 99;
+    for (int i = 0; i < 5; i++) {
+        double loss = 1.0 / (i + 1);
+        ck_assert_int_eq(optd_session_step(s, g, NULL, &loss, &step, out, &err), 0);
+        ck_assert_uint_eq(step, (uint64_t)i + 1);
+        ck_assert_int_eq(optd_optim_step(&st, &hp, NULL, 0, ref, g, NULL, &err), 0);
+        ck_assert_mem_eq(out, ref, sizeof ref);
+    }
+    /* compare-and-swap */
+    uint64_t expect = 4;
+    ck_assert_int_eq(optd_session_step(s, g, &expect, NULL, &step, out, &err), OPTD_ESTEP);
+    ck_assert_uint_eq(step, 5);
+    expect = 5;
+    ck_assert_int_eq(optd_session_step(s, g, &expect, NULL, &step, NULL, &err), 0);
+    ck_assert_uint_eq(step, 6);
+    /* a non-finite gradient changes nothing */
+    double bad[3] = {0, INFINITY, 0};
+    ck_assert_int_eq(optd_session_step(s, bad, NULL, NULL, &step, out, &err), OPTD_ENONFINITE);
+    ck_assert_uint_eq(optd_session_copy_params(s, out), 6);
+
+    optd_history_entry_t *h;
+    size_t n;
+    ck_assert_int_eq(optd_session_copy_history(s, 0, 0, &h, &n, &err), 0);
+    ck_assert_uint_eq(n, 6);
+    ck_assert_uint_eq(h[0].step, 1);
+    ck_assert(h[0].has_loss);
+    ck_assert(h[0].loss == 1.0);
+    ck_assert(!h[5].has_loss);
+    ck_assert(h[0].lr == 1e-3);
+    ck_assert(fabs(h[0].grad_norm - sqrt(0.01 + 0.04 + 0.0025)) < 1e-15);
+    free(h);
+
+    optd_session_config_t dcfg;
+    size_t size;
+    int64_t c, u;
+    ck_assert_int_eq(optd_session_copy_descriptor(s, &dcfg, &size, &step, &c, &u, &err), 0);
+    ck_assert_uint_eq(size, 3);
+    ck_assert_uint_eq(step, 6);
+    ck_assert_uint_eq(dcfg.n_labels, 1);
+    ck_assert_str_eq(dcfg.labels[0].value, "a");
+    ck_assert(u >= c);
+    optd_session_config_free(&dcfg);
+
+    /* deleted sessions refuse steps */
+    s->deleted = true;
+    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), OPTD_ENOTFOUND);
+    optd_optim_state_free(&st);
+    optd_session_release(s);
+}
+END_TEST
+
+START_TEST(history_ring)
+{
+    optd_err_t err;
+    optd_session_config_t cfg = {.kind = OPTD_SGD, .dtype = OPTD_FLOAT32};
+    optd_hparams_default(OPTD_SGD, &cfg.hp);
+    optd_session_t *s;
+    ck_assert_int_eq(optd_session_create("h", &cfg, 2, NULL, 7, &s, &err), 0);
+    ck_assert_uint_eq(s->history_alloc, 0); /* nothing preallocated */
+    float g[2] = {1, 1};
+    for (int i = 1; i <= 20; i++) {
+        double loss = i;
+        ck_assert_int_eq(optd_session_step(s, g, NULL, &loss, NULL, NULL, &err), 0);
+        ck_assert_uint_le(s->history_alloc, 7);
+        ck_assert_uint_eq(s->history_len, i < 7 ? (size_t)i : 7);
+    }
+    optd_history_entry_t *h;
+    size_t n;
+    ck_assert_int_eq(optd_session_copy_history(s, 0, 0, &h, &n, &err), 0);
+    ck_assert_uint_eq(n, 7);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_uint_eq(h[i].step, 14 + i);
+        ck_assert(h[i].loss == (double)(14 + i));
+    }
+    free(h);
+    ck_assert_int_eq(optd_session_copy_history(s, 17, 0, &h, &n, &err), 0);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(h[0].step, 18);
+    free(h);
+    ck_assert_int_eq(optd_session_copy_history(s, 0, 2, &h, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(h[0].step, 19);
+    ck_assert_uint_eq(h[1].step, 20);
+    free(h);
+    ck_assert_int_eq(optd_session_copy_history(s, 20, 0, &h, &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+    optd_session_release(s);
+
+    /* --history 0 keeps none */
+    ck_assert_int_eq(optd_session_create("h0", &cfg, 2, NULL, 0, &s, &err), 0);
+    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, NULL, NULL, &err), 0);
+    ck_assert_int_eq(optd_session_copy_history(s, 0, 0, &h, &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+    optd_session_release(s);
+}
+END_TEST
+
+START_TEST(image_round_trip)
+{
+    optd_err_t err;
+    optd_session_config_t cfg = adam_cfg(OPTD_FLOAT32);
+    cfg.hp.amsgrad = true;
+    cfg.ttl_seconds = 60;
+    ck_assert_int_eq(optd_session_config_add_label(&cfg, "k", "v", &err), 0);
+    optd_session_t *s;
+    float p[4] = {1, 2, 3, 4}, g[4] = {0.5f, -0.5f, 0.25f, 1};
+    ck_assert_int_eq(optd_session_create("img", &cfg, 4, p, 100, &s, &err), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, NULL, NULL, &err), 0);
+    optd_session_image_t img;
+    ck_assert_int_eq(optd_session_copy_image(s, &img, &err), 0);
+    snprintf(img.name, sizeof img.name, "img2");
+    optd_session_t *t;
+    ck_assert_int_eq(optd_session_from_image_take(&img, 100, &t, &err), 0);
+    ck_assert_ptr_null(img.params);
+    ck_assert_uint_eq(img.cfg.n_labels, 0);
+    optd_session_image_free(&img);
+    /* one more step on both: identical */
+    float a[4], b[4];
+    uint64_t sa, sb;
+    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &sa, a, &err), 0);
+    ck_assert_int_eq(optd_session_step(t, g, NULL, NULL, &sb, b, &err), 0);
+    ck_assert_uint_eq(sa, 4);
+    ck_assert_uint_eq(sb, 4);
+    ck_assert_mem_eq(a, b, sizeof a);
+    ck_assert_uint_eq(t->history_len, 4);
+    ck_assert_str_eq(t->cfg.labels[0].key, "k");
+    ck_assert_int_eq(t->cfg.ttl_seconds, 60);
+    optd_session_release(s);
+    optd_session_release(t);
+    optd_session_config_free(&cfg);
+}
+END_TEST
+
+/* A durability hook that fails when told to. */
+typedef struct fake_dur {
+    int fail;
+    int commits;
+} fake_dur_t;
+
+static int fake_commit(void *ctx, struct optd_session *s, optd_err_t *err)
+{
+    (void)s;
+    fake_dur_t *f = ctx;
+    f->commits++;
+    if (f->fail)
+        return optd_err_set(err, OPTD_EIO, "disk full");
+    return 0;
+}
+
+START_TEST(failed_commit_changes_nothing)
+{
+    optd_err_t err;
+    fake_dur_t f = {0};
+    optd_durability_t dur = {.ctx = &f, .commit = fake_commit};
+    optd_session_config_t cfg = adam_cfg(OPTD_FLOAT64);
+    optd_session_t *s;
+    double p[3] = {1, 2, 3}, g[3] = {0.3, 0.1, -0.2};
+    ck_assert_int_eq(optd_session_create("d", &cfg, 3, p, 3, &s, &err), 0);
+    s->dur = &dur;
+    for (int i = 0; i < 5; i++) /* fill the ring so the next step overwrites */
+        ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, NULL, NULL, &err), 0);
+    ck_assert_int_eq(f.commits, 5);
+
+    optd_session_image_t before;
+    ck_assert_int_eq(optd_session_copy_image(s, &before, &err), 0);
+    uint64_t version = s->version;
+
+    f.fail = 1;
+    double out[3] = {0};
+    uint64_t step = 0;
+    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), OPTD_EIO);
+    ck_assert_str_eq(err.msg, "disk full");
+    optd_session_image_t after;
+    ck_assert_int_eq(optd_session_copy_image(s, &after, &err), 0);
+    ck_assert_uint_eq(after.st.step, before.st.step);
+    ck_assert_mem_eq(after.params, before.params, 3 * sizeof(double));
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        ck_assert((after.st.buf[b] == NULL) == (before.st.buf[b] == NULL));
+        if (before.st.buf[b])
+            ck_assert_mem_eq(after.st.buf[b], before.st.buf[b], 3 * sizeof(double));
+    }
+    ck_assert_uint_eq(after.n_history, before.n_history);
+    ck_assert_mem_eq(after.history, before.history, before.n_history * sizeof *before.history);
+    ck_assert_int_eq(after.updated_ms, before.updated_ms);
+    ck_assert_uint_eq(s->version, version);
+
+    /* patch: also undone */
+    optd_session_config_t c2 = adam_cfg(OPTD_FLOAT64);
+    c2.hp.lr = 0.5;
+    ck_assert_int_eq(optd_session_config_add_label(&c2, "x", "y", &err), 0);
+    ck_assert_int_eq(optd_session_set_config(s, &c2, &err), OPTD_EIO);
+    ck_assert(s->cfg.hp.lr == 1e-3);
+    ck_assert_uint_eq(s->cfg.n_labels, 0);
+    ck_assert_uint_eq(s->version, version);
+    /* a patch may not change the optimizer */
+    f.fail = 0;
+    optd_session_config_t c3 = {.kind = OPTD_SGD, .dtype = OPTD_FLOAT64};
+    optd_hparams_default(OPTD_SGD, &c3.hp);
+    ck_assert_int_eq(optd_session_set_config(s, &c3, &err), OPTD_EINVAL);
+    ck_assert_int_eq(optd_session_set_config(s, &c2, &err), 0);
+    ck_assert(s->cfg.hp.lr == 0.5);
+    ck_assert_str_eq(s->cfg.labels[0].value, "y");
+
+    /* once the fault clears, the same step goes through with the same result
+     * an undisturbed session would give */
+    optd_session_image_t copy;
+    ck_assert_int_eq(optd_session_copy_image(s, &copy, &err), 0);
+    optd_session_t *t;
+    ck_assert_int_eq(optd_session_from_image_take(&copy, 3, &t, &err), 0);
+    double o1[3], o2[3];
+    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, o1, &err), 0);
+    ck_assert_int_eq(optd_session_step(t, g, NULL, NULL, NULL, o2, &err), 0);
+    ck_assert_mem_eq(o1, o2, sizeof o1);
+    ck_assert_uint_eq(step, 6);
+
+    optd_session_config_free(&c2);
+    optd_session_image_free(&before);
+    optd_session_image_free(&after);
+    optd_session_release(s);
+    optd_session_release(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("session");
+    TCase *tc = tcase_create("session");
+    tcase_add_test(tc, names);
+    tcase_add_test(tc, labels_and_validation);
+    tcase_add_test(tc, create_and_step);
+    tcase_add_test(tc, history_ring);
+    tcase_add_test(tc, image_round_trip);
+    tcase_add_test(tc, failed_commit_changes_nothing);
+    suite_add_tcase(su, tc);
+    SRunner *sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
