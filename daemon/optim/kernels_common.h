@@ -23,7 +23,7 @@
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(OPTD_NO_CLONES)
-#define OPTD_KERNEL static __attribute__((target_clones("avx2", "default"))) void
+#define OPTD_KERNEL static __attribute__((target_clones("avx512f", "avx2", "default"))) void
 #else
 #define OPTD_KERNEL static void
 #endif

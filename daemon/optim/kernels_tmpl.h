@@ -387,21 +387,29 @@ void KN(optd_kernel_apply)(const optd_step_plan_t *plan, void *const buf[OPTD_BU
  * pass without a branch, also for float64 values whose square overflows. */
 #define LANES 16
 
-OPTD_KERNEL KN(sumsq_lanes)(const T *restrict g, size_t n, double *restrict acc,
-                            T *restrict bad)
+/* The lanes are locals of the cloned function, so they live in registers
+ * through the loop; the caller gets them at the end. */
+OPTD_KERNEL KN(sumsq_lanes)(const T *restrict g, size_t n, double *restrict acc_out,
+                            T *restrict bad_out)
 {
+    double acc[LANES] = {0};
+    T bad[LANES] = {0};
     for (size_t i = 0; i + LANES <= n; i += LANES)
         for (size_t j = 0; j < LANES; j++) {
             double x = (double)g[i + j];
             acc[j] += x * x;
             bad[j] += g[i + j] - g[i + j];
         }
+    for (size_t j = 0; j < LANES; j++) {
+        acc_out[j] = acc[j];
+        bad_out[j] = bad[j];
+    }
 }
 
 double KN(optd_kernel_sumsq)(const T *g, size_t n, bool *finite)
 {
-    double acc[LANES] = {0};
-    T bad[LANES] = {0};
+    double acc[LANES];
+    T bad[LANES];
     size_t body = n - n % LANES;
     KN(sumsq_lanes)(g, body, acc, bad);
     double s = 0;
