@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps run check unit integration san-check bench fixtures clean help
+.PHONY: all deps run check unit integration san-check bench fixtures figures image-test clean help
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/optd $(BUILD)/liboptd.a
@@ -101,6 +101,17 @@ bench: deps
 	@deploy/install-deps.sh bench
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) tests/bench/run.sh
+
+# figures: the optimizer-path pictures in docs/figures (starts its own daemon).
+figures: $(BUILD)/optd
+	@deploy/install-deps.sh test
+	OPTD_BIN=$(BUILD)/optd /usr/bin/python3 examples/figures.py --out docs/figures
+
+# image-test: deploy/Dockerfile's steps in a debootstrapped Debian 12 root
+# (no Docker engine needed); slow, so not part of check.
+image-test:
+	@deploy/install-deps.sh image
+	deploy/image-test.sh
 
 fixtures:
 	@deploy/install-deps.sh fixtures
