@@ -36,13 +36,16 @@ get their own automatically (d.request is thread-safe).
 Other helpers: d.stderr_text(), d.alive() (healthz answers 200),
 d.assert_alive(), d.raw_socket() (a plain socket to the port), free_port(),
 make_cert(dir), DaemonTestCase (starts one daemon per test class from the
-class attributes FLAGS/DATA_DIR/TOKEN/TLS, stops it with the checks in
-tearDownClass; self.d inside tests).
+class attributes FLAGS/DATA_DIR/TOKEN/TLS, then calls the classmethod
+prepare() for shared set-up, stops it with the checks in tearDownClass;
+self.d inside tests, self.uname() for a fresh session name,
+self.assertError(r, status, code) for API.md's error body).
 
 Env: OPTD_BIN (default build/optd, relative to the repo root),
 OPTD_START_TIMEOUT (seconds, default 20), OPTD_STOP_TIMEOUT (default 5).
 """
 
+import atexit
 import http.client
 import json
 import os
@@ -59,6 +62,18 @@ import unittest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
                      "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer")
+
+
+_ALL = []
+
+
+@atexit.register
+def _kill_leftovers():
+    """A test process never leaves a daemon behind, even when it fails."""
+    for d in _ALL:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
 
 
 def optd_bin():
@@ -148,6 +163,7 @@ class Daemon:
         self.stdout_path = os.path.join(self.tmp, "stdout.log")
         self._local = threading.local()
         self._starts = 0
+        _ALL.append(self)
 
     # --- process -----------------------------------------------------------
     def argv(self):
@@ -437,9 +453,14 @@ class DaemonTestCase(unittest.TestCase):
         cls.d = Daemon(flags=cls.FLAGS, data_dir=cls.DATA_DIR, token=cls.TOKEN, tls=cls.TLS)
         try:
             cls.d.start()
+            cls.prepare()
         except BaseException:
             cls.d.cleanup()
             raise
+
+    @classmethod
+    def prepare(cls):
+        """Override to set up shared sessions once the daemon is up."""
 
     @classmethod
     def tearDownClass(cls):
