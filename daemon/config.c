@@ -1,0 +1,332 @@
+/* config.c: command-line flags with getopt_long, with OPTD_* environment
+ * variables as defaults.  Nothing here exits: main.c decides what a parse
+ * result means for the process. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    OPT_LISTEN = 256,
+    OPT_THREADS,
+    OPT_DATA_DIR,
+    OPT_SYNC,
+    OPT_SNAPSHOT_INTERVAL,
+    OPT_AUTH_TOKEN_FILE,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_MAX_BODY_BYTES,
+    OPT_MAX_SESSIONS,
+    OPT_MAX_PARAMS,
+    OPT_HISTORY,
+    OPT_MAX_CONNECTIONS,
+    OPT_CONNECTION_TIMEOUT,
+    OPT_METRICS_AUTH,
+    OPT_LOG_LEVEL,
+    OPT_LOG_FILE,
+    OPT_HELP = 'h',
+    OPT_VERSION = 'V'
+};
+
+static const struct option long_options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+    {"sync", required_argument, NULL, OPT_SYNC},
+    {"snapshot-interval", required_argument, NULL, OPT_SNAPSHOT_INTERVAL},
+    {"auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY_BYTES},
+    {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+    {"max-params", required_argument, NULL, OPT_MAX_PARAMS},
+    {"history", required_argument, NULL, OPT_HISTORY},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"connection-timeout", required_argument, NULL, OPT_CONNECTION_TIMEOUT},
+    {"metrics-auth", no_argument, NULL, OPT_METRICS_AUTH},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-file", required_argument, NULL, OPT_LOG_FILE},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+void optd_config_defaults(optd_config_t *cfg)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->listen = "127.0.0.1:8080";
+    cfg->threads = cpus > 0 ? (unsigned)cpus : 1;
+    cfg->sync = OPTD_SYNC_INTERVAL;
+    cfg->snapshot_interval = 1;
+    cfg->max_body_bytes = 268435456;
+    cfg->max_sessions = 100000;
+    cfg->max_params = 0;
+    cfg->history = 1000;
+    cfg->max_connections = 1024;
+    cfg->connection_timeout = 30;
+    cfg->log_level = OPTD_LOG_INFO;
+}
+
+void optd_config_usage(FILE *out)
+{
+    fputs("usage: optd [FLAGS]\n"
+          "Serves named optimizer sessions (Adam, SGD, ... exact to PyTorch) over HTTP.\n"
+          "\n"
+          "  --listen HOST:PORT         address to serve on ([::1]:PORT for IPv6)  [127.0.0.1:8080]\n"
+          "  --threads N                HTTP worker threads  [number of CPUs]\n"
+          "  --data-dir DIR             persist sessions under DIR  [none: memory only]\n"
+          "  --sync interval|always     durability mode with --data-dir  [interval]\n"
+          "  --snapshot-interval SECS   with --sync interval, write changes every SECS  [1]\n"
+          "  --auth-token-file FILE     require 'Authorization: Bearer TOKEN' on /v1 (one token a line)  [off]\n"
+          "  --tls-cert FILE            PEM certificate: serve HTTPS (needs --tls-key)  [off]\n"
+          "  --tls-key FILE             PEM private key for --tls-cert  [off]\n"
+          "  --max-body-bytes N         larger request bodies get 413  [268435456]\n"
+          "  --max-sessions N           beyond it create gets 429  [100000]\n"
+          "  --max-params N             total parameters over all sessions; beyond it 429  [unlimited]\n"
+          "  --history N                steps of history kept per session  [1000]\n"
+          "  --max-connections N        concurrent connections  [1024]\n"
+          "  --connection-timeout SECS  close idle or too-slow connections after SECS (0: never)  [30]\n"
+          "  --metrics-auth             with --auth-token-file, /metrics needs the token too  [off]\n"
+          "  --log-level LEVEL          error, warn, info (one line per request) or debug  [info]\n"
+          "  --log-file FILE            append the log to FILE, reopened on SIGHUP  [stderr]\n"
+          "  --help                     print this and exit\n"
+          "  --version                  print the version and exit\n"
+          "\n"
+          "Every flag can also be given as an environment variable OPTD_<FLAG>, e.g.\n"
+          "OPTD_LISTEN=0.0.0.0:8080 or OPTD_METRICS_AUTH=1; the command line wins.\n",
+          out);
+}
+
+/* Parses a decimal unsigned integer in [lo, hi]. */
+static int parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *yes[] = {"1", "true", "yes", "on"};
+    static const char *no[] = {"0", "false", "no", "off", ""};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = true, 0;
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = false, 0;
+    return -1;
+}
+
+/* Applies one flag's value; `src` names where it came from for messages
+ * ("--threads" or "OPTD_THREADS"). */
+static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, optd_err_t *err)
+{
+    uint64_t u;
+    switch (opt) {
+    case OPT_LISTEN:
+        if (!*val)
+            return optd_err_set(err, OPTD_EINVAL, "%s: empty address (want HOST:PORT)", src);
+        cfg->listen = val;
+        return 0;
+    case OPT_THREADS:
+        if (parse_uint(val, 1, 1024, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a thread count in 1..1024", src, val);
+        cfg->threads = (unsigned)u;
+        return 0;
+    case OPT_DATA_DIR:
+        if (!*val)
+            return optd_err_set(err, OPTD_EINVAL, "%s: empty directory name", src);
+        cfg->data_dir = val;
+        return 0;
+    case OPT_SYNC:
+        if (strcmp(val, "interval") == 0)
+            cfg->sync = OPTD_SYNC_INTERVAL;
+        else if (strcmp(val, "always") == 0)
+            cfg->sync = OPTD_SYNC_ALWAYS;
+        else
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a sync mode (interval or always)", src, val);
+        return 0;
+    case OPT_SNAPSHOT_INTERVAL:
+        if (parse_uint(val, 1, 86400, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a number of seconds in 1..86400", src, val);
+        cfg->snapshot_interval = (unsigned)u;
+        return 0;
+    case OPT_AUTH_TOKEN_FILE:
+    case OPT_TLS_CERT:
+    case OPT_TLS_KEY:
+    case OPT_LOG_FILE:
+        if (!*val)
+            return optd_err_set(err, OPTD_EINVAL, "%s: empty file name", src);
+        if (opt == OPT_AUTH_TOKEN_FILE)
+            cfg->auth_token_file = val;
+        else if (opt == OPT_TLS_CERT)
+            cfg->tls_cert = val;
+        else if (opt == OPT_TLS_KEY)
+            cfg->tls_key = val;
+        else
+            cfg->log_file = val;
+        return 0;
+    case OPT_MAX_BODY_BYTES:
+        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
+        cfg->max_body_bytes = (size_t)u;
+        return 0;
+    case OPT_MAX_SESSIONS:
+        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a session count >= 1", src, val);
+        cfg->max_sessions = (size_t)u;
+        return 0;
+    case OPT_MAX_PARAMS:
+        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a parameter count >= 1", src, val);
+        cfg->max_params = (size_t)u;
+        return 0;
+    case OPT_HISTORY:
+        if (parse_uint(val, 0, 100000000, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a step count in 0..100000000", src, val);
+        cfg->history = (size_t)u;
+        return 0;
+    case OPT_MAX_CONNECTIONS:
+        if (parse_uint(val, 1, 1000000, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a connection count in 1..1000000", src, val);
+        cfg->max_connections = (unsigned)u;
+        return 0;
+    case OPT_CONNECTION_TIMEOUT:
+        if (parse_uint(val, 0, 86400, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a number of seconds in 0..86400", src, val);
+        cfg->connection_timeout = (unsigned)u;
+        return 0;
+    case OPT_METRICS_AUTH:
+        if (!val) {
+            cfg->metrics_auth = true;
+            return 0;
+        }
+        if (parse_bool(val, &cfg->metrics_auth))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a boolean (1/0, true/false)", src, val);
+        return 0;
+    case OPT_LOG_LEVEL: {
+        optd_log_level_t lvl;
+        if (optd_log_level_parse(val, &lvl))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a log level (error, warn, info, debug)", src, val);
+        cfg->log_level = lvl;
+        return 0;
+    }
+    default:
+        return optd_err_set(err, OPTD_EINVAL, "%s: unexpected flag", src);
+    }
+}
+
+/* OPTD_FOO_BAR for the long option "foo-bar". */
+static void env_name(const char *flag, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "OPTD_");
+    for (const char *p = flag; *p && n + 1 < cap; p++)
+        out[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    out[n] = '\0';
+}
+
+int optd_config_parse(optd_config_t *cfg, int argc, char **argv, FILE *out, optd_err_t *err)
+{
+    for (const struct option *o = long_options; o->name; o++) {
+        if (o->val == OPT_HELP || o->val == OPT_VERSION)
+            continue;
+        char name[64];
+        env_name(o->name, name, sizeof name);
+        const char *v = getenv(name);
+        if (!v)
+            continue;
+        int rc = apply(cfg, o->val, v, name, err);
+        if (rc)
+            return rc;
+    }
+
+    opterr = 0; /* we word the one-line messages ourselves */
+    optind = 1;
+    for (;;) {
+        int idx = -1;
+        int c = getopt_long(argc, argv, ":hV", long_options, &idx);
+        if (c == -1)
+            break;
+        if (c == OPT_HELP) {
+            optd_config_usage(out);
+            return OPTD_CONFIG_EXIT;
+        }
+        if (c == OPT_VERSION) {
+            fprintf(out, "optd %s\n", OPTD_VERSION);
+            return OPTD_CONFIG_EXIT;
+        }
+        if (c == '?') {
+            const char *bad = argv[optind - 1];
+            if (optopt)
+                return optd_err_set(err, OPTD_EINVAL, "unknown flag '-%c' (see --help)", optopt);
+            return optd_err_set(err, OPTD_EINVAL, "unknown flag '%s' (see --help)", bad);
+        }
+        if (c == ':')
+            return optd_err_set(err, OPTD_EINVAL, "flag '%s' needs a value (see --help)", argv[optind - 1]);
+        char src[64];
+        snprintf(src, sizeof src, "--%s", idx >= 0 ? long_options[idx].name : "?");
+        int rc = apply(cfg, c, c == OPT_METRICS_AUTH ? NULL : optarg, src, err);
+        if (rc)
+            return rc;
+    }
+    if (optind < argc)
+        return optd_err_set(err, OPTD_EINVAL, "unexpected argument '%s' (see --help)", argv[optind]);
+
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+        return optd_err_set(err, OPTD_EINVAL, "--tls-cert and --tls-key must be given together");
+    char host[256];
+    unsigned port;
+    int rc = optd_config_split_listen(cfg->listen, host, sizeof host, &port, err);
+    if (rc)
+        return rc;
+    if (cfg->metrics_auth && !cfg->auth_token_file)
+        return optd_err_set(err, OPTD_EINVAL, "--metrics-auth needs --auth-token-file");
+    return OPTD_CONFIG_RUN;
+}
+
+int optd_config_split_listen(const char *listen, char *host, size_t cap, unsigned *port,
+                             optd_err_t *err)
+{
+    const char *colon;
+    const char *h = listen;
+    size_t hlen;
+    if (*listen == '[') {
+        const char *close = strchr(listen, ']');
+        if (!close || close[1] != ':')
+            return optd_err_set(err, OPTD_EINVAL, "--listen '%s': want [IPv6]:PORT", listen);
+        h = listen + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(listen, ':');
+        if (!colon)
+            return optd_err_set(err, OPTD_EINVAL, "--listen '%s': want HOST:PORT", listen);
+        hlen = (size_t)(colon - listen);
+        if (memchr(listen, ':', hlen))
+            return optd_err_set(err, OPTD_EINVAL, "--listen '%s': put an IPv6 address in brackets, e.g. [::1]:8080",
+                                listen);
+    }
+    if (hlen >= cap)
+        return optd_err_set(err, OPTD_EINVAL, "--listen '%s': host name too long", listen);
+    uint64_t p;
+    if (parse_uint(colon + 1, 0, 65535, &p))
+        return optd_err_set(err, OPTD_EINVAL, "--listen '%s': '%s' is not a port in 0..65535", listen,
+                            colon + 1);
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (unsigned)p;
+    return 0;
+}

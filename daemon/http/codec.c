@@ -1,0 +1,376 @@
+/* codec.c: JSON documents <-> session structs (see codec.h). */
+#include "codec.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Lists kind's hyperparameter names ("lr, betas, ...") for messages. */
+static void hparam_names(optd_optim_kind_t kind, char *buf, size_t cap)
+{
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < d->n_hparams && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", d->hparams[i].name);
+}
+
+int optd_codec_hparams_apply(const json_t *v, optd_optim_kind_t kind, optd_hparams_t *hp,
+                             optd_err_t *err)
+{
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_object(v))
+        return optd_err_set(err, OPTD_EINVAL, "'hyperparameters' must be an object");
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+        const optd_hparam_desc_t *hd = optd_hparam_find(kind, key);
+        if (!hd) {
+            char names[200];
+            hparam_names(kind, names, sizeof names);
+            return optd_err_set(err, OPTD_EINVAL, "unknown hyperparameter '%.64s' for %s (it takes: %s)",
+                                key, optd_optim_desc(kind)->name, names);
+        }
+        char *field = (char *)hp + hd->offset;
+        switch (hd->type) {
+        case OPTD_HP_REAL:
+            if (!json_is_number(val) || !isfinite(json_number_value(val)))
+                return optd_err_set(err, OPTD_EINVAL, "hyperparameter '%s' must be a finite number",
+                                    key);
+            *(double *)field = json_number_value(val);
+            break;
+        case OPTD_HP_BOOL:
+            if (!json_is_boolean(val))
+                return optd_err_set(err, OPTD_EINVAL, "hyperparameter '%s' must be true or false", key);
+            *(bool *)field = json_is_true(val);
+            break;
+        case OPTD_HP_PAIR: {
+            if (!json_is_array(val) || json_array_size(val) != 2 ||
+                !json_is_number(json_array_get(val, 0)) || !json_is_number(json_array_get(val, 1)))
+                return optd_err_set(err, OPTD_EINVAL, "hyperparameter '%s' must be an array of two numbers",
+                                    key);
+            double a = json_number_value(json_array_get(val, 0));
+            double b = json_number_value(json_array_get(val, 1));
+            if (!isfinite(a) || !isfinite(b))
+                return optd_err_set(err, OPTD_EINVAL, "hyperparameter '%s' must hold finite numbers", key);
+            ((double *)field)[0] = a;
+            ((double *)field)[1] = b;
+            break;
+        }
+        }
+    }
+    return 0;
+}
+
+int optd_codec_u64_decode(const json_t *v, const char *field, uint64_t *out, optd_err_t *err)
+{
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i < 0)
+            return optd_err_set(err, OPTD_EINVAL, "'%s' must be an integer >= 0", field);
+        *out = (uint64_t)i;
+        return 0;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d >= 0 && d < 9.2e18 && d == floor(d)) {
+            *out = (uint64_t)d;
+            return 0;
+        }
+    }
+    return optd_err_set(err, OPTD_EINVAL, "'%s' must be an integer >= 0", field);
+}
+
+int optd_codec_number_decode(const json_t *v, const char *field, double *out, optd_err_t *err)
+{
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        return optd_err_set(err, OPTD_EINVAL, "'%s' must be a finite number", field);
+    *out = json_number_value(v);
+    return 0;
+}
+
+/* An integer field of a schedule, >= 0 here (ranges are checked by
+ * optd_schedule_validate so the message is the core's). */
+static int sched_int(const json_t *v, const char *field, int64_t *out, optd_err_t *err)
+{
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return 0;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (isfinite(d) && d == floor(d) && fabs(d) < 9.2e18) {
+            *out = (int64_t)d;
+            return 0;
+        }
+    }
+    return optd_err_set(err, OPTD_EINVAL, "schedule '%s' must be an integer", field);
+}
+
+int optd_codec_schedule_decode(const json_t *v, bool *has, optd_schedule_t *s, optd_err_t *err)
+{
+    memset(s, 0, sizeof *s);
+    *has = false;
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_object(v))
+        return optd_err_set(err, OPTD_EINVAL, "'schedule' must be an object or null");
+    const json_t *type = json_object_get(v, "type");
+    if (!json_is_string(type))
+        return optd_err_set(err, OPTD_EINVAL,
+                            "'schedule.type' is required: constant, step, exponential or cosine");
+    if (optd_sched_type_parse(json_string_value(type), &s->type) || s->type == OPTD_SCHED_NONE)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "'schedule.type' '%.32s' is not one of constant, step, exponential, cosine",
+                            json_string_value(type));
+    /* Defaults of PyTorch's schedulers where they have one. */
+    if (s->type == OPTD_SCHED_STEP)
+        s->gamma = 0.1;
+    bool got_step_size = false, got_gamma = false, got_t_max = false;
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+        int rc = 0;
+        if (strcmp(key, "type") == 0)
+            continue;
+        if (strcmp(key, "warmup_steps") == 0) {
+            rc = sched_int(val, key, &s->warmup_steps, err);
+        } else if (strcmp(key, "step_size") == 0 && s->type == OPTD_SCHED_STEP) {
+            rc = sched_int(val, key, &s->step_size, err);
+            got_step_size = true;
+        } else if (strcmp(key, "gamma") == 0 &&
+                   (s->type == OPTD_SCHED_STEP || s->type == OPTD_SCHED_EXPONENTIAL)) {
+            rc = optd_codec_number_decode(val, "schedule.gamma", &s->gamma, err);
+            got_gamma = true;
+        } else if (strcmp(key, "t_max") == 0 && s->type == OPTD_SCHED_COSINE) {
+            rc = sched_int(val, key, &s->t_max, err);
+            got_t_max = true;
+        } else if (strcmp(key, "eta_min") == 0 && s->type == OPTD_SCHED_COSINE) {
+            rc = optd_codec_number_decode(val, "schedule.eta_min", &s->eta_min, err);
+        } else {
+            return optd_err_set(err, OPTD_EINVAL, "unknown field '%.64s' for a '%s' schedule", key,
+                                optd_sched_type_name(s->type));
+        }
+        if (rc)
+            return rc;
+    }
+    if (s->type == OPTD_SCHED_STEP && !got_step_size)
+        return optd_err_set(err, OPTD_EINVAL, "a 'step' schedule needs 'step_size' (integer >= 1)");
+    if (s->type == OPTD_SCHED_EXPONENTIAL && !got_gamma)
+        return optd_err_set(err, OPTD_EINVAL, "an 'exponential' schedule needs 'gamma' (> 0)");
+    if (s->type == OPTD_SCHED_COSINE && !got_t_max)
+        return optd_err_set(err, OPTD_EINVAL, "a 'cosine' schedule needs 't_max' (integer >= 1)");
+    int rc = optd_schedule_validate(s, err);
+    if (rc)
+        return rc;
+    *has = true;
+    return 0;
+}
+
+int optd_codec_labels_decode(const json_t *v, optd_session_config_t *cfg, optd_err_t *err)
+{
+    optd_session_config_free(cfg);
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_object(v))
+        return optd_err_set(err, OPTD_EINVAL, "'labels' must be an object of strings");
+    if (json_object_size(v) > OPTD_LABELS_MAX)
+        return optd_err_set(err, OPTD_EINVAL, "'labels' holds %zu labels; at most %d are allowed",
+                            json_object_size(v), OPTD_LABELS_MAX);
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+        if (!json_is_string(val))
+            return optd_err_set(err, OPTD_EINVAL, "label '%.64s' must be a string", key);
+        int rc = optd_session_config_add_label(cfg, key, json_string_value(val), err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int optd_codec_max_grad_norm_decode(const json_t *v, double *out, optd_err_t *err)
+{
+    if (json_is_null(v)) {
+        *out = 0;
+        return 0;
+    }
+    if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "'max_grad_norm' must be a number >= 0 or null (0 or null: no clipping)");
+    *out = json_number_value(v);
+    return 0;
+}
+
+int optd_codec_ttl_decode(const json_t *v, int64_t *out, optd_err_t *err)
+{
+    if (json_is_null(v)) {
+        *out = 0;
+        return 0;
+    }
+    uint64_t u;
+    if (optd_codec_u64_decode(v, "ttl_seconds", &u, NULL) || u < 1 || u > (uint64_t)1 << 40)
+        return optd_err_set(err, OPTD_EINVAL, "'ttl_seconds' must be an integer >= 1 or null");
+    *out = (int64_t)u;
+    return 0;
+}
+
+int optd_codec_time_decode(const json_t *v, const char *field, int64_t *ms, optd_err_t *err)
+{
+    const char *s = json_string_value(v);
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *p = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!p)
+        goto bad;
+    int64_t frac = 0;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                frac = frac * 10 + (*p - '0');
+        if (digits == 0)
+            goto bad;
+        for (; digits < 3; digits++)
+            frac *= 10;
+    }
+    if (!(strcmp(p, "Z") == 0 || strcmp(p, "z") == 0 || strcmp(p, "+00:00") == 0))
+        goto bad;
+    time_t t = timegm(&tm);
+    *ms = (int64_t)t * 1000 + frac;
+    return 0;
+bad:
+    return optd_err_set(err, OPTD_EINVAL, "'%s' must be an RFC 3339 UTC time like 2026-11-28T12:00:00Z",
+                        field);
+}
+
+void optd_codec_time_format(int64_t ms, bool with_ms, char *buf, size_t cap)
+{
+    time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+    int milli = (int)(ms - (int64_t)t * 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (with_ms)
+        snprintf(buf + n, cap - n, ".%03dZ", milli);
+    else
+        snprintf(buf + n, cap - n, "Z");
+}
+
+json_t *optd_codec_hparams_encode(optd_optim_kind_t kind, const optd_hparams_t *hp)
+{
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < d->n_hparams; i++) {
+        const optd_hparam_desc_t *hd = &d->hparams[i];
+        const char *field = (const char *)hp + hd->offset;
+        json_t *v = NULL;
+        if (hd->type == OPTD_HP_REAL)
+            v = json_real(*(const double *)field);
+        else if (hd->type == OPTD_HP_BOOL)
+            v = json_boolean(*(const bool *)field);
+        else
+            v = json_pack("[ff]", ((const double *)field)[0], ((const double *)field)[1]);
+        if (!v || json_object_set_new(o, hd->name, v)) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s)
+{
+    if (!has || s->type == OPTD_SCHED_NONE)
+        return json_null();
+    json_t *o = json_pack("{ss}", "type", optd_sched_type_name(s->type));
+    if (!o)
+        return NULL;
+    int bad = 0;
+    switch (s->type) {
+    case OPTD_SCHED_STEP:
+        bad |= json_object_set_new(o, "step_size", json_integer(s->step_size));
+        bad |= json_object_set_new(o, "gamma", json_real(s->gamma));
+        break;
+    case OPTD_SCHED_EXPONENTIAL:
+        bad |= json_object_set_new(o, "gamma", json_real(s->gamma));
+        break;
+    case OPTD_SCHED_COSINE:
+        bad |= json_object_set_new(o, "t_max", json_integer(s->t_max));
+        bad |= json_object_set_new(o, "eta_min", json_real(s->eta_min));
+        break;
+    default:
+        break;
+    }
+    if (s->warmup_steps > 0 || s->type == OPTD_SCHED_CONSTANT)
+        bad |= json_object_set_new(o, "warmup_steps", json_integer(s->warmup_steps));
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *optd_codec_descriptor(const char *name, const optd_session_config_t *cfg, size_t size,
+                              uint64_t step, int64_t created_ms, int64_t updated_ms)
+{
+    char created[40], updated[40];
+    optd_codec_time_format(created_ms, false, created, sizeof created);
+    optd_codec_time_format(updated_ms, false, updated, sizeof updated);
+    json_t *o = json_object();
+    json_t *labels = json_object();
+    if (!o || !labels) {
+        json_decref(o);
+        json_decref(labels);
+        return NULL;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < cfg->n_labels; i++)
+        bad |= json_object_set_new(labels, cfg->labels[i].key, json_string(cfg->labels[i].value));
+    /* json_object_set_new takes the value even on failure, and refuses a
+     * NULL value (an allocation that failed) with -1. */
+    bad |= json_object_set_new(o, "name", json_string(name));
+    bad |= json_object_set_new(o, "optimizer", json_string(optd_optim_desc(cfg->kind)->name));
+    bad |= json_object_set_new(o, "dtype", json_string(optd_dtype_name(cfg->dtype)));
+    bad |= json_object_set_new(o, "size", json_integer((json_int_t)size));
+    bad |= json_object_set_new(o, "step", json_integer((json_int_t)step));
+    bad |= json_object_set_new(o, "hyperparameters", optd_codec_hparams_encode(cfg->kind, &cfg->hp));
+    bad |= json_object_set_new(o, "schedule",
+                               optd_codec_schedule_encode(cfg->has_schedule, &cfg->schedule));
+    bad |= json_object_set_new(o, "max_grad_norm",
+                               cfg->max_grad_norm > 0 ? json_real(cfg->max_grad_norm) : json_null());
+    bad |= json_object_set_new(o, "labels", labels);
+    bad |= json_object_set_new(o, "ttl_seconds",
+                               cfg->ttl_seconds > 0 ? json_integer(cfg->ttl_seconds) : json_null());
+    bad |= json_object_set_new(o, "created_at", json_string(created));
+    bad |= json_object_set_new(o, "updated_at", json_string(updated));
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, size_t n)
+{
+    optd_sbuf_puts(b, "{\"history\":[");
+    for (size_t i = 0; i < n; i++) {
+        char t[40];
+        optd_codec_time_format(h[i].time_ms, true, t, sizeof t);
+        optd_sbuf_printf(b, "%s{\"step\":%llu,\"lr\":", i ? "," : "", (unsigned long long)h[i].step);
+        optd_sbuf_put_double(b, h[i].lr);
+        optd_sbuf_puts(b, ",\"grad_norm\":");
+        optd_sbuf_put_double(b, h[i].grad_norm);
+        if (h[i].has_loss) {
+            optd_sbuf_puts(b, ",\"loss\":");
+            optd_sbuf_put_double(b, h[i].loss);
+        }
+        optd_sbuf_printf(b, ",\"time\":\"%s\"}", t);
+    }
+    optd_sbuf_puts(b, "]}");
+}

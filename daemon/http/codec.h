@@ -1,0 +1,50 @@
+/* codec.h: JSON documents of API.md <-> the session layer's structs.
+ *
+ * Decoding: hyperparameters (partial, onto a base), schedules, labels,
+ * max_grad_norm, ttl_seconds, timestamps.  Encoding: the session
+ * descriptor, hyperparameters, schedule, history entries, RFC 3339 times.
+ * Every decode error is OPTD_EINVAL with a message that names the field. */
+#ifndef OPTD_HTTP_CODEC_H
+#define OPTD_HTTP_CODEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "optd/error.h"
+#include "optd/optim.h"
+#include "session.h"
+#include "sbuf.h"
+
+/* Applies the keys of the object v to hp (keys not given keep hp's value).
+ * Unknown keys, wrong types and non-finite values are OPTD_EINVAL. */
+int optd_codec_hparams_apply(const json_t *v, optd_optim_kind_t kind, optd_hparams_t *hp,
+                             optd_err_t *err);
+/* v is null (no schedule) or a schedule object. */
+int optd_codec_schedule_decode(const json_t *v, bool *has, optd_schedule_t *s, optd_err_t *err);
+/* Replaces cfg's labels with the object v (null: none). */
+int optd_codec_labels_decode(const json_t *v, optd_session_config_t *cfg, optd_err_t *err);
+/* null or 0 turns clipping off; else a number > 0. */
+int optd_codec_max_grad_norm_decode(const json_t *v, double *out, optd_err_t *err);
+/* null removes; else an integer >= 1 (seconds). */
+int optd_codec_ttl_decode(const json_t *v, int64_t *out, optd_err_t *err);
+/* An integer >= 0 (a JSON integer, or a real with an integral value). */
+int optd_codec_u64_decode(const json_t *v, const char *field, uint64_t *out, optd_err_t *err);
+/* A finite number. */
+int optd_codec_number_decode(const json_t *v, const char *field, double *out, optd_err_t *err);
+/* "2026-11-28T12:00:00Z" (fractional seconds and +00:00 also taken). */
+int optd_codec_time_decode(const json_t *v, const char *field, int64_t *ms, optd_err_t *err);
+
+/* RFC 3339 UTC: with_ms adds ".250"; buf of at least 32 bytes. */
+void optd_codec_time_format(int64_t ms, bool with_ms, char *buf, size_t cap);
+
+json_t *optd_codec_hparams_encode(optd_optim_kind_t kind, const optd_hparams_t *hp);
+json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s);
+/* The session descriptor of API.md.  NULL when out of memory. */
+json_t *optd_codec_descriptor(const char *name, const optd_session_config_t *cfg, size_t size,
+                              uint64_t step, int64_t created_ms, int64_t updated_ms);
+/* {"history": [...]} appended to b. */
+void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, size_t n);
+
+#endif

@@ -1,0 +1,171 @@
+/* http.h: the HTTP layer's internals, shared by the server, the router and
+ * the per-resource handlers.
+ *
+ * One optd_req_t lives for one request (libmicrohttpd's con_cls): the route
+ * it matched, its body as it accumulates, and the response the handler
+ * chose.  Handlers run once the whole body is in, on an MHD worker thread,
+ * and answer through optd_http_reply_* / optd_http_error; they never block
+ * beyond a session's own update. */
+#ifndef OPTD_HTTP_H
+#define OPTD_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "optd/error.h"
+#include "server.h"
+#include "session.h"
+#include "sbuf.h"
+
+typedef enum optd_method {
+    OPTD_M_GET = 1 << 0,
+    OPTD_M_HEAD = 1 << 1,
+    OPTD_M_POST = 1 << 2,
+    OPTD_M_PUT = 1 << 3,
+    OPTD_M_PATCH = 1 << 4,
+    OPTD_M_DELETE = 1 << 5,
+    OPTD_M_OTHER = 1 << 6
+} optd_method_t;
+
+typedef enum optd_route {
+    OPTD_R_NONE = 0,
+    OPTD_R_HEALTHZ,
+    OPTD_R_METRICS,
+    OPTD_R_OPTIMIZERS,
+    OPTD_R_SESSIONS,       /* /v1/sessions */
+    OPTD_R_SESSION,        /* /v1/sessions/{name} */
+    OPTD_R_PARAMS,         /* .../params */
+    OPTD_R_STEP,           /* .../step */
+    OPTD_R_HISTORY,        /* .../history */
+    OPTD_R_STATE           /* .../state */
+} optd_route_t;
+
+typedef enum optd_body_kind {
+    OPTD_BODY_NONE = 0,
+    OPTD_BODY_JSON,
+    OPTD_BODY_BINARY
+} optd_body_kind_t;
+
+typedef struct optd_req {
+    optd_server_t *srv;
+    struct MHD_Connection *conn;
+    const char *method_str;
+    optd_method_t method;
+    const char *url;         /* path without the query, as MHD decoded it */
+    optd_route_t route;
+    char name[OPTD_NAME_MAX + 1]; /* the {name} segment, when the route has one */
+    bool name_too_long;
+    int64_t start_ns;
+
+    optd_body_kind_t body_kind;
+    char *body;              /* malloc'd, NUL-terminated */
+    size_t body_len, body_cap;
+    size_t body_expected;    /* Content-Length, or 0 when chunked/absent */
+    bool body_too_large;     /* over --max-body-bytes: the rest is discarded */
+    size_t body_discarded;
+
+    /* The response, built by a handler and queued by the server. */
+    struct MHD_Response *resp;
+    unsigned status;
+    size_t resp_bytes;
+    bool queued;
+} optd_req_t;
+
+/* ---- router.c ------------------------------------------------------------ */
+
+/* Matches req->url: sets req->route (OPTD_R_NONE when no route) and name. */
+void optd_router_match(optd_req_t *req);
+/* The methods route takes (a mask of optd_method_t). */
+unsigned optd_router_allowed(optd_route_t route);
+/* "GET, HEAD, POST" for an Allow header; buf of at least 64 bytes. */
+void optd_router_allow_header(unsigned mask, char *buf, size_t cap);
+optd_method_t optd_method_parse(const char *method);
+/* Runs the handler of req's route and method. */
+void optd_router_dispatch(optd_req_t *req);
+
+/* ---- auth.c -------------------------------------------------------------- */
+
+/* Reads --auth-token-file into srv->tokens: 0, or OPTD_EINVAL when the file
+ * is missing, unreadable or holds no token. */
+int optd_auth_load(optd_server_t *srv, const char *path, optd_err_t *err);
+void optd_auth_free(optd_server_t *srv);
+/* True when the request carries "Authorization: Bearer <one of the tokens>".
+ * The comparison takes the same time wherever the tokens differ. */
+bool optd_auth_check(optd_server_t *srv, struct MHD_Connection *conn);
+
+/* ---- respond.c ----------------------------------------------------------- */
+
+/* Each sets req->resp/status; a later call replaces an earlier one. */
+void optd_http_reply_buf(optd_req_t *req, unsigned status, const char *content_type, char *body,
+                         size_t len);                    /* takes ownership of body (malloc'd) */
+void optd_http_reply_sbuf(optd_req_t *req, unsigned status, optd_sbuf_t *b); /* JSON; takes b */
+void optd_http_reply_json(optd_req_t *req, unsigned status, const json_t *doc);
+void optd_http_reply_empty(optd_req_t *req, unsigned status);
+/* An error body {"error":{"code","message"}} for an optd error code. */
+void optd_http_error(optd_req_t *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void optd_http_error_from(optd_req_t *req, const optd_err_t *err);
+/* 409 step_mismatch with "current_step". */
+void optd_http_error_step(optd_req_t *req, uint64_t current_step, const optd_err_t *err);
+void optd_http_header(optd_req_t *req, const char *name, const char *value);
+
+/* ---- request helpers (request.c) ----------------------------------------- */
+
+/* Parses the body as a JSON object: the object (caller decrefs), or NULL
+ * after answering 400 invalid_json. */
+json_t *optd_req_json_object(optd_req_t *req);
+/* A query argument, or NULL. */
+const char *optd_req_query(optd_req_t *req, const char *key);
+const char *optd_req_header(optd_req_t *req, const char *key);
+/* Answers 400 invalid_argument and returns false when obj has a key not in
+ * the NULL-terminated list allowed. */
+bool optd_req_known_fields(optd_req_t *req, const json_t *obj, const char *const *allowed,
+                           const char *what);
+/* The session named by the URL with a reference (release it), or NULL after
+ * answering 404 (or 400 for an invalid name).  Touches it (ttl). */
+optd_session_t *optd_req_session(optd_req_t *req);
+/* Parses a query integer in [lo, hi] (def when absent): false after 400. */
+bool optd_req_query_u64(optd_req_t *req, const char *key, uint64_t lo, uint64_t hi, uint64_t def,
+                        uint64_t *out);
+
+/* ---- handlers (route_*.c) ------------------------------------------------ */
+
+/* Answers status with s's descriptor (copied under its lock, encoded
+ * outside it). */
+void optd_http_reply_descriptor(optd_req_t *req, optd_session_t *s, unsigned status);
+/* Applies the optional fields create, fork, patch and import share
+ * (hyperparameters, schedule, max_grad_norm, labels, ttl_seconds) when
+ * present in body. */
+int optd_http_apply_config_fields(const json_t *body, optd_session_config_t *cfg, optd_err_t *err);
+/* The answer for an error returned by the store or a session. */
+void optd_http_store_error(optd_req_t *req, int rc, const optd_err_t *err);
+
+void optd_route_healthz(optd_req_t *req);
+void optd_route_metrics(optd_req_t *req);
+void optd_route_optimizers(optd_req_t *req);
+void optd_route_sessions_list(optd_req_t *req);
+void optd_route_sessions_create(optd_req_t *req);   /* POST /v1/sessions, PUT /v1/sessions/{name} */
+void optd_route_session_get(optd_req_t *req);
+void optd_route_session_patch(optd_req_t *req);
+void optd_route_session_delete(optd_req_t *req);
+void optd_route_params_get(optd_req_t *req);
+void optd_route_step(optd_req_t *req);
+void optd_route_history_get(optd_req_t *req);
+void optd_route_state_get(optd_req_t *req);
+void optd_route_state_put(optd_req_t *req);
+
+/* ---- server.c ------------------------------------------------------------ */
+
+/* Starts libmicrohttpd on srv->cfg.listen with the configured threads,
+ * limits and TLS: 0 or OPTD_EINVAL/OPTD_EIO with a message. */
+int optd_http_start(optd_server_t *srv, optd_err_t *err);
+/* Stops accepting new connections (graceful stop, step one). */
+void optd_http_quiesce(optd_server_t *srv);
+/* Closes every connection and stops the worker threads. */
+void optd_http_stop(optd_server_t *srv);
+
+#endif

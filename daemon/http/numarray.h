@@ -1,0 +1,34 @@
+/* numarray.h: number arrays between JSON and parameter buffers.
+ *
+ * The one module that turns a JSON array of numbers into n elements of a
+ * dtype and back.  It is the hot path of every JSON step (gradient in,
+ * params out), kept in one place so it can be made faster without touching
+ * the handlers. */
+#ifndef OPTD_HTTP_NUMARRAY_H
+#define OPTD_HTTP_NUMARRAY_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "optd/error.h"
+#include "optd/optim.h"
+#include "sbuf.h"
+
+/* Decodes the array v (field names it in messages) into a new buffer of
+ * dtype: *out malloc'd (caller frees), *n elements.  Errors: OPTD_EINVAL
+ * (not an array, empty when !allow_empty, an element not a number, a value
+ * out of the dtype's range), OPTD_ENOMEM. */
+int optd_numarray_decode(const json_t *v, optd_dtype_t dtype, const char *field, void **out,
+                         size_t *n, optd_err_t *err);
+
+/* Decodes v into out, which holds exactly n elements of dtype: as above,
+ * plus OPTD_ESIZE when the array's length is not n. */
+int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *field, void *out,
+                              size_t n, optd_err_t *err);
+
+/* Appends "[...]" with n elements of dtype from v: float64 with 17
+ * significant digits, float32 with 9 (both read back exactly). */
+void optd_numarray_encode(optd_sbuf_t *b, optd_dtype_t dtype, const void *v, size_t n);
+
+#endif

@@ -1,0 +1,100 @@
+/* request.c: helpers the handlers share for reading a request (JSON body,
+ * query arguments, headers, the session the URL names). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+json_t *optd_req_json_object(optd_req_t *req)
+{
+    if (req->body_kind == OPTD_BODY_BINARY) {
+        optd_http_error(req, OPTD_EINVAL, "this route takes a JSON body, not application/octet-stream");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
+    if (!doc) {
+        optd_http_error(req, OPTD_EJSON, "the body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                        jerr.line, jerr.column);
+        return NULL;
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        optd_http_error(req, OPTD_EJSON, "the body must be a JSON object");
+        return NULL;
+    }
+    return doc;
+}
+
+const char *optd_req_query(optd_req_t *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *optd_req_header(optd_req_t *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, key);
+}
+
+bool optd_req_known_fields(optd_req_t *req, const json_t *obj, const char *const *allowed,
+                           const char *what)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)obj, key, val) {
+        bool ok = false;
+        for (const char *const *a = allowed; *a; a++)
+            if (strcmp(key, *a) == 0) {
+                ok = true;
+                break;
+            }
+        if (!ok) {
+            char list[300];
+            size_t n = 0;
+            list[0] = '\0';
+            for (const char *const *a = allowed; *a && n < sizeof list; a++)
+                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", *a);
+            optd_http_error(req, OPTD_EINVAL, "unknown field '%.64s' in %s (known: %s)", key, what, list);
+            return false;
+        }
+    }
+    return true;
+}
+
+optd_session_t *optd_req_session(optd_req_t *req)
+{
+    if (req->name_too_long || !optd_session_name_valid(req->name)) {
+        optd_http_error(req, OPTD_EINVAL,
+                        "invalid session name: names match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+        return NULL;
+    }
+    optd_session_t *s = optd_store_get(req->srv->store, req->name);
+    if (!s) {
+        optd_http_error(req, OPTD_ENOTFOUND, "no session named '%s'", req->name);
+        return NULL;
+    }
+    optd_session_touch(s);
+    return s;
+}
+
+bool optd_req_query_u64(optd_req_t *req, const char *key, uint64_t lo, uint64_t hi, uint64_t def,
+                        uint64_t *out)
+{
+    const char *v = optd_req_query(req, key);
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long u = (*v >= '0' && *v <= '9') ? strtoull(v, &end, 10) : 0;
+    if (!(*v >= '0' && *v <= '9') || errno || *end || u < lo || u > hi) {
+        optd_http_error(req, OPTD_EINVAL, "query '%s' must be an integer in %llu..%llu", key,
+                        (unsigned long long)lo, (unsigned long long)hi);
+        return false;
+    }
+    *out = u;
+    return true;
+}

@@ -1,0 +1,135 @@
+/* respond.c: building responses (JSON documents, raw bytes, errors).
+ *
+ * A handler's answer is held in the request until the server queues it, so
+ * a handler may add headers after choosing the body. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+static void set_response(optd_req_t *req, unsigned status, struct MHD_Response *resp, size_t len)
+{
+    if (req->resp)
+        MHD_destroy_response(req->resp);
+    req->resp = resp;
+    req->status = status;
+    req->resp_bytes = len;
+}
+
+/* The last-resort answer when even building a response failed. */
+static void reply_static_500(optd_req_t *req)
+{
+    static const char body[] =
+        "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory building the response\"}}";
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (r)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    set_response(req, 500, r, sizeof body - 1);
+}
+
+void optd_http_reply_buf(optd_req_t *req, unsigned status, const char *content_type, char *body,
+                         size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        reply_static_500(req);
+        return;
+    }
+    if (content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    set_response(req, status, r, len);
+}
+
+void optd_http_reply_sbuf(optd_req_t *req, unsigned status, optd_sbuf_t *b)
+{
+    if (b->failed) {
+        optd_sbuf_free(b);
+        reply_static_500(req);
+        return;
+    }
+    optd_sbuf_put(b, "\n", 1);
+    if (b->failed) {
+        optd_sbuf_free(b);
+        reply_static_500(req);
+        return;
+    }
+    char *p = b->p;
+    size_t len = b->len;
+    optd_sbuf_init(b);
+    optd_http_reply_buf(req, status, "application/json", p ? p : strdup(""), len);
+}
+
+void optd_http_reply_json(optd_req_t *req, unsigned status, const json_t *doc)
+{
+    if (!doc) {
+        reply_static_500(req);
+        return;
+    }
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_put_json(&b, doc);
+    optd_http_reply_sbuf(req, status, &b);
+}
+
+void optd_http_reply_empty(optd_req_t *req, unsigned status)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        reply_static_500(req);
+        return;
+    }
+    set_response(req, status, r, 0);
+}
+
+static void reply_error(optd_req_t *req, int code, const char *msg, const uint64_t *current_step)
+{
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_puts(&b, "{\"error\":{\"code\":");
+    optd_sbuf_put_jstring(&b, optd_err_name(code));
+    optd_sbuf_puts(&b, ",\"message\":");
+    optd_sbuf_put_jstring(&b, msg && *msg ? msg : optd_err_name(code));
+    if (current_step)
+        optd_sbuf_printf(&b, ",\"current_step\":%llu", (unsigned long long)*current_step);
+    optd_sbuf_puts(&b, "}}");
+    int status = optd_err_status(code);
+    if (code == OPTD_ENOMEM || code == OPTD_EINTERNAL || code == OPTD_ECORRUPT)
+        optd_log(&req->srv->log, OPTD_LOG_ERROR, "%s %s: %s", req->method_str, req->url,
+                 msg ? msg : "internal error");
+    optd_http_reply_sbuf(req, (unsigned)status, &b);
+}
+
+void optd_http_error(optd_req_t *req, int code, const char *fmt, ...)
+{
+    char msg[OPTD_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    reply_error(req, code, msg, NULL);
+}
+
+void optd_http_error_from(optd_req_t *req, const optd_err_t *err)
+{
+    reply_error(req, err->code ? err->code : OPTD_EINTERNAL, err->msg, NULL);
+}
+
+void optd_http_error_step(optd_req_t *req, uint64_t current_step, const optd_err_t *err)
+{
+    char msg[OPTD_ERR_MSG_MAX];
+    if (err && err->msg[0])
+        snprintf(msg, sizeof msg, "%s", err->msg);
+    else
+        snprintf(msg, sizeof msg, "the session is at step %llu", (unsigned long long)current_step);
+    reply_error(req, OPTD_ESTEP, msg, &current_step);
+}
+
+void optd_http_header(optd_req_t *req, const char *name, const char *value)
+{
+    if (req->resp)
+        MHD_add_response_header(req->resp, name, value);
+}

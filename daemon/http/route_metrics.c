@@ -1,0 +1,13 @@
+/* route_metrics.c: GET /metrics, Prometheus text exposition. */
+#include "http.h"
+
+void optd_route_metrics(optd_req_t *req)
+{
+    char *text;
+    size_t len;
+    if (optd_metrics_render(&req->srv->metrics, req->srv->store, &text, &len)) {
+        optd_http_error(req, OPTD_ENOMEM, "out of memory rendering the metrics");
+        return;
+    }
+    optd_http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}

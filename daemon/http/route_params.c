@@ -1,0 +1,51 @@
+/* route_params.c: GET /v1/sessions/{name}/params, as JSON or (with
+ * Accept: application/octet-stream) raw little-endian values. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+#include "numarray.h"
+
+/* True when the client asked for raw bytes. */
+static bool wants_binary(optd_req_t *req)
+{
+    const char *accept = optd_req_header(req, MHD_HTTP_HEADER_ACCEPT);
+    return accept && strcasestr(accept, "application/octet-stream") != NULL;
+}
+
+void optd_route_params_get(optd_req_t *req)
+{
+    optd_session_t *s = optd_req_session(req);
+    if (!s)
+        return;
+    /* size and dtype are fixed for a session's life (import makes a new
+     * session), so they are read without its lock. */
+    size_t n = s->size;
+    optd_dtype_t dtype = s->cfg.dtype;
+    size_t bytes = n * optd_dtype_size(dtype);
+    void *buf = malloc(bytes ? bytes : 1);
+    if (!buf) {
+        optd_session_release(s);
+        optd_http_error(req, OPTD_ENOMEM, "out of memory copying %zu parameters", n);
+        return;
+    }
+    uint64_t step = optd_session_copy_params(s, buf);
+    optd_session_release(s);
+    char stepstr[24];
+    snprintf(stepstr, sizeof stepstr, "%llu", (unsigned long long)step);
+    if (wants_binary(req)) {
+        optd_http_reply_buf(req, 200, "application/octet-stream", buf, bytes);
+        optd_http_header(req, "Optd-Step", stepstr);
+        return;
+    }
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_printf(&b, "{\"step\":%s,\"params\":", stepstr);
+    optd_numarray_encode(&b, dtype, buf, n);
+    optd_sbuf_puts(&b, "}");
+    free(buf);
+    optd_http_reply_sbuf(req, 200, &b);
+    optd_http_header(req, "Optd-Step", stepstr);
+}

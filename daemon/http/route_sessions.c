@@ -1,0 +1,427 @@
+/* route_sessions.c: the session resource: list, create (POST, PUT at a
+ * named URL, and fork with "from"), get, patch, delete. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "http.h"
+#include "numarray.h"
+
+void optd_http_store_error(optd_req_t *req, int rc, const optd_err_t *err)
+{
+    if (err && err->msg[0] && err->code == rc) {
+        optd_http_error_from(req, err);
+        return;
+    }
+    optd_http_error(req, rc, "%s", rc == OPTD_ENOTFOUND ? "the session was deleted meanwhile"
+                                   : rc == OPTD_EIO    ? "the change could not be made durable"
+                                                       : optd_err_name(rc));
+}
+
+void optd_http_reply_descriptor(optd_req_t *req, optd_session_t *s, unsigned status)
+{
+    optd_session_config_t cfg = {0};
+    size_t size;
+    uint64_t step;
+    int64_t created, updated;
+    optd_err_t err = {0};
+    int rc = optd_session_copy_descriptor(s, &cfg, &size, &step, &created, &updated, &err);
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        return;
+    }
+    json_t *d = optd_codec_descriptor(s->name, &cfg, size, step, created, updated);
+    optd_session_config_free(&cfg);
+    if (!d) {
+        optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the descriptor");
+        return;
+    }
+    optd_http_reply_json(req, status, d);
+    json_decref(d);
+}
+
+int optd_http_apply_config_fields(const json_t *body, optd_session_config_t *cfg, optd_err_t *err)
+{
+    const json_t *v;
+    int rc = 0;
+    if ((v = json_object_get(body, "hyperparameters")))
+        rc = optd_codec_hparams_apply(v, cfg->kind, &cfg->hp, err);
+    if (!rc && (v = json_object_get(body, "schedule")))
+        rc = optd_codec_schedule_decode(v, &cfg->has_schedule, &cfg->schedule, err);
+    if (!rc && (v = json_object_get(body, "max_grad_norm")))
+        rc = optd_codec_max_grad_norm_decode(v, &cfg->max_grad_norm, err);
+    if (!rc && (v = json_object_get(body, "labels")))
+        rc = optd_codec_labels_decode(v, cfg, err);
+    if (!rc && (v = json_object_get(body, "ttl_seconds")))
+        rc = optd_codec_ttl_decode(v, &cfg->ttl_seconds, err);
+    if (!rc)
+        rc = optd_session_config_validate(cfg, err);
+    return rc;
+}
+
+/* ---- create ---------------------------------------------------------------- */
+
+static const char *const create_fields[] = {"name", "optimizer", "hyperparameters", "dtype", "params",
+                                            "size", "from", "schedule", "max_grad_norm", "labels",
+                                            "ttl_seconds", NULL};
+
+/* A new session from "from": the source's image copied under its lock,
+ * with the request's overrides.  0 and *out, or an error in err. */
+static int fork_session(optd_req_t *req, const json_t *body, const char *name, optd_session_t **out,
+                        optd_err_t *err)
+{
+    const json_t *jfrom = json_object_get(body, "from");
+    if (!json_is_string(jfrom))
+        return optd_err_set(err, OPTD_EINVAL, "'from' must be the name of a session");
+    optd_session_t *src = optd_store_get(req->srv->store, json_string_value(jfrom));
+    if (!src)
+        return optd_err_set(err, OPTD_ENOTFOUND, "no session named '%.128s' to fork from",
+                            json_string_value(jfrom));
+    optd_session_image_t img;
+    memset(&img, 0, sizeof img);
+    int rc = optd_session_copy_image(src, &img, err);
+    optd_session_touch(src);
+    optd_session_release(src);
+    if (rc)
+        return rc;
+
+    const json_t *v;
+    if ((v = json_object_get(body, "optimizer"))) {
+        const char *want = optd_optim_desc(img.cfg.kind)->name;
+        if (!json_is_string(v) || strcmp(json_string_value(v), want) != 0) {
+            rc = optd_err_set(err, OPTD_EINVAL, "'optimizer' must equal the source session's (%s) or be omitted",
+                              want);
+            goto out;
+        }
+    }
+    if ((v = json_object_get(body, "dtype"))) {
+        const char *want = optd_dtype_name(img.cfg.dtype);
+        if (!json_is_string(v) || strcmp(json_string_value(v), want) != 0) {
+            rc = optd_err_set(err, OPTD_EINVAL, "'dtype' must equal the source session's (%s) or be omitted",
+                              want);
+            goto out;
+        }
+    }
+    /* Labels and ttl come from the request only; the history starts empty. */
+    optd_session_config_free(&img.cfg);
+    img.cfg.ttl_seconds = 0;
+    rc = optd_http_apply_config_fields(body, &img.cfg, err);
+    if (rc)
+        goto out;
+    snprintf(img.name, sizeof img.name, "%s", name);
+    free(img.history);
+    img.history = NULL;
+    img.n_history = 0;
+    img.created_ms = img.updated_ms = optd_now_ms();
+    rc = optd_session_from_image_take(&img, req->srv->cfg.history, out, err);
+out:
+    optd_session_image_free(&img);
+    return rc;
+}
+
+/* A new session from "params" or "size". */
+static int new_session(optd_req_t *req, const json_t *body, const char *name, optd_session_t **out,
+                       optd_err_t *err)
+{
+    optd_session_config_t cfg = {0};
+    void *params = NULL;
+    size_t size = 0;
+    int rc;
+    const json_t *v = json_object_get(body, "optimizer");
+    if (!json_is_string(v))
+        return optd_err_set(err, OPTD_EINVAL, "'optimizer' is required (a name from GET /v1/optimizers)");
+    if ((rc = optd_optim_lookup(json_string_value(v), &cfg.kind, err)))
+        return rc;
+    cfg.dtype = OPTD_FLOAT64;
+    if ((v = json_object_get(body, "dtype")) &&
+        (!json_is_string(v) || optd_dtype_parse(json_string_value(v), &cfg.dtype)))
+        return optd_err_set(err, OPTD_EINVAL, "'dtype' must be \"float64\" or \"float32\"");
+    optd_hparams_default(cfg.kind, &cfg.hp);
+    rc = optd_http_apply_config_fields(body, &cfg, err);
+    if (rc)
+        goto out;
+    if ((v = json_object_get(body, "params"))) {
+        rc = optd_numarray_decode(v, cfg.dtype, "params", &params, &size, err);
+        if (rc == OPTD_ENONFINITE)
+            rc = optd_err_set(err, OPTD_EINVAL, "%s", err->msg);
+        if (rc)
+            goto out;
+    } else {
+        uint64_t u;
+        rc = optd_codec_u64_decode(json_object_get(body, "size"), "size", &u, err);
+        if (!rc && (u < 1 || u > (uint64_t)1 << 40))
+            rc = optd_err_set(err, OPTD_EINVAL, "'size' must be an integer >= 1");
+        if (rc)
+            goto out;
+        size = (size_t)u;
+    }
+    size_t max = req->srv->cfg.max_params;
+    if (max && size > max) {
+        rc = optd_err_set(err, OPTD_ELIMIT, "%zu parameters are more than --max-params (%zu)", size, max);
+        goto out;
+    }
+    rc = optd_session_create(name, &cfg, size, params, req->srv->cfg.history, out, err);
+out:
+    free(params);
+    optd_session_config_free(&cfg);
+    return rc;
+}
+
+void optd_route_sessions_create(optd_req_t *req)
+{
+    json_t *body = optd_req_json_object(req);
+    if (!body)
+        return;
+    optd_err_t err = {0};
+    optd_session_t *s = NULL;
+    char name[OPTD_NAME_MAX + 1];
+    int rc;
+    if (!optd_req_known_fields(req, body, create_fields, "a create request"))
+        goto out;
+
+    const json_t *jn = json_object_get(body, "name");
+    if (req->route == OPTD_R_SESSION) {
+        if (jn && (!json_is_string(jn) || strcmp(json_string_value(jn), req->name) != 0)) {
+            optd_http_error(req, OPTD_EINVAL, "'name' in the body must equal the name in the URL");
+            goto out;
+        }
+        if (req->name_too_long) {
+            optd_http_error(req, OPTD_EINVAL, "invalid session name: at most %d characters", OPTD_NAME_MAX);
+            goto out;
+        }
+        snprintf(name, sizeof name, "%s", req->name);
+    } else {
+        if (!json_is_string(jn)) {
+            optd_http_error(req, OPTD_EINVAL, "'name' is required (a string)");
+            goto out;
+        }
+        if (strlen(json_string_value(jn)) > OPTD_NAME_MAX) {
+            optd_http_error(req, OPTD_EINVAL, "invalid session name: at most %d characters", OPTD_NAME_MAX);
+            goto out;
+        }
+        snprintf(name, sizeof name, "%s", json_string_value(jn));
+    }
+    if (!optd_session_name_valid(name)) {
+        optd_http_error(req, OPTD_EINVAL,
+                        "invalid session name '%.128s': names match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", name);
+        goto out;
+    }
+
+    int sources = !!json_object_get(body, "params") + !!json_object_get(body, "size") +
+                  !!json_object_get(body, "from");
+    if (sources != 1) {
+        optd_http_error(req, OPTD_EINVAL, "give exactly one of 'params', 'size' or 'from'");
+        goto out;
+    }
+    rc = json_object_get(body, "from") ? fork_session(req, body, name, &s, &err)
+                                       : new_session(req, body, name, &s, &err);
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        goto out;
+    }
+    rc = optd_store_insert(req->srv->store, s, false, NULL, &err);
+    if (rc) {
+        if (rc == OPTD_EEXIST && !err.msg[0])
+            optd_err_set(&err, rc, "a session named '%s' exists", name);
+        optd_http_store_error(req, rc, &err);
+        goto out;
+    }
+    optd_http_reply_descriptor(req, s, 201);
+    if (req->status == 201) {
+        char loc[OPTD_NAME_MAX + 32];
+        snprintf(loc, sizeof loc, "/v1/sessions/%s", name);
+        optd_http_header(req, MHD_HTTP_HEADER_LOCATION, loc);
+    }
+    optd_log(&req->srv->log, OPTD_LOG_DEBUG, "created session %s", name);
+out:
+    if (s)
+        optd_session_release(s);
+    json_decref(body);
+}
+
+/* ---- get, patch, delete --------------------------------------------------- */
+
+void optd_route_session_get(optd_req_t *req)
+{
+    optd_session_t *s = optd_req_session(req);
+    if (!s)
+        return;
+    optd_http_reply_descriptor(req, s, 200);
+    optd_session_release(s);
+}
+
+static const char *const patch_fields[] = {"hyperparameters", "schedule", "max_grad_norm", "labels",
+                                           "ttl_seconds", "optimizer", "dtype", NULL};
+
+void optd_route_session_patch(optd_req_t *req)
+{
+    json_t *body = optd_req_json_object(req);
+    if (!body)
+        return;
+    optd_session_t *s = NULL;
+    optd_session_config_t cfg = {0};
+    optd_err_t err = {0};
+    size_t size;
+    uint64_t step;
+    int64_t created, updated;
+    if (!optd_req_known_fields(req, body, patch_fields, "a patch request"))
+        goto out;
+    if (!(s = optd_req_session(req)))
+        goto out;
+    int rc = optd_session_copy_descriptor(s, &cfg, &size, &step, &created, &updated, &err);
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        goto out;
+    }
+    const json_t *v;
+    if ((v = json_object_get(body, "optimizer")) &&
+        (!json_is_string(v) || strcmp(json_string_value(v), optd_optim_desc(cfg.kind)->name) != 0)) {
+        optd_http_error(req, OPTD_EINVAL, "the optimizer of a session cannot change (it is %s)",
+                        optd_optim_desc(cfg.kind)->name);
+        goto out;
+    }
+    if ((v = json_object_get(body, "dtype")) &&
+        (!json_is_string(v) || strcmp(json_string_value(v), optd_dtype_name(cfg.dtype)) != 0)) {
+        optd_http_error(req, OPTD_EINVAL, "the dtype of a session cannot change (it is %s)",
+                        optd_dtype_name(cfg.dtype));
+        goto out;
+    }
+    rc = optd_http_apply_config_fields(body, &cfg, &err);
+    if (!rc)
+        rc = optd_session_set_config(s, &cfg, &err);
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        goto out;
+    }
+    optd_http_reply_descriptor(req, s, 200);
+out:
+    optd_session_config_free(&cfg);
+    if (s)
+        optd_session_release(s);
+    json_decref(body);
+}
+
+void optd_route_session_delete(optd_req_t *req)
+{
+    if (req->name_too_long || !optd_session_name_valid(req->name)) {
+        optd_http_error(req, OPTD_EINVAL,
+                        "invalid session name: names match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+        return;
+    }
+    optd_err_t err = {0};
+    int rc = optd_store_remove(req->srv->store, req->name, &err);
+    if (rc == OPTD_ENOTFOUND) {
+        optd_http_error(req, OPTD_ENOTFOUND, "no session named '%s'", req->name);
+        return;
+    }
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        return;
+    }
+    optd_http_reply_empty(req, 204);
+}
+
+/* ---- list ------------------------------------------------------------------ */
+
+typedef struct label_args {
+    optd_label_t labels[OPTD_LABELS_MAX];
+    char *copies[OPTD_LABELS_MAX];
+    size_t n;
+    int bad; /* 1: malformed, 2: too many, 3: out of memory */
+} label_args_t;
+
+static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    label_args_t *la = cls;
+    if (strcmp(key, "label") != 0)
+        return MHD_YES;
+    if (la->n == OPTD_LABELS_MAX) {
+        la->bad = 2;
+        return MHD_NO;
+    }
+    const char *colon = value ? strchr(value, ':') : NULL;
+    if (!colon || colon == value) {
+        la->bad = 1;
+        return MHD_NO;
+    }
+    char *copy = strdup(value);
+    if (!copy) {
+        la->bad = 3;
+        return MHD_NO;
+    }
+    copy[colon - value] = '\0';
+    la->copies[la->n] = copy;
+    la->labels[la->n].key = copy;
+    la->labels[la->n].value = copy + (colon - value) + 1;
+    la->n++;
+    return MHD_YES;
+}
+
+void optd_route_sessions_list(optd_req_t *req)
+{
+    uint64_t limit;
+    if (!optd_req_query_u64(req, "limit", 1, 1000, 100, &limit))
+        return;
+    label_args_t la;
+    memset(&la, 0, sizeof la);
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, collect_label, &la);
+    optd_session_t **list = NULL;
+    size_t n = 0;
+    bool more = false;
+    json_t *arr = NULL;
+    if (la.bad) {
+        if (la.bad == 3)
+            optd_http_error(req, OPTD_ENOMEM, "out of memory reading the query");
+        else if (la.bad == 2)
+            optd_http_error(req, OPTD_EINVAL, "at most %d 'label' filters", OPTD_LABELS_MAX);
+        else
+            optd_http_error(req, OPTD_EINVAL, "query 'label' must be key:value");
+        goto out;
+    }
+    optd_store_query_t q = {
+        .after = optd_req_query(req, "after"),
+        .prefix = optd_req_query(req, "prefix"),
+        .n_labels = la.n,
+        .labels = la.labels,
+        .limit = (size_t)limit,
+    };
+    optd_err_t err = {0};
+    int rc = optd_store_list(req->srv->store, &q, &list, &n, &more, &err);
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        goto out;
+    }
+    arr = json_array();
+    int bad = !arr;
+    for (size_t i = 0; i < n && !bad; i++) {
+        optd_session_config_t cfg = {0};
+        size_t size;
+        uint64_t step;
+        int64_t created, updated;
+        if (optd_session_copy_descriptor(list[i], &cfg, &size, &step, &created, &updated, &err)) {
+            bad = 1;
+            break;
+        }
+        bad |= json_array_append_new(arr, optd_codec_descriptor(list[i]->name, &cfg, size, step, created,
+                                                                updated));
+        optd_session_config_free(&cfg);
+    }
+    json_t *doc = bad ? NULL
+                      : json_pack("{sOs?}", "sessions", arr, "next_after",
+                                  more && n ? list[n - 1]->name : NULL);
+    if (!doc) {
+        optd_http_error(req, OPTD_ENOMEM, "out of memory listing sessions");
+        goto out;
+    }
+    optd_http_reply_json(req, 200, doc);
+    json_decref(doc);
+out:
+    json_decref(arr);
+    for (size_t i = 0; i < n; i++)
+        optd_session_release(list[i]);
+    free(list);
+    for (size_t i = 0; i < la.n; i++)
+        free(la.copies[i]);
+}

@@ -1,0 +1,144 @@
+/* route_step.c: POST /v1/sessions/{name}/step, one optimizer update from a
+ * JSON or a binary (application/octet-stream) gradient. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "binary.h"
+#include "codec.h"
+#include "http.h"
+#include "numarray.h"
+
+static const char *const step_fields[] = {"gradient", "step", "loss", NULL};
+
+/* Reads the JSON form: the gradient into *grad (malloc'd). */
+static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad, bool *has_expect,
+                       uint64_t *expect, bool *has_loss, double *loss, optd_err_t *err)
+{
+    json_t *body = optd_req_json_object(req);
+    if (!body)
+        return 1; /* answered */
+    int rc = 0;
+    if (!optd_req_known_fields(req, body, step_fields, "a step request")) {
+        json_decref(body);
+        return 1;
+    }
+    const json_t *v = json_object_get(body, "gradient");
+    if (!v) {
+        rc = optd_err_set(err, OPTD_EINVAL, "'gradient' is required (an array of %zu numbers)", n);
+        goto out;
+    }
+    if (!(*grad = malloc(n * optd_dtype_size(dtype)))) {
+        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu values", n);
+        goto out;
+    }
+    if ((rc = optd_numarray_decode_into(v, dtype, "gradient", *grad, n, err)))
+        goto out;
+    if ((v = json_object_get(body, "step")) && !json_is_null(v)) {
+        if ((rc = optd_codec_u64_decode(v, "step", expect, err)))
+            goto out;
+        *has_expect = true;
+    }
+    if ((v = json_object_get(body, "loss")) && !json_is_null(v)) {
+        if ((rc = optd_codec_number_decode(v, "loss", loss, err)))
+            goto out;
+        *has_loss = true;
+    }
+out:
+    json_decref(body);
+    return rc;
+}
+
+void optd_route_step(optd_req_t *req)
+{
+    const char *ret = optd_req_query(req, "return");
+    bool return_none = ret && strcmp(ret, "none") == 0;
+    if (ret && !return_none && strcmp(ret, "params") != 0) {
+        optd_http_error(req, OPTD_EINVAL, "query 'return' must be 'params' (the default) or 'none'");
+        return;
+    }
+    optd_session_t *s = optd_req_session(req);
+    if (!s)
+        return;
+    optd_server_t *srv = req->srv;
+    /* Fixed for the session's life (see route_params.c). */
+    size_t n = s->size;
+    optd_dtype_t dtype = s->cfg.dtype;
+    optd_optim_kind_t kind = s->cfg.kind;
+    size_t bytes = n * optd_dtype_size(dtype);
+
+    optd_err_t err = {0};
+    void *grad_owned = NULL, *params = NULL;
+    const void *grad;
+    bool has_expect = false, has_loss = false;
+    uint64_t expect = 0, step = 0;
+    double loss = 0;
+    int rc;
+    bool binary = req->body_kind == OPTD_BODY_BINARY;
+
+    if (binary) {
+        rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, &err);
+        const char *h;
+        if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
+            rc = optd_binary_header_u64(h, "Optd-Expect-Step", &expect, &err);
+            has_expect = true;
+        }
+        if (!rc && (h = optd_req_header(req, "Optd-Loss"))) {
+            rc = optd_binary_header_double(h, "Optd-Loss", &loss, &err);
+            has_loss = true;
+        }
+        grad = req->body;
+    } else {
+        rc = decode_json(req, n, dtype, &grad_owned, &has_expect, &expect, &has_loss, &loss, &err);
+        grad = grad_owned;
+        if (rc == 1) /* already answered */
+            goto out;
+    }
+    if (rc) {
+        optd_http_error_from(req, &err);
+        goto fail;
+    }
+    if (!return_none && !(params = malloc(bytes))) {
+        optd_http_error(req, OPTD_ENOMEM, "out of memory for %zu parameters", n);
+        goto fail;
+    }
+    rc = optd_session_step(s, grad, has_expect ? &expect : NULL, has_loss ? &loss : NULL, &step, params,
+                           &err);
+    if (rc == OPTD_ESTEP) {
+        optd_http_error_step(req, step, &err);
+        goto fail;
+    }
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        goto fail;
+    }
+    optd_metrics_step(&srv->metrics, kind);
+
+    char stepstr[24];
+    snprintf(stepstr, sizeof stepstr, "%llu", (unsigned long long)step);
+    if (binary) {
+        if (return_none)
+            optd_http_reply_buf(req, 200, "application/octet-stream", NULL, 0);
+        else
+            optd_http_reply_buf(req, 200, "application/octet-stream", params, bytes);
+        params = NULL;
+    } else {
+        optd_sbuf_t b;
+        optd_sbuf_init(&b);
+        optd_sbuf_printf(&b, "{\"step\":%s", stepstr);
+        if (!return_none) {
+            optd_sbuf_puts(&b, ",\"params\":");
+            optd_numarray_encode(&b, dtype, params, n);
+        }
+        optd_sbuf_puts(&b, "}");
+        optd_http_reply_sbuf(req, 200, &b);
+    }
+    optd_http_header(req, "Optd-Step", stepstr);
+    goto out;
+fail:
+    atomic_fetch_add_explicit(&srv->metrics.step_errors, 1, memory_order_relaxed);
+out:
+    free(params);
+    free(grad_owned);
+    optd_session_release(s);
+}

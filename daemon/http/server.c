@@ -1,0 +1,434 @@
+/* server.c: libmicrohttpd setup and the request life cycle.
+ *
+ * MHD runs its own worker threads (internal polling thread pool with
+ * epoll).  For each request the access handler is called first with the
+ * headers only: that is where auth, routing, the shutting-down check, the
+ * Content-Type and the body limit (from Content-Length) are decided, and a
+ * refusal is queued at once, before any body is read (MHD then closes the
+ * connection instead of reading the body).  Body chunks are copied into the
+ * request; a chunked body that grows past the limit is no longer stored
+ * and gets 413 at its end.  The last call runs the route's handler. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+
+/* A chunked body past --max-body-bytes is discarded up to this many more
+ * bytes so the client can read its 413; beyond it the connection is cut. */
+#define DISCARD_MAX ((size_t)64 << 20)
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* "/v1" or "/v1/...": every such path needs the token when auth is on. */
+static bool is_v1_path(const char *url)
+{
+    return strncmp(url, "/v1", 3) == 0 && (url[3] == '\0' || url[3] == '/');
+}
+
+/* The media type of Content-Type, lowercased, without parameters. */
+static void media_type(const char *ct, char *out, size_t cap)
+{
+    size_t n = 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    for (; *ct && *ct != ';' && *ct != ' ' && *ct != '\t' && n + 1 < cap; ct++)
+        out[n++] = (char)((*ct >= 'A' && *ct <= 'Z') ? *ct - 'A' + 'a' : *ct);
+    out[n] = '\0';
+}
+
+static enum MHD_Result queue(optd_req_t *req)
+{
+    if (!req->resp)
+        optd_http_error(req, OPTD_EINTERNAL, "the handler produced no response");
+    if (atomic_load(&req->srv->shutting_down))
+        MHD_add_response_header(req->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result r = req->resp ? MHD_queue_response(req->conn, req->status, req->resp) : MHD_NO;
+    if (req->resp)
+        MHD_destroy_response(req->resp);
+    req->resp = NULL;
+    req->queued = true;
+    return r;
+}
+
+/* 413 that also closes the connection, so an unread body is never taken
+ * for the next request. */
+static void too_large(optd_req_t *req)
+{
+    atomic_fetch_add_explicit(&req->srv->metrics.body_too_large, 1, memory_order_relaxed);
+    /* 413 has no optd_err code of its own (the layers below never see a
+     * body), so its error body is written here. */
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_printf(&b,
+                     "{\"error\":{\"code\":\"payload_too_large\",\"message\":\"the body is over "
+                     "--max-body-bytes (%zu bytes)\"}}",
+                     req->srv->cfg.max_body_bytes);
+    optd_http_reply_sbuf(req, 413, &b);
+    optd_http_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+/* 415 for a Content-Type the route does not take. */
+static void bad_media(optd_req_t *req, const char *ct)
+{
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_puts(&b, "{\"error\":{\"code\":\"unsupported_media_type\",\"message\":");
+    char msg[200];
+    snprintf(msg, sizeof msg, "Content-Type '%.64s' is not taken here (use application/json%s)", ct,
+             req->route == OPTD_R_STEP ? " or application/octet-stream" : "");
+    optd_sbuf_put_jstring(&b, msg);
+    optd_sbuf_puts(&b, "}}");
+    optd_http_reply_sbuf(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, &b);
+}
+
+static void unauthorized(optd_req_t *req)
+{
+    atomic_fetch_add_explicit(&req->srv->metrics.unauthorized, 1, memory_order_relaxed);
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_puts(&b, "{\"error\":{\"code\":\"unauthorized\",\"message\":\"a valid "
+                       "'Authorization: Bearer <token>' header is required\"}}");
+    optd_http_reply_sbuf(req, MHD_HTTP_UNAUTHORIZED, &b);
+    optd_http_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"optd\"");
+}
+
+static void method_not_allowed(optd_req_t *req, unsigned allowed)
+{
+    char allow[64];
+    optd_router_allow_header(allowed, allow, sizeof allow);
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_puts(&b, "{\"error\":{\"code\":\"method_not_allowed\",\"message\":");
+    char msg[256];
+    snprintf(msg, sizeof msg, "%.16s is not allowed on %.100s (allowed: %.63s)", req->method_str, req->url,
+             allow);
+    optd_sbuf_put_jstring(&b, msg);
+    optd_sbuf_puts(&b, "}}");
+    optd_http_reply_sbuf(req, MHD_HTTP_METHOD_NOT_ALLOWED, &b);
+    optd_http_header(req, MHD_HTTP_HEADER_ALLOW, allow);
+}
+
+/* The first call: headers only.  Leaves a response in req when the request
+ * is refused before its body. */
+static void begin(optd_req_t *req)
+{
+    optd_server_t *srv = req->srv;
+    optd_router_match(req);
+
+    bool needs_auth = srv->n_tokens > 0 &&
+                      (is_v1_path(req->url) || (srv->cfg.metrics_auth && req->route == OPTD_R_METRICS));
+    if (needs_auth && !optd_auth_check(srv, req->conn)) {
+        unauthorized(req);
+        return;
+    }
+    if (atomic_load(&srv->shutting_down)) {
+        optd_http_error(req, OPTD_EUNAVAIL, "the daemon is shutting down");
+        return;
+    }
+    if (req->route == OPTD_R_NONE) {
+        optd_http_error(req, OPTD_ENOTFOUND, "no route %.100s", req->url);
+        return;
+    }
+    unsigned allowed = optd_router_allowed(req->route);
+    if (!(allowed & req->method)) {
+        method_not_allowed(req, allowed);
+        return;
+    }
+
+    const char *cl = optd_req_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno || *end || n > srv->cfg.max_body_bytes) {
+            too_large(req);
+            return;
+        }
+        req->body_expected = (size_t)n;
+    }
+
+    if (req->method & (OPTD_M_POST | OPTD_M_PUT | OPTD_M_PATCH)) {
+        const char *ct = optd_req_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+        char mt[80];
+        media_type(ct ? ct : "", mt, sizeof mt);
+        if (mt[0] == '\0' || strcmp(mt, "application/json") == 0)
+            req->body_kind = OPTD_BODY_JSON;
+        else if (strcmp(mt, "application/octet-stream") == 0 && req->route == OPTD_R_STEP)
+            req->body_kind = OPTD_BODY_BINARY;
+        else
+            bad_media(req, ct);
+    }
+}
+
+/* Copies one chunk of the body (or counts it once over the limit). */
+static bool take_chunk(optd_req_t *req, const char *data, size_t n)
+{
+    size_t max = req->srv->cfg.max_body_bytes;
+    if (req->body_too_large) {
+        req->body_discarded += n;
+        return req->body_discarded <= DISCARD_MAX;
+    }
+    if (n > max - req->body_len) {
+        req->body_too_large = true;
+        req->body_discarded = req->body_len + n;
+        free(req->body);
+        req->body = NULL;
+        req->body_len = req->body_cap = 0;
+        return true;
+    }
+    if (req->body_len + n + 1 > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap * 2 : 4096;
+        if (req->body_expected + 1 > cap)
+            cap = req->body_expected + 1;
+        while (cap < req->body_len + n + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        char *p = realloc(req->body, cap);
+        if (!p)
+            return false;
+        req->body = p;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, n);
+    req->body_len += n;
+    req->body[req->body_len] = '\0';
+    return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    optd_server_t *srv = cls;
+    optd_req_t *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->srv = srv;
+        req->conn = conn;
+        req->url = url;
+        req->method_str = method;
+        req->method = optd_method_parse(method);
+        req->start_ns = mono_ns();
+        *con_cls = req;
+        atomic_fetch_add(&srv->in_flight, 1);
+        begin(req);
+        return req->resp ? queue(req) : MHD_YES;
+    }
+    if (req->queued) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        bool ok = take_chunk(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return ok ? MHD_YES : MHD_NO;
+    }
+    if (req->body_too_large)
+        too_large(req);
+    else
+        optd_router_dispatch(req);
+    return queue(req);
+}
+
+static void client_address(struct MHD_Connection *conn, char *buf, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(buf, cap, "-");
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, (socklen_t)cap);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    optd_server_t *srv = cls;
+    optd_req_t *req = *con_cls;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    double secs = (double)(mono_ns() - req->start_ns) / 1e9;
+    if (req->queued)
+        optd_metrics_request(&srv->metrics, req->method_str, (int)req->status, secs);
+    char addr[INET6_ADDRSTRLEN];
+    client_address(conn, addr, sizeof addr);
+    /* MHD passes the path without the query string, so query values (which
+     * are not secrets here anyway) never reach the log. */
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        optd_log(&srv->log, OPTD_LOG_INFO, "%s %s %.200s %u %.3fms %zuB", addr, req->method_str, req->url,
+                 req->status, secs * 1e3, req->resp_bytes);
+    else
+        optd_log(&srv->log, req->queued ? OPTD_LOG_INFO : OPTD_LOG_DEBUG,
+                 "%s %s %.200s %u %.3fms %zuB (connection ended early: %s)", addr, req->method_str,
+                 req->url, req->status, secs * 1e3, req->resp_bytes,
+                 toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout"
+                 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown"
+                 : toe == MHD_REQUEST_TERMINATED_READ_ERROR ? "read error"
+                 : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client closed"
+                 : "error");
+    if (req->resp)
+        MHD_destroy_response(req->resp);
+    free(req->body);
+    free(req);
+    atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_context;
+    optd_server_t *srv = cls;
+    atomic_fetch_add_explicit(&srv->metrics.connections, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1,
+                              memory_order_relaxed);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    optd_server_t *srv = cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    optd_log(&srv->log, OPTD_LOG_WARN, "libmicrohttpd: %s", msg);
+}
+
+/* Reads a whole (PEM) file into a NUL-terminated malloc'd string. */
+static int read_file(const char *path, const char *flag, char **out, optd_err_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return optd_err_set(err, OPTD_EINVAL, "cannot read %s %s: %s", flag, path, strerror(errno));
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        optd_sbuf_put(&b, chunk, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || b.failed || b.len == 0) {
+        optd_sbuf_free(&b);
+        return optd_err_set(err, OPTD_EINVAL, "cannot read %s %s: %s", flag, path,
+                            bad ? strerror(errno) : "empty file or out of memory");
+    }
+    *out = b.p;
+    return 0;
+}
+
+int optd_http_start(optd_server_t *srv, optd_err_t *err)
+{
+    char host[256];
+    unsigned port;
+    int rc = optd_config_split_listen(srv->cfg.listen, host, sizeof host, &port, err);
+    if (rc)
+        return rc;
+
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%u", port);
+    int gai = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &res);
+    if (gai || !res)
+        return optd_err_set(err, OPTD_EINVAL, "--listen %s: cannot resolve '%s': %s", srv->cfg.listen,
+                            host, gai_strerror(gai));
+    struct sockaddr_storage addr;
+    memcpy(&addr, res->ai_addr, res->ai_addrlen);
+    int family = res->ai_family;
+    freeaddrinfo(res);
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+
+    struct MHD_OptionItem opts[16];
+    size_t k = 0;
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
+    if (srv->cfg.threads > 1)
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.threads, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.connection_timeout, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+
+    if (srv->cfg.tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            return optd_err_set(err, OPTD_EINVAL, "this libmicrohttpd was built without TLS support");
+        rc = read_file(srv->cfg.tls_cert, "--tls-cert", &srv->tls_cert_pem, err);
+        if (!rc)
+            rc = read_file(srv->cfg.tls_key, "--tls-key", &srv->tls_key_pem, err);
+        if (rc)
+            return rc;
+        flags |= MHD_USE_TLS;
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert_pem};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key_pem};
+    }
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+    srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+                                MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (!srv->mhd)
+        return optd_err_set(err, OPTD_EIO, "cannot serve on %s%s (see the libmicrohttpd message above)",
+                            srv->cfg.listen, srv->cfg.tls_cert ? " with TLS" : "");
+
+    /* Report the port actually bound (port 0 asks the kernel for one). */
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned bound = di ? di->port : port;
+    if (family == AF_INET6)
+        snprintf(srv->listen_desc, sizeof srv->listen_desc, "[%.120s]:%u", host, bound);
+    else
+        snprintf(srv->listen_desc, sizeof srv->listen_desc, "%.120s:%u", host[0] ? host : "0.0.0.0", bound);
+    return 0;
+}
+
+void optd_http_quiesce(optd_server_t *srv)
+{
+    if (!srv->mhd)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(srv->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void optd_http_stop(optd_server_t *srv)
+{
+    if (srv->mhd)
+        MHD_stop_daemon(srv->mhd);
+    srv->mhd = NULL;
+    if (srv->tls_key_pem) {
+        volatile char *p = srv->tls_key_pem;
+        while (*p)
+            *p++ = 0;
+    }
+    free(srv->tls_cert_pem);
+    free(srv->tls_key_pem);
+    srv->tls_cert_pem = srv->tls_key_pem = NULL;
+}

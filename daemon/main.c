@@ -1,0 +1,303 @@
+/* main.c: the optd process.
+ *
+ * Parses the flags, opens the log, builds the store, restores sessions from
+ * --data-dir, starts the HTTP workers, then runs the libuv loop on the main
+ * thread until SIGTERM/SIGINT: signals, the ttl expiry timer, the snapshot
+ * timer (whose writes go to the libuv work queue, off the request path) and
+ * the graceful stop all happen here.  This is the only file that decides
+ * the process's exit status. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "http/http.h"
+#include "log.h"
+#include "metrics.h"
+#include "persist.h"
+#include "server.h"
+#include "store.h"
+
+/* Requests still running this long after SIGTERM are cut, so the process
+ * exits within API.md's 5 seconds with time left for the final flush. */
+#define DRAIN_MAX_MS 3500
+#define DRAIN_POLL_MS 10
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- ttl expiry ------------------------------------------------------------ */
+
+static void on_expired(const char *name, void *arg)
+{
+    optd_server_t *srv = arg;
+    atomic_fetch_add_explicit(&srv->metrics.expired_sessions, 1, memory_order_relaxed);
+    optd_log(&srv->log, OPTD_LOG_INFO, "session %s expired (idle longer than its ttl_seconds); deleted", name);
+}
+
+static void on_ttl_timer(uv_timer_t *t)
+{
+    optd_server_t *srv = t->data;
+    optd_store_expire(srv->store, optd_now_ms(), on_expired, srv);
+}
+
+/* ---- snapshots ----------------------------------------------------------- */
+
+static void flush_work(uv_work_t *w)
+{
+    optd_server_t *srv = w->data;
+    srv->flush_written = 0;
+    memset(&srv->flush_err, 0, sizeof srv->flush_err);
+    srv->flush_rc = optd_persist_flush(srv->persist, &srv->flush_written, &srv->flush_err);
+}
+
+static void finish_stop(optd_server_t *srv);
+
+static void flush_done(uv_work_t *w, int status)
+{
+    optd_server_t *srv = w->data;
+    srv->flush_running = false;
+    if (status == 0) {
+        atomic_fetch_add_explicit(&srv->metrics.snapshots_written, srv->flush_written, memory_order_relaxed);
+        if (srv->flush_rc < 0) {
+            atomic_fetch_add_explicit(&srv->metrics.snapshot_failures, 1, memory_order_relaxed);
+            optd_log(&srv->log, OPTD_LOG_ERROR, "snapshot: %s (will retry)",
+                     srv->flush_err.msg[0] ? srv->flush_err.msg : "a write failed");
+        } else if (srv->flush_written) {
+            optd_log(&srv->log, OPTD_LOG_DEBUG, "snapshot: wrote %zu sessions", srv->flush_written);
+        }
+    }
+    if (srv->stop_after_flush)
+        finish_stop(srv);
+}
+
+static void on_snapshot_timer(uv_timer_t *t)
+{
+    optd_server_t *srv = t->data;
+    if (srv->flush_running || srv->stopping)
+        return; /* never two flushes at once */
+    srv->flush_running = true;
+    srv->flush_work.data = srv;
+    if (uv_queue_work(srv->loop, &srv->flush_work, flush_work, flush_done) != 0)
+        srv->flush_running = false;
+}
+
+/* ---- graceful stop --------------------------------------------------------- */
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Step three: no request runs any more and no flush is in progress: write
+ * everything, then close the loop's handles so uv_run returns. */
+static void finish_stop(optd_server_t *srv)
+{
+    srv->stop_after_flush = false;
+    if (srv->persist) {
+        double t0 = mono_s();
+        size_t written = 0;
+        optd_err_t err = {0};
+        int rc = optd_persist_flush(srv->persist, &written, &err);
+        if (rc < 0)
+            optd_log(&srv->log, OPTD_LOG_ERROR, "final snapshot failed: %s",
+                     err.msg[0] ? err.msg : "a write failed");
+        else
+            optd_log(&srv->log, OPTD_LOG_INFO, "final snapshot: wrote %zu sessions in %.3f s", written,
+                     mono_s() - t0);
+    }
+    close_handle((uv_handle_t *)&srv->sig_term);
+    close_handle((uv_handle_t *)&srv->sig_int);
+    close_handle((uv_handle_t *)&srv->sig_hup);
+    close_handle((uv_handle_t *)&srv->ttl_timer);
+    close_handle((uv_handle_t *)&srv->snapshot_timer);
+    close_handle((uv_handle_t *)&srv->drain_timer);
+}
+
+/* Step two: waits (polling) until requests in flight are done, then stops
+ * the HTTP workers. */
+static void on_drain_timer(uv_timer_t *t)
+{
+    optd_server_t *srv = t->data;
+    long busy = atomic_load(&srv->in_flight);
+    int64_t waited = optd_now_ms() - srv->stop_started_ms;
+    if (busy > 0 && waited < DRAIN_MAX_MS)
+        return;
+    uv_timer_stop(t);
+    if (busy > 0)
+        optd_log(&srv->log, OPTD_LOG_WARN, "stop: %ld requests still running after %lld ms; closing them",
+                 busy, (long long)waited);
+    optd_http_stop(srv);
+    optd_log(&srv->log, OPTD_LOG_INFO, "stop: HTTP closed after %lld ms", (long long)waited);
+    if (srv->flush_running)
+        srv->stop_after_flush = true; /* flush_done finishes the stop */
+    else
+        finish_stop(srv);
+}
+
+/* Step one (SIGTERM/SIGINT): stop accepting, answer 503 to new requests on
+ * open connections, and let the requests in flight finish. */
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    optd_server_t *srv = h->data;
+    if (srv->stopping) {
+        optd_log(&srv->log, OPTD_LOG_INFO, "%s again: already stopping", strsignal(signum));
+        return;
+    }
+    srv->stopping = true;
+    srv->stop_started_ms = optd_now_ms();
+    atomic_store(&srv->shutting_down, true);
+    optd_log(&srv->log, OPTD_LOG_INFO, "%s: stopping (no new connections; finishing %ld requests in flight)",
+             strsignal(signum), atomic_load(&srv->in_flight));
+    optd_http_quiesce(srv);
+    uv_timer_stop(&srv->ttl_timer);
+    uv_timer_stop(&srv->snapshot_timer);
+    uv_timer_start(&srv->drain_timer, on_drain_timer, 0, DRAIN_POLL_MS);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    optd_server_t *srv = h->data;
+    if (optd_log_reopen(&srv->log) < 0)
+        optd_log(&srv->log, OPTD_LOG_ERROR, "SIGHUP: cannot reopen the log file");
+    else
+        optd_log(&srv->log, OPTD_LOG_INFO, "SIGHUP: log file reopened");
+}
+
+/* ---- start ------------------------------------------------------------------ */
+
+static int setup_loop(optd_server_t *srv)
+{
+    uv_signal_init(srv->loop, &srv->sig_term);
+    uv_signal_init(srv->loop, &srv->sig_int);
+    uv_signal_init(srv->loop, &srv->sig_hup);
+    uv_timer_init(srv->loop, &srv->ttl_timer);
+    uv_timer_init(srv->loop, &srv->snapshot_timer);
+    uv_timer_init(srv->loop, &srv->drain_timer);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
+    srv->ttl_timer.data = srv->snapshot_timer.data = srv->drain_timer.data = srv;
+    int rc = uv_signal_start(&srv->sig_term, on_stop_signal, SIGTERM);
+    if (!rc)
+        rc = uv_signal_start(&srv->sig_int, on_stop_signal, SIGINT);
+    if (!rc)
+        rc = uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
+    if (!rc)
+        rc = uv_timer_start(&srv->ttl_timer, on_ttl_timer, 1000, 1000);
+    if (!rc && srv->persist) {
+        uint64_t ms = (uint64_t)srv->cfg.snapshot_interval * 1000;
+        rc = uv_timer_start(&srv->snapshot_timer, on_snapshot_timer, ms, ms);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static optd_server_t srv; /* main's own; handed to everything by pointer */
+    optd_err_t err = {0};
+    int status = 1;
+
+    optd_config_defaults(&srv.cfg);
+    int rc = optd_config_parse(&srv.cfg, argc, argv, stdout, &err);
+    if (rc == OPTD_CONFIG_EXIT)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "optd: %s\n", err.msg);
+        return 2;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    optd_log_init(&srv.log);
+    if (srv.cfg.log_file && optd_log_open(&srv.log, srv.cfg.log_file) < 0) {
+        fprintf(stderr, "optd: cannot open --log-file %s\n", srv.cfg.log_file);
+        return 1;
+    }
+    atomic_store(&srv.log.level, (int)srv.cfg.log_level);
+    optd_metrics_init(&srv.metrics);
+
+    if (srv.cfg.auth_token_file && optd_auth_load(&srv, srv.cfg.auth_token_file, &err) < 0) {
+        optd_log(&srv.log, OPTD_LOG_ERROR, "%s", err.msg);
+        fprintf(stderr, "optd: %s\n", err.msg);
+        optd_log_close(&srv.log);
+        return 2;
+    }
+
+    optd_store_limits_t limits = {
+        .max_sessions = srv.cfg.max_sessions,
+        .max_params = srv.cfg.max_params,
+        .history = srv.cfg.history,
+    };
+    if (optd_store_new(&limits, &srv.store, &err) < 0) {
+        optd_log(&srv.log, OPTD_LOG_ERROR, "cannot create the session store: %s", err.msg);
+        goto out;
+    }
+
+    if (srv.cfg.data_dir) {
+        if (optd_persist_open(srv.cfg.data_dir, srv.cfg.sync, srv.store, &srv.log, &srv.persist, &err) < 0) {
+            optd_log(&srv.log, OPTD_LOG_ERROR, "cannot use --data-dir: %s", err.msg);
+            goto out;
+        }
+        optd_persist_stats_t stats;
+        memset(&stats, 0, sizeof stats);
+        if (optd_persist_load(srv.persist, &stats, &err) < 0) {
+            optd_log(&srv.log, OPTD_LOG_ERROR, "cannot load --data-dir %s: %s", srv.cfg.data_dir, err.msg);
+            goto out;
+        }
+        optd_log(&srv.log, OPTD_LOG_INFO,
+                 "restored %zu sessions (%zu parameters) from %s in %.3f s%s", stats.sessions_loaded,
+                 stats.params_loaded, srv.cfg.data_dir, stats.seconds,
+                 stats.files_set_aside ? "; damaged files were set aside (see above)" : "");
+    }
+
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0) {
+        optd_log(&srv.log, OPTD_LOG_ERROR, "cannot start the event loop");
+        goto out;
+    }
+    srv.loop = &loop;
+    if (setup_loop(&srv) != 0) {
+        optd_log(&srv.log, OPTD_LOG_ERROR, "cannot install signal handlers or timers");
+        goto close_loop;
+    }
+
+    if (optd_http_start(&srv, &err) < 0) {
+        optd_log(&srv.log, OPTD_LOG_ERROR, "%s", err.msg);
+        fprintf(stderr, "optd: %s\n", err.msg);
+        status = err.code == OPTD_EINVAL ? 2 : 1;
+        finish_stop(&srv);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        goto close_loop;
+    }
+    optd_log(&srv.log, OPTD_LOG_INFO,
+             "optd %s listening on %s%s (%u threads, %s%s%s, max %zu sessions, body limit %zu bytes)",
+             OPTD_VERSION, srv.cfg.tls_cert ? "https://" : "http://", srv.listen_desc, srv.cfg.threads,
+             srv.cfg.data_dir ? "sync " : "memory only",
+             srv.cfg.data_dir ? (srv.cfg.sync == OPTD_SYNC_ALWAYS ? "always" : "interval") : "",
+             srv.n_tokens ? ", auth on" : "", srv.cfg.max_sessions, srv.cfg.max_body_bytes);
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+    status = 0;
+    optd_log(&srv.log, OPTD_LOG_INFO, "stopped");
+
+close_loop:
+    optd_http_stop(&srv);
+    if (uv_loop_close(&loop) != 0)
+        optd_log(&srv.log, OPTD_LOG_WARN, "event loop closed with handles still open");
+out:
+    if (srv.persist)
+        optd_persist_close(srv.persist);
+    if (srv.store)
+        optd_store_free(srv.store);
+    optd_auth_free(&srv);
+    optd_log_close(&srv.log);
+    return status;
+}

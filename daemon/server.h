@@ -1,0 +1,62 @@
+/* server.h: THE server struct, the one place that holds the process's
+ * mutable state (configuration, logger, store, persistence, the HTTP
+ * daemon, the libuv loop and its handles, metrics, the shutting-down flag).
+ *
+ * main.c owns it; the HTTP layer gets a pointer to it as the `cls` of every
+ * libmicrohttpd callback, so there is no global mutable state anywhere. */
+#ifndef OPTD_SERVER_H
+#define OPTD_SERVER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "persist.h"
+#include "store.h"
+
+struct MHD_Daemon;
+
+typedef struct optd_server {
+    optd_config_t cfg;
+    optd_logger_t log;
+    optd_store_t *store;
+    optd_persist_t *persist;     /* NULL without --data-dir */
+    optd_metrics_t metrics;
+
+    /* Auth: the tokens of --auth-token-file (NULL/0 when auth is off). */
+    char **tokens;
+    size_t n_tokens;
+    /* TLS: PEM text of --tls-cert / --tls-key, kept until MHD stops. */
+    char *tls_cert_pem;
+    char *tls_key_pem;
+
+    struct MHD_Daemon *mhd;
+    char listen_desc[160];       /* "127.0.0.1:8080", for logs */
+
+    /* Set once SIGTERM/SIGINT arrives: new requests get 503. */
+    atomic_bool shutting_down;
+    /* Requests begun and not yet completed (graceful stop waits for 0). */
+    atomic_long in_flight;
+
+    /* libuv: the process runs on the main thread's loop. */
+    uv_loop_t *loop;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t ttl_timer;        /* idle expiry, every second */
+    uv_timer_t snapshot_timer;   /* --snapshot-interval with --data-dir */
+    uv_timer_t drain_timer;      /* graceful stop: waits for in-flight requests */
+    uv_work_t flush_work;        /* one optd_persist_flush at a time, off the loop */
+    bool flush_running;
+    bool stopping;
+    bool stop_after_flush;       /* stop is waiting for a background flush */
+    int64_t stop_started_ms;
+    size_t flush_written;        /* result of the background flush */
+    int flush_rc;
+    optd_err_t flush_err;
+} optd_server_t;
+
+#endif
