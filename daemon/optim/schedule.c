@@ -79,12 +79,18 @@ double optd_schedule_lr(const optd_schedule_t *s, double lr, uint64_t k)
             return lr * (double)k / (double)w;
         k -= w;
     }
+    /* An unvalidated step_size or t_max below 1 means no decay rather
+     * than a division by zero. */
     switch (s->type) {
     case OPTD_SCHED_STEP:
+        if (s->step_size < 1)
+            return lr;
         return lr * pow(s->gamma, (double)((k - 1) / (uint64_t)s->step_size));
     case OPTD_SCHED_EXPONENTIAL:
         return lr * pow(s->gamma, (double)(k - 1));
     case OPTD_SCHED_COSINE: {
+        if (s->t_max < 1)
+            return lr;
         uint64_t T = (uint64_t)s->t_max, e = k - 1 < T ? k - 1 : T;
         return s->eta_min + (lr - s->eta_min) * (1 + cos(M_PI * (double)e / (double)T)) / 2;
     }
