@@ -8,6 +8,7 @@ import select
 import socket
 import sys
 import threading
+import time
 import unittest
 
 from harness import REPO, Daemon, DaemonTestCase
@@ -37,6 +38,7 @@ class FaultProxy:
         self.drop_answers = 0
         self.lock = threading.Lock()
         self.closed = False
+        self.clients = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -47,6 +49,7 @@ class FaultProxy:
                 return
             with self.lock:
                 self.connections += 1
+                self.clients.append(c)
             threading.Thread(target=self._pump, args=(c,), daemon=True).start()
 
     def _pump(self, c):
@@ -77,6 +80,16 @@ class FaultProxy:
         finally:
             c.close()
             u.close()
+
+    def hang_up(self):
+        """Closes every client connection, as a daemon closes idle ones."""
+        with self.lock:
+            for c in self.clients:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.clients = []
 
     def close(self):
         self.closed = True
@@ -236,6 +249,22 @@ class PythonClient(DaemonTestCase):
                 c.step(n, [1.0, 1.0, 1.0, 1.0], expect_step=k)
             c.get(n)
             self.assertEqual(proxy.connections, 1)
+            c.close()
+        finally:
+            proxy.close()
+
+    def test_closed_idle_connection_is_replaced(self):
+        proxy = FaultProxy(self.d.port)
+        try:
+            c = Client("http://127.0.0.1:%d" % proxy.port, timeout=10, retries=0)
+            self.assertEqual(c.health(), {"status": "ok"})
+            proxy.hang_up()
+            time.sleep(0.05)  # let the FIN arrive (no timing is asserted)
+            # Not retried (retries=0, and a create never is): it must go out
+            # on a new connection because the old one was seen closed.
+            n = self.uname()
+            self.assertEqual(c.create(n, "sgd", size=1)["name"], n)
+            self.assertEqual(proxy.connections, 2)
             c.close()
         finally:
             proxy.close()

@@ -13,14 +13,17 @@ repeating it cannot apply a change twice:
     compare-and-swap then refuses a second application, and a retry that
     meets step_mismatch with current_step == expect_step + 1 knows its first
     attempt was applied and fetches the parameters it produced;
-  - create, delete and steps without expect_step are retried only when a
-    reused keep-alive connection turned out to be closed before any answer
-    (the usual way an idle connection dies), never after a timeout.
+  - create, delete and steps without expect_step are never retried: once
+    sent, the client cannot know whether they were applied.  To keep that
+    rare, a kept-alive connection is checked before reuse and replaced if
+    the daemon has closed it (idle connections are closed after
+    --connection-timeout).
 """
 import array
 import heapq
 import http.client
 import json
+import select
 import socket
 import ssl as _ssl
 import sys
@@ -86,13 +89,9 @@ class StepResult:
         return "StepResult(step=%r, params=%r)" % (self.step, self.params)
 
 
-class _StaleConnection(Exception):
-    """A reused connection was closed by the peer before any answer."""
-
-
 _RETRY_SAFE = "safe"      # idempotent: retry on any transport failure or 503
 _RETRY_CAS = "cas"        # step with expect_step
-_RETRY_STALE = "stale"    # only a dead reused connection
+_RETRY_NONE = "none"      # create, delete, step without expect_step
 
 
 def _is_numpy(x):
@@ -133,6 +132,17 @@ def _decode_binary(data, dtype, like_numpy):
     return out
 
 
+def _peer_closed(sock):
+    """True if the peer has closed (or reset) this idle kept-alive socket.
+    An idle connection has nothing to read; readable means EOF, an error,
+    or (TLS) protocol data we did not ask for: reconnect in every case."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class Client:
     """A client for one optd daemon (or a sharding proxy in front of many).
 
@@ -163,6 +173,9 @@ class Client:
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None and _peer_closed(conn.sock):
+            conn.close()
+            conn = None
         if conn is None:
             if self._https:
                 conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
@@ -170,7 +183,6 @@ class Client:
             else:
                 conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
-            self._local.used = False
         return conn
 
     def _drop_connection(self):
@@ -190,9 +202,8 @@ class Client:
         self.close()
 
     def _send_once(self, method, path, body, headers):
-        """One request/answer on the kept-alive connection: (status, headers, bytes)."""
+        """One request/answer on the kept-alive connection: (status, response, bytes)."""
         conn = self._connection()
-        reused = self._local.used
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -200,16 +211,10 @@ class Client:
         except socket.timeout as e:
             self._drop_connection()
             raise OptdTimeout("no answer from %s within %s s" % (self.base_url, self.timeout), e)
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-            self._drop_connection()
-            if reused:
-                raise _StaleConnection() from e
-            raise OptdConnectionError("connection to %s broke: %s" % (self.base_url, e), e)
         except (OSError, http.client.HTTPException) as e:
             self._drop_connection()
-            raise OptdConnectionError("cannot reach %s: %s" % (self.base_url, e), e)
-        self._local.used = True
-        if resp.getheader("Connection", "").lower() == "close" or resp.version == 10:
+            raise OptdConnectionError("connection to %s failed: %s" % (self.base_url, e), e)
+        if resp.will_close:
             self._drop_connection()
         return resp.status, resp, data
 
@@ -239,27 +244,13 @@ class Client:
         while True:
             try:
                 status, resp, data = self._send_once(method, url, body, hdrs)
-            except _StaleConnection:
-                # The idle connection was closed by the daemon; nothing was
-                # answered, so one retry on a fresh connection is allowed for
-                # every kind of request.
-                if attempt > self.retries:
-                    raise OptdConnectionError("connection to %s keeps closing" % self.base_url)
-                attempt += 1
-                continue
-            except OptdTimeout:
-                if retry == _RETRY_STALE or attempt >= self.retries:
-                    raise
-                attempt += 1
-                self._sleep(attempt)
-                continue
             except OptdConnectionError:
-                if retry == _RETRY_STALE or attempt >= self.retries:
+                if retry == _RETRY_NONE or attempt >= self.retries:
                     raise
                 attempt += 1
                 self._sleep(attempt)
                 continue
-            if status == 503 and retry != _RETRY_STALE and attempt < self.retries:
+            if status == 503 and retry != _RETRY_NONE and attempt < self.retries:
                 attempt += 1
                 self._sleep(attempt)
                 continue
@@ -332,8 +323,8 @@ class Client:
                 body[key] = value
         if use_post:
             body["name"] = name
-            return self._json("POST", "/v1/sessions", body, retry=_RETRY_STALE)
-        return self._json("PUT", self._path(name), body, retry=_RETRY_STALE)
+            return self._json("POST", "/v1/sessions", body, retry=_RETRY_NONE)
+        return self._json("PUT", self._path(name), body, retry=_RETRY_NONE)
 
     def fork(self, source, name, *, hyperparameters=None, schedule=UNSET,
              max_grad_norm=UNSET, labels=None, ttl_seconds=None):
@@ -412,7 +403,7 @@ class Client:
 
     def delete(self, name):
         """DELETE /v1/sessions/{name}."""
-        self._request("DELETE", self._path(name), retry=_RETRY_STALE)
+        self._request("DELETE", self._path(name), retry=_RETRY_NONE)
 
     def params(self, name, binary=False, numpy=None):
         """GET .../params: (step, params).  binary=True asks for raw bytes and
@@ -443,7 +434,7 @@ class Client:
         with step_mismatch otherwise, which makes retries safe."""
         binary = isinstance(gradient, array.array) or _is_numpy(gradient)
         query = None if return_params else [("return", "none")]
-        retry = _RETRY_CAS if expect_step is not None else _RETRY_STALE
+        retry = _RETRY_CAS if expect_step is not None else _RETRY_NONE
         try:
             if binary:
                 raw, dtype = _encode_binary(gradient)
