@@ -409,8 +409,8 @@ void optd_route_sessions_list(optd_req_t *req)
         optd_session_config_free(&cfg);
     }
     json_t *doc = bad ? NULL
-                      : json_pack("{sOs?}", "sessions", arr, "next_after",
-                                  more && n ? list[n - 1]->name : NULL);
+                      : json_pack("{sOso}", "sessions", arr, "next_after",
+                                  more && n ? json_string(list[n - 1]->name) : json_null());
     if (!doc) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory listing sessions");
         goto out;

@@ -390,10 +390,11 @@ int optd_http_start(optd_server_t *srv, optd_err_t *err)
     }
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
+    /* The logger goes first so MHD's messages about later options reach it. */
     srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv,
+                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
                                 MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!srv->mhd)
         return optd_err_set(err, OPTD_EIO, "cannot serve on %s%s (see the libmicrohttpd message above)",
