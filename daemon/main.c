@@ -176,6 +176,15 @@ static void on_hup(uv_signal_t *h, int signum)
 
 /* ---- start ------------------------------------------------------------------ */
 
+/* A start-up failure goes to the log, and also to stderr when the log is a
+ * file, so whoever started the daemon sees why it did not start. */
+static void startup_error(optd_server_t *srv, const char *msg)
+{
+    optd_log(&srv->log, OPTD_LOG_ERROR, "%s", msg);
+    if (srv->cfg.log_file)
+        fprintf(stderr, "optd: %s\n", msg);
+}
+
 static int setup_loop(optd_server_t *srv)
 {
     uv_signal_init(srv->loop, &srv->sig_term);
@@ -225,8 +234,7 @@ int main(int argc, char **argv)
     optd_metrics_init(&srv.metrics);
 
     if (srv.cfg.auth_token_file && optd_auth_load(&srv, srv.cfg.auth_token_file, &err) < 0) {
-        optd_log(&srv.log, OPTD_LOG_ERROR, "%s", err.msg);
-        fprintf(stderr, "optd: %s\n", err.msg);
+        startup_error(&srv, err.msg);
         optd_log_close(&srv.log);
         return 2;
     }
@@ -243,13 +251,17 @@ int main(int argc, char **argv)
 
     if (srv.cfg.data_dir) {
         if (optd_persist_open(srv.cfg.data_dir, srv.cfg.sync, srv.store, &srv.log, &srv.persist, &err) < 0) {
-            optd_log(&srv.log, OPTD_LOG_ERROR, "cannot use --data-dir: %s", err.msg);
+            char msg[OPTD_ERR_MSG_MAX + 64];
+            snprintf(msg, sizeof msg, "cannot use --data-dir: %s", err.msg);
+            startup_error(&srv, msg);
             goto out;
         }
         optd_persist_stats_t stats;
         memset(&stats, 0, sizeof stats);
         if (optd_persist_load(srv.persist, &stats, &err) < 0) {
-            optd_log(&srv.log, OPTD_LOG_ERROR, "cannot load --data-dir %s: %s", srv.cfg.data_dir, err.msg);
+            char msg[OPTD_ERR_MSG_MAX + 64];
+            snprintf(msg, sizeof msg, "cannot load --data-dir: %s", err.msg);
+            startup_error(&srv, msg);
             goto out;
         }
         optd_log(&srv.log, OPTD_LOG_INFO,
@@ -270,8 +282,7 @@ int main(int argc, char **argv)
     }
 
     if (optd_http_start(&srv, &err) < 0) {
-        optd_log(&srv.log, OPTD_LOG_ERROR, "%s", err.msg);
-        fprintf(stderr, "optd: %s\n", err.msg);
+        startup_error(&srv, err.msg);
         status = err.code == OPTD_EINVAL ? 2 : 1;
         finish_stop(&srv);
         uv_run(&loop, UV_RUN_DEFAULT);
