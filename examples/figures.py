@@ -78,6 +78,8 @@ SURFACES = {
                }),
 }
 
+LEGEND = {"rosenbrock": "lower left", "beale": "upper right", "saddle": "lower left"}
+
 COLORS = {"sgd": "#1f77b4", "sgd+momentum": "#ff7f0e", "adagrad": "#2ca02c",
           "rmsprop": "#d62728", "adam": "#9467bd"}
 
@@ -124,7 +126,7 @@ def draw(surface, paths, out, steps):
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_title("%s: %d steps per optimizer, each through optd" % (surface, steps))
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.85)
+    ax.legend(loc=LEGEND[surface], fontsize=8, framealpha=0.85)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

@@ -51,8 +51,9 @@ def run(client, data, members=16, rounds=12, interval=20, seed=0, exploit=True, 
                 # The loser's slot becomes a fork of the winner under a new
                 # name (names are never reused, so no client can mistake the
                 # copy for the old member).
-                generation[loser] += 1
-                new = "%s-g%d" % (loser.split("-g")[0], generation[loser])
+                slot = loser.split("-g")[0]
+                generation[slot] += 1
+                new = "%s-g%d" % (slot, generation[slot])
                 client.delete(loser)
                 d = client.create(new, from_=winner, labels={"study": tag})
                 lr = client.get(winner)["hyperparameters"]["lr"] * float(rng.choice([0.8, 1.25]))

@@ -70,7 +70,7 @@ class Nginx:
     def start(self):
         self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", self.conf, "-e",
                                       os.path.join(self.dir, "error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,77 @@
+"""test_examples.py: the examples run against the real daemon and do what
+README says they do (quick settings, well under a minute together).
+
+- digits.py with adam reaches at least 95% test accuracy;
+- figures.py draws its three pictures through optd, and Adam's Rosenbrock
+  path ends near the minimum; the committed docs/figures are small PNGs;
+- pbt.py forks and re-tunes sessions and prints the best schedule.
+"""
+
+import importlib.util
+import os
+import re
+import subprocess
+import tempfile
+import unittest
+
+from harness import REPO, DaemonTestCase
+
+HAVE_LIBS = all(importlib.util.find_spec(m) for m in ("numpy", "sklearn", "matplotlib"))
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@unittest.skipUnless(HAVE_LIBS, "python3-numpy/-sklearn/-matplotlib missing (install-deps test)")
+class Examples(DaemonTestCase):
+    FLAGS = ["--log-level", "warn"]
+
+    def run_example(self, *argv):
+        env = dict(os.environ, OPTD_URL="http://127.0.0.1:%d" % self.d.port, MPLBACKEND="Agg")
+        p = subprocess.run(["/usr/bin/python3"] + list(argv), cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out[-4000:])
+        return out
+
+    def test_digits_adam(self):
+        out = self.run_example("examples/digits.py", "--optimizers", "adam,sgd")
+        m = re.search(r"^adam\s.*?([\d.]+)%", out, re.M)
+        self.assertTrue(m, out)
+        self.assertGreaterEqual(float(m.group(1)), 95.0, out)
+        self.assertRegex(out, r"(?m)^sgd\s.*%")
+        # The sessions were deleted afterwards.
+        self.assertEqual(self.d.get("/v1/sessions?prefix=digits-").body["sessions"], [])
+
+    def test_figures(self):
+        with tempfile.TemporaryDirectory() as d:
+            out = self.run_example("examples/figures.py", "--out", d)
+            for surface in ("rosenbrock", "beale", "saddle"):
+                path = os.path.join(d, "paths-%s.png" % surface)
+                with open(path, "rb") as f:
+                    self.assertEqual(f.read(8), PNG, path)
+                self.assertLess(os.path.getsize(path), 200 * 1024)
+        m = re.search(r"rosenbrock:\n(?:.*\n)*?\s+adam\s+\d+ steps\s+ends at \(\s*([-\d.]+),\s*([-\d.]+)\)", out)
+        self.assertTrue(m, out)
+        self.assertAlmostEqual(float(m.group(1)), 1.0, delta=0.01)
+        self.assertAlmostEqual(float(m.group(2)), 1.0, delta=0.01)
+
+    def test_committed_figures(self):
+        for surface in ("rosenbrock", "beale", "saddle"):
+            path = os.path.join(REPO, "docs", "figures", "paths-%s.png" % surface)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(8), PNG, path)
+            self.assertLess(os.path.getsize(path), 200 * 1024, path)
+
+    def test_pbt(self):
+        out = self.run_example("examples/pbt.py", "--members", "8", "--rounds", "4",
+                               "--interval", "15")
+        m = re.search(r"best PBT schedule \(from step: lr\): (.*)", out)
+        self.assertTrue(m, out)
+        self.assertRegex(out, r"PBT \(best member\)\s+[\d.]+%\s+[\d.]+%")
+        self.assertRegex(out, r"best fixed lr = [\d.e-]+\s+[\d.]+%\s+[\d.]+%")
+        self.assertEqual(self.d.get("/v1/sessions?prefix=pbt-").body["sessions"], [])
+        self.assertEqual(self.d.get("/v1/sessions?prefix=fixed-").body["sessions"], [])
+
+
+if __name__ == "__main__":
+    unittest.main()
