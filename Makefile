@@ -75,6 +75,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdaemon.a $(BUILD)/liboptd.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs check 2>/dev/null)
 
+# LD_PRELOAD fault-injection shim (failing write/fsync) for the persistence
+# tests; built without sanitizers so it can be preloaded into any build.
+$(BUILD)/faults/failio.so: tests/faults/failio.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=gnu11 -Wall -Wextra -Werror -fPIC -shared -o $@ $< -ldl
+$(BUILD)/tests/test_persist: | $(BUILD)/faults/failio.so
+
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libdaemon.a $(BUILD)/liboptd.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)

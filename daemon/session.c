@@ -370,8 +370,7 @@ static const optd_history_entry_t *history_at(const optd_session_t *s, size_t i)
     return &s->history[(s->history_head + i) % s->history_alloc];
 }
 
-/* The image copy, with s->mu held. */
-static int copy_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err)
+int optd_session_copy_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err)
 {
     memset(img, 0, sizeof *img);
     memcpy(img->name, s->name, sizeof img->name);
@@ -407,7 +406,7 @@ nomem:
 int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_err_t *err)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = copy_image_locked(s, img, err);
+    int rc = optd_session_copy_image_locked(s, img, err);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

@@ -164,6 +164,9 @@ int optd_session_copy_descriptor(optd_session_t *s, optd_session_config_t *cfg, 
                                  optd_err_t *err);
 /* Full image (for state export, fork and snapshots): 0 or OPTD_ENOMEM. */
 int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
+/* The same with s->mu already held by the caller (persistence, which reads
+ * the version under the same hold). */
+int optd_session_copy_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
 /* Copies params into out (size * dtype bytes) and returns the step. */
 uint64_t optd_session_copy_params(optd_session_t *s, void *out);
 /* History entries with step > after_step, the newest `limit` of them

@@ -303,7 +303,8 @@ int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_sessi
     size_t k;
     if (snapshot_all(store, q, &v, &k))
         return optd_err_set(err, OPTD_ENOMEM, "out of memory listing sessions");
-    qsort(v, k, sizeof *v, by_name);
+    if (k > 1)
+        qsort(v, k, sizeof *v, by_name);
 
     /* Labels and the deleted flag need each session's lock, taken without
      * the table lock; walk in name order until one match past the limit. */

@@ -1,0 +1,440 @@
+/* journal.c: the --sync always journal and its group commit (journal.h).
+ *
+ * Appenders queue a record (on their own stack) under the journal mutex and
+ * wait; the writer thread takes the whole queue, writes it with one write
+ * and one fdatasync, and wakes everyone in it.  While one batch is being
+ * synced the next one gathers, so under load every fsync carries many
+ * records.  If a write or sync fails, the file is cut back to where the
+ * batch began, so a record whose client was told 507 is never replayed; if
+ * even that fails the journal refuses appends until it is rotated (the next
+ * flush writes every session into its snapshot and starts a clean file). */
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "fileio.h"
+
+typedef struct jrec {
+    struct jrec *next;
+    uint8_t hdr[OPTD_JREC_HEADER];
+    const uint8_t *payload;
+    size_t len;
+    uint8_t crc[4];
+    uint64_t lsn;
+    int rc;
+    int err_no;
+    bool done;
+} jrec_t;
+
+struct optd_journal {
+    pthread_mutex_t mu;
+    pthread_cond_t work;  /* queue non-empty, or stop */
+    pthread_cond_t done;  /* a batch finished */
+    jrec_t *head, *tail;  /* waiting records, in LSN order */
+    bool busy;            /* the writer is writing a batch */
+    bool stop;
+    bool broken;          /* a failed batch could not be cut off yet: the writer
+                             retries the cut before writing anything more */
+    int dirfd;
+    int fd;
+    uint64_t seq;
+    uint64_t next_lsn;
+    off_t off;            /* end of the last durable record */
+    optd_logger_t *log;
+    pthread_t thread;
+};
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        size_t k = n > (1u << 30) ? (1u << 30) : n;
+        crc = (uint32_t)crc32(crc, p, (uInt)k);
+        p += k;
+        n -= k;
+    }
+    return crc;
+}
+
+void optd_journal_file_name(uint64_t seq, char *out)
+{
+    snprintf(out, 40, "journal-%016llx.log", (unsigned long long)seq);
+}
+
+int optd_journal_parse_name(const char *name, uint64_t *seq)
+{
+    if (strlen(name) != 28 || strncmp(name, "journal-", 8) != 0 || strcmp(name + 24, ".log") != 0)
+        return -1;
+    uint64_t v = 0;
+    for (int i = 8; i < 24; i++) {
+        char c = name[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    *seq = v;
+    return 0;
+}
+
+/* Creates journal file seq with its header, durable (file and directory). */
+static int create_file(int dirfd, uint64_t seq, int *fd_out, optd_err_t *err)
+{
+    char name[40];
+    optd_journal_file_name(seq, name);
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return optd_err_set(err, OPTD_EIO, "cannot create journal %s: %s", name, strerror(errno));
+    uint8_t hdr[OPTD_JOURNAL_HEADER];
+    memcpy(hdr, OPTD_JOURNAL_MAGIC, 8);
+    put_u32(hdr + 8, OPTD_JOURNAL_VERSION);
+    put_u32(hdr + 12, 0);
+    put_u64(hdr + 16, seq);
+    int rc = optd_file_write_all(fd, hdr, sizeof hdr);
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = optd_dir_sync(dirfd);
+    if (rc != 0) {
+        close(fd);
+        unlinkat(dirfd, name, 0);
+        return optd_err_set(err, OPTD_EIO, "cannot write journal %s: %s", name, strerror(-rc));
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* Writes a batch at j->off and makes it durable; on failure cuts the file
+ * back to j->off.  Runs in the writer thread without the mutex; only the
+ * writer touches fd and off while busy. */
+static int write_batch(optd_journal_t *j, jrec_t *batch, int *err_no, bool *broke)
+{
+    size_t total = 0;
+    for (jrec_t *r = batch; r; r = r->next)
+        total += OPTD_JREC_HEADER + r->len + 4;
+    int rc = 0;
+    uint8_t *buf = malloc(total);
+    if (buf) {
+        size_t o = 0;
+        for (jrec_t *r = batch; r; r = r->next) {
+            memcpy(buf + o, r->hdr, OPTD_JREC_HEADER);
+            o += OPTD_JREC_HEADER;
+            memcpy(buf + o, r->payload, r->len);
+            o += r->len;
+            memcpy(buf + o, r->crc, 4);
+            o += 4;
+        }
+        rc = optd_file_write_all(j->fd, buf, total);
+        free(buf);
+    } else {
+        /* No memory for one contiguous buffer: write piece by piece. */
+        for (jrec_t *r = batch; r && rc == 0; r = r->next) {
+            rc = optd_file_write_all(j->fd, r->hdr, OPTD_JREC_HEADER);
+            if (rc == 0)
+                rc = optd_file_write_all(j->fd, r->payload, r->len);
+            if (rc == 0)
+                rc = optd_file_write_all(j->fd, r->crc, 4);
+        }
+    }
+    if (rc == 0 && fdatasync(j->fd) != 0)
+        rc = -errno;
+    if (rc == 0) {
+        j->off += (off_t)total;
+        return 0;
+    }
+    *err_no = -rc;
+    /* Cut the failed batch off so it can never be replayed, and make the
+     * cut durable; the file position must follow. */
+    if (ftruncate(j->fd, j->off) != 0 || lseek(j->fd, j->off, SEEK_SET) != j->off ||
+        fdatasync(j->fd) != 0) {
+        *broke = true;
+        optd_log(j->log, OPTD_LOG_ERROR,
+                 "journal: cannot cut off a failed write (%s); refusing changes until it can",
+                 strerror(errno));
+    }
+    return OPTD_EIO;
+}
+
+static void *writer_main(void *arg)
+{
+    optd_journal_t *j = arg;
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        while (!j->head && !j->stop)
+            pthread_cond_wait(&j->work, &j->mu);
+        if (!j->head)
+            break;
+        jrec_t *batch = j->head;
+        j->head = j->tail = NULL;
+        j->busy = true;
+        bool broken = j->broken;
+        pthread_mutex_unlock(&j->mu);
+
+        /* A file left with a failed batch at its end is cut again first;
+         * only once that works do records go after it. */
+        if (broken && ftruncate(j->fd, j->off) == 0 && lseek(j->fd, j->off, SEEK_SET) == j->off &&
+            fdatasync(j->fd) == 0) {
+            broken = false;
+            optd_log(j->log, OPTD_LOG_WARN, "journal: repaired after a failed write");
+        }
+        int err_no = EIO;
+        int rc = OPTD_EIO;
+        if (!broken)
+            rc = write_batch(j, batch, &err_no, &broken);
+        if (rc != 0)
+            optd_log(j->log, OPTD_LOG_ERROR, "journal: write failed: %s", strerror(err_no));
+
+        pthread_mutex_lock(&j->mu);
+        for (jrec_t *r = batch, *next; r; r = next) {
+            next = r->next; /* r may vanish once done is set and seen */
+            r->rc = rc;
+            r->err_no = err_no;
+            r->done = true;
+        }
+        j->busy = false;
+        j->broken = broken;
+        pthread_cond_broadcast(&j->done);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t *log,
+                      optd_journal_t **out, optd_err_t *err)
+{
+    *out = NULL;
+    optd_journal_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory opening the journal");
+    j->dirfd = dirfd;
+    j->seq = seq;
+    j->next_lsn = next_lsn ? next_lsn : 1;
+    j->log = log;
+    j->off = OPTD_JOURNAL_HEADER;
+    int rc = create_file(dirfd, seq, &j->fd, err);
+    if (rc) {
+        free(j);
+        return rc;
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->work, NULL);
+    pthread_cond_init(&j->done, NULL);
+    if (pthread_create(&j->thread, NULL, writer_main, j) != 0) {
+        close(j->fd);
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->work);
+        pthread_cond_destroy(&j->done);
+        free(j);
+        return optd_err_set(err, OPTD_ENOMEM, "cannot start the journal writer thread");
+    }
+    *out = j;
+    return 0;
+}
+
+int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *payload, size_t len,
+                        uint64_t *lsn, optd_err_t *err)
+{
+    jrec_t r = {.payload = payload, .len = len};
+    put_u32(r.hdr, OPTD_JREC_MAGIC);
+    put_u32(r.hdr + 4, type);
+    put_u64(r.hdr + 16, (uint64_t)len);
+
+    pthread_mutex_lock(&j->mu);
+    if (j->stop) {
+        pthread_mutex_unlock(&j->mu);
+        return optd_err_set(err, OPTD_EIO,
+                            "the change could not be made durable: the journal is unavailable");
+    }
+    r.lsn = j->next_lsn++;
+    put_u64(r.hdr + 8, r.lsn);
+    uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), r.hdr, OPTD_JREC_HEADER);
+    crc = crc_update(crc, payload, len);
+    put_u32(r.crc, crc);
+    if (j->tail)
+        j->tail->next = &r;
+    else
+        j->head = &r;
+    j->tail = &r;
+    pthread_cond_signal(&j->work);
+    while (!r.done)
+        pthread_cond_wait(&j->done, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+    if (r.rc != 0)
+        return optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s",
+                            strerror(r.err_no));
+    *lsn = r.lsn;
+    return 0;
+}
+
+int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err)
+{
+    pthread_mutex_lock(&j->mu);
+    /* Wait for the batch being written; new appends queue meanwhile and go
+     * to the new file. */
+    while (j->busy)
+        pthread_cond_wait(&j->done, &j->mu);
+    if (j->off == OPTD_JOURNAL_HEADER && !j->broken && !j->head) {
+        pthread_mutex_unlock(&j->mu);
+        return 1;
+    }
+    int fd;
+    int rc = create_file(j->dirfd, j->seq + 1, &fd, err);
+    if (rc == 0) {
+        close(j->fd);
+        j->fd = fd;
+        *old_seq = j->seq;
+        j->seq++;
+        j->off = OPTD_JOURNAL_HEADER;
+        j->broken = false;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+uint64_t optd_journal_seq(optd_journal_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    uint64_t s = j->seq;
+    pthread_mutex_unlock(&j->mu);
+    return s;
+}
+
+void optd_journal_close(optd_journal_t *j)
+{
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    j->stop = true;
+    pthread_cond_signal(&j->work);
+    pthread_mutex_unlock(&j->mu);
+    pthread_join(j->thread, NULL);
+    close(j->fd);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->work);
+    pthread_cond_destroy(&j->done);
+    free(j);
+}
+
+/* ---- replay ----------------------------------------------------------------------- */
+
+int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
+                        int (*fn)(void *arg, uint32_t type, uint64_t lsn, const uint8_t *payload,
+                                  size_t len),
+                        void *arg, size_t *set_aside, optd_err_t *err)
+{
+    uint8_t *buf;
+    size_t len;
+    int rc = optd_file_read_all(dirfd, name, &buf, &len);
+    if (rc)
+        return optd_err_set(err, OPTD_EIO, "cannot read journal %s: %s", name, strerror(-rc));
+
+    const char *why = NULL;
+    if (len < OPTD_JOURNAL_HEADER)
+        why = "truncated header";
+    else if (memcmp(buf, OPTD_JOURNAL_MAGIC, 8) != 0)
+        why = "wrong magic";
+    else if (get_u32(buf + 8) != OPTD_JOURNAL_VERSION)
+        why = "unknown format version";
+    if (why) {
+        char aside[300];
+        int e = optd_file_set_aside(dirfd, name, aside, sizeof aside);
+        optd_log(log, OPTD_LOG_ERROR, "journal %s: %s; %s", name, why,
+                 e ? "could not be renamed aside" : "renamed aside");
+        if (e == 0 && set_aside)
+            (*set_aside)++;
+        free(buf);
+        return 0;
+    }
+
+    size_t off = OPTD_JOURNAL_HEADER;
+    bool short_tail = false;
+    while (off < len) {
+        size_t left = len - off;
+        if (left < OPTD_JREC_HEADER) {
+            why = "torn record header";
+            short_tail = true;
+            break;
+        }
+        const uint8_t *h = buf + off;
+        uint64_t plen = get_u64(h + 16);
+        if (get_u32(h) != OPTD_JREC_MAGIC) {
+            why = "bad record magic";
+            break;
+        }
+        if (plen > left - OPTD_JREC_HEADER || left - OPTD_JREC_HEADER - plen < 4) {
+            why = "torn record";
+            short_tail = true;
+            break;
+        }
+        uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), h, OPTD_JREC_HEADER + plen);
+        if (crc != get_u32(h + OPTD_JREC_HEADER + plen)) {
+            why = "bad record checksum";
+            break;
+        }
+        uint32_t type = get_u32(h + 4);
+        if (type != OPTD_JREC_IMAGE && type != OPTD_JREC_DELETE) {
+            why = "unknown record type";
+            break;
+        }
+        int stop = fn(arg, type, get_u64(h + 8), h + OPTD_JREC_HEADER, (size_t)plen);
+        if (stop) {
+            free(buf);
+            return stop;
+        }
+        off += OPTD_JREC_HEADER + (size_t)plen + 4;
+    }
+    if (why) {
+        /* A short tail is what a crash mid-append leaves: cut it.  Anything
+         * else is damage: keep a copy of the whole file first. */
+        bool kept = false;
+        if (!short_tail) {
+            char aside[300];
+            snprintf(aside, sizeof aside, "%s.damaged-copy", name);
+            if (optd_file_write_synced(dirfd, aside, buf, len) == 0) {
+                char final[320];
+                kept = optd_file_set_aside(dirfd, aside, final, sizeof final) == 0;
+                if (kept && set_aside)
+                    (*set_aside)++;
+            }
+        }
+        int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        bool cut = fd >= 0 && ftruncate(fd, (off_t)off) == 0 && fdatasync(fd) == 0;
+        if (fd >= 0)
+            close(fd);
+        optd_log(log, short_tail ? OPTD_LOG_WARN : OPTD_LOG_ERROR,
+                 "journal %s: %s at offset %zu of %zu; %s%s", name, why, off, len,
+                 cut ? "truncated after the last good record" : "could not truncate it",
+                 short_tail ? "" : (kept ? " (damaged copy kept)" : " (no copy could be kept)"));
+    }
+    free(buf);
+    return 0;
+}

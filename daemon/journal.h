@@ -1,0 +1,71 @@
+/* journal.h: the append-only journal of --sync always, with group commit.
+ *
+ * One journal file at a time receives records (a full session image, or a
+ * delete), each framed with its sequence number (LSN) and a CRC-32.  A
+ * writer thread takes every record waiting, writes them together and makes
+ * them durable with one fdatasync, then wakes all their waiters: concurrent
+ * requests share one fsync round.  When a flush has written every session
+ * into its snapshot file, the journal is rotated to a new file and the old
+ * ones are deleted.  Layout: docs/persistence.md. */
+#ifndef OPTD_JOURNAL_H
+#define OPTD_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "optd/error.h"
+
+#define OPTD_JOURNAL_MAGIC "OPTDJRNL"
+#define OPTD_JOURNAL_VERSION 1u
+#define OPTD_JOURNAL_HEADER 24u   /* file: magic, version, flags, sequence */
+#define OPTD_JREC_HEADER 24u      /* record: magic, type, lsn, payload length */
+#define OPTD_JREC_MAGIC 0x4A524543u /* "CERJ" little-endian: "JREC" read backwards */
+
+enum {
+    OPTD_JREC_IMAGE = 1,  /* payload: a snapshot (snapshot.h) */
+    OPTD_JREC_DELETE = 2  /* payload: u16 length + the session name */
+};
+
+typedef struct optd_journal optd_journal_t;
+
+/* Creates journal file number seq in dirfd (named optd_journal_file_name)
+ * and starts the writer thread.  Records get LSNs from next_lsn on.
+ * 0 or OPTD_EIO / OPTD_ENOMEM. */
+int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t *log,
+                      optd_journal_t **out, optd_err_t *err);
+
+/* Appends one record and waits until it is durable: 0 with *lsn set, or
+ * OPTD_EIO (nothing of it will be replayed).  Thread-safe. */
+int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *payload, size_t len,
+                        uint64_t *lsn, optd_err_t *err);
+
+/* Switches appends to a new file (the next sequence number) once the
+ * records in flight are written; *old_seq is the number of the file
+ * closed.  0, 1 when the current file holds no record (nothing to do), or
+ * OPTD_EIO (appends continue in the old file). */
+int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err);
+
+/* The sequence number of the file receiving appends now. */
+uint64_t optd_journal_seq(optd_journal_t *j);
+
+/* Stops the writer (after writing what is queued) and closes the file. */
+void optd_journal_close(optd_journal_t *j);
+
+/* "journal-<16 hex digits>.log"; out holds 40 bytes. */
+void optd_journal_file_name(uint64_t seq, char *out);
+/* Parses such a name: 0 and *seq, or -1. */
+int optd_journal_parse_name(const char *name, uint64_t *seq);
+
+/* Reads journal file path and calls fn for each good record in order.  A
+ * torn or damaged tail is cut off: the file is truncated after the last
+ * good record (when it is damaged other than by a short tail, a copy of the
+ * whole file is kept first as <path>.damaged-<time>) and logged.  A file
+ * whose header is bad is renamed aside whole.  fn returning non-zero stops
+ * the replay with that value.  0, or OPTD_EIO when the file cannot be read. */
+int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
+                        int (*fn)(void *arg, uint32_t type, uint64_t lsn, const uint8_t *payload,
+                                  size_t len),
+                        void *arg, size_t *set_aside, optd_err_t *err);
+
+#endif

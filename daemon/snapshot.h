@@ -1,0 +1,47 @@
+/* snapshot.h: the on-disk encoding of one session (format version 1).
+ *
+ * A snapshot is a self-contained byte string: magic, format version, body
+ * length, the body (metadata, history, params, state buffers) and a zlib
+ * CRC-32 of everything before it.  The same bytes are a session's snapshot
+ * file and the payload of a journal image record.  docs/persistence.md
+ * describes the layout field by field.  Decoding is paranoid: it checks
+ * every length against the bytes present and validates the result, so it
+ * is safe to run on any input (it is fuzzed). */
+#ifndef OPTD_SNAPSHOT_H
+#define OPTD_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "optd/error.h"
+#include "session.h"
+
+#define OPTD_SNAP_MAGIC "OPTDSNAP"
+#define OPTD_SNAP_VERSION 1u
+#define OPTD_SNAP_HEADER 24u  /* magic, version, flags, body length */
+#define OPTD_SNAP_TRAILER 4u  /* CRC-32 */
+
+/* Longest snapshot file name: "s-" + base32 of a 128-byte name + ".snap". */
+#define OPTD_SNAP_FILE_MAX 224
+
+/* Encodes img with journal sequence number lsn into a malloc'd buffer
+ * (*out, *len; caller frees).  0 or OPTD_ENOMEM. */
+int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t **out,
+                         size_t *len, optd_err_t *err);
+
+/* Decodes buf into img (owned by the caller afterwards: free with
+ * optd_session_image_free) and *lsn.  0, OPTD_ECORRUPT with the reason in
+ * err ("truncated", "bad checksum", "unknown format version 7", ...), or
+ * OPTD_ENOMEM.  On error img is left empty. */
+int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *img, uint64_t *lsn,
+                         optd_err_t *err);
+
+/* The file name of session name: "s-" + lowercase RFC 4648 base32 of the
+ * name (no padding) + ".snap".  Only [a-z2-7] from the name reach the disk,
+ * so "..", "/" and names that differ only in case can neither escape the
+ * directory nor collide on a case-insensitive file system.  (Hex would not
+ * fit a 128-byte name in 255-byte file names.)  out holds at least
+ * OPTD_SNAP_FILE_MAX + 1 bytes. */
+void optd_snapshot_file_name(const char *name, char *out);
+
+#endif

@@ -1,0 +1,799 @@
+/* test_persist.c: persistence: snapshot round trips (every optimizer, both
+ * dtypes, all metadata, bit-exact), damaged files (truncated at every
+ * offset, every bit flipped, zeroed, unknown version, garbage) set aside
+ * while the rest loads, journal replay with a torn tail and stale records,
+ * the data directory lock, safe file names, and write failures injected by
+ * the LD_PRELOAD shim tests/faults/failio.c (the binary re-executes itself
+ * with the shim preloaded). */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "journal.h"
+#include "persist.h"
+#include "snapshot.h"
+
+static char failio_ctl[256]; /* exists while faults are on */
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+static void mktemp_dir(char *out, size_t cap, const char *tag)
+{
+    snprintf(out, cap, "/tmp/optd-%s-XXXXXX", tag);
+    ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+typedef struct world {
+    optd_store_t *st;
+    optd_persist_t *p;
+    optd_persist_stats_t stats;
+    optd_logger_t log;
+} world_t;
+
+static void world_open(world_t *w, const char *dir, optd_sync_mode_t mode)
+{
+    optd_err_t err;
+    optd_store_limits_t lim = {.max_sessions = 1000, .max_params = 0, .history = 50};
+    ck_assert_int_eq(optd_store_new(&lim, &w->st, &err), 0);
+    optd_log_init(&w->log);
+    char logpath[600];
+    snprintf(logpath, sizeof logpath, "%s.log", dir);
+    ck_assert_int_eq(optd_log_open(&w->log, strdup(logpath)), 0);
+    ck_assert_msg(optd_persist_open(dir, mode, w->st, &w->log, &w->p, &err) == 0, "%s", err.msg);
+    ck_assert_msg(optd_persist_load(w->p, &w->stats, &err) == 0, "%s", err.msg);
+}
+
+/* Without a flush this is what a crash leaves, as far as files go (the
+ * journal writer has already made every acknowledged record durable). */
+static void world_close(world_t *w, bool flush)
+{
+    if (flush) {
+        size_t n;
+        optd_err_t err;
+        ck_assert_msg(optd_persist_flush(w->p, &n, &err) == 0, "%s", err.msg);
+    }
+    optd_persist_close(w->p);
+    optd_store_free(w->st);
+    free((char *)w->log.path);
+    optd_log_close(&w->log);
+}
+
+static optd_session_t *rich(const char *name, optd_optim_kind_t kind, optd_dtype_t dt)
+{
+    optd_err_t err;
+    optd_session_config_t cfg = {.kind = kind, .dtype = dt};
+    optd_hparams_default(kind, &cfg.hp);
+    /* switch on every optional buffer */
+    if (kind == OPTD_SGD)
+        cfg.hp.momentum = 0.9;
+    if (kind == OPTD_RMSPROP) {
+        cfg.hp.centered = true;
+        cfg.hp.momentum = 0.5;
+    }
+    if (kind == OPTD_ADAM || kind == OPTD_ADAMW)
+        cfg.hp.amsgrad = true;
+    cfg.hp.weight_decay = 0.01;
+    cfg.has_schedule = true;
+    cfg.schedule = (optd_schedule_t){.type = OPTD_SCHED_COSINE, .t_max = 100, .eta_min = 1e-5,
+                                     .warmup_steps = 3};
+    cfg.max_grad_norm = 1.5;
+    cfg.ttl_seconds = 3600;
+    ck_assert_int_eq(optd_session_config_add_label(&cfg, "study", "lr-sweep", &err), 0);
+    ck_assert_int_eq(optd_session_config_add_label(&cfg, "trial", "17", &err), 0);
+    double p64[5] = {0.5, -1.25, 3.0, 1e-300, -7.75};
+    float p32[5] = {0.5f, -1.25f, 3.0f, 1e-30f, -7.75f};
+    optd_session_t *s;
+    ck_assert_int_eq(
+        optd_session_create(name, &cfg, 5, dt == OPTD_FLOAT64 ? (void *)p64 : (void *)p32, 50,
+                            &s, &err),
+        0);
+    optd_session_config_free(&cfg);
+    return s;
+}
+
+static void step_n(optd_session_t *s, int n)
+{
+    optd_err_t err;
+    for (int i = 0; i < n; i++) {
+        double g64[5], loss = 1.0 / (i + 2);
+        float g32[5];
+        for (int k = 0; k < 5; k++) {
+            g64[k] = (k - 2) * 0.3 + 0.01 * i;
+            g32[k] = (float)g64[k];
+        }
+        const void *g = s->cfg.dtype == OPTD_FLOAT64 ? (void *)g64 : (void *)g32;
+        ck_assert_msg(optd_session_step(s, g, NULL, i % 2 ? &loss : NULL, NULL, NULL, &err) == 0,
+                      "%s", err.msg);
+    }
+}
+
+/* The session's whole image as snapshot bytes: equal bytes, equal sessions. */
+static uint8_t *image_bytes(optd_session_t *s, size_t *len)
+{
+    optd_session_image_t img;
+    optd_err_t err;
+    uint8_t *buf;
+    ck_assert_int_eq(optd_session_copy_image(s, &img, &err), 0);
+    ck_assert_int_eq(optd_snapshot_encode(&img, 0, &buf, len, &err), 0);
+    optd_session_image_free(&img);
+    return buf;
+}
+
+static uint8_t *image_of(optd_store_t *st, const char *name, size_t *len)
+{
+    optd_session_t *s = optd_store_get(st, name);
+    ck_assert_msg(s != NULL, "session %s missing", name);
+    uint8_t *b = image_bytes(s, len);
+    optd_session_release(s);
+    return b;
+}
+
+static void put(world_t *w, optd_session_t *s)
+{
+    optd_err_t err;
+    ck_assert_msg(optd_store_insert(w->st, s, false, NULL, &err) == 0, "%s", err.msg);
+}
+
+static size_t count_files(const char *dir, const char *needle)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strstr(e->d_name, needle) != NULL;
+    closedir(d);
+    return n;
+}
+
+static void remove_files(const char *dir, const char *needle)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[800];
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, needle)) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static void write_file(const char *path, const void *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(b, 1, len, f), len);
+    fclose(f);
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+    size_t n;
+    char *b = (char *)read_file(path, &n);
+    b[n] = 0;
+    bool found = strstr(b, needle) != NULL;
+    free(b);
+    return found;
+}
+
+static void snap_path(const char *dir, const char *name, char *out, size_t cap)
+{
+    char f[OPTD_SNAP_FILE_MAX + 1];
+    optd_snapshot_file_name(name, f);
+    snprintf(out, cap, "%s/%s", dir, f);
+}
+
+/* ---- tests ------------------------------------------------------------------------- */
+
+START_TEST(file_names)
+{
+    char a[OPTD_SNAP_FILE_MAX + 1], b[OPTD_SNAP_FILE_MAX + 1];
+    optd_snapshot_file_name("run", a);
+    optd_snapshot_file_name("RUN", b);
+    ck_assert_str_ne(a, b);
+    ck_assert_str_eq(a, "s-oj2w4.snap"); /* base32("run") = OJ2W4=== */
+    for (const char *p = a + 2; *p != '.'; p++)
+        ck_assert(strchr("abcdefghijklmnopqrstuvwxyz234567", *p));
+    char longname[129];
+    memset(longname, 'Z', 128);
+    longname[128] = 0;
+    optd_snapshot_file_name(longname, a);
+    ck_assert_uint_le(strlen(a), OPTD_SNAP_FILE_MAX);
+    ck_assert_uint_le(strlen(a) + strlen(".damaged-20261128T120000Z-999"), 255);
+}
+END_TEST
+
+START_TEST(round_trip_every_optimizer)
+{
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "rt");
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    uint8_t *want[OPTD_OPTIM_COUNT][2];
+    size_t wlen[OPTD_OPTIM_COUNT][2];
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
+        for (int d = 0; d < 2; d++) {
+            char name[32];
+            snprintf(name, sizeof name, "%s-%d", optd_optim_desc(k)->name, d);
+            optd_session_t *s = rich(name, (optd_optim_kind_t)k, d ? OPTD_FLOAT64 : OPTD_FLOAT32);
+            put(&w, s);
+            step_n(s, 7);
+            want[k][d] = image_bytes(s, &wlen[k][d]);
+            optd_session_release(s);
+        }
+    world_close(&w, true);
+
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    ck_assert_uint_eq(w.stats.sessions_loaded, 2 * OPTD_OPTIM_COUNT);
+    ck_assert_uint_eq(w.stats.params_loaded, 10 * OPTD_OPTIM_COUNT);
+    ck_assert_uint_eq(w.stats.files_set_aside, 0);
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
+        for (int d = 0; d < 2; d++) {
+            char name[32];
+            snprintf(name, sizeof name, "%s-%d", optd_optim_desc(k)->name, d);
+            size_t len;
+            uint8_t *got = image_of(w.st, name, &len);
+            ck_assert_uint_eq(len, wlen[k][d]);
+            ck_assert_msg(memcmp(got, want[k][d], len) == 0, "%s differs after reload", name);
+            free(got);
+            free(want[k][d]);
+            /* every optional buffer really was there to be compared */
+            optd_session_t *s = optd_store_get(w.st, name);
+            for (int b = 0; b < OPTD_BUF_COUNT; b++)
+                if (optd_optim_desc(k)->bufs & (1u << b))
+                    ck_assert_msg(s->st.buf[b] != NULL, "%s lacks %s", name,
+                                  optd_buf_name((optd_buf_t)b));
+            ck_assert_uint_eq(s->st.step, 7);
+            ck_assert_uint_eq(s->history_len, 7);
+            ck_assert_uint_eq(s->version, s->saved_version); /* clean after load */
+            optd_session_release(s);
+        }
+    /* nothing dirty: a flush writes nothing */
+    size_t n;
+    optd_err_t err;
+    ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+    world_close(&w, false);
+    rm_rf(dir);
+}
+END_TEST
+
+START_TEST(dir_lock)
+{
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "lock");
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    optd_store_limits_t lim = {.max_sessions = 10, .history = 10};
+    optd_store_t *st2;
+    optd_persist_t *p2;
+    optd_err_t err;
+    ck_assert_int_eq(optd_store_new(&lim, &st2, &err), 0);
+    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, st2, &w.log, &p2, &err), OPTD_EIO);
+    ck_assert(strstr(err.msg, "in use"));
+    world_close(&w, false);
+    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, st2, NULL, &p2, &err), 0);
+    optd_persist_close(p2);
+    optd_store_free(st2);
+    rm_rf(dir);
+}
+END_TEST
+
+/* Three sessions on disk; "victim" is then damaged by the caller. */
+static void three_sessions(const char *dir)
+{
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    const char *names[] = {"a", "victim", "z"};
+    for (int i = 0; i < 3; i++) {
+        optd_session_t *s = rich(names[i], OPTD_SGD, OPTD_FLOAT32);
+        put(&w, s);
+        step_n(s, 2);
+        optd_session_release(s);
+    }
+    world_close(&w, true);
+}
+
+/* Loads dir with the victim damaged: it must be set aside and reported,
+ * the others loaded; then clears the set-aside file. */
+static void expect_victim_set_aside(const char *dir, const char *reason)
+{
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    ck_assert_uint_eq(w.stats.files_set_aside, 1);
+    ck_assert_uint_eq(w.stats.sessions_loaded, 2);
+    optd_session_t *v = optd_store_get(w.st, "victim");
+    ck_assert_ptr_null(v);
+    optd_session_t *a = optd_store_get(w.st, "a"), *z = optd_store_get(w.st, "z");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(z);
+    ck_assert_uint_eq(a->st.step, 2);
+    optd_session_release(a);
+    optd_session_release(z);
+    const char *logpath = w.log.path;
+    char logcopy[600];
+    snprintf(logcopy, sizeof logcopy, "%s", logpath);
+    world_close(&w, false);
+    ck_assert_uint_eq(count_files(dir, ".damaged-"), 1);
+    char vf[OPTD_SNAP_FILE_MAX + 1];
+    optd_snapshot_file_name("victim", vf);
+    ck_assert_uint_eq(count_files(dir, vf), 1); /* only the damaged copy */
+    if (reason)
+        ck_assert_msg(file_contains(logcopy, reason) && file_contains(logcopy, vf),
+                      "log lacks '%s'", reason);
+    remove_files(dir, ".damaged-");
+    unlink(logcopy);
+}
+
+START_TEST(truncated_at_every_offset)
+{
+    char dir[64], vpath[400];
+    mktemp_dir(dir, sizeof dir, "trunc");
+    three_sessions(dir);
+    snap_path(dir, "victim", vpath, sizeof vpath);
+    size_t len;
+    uint8_t *orig = read_file(vpath, &len);
+    ck_assert_uint_gt(len, 100);
+    for (size_t cut = 0; cut < len; cut++) {
+        write_file(vpath, orig, cut);
+        expect_victim_set_aside(dir, cut == 0 ? "empty file" : (cut < 28 ? NULL : "truncated"));
+    }
+    /* and whole again, it loads */
+    write_file(vpath, orig, len);
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    ck_assert_uint_eq(w.stats.sessions_loaded, 3);
+    world_close(&w, false);
+    free(orig);
+    rm_rf(dir);
+}
+END_TEST
+
+START_TEST(every_bit_flip_and_other_damage)
+{
+    char dir[64], vpath[400];
+    mktemp_dir(dir, sizeof dir, "flip");
+    three_sessions(dir);
+    snap_path(dir, "victim", vpath, sizeof vpath);
+    size_t len;
+    uint8_t *orig = read_file(vpath, &len);
+    uint8_t *b = malloc(len);
+    for (size_t i = 0; i < len; i++) {
+        memcpy(b, orig, len);
+        b[i] ^= (uint8_t)(1u << (i % 8));
+        write_file(vpath, b, len);
+        expect_victim_set_aside(dir, NULL);
+    }
+    /* bad checksum, reported as such */
+    memcpy(b, orig, len);
+    b[len / 2] ^= 0x10;
+    write_file(vpath, b, len);
+    expect_victim_set_aside(dir, "bad checksum");
+    /* zeroed */
+    memset(b, 0, len);
+    write_file(vpath, b, len);
+    expect_victim_set_aside(dir, "wrong magic");
+    /* garbage */
+    for (size_t i = 0; i < len; i++)
+        b[i] = (uint8_t)(i * 131 + 7);
+    write_file(vpath, b, len);
+    expect_victim_set_aside(dir, "wrong magic");
+    /* an unknown format version, with a checksum that matches */
+    memcpy(b, orig, len);
+    b[8] = 2;
+    uint32_t crc = (uint32_t)crc32(0L, b, (uInt)(len - 4));
+    for (int k = 0; k < 4; k++)
+        b[len - 4 + k] = (uint8_t)(crc >> (8 * k));
+    write_file(vpath, b, len);
+    expect_victim_set_aside(dir, "unknown format version 2");
+    /* trailing garbage */
+    uint8_t *longer = malloc(len + 3);
+    memcpy(longer, orig, len);
+    memcpy(longer + len, "abc", 3);
+    write_file(vpath, longer, len + 3);
+    expect_victim_set_aside(dir, "trailing garbage");
+    /* another session's valid file under the victim's name */
+    char apath[400];
+    snap_path(dir, "a", apath, sizeof apath);
+    size_t alen;
+    uint8_t *a = read_file(apath, &alen);
+    write_file(vpath, a, alen);
+    expect_victim_set_aside(dir, "does not match");
+    free(a);
+    free(longer);
+    free(b);
+    free(orig);
+    rm_rf(dir);
+}
+END_TEST
+
+static char *journal_path(const char *dir, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char best[256] = "";
+    while ((e = readdir(d)))
+        if (strncmp(e->d_name, "journal-", 8) == 0 && strlen(e->d_name) == 28 &&
+            strcmp(e->d_name, best) > 0)
+            snprintf(best, sizeof best, "%s", e->d_name);
+    closedir(d);
+    ck_assert_msg(best[0], "no journal in %s", dir);
+    snprintf(out, cap, "%s/%s", dir, best);
+    return out;
+}
+
+START_TEST(journal_replay_torn_tail_and_stale_records)
+{
+    char dir[64], jpath[400];
+    mktemp_dir(dir, sizeof dir, "jrnl");
+    optd_err_t err;
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    optd_session_t *x = rich("x", OPTD_ADAM, OPTD_FLOAT64);
+    optd_session_t *y = rich("y", OPTD_NADAM, OPTD_FLOAT32);
+    put(&w, x);
+    put(&w, y);
+    step_n(x, 5);
+    step_n(y, 2);
+    ck_assert_int_eq(optd_store_remove(w.st, "y", &err), 0);
+    optd_session_t *z = rich("z", OPTD_LION, OPTD_FLOAT32);
+    put(&w, z);
+    step_n(z, 1);
+    size_t xl, zl;
+    uint8_t *xw = image_bytes(x, &xl), *zw = image_bytes(z, &zl);
+    step_n(x, 1); /* the last record: torn off below */
+    size_t x6l;
+    uint8_t *x6 = image_bytes(x, &x6l);
+    optd_session_release(x);
+    optd_session_release(y);
+    optd_session_release(z);
+    world_close(&w, false); /* crash: no snapshot was ever written */
+    ck_assert_uint_eq(count_files(dir, ".snap"), 0);
+
+    /* replay: everything acknowledged is back, the delete too */
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    ck_assert_uint_eq(w.stats.sessions_loaded, 2);
+    size_t l;
+    uint8_t *got = image_of(w.st, "x", &l);
+    ck_assert(l == x6l && memcmp(got, x6, l) == 0);
+    free(got);
+    got = image_of(w.st, "z", &l);
+    ck_assert(l == zl && memcmp(got, zw, l) == 0);
+    free(got);
+    ck_assert_ptr_null(optd_store_get(w.st, "y"));
+    world_close(&w, false);
+
+    /* a torn tail (the last record half written) is cut off; the record
+     * before it stands */
+    char first_journal[400];
+    snprintf(first_journal, sizeof first_journal, "%s/journal-0000000000000001.log", dir);
+    size_t jl;
+    uint8_t *jb = read_file(first_journal, &jl);
+    write_file(first_journal, jb, jl - 10);
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    got = image_of(w.st, "x", &l);
+    ck_assert(l == xl && memcmp(got, xw, l) == 0); /* step 5, not 6 */
+    free(got);
+    ck_assert_uint_eq(w.stats.sessions_loaded, 2);
+    ck_assert(file_contains(w.log.path, "torn record"));
+    struct stat sb;
+    ck_assert_int_eq(stat(first_journal, &sb), 0);
+    ck_assert_int_lt(sb.st_size, (off_t)jl - 10); /* cut at the last good record */
+
+    /* a flush covers the journals with snapshots and deletes them ... */
+    optd_session_t *xs = optd_store_get(w.st, "x");
+    step_n(xs, 2);
+    size_t n;
+    ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_ne(stat(first_journal, &sb), 0);
+    size_t x7l;
+    uint8_t *x7 = image_bytes(xs, &x7l);
+    optd_session_release(xs);
+    world_close(&w, false);
+
+    /* ... and an old journal put back is not replayed over newer snapshots */
+    write_file(first_journal, jb, jl);
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    got = image_of(w.st, "x", &l);
+    ck_assert(l == x7l && memcmp(got, x7, l) == 0);
+    free(got);
+    ck_assert_ptr_null(optd_store_get(w.st, "y"));
+    world_close(&w, true);
+
+    /* garbage in the middle of a journal: a copy is kept, the rest cut */
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    xs = optd_store_get(w.st, "x");
+    step_n(xs, 1);
+    optd_session_release(xs);
+    journal_path(dir, jpath, sizeof jpath);
+    world_close(&w, false);
+    jb = (free(jb), read_file(jpath, &jl));
+    jb[OPTD_JOURNAL_HEADER + 30] ^= 0xff;
+    write_file(jpath, jb, jl);
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    ck_assert(file_contains(w.log.path, "bad record checksum"));
+    ck_assert_uint_eq(w.stats.files_set_aside, 1);
+    got = image_of(w.st, "x", &l);
+    ck_assert(l == x7l && memcmp(got, x7, l) == 0); /* the damaged record is not applied */
+    free(got);
+    world_close(&w, false);
+    ck_assert_uint_eq(count_files(dir, ".damaged-"), 1);
+
+    free(jb);
+    free(xw);
+    free(zw);
+    free(x6);
+    free(x7);
+    rm_rf(dir);
+}
+END_TEST
+
+static void *step_thread(void *arg)
+{
+    step_n(arg, 50);
+    return NULL;
+}
+
+START_TEST(group_commit_many_threads)
+{
+    /* Many appenders at once share fsync rounds and every one is durable. */
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "gc");
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    enum { T = 8 };
+    optd_session_t *s[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", i);
+        s[i] = rich(name, i % 2 ? OPTD_SGD : OPTD_ADAMW, OPTD_FLOAT64);
+        put(&w, s[i]);
+    }
+    for (int i = 0; i < T; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, step_thread, s[i]), 0);
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    uint8_t *want[T];
+    size_t wl[T];
+    for (int i = 0; i < T; i++) {
+        want[i] = image_bytes(s[i], &wl[i]);
+        optd_session_release(s[i]);
+    }
+    world_close(&w, false);
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    ck_assert_uint_eq(w.stats.sessions_loaded, T);
+    for (int i = 0; i < T; i++) {
+        char name[16];
+        size_t l;
+        snprintf(name, sizeof name, "s%d", i);
+        uint8_t *got = image_of(w.st, name, &l);
+        ck_assert(l == wl[i] && memcmp(got, want[i], l) == 0);
+        free(got);
+        free(want[i]);
+    }
+    world_close(&w, false);
+    rm_rf(dir);
+}
+END_TEST
+
+/* ---- faults ----------------------------------------------------------------------------- */
+
+static void faults(bool on)
+{
+    if (on)
+        write_file(failio_ctl, "", 0);
+    else
+        unlink(failio_ctl);
+}
+
+START_TEST(write_failures_sync_always)
+{
+    ck_assert_msg(getenv("FAILIO_ACTIVE"), "the failio shim is not preloaded");
+    char top[64], dir[96];
+    mktemp_dir(top, sizeof top, "fi");
+    snprintf(dir, sizeof dir, "%s/failio-zone", top); /* only here do writes fail */
+    optd_err_t err;
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    optd_session_t *s = rich("s", OPTD_ADAM, OPTD_FLOAT64);
+    put(&w, s);
+    step_n(s, 3);
+    size_t bl;
+    uint8_t *before = image_bytes(s, &bl);
+
+    faults(true);
+    double g[5] = {1, 2, 3, 4, 5}, out[5] = {0};
+    uint64_t step = 0;
+    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), OPTD_EIO);
+    ck_assert(strstr(err.msg, "durable"));
+    size_t al;
+    uint8_t *after = image_bytes(s, &al);
+    ck_assert(al == bl && memcmp(after, before, bl) == 0);
+    free(after);
+    optd_session_config_t cfg;
+    ck_assert_int_eq(optd_session_copy_descriptor(s, &cfg, NULL, NULL, NULL, NULL, &err), 0);
+    cfg.hp.lr = 0.5;
+    ck_assert_int_eq(optd_session_set_config(s, &cfg, &err), OPTD_EIO);
+    optd_session_config_free(&cfg);
+    ck_assert(s->cfg.hp.lr == 1e-3);
+    optd_session_t *t = rich("t", OPTD_SGD, OPTD_FLOAT32);
+    ck_assert_int_eq(optd_store_insert(w.st, t, false, NULL, &err), OPTD_EIO);
+    ck_assert_ptr_null(optd_store_get(w.st, "t"));
+    ck_assert_int_eq(optd_store_remove(w.st, "s", &err), OPTD_EIO);
+    ck_assert(!optd_session_is_deleted(s));
+    after = image_bytes(s, &al);
+    ck_assert(al == bl && memcmp(after, before, bl) == 0);
+    free(after);
+
+    /* the fault clears: the same step goes through */
+    faults(false);
+    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), 0);
+    ck_assert_uint_eq(step, 4);
+    ck_assert_int_eq(optd_store_insert(w.st, t, false, NULL, &err), 0);
+    size_t wl;
+    uint8_t *want = image_bytes(s, &wl);
+    optd_session_release(s);
+    optd_session_release(t);
+    world_close(&w, false);
+
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    uint8_t *got = image_of(w.st, "s", &al);
+    ck_assert(al == wl && memcmp(got, want, wl) == 0);
+    ck_assert_uint_eq(w.stats.sessions_loaded, 2);
+    free(got);
+    world_close(&w, false);
+    free(want);
+    free(before);
+    rm_rf(top);
+}
+END_TEST
+
+START_TEST(write_failures_sync_interval)
+{
+    ck_assert_msg(getenv("FAILIO_ACTIVE"), "the failio shim is not preloaded");
+    char top[64], dir[96];
+    mktemp_dir(top, sizeof top, "fi");
+    snprintf(dir, sizeof dir, "%s/failio-zone", top); /* only here do writes fail */
+    optd_err_t err;
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    optd_session_t *s = rich("s", OPTD_RMSPROP, OPTD_FLOAT32);
+    put(&w, s);
+    size_t n;
+    ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    size_t l0;
+    uint8_t *v0 = read_file(w.log.path, &l0); /* just to have the log exist */
+    free(v0);
+    char spath[400];
+    snap_path(dir, "s", spath, sizeof spath);
+    size_t fl;
+    uint8_t *file_before = read_file(spath, &fl);
+
+    step_n(s, 4);
+    faults(true);
+    ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), OPTD_EIO);
+    ck_assert_uint_eq(n, 0);
+    ck_assert(s->version != s->saved_version); /* still dirty: retried later */
+    ck_assert(file_contains(w.log.path, "will retry"));
+    /* the old snapshot is intact, no temporary file is left */
+    size_t fl2;
+    uint8_t *file_now = read_file(spath, &fl2);
+    ck_assert(fl2 == fl && memcmp(file_now, file_before, fl) == 0);
+    free(file_now);
+    ck_assert_uint_eq(count_files(dir, ".tmp"), 0);
+    /* steps still work in memory */
+    step_n(s, 1);
+    faults(false);
+    ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(s->version == s->saved_version);
+    size_t wl;
+    uint8_t *want = image_bytes(s, &wl);
+    optd_session_release(s);
+    world_close(&w, false);
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    size_t gl;
+    uint8_t *got = image_of(w.st, "s", &gl);
+    ck_assert(gl == wl && memcmp(got, want, wl) == 0);
+    free(got);
+    world_close(&w, false);
+    free(want);
+    free(file_before);
+    rm_rf(top);
+}
+END_TEST
+
+/* Re-executes this binary with the fault shim preloaded (once). */
+static void preload_failio(char **argv)
+{
+    if (getenv("FAILIO_ACTIVE"))
+        return;
+    char self[4096], shim[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return;
+    self[n] = 0;
+    char dirbuf[4096];
+    snprintf(dirbuf, sizeof dirbuf, "%s", self);
+    snprintf(shim, sizeof shim, "%s/../faults/failio.so", dirname(dirbuf));
+    if (access(shim, R_OK) != 0) {
+        fprintf(stderr, "test_persist: %s missing: the fault tests will fail\n", shim);
+        return;
+    }
+    setenv("LD_PRELOAD", shim, 1);
+    setenv("FAILIO_ACTIVE", "1", 1);
+    setenv("FAILIO_PATH", "/failio-zone/", 1);
+    char ctl[128];
+    snprintf(ctl, sizeof ctl, "/tmp/optd-failio-ctl-%d", (int)getpid());
+    setenv("FAILIO_CTL", ctl, 1);
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[1024];
+    snprintf(opts, sizeof opts, "%s%sverify_asan_link_order=0", asan ? asan : "",
+             asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    execv(self, argv);
+    fprintf(stderr, "test_persist: cannot re-execute with the shim: %s\n", strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    preload_failio(argv);
+    const char *ctl = getenv("FAILIO_CTL");
+    snprintf(failio_ctl, sizeof failio_ctl, "%s", ctl ? ctl : "/tmp/optd-failio-ctl-none");
+    unlink(failio_ctl);
+
+    Suite *su = suite_create("persist");
+    TCase *tc = tcase_create("persist");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, file_names);
+    tcase_add_test(tc, round_trip_every_optimizer);
+    tcase_add_test(tc, dir_lock);
+    tcase_add_test(tc, truncated_at_every_offset);
+    tcase_add_test(tc, every_bit_flip_and_other_damage);
+    tcase_add_test(tc, journal_replay_torn_tail_and_stale_records);
+    tcase_add_test(tc, group_commit_many_threads);
+    tcase_add_test(tc, write_failures_sync_always);
+    tcase_add_test(tc, write_failures_sync_interval);
+    suite_add_tcase(su, tc);
+    SRunner *sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    unlink(failio_ctl);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
