@@ -118,6 +118,8 @@ void optd_http_header(optd_req_t *req, const char *name, const char *value);
 /* Parses the body as a JSON object: the object (caller decrefs), or NULL
  * after answering 400 invalid_json. */
 json_t *optd_req_json_object(optd_req_t *req);
+/* The same for another buffer standing in for the body. */
+json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len);
 /* A query argument, or NULL. */
 const char *optd_req_query(optd_req_t *req, const char *key);
 const char *optd_req_header(optd_req_t *req, const char *key);

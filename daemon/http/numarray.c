@@ -88,3 +88,174 @@ void optd_numarray_encode(optd_sbuf_t *b, optd_dtype_t dtype, const void *v, siz
     *o = '\0';
     b->len = (size_t)(o - b->p);
 }
+
+/* ---- fast path ------------------------------------------------------------- */
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Skips a JSON string starting at the quote; NULL if unterminated. */
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* Skips one JSON value loosely (brackets balanced, strings skipped); the
+ * remainder goes through Jansson, which rejects anything malformed. */
+static const char *skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            if (!(p = skip_string(p, end)))
+                return NULL;
+            if (depth == 0)
+                return p;
+            continue;
+        }
+        if (c == '[' || c == '{') {
+            depth++;
+        } else if (c == ']' || c == '}') {
+            if (depth == 0)
+                return p; /* the end of the enclosing object */
+            if (--depth == 0)
+                return p + 1;
+        } else if (c == ',' && depth == 0) {
+            return p;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* Length of a JSON number at p (RFC 8259 grammar), or 0. */
+static size_t json_number_len(const char *p, const char *end)
+{
+    const char *s = p;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
+        return 0;
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    else
+        return 0;
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return 0;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return 0;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    return (size_t)(p - s);
+}
+
+/* Parses "[n1, n2, ...]" at p into out; returns the end of the array, or
+ * NULL when it is not exactly n numbers that fit dtype. */
+static const char *parse_array(const char *p, const char *end, optd_dtype_t dtype, void *out, size_t n)
+{
+    char tmp[64];
+    if (p >= end || *p != '[')
+        return NULL;
+    p = skip_ws(p + 1, end);
+    size_t i = 0;
+    if (p < end && *p == ']')
+        return n == 0 ? p + 1 : NULL;
+    for (;;) {
+        size_t k = json_number_len(p, end);
+        if (k == 0 || k >= sizeof tmp || i >= n)
+            return NULL;
+        /* The body is NUL-terminated, but a copy keeps strtod from reading
+         * past the number's end in any case. */
+        memcpy(tmp, p, k);
+        tmp[k] = '\0';
+        double d = strtod(tmp, NULL);
+        if (!isfinite(d))
+            return NULL;
+        if (dtype == OPTD_FLOAT32) {
+            if (fabs(d) > FLT_MAX)
+                return NULL;
+            ((float *)out)[i] = (float)d;
+        } else {
+            ((double *)out)[i] = d;
+        }
+        i++;
+        p = skip_ws(p + k, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == ']')
+            return i == n ? p + 1 : NULL;
+        return NULL;
+    }
+}
+
+int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
+                              void *out, size_t n, char **rest, size_t *rest_len)
+{
+    const char *end = body + len;
+    size_t klen = strlen(key);
+    const char *p = skip_ws(body, end);
+    if (p >= end || *p != '{')
+        return 0;
+    p = skip_ws(p + 1, end);
+    while (p < end && *p == '"') {
+        const char *kstart = p + 1;
+        const char *kend = skip_string(p, end);
+        if (!kend)
+            return 0;
+        bool match = (size_t)(kend - 1 - kstart) == klen && memcmp(kstart, key, klen) == 0;
+        p = skip_ws(kend, end);
+        if (p >= end || *p != ':')
+            return 0;
+        p = skip_ws(p + 1, end);
+        if (match) {
+            const char *vend = parse_array(p, end, dtype, out, n);
+            if (!vend)
+                return 0;
+            size_t head = (size_t)(p - body), tail = (size_t)(end - vend);
+            char *r = malloc(head + 4 + tail + 1);
+            if (!r)
+                return OPTD_ENOMEM;
+            memcpy(r, body, head);
+            memcpy(r + head, "null", 4);
+            memcpy(r + head + 4, vend, tail);
+            r[head + 4 + tail] = '\0';
+            *rest = r;
+            *rest_len = head + 4 + tail;
+            return 1;
+        }
+        if (!(p = skip_value(p, end)))
+            return 0;
+        p = skip_ws(p, end);
+        if (p < end && *p == ',')
+            p = skip_ws(p + 1, end);
+        else
+            return 0;
+    }
+    return 0;
+}

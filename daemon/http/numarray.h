@@ -27,6 +27,18 @@ int optd_numarray_decode(const json_t *v, optd_dtype_t dtype, const char *field,
 int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *field, void *out,
                               size_t n, optd_err_t *err);
 
+/* The fast path for big bodies: finds the top-level member `key` of the
+ * JSON object in body[0, len) and, when its value is an array of exactly n
+ * plain JSON numbers that fit dtype, parses them straight into out (no
+ * Jansson value per element) and returns a malloc'd copy of the body with
+ * that array replaced by null (*rest, *rest_len), for Jansson to validate
+ * and decode the small remainder.  Returns 1 when it did, 0 when the body
+ * does not fit the fast path (then nothing is allocated and the caller
+ * decodes the whole body with Jansson, which also words any error), or
+ * OPTD_ENOMEM. */
+int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
+                              void *out, size_t n, char **rest, size_t *rest_len);
+
 /* Appends "[...]" with n elements of dtype from v: float64 with 17
  * significant digits, float32 with 9 (both read back exactly). */
 void optd_numarray_encode(optd_sbuf_t *b, optd_dtype_t dtype, const void *v, size_t n);

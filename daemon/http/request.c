@@ -13,8 +13,13 @@ json_t *optd_req_json_object(optd_req_t *req)
         optd_http_error(req, OPTD_EINVAL, "this route takes a JSON body, not application/octet-stream");
         return NULL;
     }
+    return optd_req_json_object_of(req, req->body ? req->body : "", req->body_len);
+}
+
+json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len)
+{
     json_error_t jerr;
-    json_t *doc = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
+    json_t *doc = json_loadb(buf, len, 0, &jerr);
     if (!doc) {
         optd_http_error(req, OPTD_EJSON, "the body is not valid JSON: %s (line %d, column %d)", jerr.text,
                         jerr.line, jerr.column);

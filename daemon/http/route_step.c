@@ -11,13 +11,38 @@
 
 static const char *const step_fields[] = {"gradient", "step", "loss", NULL};
 
-/* Reads the JSON form: the gradient into *grad (malloc'd). */
+/* Reads the JSON form: the gradient into *grad (malloc'd).  Big gradients
+ * take numarray's fast path (parsed straight into the buffer, Jansson only
+ * for the rest of the object); anything unusual takes Jansson for the whole
+ * body, which also words the error.  Returns 1 when it already answered. */
 static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad, bool *has_expect,
                        uint64_t *expect, bool *has_loss, double *loss, optd_err_t *err)
 {
-    json_t *body = optd_req_json_object(req);
-    if (!body)
-        return 1; /* answered */
+    if (!(*grad = malloc(n * optd_dtype_size(dtype))))
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu values", n);
+    char *rest = NULL;
+    size_t rest_len = 0;
+    json_t *body = NULL;
+    int fast = req->body_kind == OPTD_BODY_BINARY
+                   ? 0
+                   : optd_numarray_fast_member(req->body ? req->body : "", req->body_len, "gradient", dtype,
+                                               *grad, n, &rest, &rest_len);
+    if (fast < 0)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory reading the gradient");
+    if (fast == 1) {
+        body = optd_req_json_object_of(req, rest, rest_len);
+        free(rest);
+        if (!body)
+            return 1;
+        if (!json_is_null(json_object_get(body, "gradient"))) {
+            /* A repeated "gradient" key: let Jansson decide which one counts. */
+            json_decref(body);
+            body = NULL;
+            fast = 0;
+        }
+    }
+    if (!body && !(body = optd_req_json_object(req)))
+        return 1;
     int rc = 0;
     if (!optd_req_known_fields(req, body, step_fields, "a step request")) {
         json_decref(body);
@@ -28,11 +53,7 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
         rc = optd_err_set(err, OPTD_EINVAL, "'gradient' is required (an array of %zu numbers)", n);
         goto out;
     }
-    if (!(*grad = malloc(n * optd_dtype_size(dtype)))) {
-        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu values", n);
-        goto out;
-    }
-    if ((rc = optd_numarray_decode_into(v, dtype, "gradient", *grad, n, err)))
+    if (!fast && (rc = optd_numarray_decode_into(v, dtype, "gradient", *grad, n, err)))
         goto out;
     if ((v = json_object_get(body, "step")) && !json_is_null(v)) {
         if ((rc = optd_codec_u64_decode(v, "step", expect, err)))
