@@ -72,14 +72,18 @@ class InvalidJson(ErrorsBase):
                     self.assertError(r, 400, "invalid_json")
 
     def test_deeply_nested(self):
-        for body in (b"[" * 100000 + b"]" * 100000, b'{"a":' * 50000 + b"1" + b"}" * 50000):
+        for body in (b"[" * 30000 + b"]" * 30000, b'{"a":' * 10000 + b"1" + b"}" * 10000):
             with self.unchanged():
                 r = self.d.post("/v1/sessions", body, headers={"Content-Type": "application/json"})
                 self.assertEqual(r.status, 400, r)
                 self.assertIn(r.error_code(), ("invalid_json", "invalid_argument"))
         body = '{"name": "e-deep", "optimizer": "adam", "size": 1, "labels": ' + \
-            '{"a": ' * 20000 + '"x"' + "}" * 20000 + "}"
-        self.create_fails(body)
+            '{"a": ' * 8000 + '"x"' + "}" * 8000 + "}"
+        with self.unchanged():
+            # valid JSON, but deeper than any parser need go: refused either way
+            r = self.d.post("/v1/sessions", body, headers={"Content-Type": "application/json"})
+            self.assertEqual(r.status, 400, r)
+            self.assertIn(r.error_code(), ("invalid_json", "invalid_argument"))
 
 
 class InvalidArgument(ErrorsBase):
@@ -524,9 +528,12 @@ class Garbage(ErrorsBase):
     def raw(self, data):
         s = self.d.raw_socket(timeout=10)
         try:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
             out = b""
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the server may close before it has read everything
             while True:
                 try:
                     b = s.recv(65536)
