@@ -387,6 +387,10 @@ def main():
     if code != 0:
         fail("SIGTERM to PID 1: exit %s, want 0" % code)
     log("SIGTERM to PID 1: clean exit 0")
+    code, out = c.healthcheck()
+    if code == 0:
+        fail("the HEALTHCHECK command passes with the daemon stopped")
+    log("with the daemon stopped the HEALTHCHECK command fails (%d), as it must" % code)
     files = os.listdir(os.path.join(final.root, final.volumes[0].lstrip("/"))) if final.volumes else []
     c = Container(final, port)
     c.start()
