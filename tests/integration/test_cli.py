@@ -1,0 +1,116 @@
+"""Command line: --help/--version exit 0; an unknown flag or a bad value
+exits 2 with a one-line message on stderr and serves nothing; every flag of
+API.md is accepted; --log-level controls the per-request log line."""
+
+import os
+import re
+import subprocess
+import unittest
+
+from harness import REPO, Daemon, free_port, optd_bin
+
+API_FLAGS = ["--threads", "--data-dir", "--sync", "--snapshot-interval", "--auth-token-file",
+             "--tls-cert", "--tls-key", "--max-body-bytes", "--max-sessions", "--max-params",
+             "--history", "--max-connections", "--connection-timeout", "--metrics-auth",
+             "--log-level", "--version", "--help", "--listen"]
+
+
+def run(*args, timeout=10):
+    try:
+        p = subprocess.run([optd_bin()] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("optd %s did not exit (it must not start serving)" % " ".join(args))
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+class Cli(unittest.TestCase):
+    def test_help(self):
+        code, out, err = run("--help")
+        self.assertEqual(code, 0, err)
+        for flag in API_FLAGS:
+            self.assertIn(flag, out, "--help does not mention %s" % flag)
+
+    def test_version(self):
+        code, out, err = run("--version")
+        self.assertEqual(code, 0, err)
+        version = open(os.path.join(REPO, "VERSION")).read().strip()
+        self.assertIn(version, out)
+        self.assertEqual(len(out.strip().splitlines()), 1, out)
+
+    def test_unknown_flags_and_bad_values_exit_2(self):
+        port = "127.0.0.1:%d" % free_port()
+        cases = [["--bogus"], ["-z"], ["--listen"], ["--listen", "nonsense"], ["--listen", "127.0.0.1:99999"],
+                 ["--threads", "abc"], ["--threads", "0"], ["--threads", "-2"], ["--threads", "4x"],
+                 ["--sync", "sometimes"], ["--snapshot-interval", "-1"], ["--snapshot-interval", "x"],
+                 ["--max-body-bytes", "-1"], ["--max-body-bytes", "lots"], ["--max-body-bytes", "0"],
+                 ["--max-sessions", "x"], ["--max-sessions", "-5"], ["--max-params", "x"],
+                 ["--history", "x"], ["--history", "-1"], ["--max-connections", "0"],
+                 ["--max-connections", "x"], ["--connection-timeout", "x"],
+                 ["--connection-timeout", "-3"], ["--log-level", "loud"], ["--threads", ""],
+                 ["--max-sessions", "99999999999999999999999"], ["stray-argument"]]
+        for args in cases:
+            with self.subTest(args=args):
+                full = (["--listen", port] if "--listen" not in args else []) + args
+                code, out, err = run(*full)
+                self.assertEqual(code, 2, "exit %s for %r; stderr %r" % (code, args, err))
+                lines = [l for l in err.splitlines() if l.strip()]
+                self.assertEqual(len(lines), 1, "stderr for %r is not one line: %r" % (args, err))
+
+    def test_every_flag_accepted(self):
+        d = Daemon(flags=["--threads", "2", "--sync", "always", "--snapshot-interval", "2",
+                          "--max-body-bytes", "100000", "--max-sessions", "10", "--max-params", "1000",
+                          "--history", "3", "--max-connections", "16", "--connection-timeout", "5",
+                          "--log-level", "debug", "--metrics-auth"],
+                   data_dir=True, token="t")
+        d.start()
+        try:
+            d.create("cli-a", "sgd", size=2)
+            self.assertEqual(d.get("/v1/sessions/cli-a").status, 200)
+            d.stop()
+        finally:
+            d.kill9()
+            d.cleanup()
+
+
+class Logging(unittest.TestCase):
+    def logs(self, d):
+        text = d.stderr_text(all_runs=True)
+        try:
+            text += open(d.stdout_path, encoding="utf-8", errors="replace").read()
+        except OSError:
+            pass
+        return text
+
+    def test_info_logs_one_line_per_request(self):
+        d = Daemon(flags=["--log-level", "info"])
+        d.start()
+        try:
+            d.get("/v1/optimizers")
+            d.get("/v1/sessions/no-such-session-xyz")
+            d.stop()
+            text = self.logs(d)
+            lines = [l for l in text.splitlines() if "/v1/optimizers" in l]
+            self.assertEqual(len(lines), 1, text[-3000:])
+            self.assertIn("GET", lines[0])
+            self.assertIn("200", lines[0])
+            lines = [l for l in text.splitlines() if "no-such-session-xyz" in l]
+            self.assertTrue(lines and "404" in lines[0], text[-3000:])
+        finally:
+            d.kill9()
+            d.cleanup()
+
+    def test_error_level_has_no_request_lines(self):
+        d = Daemon(flags=["--log-level", "error"])
+        d.start()
+        try:
+            d.get("/v1/optimizers")
+            d.stop()
+            self.assertNotIn("/v1/optimizers", self.logs(d))
+        finally:
+            d.kill9()
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
