@@ -49,6 +49,11 @@ static void on_ttl_timer(uv_timer_t *t)
     optd_store_expire(srv->store, optd_now_ms(), on_expired, srv);
 }
 
+static void on_reap_timer(uv_timer_t *t)
+{
+    optd_http_reap_slow(t->data);
+}
+
 /* ---- snapshots ----------------------------------------------------------- */
 
 static void flush_work(uv_work_t *w)
@@ -121,6 +126,7 @@ static void finish_stop(optd_server_t *srv)
     close_handle((uv_handle_t *)&srv->ttl_timer);
     close_handle((uv_handle_t *)&srv->snapshot_timer);
     close_handle((uv_handle_t *)&srv->drain_timer);
+    close_handle((uv_handle_t *)&srv->reap_timer);
 }
 
 /* Step two: waits (polling) until requests in flight are done, then stops
@@ -161,6 +167,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     optd_http_quiesce(srv);
     uv_timer_stop(&srv->ttl_timer);
     uv_timer_stop(&srv->snapshot_timer);
+    uv_timer_stop(&srv->reap_timer);
     uv_timer_start(&srv->drain_timer, on_drain_timer, 0, DRAIN_POLL_MS);
 }
 
@@ -193,8 +200,10 @@ static int setup_loop(optd_server_t *srv)
     uv_timer_init(srv->loop, &srv->ttl_timer);
     uv_timer_init(srv->loop, &srv->snapshot_timer);
     uv_timer_init(srv->loop, &srv->drain_timer);
+    uv_timer_init(srv->loop, &srv->reap_timer);
     srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
     srv->ttl_timer.data = srv->snapshot_timer.data = srv->drain_timer.data = srv;
+    srv->reap_timer.data = srv;
     int rc = uv_signal_start(&srv->sig_term, on_stop_signal, SIGTERM);
     if (!rc)
         rc = uv_signal_start(&srv->sig_int, on_stop_signal, SIGINT);
@@ -202,6 +211,8 @@ static int setup_loop(optd_server_t *srv)
         rc = uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
     if (!rc)
         rc = uv_timer_start(&srv->ttl_timer, on_ttl_timer, 1000, 1000);
+    if (!rc)
+        rc = uv_timer_start(&srv->reap_timer, on_reap_timer, 500, 500);
     if (!rc && srv->persist) {
         uint64_t ms = (uint64_t)srv->cfg.snapshot_interval * 1000;
         rc = uv_timer_start(&srv->snapshot_timer, on_snapshot_timer, ms, ms);

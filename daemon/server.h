@@ -7,6 +7,7 @@
 #ifndef OPTD_SERVER_H
 #define OPTD_SERVER_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,6 +21,7 @@
 #include "store.h"
 
 struct MHD_Daemon;
+struct optd_conn;
 
 typedef struct optd_server {
     optd_config_t cfg;
@@ -37,6 +39,11 @@ typedef struct optd_server {
 
     struct MHD_Daemon *mhd;
     char listen_desc[160];       /* "127.0.0.1:8080", for logs */
+    /* Open connections, watched for requests that arrive too slowly
+     * (slowloris): libmicrohttpd's own timeout only sees idle time. */
+    pthread_mutex_t conns_mu;
+    bool conns_mu_ready;
+    struct optd_conn *conns;
 
     /* Set once SIGTERM/SIGINT arrives: new requests get 503. */
     atomic_bool shutting_down;
@@ -49,6 +56,7 @@ typedef struct optd_server {
     uv_timer_t ttl_timer;        /* idle expiry, every second */
     uv_timer_t snapshot_timer;   /* --snapshot-interval with --data-dir */
     uv_timer_t drain_timer;      /* graceful stop: waits for in-flight requests */
+    uv_timer_t reap_timer;       /* closes connections whose request is too slow */
     uv_work_t flush_work;        /* one optd_persist_flush at a time, off the loop */
     bool flush_running;
     bool stopping;

@@ -20,8 +20,6 @@ static void hparam_names(optd_optim_kind_t kind, char *buf, size_t cap)
 int optd_codec_hparams_apply(const json_t *v, optd_optim_kind_t kind, optd_hparams_t *hp,
                              optd_err_t *err)
 {
-    if (json_is_null(v))
-        return 0;
     if (!json_is_object(v))
         return optd_err_set(err, OPTD_EINVAL, "'hyperparameters' must be an object");
     const char *key;
@@ -172,11 +170,9 @@ int optd_codec_schedule_decode(const json_t *v, bool *has, optd_schedule_t *s, o
 
 int optd_codec_labels_decode(const json_t *v, optd_session_config_t *cfg, optd_err_t *err)
 {
-    optd_session_config_free(cfg);
-    if (json_is_null(v))
-        return 0;
     if (!json_is_object(v))
-        return optd_err_set(err, OPTD_EINVAL, "'labels' must be an object of strings");
+        return optd_err_set(err, OPTD_EINVAL, "'labels' must be an object of strings ({} for none)");
+    optd_session_config_free(cfg);
     if (json_object_size(v) > OPTD_LABELS_MAX)
         return optd_err_set(err, OPTD_EINVAL, "'labels' holds %zu labels; at most %d are allowed",
                             json_object_size(v), OPTD_LABELS_MAX);

@@ -23,7 +23,7 @@ int optd_codec_hparams_apply(const json_t *v, optd_optim_kind_t kind, optd_hpara
                              optd_err_t *err);
 /* v is null (no schedule) or a schedule object. */
 int optd_codec_schedule_decode(const json_t *v, bool *has, optd_schedule_t *s, optd_err_t *err);
-/* Replaces cfg's labels with the object v (null: none). */
+/* Replaces cfg's labels with the object v. */
 int optd_codec_labels_decode(const json_t *v, optd_session_config_t *cfg, optd_err_t *err);
 /* null or 0 turns clipping off; else a number > 0. */
 int optd_codec_max_grad_norm_decode(const json_t *v, double *out, optd_err_t *err);

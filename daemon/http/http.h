@@ -50,9 +50,18 @@ typedef enum optd_body_kind {
     OPTD_BODY_BINARY
 } optd_body_kind_t;
 
+/* One open connection, for the slow-request watchdog (server.c). */
+typedef struct optd_conn {
+    struct optd_conn *prev, *next; /* srv->conns, under srv->conns_mu */
+    int fd;
+    atomic_llong busy_since_ms;    /* start of the request being received; 0: none */
+    atomic_size_t received;        /* body bytes of that request so far */
+} optd_conn_t;
+
 typedef struct optd_req {
     optd_server_t *srv;
     struct MHD_Connection *conn;
+    optd_conn_t *c;          /* NULL if the connection is not watched */
     const char *method_str;
     optd_method_t method;
     const char *url;         /* path without the query, as MHD decoded it */
@@ -169,5 +178,10 @@ int optd_http_start(optd_server_t *srv, optd_err_t *err);
 void optd_http_quiesce(optd_server_t *srv);
 /* Closes every connection and stops the worker threads. */
 void optd_http_stop(optd_server_t *srv);
+/* Closes connections whose current request (headers and body) has taken
+ * longer than --connection-timeout plus one second per KiB of body
+ * received: a client dribbling bytes never looks idle to libmicrohttpd.
+ * Called from a libuv timer; returns how many were closed. */
+size_t optd_http_reap_slow(optd_server_t *srv);
 
 #endif

@@ -20,6 +20,13 @@ json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len)
 {
     json_error_t jerr;
     json_t *doc = json_loadb(buf, len, 0, &jerr);
+    if (!doc && json_error_code(&jerr) == json_error_numeric_overflow) {
+        /* 1e400 is valid JSON text but not a finite double: API.md's
+         * Validation refuses non-finite numbers as invalid_argument. */
+        optd_http_error(req, OPTD_EINVAL, "a number is out of range (not a finite double): %s (line %d, column %d)",
+                        jerr.text, jerr.line, jerr.column);
+        return NULL;
+    }
     if (!doc) {
         optd_http_error(req, OPTD_EJSON, "the body is not valid JSON: %s (line %d, column %d)", jerr.text,
                         jerr.line, jerr.column);

@@ -26,6 +26,17 @@
  * bytes so the client can read its 413; beyond it the connection is cut. */
 #define DISCARD_MAX ((size_t)64 << 20)
 
+/* The slowest body a request may send once --connection-timeout has passed
+ * (as Apache's mod_reqtimeout MinRate): bytes per second. */
+#define MIN_BODY_RATE 1024
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -52,6 +63,8 @@ static void media_type(const char *ct, char *out, size_t cap)
 
 static enum MHD_Result queue(optd_req_t *req)
 {
+    if (req->c)
+        atomic_store(&req->c->busy_since_ms, 0); /* receiving is over */
     if (!req->resp)
         optd_http_error(req, OPTD_EINTERNAL, "the handler produced no response");
     if (atomic_load(&req->srv->shutting_down))
@@ -227,6 +240,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->method_str = method;
         req->method = optd_method_parse(method);
         req->start_ns = mono_ns();
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        req->c = ci ? ci->socket_context : NULL;
         *con_cls = req;
         atomic_fetch_add(&srv->in_flight, 1);
         begin(req);
@@ -237,6 +252,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (*upload_data_size) {
+        if (req->c)
+            atomic_fetch_add(&req->c->received, *upload_data_size);
         bool ok = take_chunk(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return ok ? MHD_YES : MHD_NO;
@@ -288,6 +305,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  : toe == MHD_REQUEST_TERMINATED_READ_ERROR ? "read error"
                  : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client closed"
                  : "error");
+    if (req->c) {
+        /* The next request's headers may start arriving now. */
+        atomic_store(&req->c->received, 0);
+        atomic_store(&req->c->busy_since_ms, wall_ms());
+    }
     if (req->resp)
         MHD_destroy_response(req->resp);
     free(req->body);
@@ -298,11 +320,67 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
-    (void)conn;
-    (void)socket_context;
     optd_server_t *srv = cls;
     atomic_fetch_add_explicit(&srv->metrics.connections, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1,
                               memory_order_relaxed);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        optd_conn_t *c = ci ? calloc(1, sizeof *c) : NULL;
+        if (!c)
+            return; /* not watched: only the idle timeout applies */
+        c->fd = ci->connect_fd;
+        atomic_store(&c->busy_since_ms, wall_ms());
+        pthread_mutex_lock(&srv->conns_mu);
+        c->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = c;
+        srv->conns = c;
+        pthread_mutex_unlock(&srv->conns_mu);
+        *socket_context = c;
+        return;
+    }
+    optd_conn_t *c = *socket_context;
+    if (!c)
+        return;
+    /* MHD closes the socket after this returns, so unlinking here under
+     * the lock keeps the watchdog from ever touching a reused fd. */
+    pthread_mutex_lock(&srv->conns_mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&srv->conns_mu);
+    free(c);
+    *socket_context = NULL;
+}
+
+size_t optd_http_reap_slow(optd_server_t *srv)
+{
+    if (!srv->mhd || srv->cfg.connection_timeout == 0)
+        return 0;
+    int64_t now = wall_ms();
+    int64_t base = (int64_t)srv->cfg.connection_timeout * 1000;
+    size_t closed = 0;
+    pthread_mutex_lock(&srv->conns_mu);
+    for (optd_conn_t *c = srv->conns; c; c = c->next) {
+        int64_t since = atomic_load(&c->busy_since_ms);
+        if (!since)
+            continue;
+        int64_t allowed = base + (int64_t)(atomic_load(&c->received) * 1000 / MIN_BODY_RATE);
+        if (now - since > allowed) {
+            /* shutdown, not close: MHD still owns the fd and sees EOF. */
+            shutdown(c->fd, SHUT_RDWR);
+            atomic_store(&c->busy_since_ms, 0);
+            closed++;
+        }
+    }
+    pthread_mutex_unlock(&srv->conns_mu);
+    if (closed)
+        optd_log(&srv->log, OPTD_LOG_INFO, "closed %zu connections whose request took longer than "
+                                          "--connection-timeout (%u s)", closed, srv->cfg.connection_timeout);
+    return closed;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -341,6 +419,10 @@ static int read_file(const char *path, const char *flag, char **out, optd_err_t 
 
 int optd_http_start(optd_server_t *srv, optd_err_t *err)
 {
+    if (!srv->conns_mu_ready) {
+        pthread_mutex_init(&srv->conns_mu, NULL);
+        srv->conns_mu_ready = true;
+    }
     char host[256];
     unsigned port;
     int rc = optd_config_split_listen(srv->cfg.listen, host, sizeof host, &port, err);
@@ -424,6 +506,10 @@ void optd_http_stop(optd_server_t *srv)
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);
     srv->mhd = NULL;
+    if (srv->conns_mu_ready) {
+        pthread_mutex_destroy(&srv->conns_mu);
+        srv->conns_mu_ready = false;
+    }
     if (srv->tls_key_pem) {
         volatile char *p = srv->tls_key_pem;
         while (*p)
