@@ -328,6 +328,24 @@ class PythonClientAuth(DaemonTestCase):
         self.assertEqual(Client(base).health(), {"status": "ok"})
 
 
+class PythonClientTLS(DaemonTestCase):
+    TLS = True
+
+    def test_https_keep_alive(self):
+        proxy = FaultProxy(self.d.port)  # TCP pass-through: counts TLS connections
+        try:
+            c = Client("https://127.0.0.1:%d" % proxy.port, ssl_context=self.d.ssl_context())
+            n = self.uname()
+            c.create(n, "adam", size=3)
+            for k in range(10):
+                c.step(n, [0.1, 0.2, 0.3], expect_step=k)
+            self.assertEqual(c.get(n)["step"], 10)
+            self.assertEqual(proxy.connections, 1)
+            c.close()
+        finally:
+            proxy.close()
+
+
 class ListAcross(unittest.TestCase):
     def test_merge_two_daemons(self):
         ds = [Daemon(), Daemon()]
