@@ -1,0 +1,283 @@
+"""test_durability.py: --data-dir against the real daemon.
+
+A clean stop restores every session exactly (both sync modes); DELETE
+removes the file; damaged snapshot files are set aside and reported while
+the rest loads; a second daemon cannot share the directory; and with a full
+disk (an LD_PRELOAD shim making write/fsync fail with ENOSPC inside the data
+directory) --sync always answers 507 and changes nothing, while --sync
+interval keeps serving and writes once the disk recovers.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import Daemon, REPO, optd_bin
+
+
+def snap_name(name):
+    """The snapshot file of a session: s-<lowercase base32, no padding>.snap."""
+    import base64
+    return "s-" + base64.b32encode(name.encode()).decode().rstrip("=").lower() + ".snap"
+
+
+def failio_shim(tmp):
+    """The fault shim built next to the daemon, or built here with cc."""
+    bin_dir = os.path.dirname(os.path.abspath(os.path.join(REPO, optd_bin())))
+    so = os.path.join(bin_dir, "faults", "failio.so")
+    if os.path.exists(so):
+        return so
+    so = os.path.join(tmp, "failio.so")
+    subprocess.check_call(["cc", "-O2", "-fPIC", "-shared", "-o", so,
+                           os.path.join(REPO, "tests", "faults", "failio.c"), "-ldl"])
+    return so
+
+
+def rich_sessions(d):
+    """A few sessions covering optimizers, dtypes, options and metadata."""
+    specs = [
+        ("adam-a", "adam", {"amsgrad": True, "lr": 0.01}, "float64"),
+        ("sgd-b", "sgd", {"momentum": 0.9, "nesterov": True}, "float32"),
+        ("rms-c", "rmsprop", {"centered": True, "momentum": 0.5}, "float64"),
+        ("nadam-d", "nadam", {}, "float32"),
+        ("Case", "adadelta", {}, "float64"),
+        ("case", "lion", {}, "float64"),
+    ]
+    for i, (name, opt, hp, dtype) in enumerate(specs):
+        r = d.post("/v1/sessions", {
+            "name": name, "optimizer": opt, "hyperparameters": hp, "dtype": dtype,
+            "params": [0.5 * (k - 1) + i for k in range(4)],
+            "schedule": {"type": "cosine", "t_max": 50, "eta_min": 0.0001, "warmup_steps": 2},
+            "max_grad_norm": 2.5, "labels": {"study": "dur", "i": str(i)},
+            "ttl_seconds": 86400})
+        assert r.status == 201, r
+        for k in range(5):
+            body = {"gradient": [0.1 * (j + 1) * (-1) ** k for j in range(4)]}
+            if k % 2:
+                body["loss"] = 1.0 / (k + 1)
+            r = d.post("/v1/sessions/%s/step" % name, body)
+            assert r.status == 200, r
+    r = d.patch("/v1/sessions/adam-a", {"hyperparameters": {"lr": 0.002}, "labels": {"x": "y"}})
+    assert r.status == 200, r
+    return [s[0] for s in specs]
+
+
+def mk(d, name, optimizer, **fields):
+    """POST /v1/sessions; the Response whatever its status."""
+    body = {"name": name, "optimizer": optimizer}
+    body.update(fields)
+    return d.post("/v1/sessions", body)
+
+
+def snapshot_all(d, names):
+    out = {}
+    for n in names:
+        st = d.get("/v1/sessions/%s/state" % n)
+        hist = d.get("/v1/sessions/%s/history" % n)
+        assert st.status == 200 and hist.status == 200, (st, hist)
+        out[n] = (st.body, hist.body)
+    return out
+
+
+class CleanRestart(unittest.TestCase):
+    def check_mode(self, mode):
+        d = Daemon(data_dir=True, flags=["--sync", mode])
+        try:
+            d.start()
+            names = rich_sessions(d)
+            want = snapshot_all(d, names)
+            d.restart()
+            self.assertEqual(snapshot_all(d, names), want)
+            self.assertIn("restored 6 sessions (24 parameters)", d.stderr_text())
+            # one more step on the restored session equals one on a fork made
+            # before the restart would: check against a fork made now
+            r = d.post("/v1/sessions", {"name": "fork", "from": "adam-a"})
+            self.assertEqual(r.status, 201, r)
+            a = d.post("/v1/sessions/adam-a/step", {"gradient": [1, 2, 3, 4]})
+            b = d.post("/v1/sessions/fork/step", {"gradient": [1, 2, 3, 4]})
+            self.assertEqual(a.body, b.body)
+            # names differing only in case are different files
+            files = os.listdir(d.data_dir)
+            self.assertIn(snap_name("Case"), files)
+            self.assertIn(snap_name("case"), files)
+            # DELETE removes the file
+            self.assertEqual(d.delete("/v1/sessions/sgd-b").status, 204)
+            self.assertNotIn(snap_name("sgd-b"), os.listdir(d.data_dir))
+            d.restart()
+            self.assertEqual(d.get("/v1/sessions/sgd-b").status, 404)
+            self.assertEqual(d.get("/v1/sessions/fork").status, 200)
+            d.stop()
+        finally:
+            d.cleanup()
+
+    def test_interval(self):
+        self.check_mode("interval")
+
+    def test_always(self):
+        self.check_mode("always")
+
+
+class Damaged(unittest.TestCase):
+    def test_damaged_files_set_aside(self):
+        d = Daemon(data_dir=True)
+        try:
+            d.start()
+            for n in ["good", "trunc", "flip", "zero", "version", "garbage"]:
+                self.assertEqual(mk(d, n, "adam", params=[1.0, 2.0, 3.0]).status, 201)
+                self.assertEqual(d.post("/v1/sessions/%s/step" % n,
+                                        {"gradient": [0.5, 0.5, 0.5]}).status, 200)
+            want = d.get("/v1/sessions/good/state").body
+            d.stop()
+
+            def path(n):
+                return os.path.join(d.data_dir, snap_name(n))
+
+            with open(path("trunc"), "r+b") as f:
+                f.truncate(os.path.getsize(path("trunc")) // 2)
+            with open(path("flip"), "r+b") as f:
+                f.seek(100)
+                b = f.read(1)
+                f.seek(100)
+                f.write(bytes([b[0] ^ 0x04]))
+            size = os.path.getsize(path("zero"))
+            with open(path("zero"), "wb") as f:
+                f.write(b"\0" * size)
+            with open(path("version"), "r+b") as f:
+                f.seek(8)
+                f.write(b"\x09")
+            with open(path("garbage"), "wb") as f:
+                f.write(os.urandom(300))
+            d._stopped = False
+            d.start()
+            self.assertEqual(d.get("/v1/sessions/good/state").body, want)
+            for n in ["trunc", "flip", "zero", "version", "garbage"]:
+                self.assertEqual(d.get("/v1/sessions/%s" % n).status, 404, n)
+                self.assertFalse(os.path.exists(path(n)), n)
+                aside = glob.glob(path(n) + ".damaged-*")
+                self.assertEqual(len(aside), 1, n)
+            err = d.stderr_text()
+            for n, why in [("trunc", "truncated"), ("flip", "bad checksum"),
+                           ("zero", "wrong magic"), ("version", "unknown format version 9"),
+                           ("garbage", "wrong magic")]:
+                self.assertTrue(any(snap_name(n) in line and why in line
+                                    for line in err.splitlines()), (n, why, err[-3000:]))
+            self.assertIn("restored 1 sessions", err)
+            # the service goes on; a new session of a damaged one's name works
+            self.assertEqual(mk(d, "flip", "sgd", size=2).status, 201)
+            d.restart()
+            self.assertEqual(d.get("/v1/sessions/flip").status, 200)
+            # files set aside are never touched again
+            self.assertEqual(len(glob.glob(path("flip") + ".damaged-*")), 1)
+            d.stop()
+        finally:
+            d.cleanup()
+
+    def test_two_daemons_cannot_share_a_dir(self):
+        d = Daemon(data_dir=True)
+        try:
+            d.start()
+            p = subprocess.run([os.path.join(REPO, optd_bin()), "--listen", "127.0.0.1:0",
+                                "--data-dir", d.data_dir], capture_output=True, timeout=20,
+                               cwd=REPO)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn(b"in use by another optd", p.stderr)
+            d.stop()
+        finally:
+            d.cleanup()
+
+
+class FullDisk(unittest.TestCase):
+    def daemon(self, mode):
+        tmp = tempfile.mkdtemp(prefix="optd-fulldisk-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        self.ctl = os.path.join(tmp, "disk-full")
+        data = os.path.join(tmp, "data")
+        os.makedirs(data)
+        asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env = {"LD_PRELOAD": failio_shim(tmp), "FAILIO_PATH": data + "/",
+               "FAILIO_CTL": self.ctl, "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"}
+        d = Daemon(data_dir=data, flags=["--sync", mode, "--snapshot-interval", "1"], env=env)
+        self.addCleanup(d.cleanup)
+        d.start()
+        return d
+
+    def disk_full(self, on):
+        if on:
+            open(self.ctl, "w").close()
+        elif os.path.exists(self.ctl):
+            os.unlink(self.ctl)
+
+    def test_always_answers_507_and_changes_nothing(self):
+        d = self.daemon("always")
+        self.assertEqual(mk(d, "s", "adam", params=[1.0, 2.0, 3.0]).status, 201)
+        self.assertEqual(d.post("/v1/sessions/s/step", {"gradient": [1, 1, 1]}).status, 200)
+        before = d.get("/v1/sessions/s/state").body
+        hist = d.get("/v1/sessions/s/history").body
+
+        self.disk_full(True)
+        r = d.post("/v1/sessions/s/step", {"gradient": [3, 2, 1], "loss": 0.5})
+        self.assertEqual((r.status, r.error_code()), (507, "insufficient_storage"), r)
+        r = d.post("/v1/sessions/s/step", b"\0" * 24,
+                   headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(r.status, 507, r)
+        self.assertEqual(d.patch("/v1/sessions/s", {"hyperparameters": {"lr": 0.5}}).status, 507)
+        self.assertEqual(mk(d, "t", "sgd", size=2).status, 507)
+        self.assertEqual(d.get("/v1/sessions/t").status, 404)
+        imp = dict(before, name="s")
+        imp["params"] = [9.0, 9.0, 9.0]
+        self.assertEqual(d.put("/v1/sessions/s/state", imp).status, 507)
+        self.assertEqual(d.delete("/v1/sessions/s").status, 507)
+        self.assertEqual(d.get("/v1/sessions/s/state").body, before)
+        self.assertEqual(d.get("/v1/sessions/s/history").body, hist)
+        self.assertIn("No space left on device", d.stderr_text())
+
+        # the disk recovers: the same step now goes through, as it would have
+        self.disk_full(False)
+        self.assertEqual(d.post("/v1/sessions", {"name": "ref", "from": "s"}).status, 201)
+        a = d.post("/v1/sessions/s/step", {"gradient": [3, 2, 1], "loss": 0.5})
+        b = d.post("/v1/sessions/ref/step", {"gradient": [3, 2, 1], "loss": 0.5})
+        self.assertEqual(a.status, 200, a)
+        self.assertEqual(a.body, b.body)
+        self.assertEqual(a.body["step"], 2)
+        want = d.get("/v1/sessions/s/state").body
+        d.kill9()
+        d._stopped = False
+        d.start()
+        self.assertEqual(d.get("/v1/sessions/s/state").body, want)
+        d.stop()
+
+    def test_interval_keeps_serving_and_retries(self):
+        d = self.daemon("interval")
+        self.assertEqual(mk(d, "s", "sgd", params=[1.0, 2.0]).status, 201)
+        self.disk_full(True)
+        for _ in range(3):
+            self.assertEqual(d.post("/v1/sessions/s/step", {"gradient": [1, 1]}).status, 200)
+        deadline = time.time() + 10
+        while "will retry" not in d.stderr_text() and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertIn("will retry", d.stderr_text())
+        self.disk_full(False)
+        want = d.get("/v1/sessions/s/state").body
+        # wait for a flush that succeeds: the file then holds step 3
+        deadline = time.time() + 10
+        path = os.path.join(d.data_dir, snap_name("s"))
+        while time.time() < deadline:
+            time.sleep(0.3)
+            if os.path.exists(path) and time.time() - os.path.getmtime(path) < 5:
+                with open(path, "rb") as f:
+                    if len(f.read()) > 0:
+                        break
+        time.sleep(1.5)
+        d.kill9()
+        d._stopped = False
+        d.start()
+        self.assertEqual(d.get("/v1/sessions/s/state").body, want)
+        d.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
