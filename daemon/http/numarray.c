@@ -7,6 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The smallest magnitude that rounds to infinity as a float: FLT_MAX plus
+ * half an ulp.  Anything below rounds to a finite float (FLT_MAX printed
+ * with 9 digits, 3.40282347e+38, is a little above FLT_MAX itself). */
+#define FLOAT_OVERFLOW 0x1.ffffffp+127
+
 int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *field, void *out,
                               size_t n, optd_err_t *err)
 {
@@ -24,7 +29,7 @@ int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *f
         if (!isfinite(d))
             return optd_err_set(err, OPTD_ENONFINITE, "'%s'[%zu] is not finite", field, i);
         if (dtype == OPTD_FLOAT32) {
-            if (fabs(d) > FLT_MAX)
+            if (fabs(d) >= FLOAT_OVERFLOW)
                 return optd_err_set(err, OPTD_EINVAL,
                                     "'%s'[%zu] = %g is out of float32 range", field, i, d);
             ((float *)out)[i] = (float)d;
@@ -196,7 +201,7 @@ static const char *parse_array(const char *p, const char *end, optd_dtype_t dtyp
         if (!isfinite(d))
             return NULL;
         if (dtype == OPTD_FLOAT32) {
-            if (fabs(d) > FLT_MAX)
+            if (fabs(d) >= FLOAT_OVERFLOW)
                 return NULL;
             ((float *)out)[i] = (float)d;
         } else {
