@@ -56,3 +56,22 @@ class CurlExamples(DaemonTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReadmeBlock(DaemonTestCase):
+    """The README's curl block (a ```sh block that sets URL=http://127.0.0.1:8080)
+    runs as written against the daemon."""
+
+    def test_readme_curl_block(self):
+        path = os.path.join(REPO, "README.md")
+        text = open(path).read() if os.path.exists(path) else ""
+        blocks = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S)
+                  if b.startswith("URL=http://127.0.0.1:8080") and "/v1/sessions" in b]
+        if not blocks:
+            self.skipTest("README.md has no curl block starting URL=http://127.0.0.1:8080 yet")
+        for b in blocks:
+            script = b.replace("URL=http://127.0.0.1:8080", "URL=http://127.0.0.1:%d" % self.d.port, 1)
+            p = subprocess.run(["sh", "-e", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=120)
+            self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode()[-2000:])
+            self.assertNotIn(b'"error"', p.stdout, p.stdout.decode()[-2000:])
