@@ -548,6 +548,24 @@ class Training(DaemonTestCase):
             self.assertTrue(optref.close64(p, -sum(f(k) for k in range(1, 9))), (sched, p))
 
 
+class Large(DaemonTestCase):
+    def test_million_params_binary_and_json(self):
+        n = 1000000
+        name = self.uname()
+        d = self.d.create(name, "sgd", size=n, hyperparameters={"lr": 0.5})
+        self.assertEqual(d["size"], n)
+        r = self.d.post("/v1/sessions/%s/step" % name, optref.pack([1.0] * n, "float64"), headers=BIN)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.raw, optref.pack([-0.5] * n, "float64"))
+        r = self.d.post("/v1/sessions/%s/step?return=none" % name, {"gradient": [0.25] * n})
+        self.assertEqual(r.body, {"step": 2})
+        r = self.d.get("/v1/sessions/%s/params" % name)
+        self.assertEqual(r.body["step"], 2)
+        self.assertEqual(len(r.body["params"]), n)
+        self.assertTrue(all(x == -0.625 for x in r.body["params"]))
+        self.assertEqual(self.d.delete("/v1/sessions/" + name).status, 204)
+
+
 class HistoryLimit(DaemonTestCase):
     FLAGS = ["--history", "5"]
 
