@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.." || exit 1
 : "${OPTD_BIN:=build/optd}"
 export OPTD_BIN
 if [ ! -x "$OPTD_BIN" ]; then
-    echo "run-integration.sh: no daemon binary at $OPTD_BIN (build it first)" >&2
+    echo "run-integration.sh: no daemon binary at $OPTD_BIN (build it first)"
     echo "0 passed, 1 failed"
     exit 1
 fi
