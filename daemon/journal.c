@@ -48,6 +48,8 @@ struct optd_journal {
     uint64_t seq;
     uint64_t next_lsn;
     off_t off;            /* end of the last durable record */
+    uint64_t records;     /* made durable, in all */
+    uint64_t rounds;      /* fdatasync rounds that made them so */
     optd_logger_t *log;
     pthread_t thread;
 };
@@ -169,6 +171,9 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, int *err_no, bool *brok
         rc = -errno;
     if (rc == 0) {
         j->off += (off_t)total;
+        j->rounds++;
+        for (jrec_t *r = batch; r; r = r->next)
+            j->records++;
         return 0;
     }
     *err_no = -rc;
@@ -337,6 +342,11 @@ void optd_journal_close(optd_journal_t *j)
     pthread_cond_signal(&j->work);
     pthread_mutex_unlock(&j->mu);
     pthread_join(j->thread, NULL);
+    if (j->rounds > 0)
+        optd_log(j->log, OPTD_LOG_INFO,
+                 "journal: %llu records made durable in %llu fsync rounds (%.1f per round)",
+                 (unsigned long long)j->records, (unsigned long long)j->rounds,
+                 (double)j->records / (double)j->rounds);
     close(j->fd);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->work);
@@ -401,7 +411,7 @@ int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
             break;
         }
         uint32_t type = get_u32(h + 4);
-        if (type != OPTD_JREC_IMAGE && type != OPTD_JREC_DELETE) {
+        if (type != OPTD_JREC_IMAGE && type != OPTD_JREC_DELETE && type != OPTD_JREC_DELTA) {
             why = "unknown record type";
             break;
         }

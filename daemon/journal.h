@@ -24,7 +24,9 @@
 
 enum {
     OPTD_JREC_IMAGE = 1,  /* payload: a snapshot (snapshot.h) */
-    OPTD_JREC_DELETE = 2  /* payload: u16 length + the session name */
+    OPTD_JREC_DELETE = 2, /* payload: u16 length + the session name */
+    OPTD_JREC_DELTA = 3   /* payload: a snapshot whose history holds only the
+                             entries newer than the session's previous record */
 };
 
 typedef struct optd_journal optd_journal_t;
@@ -49,7 +51,8 @@ int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err);
 /* The sequence number of the file receiving appends now. */
 uint64_t optd_journal_seq(optd_journal_t *j);
 
-/* Stops the writer (after writing what is queued) and closes the file. */
+/* Stops the writer (after writing what is queued), logs how many records
+ * were made durable in how many fsync rounds, and closes the file. */
 void optd_journal_close(optd_journal_t *j);
 
 /* "journal-<16 hex digits>.log"; out holds 40 bytes. */

@@ -70,9 +70,10 @@ static double mono_seconds(void)
 
 /* ---- the durability hook ----------------------------------------------------- */
 
-/* An image of s that borrows its buffers (only the history is copied, to
- * put the ring in order).  With s->mu held; free with view_free. */
-static int view_locked(optd_session_t *s, optd_session_image_t *v)
+/* An image of s that borrows its buffers; only the history entries with
+ * step > after are copied (in order).  With s->mu held; free with
+ * view_free. */
+static int view_locked(optd_session_t *s, uint64_t after, optd_session_image_t *v)
 {
     memset(v, 0, sizeof *v);
     memcpy(v->name, s->name, sizeof v->name);
@@ -82,15 +83,27 @@ static int view_locked(optd_session_t *s, optd_session_image_t *v)
     v->st = s->st;
     v->created_ms = s->created_ms;
     v->updated_ms = s->updated_ms;
-    if (s->history_len > 0) {
-        v->history = malloc(s->history_len * sizeof *v->history);
+    size_t first = s->history_len;
+    while (first > 0 &&
+           s->history[(s->history_head + first - 1) % s->history_alloc].step > after)
+        first--;
+    size_t n = s->history_len - first;
+    if (n > 0) {
+        v->history = malloc(n * sizeof *v->history);
         if (!v->history)
             return OPTD_ENOMEM;
-        for (size_t i = 0; i < s->history_len; i++)
-            v->history[i] = s->history[(s->history_head + i) % s->history_alloc];
-        v->n_history = s->history_len;
+        for (size_t i = 0; i < n; i++)
+            v->history[i] = s->history[(s->history_head + first + i) % s->history_alloc];
+        v->n_history = n;
     }
     return 0;
+}
+
+static uint64_t newest_history_step(const optd_session_t *s)
+{
+    if (s->history_len == 0)
+        return 0;
+    return s->history[(s->history_head + s->history_len - 1) % s->history_alloc].step;
 }
 
 static void view_free(optd_session_image_t *v)
@@ -109,8 +122,12 @@ static int dur_commit(void *ctx, struct optd_session *s, optd_err_t *err)
         return 0;
     if (!p->journal)
         return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
+    /* A session's first record is its whole image; later ones carry only
+     * the history entries the previous record (or snapshot) lacks, so a
+     * step's record stays small however long the history is. */
+    bool delta = s->lsn != 0;
     optd_session_image_t v;
-    if (view_locked(s, &v))
+    if (view_locked(s, delta ? s->hist_durable_step : 0, &v))
         return optd_err_set(err, OPTD_ENOMEM, "out of memory making a change durable");
     uint8_t *buf;
     size_t len;
@@ -119,10 +136,13 @@ static int dur_commit(void *ctx, struct optd_session *s, optd_err_t *err)
     if (rc)
         return rc;
     uint64_t lsn;
-    rc = optd_journal_append(p->journal, OPTD_JREC_IMAGE, buf, len, &lsn, err);
+    rc = optd_journal_append(p->journal, delta ? OPTD_JREC_DELTA : OPTD_JREC_IMAGE, buf, len, &lsn,
+                             err);
     free(buf);
-    if (rc == 0)
+    if (rc == 0) {
         s->lsn = lsn;
+        s->hist_durable_step = newest_history_step(s);
+    }
     return rc;
 }
 
@@ -294,6 +314,7 @@ static void load_snapshot(optd_persist_t *p, const char *file)
         return;
     }
     s->lsn = lsn;
+    s->hist_durable_step = newest_history_step(s);
     s->saved_version = s->version; /* what is on disk */
     if (lsn > p->max_lsn)
         p->max_lsn = lsn;
@@ -302,6 +323,36 @@ static void load_snapshot(optd_persist_t *p, const char *file)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: session '%s' from %s/%s not loaded: %s; file "
                  "left in place", s->name, p->dir, file, err.msg);
     optd_session_release(s);
+}
+
+/* Puts old's history entries older than img's first entry in front of
+ * img's (a delta record's) history.  0 or OPTD_ENOMEM. */
+static int merge_history(optd_session_t *old, optd_session_image_t *img)
+{
+    optd_history_entry_t *prev;
+    size_t n_prev;
+    int rc = optd_session_copy_history(old, 0, 0, &prev, &n_prev, NULL);
+    if (rc)
+        return rc;
+    uint64_t first = img->n_history ? img->history[0].step : UINT64_MAX;
+    size_t keep = 0;
+    while (keep < n_prev && prev[keep].step < first)
+        keep++;
+    if (keep == 0) {
+        free(prev);
+        return 0;
+    }
+    optd_history_entry_t *h = realloc(prev, (keep + img->n_history) * sizeof *h);
+    if (!h) {
+        free(prev);
+        return OPTD_ENOMEM;
+    }
+    if (img->n_history)
+        memcpy(h + keep, img->history, img->n_history * sizeof *h);
+    free(img->history);
+    img->history = h;
+    img->n_history += keep;
+    return 0;
 }
 
 static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *payload,
@@ -337,12 +388,23 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
         return 0;
     }
     optd_session_t *old = optd_store_get(p->store, img.name);
-    bool stale = old && old->lsn >= lsn;
-    optd_session_release(old);
-    if (stale) {
+    if (old && old->lsn >= lsn) {
+        optd_session_release(old);
         optd_session_image_free(&img);
         return 0;
     }
+    if (type == OPTD_JREC_DELTA && old) {
+        /* The earlier history comes from the state this record follows. */
+        rc = merge_history(old, &img);
+        if (rc) {
+            optd_session_release(old);
+            optd_session_image_free(&img);
+            optd_log(p->log, OPTD_LOG_ERROR, "persist: out of memory replaying record %llu",
+                     (unsigned long long)lsn);
+            return 0;
+        }
+    }
+    optd_session_release(old);
     optd_session_t *s;
     rc = optd_session_from_image_take(&img, optd_store_limits(p->store)->history, &s, &err);
     optd_session_image_free(&img);
@@ -352,6 +414,7 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
         return 0;
     }
     s->lsn = lsn; /* dirty (saved_version 0): the next flush snapshots it */
+    s->hist_durable_step = newest_history_step(s);
     rc = optd_store_insert(p->store, s, true, NULL, &err);
     if (rc)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: session '%s' from the journal not loaded: %s",

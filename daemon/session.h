@@ -108,6 +108,8 @@ typedef struct optd_session {
     uint64_t saved_version;        /* version last made durable */
     uint64_t lsn;                  /* persistence: sequence number of the last
                                       journal record of this session (0: none) */
+    uint64_t hist_durable_step;    /* persistence: newest history step already in
+                                      a journal record or snapshot */
 } optd_session_t;
 
 /* Current wall-clock time in Unix milliseconds. */

@@ -84,9 +84,18 @@ class Reference:
         self.at[name] = steps
         return self.d.get("/v1/sessions/%s/state" % name).body
 
+    def history(self, name):
+        return history_core(self.d, name)
+
     def close(self):
         self.d.stop()
         self.d.cleanup()
+
+
+def history_core(d, name):
+    """History without its wall-clock times."""
+    h = d.get("/v1/sessions/%s/history" % name).body["history"]
+    return [(e["step"], e["lr"], e["grad_norm"]) for e in h]
 
 
 def core(state):
@@ -161,6 +170,9 @@ class CrashRounds(unittest.TestCase):
                 self.assertEqual(core(st.body), core(ref.state_at(name, s)),
                                  "round %d %s: state at step %d is not that of %d steps"
                                  % (rnd, name, s, s))
+                hist = history_core(d, name)
+                self.assertEqual(hist, ref.history(name), (rnd, name))
+                self.assertEqual([e[0] for e in hist], list(range(max(1, s - 999), s + 1)))
                 # the client continues from what survived
                 last[name] = s
                 for k in [k for k in acked[name] if k > s]:

@@ -592,6 +592,11 @@ START_TEST(group_commit_many_threads)
         want[i] = image_bytes(s[i], &wl[i]);
         optd_session_release(s[i]);
     }
+    /* step records carry only the new history entry, not all 50 */
+    char jpath[400];
+    struct stat sb;
+    ck_assert_int_eq(stat(journal_path(dir, jpath, sizeof jpath), &sb), 0);
+    ck_assert_int_lt(sb.st_size, T * 51 * 700);
     world_close(&w, false);
     world_open(&w, dir, OPTD_SYNC_ALWAYS);
     ck_assert_uint_eq(w.stats.sessions_loaded, T);
