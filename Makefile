@@ -4,6 +4,7 @@
 #   make run        install missing Debian packages, build, serve on 127.0.0.1:8080
 #   make check      install, build, run every test (also under ASan+UBSan)
 #   make bench      install, build, run the benchmarks
+#   make fuzz       libFuzzer targets, each for FUZZ_SECONDS (tests/fuzz)
 #   make SAN=1      build with AddressSanitizer + UndefinedBehaviorSanitizer
 #
 # BUILD=dir puts a build elsewhere, so several builds can coexist.
@@ -47,7 +48,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps run check unit integration san-check bench fixtures figures image-test clean help
+.PHONY: all deps run check unit integration san-check bench fixtures figures image-test clean help \
+        fuzz fuzz-smoke fuzz-build fuzz-seeds
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/optd $(BUILD)/liboptd.a
@@ -103,6 +105,7 @@ integration: $(BUILD)/optd
 check: deps
 	@$(MAKE) --no-print-directory all unit integration
 	@$(MAKE) --no-print-directory SAN=1 all unit integration
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 bench: deps
 	@deploy/install-deps.sh bench
@@ -124,7 +127,54 @@ fixtures:
 	@deploy/install-deps.sh fixtures
 	/usr/bin/python3 tests/fixtures/generate.py
 
+# ---- fuzzing: libFuzzer (clang, Debian's libclang-rt-14-dev) ---------------
+# The daemon's sources are compiled again with clang under coverage
+# instrumentation and ASan+UBSan into $(FUZZ_BUILD); each tests/fuzz/fuzz_*.c
+# is one target linked with -fsanitize=fuzzer.  tests/fuzz/run.sh runs them:
+#   make fuzz          each target for FUZZ_SECONDS (default 60) on its corpus
+#   make fuzz-smoke    (part of check) replays every seed and regression file,
+#                      then fuzzes about FUZZ_SMOKE_SECONDS (30) in all
+#   make fuzz-seeds    regenerates the committed seed corpora
+FUZZ_CC ?= clang
+FUZZ_BUILD := $(BUILD)/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno -pthread \
+               -Iinclude -Idaemon $(PKG_CFLAGS) -DOPTD_VERSION='"$(VERSION)"' $(FUZZ_SAN)
+FUZZ_LIB_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(DAEMON_SRC:%.c=$(FUZZ_BUILD)/%.o) \
+                $(FUZZ_BUILD)/tests/fuzz/harness.o
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libfuzzoptd.a: $(FUZZ_LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libfuzzoptd.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $^ $(PKG_LIBS) -lm
+
+# The seed generator uses the real encoders, built without instrumentation.
+$(BUILD)/fuzz-seeds/gen_seeds: tests/fuzz/gen_seeds.c tests/fuzz/harness.c $(BUILD)/libdaemon.a $(BUILD)/liboptd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/fuzz -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+fuzz-build:
+	@deploy/install-deps.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	@tests/fuzz/run.sh full $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+fuzz-smoke: fuzz-build
+	@tests/fuzz/run.sh smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_BIN)
+
+fuzz-seeds: $(BUILD)/fuzz-seeds/gen_seeds
+	$(BUILD)/fuzz-seeds/gen_seeds tests/fuzz/corpus
+
 clean:
 	rm -rf build
 
--include $(CORE_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(BUILD)/daemon/main.d
+-include $(CORE_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(BUILD)/daemon/main.d $(FUZZ_LIB_OBJ:.o=.d)

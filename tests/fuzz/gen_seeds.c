@@ -1,0 +1,344 @@
+/* gen_seeds.c: writes the seed corpora of the fuzz targets (make fuzz-seeds).
+ *
+ *   gen_seeds DIR     writes DIR/step/, DIR/document/, DIR/snapshot/
+ *
+ * Realistic seeds come from the daemon itself, built normally: sessions of
+ * every optimizer and both dtypes are created and stepped through the real
+ * handlers (tests/fuzz/harness.c), then exported (GET .../state, for the
+ * document corpus) and encoded with optd_snapshot_encode (for the snapshot
+ * corpus).  Timestamps are fixed so the output is the same on every run.
+ * Hostile inputs (deep nesting, huge numbers, NaN text, truncation, wrong
+ * types) are written alongside as literals. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+#include "snapshot.h"
+
+static char root[512];
+
+static void put_file(const char *target, const char *name, const void *data, size_t len)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", root, target);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        fz_fail("mkdir %s: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/%s/%s", root, target, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0)
+        fz_fail("writing %s failed", path);
+}
+
+static void put_text(const char *target, const char *name, const char *text)
+{
+    put_file(target, name, text, strlen(text));
+}
+
+/* A step seed: the control byte of fuzz_step.c, then the body. */
+static void put_step(const char *name, unsigned ctl, const void *body, size_t len)
+{
+    uint8_t *buf = malloc(len + 1);
+    if (!buf)
+        fz_fail("out of memory");
+    buf[0] = (uint8_t)ctl;
+    memcpy(buf + 1, body, len);
+    put_file("step", name, buf, len + 1);
+    free(buf);
+}
+
+static unsigned request(optd_server_t *srv, const char *method, const char *url, const char *body, char **resp)
+{
+    fz_http_t r = {.method = method, .url = url, .body = (const uint8_t *)body, .body_len = body ? strlen(body) : 0};
+    fz_request(srv, &r);
+    unsigned status = r.status;
+    if (resp)
+        *resp = r.resp;
+    else
+        fz_http_done(&r);
+    return status;
+}
+
+/* ---- sessions of every optimizer ------------------------------------------------- */
+
+static const struct {
+    const char *optimizer;
+    const char *hp;
+} kinds[] = {
+    {"sgd", "{\"lr\":0.1,\"momentum\":0.9,\"dampening\":0,\"nesterov\":true,\"weight_decay\":0.01}"},
+    {"adagrad", "{\"lr\":0.1,\"lr_decay\":0.01,\"initial_accumulator_value\":0.1}"},
+    {"rmsprop", "{\"lr\":0.01,\"alpha\":0.9,\"momentum\":0.5,\"centered\":true}"},
+    {"adam", "{\"lr\":0.01,\"betas\":[0.8,0.99],\"amsgrad\":true}"},
+    {"adamw", "{\"lr\":0.01,\"weight_decay\":0.1}"},
+    {"adamax", "{\"lr\":0.01}"},
+    {"nadam", "{\"lr\":0.01,\"momentum_decay\":0.004}"},
+    {"radam", "{\"lr\":0.01}"},
+    {"adadelta", "{\"lr\":1.0,\"rho\":0.9}"},
+    {"lion", "{\"lr\":0.001,\"betas\":[0.9,0.99]}"},
+};
+
+static const char *const schedules[] = {
+    "null",
+    "{\"type\":\"constant\",\"warmup_steps\":2}",
+    "{\"type\":\"step\",\"step_size\":2,\"gamma\":0.5}",
+    "{\"type\":\"exponential\",\"gamma\":0.9}",
+    "{\"type\":\"cosine\",\"t_max\":10,\"eta_min\":0.001,\"warmup_steps\":1}",
+};
+
+static void sessions(optd_server_t *srv)
+{
+    size_t nk = sizeof kinds / sizeof kinds[0];
+    for (size_t k = 0; k < nk; k++) {
+        for (int dt = 0; dt < 2; dt++) {
+            const char *dtype = dt ? "float32" : "float64";
+            char name[64], url[128], doc[1024];
+            snprintf(name, sizeof name, "%s-%s", kinds[k].optimizer, dtype);
+            snprintf(doc, sizeof doc,
+                     "{\"name\":\"%s\",\"optimizer\":\"%s\",\"dtype\":\"%s\",\"hyperparameters\":%s,"
+                     "\"params\":[0.5,-1.25,3.0],\"schedule\":%s,\"max_grad_norm\":%s,"
+                     "\"labels\":{\"study\":\"fuzz\",\"trial\":\"%zu\"},\"ttl_seconds\":%s}",
+                     name, kinds[k].optimizer, dtype, kinds[k].hp, schedules[(k + (size_t)dt) % 5],
+                     dt ? "1.5" : "null", k, dt ? "3600" : "null");
+            if (request(srv, "POST", "/v1/sessions", doc, NULL) != 201)
+                fz_fail("gen_seeds: could not create %s: %s", name, doc);
+            if (dt == 0) {
+                char fname[96];
+                snprintf(fname, sizeof fname, "create-%s", kinds[k].optimizer);
+                put_text("document", fname, doc);
+            }
+            snprintf(url, sizeof url, "/v1/sessions/%s/step", name);
+            static const char *const grads[] = {
+                "{\"gradient\":[0.1,-0.2,0.3],\"loss\":2.0}",
+                "{\"gradient\":[1e-3,2.5,-4],\"step\":1}",
+                "{\"gradient\":[-0.5,0.0,0.75],\"step\":2,\"loss\":0.5}",
+            };
+            for (int i = 0; i < 3; i++)
+                if (request(srv, "POST", url, grads[i], NULL) != 200)
+                    fz_fail("gen_seeds: step %d of %s failed", i, name);
+
+            /* Fixed times, so the output does not depend on the clock. */
+            optd_session_t *fs = optd_store_get(srv->store, name);
+            pthread_mutex_lock(&fs->mu);
+            fs->created_ms = 1795867200000;
+            fs->updated_ms = 1795867260000;
+            for (size_t i = 0; i < fs->history_len; i++)
+                fs->history[i].time_ms = 1795867200000 + (int64_t)i * 1000;
+            pthread_mutex_unlock(&fs->mu);
+            optd_session_release(fs);
+
+            /* The export, as a state document seed. */
+            snprintf(url, sizeof url, "/v1/sessions/%s/state", name);
+            char *state;
+            if (request(srv, "GET", url, NULL, &state) != 200)
+                fz_fail("gen_seeds: GET %s failed", url);
+            char fname[96];
+            snprintf(fname, sizeof fname, "state-%s", name);
+            put_text("document", fname, state);
+            free(state);
+
+            /* The snapshot, with fixed times. */
+            optd_session_t *s = optd_store_get(srv->store, name);
+            optd_session_image_t img;
+            optd_err_t err = {0};
+            if (!s || optd_session_copy_image(s, &img, &err) != 0)
+                fz_fail("gen_seeds: copying %s: %s", name, err.msg);
+            optd_session_release(s);
+            uint8_t *snap;
+            size_t len;
+            if (optd_snapshot_encode(&img, 7 + k, &snap, &len, &err) != 0)
+                fz_fail("gen_seeds: encoding %s: %s", name, err.msg);
+            snprintf(fname, sizeof fname, "%s.snap", name);
+            put_file("snapshot", fname, snap, len);
+            if (k == 3 && dt == 0) {
+                /* Damaged copies: truncated, a flipped bit, a future version. */
+                put_file("snapshot", "truncated.snap", snap, len / 2);
+                snap[len / 3] ^= 0x10;
+                put_file("snapshot", "bitflip.snap", snap, len);
+                snap[len / 3] ^= 0x10;
+                snap[8] = 2;
+                put_file("snapshot", "version2.snap", snap, len);
+            }
+            free(snap);
+            optd_session_image_free(&img);
+        }
+    }
+}
+
+/* ---- step bodies --------------------------------------------------------------- */
+
+static void step_seeds(void)
+{
+    static const size_t sizes[4] = {1, 2, 3, 5};
+    static const char *const nums[5] = {"0.5", "-1.25e-3", "3", "1E+2", "-0.0"};
+    char body[512], name[64];
+    for (unsigned ctl = 0; ctl < 256; ctl++) {
+        /* Every size, dtype, ?return= and optimizer for JSON; binary below. */
+        if ((ctl & 8) || ((ctl >> 4) & 3) == 3)
+            continue;
+        if (ctl % 5 != 0 && ctl >= 8) /* a spread, not all 96 */
+            continue;
+        size_t n = sizes[ctl & 3], o = 0;
+        o += (size_t)snprintf(body + o, sizeof body - o, "{\"gradient\":[");
+        for (size_t i = 0; i < n; i++)
+            o += (size_t)snprintf(body + o, sizeof body - o, "%s%s", i ? ", " : "", nums[(i + ctl) % 5]);
+        snprintf(body + o, sizeof body - o, "]%s}", ctl & 16 ? ",\"step\":0,\"loss\":1.5" : "");
+        snprintf(name, sizeof name, "json-%02x", ctl);
+        put_step(name, ctl, body, strlen(body));
+    }
+    /* Gradient last, extra whitespace, escaped key, other members first. */
+    const char *b = "{ \"loss\" : 0.25 , \"step\" : 0 ,\n \"gradient\" : [ 1 , 2 , 3 ] }";
+    put_step("json-order", 2, b, strlen(b));
+    b = "{\"gradi\\u0065nt\":[1,2,3]}";
+    put_step("json-escaped-key", 2, b, strlen(b));
+    b = "{\"x\":\"\\\"]}\",\"gradient\":[1,2,3]}";
+    put_step("json-unknown-field", 2, b, strlen(b));
+
+    /* Binary: "expect NUL loss NUL" then raw values. */
+    for (unsigned ctl = 8; ctl < 256; ctl += 16 + 5) {
+        if (!(ctl & 8))
+            continue;
+        size_t n = sizes[ctl & 3];
+        uint8_t buf[128];
+        size_t o = 0;
+        if (ctl & 1) {
+            memcpy(buf, "0\0" "0.5\0", 6);
+            o = 6;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (ctl & 4) {
+                float f = (float)i - 0.5f;
+                memcpy(buf + o, &f, 4);
+                o += 4;
+            } else {
+                double d = (double)i * 0.25 - 1.0;
+                memcpy(buf + o, &d, 8);
+                o += 8;
+            }
+        }
+        snprintf(name, sizeof name, "binary-%02x", ctl);
+        put_step(name, ctl, buf, o);
+    }
+
+    /* Hostile bodies. */
+    static const struct {
+        const char *name;
+        const char *body;
+    } bad[] = {
+        {"huge-number", "{\"gradient\":[1e999,2,3]}"},
+        {"huge-integer", "{\"gradient\":[123456789012345678901234567890,2,3]}"},
+        {"float32-overflow", "{\"gradient\":[3.5e38,2,3]}"},
+        {"nan-text", "{\"gradient\":[NaN,2,3]}"},
+        {"infinity-text", "{\"gradient\":[Infinity,-Infinity,3]}"},
+        {"truncated", "{\"gradient\":[1,2,"},
+        {"truncated-number", "{\"gradient\":[1,2,3e"},
+        {"wrong-type-string", "{\"gradient\":\"1,2,3\"}"},
+        {"wrong-type-object", "{\"gradient\":{\"0\":1}}"},
+        {"wrong-type-elements", "{\"gradient\":[true,null,\"3\"]}"},
+        {"nested-arrays", "{\"gradient\":[[1],[2],[3]]}"},
+        {"top-level-array", "[1,2,3]"},
+        {"empty", ""},
+        {"step-negative", "{\"gradient\":[1,2,3],\"step\":-1}"},
+        {"step-real", "{\"gradient\":[1,2,3],\"step\":0.5}"},
+        {"step-huge", "{\"gradient\":[1,2,3],\"step\":18446744073709551616}"},
+        {"loss-string", "{\"gradient\":[1,2,3],\"loss\":\"NaN\"}"},
+        {"leading-zero", "{\"gradient\":[01,2,3]}"},
+        {"plus-sign", "{\"gradient\":[+1,2,3]}"},
+        {"bare-dot", "{\"gradient\":[.5,1.,3]}"},
+        {"hex", "{\"gradient\":[0x10,2,3]}"},
+        {"long-number", "{\"gradient\":[1.00000000000000000000000000000000000000000000000000000000000000000001,2,3]}"},
+        {"duplicate-key", "{\"gradient\":[1,2,3],\"gradient\":[4,5,6]}"},
+        {"bom", "\xef\xbb\xbf{\"gradient\":[1,2,3]}"},
+        {"invalid-utf8", "{\"gradient\":[1,2,3],\"\xff\xfe\":1}"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        put_step(bad[i].name, 2, bad[i].body, strlen(bad[i].body));
+    /* Deep nesting, past Jansson's depth limit. */
+    size_t depth = 5000, o = 0;
+    char *deep = malloc(depth * 2 + 32);
+    if (!deep)
+        fz_fail("out of memory");
+    o += (size_t)sprintf(deep, "{\"gradient\":");
+    for (size_t i = 0; i < depth; i++)
+        deep[o++] = '[';
+    for (size_t i = 0; i < depth; i++)
+        deep[o++] = ']';
+    deep[o++] = '}';
+    put_step("deep-nesting", 2, deep, o);
+    /* Binary: NaN and wrong length. */
+    uint8_t nanbody[24];
+    double vals[3] = {1.0, 0.0 / 0.0, 2.0};
+    memcpy(nanbody, vals, 24);
+    put_step("binary-nan", 2 | 8, nanbody, 24);
+    put_step("binary-short", 2 | 8, nanbody, 23);
+    put_step("binary-bad-headers", 2 | 8, "-1\0inf\0" "12345678abcdefgh01234567", 31);
+    free(deep);
+}
+
+/* ---- other document seeds ---------------------------------------------------------- */
+
+static void document_seeds(void)
+{
+    static const struct {
+        const char *name;
+        const char *body;
+    } docs[] = {
+        {"create-size", "{\"name\":\"z\",\"optimizer\":\"sgd\",\"size\":4,\"dtype\":\"float32\"}"},
+        {"fork", "{\"name\":\"f\",\"from\":\"a\",\"hyperparameters\":{\"lr\":0.5},\"labels\":{\"k\":\"v\"}}"},
+        {"fork-float32", "{\"name\":\"f\",\"from\":\"b\",\"optimizer\":\"sgd\",\"dtype\":\"float32\"}"},
+        {"patch", "{\"hyperparameters\":{\"lr\":0.02,\"betas\":[0.5,0.6]},\"schedule\":{\"type\":\"step\","
+                  "\"step_size\":3,\"gamma\":0.1},\"max_grad_norm\":null,\"labels\":{},\"ttl_seconds\":null}"},
+        {"patch-sgd", "{\"hyperparameters\":{\"momentum\":0.9,\"nesterov\":true},\"ttl_seconds\":10}"},
+        {"import-minimal", "{\"optimizer\":\"adam\",\"params\":[1,2,3],\"step\":5,\"state\":{\"exp_avg\":[0,0,0],"
+                           "\"exp_avg_sq\":[1,1,1]}}"},
+        {"import-times", "{\"optimizer\":\"nadam\",\"params\":[1],\"created_at\":\"2026-11-28T12:00:00.250Z\","
+                         "\"updated_at\":\"2026-11-28T12:00:00+00:00\",\"state\":{\"mu_product\":0.5}}"},
+        {"huge-numbers", "{\"name\":\"h\",\"optimizer\":\"adam\",\"params\":[1e308,-1e308],\"hyperparameters\":"
+                         "{\"lr\":1e999}}"},
+        {"huge-size", "{\"name\":\"h\",\"optimizer\":\"adam\",\"size\":99999999999999999999}"},
+        {"nan-text", "{\"name\":\"h\",\"optimizer\":\"adam\",\"params\":[NaN],\"max_grad_norm\":NaN}"},
+        {"wrong-types", "{\"name\":7,\"optimizer\":[\"adam\"],\"params\":{},\"labels\":[1],\"ttl_seconds\":\"1\","
+                        "\"schedule\":\"cosine\",\"hyperparameters\":{\"amsgrad\":1,\"betas\":0.9}}"},
+        {"labels-hostile", "{\"name\":\"l\",\"optimizer\":\"sgd\",\"size\":1,\"labels\":{\"\":\"x\",\"k\":null}}"},
+        {"schedule-hostile", "{\"name\":\"s\",\"optimizer\":\"sgd\",\"size\":1,\"schedule\":{\"type\":\"step\","
+                             "\"step_size\":9223372036854775807,\"gamma\":1e-300,\"warmup_steps\":-1}}"},
+        {"time-hostile", "{\"optimizer\":\"sgd\",\"params\":[1],\"created_at\":\"9999-99-99T99:99:99Z\"}"},
+        {"truncated", "{\"name\":\"t\",\"optimizer\":\"adam\",\"params\":[1,2"},
+        {"empty-object", "{}"},
+        {"not-object", "\"adam\""},
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++)
+        put_text("document", docs[i].name, docs[i].body);
+    size_t depth = 3000, o = 0;
+    char *deep = malloc(depth * 6 + 64);
+    if (!deep)
+        fz_fail("out of memory");
+    o += (size_t)sprintf(deep, "{\"name\":\"d\",\"optimizer\":\"sgd\",\"size\":1,\"labels\":");
+    for (size_t i = 0; i < depth; i++)
+        o += (size_t)sprintf(deep + o, "{\"a\":");
+    deep[o++] = '1';
+    for (size_t i = 0; i <= depth; i++)
+        deep[o++] = '}';
+    put_file("document", "deep-nesting", deep, o);
+    free(deep);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: gen_seeds DIR\n");
+        return 2;
+    }
+    snprintf(root, sizeof root, "%s", argv[1]);
+    if (mkdir(root, 0755) != 0 && errno != EEXIST)
+        fz_fail("mkdir %s: %s", root, strerror(errno));
+    optd_server_t srv;
+    fz_server_open(&srv);
+    sessions(&srv);
+    fz_server_close(&srv);
+    step_seeds();
+    document_seeds();
+    return 0;
+}
