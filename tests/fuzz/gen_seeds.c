@@ -1,6 +1,6 @@
 /* gen_seeds.c: writes the seed corpora of the fuzz targets (make fuzz-seeds).
  *
- *   gen_seeds DIR     writes DIR/step/, DIR/document/, DIR/snapshot/
+ *   gen_seeds DIR     writes DIR/step/, DIR/document/, DIR/snapshot/, DIR/load/
  *
  * Realistic seeds come from the daemon itself, built normally: sessions of
  * every optimizer and both dtypes are created and stepped through the real
@@ -15,11 +15,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include "harness.h"
+#include "fileio.h"
+#include "journal.h"
 #include "snapshot.h"
 
 static char root[512];
+
+/* Snapshots kept for the load corpus (see load_seeds). */
+static uint8_t *kept[3];
+static size_t kept_len[3];
 
 static void put_file(const char *target, const char *name, const void *data, size_t len)
 {
@@ -160,6 +169,14 @@ static void sessions(optd_server_t *srv)
                 snap[len / 3] ^= 0x10;
                 snap[8] = 2;
                 put_file("snapshot", "version2.snap", snap, len);
+                snap[8] = 1;
+            }
+            int keep = k == 3 && dt == 0 ? 0 : k == 0 && dt == 1 ? 1 : k == 6 && dt == 0 ? 2 : -1;
+            if (keep >= 0) {
+                kept[keep] = snap;
+                kept_len[keep] = len;
+                /* The journal's image records carry LSN 0 inside. */
+                snap = NULL;
             }
             free(snap);
             optd_session_image_free(&img);
@@ -325,6 +342,105 @@ static void document_seeds(void)
     free(deep);
 }
 
+/* ---- data directories (fuzz_load) ------------------------------------------------ */
+
+typedef struct chunks {
+    uint8_t buf[65536];
+    size_t len;
+} chunks_t;
+
+static void chunk(chunks_t *c, unsigned kind, const uint8_t *b, size_t len)
+{
+    if (len > 0xffff || c->len + 3 + len > sizeof c->buf)
+        fz_fail("gen_seeds: chunk too big");
+    c->buf[c->len++] = (uint8_t)kind;
+    c->buf[c->len++] = (uint8_t)(len & 0xff);
+    c->buf[c->len++] = (uint8_t)(len >> 8);
+    memcpy(c->buf + c->len, b, len);
+    c->len += len;
+}
+
+/* A journal written by the real writer: image records of the kept
+ * sessions (LSN 0 inside, as persist.c writes them) and a delete. */
+static void journal_bytes(uint8_t **out, size_t *out_len)
+{
+    char tmp[] = "/tmp/optd-gen-seeds-XXXXXX";
+    if (!mkdtemp(tmp))
+        fz_fail("mkdtemp: %s", strerror(errno));
+    int dfd = open(tmp, O_RDONLY | O_DIRECTORY);
+    optd_logger_t log;
+    optd_log_init(&log);
+    optd_journal_t *j;
+    optd_err_t err = {0};
+    if (dfd < 0 || optd_journal_open(dfd, 1, 100, &log, &j, &err) != 0)
+        fz_fail("gen_seeds: journal: %s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        uint8_t *copy = malloc(kept_len[i]);
+        if (!copy)
+            fz_fail("out of memory");
+        memcpy(copy, kept[i], kept_len[i]);
+        memset(copy + 24, 0, 8); /* the LSN field of the body */
+        uLong crc = crc32(0L, copy, (uInt)(kept_len[i] - 4));
+        for (int b = 0; b < 4; b++)
+            copy[kept_len[i] - 4 + (size_t)b] = (uint8_t)(crc >> (8 * b));
+        uint64_t lsn;
+        if (optd_journal_append(j, OPTD_JREC_IMAGE, copy, kept_len[i], &lsn, &err) != 0)
+            fz_fail("gen_seeds: journal append: %s", err.msg);
+        free(copy);
+    }
+    uint8_t del[16] = {11, 0};
+    memcpy(del + 2, "sgd-float32", 11);
+    uint64_t lsn;
+    if (optd_journal_append(j, OPTD_JREC_DELETE, del, 13, &lsn, &err) != 0)
+        fz_fail("gen_seeds: journal append: %s", err.msg);
+    optd_journal_close(j);
+    char name[40];
+    optd_journal_file_name(1, name);
+    if (optd_file_read_all(dfd, name, out, out_len) != 0)
+        fz_fail("gen_seeds: reading the journal back");
+    unlinkat(dfd, name, 0);
+    close(dfd);
+    rmdir(tmp);
+}
+
+static void load_seeds(void)
+{
+    static chunks_t c;
+    uint8_t *jb;
+    size_t jlen;
+    journal_bytes(&jb, &jlen);
+
+    c.len = 0;
+    for (int i = 0; i < 3; i++)
+        chunk(&c, 0, kept[i], kept_len[i]);
+    put_file("load", "snapshots", c.buf, c.len);
+
+    c.len = 0;
+    chunk(&c, 1, jb, jlen);
+    put_file("load", "journal", c.buf, c.len);
+
+    c.len = 0;
+    chunk(&c, 0, kept[0], kept_len[0]);
+    chunk(&c, 1, jb, jlen);
+    chunk(&c, 2, kept[1], kept_len[1]);
+    chunk(&c, 3, (const uint8_t *)"junk", 4);
+    put_file("load", "mixed", c.buf, c.len);
+
+    /* A torn journal tail and a damaged record. */
+    c.len = 0;
+    chunk(&c, 1, jb, jlen - 7);
+    put_file("load", "journal-torn", c.buf, c.len);
+    jb[OPTD_JOURNAL_HEADER + 40] ^= 1;
+    c.len = 0;
+    chunk(&c, 1, jb, jlen);
+    put_file("load", "journal-damaged", c.buf, c.len);
+    chunk(&c, 5, jb, jlen); /* the same, checksums fixed */
+    put_file("load", "journal-fixed", c.buf, c.len);
+    free(jb);
+    for (int i = 0; i < 3; i++)
+        free(kept[i]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -340,5 +456,6 @@ int main(int argc, char **argv)
     fz_server_close(&srv);
     step_seeds();
     document_seeds();
+    load_seeds();
     return 0;
 }

@@ -59,15 +59,15 @@ for bin in "$@"; do
 
     # 2. Fuzz.
     # shellcheck disable=SC2086
-    if "$bin" $opts $dict -max_total_time="$per" "$work" "$seeds" >>"$log" 2>&1; then
-        stats=$(grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" |
-                sed 's/^stat:://' | tr -s ' ' | tr '\n' ' ')
-        cov=$(grep -E '^#[0-9]+' "$log" | tail -n 1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || true)
-        echo "fuzz $t: ok (${per}s; $cov; $stats)"
+    if "$bin" $opts $dict -max_total_time="$per" "$work" "$seeds" >"$log.fuzz" 2>&1; then
+        runs=$(grep -a '^stat::number_of_executed_units' "$log.fuzz" | tr -s ' ' | cut -d' ' -f2)
+        rate=$(grep -a '^stat::average_exec_per_sec' "$log.fuzz" | tr -s ' ' | cut -d' ' -f2)
+        cov=$(grep -aE '^#[0-9]+' "$log.fuzz" | tail -n 1 | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' || true)
+        echo "fuzz $t: ok (${per}s, $runs runs, $rate exec/s; $cov)"
         passed=$((passed + 1))
     else
-        echo "fuzz $t: FAILED (see $log; input in $art/)"
-        grep -E 'ERROR|SUMMARY|fuzz finding|runtime error' "$log" | head -n 20
+        echo "fuzz $t: FAILED (see $log.fuzz; input in $art/)"
+        grep -aE 'ERROR|SUMMARY|fuzz finding|runtime error|#[0-9]+ 0x' "$log.fuzz" | head -n 30
         failed=$((failed + 1))
     fi
 done
