@@ -10,7 +10,7 @@
  * file (journal-<chunk index>.log), 2 a leftover .snap.tmp, 3 a file with
  * another name.  kind bit 2: fix checksums and lengths first (snapshot
  * body length and CRC; each journal record's CRC, and the snapshot inside
- * an image record), so mutations reach the parsers behind the checksums.
+ * an image or delta record), so mutations reach the parsers behind the checksums.
  *
  * Checks, besides the sanitizers: the load succeeds (damage is set aside,
  * never fatal), and every session it restored encodes to a snapshot that
@@ -61,7 +61,8 @@ static void fix_journal(uint8_t *b, size_t len)
         uint64_t plen = get_le(b + off + 16, 8);
         if (plen > len - off - OPTD_JREC_HEADER - 4)
             return;
-        if (get_le(b + off + 4, 4) == OPTD_JREC_IMAGE)
+        uint64_t type = get_le(b + off + 4, 4);
+        if (type != OPTD_JREC_DELETE) /* image and delta records hold a snapshot */
             fix_snapshot(b + off + OPTD_JREC_HEADER, (size_t)plen);
         size_t end = off + OPTD_JREC_HEADER + (size_t)plen;
         put_le(b + end, crc32(0L, b + off, (uInt)(end - off)), 4);

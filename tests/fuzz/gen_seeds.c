@@ -8,13 +8,15 @@
  * document corpus) and encoded with optd_snapshot_encode (for the snapshot
  * corpus).  Timestamps are fixed so the output is the same on every run.
  * Hostile inputs (deep nesting, huge numbers, NaN text, truncation, wrong
- * types) are written alongside as literals. */
+ * types) are written alongside as literals.  Only the journal seeds (load/)
+ * differ between runs: the daemon writes them with the clock's times. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -22,6 +24,7 @@
 #include "harness.h"
 #include "fileio.h"
 #include "journal.h"
+#include "persist.h"
 #include "snapshot.h"
 
 static char root[512];
@@ -360,47 +363,70 @@ static void chunk(chunks_t *c, unsigned kind, const uint8_t *b, size_t len)
     c->len += len;
 }
 
-/* A journal written by the real writer: image records of the kept
- * sessions (LSN 0 inside, as persist.c writes them) and a delete. */
+/* A journal written by the daemon's own --sync always path: sessions
+ * created (image records), stepped (delta records) and one deleted. */
 static void journal_bytes(uint8_t **out, size_t *out_len)
 {
     char tmp[] = "/tmp/optd-gen-seeds-XXXXXX";
     if (!mkdtemp(tmp))
         fz_fail("mkdtemp: %s", strerror(errno));
-    int dfd = open(tmp, O_RDONLY | O_DIRECTORY);
     optd_logger_t log;
     optd_log_init(&log);
-    optd_journal_t *j;
+    atomic_store(&log.level, OPTD_LOG_ERROR);
+    optd_store_limits_t lim = {.max_sessions = 16, .max_params = 0, .history = 16};
+    optd_store_t *store;
+    optd_persist_t *p;
+    optd_persist_stats_t stats;
     optd_err_t err = {0};
-    if (dfd < 0 || optd_journal_open(dfd, 1, 100, &log, &j, &err) != 0)
-        fz_fail("gen_seeds: journal: %s", err.msg);
+    if (optd_store_new(&lim, &store, &err) != 0 ||
+        optd_persist_open(tmp, OPTD_SYNC_ALWAYS, store, &log, &p, &err) != 0 ||
+        optd_persist_load(p, &stats, &err) != 0)
+        fz_fail("gen_seeds: persistence: %s", err.msg);
+    static const char *const names[3] = {"j-adam", "j-sgd", "j-nadam"};
+    static const char *const opts[3] = {"adam", "sgd", "nadam"};
     for (int i = 0; i < 3; i++) {
-        uint8_t *copy = malloc(kept_len[i]);
-        if (!copy)
-            fz_fail("out of memory");
-        memcpy(copy, kept[i], kept_len[i]);
-        memset(copy + 24, 0, 8); /* the LSN field of the body */
-        uLong crc = crc32(0L, copy, (uInt)(kept_len[i] - 4));
-        for (int b = 0; b < 4; b++)
-            copy[kept_len[i] - 4 + (size_t)b] = (uint8_t)(crc >> (8 * b));
-        uint64_t lsn;
-        if (optd_journal_append(j, OPTD_JREC_IMAGE, copy, kept_len[i], &lsn, &err) != 0)
-            fz_fail("gen_seeds: journal append: %s", err.msg);
-        free(copy);
+        optd_session_config_t cfg = {0};
+        if (optd_optim_lookup(opts[i], &cfg.kind, &err) != 0)
+            fz_fail("%s", err.msg);
+        cfg.dtype = i == 1 ? OPTD_FLOAT32 : OPTD_FLOAT64;
+        optd_hparams_default(cfg.kind, &cfg.hp);
+        optd_session_t *s;
+        if (optd_session_create(names[i], &cfg, 3, NULL, 16, &s, &err) != 0 ||
+            optd_store_insert(store, s, false, NULL, &err) != 0)
+            fz_fail("gen_seeds: journal session: %s", err.msg);
+        double g64[3] = {0.5, -0.25, 1.0};
+        float g32[3] = {0.5f, -0.25f, 1.0f};
+        for (int k = 0; k < 2; k++) {
+            uint64_t step;
+            double loss = 1.0 / (k + 1);
+            if (optd_session_step(s, i == 1 ? (void *)g32 : (void *)g64, NULL, &loss, &step, NULL, &err) != 0)
+                fz_fail("gen_seeds: journal step: %s", err.msg);
+        }
+        optd_session_release(s);
     }
-    uint8_t del[16] = {11, 0};
-    memcpy(del + 2, "sgd-float32", 11);
-    uint64_t lsn;
-    if (optd_journal_append(j, OPTD_JREC_DELETE, del, 13, &lsn, &err) != 0)
-        fz_fail("gen_seeds: journal append: %s", err.msg);
-    optd_journal_close(j);
-    char name[40];
-    optd_journal_file_name(1, name);
-    if (optd_file_read_all(dfd, name, out, out_len) != 0)
-        fz_fail("gen_seeds: reading the journal back");
-    unlinkat(dfd, name, 0);
-    close(dfd);
-    rmdir(tmp);
+    if (optd_store_remove(store, "j-sgd", &err) != 0)
+        fz_fail("gen_seeds: journal delete: %s", err.msg);
+
+    int dfd = open(tmp, O_RDONLY | O_DIRECTORY);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    struct dirent *e;
+    *out = NULL;
+    while (d && (e = readdir(d)) != NULL) {
+        uint64_t seq;
+        if (optd_journal_parse_name(e->d_name, &seq) == 0 &&
+            optd_file_read_all(dirfd(d), e->d_name, out, out_len) != 0)
+            fz_fail("gen_seeds: reading the journal back");
+    }
+    if (!*out)
+        fz_fail("gen_seeds: --sync always wrote no journal in %s", tmp);
+    optd_persist_close(p);
+    optd_store_free(store);
+    if (d)
+        closedir(d);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0)
+        fz_fail("gen_seeds: could not remove %s", tmp);
 }
 
 static void load_seeds(void)
