@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "persist.h"
 #include "server.h"
+#include "parallel.h"
 #include "store.h"
 
 /* Requests still running this long after SIGTERM are cut, so the process
@@ -259,6 +260,12 @@ int main(int argc, char **argv)
         optd_log(&srv.log, OPTD_LOG_ERROR, "cannot create the session store: %s", err.msg);
         goto out;
     }
+    /* Big updates are split over as many threads as serve HTTP (--threads). */
+    if (optd_pool_new(srv.cfg.threads, &srv.pool, &err) < 0) {
+        optd_log(&srv.log, OPTD_LOG_ERROR, "cannot start the update threads: %s", err.msg);
+        goto out;
+    }
+    optd_store_set_pool(srv.store, srv.pool);
 
     if (srv.cfg.data_dir) {
         if (optd_persist_open(srv.cfg.data_dir, srv.cfg.sync, srv.store, &srv.log, &srv.persist, &err) < 0) {
@@ -319,6 +326,7 @@ out:
         optd_persist_close(srv.persist);
     if (srv.store)
         optd_store_free(srv.store);
+    optd_pool_free(srv.pool); /* after the store: no update can run any more */
     optd_auth_free(&srv);
     optd_log_close(&srv.log);
     return status;

@@ -27,6 +27,7 @@ typedef struct optd_server {
     optd_config_t cfg;
     optd_logger_t log;
     optd_store_t *store;
+    struct optd_pool *pool;      /* threads big updates are split over (parallel.h) */
     optd_persist_t *persist;     /* NULL without --data-dir */
     optd_metrics_t metrics;
 

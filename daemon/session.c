@@ -10,6 +10,8 @@
  * could have seen it, so a 507 changes nothing. */
 #include "session.h"
 
+#include "parallel.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -568,8 +570,8 @@ int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expec
         goto out;
 
     optd_step_info_t info;
-    rc = optd_optim_step(&s->st, &s->cfg.hp, s->cfg.has_schedule ? &s->cfg.schedule : NULL,
-                         s->cfg.max_grad_norm, s->params, grad, &info, err);
+    rc = optd_parallel_step(s->pool, &s->st, &s->cfg.hp, s->cfg.has_schedule ? &s->cfg.schedule : NULL,
+                            s->cfg.max_grad_norm, s->params, grad, &info, err);
     if (rc) {
         if (durable)
             undo_drop(&undo);

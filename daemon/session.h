@@ -90,6 +90,8 @@ typedef struct optd_session {
     UT_hash_handle hh;             /* the store's table; guarded by its lock */
 
     const optd_durability_t *dur;  /* set by the store on insert; NULL: memory only */
+    struct optd_pool *pool;        /* set by the store on insert: big updates are spread
+                                      over its threads (parallel.h); NULL: one thread */
     pthread_mutex_t mu;            /* guards everything below */
     bool deleted;                  /* removed from the store; refuse further changes
                                       (read and written with __atomic builtins so

@@ -22,6 +22,7 @@ struct optd_store {
     size_t params;
     optd_store_limits_t limits;
     const optd_durability_t *dur;
+    struct optd_pool *pool;
 };
 
 int optd_store_new(const optd_store_limits_t *limits, optd_store_t **out, optd_err_t *err)
@@ -55,6 +56,11 @@ void optd_store_free(optd_store_t *store)
 void optd_store_set_durability(optd_store_t *store, const optd_durability_t *dur)
 {
     store->dur = dur;
+}
+
+void optd_store_set_pool(optd_store_t *store, struct optd_pool *pool)
+{
+    store->pool = pool;
 }
 
 const optd_store_limits_t *optd_store_limits(const optd_store_t *store)
@@ -108,6 +114,7 @@ int optd_store_insert(optd_store_t *store, optd_session_t *s, bool replace, bool
      * is in the table, others wait until it is durable (or taken back). */
     pthread_mutex_lock(&s->mu);
     s->dur = store->dur;
+    s->pool = store->pool;
 
     pthread_rwlock_wrlock(&store->lock);
     optd_session_t *old = find_locked(store, s->name);

@@ -28,6 +28,10 @@ int optd_store_new(const optd_store_limits_t *limits, optd_store_t **out, optd_e
 /* Drops the store's references (sessions still held by users live on). */
 void optd_store_free(optd_store_t *store);
 void optd_store_set_durability(optd_store_t *store, const optd_durability_t *dur);
+/* The pool big updates of the sessions inserted from now on are spread
+ * over (parallel.h); NULL (the default): each update on its caller's thread.
+ * Set it before sessions are inserted; the store does not own it. */
+void optd_store_set_pool(optd_store_t *store, struct optd_pool *pool);
 const optd_store_limits_t *optd_store_limits(const optd_store_t *store);
 
 /* Adds s under s->name.  The store takes its own reference.  With replace,

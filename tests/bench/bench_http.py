@@ -25,8 +25,9 @@ shared machine slows both alike.
                  MHD floor echoing the same bytes.
   100k sessions  100,000 sessions of 10 params created over HTTP (loadgen,
                  16 connections, closed loop): time and VmRSS.
-  threads        large binary updates (1M and 4M float32 adam,
-                 ?return=none) on optd --threads 2 against --threads 1.
+  threads        large binary steps (1M and 4M float32 adam, ?return=none)
+                 end to end on optd --threads 2 against --threads 1, for
+                 reference (the update alone: bench_threads.c).
 
 Usage: bench_http.py [--quick]   (BUILD=dir in the environment)"""
 
@@ -446,10 +447,12 @@ def bench_threads(tmp, runs, sizes):
         print(f"| {n:,} | {fmt(stats(a)[0])} | {spread(a)} | {fmt(stats(b)[0])} | {spread(b)} | "
               f"{ratio_text(stats(a)[0] / stats(b)[0])} |")
     print()
+    print("Over HTTP the update is the smaller part of a big step (the body in costs more, and is "
+          "the same whatever --threads); the update itself is timed in-process by bench_threads.\n")
     for n, a, b in rows:
         sp = stats(a)[0] / stats(b)[0]
-        summary_row(f"{n // 1000000}M float32 update (binary step), --threads 2", b, " ms",
-                    f"--threads 1 {fmt(stats(a)[0])} ms", f"{sp:.2f}× faster", "≥ 1.6× faster", sp >= 1.6)
+        summary_row(f"{n // 1000000}M float32 binary step end to end, --threads 2 (for reference)", b,
+                    " ms", f"--threads 1 {fmt(stats(a)[0])} ms", f"{sp:.2f}× faster", "—", None)
 
 
 def main():

@@ -29,7 +29,7 @@ export OPTD_BENCH_SUMMARY="$OUT_DIR/summary.tsv.tmp"
 export BUILD
 PY=/usr/bin/python3
 
-BENCHES="bench_optim"
+BENCHES="bench_optim bench_threads"
 PY_BENCHES="bench_http.py bench_sync.py"
 
 # Helper programs the Python benchmarks drive (not benchmarks themselves, so
