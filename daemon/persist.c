@@ -558,13 +558,82 @@ typedef struct flushed {
     uint64_t version;
 } flushed_t;
 
+/* A snapshot written to its temporary file, not yet synced or renamed. */
+typedef struct pending {
+    optd_session_t *s; /* a reference */
+    uint64_t version;
+    int fd;
+} pending_t;
+
+/* Temporary files written before they are synced together: the first
+ * fsync commits the file system journal for all of them and their data is
+ * already on its way, so a flush of many sessions costs far less than one
+ * full sync round per file. */
+#define FLUSH_CHUNK 128
+
 typedef struct flush_ctx {
     optd_persist_t *p;
+    pending_t pend[FLUSH_CHUNK];
+    size_t n_pend;
     flushed_t *done;
     size_t n, cap;
     size_t failed;
-    bool oom;
 } flush_ctx_t;
+
+static void tmp_names(const char *name, char *file, char *tmp)
+{
+    optd_snapshot_file_name(name, file);
+    snprintf(tmp, OPTD_SNAP_FILE_MAX + 8, "%s.tmp", file);
+}
+
+/* Syncs, closes and renames into place every pending file. */
+static void finish_chunk(flush_ctx_t *fc)
+{
+    optd_persist_t *p = fc->p;
+    for (size_t i = 0; i < fc->n_pend; i++) {
+        pending_t *pd = &fc->pend[i];
+        optd_session_t *s = pd->s;
+        char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_FILE_MAX + 8];
+        tmp_names(s->name, file, tmp);
+        int rc = fsync(pd->fd) == 0 ? 0 : errno;
+        if (close(pd->fd) != 0 && rc == 0)
+            rc = errno;
+        if (rc == 0) {
+            pthread_mutex_lock(&p->mu);
+            if (optd_session_is_deleted(s)) {
+                unlinkat(p->dirfd, tmp, 0);
+                pthread_mutex_unlock(&p->mu);
+                optd_session_release(s);
+                continue;
+            }
+            rc = renameat(p->dirfd, tmp, p->dirfd, file) == 0 ? 0 : errno;
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (rc) {
+            unlinkat(p->dirfd, tmp, 0);
+            optd_log(p->log, OPTD_LOG_ERROR,
+                     "persist: snapshot of '%s' not written to %s/%s: %s (will retry)", s->name,
+                     p->dir, file, strerror(rc));
+            fc->failed++;
+            optd_session_release(s);
+            continue;
+        }
+        if (fc->n == fc->cap) {
+            size_t cap = fc->cap ? fc->cap * 2 : 64;
+            flushed_t *g = realloc(fc->done, cap * sizeof *g);
+            if (!g) {
+                /* Written, but it cannot be marked clean: it is written
+                 * again next time, which is harmless. */
+                optd_session_release(s);
+                continue;
+            }
+            fc->done = g;
+            fc->cap = cap;
+        }
+        fc->done[fc->n++] = (flushed_t){s, pd->version};
+    }
+    fc->n_pend = 0;
+}
 
 static int flush_one(optd_session_t *s, void *arg)
 {
@@ -581,19 +650,6 @@ static int flush_one(optd_session_t *s, void *arg)
     uint64_t version = s->version, lsn = s->lsn;
     int rc = optd_session_copy_image_locked(s, &img, &err);
     pthread_mutex_unlock(&s->mu);
-    if (fc->n == fc->cap) {
-        size_t cap = fc->cap ? fc->cap * 2 : 64;
-        flushed_t *g = realloc(fc->done, cap * sizeof *g);
-        if (!g) {
-            if (!rc)
-                optd_session_image_free(&img);
-            fc->oom = true;
-            fc->failed++;
-            return 0;
-        }
-        fc->done = g;
-        fc->cap = cap;
-    }
     uint8_t *buf = NULL;
     size_t len = 0;
     if (!rc)
@@ -606,35 +662,27 @@ static int flush_one(optd_session_t *s, void *arg)
         return 0;
     }
     char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_FILE_MAX + 8];
-    optd_snapshot_file_name(s->name, file);
-    snprintf(tmp, sizeof tmp, "%s.tmp", file);
-    rc = optd_file_write_synced(p->dirfd, tmp, buf, len);
+    tmp_names(s->name, file, tmp);
+    int fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    rc = fd < 0 ? -errno : optd_file_write_all(fd, buf, len);
     free(buf);
     if (rc) {
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(p->dirfd, tmp, 0);
+        }
         optd_log(p->log, OPTD_LOG_ERROR,
                  "persist: snapshot of '%s' not written to %s/%s: %s (will retry)", s->name,
                  p->dir, file, strerror(-rc));
         fc->failed++;
         return 0;
     }
-    pthread_mutex_lock(&p->mu);
-    if (optd_session_is_deleted(s)) {
-        unlinkat(p->dirfd, tmp, 0);
-        pthread_mutex_unlock(&p->mu);
-        return 0;
-    }
-    rc = renameat(p->dirfd, tmp, p->dirfd, file) == 0 ? 0 : errno;
-    pthread_mutex_unlock(&p->mu);
-    if (rc) {
-        unlinkat(p->dirfd, tmp, 0);
-        optd_log(p->log, OPTD_LOG_ERROR,
-                 "persist: snapshot of '%s' not renamed into %s/%s: %s (will retry)", s->name,
-                 p->dir, file, strerror(rc));
-        fc->failed++;
-        return 0;
-    }
+    /* Start writing it out now; finish_chunk waits for it. */
+    sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     optd_session_retain(s);
-    fc->done[fc->n++] = (flushed_t){s, version};
+    fc->pend[fc->n_pend++] = (pending_t){s, version, fd};
+    if (fc->n_pend == FLUSH_CHUNK)
+        finish_chunk(fc);
     return 0;
 }
 
@@ -676,6 +724,7 @@ int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
     flush_ctx_t fc = {.p = p};
     if (optd_store_foreach(p->store, flush_one, &fc) != 0)
         fc.failed++;
+    finish_chunk(&fc);
     failed += fc.failed;
 
     pthread_mutex_lock(&p->mu);
