@@ -1,6 +1,8 @@
 /* numarray.c: JSON number arrays <-> dtype buffers (see numarray.h). */
 #include "numarray.h"
 
+#include "dtoa.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -74,20 +76,21 @@ static size_t keep_real(char *s, size_t n)
 
 void optd_numarray_encode(optd_sbuf_t *b, optd_dtype_t dtype, const void *v, size_t n)
 {
-    /* At most 26 bytes per element ("-1.2345678901234567e-308" + ".0" + ","). */
-    if (!optd_sbuf_reserve(b, n * 28 + 3))
+    /* At most OPTD_DTOA_MAX bytes per element, and a comma. */
+    if (!optd_sbuf_reserve(b, n * (OPTD_DTOA_MAX + 1) + 3))
         return;
     char *o = b->p + b->len;
     *o++ = '[';
     for (size_t i = 0; i < n; i++) {
         if (i)
             *o++ = ',';
-        int k;
-        if (dtype == OPTD_FLOAT32)
-            k = snprintf(o, 32, "%.9g", (double)((const float *)v)[i]);
-        else
-            k = snprintf(o, 32, "%.17g", ((const double *)v)[i]);
-        o += keep_real(o, (size_t)k);
+        if (dtype == OPTD_FLOAT32) {
+            int k = snprintf(o, 32, "%.9g", (double)((const float *)v)[i]);
+            o += keep_real(o, (size_t)k);
+        } else {
+            /* Grisu2, not %.17g: ~10x faster, and reads back exactly too. */
+            o += optd_dtoa(((const double *)v)[i], o);
+        }
     }
     *o++ = ']';
     *o = '\0';
