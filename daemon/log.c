@@ -3,12 +3,13 @@
  * Each line is formatted into one buffer and written with a single write(2),
  * so lines from different threads never interleave (O_APPEND makes that hold
  * for a shared file too).  Nothing here allocates, so logging works when
- * memory is exhausted. */
+ * memory is exhausted.  Per-request lines are buffered (see log.h). */
 #include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -20,11 +21,28 @@
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
+static void flush_locked(optd_logger_t *lg);
+
+/* Puts fd in place of the current descriptor (closing that unless it is
+ * stderr), after the buffered lines went to the current one. */
+static void swap_fd(optd_logger_t *lg, int fd)
+{
+    pthread_mutex_lock(&lg->mu);
+    flush_locked(lg);
+    int old = atomic_exchange(&lg->fd, fd);
+    pthread_mutex_unlock(&lg->mu);
+    if (old != STDERR_FILENO && old != fd)
+        close(old);
+}
+
 void optd_log_init(optd_logger_t *lg)
 {
     atomic_init(&lg->level, OPTD_LOG_INFO);
     atomic_init(&lg->fd, STDERR_FILENO);
     lg->path = NULL;
+    pthread_mutex_init(&lg->mu, NULL);
+    lg->buf_len = 0;
+    lg->buf_since_ms = 0;
 }
 
 int optd_log_level_parse(const char *name, optd_log_level_t *out)
@@ -47,18 +65,14 @@ static int open_append(const char *path)
 int optd_log_open(optd_logger_t *lg, const char *path)
 {
     if (!path) {
-        int old = atomic_exchange(&lg->fd, STDERR_FILENO);
-        if (old != STDERR_FILENO)
-            close(old);
+        swap_fd(lg, STDERR_FILENO);
         lg->path = NULL;
         return 0;
     }
     int fd = open_append(path);
     if (fd < 0)
         return fd;
-    int old = atomic_exchange(&lg->fd, fd);
-    if (old != STDERR_FILENO)
-        close(old);
+    swap_fd(lg, fd);
     lg->path = path;
     return 0;
 }
@@ -74,53 +88,46 @@ int optd_log_reopen(optd_logger_t *lg)
     int fd = open_append(lg->path);
     if (fd < 0)
         return fd;
-    int old = atomic_exchange(&lg->fd, fd);
-    if (old != STDERR_FILENO)
-        close(old);
+    swap_fd(lg, fd);
     return 0;
 }
 
 void optd_log_close(optd_logger_t *lg)
 {
-    int old = atomic_exchange(&lg->fd, STDERR_FILENO);
-    if (old != STDERR_FILENO)
-        close(old);
+    swap_fd(lg, STDERR_FILENO);
     lg->path = NULL;
 }
 
-void optd_log(optd_logger_t *lg, optd_log_level_t level, const char *fmt, ...)
+/* Formats one whole line (with its newline) into line; returns its length,
+ * and the wall-clock time in ms in *now_ms. */
+static size_t format_line(optd_log_level_t level, const char *fmt, va_list ap, char *line, int64_t *now_ms)
 {
-    if (!lg || (int)level > atomic_load(&lg->level) || (int)level < 0 || level > OPTD_LOG_DEBUG)
-        return;
-
-    char line[LOG_LINE_MAX];
     struct timeval tv;
     gettimeofday(&tv, NULL);
+    *now_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
+    int n = snprintf(line, LOG_LINE_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level]);
     if (n < 0)
-        return;
-
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-    va_end(ap);
+        return 0;
+    int m = vsnprintf(line + n, LOG_LINE_MAX - (size_t)n - 1, fmt, ap);
     if (m < 0)
         m = 0;
     size_t len = (size_t)n + (size_t)m;
-    if (len > sizeof line - 2)
-        len = sizeof line - 2; /* truncated: still one whole line */
+    if (len > LOG_LINE_MAX - 2)
+        len = LOG_LINE_MAX - 2; /* truncated: still one whole line */
     /* A message must not forge extra log lines. */
     for (size_t i = (size_t)n; i < len; i++)
         if (line[i] == '\n' || line[i] == '\r')
             line[i] = ' ';
     line[len++] = '\n';
+    return len;
+}
 
-    int fd = atomic_load(&lg->fd);
-    const char *p = line;
+static void write_all(int fd, const char *p, size_t len)
+{
     while (len > 0) {
         ssize_t w = write(fd, p, len);
         if (w < 0) {
@@ -131,4 +138,67 @@ void optd_log(optd_logger_t *lg, optd_log_level_t level, const char *fmt, ...)
         p += w;
         len -= (size_t)w;
     }
+}
+
+/* Writes out the buffered lines; lg->mu held. */
+static void flush_locked(optd_logger_t *lg)
+{
+    if (lg->buf_len) {
+        write_all(atomic_load(&lg->fd), lg->buf, lg->buf_len);
+        lg->buf_len = 0;
+    }
+}
+
+static bool wanted(optd_logger_t *lg, optd_log_level_t level)
+{
+    return lg && (int)level <= atomic_load(&lg->level) && (int)level >= 0 && level <= OPTD_LOG_DEBUG;
+}
+
+void optd_log(optd_logger_t *lg, optd_log_level_t level, const char *fmt, ...)
+{
+    if (!wanted(lg, level))
+        return;
+    char line[LOG_LINE_MAX];
+    int64_t now;
+    va_list ap;
+    va_start(ap, fmt);
+    size_t len = format_line(level, fmt, ap, line, &now);
+    va_end(ap);
+    if (!len)
+        return;
+    pthread_mutex_lock(&lg->mu);
+    flush_locked(lg); /* earlier request lines first */
+    write_all(atomic_load(&lg->fd), line, len);
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void optd_log_buffered(optd_logger_t *lg, optd_log_level_t level, const char *fmt, ...)
+{
+    if (!wanted(lg, level))
+        return;
+    char line[LOG_LINE_MAX];
+    int64_t now;
+    va_list ap;
+    va_start(ap, fmt);
+    size_t len = format_line(level, fmt, ap, line, &now);
+    va_end(ap);
+    if (!len)
+        return;
+    pthread_mutex_lock(&lg->mu);
+    if (lg->buf_len + len > sizeof lg->buf)
+        flush_locked(lg);
+    if (lg->buf_len == 0)
+        lg->buf_since_ms = now;
+    memcpy(lg->buf + lg->buf_len, line, len); /* a line always fits an empty buffer */
+    lg->buf_len += len;
+    if (now - lg->buf_since_ms >= OPTD_LOG_FLUSH_MS)
+        flush_locked(lg);
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void optd_log_flush(optd_logger_t *lg)
+{
+    pthread_mutex_lock(&lg->mu);
+    flush_locked(lg);
+    pthread_mutex_unlock(&lg->mu);
 }

@@ -52,7 +52,9 @@ static void on_ttl_timer(uv_timer_t *t)
 
 static void on_reap_timer(uv_timer_t *t)
 {
-    optd_http_reap_slow(t->data);
+    optd_server_t *srv = t->data;
+    optd_http_reap_slow(srv);
+    optd_log_flush(&srv->log); /* request lines wait at most this long */
 }
 
 /* ---- snapshots ----------------------------------------------------------- */

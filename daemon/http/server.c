@@ -293,8 +293,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     client_address(conn, addr, sizeof addr);
     /* MHD passes the path without the query string, so query values (which
      * are not secrets here anyway) never reach the log. */
-    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        optd_log(&srv->log, OPTD_LOG_INFO, "%s %s %.200s %u %.3fms %zuB", addr, req->method_str, req->url,
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) /* buffered: one write per many requests */
+        optd_log_buffered(&srv->log, OPTD_LOG_INFO, "%s %s %.200s %u %.3fms %zuB", addr, req->method_str, req->url,
                  req->status, secs * 1e3, req->resp_bytes);
     else
         optd_log(&srv->log, req->queued ? OPTD_LOG_INFO : OPTD_LOG_DEBUG,

@@ -1,10 +1,13 @@
 """Command line: --help/--version exit 0; an unknown flag or a bad value
 exits 2 with a one-line message on stderr and serves nothing; every flag of
-API.md is accepted; --log-level controls the per-request log line."""
+API.md is accepted; --log-level controls the per-request log line, which
+reaches the log file while the daemon runs and survives a SIGHUP reopen."""
 
 import os
 import re
+import signal
 import subprocess
+import time
 import unittest
 
 from harness import REPO, Daemon, free_port, optd_bin
@@ -96,6 +99,71 @@ class Logging(unittest.TestCase):
             self.assertIn("200", lines[0])
             lines = [l for l in text.splitlines() if "no-such-session-xyz" in l]
             self.assertTrue(lines and "404" in lines[0], text[-3000:])
+        finally:
+            d.kill9()
+            d.cleanup()
+
+    def wait_for_line(self, path, needle, seconds=5.0):
+        """The text of path once a line holding needle is in it (request
+        lines are buffered for at most a fraction of a second)."""
+        deadline = time.monotonic() + seconds
+        text = ""
+        while time.monotonic() < deadline:
+            try:
+                text = open(path, encoding="utf-8", errors="replace").read()
+            except OSError:
+                text = ""
+            if needle in text:
+                return text
+            time.sleep(0.05)
+        self.fail("no line with %r in %s within %gs:\n%s" % (needle, path, seconds, text[-3000:]))
+
+    def test_request_lines_reach_the_log_while_running(self):
+        # Buffered request lines must be written without waiting for more
+        # traffic or for the stop, and in order with the other lines.
+        d = Daemon()
+        log = os.path.join(d.tmp, "optd.log")
+        d.flags += ["--log-file", log]
+        d.start()
+        try:
+            for i in range(5):
+                d.get("/v1/sessions/wait-%d" % i)
+            text = self.wait_for_line(log, "/v1/sessions/wait-4")
+            d.assert_alive()
+            order = [text.index("/v1/sessions/wait-%d" % i) for i in range(5)]
+            self.assertEqual(order, sorted(order), text[-3000:])
+            self.assertLess(text.index("listening on"), order[0], text[-3000:])
+            for line in text.splitlines():  # whole lines, never two run together
+                self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn |info |debug) ")
+            d.stop()
+        finally:
+            d.kill9()
+            d.cleanup()
+
+    def test_sighup_reopens_the_log_file_and_loses_no_line(self):
+        # logrotate's way: rename the file, SIGHUP, the daemon writes to a
+        # new file of the old name; lines buffered before the signal belong
+        # to the old file and are all there.
+        d = Daemon()
+        log = os.path.join(d.tmp, "optd.log")
+        d.flags += ["--log-file", log]
+        d.start()
+        try:
+            for i in range(50):
+                d.get("/v1/sessions/before-%d" % i)
+            os.rename(log, log + ".1")
+            d.send_signal(signal.SIGHUP)
+            new = self.wait_for_line(log, "reopened")
+            d.get("/v1/sessions/after-hup")
+            d.stop()
+            old = open(log + ".1", encoding="utf-8").read()
+            new = open(log, encoding="utf-8").read()
+            for i in range(50):
+                self.assertEqual(old.count("/v1/sessions/before-%d " % i), 1, old[-3000:])
+                self.assertNotIn("/v1/sessions/before-%d " % i, new)
+            self.assertIn("/v1/sessions/after-hup", new)
+            self.assertNotIn("/v1/sessions/after-hup", old)
+            self.assertRegex(new, r"(?m) info  stopped$")
         finally:
             d.kill9()
             d.cleanup()
