@@ -2,7 +2,7 @@
  * float64 parameters, single-threaded, next to the memory-bandwidth floor
  * measured in the same run.
  *
- * The floor is a plain streaming loop that reads and writes as many arrays
+ * The floor (floor.h) is a plain streaming loop that reads and writes as many arrays
  * of the dtype as the update does (adam: reads p, g, m, v and writes p, m,
  * v), so the ratio says how far each kernel is from what the memory system
  * allows, whatever the machine.  Two figures per optimizer:
@@ -15,11 +15,7 @@
  *
  * Output: a Markdown table on stdout.  Usage: bench_optim [n_params] [runs] */
 
-/* The floor loops get the same vectorizer settings as the kernels
- * (daemon/optim/kernels_common.h), so the floor is the best plain loop. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
-#endif
+#include "floor.h" /* first: its vectorizer settings */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,58 +48,6 @@ static stats_t summarize(double *v, int n)
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     stats_t s = {n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, v[0], v[n - 1]};
     return s;
-}
-
-/* ---- the floor: streaming loops of R reads and W writes ------------------- */
-
-#define FLOOR_LOOPS(T, SFX)                                                                  \
-    static void floor_2r1w_##SFX(size_t n, T *restrict p, const T *restrict g)              \
-    {                                                                                        \
-        for (size_t i = 0; i < n; i++)                                                       \
-            p[i] = p[i] + g[i];                                                              \
-    }                                                                                        \
-    static void floor_3r2w_##SFX(size_t n, T *restrict p, const T *restrict g,              \
-                                 T *restrict a)                                              \
-    {                                                                                        \
-        for (size_t i = 0; i < n; i++) {                                                     \
-            T x = a[i] + g[i];                                                               \
-            a[i] = x;                                                                        \
-            p[i] = p[i] + x;                                                                 \
-        }                                                                                    \
-    }                                                                                        \
-    static void floor_4r3w_##SFX(size_t n, T *restrict p, const T *restrict g,              \
-                                 T *restrict a, T *restrict b)                               \
-    {                                                                                        \
-        for (size_t i = 0; i < n; i++) {                                                     \
-            T x = a[i] + g[i], y = b[i] + g[i];                                              \
-            a[i] = x;                                                                        \
-            b[i] = y;                                                                        \
-            p[i] = p[i] + x + y;                                                             \
-        }                                                                                    \
-    }
-
-FLOOR_LOOPS(float, f32)
-FLOOR_LOOPS(double, f64)
-
-/* Runs the floor loop with nbufs state arrays (0, 1 or 2) over n elements. */
-static void run_floor(optd_dtype_t dt, size_t n, void *p, const void *g, void *a, void *b,
-                      int nbufs)
-{
-    if (dt == OPTD_FLOAT32) {
-        if (nbufs == 0)
-            floor_2r1w_f32(n, p, g);
-        else if (nbufs == 1)
-            floor_3r2w_f32(n, p, g, a);
-        else
-            floor_4r3w_f32(n, p, g, a, b);
-    } else {
-        if (nbufs == 0)
-            floor_2r1w_f64(n, p, g);
-        else if (nbufs == 1)
-            floor_3r2w_f64(n, p, g, a);
-        else
-            floor_4r3w_f64(n, p, g, a, b);
-    }
 }
 
 /* ---- the cases ---------------------------------------------------------------- */
@@ -170,7 +114,7 @@ static int bench_one(const bench_case_t *c, optd_dtype_t dt, size_t n, int runs)
     int rc = 0;
     for (int r = -1; r < runs && rc == 0; r++) {
         double t0 = now_s();
-        run_floor(dt, n, fp, g, fa, fb, c->nbufs);
+        run_floor(dt, 0, n, fp, g, fa, fb, c->nbufs);
         double t1 = now_s();
 
         bool finite = true;
