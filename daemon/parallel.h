@@ -1,7 +1,9 @@
 /* parallel.h: big updates spread over threads.
  *
- * One update of a large session is bound by memory bandwidth, which one
- * core cannot use up: a second core nearly doubles it.  optd_parallel_step
+ * One update of a large session is bound by memory bandwidth, of which
+ * one core does not get all: a second core adds what the machine has left
+ * (bench_threads measures it beside a streaming floor on the same
+ * threads).  optd_parallel_step
  * is optd_optim_step split the way the core allows (optim.h: sum of squares
  * over ranges, plan once, apply over disjoint ranges, commit once), with the
  * ranges run by a small pool of worker threads plus the calling thread.
