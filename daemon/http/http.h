@@ -9,6 +9,7 @@
 #ifndef OPTD_HTTP_H
 #define OPTD_HTTP_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,6 +57,7 @@ typedef struct optd_conn {
     int fd;
     atomic_llong busy_since_ms;    /* start of the request being received; 0: none */
     atomic_size_t received;        /* body bytes of that request so far */
+    char addr[INET6_ADDRSTRLEN];   /* the client's address, for the log */
 } optd_conn_t;
 
 typedef struct optd_req {

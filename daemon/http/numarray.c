@@ -267,3 +267,25 @@ int optd_numarray_fast_member(const char *body, size_t len, const char *key, opt
     }
     return 0;
 }
+
+bool optd_numarray_rest_is_only(const char *rest, size_t len, const char *key)
+{
+    const char *end = rest + len;
+    size_t klen = strlen(key);
+    const char *p = skip_ws(rest, end);
+    if (p >= end || *p != '{')
+        return false;
+    p = skip_ws(p + 1, end);
+    if ((size_t)(end - p) < klen + 2 || p[0] != '"' || memcmp(p + 1, key, klen) != 0 || p[klen + 1] != '"')
+        return false;
+    p = skip_ws(p + klen + 2, end);
+    if (p >= end || *p != ':')
+        return false;
+    p = skip_ws(p + 1, end);
+    if ((size_t)(end - p) < 4 || memcmp(p, "null", 4) != 0)
+        return false;
+    p = skip_ws(p + 4, end);
+    if (p >= end || *p != '}')
+        return false;
+    return skip_ws(p + 1, end) == end;
+}

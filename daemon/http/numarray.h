@@ -7,6 +7,7 @@
 #ifndef OPTD_HTTP_NUMARRAY_H
 #define OPTD_HTTP_NUMARRAY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -38,6 +39,11 @@ int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *f
  * OPTD_ENOMEM. */
 int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
                               void *out, size_t n, char **rest, size_t *rest_len);
+
+/* True when a *rest of optd_numarray_fast_member is exactly {"key": null}
+ * (JSON whitespace aside): the body held that member and nothing else, so
+ * it is valid JSON with no other field, and Jansson need not parse it. */
+bool optd_numarray_rest_is_only(const char *rest, size_t len, const char *key);
 
 /* Appends "[...]" with n elements of dtype from v: float64 with 17
  * significant digits, float32 with 9 (both read back exactly). */

@@ -29,6 +29,10 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
                                                *grad, n, &rest, &rest_len);
     if (fast < 0)
         return optd_err_set(err, OPTD_ENOMEM, "out of memory reading the gradient");
+    if (fast == 1 && optd_numarray_rest_is_only(rest, rest_len, "gradient")) {
+        free(rest); /* the usual small step: {"gradient": [...]} and nothing else */
+        return 0;
+    }
     if (fast == 1) {
         body = optd_req_json_object_of(req, rest, rest_len);
         free(rest);
@@ -136,7 +140,7 @@ void optd_route_step(optd_req_t *req)
     optd_metrics_step(&srv->metrics, kind);
 
     char stepstr[24];
-    snprintf(stepstr, sizeof stepstr, "%llu", (unsigned long long)step);
+    *optd_put_uint(stepstr, step, 1) = '\0';
     if (binary) {
         if (return_none)
             optd_http_reply_buf(req, 200, "application/octet-stream", NULL, 0);
@@ -146,7 +150,8 @@ void optd_route_step(optd_req_t *req)
     } else {
         optd_sbuf_t b;
         optd_sbuf_init(&b);
-        optd_sbuf_printf(&b, "{\"step\":%s", stepstr);
+        optd_sbuf_puts(&b, "{\"step\":");
+        optd_sbuf_puts(&b, stepstr);
         if (!return_none) {
             optd_sbuf_puts(&b, ",\"params\":");
             optd_numarray_encode(&b, dtype, params, n);

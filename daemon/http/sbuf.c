@@ -1,6 +1,8 @@
 /* sbuf.c: growable buffer and compact JSON writer (see sbuf.h). */
 #include "sbuf.h"
 
+#include "dtoa.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -111,19 +113,9 @@ void optd_sbuf_put_jstring(optd_sbuf_t *b, const char *s)
 
 int optd_fmt_double(char *buf, double v)
 {
-    int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(buf, 32, "%.*g", prec, v);
-        if (prec == 17 || strtod(buf, NULL) == v)
-            break;
-    }
-    /* Keep the value a JSON real: "1" would read back as an integer. */
-    if (!strpbrk(buf, ".eEni")) {
-        buf[n++] = '.';
-        buf[n++] = '0';
-        buf[n] = '\0';
-    }
-    return n;
+    size_t n = optd_dtoa(v, buf); /* shortest digits, ".0" kept on integral values */
+    buf[n] = '\0';
+    return (int)n;
 }
 
 void optd_sbuf_put_double(optd_sbuf_t *b, double v)
@@ -202,4 +194,17 @@ void optd_sbuf_put_member_key(optd_sbuf_t *b, const char *key)
         optd_sbuf_put(b, ",", 1);
     optd_sbuf_put_jstring(b, key);
     optd_sbuf_put(b, ":", 1);
+}
+
+char *optd_put_uint(char *o, unsigned long long v, int min_digits)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v || n < min_digits);
+    while (n)
+        *o++ = tmp[--n];
+    return o;
 }

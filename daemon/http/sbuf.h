@@ -40,8 +40,13 @@ void optd_sbuf_put_object_open(optd_sbuf_t *b, const json_t *obj);
 /* `,"key":` (or `"key":` right after the opening brace). */
 void optd_sbuf_put_member_key(optd_sbuf_t *b, const char *key);
 
-/* Formats v into buf (at least 32 bytes) the shortest way that reads back
- * exactly; returns the length. */
+/* Formats v into buf (at least OPTD_DTOA_MAX + 1 bytes) the shortest way
+ * that reads back exactly (dtoa.h), NUL-terminated; returns the length. */
 int optd_fmt_double(char *buf, double v);
+
+/* Writes v in decimal at o, zero-padded to at least min_digits (<= 20),
+ * not NUL-terminated; returns the end.  For the hot paths, where printf's
+ * machinery costs more than the rest of the work. */
+char *optd_put_uint(char *o, unsigned long long v, int min_digits);
 
 #endif

@@ -50,6 +50,11 @@ static void check_fast_path(const uint8_t *body, size_t len, optd_dtype_t dtype,
      * rest is a JSON object whose "gradient" is the null put in its place. */
     json_t *r = json_loadb(rest, rest_len, 0, NULL);
     bool used = json_is_object(r) && json_is_null(json_object_get(r, "gradient"));
+    /* ... or, skipping Jansson, when the rest is exactly {"gradient": null}:
+     * then Jansson must read it as that one member and nothing else. */
+    bool only = optd_numarray_rest_is_only(rest, rest_len, "gradient");
+    if (only && !(used && json_object_size(r) == 1))
+        fz_fail("optd_numarray_rest_is_only took a rest Jansson reads otherwise: %s", rest);
     json_decref(r);
     free(rest);
     if (!used) {
@@ -82,6 +87,8 @@ static void check_fast_path(const uint8_t *body, size_t len, optd_dtype_t dtype,
     }
     if (!doc)
         fz_fail("the fast path took a gradient from a body Jansson refuses (%s): %s", jerr.text, text);
+    if (only && json_object_size(doc) != 1)
+        fz_fail("a body taken as only a gradient has %zu members: %s", json_object_size(doc), text);
     double slow[8];
     optd_err_t err = {0};
     if (optd_numarray_decode_into(json_object_get(doc, "gradient"), dtype, "gradient", slow, n, &err) != 0)

@@ -186,6 +186,38 @@ START_TEST(test_numarray_fast_member)
 }
 END_TEST
 
+START_TEST(test_numarray_rest_is_only)
+{
+    /* What the fast path leaves of a body that held only the gradient. */
+    const char *only[] = {
+        "{\"gradient\":null}",
+        " \t{ \"gradient\" :\r\nnull } \n",
+    };
+    for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
+        ck_assert_msg(optd_numarray_rest_is_only(only[i], strlen(only[i]), "gradient"), "%s", only[i]);
+    /* Anything else goes to Jansson: other members, other keys, a cut or
+     * trailing text, a NUL byte. */
+    const char *other[] = {
+        "{\"gradient\":null,\"step\":3}",
+        "{\"step\":3,\"gradient\":null}",
+        "{\"gradient\":null}}",
+        "{\"gradient\":null} x",
+        "{\"gradient\":nul}",
+        "{\"gradient\":null",
+        "{\"gradientx\":null}",
+        "{\"gradien\":null}",
+        "{gradient:null}",
+        "\xef\xbb\xbf{\"gradient\":null}",
+        "",
+        "{",
+    };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        ck_assert_msg(!optd_numarray_rest_is_only(other[i], strlen(other[i]), "gradient"), "%s", other[i]);
+    const char nul[] = "{\"gradient\":null}\0";
+    ck_assert(!optd_numarray_rest_is_only(nul, sizeof nul - 1, "gradient"));
+}
+END_TEST
+
 START_TEST(test_sbuf_json_writer)
 {
     json_t *v = json_pack("{sfsfsssbsn}", "a", 0.1, "b", 1.0, "s", "q\"\\\n\x01", "t", 1, "z");
@@ -242,6 +274,7 @@ int main(void)
     tcase_add_test(tc, test_numarray_roundtrip);
     tcase_add_test(tc, test_numarray_errors);
     tcase_add_test(tc, test_numarray_fast_member);
+    tcase_add_test(tc, test_numarray_rest_is_only);
     tcase_add_test(tc, test_sbuf_json_writer);
     tcase_add_test(tc, test_codec_schedule_and_time);
     suite_add_tcase(su, tc);
