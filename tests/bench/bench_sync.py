@@ -2,18 +2,22 @@
 """bench_sync.py: what --sync always costs, and what group commit saves.
 
 Starts the daemon (OPTD_BIN, default build/optd) with a fresh --data-dir in
-each mode, runs CLIENTS threads, each posting steps to its own session over
-one keep-alive http.client connection (?return=none, Adam, SIZE float64
-params) for SECONDS, and reports steps/s; each mode is run RUNS times and
-the median is shown, with the ratio always/interval, and beside it one
-client alone in always mode, which is bounded by one fsync per step: the
-ratio of the two always rows is what group commit buys.  optd runs with one HTTP worker thread per client (--threads), since
-a request waiting for its commit holds its worker thread: with fewer
+each mode and drives it with tests/bench/loadgen.c ($BUILD/bench/loadgen,
+which `make bench` builds): CLIENTS keep-alive connections in closed loop,
+each posting steps to its own session (-C: ?return=none, Adam, SIZE
+float64 params) for SECONDS, and reports steps/s; each mode is run RUNS
+times and the median is shown, with the ratio always/interval, and beside
+it one client alone in always mode, which is bounded by one fsync per
+step: the ratio of the two always rows is what group commit buys.  (The
+clients were Python threads once; they capped both modes at what one
+Python process sends, about 3,000 steps/s here, so the ratio said
+nothing.)  optd runs with one HTTP worker thread per client (--threads),
+since a request waiting for its commit holds its worker thread: with fewer
 threads than clients, fewer commits can share a round.  Prints a Markdown
 section on stdout.
 
-    /usr/bin/python3 tests/bench/bench_sync.py [--clients 16] [--seconds 3]
-        [--runs 3] [--size 100]
+    BUILD=build /usr/bin/python3 tests/bench/bench_sync.py [--clients 16]
+        [--seconds 3] [--runs 3] [--size 100]
 """
 
 import argparse
@@ -27,10 +31,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+LOADGEN = os.path.join(REPO, os.environ.get("BUILD", "build"), "bench", "loadgen")
 
 
 def free_port():
@@ -93,37 +97,15 @@ def one_run(mode, clients, seconds, size, data_root, threads):
             r.read()
             assert r.status == 201, r.status
         c.close()
-        grad = json.dumps({"gradient": [0.001 * (k % 7) for k in range(size)]}).encode()
-        counts = [0] * clients
-        start = threading.Barrier(clients + 1)
-        stop = threading.Event()
-
-        def client(i):
-            conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
-            path = "/v1/sessions/b%d/step?return=none" % i
-            start.wait()
-            n = 0
-            while not stop.is_set():
-                conn.request("POST", path, grad, hdr)
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    raise SystemExit("bench_sync: step answered %d" % r.status)
-                n += 1
-            counts[i] = n
-            conn.close()
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        start.wait()
-        t0 = time.perf_counter()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
-        rate = sum(counts) / elapsed
+        grad = json.dumps({"gradient": [0.001 * (k % 7) for k in range(size)]})
+        out = subprocess.run(
+            [LOADGEN, "-c", str(clients), "-C", "-R", "0", "-d", str(seconds), "-m", "POST",
+             "-p", "/v1/sessions/b%d/step?return=none", "-b", grad, "127.0.0.1", str(d.port)],
+            capture_output=True, text=True, timeout=seconds + 60)
+        fields = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+        if out.returncode != 0 or "rate" not in fields:
+            raise SystemExit("bench_sync: loadgen failed: %s%s" % (out.stdout, out.stderr))
+        rate = float(fields["rate"])
     finally:
         per_round = d.stop()
     return rate, per_round
@@ -142,6 +124,8 @@ def main():
                     help="where the data dirs go (default: a temp dir; put it on the disk "
                          "you want to measure, /tmp may be tmpfs)")
     a = ap.parse_args()
+    if not os.access(LOADGEN, os.X_OK):
+        raise SystemExit("bench_sync: %s is missing (make bench builds it)" % LOADGEN)
     threads = a.threads or a.clients
     root = a.data_root or tempfile.mkdtemp(prefix="optd-bench-sync-", dir=REPO + "/build")
     os.makedirs(root, exist_ok=True)
@@ -162,8 +146,9 @@ def main():
 
     med = {m: statistics.median(v) for m, v in results.items()}
     print("## Durability: --sync always (group commit) vs interval\n")
-    print("%d clients, each stepping its own Adam session of %d float64 parameters over one "
-          "keep-alive connection (`?return=none`), `--threads %d`, %g s per run, median of "
+    print("%d clients (loadgen connections in closed loop), each stepping its own Adam session "
+          "of %d float64 parameters over one keep-alive connection (`?return=none`), "
+          "`--threads %d`, %g s per run, median of "
           "%d runs; data directory under `build/` (a real disk, not tmpfs).\n"
           % (a.clients, a.size, threads, a.seconds, a.runs))
     print("| mode | clients | steps/s (median) | runs | records per fsync (median) |")

@@ -16,12 +16,14 @@
  *
  * The path and the body may hold one "%d", replaced by a request counter
  * (modulo -M when given), e.g. -p /v1/sessions/s%d/step -M 1000 walks 1000
- * sessions round-robin.  One thread, epoll; the timer is epoll_pwait2's
+ * sessions round-robin; with -C it is the connection's index instead
+ * (0..CONNS-1), so each connection steps a session of its own, as one
+ * client per session would.  One thread, epoll; the timer is epoll_pwait2's
  * nanosecond timeout, so an open-loop client waits without spinning (on a
  * 2-core machine a spinning client would steal the server's CPU).
  *
  * Usage: loadgen [-c CONNS] [-d SECONDS | -n COUNT] [-R RATE] [-w WARMUP_S]
- *                [-m METHOD] [-p PATH] [-b BODY] [-T CONTENT_TYPE] [-M MOD]
+ *                [-m METHOD] [-p PATH] [-b BODY] [-T CONTENT_TYPE] [-M MOD] [-C]
  *                HOST PORT
  * Prints one line: requests=N errors=N seconds=S rate=R p50_ms=.. p90_ms=..
  * p99_ms=.. p999_ms=.. max_ms=..  (errors: answers >= 400, broken
@@ -64,6 +66,7 @@ typedef struct opts {
     double duration, warmup, rate;
     long long count;
     long long mod;
+    bool per_conn; /* -C: "%d" is the connection's index */
 } opts_t;
 
 typedef struct run {
@@ -146,7 +149,7 @@ static void try_write(conn_t *c)
 static void start(run_t *r, conn_t *c, int64_t intended)
 {
     const opts_t *o = &r->o;
-    long long v = o->mod > 0 ? r->counter % o->mod : r->counter;
+    long long v = o->per_conn ? (long long)(c - r->c) : o->mod > 0 ? r->counter % o->mod : r->counter;
     r->counter++;
     size_t blen = o->body ? strlen(o->body) + 24 : 0;
     size_t need = strlen(o->method) + strlen(o->path) + 24 + strlen(o->host) + 16 + 256 + blen;
@@ -253,7 +256,7 @@ static double pct(const double *v, size_t n, double q)
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen [-c CONNS] [-d SECONDS | -n COUNT] [-R RATE] [-w WARMUP] [-m METHOD]\n"
-                    "               [-p PATH] [-b BODY] [-T CONTENT_TYPE] [-M MOD] HOST PORT\n");
+                    "               [-p PATH] [-b BODY] [-T CONTENT_TYPE] [-M MOD] [-C] HOST PORT\n");
     exit(2);
 }
 
@@ -264,7 +267,7 @@ int main(int argc, char **argv)
     opts_t *o = &r.o;
     *o = (opts_t){.method = "GET", .path = "/", .ctype = "application/json", .conns = 16, .duration = 5};
     int ch;
-    while ((ch = getopt(argc, argv, "c:d:n:R:w:m:p:b:T:M:")) != -1) {
+    while ((ch = getopt(argc, argv, "c:d:n:R:w:m:p:b:T:M:C")) != -1) {
         switch (ch) {
         case 'c': o->conns = atoi(optarg); break;
         case 'd': o->duration = atof(optarg); break;
@@ -276,6 +279,7 @@ int main(int argc, char **argv)
         case 'b': o->body = optarg; break;
         case 'T': o->ctype = optarg; break;
         case 'M': o->mod = atoll(optarg); break;
+        case 'C': o->per_conn = true; break;
         default: usage();
         }
     }
