@@ -309,8 +309,10 @@ int main(int argc, char **argv)
         goto close_loop;
     }
     optd_log(&srv.log, OPTD_LOG_INFO,
-             "optd %s listening on %s%s (%u threads, %s%s%s, max %zu sessions, body limit %zu bytes)",
+             "optd %s listening on %s%s (%u threads%s, %s%s%s, max %zu sessions, body limit %zu bytes)",
              OPTD_VERSION, srv.cfg.tls_cert ? "https://" : "http://", srv.listen_desc, srv.cfg.threads,
+             srv.cfg.data_dir && srv.cfg.sync == OPTD_SYNC_ALWAYS ? " for big updates, HTTP a thread per connection"
+                                                                  : "",
              srv.cfg.data_dir ? "sync " : "memory only",
              srv.cfg.data_dir ? (srv.cfg.sync == OPTD_SYNC_ALWAYS ? "always" : "interval") : "",
              srv.n_tokens ? ", auth on" : "", srv.cfg.max_sessions, srv.cfg.max_body_bytes);

@@ -8,6 +8,9 @@
  *   FAILIO_AFTER=N      while active, the first N affected calls succeed and
  *                       every later one fails (default 0: all fail)
  *   FAILIO_ERRNO=n      the errno to fail with (default ENOSPC)
+ *   FAILIO_SYNC_DELAY_MS=n  a slow disk instead: affected fsync and
+ *                       fdatasync calls sleep n ms, then succeed, and
+ *                       nothing fails
  *
  * Intercepts write, pwrite, pwrite64, writev, fsync and fdatasync. */
 #define _GNU_SOURCE
@@ -21,11 +24,19 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 static atomic_long calls;
 
-static int should_fail(int fd)
+static long sync_delay_ms(void)
+{
+    const char *d = getenv("FAILIO_SYNC_DELAY_MS");
+    return d ? atol(d) : 0;
+}
+
+/* True when fd is one the faults apply to (FAILIO_CTL, FAILIO_PATH). */
+static int affected(int fd)
 {
     const char *ctl = getenv("FAILIO_CTL");
     struct stat sb;
@@ -44,6 +55,13 @@ static int should_fail(int fd)
         if (!strstr(path, want))
             return 0;
     }
+    return 1;
+}
+
+static int should_fail(int fd)
+{
+    if (sync_delay_ms() > 0 || !affected(fd))
+        return 0;
     const char *after = getenv("FAILIO_AFTER");
     long allowed = after ? atol(after) : 0;
     if (atomic_fetch_add(&calls, 1) < allowed)
@@ -83,8 +101,20 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
     return NEXT(writev)(fd, iov, cnt);
 }
 
+/* FAILIO_SYNC_DELAY_MS: a sync on an affected fd takes that long. */
+static void slow_sync(int fd)
+{
+    long ms = sync_delay_ms();
+    if (ms > 0 && affected(fd)) {
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+}
+
 int fsync(int fd)
 {
+    slow_sync(fd);
     if (should_fail(fd))
         return -1;
     return NEXT(fsync)(fd);
@@ -92,6 +122,7 @@ int fsync(int fd)
 
 int fdatasync(int fd)
 {
+    slow_sync(fd);
     if (should_fail(fd))
         return -1;
     return NEXT(fdatasync)(fd);

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -188,6 +189,50 @@ class Damaged(unittest.TestCase):
             d.stop()
         finally:
             d.cleanup()
+
+
+class SlowDisk(unittest.TestCase):
+    """--sync always on a disk whose every sync takes a second (the shim's
+    FAILIO_SYNC_DELAY_MS): a request waiting for its fsync must not hold up
+    another connection's request, even with --threads 1 (a pool worker
+    waiting there would block every connection it serves)."""
+
+    def test_a_waiting_commit_does_not_block_other_connections(self):
+        tmp = tempfile.mkdtemp(prefix="optd-slowdisk-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        data = os.path.join(tmp, "data")
+        os.makedirs(data)
+        asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        ctl = os.path.join(tmp, "slow")
+        env = {"LD_PRELOAD": failio_shim(tmp), "FAILIO_PATH": data + "/", "FAILIO_CTL": ctl,
+               "FAILIO_SYNC_DELAY_MS": "1500", "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"}
+        d = Daemon(data_dir=data, flags=["--sync", "always", "--threads", "1"], env=env)
+        self.addCleanup(d.cleanup)
+        d.start()
+        self.assertEqual(mk(d, "a", "sgd", params=[1.0]).status, 201)
+        self.assertEqual(mk(d, "b", "sgd", params=[2.0]).status, 201)
+        open(ctl, "w").close()  # from now on every sync takes 1.5 s
+
+        done = []
+        lock = threading.Lock()
+
+        def step_a():
+            r = d.post("/v1/sessions/a/step", {"gradient": [1.0]}, timeout=60)
+            with lock:
+                done.append(("step a", r.status))
+
+        t = threading.Thread(target=step_a)
+        t.start()
+        time.sleep(0.3)  # step a is now waiting for its fsync
+        r = d.get("/v1/sessions/b", timeout=60)
+        with lock:
+            done.append(("get b", r.status))
+        t.join()
+        os.unlink(ctl)
+        self.assertEqual(done, [("get b", 200), ("step a", 200)],
+                         "a read on another connection waited for an fsync it has nothing to do with")
+        self.assertEqual(d.get("/v1/sessions/a/params").body["step"], 1)
+        d.stop()
 
 
 class FullDisk(unittest.TestCase):
