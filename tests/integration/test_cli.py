@@ -118,13 +118,18 @@ class Logging(unittest.TestCase):
             time.sleep(0.05)
         self.fail("no line with %r in %s within %gs:\n%s" % (needle, path, seconds, text[-3000:]))
 
-    def test_request_lines_reach_the_log_while_running(self):
-        # Buffered request lines must be written without waiting for more
-        # traffic or for the stop, and in order with the other lines.
+    def start_logging_to_file(self):
+        """A started daemon with --log-file, and the file's path."""
         d = Daemon()
         log = os.path.join(d.tmp, "optd.log")
         d.flags += ["--log-file", log]
         d.start()
+        return d, log
+
+    def test_request_lines_reach_the_log_while_running(self):
+        # Buffered request lines must be written without waiting for more
+        # traffic or for the stop, and in order with the other lines.
+        d, log = self.start_logging_to_file()
         try:
             for i in range(5):
                 d.get("/v1/sessions/wait-%d" % i)
@@ -144,10 +149,7 @@ class Logging(unittest.TestCase):
         # logrotate's way: rename the file, SIGHUP, the daemon writes to a
         # new file of the old name; lines buffered before the signal belong
         # to the old file and are all there.
-        d = Daemon()
-        log = os.path.join(d.tmp, "optd.log")
-        d.flags += ["--log-file", log]
-        d.start()
+        d, log = self.start_logging_to_file()
         try:
             for i in range(50):
                 d.get("/v1/sessions/before-%d" % i)
