@@ -101,11 +101,10 @@ unit: $(UNIT_BIN)
 integration: $(BUILD)/optd
 	@OPTD_BIN=$(BUILD)/optd tests/run-integration.sh
 
-# check: everything, in the normal build and again under ASan+UBSan.
+# check: everything, in the normal build and again under ASan+UBSan, then
+# the fuzz smoke run; tests/run-check.sh ends with the total of all tests.
 check: deps
-	@$(MAKE) --no-print-directory all unit integration
-	@$(MAKE) --no-print-directory SAN=1 all unit integration
-	@$(MAKE) --no-print-directory fuzz-smoke
+	@MAKE="$(MAKE)" tests/run-check.sh
 
 bench: deps
 	@deploy/install-deps.sh bench
