@@ -128,7 +128,10 @@ class Logging(unittest.TestCase):
 
     def test_request_lines_reach_the_log_while_running(self):
         # Buffered request lines must be written without waiting for more
-        # traffic or for the stop, and in order with the other lines.
+        # traffic or for the stop, whole and in the order the requests were
+        # answered.  (Not necessarily after "listening on": MHD serves from
+        # the moment it starts, and on a loaded machine the main thread has
+        # written that line after the first requests were answered.)
         d, log = self.start_logging_to_file()
         try:
             for i in range(5):
@@ -137,7 +140,6 @@ class Logging(unittest.TestCase):
             d.assert_alive()
             order = [text.index("/v1/sessions/wait-%d" % i) for i in range(5)]
             self.assertEqual(order, sorted(order), text[-3000:])
-            self.assertLess(text.index("listening on"), order[0], text[-3000:])
             for line in text.splitlines():  # whole lines, never two run together
                 self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn |info |debug) ")
             d.stop()
@@ -153,6 +155,9 @@ class Logging(unittest.TestCase):
         try:
             for i in range(50):
                 d.get("/v1/sessions/before-%d" % i)
+            # The last line is logged just after its answer is sent: wait
+            # until it is in the file, or it could land after the reopen.
+            self.wait_for_line(log, "/v1/sessions/before-49 ")
             os.rename(log, log + ".1")
             d.send_signal(signal.SIGHUP)
             new = self.wait_for_line(log, "reopened")
