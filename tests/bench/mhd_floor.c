@@ -118,7 +118,7 @@ int main(int argc, char **argv)
         MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_NOTIFY_COMPLETED,
                          on_completed, NULL, MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0,
                          MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+                         MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "mhd_floor: cannot start on port %u\n", port);
         return 1;

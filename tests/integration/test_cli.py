@@ -76,6 +76,34 @@ class Cli(unittest.TestCase):
             d.cleanup()
 
 
+class Listen(unittest.TestCase):
+    def test_a_second_daemon_on_the_same_port_is_refused(self):
+        # With SO_REUSEPORT (MHD_OPTION_LISTENING_ADDRESS_REUSE) a second
+        # optd bound the same port and the kernel split new connections
+        # between the two: sessions seemed to come and go.
+        a = Daemon()
+        a.start()
+        try:
+            a.create("mine", size=2)
+            b = subprocess.Popen([optd_bin(), "--listen", "127.0.0.1:%d" % a.port],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                out, err = b.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                b.kill()
+                b.communicate()
+                self.fail("a second optd started on port %d of a running one" % a.port)
+            self.assertNotEqual(b.returncode, 0)
+            self.assertIn("already in use", err.decode(), err.decode())
+            for _ in range(20):  # new connections all reach the first daemon
+                a.close_connections()
+                self.assertEqual(a.get("/v1/sessions/mine").status, 200)
+            a.stop()
+        finally:
+            a.kill9()
+            a.cleanup()
+
+
 class Logging(unittest.TestCase):
     def logs(self, d):
         text = d.stderr_text(all_runs=True)
