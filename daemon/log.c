@@ -6,6 +6,8 @@
  * memory is exhausted.  Per-request lines are buffered (see log.h). */
 #include "log.h"
 
+#include "fmt.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -21,16 +23,6 @@
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const char level_labels[][7] = {"error ", "warn  ", "info  ", "debug "};
-
-/* Writes v as exactly `width` decimal digits (zero-padded; v < 10^width). */
-static char *put_digits(char *o, unsigned v, int width)
-{
-    for (int i = width - 1; i >= 0; i--) {
-        o[i] = (char)('0' + v % 10);
-        v /= 10;
-    }
-    return o + width;
-}
 
 static void flush_locked(optd_logger_t *lg);
 
@@ -109,51 +101,6 @@ void optd_log_close(optd_logger_t *lg)
     lg->path = NULL;
 }
 
-/* The proleptic Gregorian date of a day count since 1970-01-01 (Howard
- * Hinnant's civil_from_days): arithmetic instead of gmtime_r, which takes
- * glibc's time-zone lock on every call, a point where request threads
- * queued for each other's log lines. */
-static void civil_from_days(long long z, unsigned *year, unsigned *month, unsigned *day)
-{
-    z += 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);                          /* [0, 146096] */
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
-    long long y = (long long)yoe + era * 400;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
-    unsigned mp = (5 * doy + 2) / 153;                                    /* [0, 11] */
-    *day = doy - (153 * mp + 2) / 5 + 1;
-    *month = mp < 10 ? mp + 3 : mp - 9;
-    *year = (unsigned)(y + (*month <= 2));
-}
-
-size_t optd_log_timestamp(char *out, int64_t unix_ms)
-{
-    long long days = unix_ms / 86400000, ms = unix_ms % 86400000;
-    if (ms < 0) {
-        ms += 86400000;
-        days--;
-    }
-    unsigned year, month, day;
-    civil_from_days(days, &year, &month, &day);
-    char *o = out;
-    o = put_digits(o, year % 10000, 4);
-    *o++ = '-';
-    o = put_digits(o, month, 2);
-    *o++ = '-';
-    o = put_digits(o, day, 2);
-    *o++ = 'T';
-    o = put_digits(o, (unsigned)(ms / 3600000), 2);
-    *o++ = ':';
-    o = put_digits(o, (unsigned)(ms / 60000 % 60), 2);
-    *o++ = ':';
-    o = put_digits(o, (unsigned)(ms / 1000 % 60), 2);
-    *o++ = '.';
-    o = put_digits(o, (unsigned)(ms % 1000), 3);
-    *o++ = 'Z';
-    return (size_t)(o - out);
-}
-
 /* Writes "2026-11-28T12:00:00.123Z info  " at line (by hand: snprintf of
  * eight numbers was a fifth of a small request's own CPU time); returns
  * its length, and the wall-clock time in ms in *now_ms. */
@@ -162,7 +109,7 @@ static size_t put_prefix(optd_log_level_t level, char *line, int64_t *now_ms)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     *now_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-    size_t n = optd_log_timestamp(line, *now_ms);
+    size_t n = optd_fmt_time(line, *now_ms, true);
     line[n++] = ' ';
     memcpy(line + n, level_labels[level], 6); /* the name padded to 5, and a space */
     return n + 6;

@@ -52,9 +52,6 @@ int optd_log_reopen(optd_logger_t *lg);
 void optd_log_close(optd_logger_t *lg);
 void optd_log(optd_logger_t *lg, optd_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Writes unix_ms as "2026-11-28T12:00:00.123Z" (UTC, 24 bytes, no NUL)
- * at out; returns 24.  Years past 9999 wrap (never seen in practice). */
-size_t optd_log_timestamp(char *out, int64_t unix_ms);
 /* A line of already formatted text (text_len bytes, no newline needed),
  * buffered (see above): for the per-request lines, which the HTTP layer
  * writes without printf. */

@@ -1,6 +1,8 @@
 /* codec.c: JSON documents <-> session structs (see codec.h). */
 #include "codec.h"
 
+#include "fmt.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,19 +245,6 @@ bad:
                         field);
 }
 
-void optd_codec_time_format(int64_t ms, bool with_ms, char *buf, size_t cap)
-{
-    time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-    int milli = (int)(ms - (int64_t)t * 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (with_ms)
-        snprintf(buf + n, cap - n, ".%03dZ", milli);
-    else
-        snprintf(buf + n, cap - n, "Z");
-}
-
 json_t *optd_codec_hparams_encode(optd_optim_kind_t kind, const optd_hparams_t *hp)
 {
     const optd_optim_desc_t *d = optd_optim_desc(kind);
@@ -315,9 +304,9 @@ json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s)
 json_t *optd_codec_descriptor(const char *name, const optd_session_config_t *cfg, size_t size,
                               uint64_t step, int64_t created_ms, int64_t updated_ms)
 {
-    char created[40], updated[40];
-    optd_codec_time_format(created_ms, false, created, sizeof created);
-    optd_codec_time_format(updated_ms, false, updated, sizeof updated);
+    char created[OPTD_FMT_TIME_MAX + 1], updated[OPTD_FMT_TIME_MAX + 1];
+    created[optd_fmt_time(created, created_ms, false)] = '\0';
+    updated[optd_fmt_time(updated, updated_ms, false)] = '\0';
     json_t *o = json_object();
     json_t *labels = json_object();
     if (!o || !labels) {
@@ -356,8 +345,8 @@ void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, si
 {
     optd_sbuf_puts(b, "{\"history\":[");
     for (size_t i = 0; i < n; i++) {
-        char t[40];
-        optd_codec_time_format(h[i].time_ms, true, t, sizeof t);
+        char t[OPTD_FMT_TIME_MAX + 1];
+        t[optd_fmt_time(t, h[i].time_ms, true)] = '\0';
         optd_sbuf_printf(b, "%s{\"step\":%llu,\"lr\":", i ? "," : "", (unsigned long long)h[i].step);
         optd_sbuf_put_double(b, h[i].lr);
         optd_sbuf_puts(b, ",\"grad_norm\":");

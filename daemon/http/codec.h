@@ -36,8 +36,7 @@ int optd_codec_number_decode(const json_t *v, const char *field, double *out, op
 /* "2026-11-28T12:00:00Z" (fractional seconds and +00:00 also taken). */
 int optd_codec_time_decode(const json_t *v, const char *field, int64_t *ms, optd_err_t *err);
 
-/* RFC 3339 UTC: with_ms adds ".250"; buf of at least 32 bytes. */
-void optd_codec_time_format(int64_t ms, bool with_ms, char *buf, size_t cap);
+/* (Times are written with optd_fmt_time, fmt.h.) */
 
 json_t *optd_codec_hparams_encode(optd_optim_kind_t kind, const optd_hparams_t *hp);
 json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s);

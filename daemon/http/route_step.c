@@ -6,6 +6,7 @@
 
 #include "binary.h"
 #include "codec.h"
+#include "fmt.h"
 #include "http.h"
 #include "numarray.h"
 
@@ -140,7 +141,7 @@ void optd_route_step(optd_req_t *req)
     optd_metrics_step(&srv->metrics, kind);
 
     char stepstr[24];
-    *optd_put_uint(stepstr, step, 1) = '\0';
+    *optd_fmt_uint(stepstr, step, 1) = '\0';
     if (binary) {
         if (return_none)
             optd_http_reply_buf(req, 200, "application/octet-stream", NULL, 0);

@@ -195,16 +195,3 @@ void optd_sbuf_put_member_key(optd_sbuf_t *b, const char *key)
     optd_sbuf_put_jstring(b, key);
     optd_sbuf_put(b, ":", 1);
 }
-
-char *optd_put_uint(char *o, unsigned long long v, int min_digits)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v || n < min_digits);
-    while (n)
-        *o++ = tmp[--n];
-    return o;
-}

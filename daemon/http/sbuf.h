@@ -44,9 +44,4 @@ void optd_sbuf_put_member_key(optd_sbuf_t *b, const char *key);
  * that reads back exactly (dtoa.h), NUL-terminated; returns the length. */
 int optd_fmt_double(char *buf, double v);
 
-/* Writes v in decimal at o, zero-padded to at least min_digits (<= 20),
- * not NUL-terminated; returns the end.  For the hot paths, where printf's
- * machinery costs more than the rest of the work. */
-char *optd_put_uint(char *o, unsigned long long v, int min_digits);
-
 #endif

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fmt.h"
 #include "http.h"
 
 /* A chunked body past --max-body-bytes is discarded up to this many more
@@ -301,13 +302,13 @@ static size_t request_line(char *o, const char *addr, const char *method, const 
     *p++ = ' ';
     p = put_str(p, url, 200);
     *p++ = ' ';
-    p = optd_put_uint(p, status, 1);
+    p = optd_fmt_uint(p, status, 1);
     *p++ = ' ';
-    p = optd_put_uint(p, (unsigned long long)(us / 1000), 1);
+    p = optd_fmt_uint(p, (unsigned long long)(us / 1000), 1);
     *p++ = '.';
-    p = optd_put_uint(p, (unsigned long long)(us % 1000), 3);
+    p = optd_fmt_uint(p, (unsigned long long)(us % 1000), 3);
     memcpy(p, "ms ", 3);
-    p = optd_put_uint(p + 3, bytes, 1);
+    p = optd_fmt_uint(p + 3, bytes, 1);
     *p++ = 'B';
     return (size_t)(p - o);
 }

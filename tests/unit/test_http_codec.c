@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "fmt.h"
 #include "http/codec.h"
 #include "http/numarray.h"
 #include "http/sbuf.h"
@@ -249,10 +250,10 @@ START_TEST(test_codec_schedule_and_time)
     ck_assert_int_eq(optd_codec_schedule_decode(v, &has, &s, &err), OPTD_EINVAL);
     json_decref(v);
 
-    char t[40];
-    optd_codec_time_format(1795867201250, true, t, sizeof t);
+    char t[OPTD_FMT_TIME_MAX + 1];
+    t[optd_fmt_time(t, 1795867201250, true)] = '\0';
     ck_assert_str_eq(t, "2026-11-28T12:00:01.250Z");
-    json_t *js = json_string(t);
+    json_t *js = json_string(t); /* reads back to the same instant */
     int64_t ms;
     ck_assert_int_eq(optd_codec_time_decode(js, "time", &ms, &err), 0);
     ck_assert_int_eq(ms, 1795867201250);
