@@ -231,6 +231,7 @@ int optd_numarray_fast_member(const char *body, size_t len, const char *key, opt
     if (p >= end || *p != '{')
         return 0;
     p = skip_ws(p + 1, end);
+    bool first = true;
     while (p < end && *p == '"') {
         const char *kstart = p + 1;
         const char *kend = skip_string(p, end);
@@ -245,6 +246,12 @@ int optd_numarray_fast_member(const char *body, size_t len, const char *key, opt
             const char *vend = parse_array(p, end, dtype, out, n);
             if (!vend)
                 return 0;
+            const char *after = skip_ws(vend, end);
+            if (first && after < end && *after == '}' && skip_ws(after + 1, end) == end) {
+                *rest = NULL; /* {"key": [...]} and nothing else: no rest to read */
+                *rest_len = 0;
+                return 2;
+            }
             size_t head = (size_t)(p - body), tail = (size_t)(end - vend);
             char *r = malloc(head + 4 + tail + 1);
             if (!r)
@@ -257,6 +264,7 @@ int optd_numarray_fast_member(const char *body, size_t len, const char *key, opt
             *rest_len = head + 4 + tail;
             return 1;
         }
+        first = false;
         if (!(p = skip_value(p, end)))
             return 0;
         p = skip_ws(p, end);
@@ -266,26 +274,4 @@ int optd_numarray_fast_member(const char *body, size_t len, const char *key, opt
             return 0;
     }
     return 0;
-}
-
-bool optd_numarray_rest_is_only(const char *rest, size_t len, const char *key)
-{
-    const char *end = rest + len;
-    size_t klen = strlen(key);
-    const char *p = skip_ws(rest, end);
-    if (p >= end || *p != '{')
-        return false;
-    p = skip_ws(p + 1, end);
-    if ((size_t)(end - p) < klen + 2 || p[0] != '"' || memcmp(p + 1, key, klen) != 0 || p[klen + 1] != '"')
-        return false;
-    p = skip_ws(p + klen + 2, end);
-    if (p >= end || *p != ':')
-        return false;
-    p = skip_ws(p + 1, end);
-    if ((size_t)(end - p) < 4 || memcmp(p, "null", 4) != 0)
-        return false;
-    p = skip_ws(p + 4, end);
-    if (p >= end || *p != '}')
-        return false;
-    return skip_ws(p + 1, end) == end;
 }

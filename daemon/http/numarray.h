@@ -33,17 +33,16 @@ int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *f
  * plain JSON numbers that fit dtype, parses them straight into out (no
  * Jansson value per element) and returns a malloc'd copy of the body with
  * that array replaced by null (*rest, *rest_len), for Jansson to validate
- * and decode the small remainder.  Returns 1 when it did, 0 when the body
+ * and decode the small remainder.  Returns 1 when it did, 2 when the body
+ * was that member and nothing else (JSON whitespace aside), so it is valid
+ * JSON with no other field and there is no rest (*rest NULL: the usual
+ * small step, which then needs no Jansson at all), 0 when the body
  * does not fit the fast path (then nothing is allocated and the caller
  * decodes the whole body with Jansson, which also words any error), or
  * OPTD_ENOMEM. */
 int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
                               void *out, size_t n, char **rest, size_t *rest_len);
 
-/* True when a *rest of optd_numarray_fast_member is exactly {"key": null}
- * (JSON whitespace aside): the body held that member and nothing else, so
- * it is valid JSON with no other field, and Jansson need not parse it. */
-bool optd_numarray_rest_is_only(const char *rest, size_t len, const char *key);
 
 /* Appends "[...]" with n elements of dtype from v: float64 with 17
  * significant digits, float32 with 9 (both read back exactly). */

@@ -30,10 +30,8 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
                                                *grad, n, &rest, &rest_len);
     if (fast < 0)
         return optd_err_set(err, OPTD_ENOMEM, "out of memory reading the gradient");
-    if (fast == 1 && optd_numarray_rest_is_only(rest, rest_len, "gradient")) {
-        free(rest); /* the usual small step: {"gradient": [...]} and nothing else */
+    if (fast == 2) /* the usual small step: {"gradient": [...]} and nothing else */
         return 0;
-    }
     if (fast == 1) {
         body = optd_req_json_object_of(req, rest, rest_len);
         free(rest);

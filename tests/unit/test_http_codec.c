@@ -187,35 +187,48 @@ START_TEST(test_numarray_fast_member)
 }
 END_TEST
 
-START_TEST(test_numarray_rest_is_only)
+START_TEST(test_numarray_fast_member_only)
 {
-    /* What the fast path leaves of a body that held only the gradient. */
+    /* A body that is the gradient and nothing else: 2, no rest to read. */
     const char *only[] = {
-        "{\"gradient\":null}",
-        " \t{ \"gradient\" :\r\nnull } \n",
+        "{\"gradient\":[1,2,3]}",
+        " \t{ \"gradient\" :\r\n[1, 2, 3] } \n",
     };
-    for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
-        ck_assert_msg(optd_numarray_rest_is_only(only[i], strlen(only[i]), "gradient"), "%s", only[i]);
-    /* Anything else goes to Jansson: other members, other keys, a cut or
-     * trailing text, a NUL byte. */
-    const char *other[] = {
-        "{\"gradient\":null,\"step\":3}",
-        "{\"step\":3,\"gradient\":null}",
-        "{\"gradient\":null}}",
-        "{\"gradient\":null} x",
-        "{\"gradient\":nul}",
-        "{\"gradient\":null",
-        "{\"gradientx\":null}",
-        "{\"gradien\":null}",
-        "{gradient:null}",
-        "\xef\xbb\xbf{\"gradient\":null}",
-        "",
-        "{",
+    double out[3];
+    for (size_t i = 0; i < sizeof only / sizeof only[0]; i++) {
+        char *rest = (char *)"unset";
+        size_t rest_len = 99;
+        ck_assert_int_eq(optd_numarray_fast_member(only[i], strlen(only[i]), "gradient", OPTD_FLOAT64, out, 3,
+                                                   &rest, &rest_len),
+                         2);
+        ck_assert_ptr_null(rest);
+        ck_assert_uint_eq(rest_len, 0);
+        ck_assert(out[0] == 1.0 && out[1] == 2.0 && out[2] == 3.0);
+    }
+    /* Anything else leaves a rest for Jansson (1) or declines (0): other
+     * members before or after, a second gradient, trailing text, a NUL
+     * byte, a BOM, a cut body. */
+    struct { const char *body; size_t len; int want; } other[] = {
+        {"{\"gradient\":[1,2,3],\"step\":3}", 0, 1},
+        {"{\"step\":3,\"gradient\":[1,2,3]}", 0, 1},
+        {"{\"gradient\":[1,2,3],\"gradient\":null}", 0, 1},
+        {"{\"gradient\":[1,2,3]}}", 0, 1},
+        {"{\"gradient\":[1,2,3]} x", 0, 1},
+        {"{\"gradient\":[1,2,3]", 0, 1},
+        {"{\"gradient\":[1,2,3]}\0", 21, 1},
+        {"\xef\xbb\xbf{\"gradient\":[1,2,3]}", 0, 0},
+        {"{\"gradientx\":[1,2,3]}", 0, 0},
     };
-    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
-        ck_assert_msg(!optd_numarray_rest_is_only(other[i], strlen(other[i]), "gradient"), "%s", other[i]);
-    const char nul[] = "{\"gradient\":null}\0";
-    ck_assert(!optd_numarray_rest_is_only(nul, sizeof nul - 1, "gradient"));
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        size_t len = other[i].len ? other[i].len : strlen(other[i].body);
+        char *rest = NULL;
+        size_t rest_len = 0;
+        ck_assert_msg(optd_numarray_fast_member(other[i].body, len, "gradient", OPTD_FLOAT64, out, 3, &rest,
+                                                &rest_len) == other[i].want,
+                      "%s", other[i].body);
+        ck_assert(other[i].want == 1 ? rest != NULL : rest == NULL);
+        free(rest);
+    }
 }
 END_TEST
 
@@ -275,7 +288,7 @@ int main(void)
     tcase_add_test(tc, test_numarray_roundtrip);
     tcase_add_test(tc, test_numarray_errors);
     tcase_add_test(tc, test_numarray_fast_member);
-    tcase_add_test(tc, test_numarray_rest_is_only);
+    tcase_add_test(tc, test_numarray_fast_member_only);
     tcase_add_test(tc, test_sbuf_json_writer);
     tcase_add_test(tc, test_codec_schedule_and_time);
     suite_add_tcase(su, tc);
