@@ -176,8 +176,6 @@ void optd_log(optd_logger_t *lg, optd_log_level_t level, const char *fmt, ...)
     va_start(ap, fmt);
     size_t len = format_line(level, fmt, ap, line, &now);
     va_end(ap);
-    if (!len)
-        return;
     pthread_mutex_lock(&lg->mu);
     flush_locked(lg); /* earlier request lines first */
     write_all(atomic_load(&lg->fd), line, len);
