@@ -225,6 +225,21 @@ static bool take_chunk(optd_req_t *req, const char *data, size_t n)
     return true;
 }
 
+/* Whether the request says a body follows (Content-Length above 0, or any
+ * Transfer-Encoding). */
+static bool has_body(optd_req_t *req)
+{
+    if (optd_req_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return true;
+    const char *cl = optd_req_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(cl, &end, 10);
+    return errno || *end || end == cl || n > 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -247,6 +262,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = req;
         atomic_fetch_add(&srv->in_flight, 1);
         begin(req);
+        /* A response queued now, before the body, makes MHD close the
+         * connection so it never reads a body nobody asked for.  A request
+         * with no body loses nothing by waiting for the final call, and so
+         * keeps its keep-alive connection (a client probing for a session
+         * that does not exist should not pay a new connection per 404). */
+        if (req->resp && !has_body(req))
+            return MHD_YES;
         return req->resp ? queue(req) : MHD_YES;
     }
     if (req->queued) {
@@ -260,6 +282,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return ok ? MHD_YES : MHD_NO;
     }
+    if (req->resp) /* refused at the headers; see the first call */
+        return queue(req);
     if (req->body_too_large)
         too_large(req);
     else

@@ -47,6 +47,23 @@ class Auth(DaemonTestCase):
         self.assertEqual(self.d.state("a-s"), before)
         self.assertEqual(self.d.get("/v1/sessions/a-x").status, 404)
 
+    def test_401_keeps_a_bodyless_connection(self):
+        # a client that forgot its token can retry on the same connection
+        conn = self.d.new_connection()
+        try:
+            conn.request("GET", "/v1/sessions/a-s")
+            sock = conn.sock
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 401)
+            conn.request("GET", "/v1/sessions/a-s", headers={"Authorization": "Bearer " + self.TOKEN})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            self.assertIs(conn.sock, sock, "the connection was closed after the 401")
+        finally:
+            conn.close()
+
     def test_other_schemes_refused(self):
         for value in ("Basic czNjcmV0LXRva2Vu", "s3cret-token", "Bearer", "Bearer  s3cret-token x",
                       "Token s3cret-token"):

@@ -420,6 +420,32 @@ class RoutesAndMethods(ErrorsBase):
                 got.discard("OPTIONS")
                 self.assertEqual(got, allow, "Allow: %r" % r.headers.get("Allow"))
 
+    def test_refusal_keeps_a_bodyless_connection(self):
+        # 404 (no route), 405 and 415 decided from the headers alone: without
+        # a body the connection stays open for the next request; with a body
+        # it is closed, since the daemon never reads a body it refused.
+        conn = self.d.new_connection()
+        try:
+            for method, path, headers, status in (("GET", "/", {}, 404), ("GET", "/v1/nope", {}, 404),
+                                                  ("DELETE", "/healthz", {}, 405),
+                                                  ("POST", "/v1/sessions", {"Content-Type": "text/plain"}, 415),
+                                                  ("GET", "/healthz", {}, 200)):
+                with self.subTest(method=method, path=path):
+                    conn.request(method, path, headers=headers)
+                    sock = conn.sock
+                    r = conn.getresponse()
+                    r.read()
+                    self.assertEqual(r.status, status)
+                    self.assertNotEqual((r.getheader("Connection") or "").lower(), "close")
+                    self.assertIs(conn.sock, sock, "the connection was closed")
+            conn.request("POST", "/v1/sessions", body=b"x" * 100, headers={"Content-Type": "text/plain"})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 415)
+            self.assertEqual((r.getheader("Connection") or "").lower(), "close")
+        finally:
+            conn.close()
+
     def test_already_exists(self):
         with self.unchanged("e-adam"):
             r = self.d.post("/v1/sessions", {"name": "e-adam", "optimizer": "sgd", "size": 7})
