@@ -21,6 +21,7 @@ OPT ?= -O2
 endif
 
 CC ?= cc
+CXX ?= c++
 PKGS = libmicrohttpd jansson libuv zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -31,7 +32,12 @@ CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno -pthread \
           -Iinclude -Idaemon $(PKG_CFLAGS) $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
-LDLIBS += $(PKG_LIBS) -lm
+LDLIBS += $(PKG_LIBS) -lstdc++ -lm
+
+# C++ only where the library is C++: daemon/http/numparse.cc wraps
+# std::from_chars behind a C function.  No exceptions cross into C.
+CXXFLAGS ?= $(OPT) -g
+CXXFLAGS += -std=c++17 -fno-exceptions -fno-rtti -Wall -Wextra -Werror -pthread -Idaemon $(SANFLAGS)
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 CFLAGS += -DOPTD_VERSION='"$(VERSION)"'
@@ -40,9 +46,10 @@ CFLAGS += -DOPTD_VERSION='"$(VERSION)"'
 CORE_SRC := daemon/error.c $(wildcard daemon/optim/*.c)
 # The daemon: everything else under daemon/ except main.c.
 DAEMON_SRC := $(filter-out daemon/main.c daemon/error.c,$(wildcard daemon/*.c daemon/http/*.c))
+DAEMON_CXX_SRC := $(wildcard daemon/http/*.cc)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o) $(DAEMON_CXX_SRC:%.cc=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -60,6 +67,10 @@ help:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/liboptd.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -135,13 +146,16 @@ fixtures:
 #                      then fuzzes about FUZZ_SMOKE_SECONDS (30) in all
 #   make fuzz-seeds    regenerates the committed seed corpora
 FUZZ_CC ?= clang
+FUZZ_CXX ?= clang++
 FUZZ_BUILD := $(BUILD)/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno -pthread \
                -Iinclude -Idaemon $(PKG_CFLAGS) -DOPTD_VERSION='"$(VERSION)"' $(FUZZ_SAN)
+FUZZ_CXXFLAGS := -O1 -g -std=c++17 -fno-exceptions -fno-rtti -Wall -Wextra -Werror -pthread -Idaemon $(FUZZ_SAN)
 FUZZ_LIB_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(DAEMON_SRC:%.c=$(FUZZ_BUILD)/%.o) \
+                $(DAEMON_CXX_SRC:%.cc=$(FUZZ_BUILD)/%.o) \
                 $(FUZZ_BUILD)/tests/fuzz/harness.o
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
@@ -149,11 +163,15 @@ $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
+$(FUZZ_BUILD)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
 $(FUZZ_BUILD)/libfuzzoptd.a: $(FUZZ_LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libfuzzoptd.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $^ $(PKG_LIBS) -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $^ $(PKG_LIBS) -lstdc++ -lm
 
 # The seed generator uses the real encoders, built without instrumentation.
 $(BUILD)/fuzz-seeds/gen_seeds: tests/fuzz/gen_seeds.c tests/fuzz/harness.c $(BUILD)/libdaemon.a $(BUILD)/liboptd.a

@@ -1,5 +1,6 @@
 /* numarray.c: JSON number arrays <-> dtype buffers (see numarray.h). */
 #include "numarray.h"
+#include "numparse.h"
 
 #include "dtoa.h"
 
@@ -185,7 +186,6 @@ static size_t json_number_len(const char *p, const char *end)
  * NULL when it is not exactly n numbers that fit dtype. */
 static const char *parse_array(const char *p, const char *end, optd_dtype_t dtype, void *out, size_t n)
 {
-    char tmp[64];
     if (p >= end || *p != '[')
         return NULL;
     p = skip_ws(p + 1, end);
@@ -194,13 +194,9 @@ static const char *parse_array(const char *p, const char *end, optd_dtype_t dtyp
         return n == 0 ? p + 1 : NULL;
     for (;;) {
         size_t k = json_number_len(p, end);
-        if (k == 0 || k >= sizeof tmp || i >= n)
+        if (k == 0 || k > OPTD_NUMPARSE_MAX || i >= n)
             return NULL;
-        /* The body is NUL-terminated, but a copy keeps strtod from reading
-         * past the number's end in any case. */
-        memcpy(tmp, p, k);
-        tmp[k] = '\0';
-        double d = strtod(tmp, NULL);
+        double d = optd_parse_double(p, k);
         if (!isfinite(d))
             return NULL;
         if (dtype == OPTD_FLOAT32) {
