@@ -13,6 +13,9 @@ shared machine slows both alike.
                  sessions round-robin), the minimal libmicrohttpd server
                  (tests/bench/mhd_floor.c, same thread mode and count) and
                  nginx `return 200` (if installed; same worker count).
+                 9 rounds, each running every server back to back (order
+                 reversed every other round); ratios are the median of the
+                 per-round ratios, so drift between rounds cancels out.
   latency        p99 at half of optd's maximum rate, measured with
                  tests/bench/loadgen.c in open loop (wrk2 is not in Debian):
                  requests are scheduled at a fixed rate over 16 keep-alive
@@ -36,6 +39,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -199,8 +203,12 @@ def bench_small_steps(tmp, runs, seconds):
             targets.append(("nginx return 200", nginx.port, s1))
         rps = {t[0]: [] for t in targets}
         run_wrk(optd.port, s1000, 1)  # warm-up: first touch of the sessions, caches
+        # The machine's speed drifts by tens of percent from second to second
+        # (shared cores), so each round measures every server back to back,
+        # in an order reversed every other round, and a ratio is the median
+        # of the per-round ratios: drift between rounds cancels out.
         for r in range(runs):
-            for name, port, script in targets:
+            for name, port, script in (targets if r % 2 == 0 else targets[::-1]):
                 rps[name].append(run_wrk(port, script, seconds))
             log(f"wrk round {r + 1}/{runs}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rps.items()))
 
@@ -212,9 +220,9 @@ def bench_small_steps(tmp, runs, seconds):
             lat_targets.append(("nginx return 200", nginx.port, 1))
         p99 = {t[0]: [] for t in lat_targets}
         p50 = {t[0]: [] for t in lat_targets}
-        lat_runs = max(3, runs - 2)
+        lat_runs = runs
         for r in range(lat_runs):
-            for name, port, mod in lat_targets:
+            for name, port, mod in (lat_targets if r % 2 == 0 else lat_targets[::-1]):
                 res = loadgen(port, "-c", 16, "-R", f"{rate:.0f}", "-d", seconds, "-w", 1, "-m", "POST",
                               "-p", "/v1/sessions/s%d/step", "-M", mod, "-b", GRAD10)
                 p99[name].append(res["p99_ms"])
@@ -228,15 +236,24 @@ def bench_small_steps(tmp, runs, seconds):
 
     fl = stats(rps["MHD floor"])[0]
     ng = stats(rps["nginx return 200"])[0] if nginx else None
+
+    def paired(name, peer):
+        """Median and range of name's steps/s over peer's, round by round."""
+        rs = [a / b for a, b in zip(rps[name], rps[peer])]
+        return statistics.median(rs), min(rs), max(rs)
     print(f"wrk -t2 -c16 -d{seconds}s, keep-alive, POST of a 10-element float64 JSON step "
           f"(adam); median of {runs} runs, interleaved.  optd --threads {NPROC} (info log to a file), "
           f"MHD floor with {NPROC} threads, nginx with {NPROC} workers.\n")
-    print("| server | steps/s | min–max | ÷ MHD floor | ÷ nginx |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("Ratios are the median of the per-round ratios (each round runs every server back to "
+          "back, the order reversed every other round), with their range.\n")
+    print("| server | steps/s | min–max | ÷ MHD floor | range | ÷ nginx | range |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, v in rps.items():
-        med = stats(v)[0]
-        print(f"| {name} | {fmt(med)} | {spread(v)} | {ratio_text(med / fl)} | "
-              f"{ratio_text(med / ng) if ng else '—'} |")
+        rf = paired(name, "MHD floor")
+        rn = paired(name, "nginx return 200") if ng else None
+        print(f"| {name} | {fmt(stats(v)[0])} | {spread(v)} | {ratio_text(rf[0])} | "
+              f"{rf[1]:.2f}–{rf[2]:.2f} | {ratio_text(rn[0]) if rn else '—'} | "
+              f"{f'{rn[1]:.2f}–{rn[2]:.2f}' if rn else '—'} |")
     print()
     print(f"Latency at {rate:,.0f} requests/s (half of optd's one-session maximum), open loop: "
           f"tests/bench/loadgen.c schedules requests at that rate over 16 keep-alive connections "
@@ -250,12 +267,13 @@ def bench_small_steps(tmp, runs, seconds):
 
     for name in ("optd, 1 session", "optd, 1000 sessions"):
         v = rps[name]
-        med = stats(v)[0]
+        rf = paired(name, "MHD floor")[0]
         summary_row(f"10-element JSON steps/s, {name.split(', ')[1]}", v, "/s",
-                    f"MHD floor {fmt(fl)}/s", ratio_text(med / fl), "≥ 0.8×", med / fl >= 0.8)
+                    f"MHD floor {fmt(fl)}/s", ratio_text(rf), "≥ 0.8×", rf >= 0.8)
         if ng:
+            rn = paired(name, "nginx return 200")[0]
             summary_row(f"10-element JSON steps/s, {name.split(', ')[1]}", v, "/s",
-                        f"nginx {fmt(ng)}/s", ratio_text(med / ng), "≥ 0.5×", med / ng >= 0.5)
+                        f"nginx {fmt(ng)}/s", ratio_text(rn), "≥ 0.5×", rn >= 0.5)
     for name in ("optd, 1 session", "optd, 1000 sessions"):
         v = p99[name]
         fl99 = stats(p99["MHD floor"])[0]
@@ -470,7 +488,7 @@ def main():
     runs = 3 if quick else 5
     with tempfile.TemporaryDirectory(prefix="optd-bench-") as tmp:
         if "small" in parts:
-            bench_small_steps(tmp, runs, 2 if quick else 3)
+            bench_small_steps(tmp, 3 if quick else 9, 2 if quick else 3)
         if "json" in parts:
             bench_big_json(tmp, runs, 1000000)
         if "binary" in parts:
