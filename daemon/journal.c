@@ -8,7 +8,13 @@
  * records as the last round carried: clients released together by one
  * fsync come back together a moment later, and without the wait the first
  * of them would start a round alone while the rest waited a whole fsync for
- * the next (16 clients settled into two alternating groups of about 7).  If a write or sync fails, the file is cut back to where the
+ * the next (16 clients settled into two alternating groups of about 7).
+ *
+ * Files grow ahead of their records in steps of zero bytes written for
+ * real (fallocate would leave unwritten extents, whose conversion is a
+ * metadata change too): an fdatasync with no new size or extent to commit
+ * flushes only the data, 175 instead of 375 us a round on the benchmark
+ * machine.  Replay takes the zeros after the last record as the end.  If a write or sync fails, the file is cut back to where the
  * batch began, so a record whose client was told 507 is never replayed; if
  * even that fails the journal refuses appends until it is rotated (the next
  * flush writes every session into its snapshot and starts a clean file). */
@@ -56,6 +62,7 @@ struct optd_journal {
     uint64_t seq;
     uint64_t next_lsn;
     off_t off;            /* end of the last durable record */
+    off_t zeroed_end;     /* the file holds written zeros from off up to here */
     uint64_t records;     /* made durable, in all */
     uint64_t rounds;      /* fdatasync rounds that made them so */
     optd_logger_t *log;
@@ -146,13 +153,38 @@ static int create_file(int dirfd, uint64_t seq, int *fd_out, optd_err_t *err)
 /* Writes a batch at j->off and makes it durable; on failure cuts the file
  * back to j->off.  Runs in the writer thread without the mutex; only the
  * writer touches fd and off while busy. */
+/* How far ahead of the records a journal file is zero-filled, at least. */
+#define ZERO_AHEAD ((off_t)1 << 20)
+
+/* Writes zeros from j->zeroed_end up to a whole number of ZERO_AHEAD steps
+ * past need (without moving the file position); the batch's fdatasync makes
+ * them durable.  0 or -errno. */
+static int zero_ahead(optd_journal_t *j, off_t need)
+{
+    static const uint8_t zeros[65536];
+    if (need <= j->zeroed_end)
+        return 0;
+    off_t to = (need + ZERO_AHEAD - 1) / ZERO_AHEAD * ZERO_AHEAD;
+    for (off_t o = j->zeroed_end; o < to;) {
+        size_t k = to - o > (off_t)sizeof zeros ? sizeof zeros : (size_t)(to - o);
+        ssize_t w = pwrite(j->fd, zeros, k, o);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        o += w;
+    }
+    j->zeroed_end = to;
+    return 0;
+}
+
 static int write_batch(optd_journal_t *j, jrec_t *batch, int *err_no, bool *broke)
 {
     size_t total = 0;
     for (jrec_t *r = batch; r; r = r->next)
         total += OPTD_JREC_HEADER + r->len + 4;
-    int rc = 0;
-    uint8_t *buf = malloc(total);
+    int rc = zero_ahead(j, j->off + (off_t)total);
+    uint8_t *buf = rc ? NULL : malloc(total);
     if (buf) {
         size_t o = 0;
         for (jrec_t *r = batch; r; r = r->next) {
@@ -165,7 +197,7 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, int *err_no, bool *brok
         }
         rc = optd_file_write_all(j->fd, buf, total);
         free(buf);
-    } else {
+    } else if (rc == 0) {
         /* No memory for one contiguous buffer: write piece by piece. */
         for (jrec_t *r = batch; r && rc == 0; r = r->next) {
             rc = optd_file_write_all(j->fd, r->hdr, OPTD_JREC_HEADER);
@@ -186,7 +218,8 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, int *err_no, bool *brok
     }
     *err_no = -rc;
     /* Cut the failed batch off so it can never be replayed, and make the
-     * cut durable; the file position must follow. */
+     * cut durable; the file position must follow.  The zeros ahead go too. */
+    j->zeroed_end = j->off;
     if (ftruncate(j->fd, j->off) != 0 || lseek(j->fd, j->off, SEEK_SET) != j->off ||
         fdatasync(j->fd) != 0) {
         *broke = true;
@@ -245,6 +278,7 @@ static void *writer_main(void *arg)
         if (broken && ftruncate(j->fd, j->off) == 0 && lseek(j->fd, j->off, SEEK_SET) == j->off &&
             fdatasync(j->fd) == 0) {
             broken = false;
+            j->zeroed_end = j->off;
             optd_log(j->log, OPTD_LOG_WARN, "journal: repaired after a failed write");
         }
         int err_no = EIO;
@@ -284,7 +318,7 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t 
     j->seq = seq;
     j->next_lsn = next_lsn ? next_lsn : 1;
     j->log = log;
-    j->off = OPTD_JOURNAL_HEADER;
+    j->off = j->zeroed_end = OPTD_JOURNAL_HEADER;
     int rc = create_file(dirfd, seq, &j->fd, err);
     if (rc) {
         free(j);
@@ -363,7 +397,7 @@ int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err)
         j->fd = fd;
         *old_seq = j->seq;
         j->seq++;
-        j->off = OPTD_JOURNAL_HEADER;
+        j->off = j->zeroed_end = OPTD_JOURNAL_HEADER;
         j->broken = false;
     }
     pthread_mutex_unlock(&j->mu);
@@ -430,9 +464,14 @@ int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
         return 0;
     }
 
+    /* The writer zero-fills ahead of its records: where they stop, only
+     * zeros follow (and a record may itself end in zero bytes). */
+    size_t zeros_from = len;
+    while (zeros_from > OPTD_JOURNAL_HEADER && buf[zeros_from - 1] == 0)
+        zeros_from--;
     size_t off = OPTD_JOURNAL_HEADER;
     bool short_tail = false;
-    while (off < len) {
+    while (off < zeros_from) {
         size_t left = len - off;
         if (left < OPTD_JREC_HEADER) {
             why = "torn record header";
@@ -466,6 +505,18 @@ int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
             return stop;
         }
         off += OPTD_JREC_HEADER + (size_t)plen + 4;
+    }
+    if (why && !short_tail) {
+        /* A record cut short by a crash mid-write, in a file zero-filled
+         * ahead: the trailing zeros begin inside it (its header, or before
+         * the end its header declares). */
+        size_t left = len - off;
+        uint64_t plen = left >= OPTD_JREC_HEADER ? get_u64(buf + off + 16) : 0;
+        if (off + OPTD_JREC_HEADER > zeros_from ||
+            (get_u32(buf + off) == OPTD_JREC_MAGIC && plen <= left && off + OPTD_JREC_HEADER + plen + 4 > zeros_from)) {
+            why = "torn record";
+            short_tail = true;
+        }
     }
     if (why) {
         /* A short tail is what a crash mid-append leaves: cut it.  Anything
