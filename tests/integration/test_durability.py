@@ -192,6 +192,24 @@ class Damaged(unittest.TestCase):
             d.cleanup()
 
 
+def slow_disk_daemon(case, delay_ms, *flags):
+    """A started --sync always daemon (cleaned up with case) whose every
+    sync takes delay_ms once the returned control file exists (the failio
+    shim's FAILIO_SYNC_DELAY_MS); returns (daemon, control file path)."""
+    tmp = tempfile.mkdtemp(prefix="optd-slowdisk-")
+    case.addCleanup(shutil.rmtree, tmp, True)
+    data = os.path.join(tmp, "data")
+    os.makedirs(data)
+    asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    ctl = os.path.join(tmp, "slow")
+    env = {"LD_PRELOAD": failio_shim(tmp), "FAILIO_PATH": data + "/", "FAILIO_CTL": ctl,
+           "FAILIO_SYNC_DELAY_MS": str(delay_ms), "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"}
+    d = Daemon(data_dir=data, flags=["--sync", "always", *flags], env=env)
+    case.addCleanup(d.cleanup)
+    d.start()
+    return d, ctl
+
+
 class GroupCommit(unittest.TestCase):
     """--sync always with 8 clients, each stepping its own session, on a
     disk whose every sync takes 40 ms: clients released together by one
@@ -200,17 +218,7 @@ class GroupCommit(unittest.TestCase):
     the rounds settled into two alternating halves)."""
 
     def test_rounds_carry_every_waiting_client(self):
-        tmp = tempfile.mkdtemp(prefix="optd-group-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        data = os.path.join(tmp, "data")
-        os.makedirs(data)
-        asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        ctl = os.path.join(tmp, "slow")
-        env = {"LD_PRELOAD": failio_shim(tmp), "FAILIO_PATH": data + "/", "FAILIO_CTL": ctl,
-               "FAILIO_SYNC_DELAY_MS": "40", "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"}
-        d = Daemon(data_dir=data, flags=["--sync", "always"], env=env)
-        self.addCleanup(d.cleanup)
-        d.start()
+        d, ctl = slow_disk_daemon(self, 40)
         clients, steps = 8, 12
         for i in range(clients):
             self.assertEqual(mk(d, "g%d" % i, "sgd", params=[1.0]).status, 201)
@@ -253,17 +261,7 @@ class SlowDisk(unittest.TestCase):
     waiting there would block every connection it serves)."""
 
     def test_a_waiting_commit_does_not_block_other_connections(self):
-        tmp = tempfile.mkdtemp(prefix="optd-slowdisk-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        data = os.path.join(tmp, "data")
-        os.makedirs(data)
-        asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        ctl = os.path.join(tmp, "slow")
-        env = {"LD_PRELOAD": failio_shim(tmp), "FAILIO_PATH": data + "/", "FAILIO_CTL": ctl,
-               "FAILIO_SYNC_DELAY_MS": "1500", "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"}
-        d = Daemon(data_dir=data, flags=["--sync", "always", "--threads", "1"], env=env)
-        self.addCleanup(d.cleanup)
-        d.start()
+        d, ctl = slow_disk_daemon(self, 1500, "--threads", "1")
         self.assertEqual(mk(d, "a", "sgd", params=[1.0]).status, 201)
         self.assertEqual(mk(d, "b", "sgd", params=[2.0]).status, 201)
         open(ctl, "w").close()  # from now on every sync takes 1.5 s

@@ -9,15 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
+
 #include "http/dtoa.h"
 
-static uint64_t rng = 88172645463325252ULL;
+static test_rng_t rng = {88172645463325252ULL};
 static uint64_t next64(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_rng_next(&rng);
 }
 
 /* RFC 8259 number grammar; returns the number of significant digits, or -1. */

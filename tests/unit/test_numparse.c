@@ -9,15 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
+
 #include "http/numparse.h"
 
-static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+static test_rng_t rng = {0x9E3779B97F4A7C15ULL};
 static uint64_t next64(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_rng_next(&rng);
 }
 
 /* Both parsers on s; fails with s in the message when the bits differ. */
