@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ typedef struct jrec {
     uint64_t lsn;
     int rc;
     int err_no;
-    bool done;
+    sem_t durable;        /* posted by the writer once rc is set */
 } jrec_t;
 
 struct optd_journal {
@@ -291,17 +292,22 @@ static void *writer_main(void *arg)
             optd_log(j->log, OPTD_LOG_ERROR, "journal: write failed: %s", strerror(err_no));
 
         pthread_mutex_lock(&j->mu);
-        for (jrec_t *r = batch, *next; r; r = next) {
-            next = r->next; /* r may vanish once done is set and seen */
-            r->rc = rc;
-            r->err_no = err_no;
-            r->done = true;
-        }
         j->busy = false;
         j->broken = broken;
         j->last_batch = n;
         j->last_sync_ns = took;
         pthread_cond_broadcast(&j->done);
+        pthread_mutex_unlock(&j->mu);
+        /* Each waiter has a semaphore of its own: a broadcast made all of
+         * them queue on the mutex to wake, one futex hand-off after the
+         * other, before any could answer its client. */
+        for (jrec_t *r = batch, *next; r; r = next) {
+            next = r->next; /* r may vanish once posted */
+            r->rc = rc;
+            r->err_no = err_no;
+            sem_post(&r->durable);
+        }
+        pthread_mutex_lock(&j->mu);
     }
     pthread_mutex_unlock(&j->mu);
     return NULL;
@@ -350,18 +356,23 @@ int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *payload
     put_u32(r.hdr, OPTD_JREC_MAGIC);
     put_u32(r.hdr + 4, type);
     put_u64(r.hdr + 16, (uint64_t)len);
+    /* The payload's CRC before the lock; the header's (with the LSN handed
+     * out under it) is combined with it there. */
+    uint32_t payload_crc = crc_update((uint32_t)crc32(0L, NULL, 0), payload, len);
+    if (sem_init(&r.durable, 0, 0) != 0)
+        return optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s", strerror(errno));
 
     pthread_mutex_lock(&j->mu);
     if (j->stop) {
         pthread_mutex_unlock(&j->mu);
+        sem_destroy(&r.durable);
         return optd_err_set(err, OPTD_EIO,
                             "the change could not be made durable: the journal is unavailable");
     }
     r.lsn = j->next_lsn++;
     put_u64(r.hdr + 8, r.lsn);
     uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), r.hdr, OPTD_JREC_HEADER);
-    crc = crc_update(crc, payload, len);
-    put_u32(r.crc, crc);
+    put_u32(r.crc, (uint32_t)crc32_combine(crc, payload_crc, (z_off_t)len));
     if (j->tail)
         j->tail->next = &r;
     else
@@ -369,9 +380,10 @@ int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *payload
     j->tail = &r;
     j->queued++;
     pthread_cond_signal(&j->work);
-    while (!r.done)
-        pthread_cond_wait(&j->done, &j->mu);
     pthread_mutex_unlock(&j->mu);
+    while (sem_wait(&r.durable) != 0) /* only EINTR */
+        ;
+    sem_destroy(&r.durable);
     if (r.rc != 0)
         return optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s",
                             strerror(r.err_no));
