@@ -6,6 +6,7 @@
 
 #include "binary.h"
 #include "codec.h"
+#include "dtoa.h"
 #include "fmt.h"
 #include "http.h"
 #include "numarray.h"
@@ -149,6 +150,9 @@ void optd_route_step(optd_req_t *req)
     } else {
         optd_sbuf_t b;
         optd_sbuf_init(&b);
+        /* The whole answer's room at once: growing it as it is written cost
+         * a realloc and a copy per small step. */
+        optd_sbuf_reserve(&b, 64 + (return_none ? 0 : n * (OPTD_DTOA_MAX + 1)));
         optd_sbuf_puts(&b, "{\"step\":");
         optd_sbuf_puts(&b, stepstr);
         if (!return_none) {
