@@ -46,6 +46,7 @@ void optd_log_init(optd_logger_t *lg)
     pthread_mutex_init(&lg->mu, NULL);
     lg->buf_len = 0;
     lg->buf_since_ms = 0;
+    lg->stamp_sec = -1;
 }
 
 int optd_log_level_parse(const char *name, optd_log_level_t *out)
@@ -182,24 +183,43 @@ void optd_log(optd_logger_t *lg, optd_log_level_t level, const char *fmt, ...)
     pthread_mutex_unlock(&lg->mu);
 }
 
+/* put_prefix's text for now_ms at line, with lg->mu held: the date and
+ * time up to the second are formatted once a second, not once a line. */
+static size_t put_prefix_locked(optd_logger_t *lg, optd_log_level_t level, char *line, int64_t now_ms)
+{
+    int64_t sec = now_ms / 1000;
+    if (sec != lg->stamp_sec) {
+        optd_fmt_time(lg->stamp, sec * 1000, false); /* "...T12:00:00Z": the Z is overwritten */
+        lg->stamp_sec = sec;
+    }
+    memcpy(line, lg->stamp, 19);
+    line[19] = '.';
+    optd_fmt_uint(line + 20, (unsigned long long)(now_ms % 1000), 3);
+    line[23] = 'Z';
+    line[24] = ' ';
+    memcpy(line + 25, level_labels[level], 6);
+    return 31;
+}
+
 void optd_log_buffered(optd_logger_t *lg, optd_log_level_t level, const char *text, size_t text_len)
 {
     if (!wanted(lg, level))
         return;
-    char line[LOG_LINE_MAX];
-    int64_t now;
-    size_t n = put_prefix(level, line, &now);
-    if (text_len > LOG_LINE_MAX - n)
-        text_len = LOG_LINE_MAX - n;
-    memcpy(line + n, text, text_len);
-    size_t len = finish_line(line, n, n + text_len);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    int64_t now = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     pthread_mutex_lock(&lg->mu);
-    if (lg->buf_len + len > sizeof lg->buf)
+    if (sizeof lg->buf - lg->buf_len < LOG_LINE_MAX) /* room for the longest line */
         flush_locked(lg);
     if (lg->buf_len == 0)
         lg->buf_since_ms = now;
-    memcpy(lg->buf + lg->buf_len, line, len); /* a line always fits an empty buffer */
-    lg->buf_len += len;
+    /* Written in place: no line on the stack to copy over. */
+    char *line = lg->buf + lg->buf_len;
+    size_t n = put_prefix_locked(lg, level, line, now);
+    if (text_len > LOG_LINE_MAX - n)
+        text_len = LOG_LINE_MAX - n;
+    memcpy(line + n, text, text_len);
+    lg->buf_len += finish_line(line, n, n + text_len);
     if (now - lg->buf_since_ms >= OPTD_LOG_FLUSH_MS)
         flush_locked(lg);
     pthread_mutex_unlock(&lg->mu);

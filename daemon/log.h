@@ -38,6 +38,8 @@ typedef struct optd_logger {
     pthread_mutex_t mu; /* guards the buffer, and orders writes with it */
     size_t buf_len;
     int64_t buf_since_ms; /* when the oldest buffered line was added */
+    int64_t stamp_sec;    /* the second stamp holds, under mu (-1: none yet) */
+    char stamp[24];       /* "2026-11-28T12:00:00" of that second */
     char buf[OPTD_LOG_BUF_BYTES];
 } optd_logger_t;
 

@@ -1,12 +1,17 @@
 /* test_log.c: the logger (daemon/log.c): buffered request lines kept
  * whole and in order, line breaks in messages neutralized, long lines cut
- * to one line, levels.  (Its timestamps are test_fmt's.) */
+ * to one line, levels, and the time on buffered lines (formatted by
+ * optd_fmt_time, tested in test_fmt). */
 #include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include "fmt.h"
 #include "log.h"
 
 /* A logger writing to a fresh temporary file; returns its path. */
@@ -79,6 +84,47 @@ START_TEST(buffered_lines_whole_and_in_order)
 }
 END_TEST
 
+/* The date and time of a buffered line is formatted once a second and
+ * kept: every line must still carry the time it was written, across
+ * second boundaries, the same text a line written without the buffer gets. */
+START_TEST(buffered_lines_carry_their_own_time)
+{
+    optd_logger_t lg;
+    char *path = open_temp(&lg);
+    enum { N = 60 };
+    int64_t before[N], after[N];
+    for (int i = 0; i < N; i++) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        before[i] = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+        optd_log_buffered(&lg, OPTD_LOG_INFO, "tick", 4);
+        gettimeofday(&tv, NULL);
+        after[i] = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+        usleep(37000); /* 60 lines over about 2.2 s: several seconds change */
+    }
+    optd_log_flush(&lg);
+    const char *p = slurp(path);
+    for (int i = 0; i < N; i++) {
+        const char *nl = strchr(p, '\n');
+        ck_assert_ptr_nonnull(nl);
+        ck_assert_int_eq((int)(nl - p), 35);
+        /* the same text as optd_fmt_time for some ms within the call */
+        bool seen = false;
+        for (int64_t ms = before[i]; ms <= after[i] && !seen; ms++) {
+            char want[32];
+            size_t n = optd_fmt_time(want, ms, true);
+            seen = n == 24 && memcmp(p, want, 24) == 0;
+        }
+        ck_assert_msg(seen, "line %d: %.24s not within [%lld, %lld]", i, p, (long long)before[i],
+                      (long long)after[i]);
+        ck_assert(strncmp(p + 24, " info  tick", 11) == 0);
+        p = nl + 1;
+    }
+    ck_assert_int_eq(*p, '\0');
+    close_temp(&lg, path);
+}
+END_TEST
+
 START_TEST(messages_cannot_forge_lines)
 {
     optd_logger_t lg;
@@ -124,6 +170,7 @@ int main(void)
     TCase *tc = tcase_create("log");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, buffered_lines_whole_and_in_order);
+    tcase_add_test(tc, buffered_lines_carry_their_own_time);
     tcase_add_test(tc, messages_cannot_forge_lines);
     tcase_add_test(tc, levels_filter_buffered_lines);
     suite_add_tcase(s, tc);
