@@ -157,16 +157,22 @@ static int create_file(int dirfd, uint64_t seq, int *fd_out, optd_err_t *err)
 /* How far ahead of the records a journal file is zero-filled, at least. */
 #define ZERO_AHEAD ((off_t)1 << 20)
 
-/* Writes zeros from j->zeroed_end up to a whole number of ZERO_AHEAD steps
- * past need (without moving the file position); the batch's fdatasync makes
- * them durable.  0 or -errno. */
+/* Writes zeros from the end of the records or of the zeros already there
+ * up to a whole number of ZERO_AHEAD steps past need (without moving the
+ * file position); the batch's fdatasync makes them durable.  0 or -errno. */
 static int zero_ahead(optd_journal_t *j, off_t need)
 {
     static const uint8_t zeros[65536];
     if (need <= j->zeroed_end)
         return 0;
+    /* A batch longer than a step is not written twice (a big session's
+     * every step would double its I/O): the file grows with it, and the
+     * size commit is small next to that much data. */
+    if (need - j->off > ZERO_AHEAD)
+        return 0;
     off_t to = (need + ZERO_AHEAD - 1) / ZERO_AHEAD * ZERO_AHEAD;
-    for (off_t o = j->zeroed_end; o < to;) {
+    /* After such a batch the zeros end before the records do. */
+    for (off_t o = j->zeroed_end > j->off ? j->zeroed_end : j->off; o < to;) {
         size_t k = to - o > (off_t)sizeof zeros ? sizeof zeros : (size_t)(to - o);
         ssize_t w = pwrite(j->fd, zeros, k, o);
         if (w < 0 && errno == EINTR)

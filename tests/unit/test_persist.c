@@ -593,6 +593,58 @@ START_TEST(journal_replay_torn_tail_and_stale_records)
 }
 END_TEST
 
+/* Records bigger than the journal's zero-filled step (1 MiB) between small
+ * ones: the big batches grow the file themselves, and the zeros written
+ * ahead of the small ones after them must start after the big records,
+ * not on top of them. */
+START_TEST(journal_big_and_small_records)
+{
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "jbig");
+    optd_err_t err;
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    optd_session_config_t cfg = {.kind = OPTD_ADAM, .dtype = OPTD_FLOAT64};
+    optd_hparams_default(OPTD_ADAM, &cfg.hp);
+    enum { BIG = 100000 }; /* params, m and v: 2.4 MB a record */
+    double *p = calloc(BIG, sizeof *p), *g = malloc(BIG * sizeof *g);
+    for (size_t i = 0; i < BIG; i++)
+        g[i] = 1e-3 * (double)(i % 7) - 2e-3;
+    optd_session_t *big;
+    ck_assert_int_eq(optd_session_create("big", &cfg, BIG, p, 10, &big, &err), 0);
+    put(&w, big);
+    optd_session_t *x = rich("x", OPTD_ADAM, OPTD_FLOAT64);
+    put(&w, x);
+    for (int round = 0; round < 3; round++) {
+        ck_assert_msg(optd_session_step(big, g, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+        step_n(x, 2);
+    }
+    size_t bl, xl;
+    uint8_t *bw = image_bytes(big, &bl), *xw = image_bytes(x, &xl);
+    optd_session_release(big);
+    optd_session_release(x);
+    world_close(&w, false); /* crash: everything is in the journal */
+
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    ck_assert_uint_eq(w.stats.sessions_loaded, 2);
+    ck_assert_uint_eq(w.stats.files_set_aside, 0);
+    size_t l;
+    uint8_t *got = image_of(w.st, "big", &l);
+    ck_assert(l == bl && memcmp(got, bw, l) == 0);
+    free(got);
+    got = image_of(w.st, "x", &l);
+    ck_assert(l == xl && memcmp(got, xw, l) == 0);
+    free(got);
+    world_close(&w, true);
+    free(bw);
+    free(xw);
+    free(p);
+    free(g);
+    optd_session_config_free(&cfg);
+    rm_rf(dir);
+}
+END_TEST
+
 static void *step_thread(void *arg)
 {
     step_n(arg, 50);
@@ -825,6 +877,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, truncated_at_every_offset);
     tcase_add_test(tc, every_bit_flip_and_other_damage);
     tcase_add_test(tc, journal_replay_torn_tail_and_stale_records);
+    tcase_add_test(tc, journal_big_and_small_records);
     tcase_add_test(tc, group_commit_many_threads);
     tcase_add_test(tc, write_failures_sync_always);
     tcase_add_test(tc, write_failures_sync_interval);
