@@ -176,7 +176,15 @@ static optd_session_t *session_alloc(const char *name, size_t history_cap)
     optd_session_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+    /* Adaptive: a step holds the lock for a microsecond or two, and a
+     * second worker stepping the same session spins that long instead of
+     * sleeping in the kernel and being woken (a context switch each way). */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    int rc = pthread_mutex_init(&s->mu, &ma);
+    pthread_mutexattr_destroy(&ma);
+    if (rc != 0) {
         free(s);
         return NULL;
     }
