@@ -53,6 +53,7 @@ struct optd_journal {
     jrec_t *head, *tail;  /* waiting records, in LSN order */
     size_t queued;        /* how many */
     size_t last_batch;    /* records in the last round */
+    size_t came_in_sync;  /* records queued while it was written and synced */
     int64_t last_sync_ns; /* how long its write and fdatasync took */
     bool busy;            /* the writer is writing a batch */
     bool stop;
@@ -248,16 +249,21 @@ static int64_t mono_ns(void)
 }
 
 /* With j->mu held and records queued: waits until as many are queued as
- * the last round carried, for at most as long as its sync took (so a round
- * is never delayed by more than one sync's time), or until stop. */
+ * the last round carried plus those that came while it was synced, for at
+ * most as long as its sync took (so a round is never delayed by more than
+ * one sync's time), or until stop.  Counting the latecomers is what joins
+ * two groups of clients that alternate (one group's round syncing while
+ * the other's gathers) back into one: waiting for the last round's count
+ * alone kept such halves apart for good. */
 static void gather(optd_journal_t *j)
 {
-    if (j->last_batch <= 1 || j->queued >= j->last_batch)
+    size_t want = j->last_batch + j->came_in_sync;
+    if (want <= 1 || j->queued >= want)
         return;
     int64_t wait = j->last_sync_ns < GATHER_MAX_NS ? j->last_sync_ns : GATHER_MAX_NS;
     int64_t until_ns = mono_ns() + wait;
     struct timespec until = {.tv_sec = until_ns / 1000000000, .tv_nsec = until_ns % 1000000000};
-    while (j->queued < j->last_batch && !j->stop)
+    while (j->queued < want && !j->stop)
         if (pthread_cond_timedwait(&j->work, &j->mu, &until) == ETIMEDOUT)
             break;
 }
@@ -301,6 +307,7 @@ static void *writer_main(void *arg)
         j->busy = false;
         j->broken = broken;
         j->last_batch = n;
+        j->came_in_sync = j->queued;
         j->last_sync_ns = took;
         pthread_cond_broadcast(&j->done);
         pthread_mutex_unlock(&j->mu);
