@@ -5,7 +5,8 @@
  * and one fdatasync, and wakes everyone in it.  While one batch is being
  * synced the next one gathers, so under load every fsync carries many
  * records.  Before a round the writer also waits, briefly, for as many
- * records as the last round carried: clients released together by one
+ * records as the last round carried and as came in while it was synced
+ * (see gather): clients released together by one
  * fsync come back together a moment later, and without the wait the first
  * of them would start a round alone while the rest waited a whole fsync for
  * the next (16 clients settled into two alternating groups of about 7).
