@@ -14,6 +14,7 @@
 
 #include "optd/error.h"
 #include "optd/optim.h"
+#include "parallel.h"
 #include "sbuf.h"
 
 /* Decodes the array v (field names it in messages) into a new buffer of
@@ -39,13 +40,17 @@ int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *f
  * small step, which then needs no Jansson at all), 0 when the body
  * does not fit the fast path (then nothing is allocated and the caller
  * decodes the whole body with Jansson, which also words any error), or
- * OPTD_ENOMEM. */
+ * OPTD_ENOMEM.  A long array is parsed in chunks over pool (may be NULL),
+ * with the same result and the same refusals. */
 int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
-                              void *out, size_t n, char **rest, size_t *rest_len);
+                              void *out, size_t n, optd_pool_t *pool, char **rest, size_t *rest_len);
 
 
 /* Appends "[...]" with n elements of dtype from v: float64 with 17
- * significant digits, float32 with 9 (both read back exactly). */
-void optd_numarray_encode(optd_sbuf_t *b, optd_dtype_t dtype, const void *v, size_t n);
+ * significant digits, float32 with 9 (both read back exactly).  Long
+ * arrays are printed in chunks over pool (may be NULL: this thread alone);
+ * the text is the same either way. */
+void optd_numarray_encode(optd_sbuf_t *b, optd_dtype_t dtype, const void *v, size_t n,
+                          optd_pool_t *pool);
 
 #endif

@@ -43,7 +43,7 @@ void optd_route_params_get(optd_req_t *req)
     optd_sbuf_t b;
     optd_sbuf_init(&b);
     optd_sbuf_printf(&b, "{\"step\":%s,\"params\":", stepstr);
-    optd_numarray_encode(&b, dtype, buf, n);
+    optd_numarray_encode(&b, dtype, buf, n, req->srv->pool);
     optd_sbuf_puts(&b, "}");
     free(buf);
     optd_http_reply_sbuf(req, 200, &b);

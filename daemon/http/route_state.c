@@ -37,14 +37,14 @@ void optd_route_state_get(optd_req_t *req)
     optd_sbuf_put_object_open(&b, desc);
     json_decref(desc);
     optd_sbuf_put_member_key(&b, "params");
-    optd_numarray_encode(&b, img.cfg.dtype, img.params, img.size);
+    optd_numarray_encode(&b, img.cfg.dtype, img.params, img.size, req->srv->pool);
     optd_sbuf_put_member_key(&b, "state");
     optd_sbuf_puts(&b, "{");
     for (int k = 0; k < OPTD_BUF_COUNT; k++) {
         if (!(d->bufs & (1u << k)) || !img.st.buf[k])
             continue;
         optd_sbuf_put_member_key(&b, optd_buf_name((optd_buf_t)k));
-        optd_numarray_encode(&b, img.cfg.dtype, img.st.buf[k], img.size);
+        optd_numarray_encode(&b, img.cfg.dtype, img.st.buf[k], img.size, req->srv->pool);
     }
     if (d->has_mu_product) {
         optd_sbuf_put_member_key(&b, "mu_product");

@@ -28,7 +28,7 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
     int fast = req->body_kind == OPTD_BODY_BINARY
                    ? 0
                    : optd_numarray_fast_member(req->body ? req->body : "", req->body_len, "gradient", dtype,
-                                               *grad, n, &rest, &rest_len);
+                                               *grad, n, req->srv->pool, &rest, &rest_len);
     if (fast < 0)
         return optd_err_set(err, OPTD_ENOMEM, "out of memory reading the gradient");
     if (fast == 2) /* the usual small step: {"gradient": [...]} and nothing else */
@@ -157,7 +157,7 @@ void optd_route_step(optd_req_t *req)
         optd_sbuf_puts(&b, stepstr);
         if (!return_none) {
             optd_sbuf_puts(&b, ",\"params\":");
-            optd_numarray_encode(&b, dtype, params, n);
+            optd_numarray_encode(&b, dtype, params, n, srv->pool);
         }
         optd_sbuf_puts(&b, "}");
         optd_http_reply_sbuf(req, 200, &b);

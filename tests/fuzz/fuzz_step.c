@@ -39,7 +39,7 @@ static void check_fast_path(const uint8_t *body, size_t len, optd_dtype_t dtype,
     double fast[8];
     char *rest = NULL;
     size_t rest_len = 0;
-    int rc = optd_numarray_fast_member(text, len, "gradient", dtype, fast, n, &rest, &rest_len);
+    int rc = optd_numarray_fast_member(text, len, "gradient", dtype, fast, n, NULL, &rest, &rest_len);
     if (rc < 0)
         fz_fail("optd_numarray_fast_member: out of memory");
     if (rc == 0) {

@@ -4,7 +4,9 @@ requests in flight."""
 
 import http.client
 import json
+import random
 import signal
+import struct
 import socket
 import threading
 import time
@@ -177,6 +179,97 @@ class ManySessions(DaemonTestCase):
         for n in listed:
             self.assertEqual(self.d.get("/v1/sessions/" + n).status, 200)
         self.d.assert_alive()
+
+
+class BigUpdatesAcrossThreads(unittest.TestCase):
+    """A big session's step is split over --threads: the update, the
+    gradient's parse and the params' print.  Whatever the threads, the
+    answer is the same, byte for byte, and the same as a binary step's;
+    a bad number is refused the same way wherever it falls."""
+
+    N = 200000  # above the split thresholds (1 << 17 params, 1 << 15 numbers)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ds = [Daemon(flags=["--threads", t]) for t in ("1", "3")]
+        for d in cls.ds:
+            d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.ds:
+            d.stop()
+            d.cleanup()
+
+    def gradient_text(self, rng):
+        """A client's JSON gradient: %.17g, short and exponent forms, and
+        whitespace of several kinds."""
+        parts = []
+        for i in range(self.N):
+            v = rng.gauss(0, 1e-2)
+            form = i % 4
+            parts.append(repr(v) if form == 0 else f"{v:.6e}" if form == 1 else f"{v:.9g}" if form == 2
+                         else f" {v!r}\n")
+        return "[" + ",".join(parts) + "]"
+
+    def test_json_and_binary_steps_agree_across_threads(self):
+        rng = random.Random(2026)
+        for dtype, fmt in (("float64", "d"), ("float32", "f")):
+            name = "big-" + dtype
+            for d in self.ds:
+                r = d.post("/v1/sessions", {"name": name, "optimizer": "adam", "dtype": dtype,
+                                            "size": self.N, "hyperparameters": {"lr": 0.01}}, validate=False)
+                self.assertEqual(r.status, 201, r.body)
+                r = d.post("/v1/sessions", {"name": name + "-bin", "optimizer": "adam", "dtype": dtype,
+                                            "size": self.N, "hyperparameters": {"lr": 0.01}}, validate=False)
+                self.assertEqual(r.status, 201, r.body)
+            for step in (1, 2):
+                text = self.gradient_text(rng)
+                values = json.loads(text)
+                binary = struct.pack(f"<{self.N}{fmt}", *values)
+                answers = []
+                for d in self.ds:
+                    r = d.post(f"/v1/sessions/{name}/step", '{"gradient": ' + text + "}",
+                               headers={"Content-Type": "application/json"}, validate=False)
+                    self.assertEqual(r.status, 200, r.raw[:300])
+                    self.assertEqual(r.body["step"], step)
+                    answers.append(r.raw)
+                    b = d.post(f"/v1/sessions/{name}-bin/step", binary,
+                               headers={"Content-Type": "application/octet-stream"}, validate=False)
+                    self.assertEqual(b.status, 200)
+                    self.assertEqual(struct.pack(f"<{self.N}{fmt}", *r.body["params"]), b.raw,
+                                     f"{dtype} JSON and binary steps differ")
+                self.assertEqual(answers[0], answers[1], f"{dtype} step {step}: --threads 1 and 3 differ")
+            gets = [d.get(f"/v1/sessions/{name}/params", validate=False).raw for d in self.ds]
+            self.assertEqual(gets[0], gets[1])
+
+    def test_a_bad_number_anywhere_is_refused_alike(self):
+        rng = random.Random(7)
+        text = self.gradient_text(rng)
+        for d in self.ds:
+            r = d.post("/v1/sessions", {"name": "big-bad", "optimizer": "sgd", "dtype": "float64",
+                                        "size": self.N}, validate=False)
+            self.assertEqual(r.status, 201, r.body)
+        commas = [i for i, c in enumerate(text) if c == ","]
+        cases = [
+            (commas[len(commas) * 3 // 8] + 1, 0, "x", "invalid_json"),     # near a cut of 8 chunks
+            (commas[len(commas) * 5 // 12], 1, " ", "invalid_json"),        # a comma gone
+            (commas[len(commas) // 2] + 1, 0, "1e999,", "invalid_argument"),  # out of range, one more
+            (len(text) - 1, 0, ",", "invalid_json"),                        # trailing comma
+            (commas[-1], 1, ",,", "invalid_json"),
+        ]
+        for at, cut, ins, code in cases:
+            bad = text[:at] + ins + text[at + cut:]
+            answers = []
+            for d in self.ds:
+                r = d.post("/v1/sessions/big-bad/step", '{"gradient": ' + bad + "}",
+                           headers={"Content-Type": "application/json"})
+                self.assertEqual(r.status, 400, (ins, r.body))
+                self.assertEqual(r.error_code(), code, (ins, r.body))
+                answers.append(r.body)
+            self.assertEqual(answers[0], answers[1], ins)
+        for d in self.ds:
+            self.assertEqual(d.get("/v1/sessions/big-bad").body["step"], 0)
 
 
 class GracefulStop(unittest.TestCase):

@@ -12,6 +12,8 @@
 #include "http/codec.h"
 #include "http/numarray.h"
 #include "http/sbuf.h"
+#include "parallel.h"
+#include "rng.h"
 
 static int parse(optd_config_t *cfg, int argc, char **argv, optd_err_t *err)
 {
@@ -104,7 +106,7 @@ START_TEST(test_numarray_roundtrip)
     size_t nd = sizeof d / sizeof d[0], nf = sizeof f / sizeof f[0];
     optd_sbuf_t b;
     optd_sbuf_init(&b);
-    optd_numarray_encode(&b, OPTD_FLOAT64, d, nd);
+    optd_numarray_encode(&b, OPTD_FLOAT64, d, nd, NULL);
     ck_assert(!b.failed);
     json_t *v = json_loads(b.p, 0, NULL);
     ck_assert_ptr_nonnull(v);
@@ -115,7 +117,7 @@ START_TEST(test_numarray_roundtrip)
     optd_sbuf_free(&b);
 
     optd_sbuf_init(&b);
-    optd_numarray_encode(&b, OPTD_FLOAT32, f, nf);
+    optd_numarray_encode(&b, OPTD_FLOAT32, f, nf, NULL);
     v = json_loads(b.p, 0, NULL);
     ck_assert_ptr_nonnull(v);
     float f2[7];
@@ -155,7 +157,7 @@ START_TEST(test_numarray_fast_member)
     double out[3];
     char *rest = NULL;
     size_t rest_len = 0;
-    ck_assert_int_eq(optd_numarray_fast_member(body, strlen(body), "gradient", OPTD_FLOAT64, out, 3, &rest,
+    ck_assert_int_eq(optd_numarray_fast_member(body, strlen(body), "gradient", OPTD_FLOAT64, out, 3, NULL, &rest,
                                                &rest_len),
                      1);
     ck_assert(out[0] == 0.1 && out[1] == -2e-3 && out[2] == 3.0);
@@ -180,7 +182,7 @@ START_TEST(test_numarray_fast_member)
     for (size_t i = 0; i < sizeof declined / sizeof declined[0]; i++) {
         rest = NULL;
         ck_assert_int_eq(optd_numarray_fast_member(declined[i], strlen(declined[i]), "gradient", OPTD_FLOAT64,
-                                                   out, 3, &rest, &rest_len),
+                                                   out, 3, NULL, &rest, &rest_len),
                          0);
         ck_assert_ptr_null(rest);
     }
@@ -199,7 +201,7 @@ START_TEST(test_numarray_fast_member_only)
         char *rest = (char *)"unset";
         size_t rest_len = 99;
         ck_assert_int_eq(optd_numarray_fast_member(only[i], strlen(only[i]), "gradient", OPTD_FLOAT64, out, 3,
-                                                   &rest, &rest_len),
+                                                   NULL, &rest, &rest_len),
                          2);
         ck_assert_ptr_null(rest);
         ck_assert_uint_eq(rest_len, 0);
@@ -223,12 +225,248 @@ START_TEST(test_numarray_fast_member_only)
         size_t len = other[i].len ? other[i].len : strlen(other[i].body);
         char *rest = NULL;
         size_t rest_len = 0;
-        ck_assert_msg(optd_numarray_fast_member(other[i].body, len, "gradient", OPTD_FLOAT64, out, 3, &rest,
+        ck_assert_msg(optd_numarray_fast_member(other[i].body, len, "gradient", OPTD_FLOAT64, out, 3, NULL, &rest,
                                                 &rest_len) == other[i].want,
                       "%s", other[i].body);
         ck_assert(other[i].want == 1 ? rest != NULL : rest == NULL);
         free(rest);
     }
+}
+END_TEST
+
+/* ---- long arrays, split over a pool ------------------------------------------- */
+
+/* Long enough to be split (numarray.c splits from 1 << 15 numbers). */
+#define LONG_N ((size_t)(1 << 15) + 1234)
+
+static double rand_value(test_rng_t *r)
+{
+    uint64_t u = test_rng_next(r);
+    double mant = (double)(u >> 11) / 9007199254740992.0 - 0.5;
+    switch (u % 5) {
+    case 0: return (double)((int64_t)(u % 2001) - 1000);   /* integral */
+    case 1: return mant * 1e-30;
+    case 2: return mant * 3e12;
+    default: return mant;
+    }
+}
+
+/* {"gradient":[...]} of n numbers as a client might write them: %.17g,
+ * short forms and exponents, whitespace of every kind around the commas. */
+static char *long_body(test_rng_t *r, size_t n, size_t *len)
+{
+    static const char *const ws[] = {"", "", "", " ", "\n", "\t ", "\r\n  "};
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_puts(&b, "{\"gradient\": [");
+    for (size_t i = 0; i < n; i++) {
+        double v = rand_value(r);
+        uint64_t u = test_rng_next(r);
+        if (i)
+            optd_sbuf_printf(&b, "%s,%s", ws[u % 7], ws[(u >> 8) % 7]);
+        optd_sbuf_printf(&b, (u >> 16) % 3 == 0 ? "%.17g" : (u >> 16) % 3 == 1 ? "%.6e" : "%.9G", v);
+    }
+    optd_sbuf_puts(&b, " ]}");
+    ck_assert(!b.failed);
+    *len = b.len;
+    return b.p;
+}
+
+/* The split parse must do exactly what the serial one does on the same
+ * body: same answer (took it, or declined it), and the same bits. */
+static int fast_agrees(const char *body, size_t len, optd_dtype_t dtype, size_t n, optd_pool_t *const *pools,
+                       int n_pools)
+{
+    size_t sz = optd_dtype_size(dtype);
+    void *want = calloc(n, sz), *got = calloc(n, sz);
+    char *rest = NULL;
+    size_t rest_len = 0;
+    int rc = optd_numarray_fast_member(body, len, "gradient", dtype, want, n, NULL, &rest, &rest_len);
+    ck_assert_int_ge(rc, 0);
+    free(rest);
+    for (int k = 0; k < n_pools; k++) {
+        memset(got, 0, n * sz);
+        rest = NULL;
+        int rk = optd_numarray_fast_member(body, len, "gradient", dtype, got, n, pools[k], &rest, &rest_len);
+        free(rest);
+        ck_assert_msg(rk == rc, "split parse (%u threads) gave %d, serial %d", optd_pool_threads(pools[k]), rk,
+                      rc);
+        if (rc > 0)
+            ck_assert_msg(memcmp(want, got, n * sz) == 0, "split parse (%u threads) read other values",
+                          optd_pool_threads(pools[k]));
+    }
+    free(want);
+    free(got);
+    return rc;
+}
+
+/* Offset of the first comma at or after the array text's k/chunks point:
+ * where the split parse cuts it. */
+static size_t cut_comma(const char *body, size_t len, unsigned k, unsigned chunks)
+{
+    const char *text = strchr(body, '[') + 1, *close = strrchr(body, ']');
+    (void)len;
+    const char *c = memchr(text + (size_t)(close - text) * k / chunks, ',', (size_t)(close - text));
+    ck_assert_ptr_nonnull(c);
+    return (size_t)(c - body);
+}
+
+/* body with [at, at + cut) replaced by ins; malloc'd. */
+static char *splice(const char *body, size_t len, size_t at, size_t cut, const char *ins, size_t *out_len)
+{
+    size_t il = strlen(ins);
+    char *s = malloc(len - cut + il + 1);
+    memcpy(s, body, at);
+    memcpy(s + at, ins, il);
+    memcpy(s + at + il, body + at + cut, len - at - cut);
+    *out_len = len - cut + il;
+    s[*out_len] = '\0';
+    return s;
+}
+
+START_TEST(test_numarray_split_parse)
+{
+    test_rng_t r = {0x5eed51177u};
+    optd_pool_t *pools[2];
+    ck_assert_int_eq(optd_pool_new(2, &pools[0], NULL), 0);
+    ck_assert_int_eq(optd_pool_new(3, &pools[1], NULL), 0);
+    size_t len;
+    char *body = long_body(&r, LONG_N, &len);
+    ck_assert_int_eq(fast_agrees(body, len, OPTD_FLOAT64, LONG_N, pools, 2), 2);
+    ck_assert_int_eq(fast_agrees(body, len, OPTD_FLOAT32, LONG_N, pools, 2), 2);
+    /* Other members around it, and a size that does not match. */
+    size_t l2;
+    char *more = splice(body, len, 1, 0, "\"step\": 3, ", &l2);
+    ck_assert_int_eq(fast_agrees(more, l2, OPTD_FLOAT64, LONG_N, pools, 2), 1);
+    free(more);
+    ck_assert_int_eq(fast_agrees(body, len, OPTD_FLOAT64, LONG_N - 1, pools, 2), 0);
+    ck_assert_int_eq(fast_agrees(body, len, OPTD_FLOAT64, LONG_N + 1, pools, 2), 0);
+
+    /* Damage at every place the 2- and 3-thread pools cut the text (8 and
+     * 12 chunks), and a few bytes either side: each must be declined, or
+     * read as serially, whichever chunk it falls in. */
+    struct { size_t shift, cut; const char *ins; bool declined; } damage[] = {
+        {0, 1, " ", true},          /* "1 2": a comma gone */
+        {0, 0, ",", true},          /* ",,": one too many */
+        {0, 1, "]", true},          /* the array ends early */
+        {1, 0, "x", true},
+        {1, 0, "1e999,", true},     /* one number more, and out of range */
+        {0, 1, "\n,\t", false},     /* whitespace: same values */
+        {1, 0, "-0.0,", false},     /* one number more: with size n + 1 below */
+        {1, 0, " ", false},
+    };
+    unsigned chunk_counts[] = {8, 12};
+    for (size_t c = 0; c < 2; c++) {
+        for (unsigned k = 1; k < chunk_counts[c]; k++) {
+            size_t comma = cut_comma(body, len, k, chunk_counts[c]);
+            for (size_t d = 0; d < sizeof damage / sizeof damage[0]; d++) {
+                for (int back = 0; back <= 2; back += 2) { /* at the cut, and just before it */
+                    size_t at = comma + damage[d].shift - (size_t)back;
+                    size_t dl;
+                    char *bad = splice(body, len, at, damage[d].cut, damage[d].ins, &dl);
+                    size_t n = strchr(damage[d].ins, ',') && damage[d].cut == 0 && strlen(damage[d].ins) > 1
+                                   ? LONG_N + 1
+                                   : LONG_N;
+                    int rc = fast_agrees(bad, dl, OPTD_FLOAT64, n, pools, 2);
+                    if (back == 0 && damage[d].declined)
+                        ck_assert_msg(rc == 0, "damage %zu at cut %u/%u was taken", d, k, chunk_counts[c]);
+                    if (!damage[d].declined && back == 0)
+                        ck_assert_msg(rc == 2, "harmless change %zu at cut %u/%u declined", d, k,
+                                      chunk_counts[c]);
+                    free(bad);
+                }
+            }
+        }
+    }
+    /* Something after the last number: a number without its comma (the
+     * count of commas is what the chunks go by), or a letter. */
+    size_t close_at = (size_t)(strrchr(body, ']') - body);
+    const char *tails[] = {" 1", " x", "1"};
+    for (size_t t = 0; t < 3; t++) {
+        size_t bl;
+        char *bad = splice(body, len, close_at - 1, 0, tails[t], &bl);
+        ck_assert_int_eq(fast_agrees(bad, bl, OPTD_FLOAT64, LONG_N, pools, 2), t == 2 ? 2 : 0);
+        free(bad);
+    }
+    /* A stretch of whitespace longer than a chunk: cuts that meet in it
+     * make empty chunks, and the values stay where they were. */
+    char *wide = malloc(len / 4 + 1);
+    memset(wide, ' ', len / 4);
+    wide[len / 4] = '\0';
+    size_t wl;
+    char *spread_out = splice(body, len, cut_comma(body, len, 3, 8) + 1, 0, wide, &wl);
+    ck_assert_int_eq(fast_agrees(spread_out, wl, OPTD_FLOAT64, LONG_N, pools, 2), 2);
+    free(spread_out);
+    spread_out = splice(body, len, close_at, 0, wide, &wl); /* the last chunks empty */
+    ck_assert_int_eq(fast_agrees(spread_out, wl, OPTD_FLOAT64, LONG_N, pools, 2), 2);
+    free(spread_out);
+    free(wide);
+    /* A trailing comma, with the count of commas kept (the first number
+     * gone): the last chunk ends in a comma, and that is no number. */
+    const char *first_comma = strchr(body, ',');
+    size_t open = (size_t)(strchr(body, '[') - body) + 1, close = (size_t)(strrchr(body, ']') - body);
+    size_t tl;
+    char *trail = splice(body, len, close, 0, ",", &tl);
+    char *trail2 = splice(trail, tl, open, (size_t)(first_comma - body) + 1 - open, "", &tl);
+    ck_assert_int_eq(fast_agrees(trail2, tl, OPTD_FLOAT64, LONG_N - 1, pools, 2), 0);
+    free(trail);
+    free(trail2);
+    free(body);
+    optd_pool_free(pools[0]);
+    optd_pool_free(pools[1]);
+}
+END_TEST
+
+START_TEST(test_numarray_split_encode)
+{
+    test_rng_t r = {0xe7c0de5u};
+    optd_pool_t *pools[2];
+    ck_assert_int_eq(optd_pool_new(2, &pools[0], NULL), 0);
+    ck_assert_int_eq(optd_pool_new(3, &pools[1], NULL), 0);
+    size_t sizes[] = {LONG_N, (size_t)1 << 15, 2 * LONG_N + 7};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        double *d = malloc(n * sizeof *d);
+        float *f = malloc(n * sizeof *f);
+        for (size_t i = 0; i < n; i++) {
+            d[i] = rand_value(&r);
+            f[i] = (float)rand_value(&r);
+        }
+        for (int t = 0; t < 2; t++) {
+            optd_dtype_t dtype = t ? OPTD_FLOAT32 : OPTD_FLOAT64;
+            const void *v = t ? (const void *)f : (const void *)d;
+            optd_sbuf_t want, got;
+            optd_sbuf_init(&want);
+            optd_sbuf_puts(&want, "{\"params\":");
+            optd_numarray_encode(&want, dtype, v, n, NULL);
+            ck_assert(!want.failed);
+            for (int k = 0; k < 2; k++) {
+                optd_sbuf_init(&got);
+                optd_sbuf_puts(&got, "{\"params\":");
+                optd_numarray_encode(&got, dtype, v, n, pools[k]);
+                ck_assert(!got.failed);
+                ck_assert_uint_eq(got.len, want.len);
+                ck_assert_msg(strcmp(got.p, want.p) == 0, "split print (%u threads) of %zu differs",
+                              optd_pool_threads(pools[k]), n);
+                optd_sbuf_free(&got);
+            }
+            /* And it reads back, through the split parse too. */
+            optd_sbuf_puts(&want, "}");
+            char *rest = NULL;
+            size_t rest_len;
+            void *back = malloc(n * optd_dtype_size(dtype));
+            ck_assert_int_eq(optd_numarray_fast_member(want.p, want.len, "params", dtype, back, n, pools[0], &rest,
+                                                       &rest_len),
+                             2);
+            ck_assert(memcmp(back, v, n * optd_dtype_size(dtype)) == 0);
+            free(back);
+            optd_sbuf_free(&want);
+        }
+        free(d);
+        free(f);
+    }
+    optd_pool_free(pools[0]);
+    optd_pool_free(pools[1]);
 }
 END_TEST
 
@@ -281,6 +519,7 @@ int main(void)
 {
     Suite *su = suite_create("http_codec");
     TCase *tc = tcase_create("all");
+    tcase_set_timeout(tc, 60); /* the split tests parse ~40 bodies of 34K numbers under ASan */
     tcase_add_test(tc, test_config_defaults_and_flags);
     tcase_add_test(tc, test_config_errors);
     tcase_add_test(tc, test_config_env_then_flags);
@@ -289,6 +528,8 @@ int main(void)
     tcase_add_test(tc, test_numarray_errors);
     tcase_add_test(tc, test_numarray_fast_member);
     tcase_add_test(tc, test_numarray_fast_member_only);
+    tcase_add_test(tc, test_numarray_split_parse);
+    tcase_add_test(tc, test_numarray_split_encode);
     tcase_add_test(tc, test_sbuf_json_writer);
     tcase_add_test(tc, test_codec_schedule_and_time);
     suite_add_tcase(su, tc);
