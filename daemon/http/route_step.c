@@ -34,12 +34,12 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
     if (fast == 2) /* the usual small step: {"gradient": [...]} and nothing else */
         return 0;
     if (fast == 1) {
-        body = optd_req_json_object_of(req, rest, rest_len);
+        body = json_loadb(rest, rest_len, 0, NULL);
         free(rest);
-        if (!body)
-            return 1;
-        if (!json_is_null(json_object_get(body, "gradient"))) {
-            /* A repeated "gradient" key: let Jansson decide which one counts. */
+        /* A rest that is no JSON object: the whole body, read below, words
+         * the error at its true line and column.  A repeated "gradient"
+         * key: Jansson decides which one counts. */
+        if (!json_is_object(body) || !json_is_null(json_object_get(body, "gradient"))) {
             json_decref(body);
             body = NULL;
             fast = 0;

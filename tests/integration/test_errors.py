@@ -71,6 +71,23 @@ class InvalidJson(ErrorsBase):
                     r = self.d.request(method, path, body, headers={"Content-Type": "application/json"})
                     self.assertError(r, 400, "invalid_json")
 
+    def test_error_names_the_place_in_the_body(self):
+        """The fast paths read big arrays out of a body and hand the rest to
+        Jansson; an error in that rest must still name its line and column
+        in the body as sent (it once named them in the shortened rest)."""
+        cases = [("POST", "/v1/sessions/e-adam/step", '{"gradient": [0.5, -0.25, 1.0], "step": x}'),
+                 ("POST", "/v1/sessions/e-adam/step", '{"step": 1, "gradient": [0.5, -0.25, 1.0],\n "loss": x}'),
+                 ("POST", "/v1/sessions", '{"name": "e-place", "params": [1.0, 2.0, 3.0, 4.0], "optimizer": x}'),
+                 ("PUT", "/v1/sessions/e-place", '{"params": [1.0, 2.0, 3.0, 4.0],\n\n  "optimizer": x}')]
+        for method, path, body in cases:
+            with self.subTest(body=body), self.unchanged("e-adam"):
+                r = self.d.request(method, path, body, headers={"Content-Type": "application/json"})
+                self.assertError(r, 400, "invalid_json")
+                at = body.index("x")
+                line = body.count("\n", 0, at) + 1
+                column = at - (body.rfind("\n", 0, at) + 1) + 1
+                self.assertIn(f"(line {line}, column {column})", r.body["error"]["message"])
+
     def test_deeply_nested(self):
         for body in (b"[" * 30000 + b"]" * 30000, b'{"a":' * 10000 + b"1" + b"}" * 10000):
             with self.unchanged():
