@@ -412,58 +412,120 @@ static const char *parse_array_split(const char *p, const char *end, optd_dtype_
     return close + 1;
 }
 
-int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
-                              void *out, size_t n, optd_pool_t *pool, char **rest, size_t *rest_len)
+/* Finds the top-level member key of the JSON object body[0, end): *val
+ * is where its value starts, *first whether it is the object's first
+ * member.  false when the body does not start as an object, or the key is
+ * not found before something the loose scan cannot skip. */
+static bool find_member(const char *body, const char *end, const char *key, const char **val, bool *first)
 {
-    const char *end = body + len;
     size_t klen = strlen(key);
     const char *p = skip_ws(body, end);
     if (p >= end || *p != '{')
-        return 0;
+        return false;
     p = skip_ws(p + 1, end);
-    bool first = true;
+    *first = true;
     while (p < end && *p == '"') {
         const char *kstart = p + 1;
         const char *kend = skip_string(p, end);
         if (!kend)
-            return 0;
+            return false;
         bool match = (size_t)(kend - 1 - kstart) == klen && memcmp(kstart, key, klen) == 0;
         p = skip_ws(kend, end);
         if (p >= end || *p != ':')
-            return 0;
+            return false;
         p = skip_ws(p + 1, end);
         if (match) {
-            const char *vend = n >= PAR_MIN && optd_pool_threads(pool) > 1
-                                   ? parse_array_split(p, end, dtype, out, n, pool)
-                                   : parse_array(p, end, dtype, out, n);
-            if (!vend)
-                return 0;
-            const char *after = skip_ws(vend, end);
-            if (first && after < end && *after == '}' && skip_ws(after + 1, end) == end) {
-                *rest = NULL; /* {"key": [...]} and nothing else: no rest to read */
-                *rest_len = 0;
-                return 2;
-            }
-            size_t head = (size_t)(p - body), tail = (size_t)(end - vend);
-            char *r = malloc(head + 4 + tail + 1);
-            if (!r)
-                return OPTD_ENOMEM;
-            memcpy(r, body, head);
-            memcpy(r + head, "null", 4);
-            memcpy(r + head + 4, vend, tail);
-            r[head + 4 + tail] = '\0';
-            *rest = r;
-            *rest_len = head + 4 + tail;
-            return 1;
+            *val = p;
+            return true;
         }
-        first = false;
+        *first = false;
         if (!(p = skip_value(p, end)))
-            return 0;
+            return false;
         p = skip_ws(p, end);
         if (p < end && *p == ',')
             p = skip_ws(p + 1, end);
         else
-            return 0;
+            return false;
     }
-    return 0;
+    return false;
+}
+
+/* body[0, end) with the value [val, vend) replaced by null, malloc'd: 1, or
+ * OPTD_ENOMEM. */
+static int rest_of(const char *body, const char *end, const char *val, const char *vend, char **rest,
+                   size_t *rest_len)
+{
+    size_t head = (size_t)(val - body), tail = (size_t)(end - vend);
+    char *r = malloc(head + 4 + tail + 1);
+    if (!r)
+        return OPTD_ENOMEM;
+    memcpy(r, body, head);
+    memcpy(r + head, "null", 4);
+    memcpy(r + head + 4, vend, tail);
+    r[head + 4 + tail] = '\0';
+    *rest = r;
+    *rest_len = head + 4 + tail;
+    return 1;
+}
+
+int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
+                              void *out, size_t n, optd_pool_t *pool, char **rest, size_t *rest_len)
+{
+    const char *end = body + len, *p;
+    bool first;
+    if (!find_member(body, end, key, &p, &first))
+        return 0;
+    const char *vend = n >= PAR_MIN && optd_pool_threads(pool) > 1 ? parse_array_split(p, end, dtype, out, n, pool)
+                                                                   : parse_array(p, end, dtype, out, n);
+    if (!vend)
+        return 0;
+    const char *after = skip_ws(vend, end);
+    if (first && after < end && *after == '}' && skip_ws(after + 1, end) == end) {
+        *rest = NULL; /* {"key": [...]} and nothing else: no rest to read */
+        *rest_len = 0;
+        return 2;
+    }
+    return rest_of(body, end, p, vend, rest, rest_len);
+}
+
+int optd_numarray_locate_member(const char *body, size_t len, const char *key, const char **arr,
+                                size_t *arr_len, char **rest, size_t *rest_len)
+{
+    const char *end = body + len, *p;
+    bool first;
+    if (!find_member(body, end, key, &p, &first) || p >= end || *p != '[')
+        return 0;
+    /* Numbers hold no ']': if the array is only numbers, this is its end
+     * (if not, optd_numarray_parse_new declines it). */
+    const char *close = memchr(p, ']', (size_t)(end - p));
+    if (!close)
+        return 0;
+    *arr = p;
+    *arr_len = (size_t)(close + 1 - p);
+    return rest_of(body, end, p, close + 1, rest, rest_len);
+}
+
+int optd_numarray_parse_new(const char *arr, size_t len, optd_dtype_t dtype, size_t max_n, optd_pool_t *pool,
+                            void **out, size_t *n)
+{
+    const char *end = arr + len;
+    if (len < 2 || arr[0] != '[')
+        return 0;
+    /* One number more than commas, if the array is what it should be. */
+    size_t count = count_commas(arr + 1, end) + 1;
+    if (max_n && count > max_n)
+        return 0;
+    void *buf = malloc(count * optd_dtype_size(dtype));
+    if (!buf)
+        return OPTD_ENOMEM;
+    const char *vend = count >= PAR_MIN && optd_pool_threads(pool) > 1
+                           ? parse_array_split(arr, end, dtype, buf, count, pool)
+                           : parse_array(arr, end, dtype, buf, count);
+    if (vend != end) {
+        free(buf);
+        return 0;
+    }
+    *out = buf;
+    *n = count;
+    return 1;
 }

@@ -45,6 +45,25 @@ int optd_numarray_decode_into(const json_t *v, optd_dtype_t dtype, const char *f
 int optd_numarray_fast_member(const char *body, size_t len, const char *key, optd_dtype_t dtype,
                               void *out, size_t n, optd_pool_t *pool, char **rest, size_t *rest_len);
 
+/* The fast path for a big array whose length is not known beforehand (the
+ * "params" of a create), in two steps, as the dtype it is read into is
+ * known only once the rest of the body has been read.  Locate: finds the
+ * top-level member `key` of the JSON object in body[0, len) whose value
+ * starts as an array: *arr, *arr_len span that array's text (inside body),
+ * and *rest, *rest_len (malloc'd) are the body with it replaced by null.
+ * Returns 1 when it did, 0 when the body does not fit (nothing allocated),
+ * or OPTD_ENOMEM. */
+int optd_numarray_locate_member(const char *body, size_t len, const char *key, const char **arr,
+                                size_t *arr_len, char **rest, size_t *rest_len);
+
+/* Parse: when arr[0, len) is an array of at least one and at most max_n
+ * (0: any number) plain JSON numbers that fit dtype, parses them into a new
+ * buffer (*out, malloc'd, caller frees; *n elements) and returns 1; a long
+ * array is parsed in chunks over pool (may be NULL).  Returns 0 when it is
+ * anything else (nothing allocated: decode the body with Jansson, which
+ * words the error), or OPTD_ENOMEM. */
+int optd_numarray_parse_new(const char *arr, size_t len, optd_dtype_t dtype, size_t max_n, optd_pool_t *pool,
+                            void **out, size_t *n);
 
 /* Appends "[...]" with n elements of dtype from v: float64 with 17
  * significant digits, float32 with 9 (both read back exactly).  Long

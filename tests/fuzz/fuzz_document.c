@@ -10,12 +10,14 @@
  * the answer checks of harness.c, every session left in the store must
  * survive a state round trip: GET .../state, PUT of that document back,
  * GET again gives the same bytes (export and import agree on every field,
- * numbers included). */
+ * numbers included).  And a differential check of the create's fast path
+ * for "params" (see check_fast_params). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "http/numarray.h"
 
 typedef struct names {
     char name[64][OPTD_NAME_MAX + 1];
@@ -59,8 +61,74 @@ static void state_round_trip(optd_server_t *srv, const char *name)
     fz_http_done(&get2);
 }
 
+/* Whenever the create's fast path would take "params" (route_sessions.c:
+ * located, the rest an object with "params" null, the array parsed), the
+ * body must mean the same to Jansson, value for value, with the
+ * differences fuzz_step.c lists let through (repeated keys, integers
+ * beyond int64, NUL bytes). */
+static void check_fast_params(const uint8_t *data, size_t size)
+{
+    char *text = fz_strndup(data, size);
+    const char *arr;
+    size_t arr_len, rest_len;
+    char *rest;
+    int rc = optd_numarray_locate_member(text, size, "params", &arr, &arr_len, &rest, &rest_len);
+    if (rc < 0)
+        fz_fail("optd_numarray_locate_member: out of memory");
+    if (rc == 0 || memchr(text, 0, size)) {
+        if (rc == 1)
+            free(rest);
+        free(text);
+        return;
+    }
+    json_t *r = json_loadb(rest, rest_len, 0, NULL);
+    bool used = json_is_object(r) && json_is_null(json_object_get(r, "params"));
+    json_decref(r);
+    free(rest);
+    for (int t = 0; used && t < 2; t++) {
+        optd_dtype_t dtype = t ? OPTD_FLOAT32 : OPTD_FLOAT64;
+        void *fast = NULL;
+        size_t n = 0;
+        rc = optd_numarray_parse_new(arr, arr_len, dtype, 0, NULL, &fast, &n);
+        if (rc < 0)
+            fz_fail("optd_numarray_parse_new: out of memory");
+        if (rc == 0)
+            continue;
+        json_error_t jerr;
+        json_t *doc = json_loadb(text, size, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+        if (!doc && json_error_code(&jerr) == json_error_duplicate_key) {
+            free(fast);
+            break;
+        }
+        if (!doc)
+            fz_fail("the fast path took params from a body Jansson refuses (%s): %s", jerr.text, text);
+        void *slow = NULL;
+        size_t m = 0;
+        optd_err_t err = {0};
+        if (optd_numarray_decode(json_object_get(doc, "params"), dtype, "params", &slow, &m, &err) != 0)
+            fz_fail("the fast path took params Jansson's reading refuses (%s): %s", err.msg, text);
+        if (m != n || memcmp(fast, slow, n * optd_dtype_size(dtype)) != 0) {
+            /* -0 is the integer 0 to Jansson: compare as values. */
+            for (size_t i = 0; i < n && m == n; i++) {
+                double a = t ? ((float *)fast)[i] : ((double *)fast)[i];
+                double b = t ? ((float *)slow)[i] : ((double *)slow)[i];
+                if (a != b)
+                    fz_fail("params[%zu]: fast path %.17g, Jansson %.17g: %s", i, a, b, text);
+            }
+            if (m != n)
+                fz_fail("params: fast path %zu values, Jansson %zu: %s", n, m, text);
+        }
+        free(slow);
+        free(fast);
+        json_decref(doc);
+    }
+    free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    check_fast_params(data, size);
+
     optd_server_t srv;
     fz_server_open(&srv);
     fz_add_session(&srv, "a", "adam", OPTD_FLOAT64, 3);

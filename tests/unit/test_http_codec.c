@@ -470,6 +470,67 @@ START_TEST(test_numarray_split_encode)
 }
 END_TEST
 
+/* The create's fast path: locate "params", then parse it once the dtype is
+ * known; the array's length comes from the text. */
+START_TEST(test_numarray_locate_and_parse_new)
+{
+    const char *body = "{\"name\": \"x\", \"params\" :[0.5, -1e-3 ,2], \"dtype\": \"float32\"}";
+    const char *arr;
+    size_t arr_len, rest_len;
+    char *rest;
+    ck_assert_int_eq(optd_numarray_locate_member(body, strlen(body), "params", &arr, &arr_len, &rest, &rest_len), 1);
+    ck_assert_int_eq(strncmp(arr, "[0.5, -1e-3 ,2]", arr_len), 0);
+    ck_assert_uint_eq(arr_len, strlen("[0.5, -1e-3 ,2]"));
+    ck_assert_str_eq(rest, "{\"name\": \"x\", \"params\" :null, \"dtype\": \"float32\"}");
+    ck_assert_uint_eq(rest_len, strlen(rest));
+    free(rest);
+    void *out;
+    size_t n;
+    ck_assert_int_eq(optd_numarray_parse_new(arr, arr_len, OPTD_FLOAT32, 0, NULL, &out, &n), 1);
+    ck_assert_uint_eq(n, 3);
+    ck_assert(((float *)out)[0] == 0.5f && ((float *)out)[1] == -1e-3f && ((float *)out)[2] == 2.0f);
+    free(out);
+    ck_assert_int_eq(optd_numarray_parse_new(arr, arr_len, OPTD_FLOAT64, 3, NULL, &out, &n), 1);
+    free(out);
+    ck_assert_int_eq(optd_numarray_parse_new(arr, arr_len, OPTD_FLOAT64, 2, NULL, &out, &n), 0); /* > max */
+
+    /* Not located: no such member, not an array, no ']' at all. */
+    const char *unlocated[] = {"{\"size\": 3}", "{\"params\": 3}", "{\"params\": [1, 2", "[1, 2]",
+                               "{\"params\" 3}"};
+    for (size_t i = 0; i < sizeof unlocated / sizeof unlocated[0]; i++)
+        ck_assert_int_eq(optd_numarray_locate_member(unlocated[i], strlen(unlocated[i]), "params", &arr,
+                                                     &arr_len, &rest, &rest_len),
+                         0);
+    /* Located but declined by the parse: Jansson reads those bodies whole. */
+    const char *declined[] = {"[]", "[ ]", "[1,]", "[,1]", "[[1],2]", "[1,\"2\"]", "[1 2]", "[01]", "[1e999]",
+                              "[1,,2]", "[1]x", "[NaN]"};
+    for (size_t i = 0; i < sizeof declined / sizeof declined[0]; i++)
+        ck_assert_msg(optd_numarray_parse_new(declined[i], strlen(declined[i]), OPTD_FLOAT64, 0, NULL, &out, &n) == 0,
+                      "%s", declined[i]);
+    ck_assert_int_eq(optd_numarray_parse_new("[1e39]", 6, OPTD_FLOAT32, 0, NULL, &out, &n), 0);
+
+    /* A long array: split over a pool, same values as serially. */
+    test_rng_t r = {0xc4ea7e5u};
+    size_t len;
+    char *big = long_body(&r, LONG_N, &len);
+    ck_assert_int_eq(optd_numarray_locate_member(big, len, "gradient", &arr, &arr_len, &rest, &rest_len), 1);
+    free(rest);
+    optd_pool_t *pool;
+    ck_assert_int_eq(optd_pool_new(2, &pool, NULL), 0);
+    void *serial, *split;
+    size_t n1, n2;
+    ck_assert_int_eq(optd_numarray_parse_new(arr, arr_len, OPTD_FLOAT64, 0, NULL, &serial, &n1), 1);
+    ck_assert_int_eq(optd_numarray_parse_new(arr, arr_len, OPTD_FLOAT64, 0, pool, &split, &n2), 1);
+    ck_assert_uint_eq(n1, LONG_N);
+    ck_assert_uint_eq(n2, LONG_N);
+    ck_assert(memcmp(serial, split, LONG_N * sizeof(double)) == 0);
+    free(serial);
+    free(split);
+    optd_pool_free(pool);
+    free(big);
+}
+END_TEST
+
 START_TEST(test_sbuf_json_writer)
 {
     json_t *v = json_pack("{sfsfsssbsn}", "a", 0.1, "b", 1.0, "s", "q\"\\\n\x01", "t", 1, "z");
@@ -530,6 +591,7 @@ int main(void)
     tcase_add_test(tc, test_numarray_fast_member_only);
     tcase_add_test(tc, test_numarray_split_parse);
     tcase_add_test(tc, test_numarray_split_encode);
+    tcase_add_test(tc, test_numarray_locate_and_parse_new);
     tcase_add_test(tc, test_sbuf_json_writer);
     tcase_add_test(tc, test_codec_schedule_and_time);
     suite_add_tcase(su, tc);
