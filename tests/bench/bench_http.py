@@ -30,7 +30,8 @@ shared machine slows both alike.
                  16 connections, closed loop): time and VmRSS.
   threads        large binary steps (1M and 4M float32 adam, ?return=none)
                  end to end on optd --threads 2 against --threads 1, for
-                 reference (the update alone: bench_threads.c).
+                 reference (the update alone: bench_threads.c), and a 1M
+                 float64 JSON step (parse, update and print all split).
 
 Usage: bench_http.py [--quick]   (BUILD=dir in the environment)"""
 
@@ -465,12 +466,97 @@ def bench_threads(tmp, runs, sizes):
         print(f"| {n:,} | {fmt(stats(a)[0])} | {spread(a)} | {fmt(stats(b)[0])} | {spread(b)} | "
               f"{ratio_text(stats(a)[0] / stats(b)[0])} |")
     print()
-    print("Over HTTP the update is the smaller part of a big step (the body in costs more, and is "
-          "the same whatever --threads); the update itself is timed in-process by bench_threads.\n")
+    print("Over HTTP the update is the smaller part of a big binary step (the body in costs more, and "
+          "is the same whatever --threads); the update itself is timed in-process by bench_threads.\n")
+    json_rows = bench_threads_json(tmp, runs + 4, 1000000)
     for n, a, b in rows:
         sp = stats(a)[0] / stats(b)[0]
         summary_row(f"{n // 1000000}M float32 binary step end to end, --threads 2 (for reference)", b,
                     " ms", f"--threads 1 {fmt(stats(a)[0])} ms", f"{sp:.2f}× faster", "—", None)
+    for n, a, b, sp, fl in json_rows:
+        summary_row(f"{n // 1000000}M float64 JSON step end to end, --threads 2", b, " ms",
+                    f"--threads 1 {fmt(stats(a)[0])} ms (2-core floor of this work: {fl:.2f}× faster)",
+                    f"{sp:.2f}× faster", "≥ 1.6× faster", sp >= 1.6)
+
+
+def numfloor_ms(path, copies):
+    """bench_numfloor's total time over the file, `copies` processes at
+    once (the slowest of them)."""
+    procs = [subprocess.Popen([NUMFLOOR, path, "1"], stdout=subprocess.PIPE, text=True)
+             for _ in range(copies)]
+    worst = 0.0
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError("bench_numfloor failed")
+        worst = max(worst, float(dict(re.findall(r"(\w+)=([0-9.]+)", out))["total_ms"]))
+    return worst
+
+
+def bench_threads_json(tmp, runs, n):
+    """A big JSON step, where the gradient's parse and the params' print
+    are split over the threads as well as the update.  The machine's own
+    limit, measured in the same rounds: bench_numfloor's parse-and-print
+    alone against two copies of it at once (on two cores that scale
+    perfectly, each copy takes as long as one alone; the speed-up a perfect
+    split could reach is 2 × alone ÷ pair)."""
+    body = json_body(n, 13)
+    path = os.path.join(tmp, f"gradthreads{n}.json")
+    with open(path, "wb") as f:
+        f.write(body)
+    t1 = start_optd(tmp, 1)
+    t2 = start_optd(tmp, 2)
+    times = {}
+    ratios, floor = [], []
+    try:
+        clients = {}
+        for srv in (t1, t2):
+            c = Client(srv.port)
+            st, _, data = c.request(
+                "POST", "/v1/sessions", f'{{"name":"j{n}","optimizer":"adam","dtype":"float64","size":{n}}}')
+            assert st == 201, data
+            clients[srv.port] = c
+        for r in range(runs + 1):
+            answers, this = {}, {}
+            for srv in ((t1, t2) if r % 2 == 0 else (t2, t1)):
+                c = clients[srv.port]
+                t0 = time.perf_counter()
+                st, _, data = c.request("POST", f"/v1/sessions/j{n}/step", body)
+                this[srv.port] = (time.perf_counter() - t0) * 1e3
+                if st != 200:
+                    raise RuntimeError(f"step: {st} {data[:200]!r}")
+                answers[srv.port] = data
+            if answers[t1.port] != answers[t2.port]:
+                raise RuntimeError("--threads 1 and --threads 2 answered different params")
+            if r == 0:
+                continue  # warm-up
+            for port, t in this.items():
+                times.setdefault(port, []).append(t)
+            ratios.append(this[t1.port] / this[t2.port])
+            floor.append(2 * numfloor_ms(path, 1) / numfloor_ms(path, 2))
+            log(f"threads JSON round {r}/{runs}: --threads 1 {this[t1.port]:.0f} ms, --threads 2 "
+                f"{this[t2.port]:.0f} ms ({ratios[-1]:.2f}x); machine's 2-core floor {floor[-1]:.2f}x")
+        for c in clients.values():
+            c.close()
+    finally:
+        t1.stop()
+        t2.stop()
+    a, b = times[t1.port], times[t2.port]
+    print(f"One {n:,}-element float64 JSON adam step (the body from Python's repr in, the {n:,} updated "
+          f"params out), one keep-alive client; the two daemons take turns, order reversed every other "
+          f"round, and each round's two answers are checked to be the same bytes; {runs} rounds, the "
+          f"speed-up is the median of the per-round ratios.  Here --threads splits the gradient's parse "
+          f"and the params' print as well as the update.  Machine floor, in the same rounds: what two "
+          f"cores give plain C doing the same parsing and printing (tests/bench/bench_numfloor.c, one "
+          f"copy alone against two at once: 2 × alone ÷ pair).\n")
+    print("| params | --threads 1 ms | min–max | --threads 2 ms | min–max | speed-up | min–max | "
+          "machine floor |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {n:,} | {fmt(stats(a)[0])} | {spread(a)} | {fmt(stats(b)[0])} | {spread(b)} | "
+          f"{ratio_text(stats(ratios)[0])} | {min(ratios):.2f}–{max(ratios):.2f} | "
+          f"{ratio_text(stats(floor)[0])} |")
+    print()
+    return [(n, a, b, stats(ratios)[0], stats(floor)[0])]
 
 
 def main():
