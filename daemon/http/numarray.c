@@ -529,3 +529,86 @@ int optd_numarray_parse_new(const char *arr, size_t len, optd_dtype_t dtype, siz
     *n = count;
     return 1;
 }
+
+int optd_numarray_find_arrays(const char *body, size_t len, const char *obj_key, optd_numarray_span_t *spans,
+                              size_t max, size_t *n)
+{
+    const char *end = body + len, *p = body;
+    bool first;
+    *n = 0;
+    if (obj_key && !find_member(body, end, obj_key, &p, &first))
+        return 0;
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return 0;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return 1;
+    while (p < end && *p == '"') {
+        const char *kstart = p + 1, *kend = skip_string(p, end);
+        if (!kend)
+            return 0;
+        p = skip_ws(kend, end);
+        if (p >= end || *p != ':')
+            return 0;
+        p = skip_ws(p + 1, end);
+        const char *vend;
+        if (p < end && *p == '[') {
+            /* As in optd_numarray_locate_member: the first ']' ends an
+             * array of numbers, and optd_numarray_parse_* checks it is one. */
+            const char *close = memchr(p, ']', (size_t)(end - p));
+            if (!close || *n >= max)
+                return 0;
+            spans[*n] = (optd_numarray_span_t){kstart, (size_t)(kend - 1 - kstart), p, (size_t)(close + 1 - p)};
+            (*n)++;
+            vend = close + 1;
+        } else if (!(vend = skip_value(p, end))) {
+            return 0;
+        }
+        p = skip_ws(vend, end);
+        if (p < end && *p == '}')
+            return 1;
+        if (p >= end || *p != ',')
+            return 0;
+        p = skip_ws(p + 1, end);
+    }
+    return 0;
+}
+
+int optd_numarray_without(const char *body, size_t len, const optd_numarray_span_t *spans, size_t n,
+                          char **rest, size_t *rest_len)
+{
+    size_t cut = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (spans[i].arr < body || spans[i].arr + spans[i].len > body + len ||
+            (i && spans[i].arr < spans[i - 1].arr + spans[i - 1].len))
+            return 0; /* not in order, or not inside the body */
+        cut += spans[i].len;
+    }
+    size_t out_len = len - cut + 4 * n;
+    char *r = malloc(out_len + 1), *o = r;
+    if (!r)
+        return OPTD_ENOMEM;
+    const char *from = body;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(o, from, (size_t)(spans[i].arr - from));
+        o += spans[i].arr - from;
+        memcpy(o, "null", 4);
+        o += 4;
+        from = spans[i].arr + spans[i].len;
+    }
+    memcpy(o, from, (size_t)(body + len - from));
+    r[out_len] = '\0';
+    *rest = r;
+    *rest_len = out_len;
+    return 1;
+}
+
+int optd_numarray_parse_into(const char *arr, size_t len, optd_dtype_t dtype, void *out, size_t n,
+                             optd_pool_t *pool)
+{
+    const char *end = arr + len;
+    const char *vend = n >= PAR_MIN && optd_pool_threads(pool) > 1 ? parse_array_split(arr, end, dtype, out, n, pool)
+                                                                   : parse_array(arr, end, dtype, out, n);
+    return vend == end;
+}

@@ -65,6 +65,36 @@ int optd_numarray_locate_member(const char *body, size_t len, const char *key, c
 int optd_numarray_parse_new(const char *arr, size_t len, optd_dtype_t dtype, size_t max_n, optd_pool_t *pool,
                             void **out, size_t *n);
 
+/* For documents with several arrays (a state import: "params" and each
+ * buffer of "state"): an array value of a member, by its place in the
+ * body. */
+typedef struct optd_numarray_span {
+    const char *key;   /* the member's name, inside the body (not NUL-terminated) */
+    size_t key_len;
+    const char *arr;   /* the array's text, inside the body */
+    size_t len;
+} optd_numarray_span_t;
+
+/* Lists, in body order, the members whose values start as an array, of
+ * the JSON object body[0, len) (obj_key NULL) or of the object that is its
+ * top-level member obj_key.  Returns 1 (*n spans, at most max; 0 spans is
+ * fine), or 0 when the body does not fit the loose scan or holds more than
+ * max such arrays. */
+int optd_numarray_find_arrays(const char *body, size_t len, const char *obj_key, optd_numarray_span_t *spans,
+                              size_t max, size_t *n);
+
+/* body with each of the n spans (in body order) replaced by null, for
+ * Jansson: 1 and *rest malloc'd, 0 when the spans are not in order inside
+ * body, or OPTD_ENOMEM. */
+int optd_numarray_without(const char *body, size_t len, const optd_numarray_span_t *spans, size_t n,
+                          char **rest, size_t *rest_len);
+
+/* Parses arr[0, len) into out when it is an array of exactly n plain JSON
+ * numbers that fit dtype (1), else 0 (out then holds anything); split over
+ * pool (may be NULL) when long. */
+int optd_numarray_parse_into(const char *arr, size_t len, optd_dtype_t dtype, void *out, size_t n,
+                             optd_pool_t *pool);
+
 /* Appends "[...]" with n elements of dtype from v: float64 with 17
  * significant digits, float32 with 9 (both read back exactly).  Long
  * arrays are printed in chunks over pool (may be NULL: this thread alone);

@@ -1,5 +1,6 @@
 """State export/import round trips and forks (create with `from`)."""
 
+import json
 import random
 import unittest
 
@@ -123,6 +124,72 @@ class StateRoundTrip(DaemonTestCase):
         raw_a = self.d.get("/v1/sessions/%s/params" % a, headers={"Accept": "application/octet-stream"}).raw
         raw_b = self.d.get("/v1/sessions/%s/params" % b, headers={"Accept": "application/octet-stream"}).raw
         self.assertEqual(raw_a, raw_b)
+
+
+class ImportAsTheWholeDocumentSays(DaemonTestCase):
+    """The import reads "params" and the state's arrays straight from the
+    text and the rest with Jansson; whatever that cannot vouch for (an
+    error, a repeated key, an escaped name) is read again whole, so the
+    answer is the one the whole document gives."""
+
+    @classmethod
+    def prepare(cls):
+        cls.d.create("src", "adam", params=[0.5, -1.0, 2.0])
+        cls.d.post("/v1/sessions/src/step", {"gradient": [0.1, 0.2, -0.3]})
+        cls.doc = cls.d.state("src")
+        cls.text = json.dumps(cls.doc)
+
+    def put(self, text):
+        name = self.uname("imp")
+        r = self.d.put("/v1/sessions/%s/state" % name, text.encode(),
+                       headers={"Content-Type": "application/json"})
+        return name, r
+
+    def refused(self, text, code, words):
+        name, r = self.put(text)
+        self.assertError(r, 400, code)
+        self.assertIn(words, r.body["error"]["message"])
+        self.assertEqual(self.d.get("/v1/sessions/" + name).status, 404)
+
+    def test_errors_in_the_arrays(self):
+        avg = json.dumps(self.doc["state"]["exp_avg"])
+        self.refused(self.text.replace(avg, '[0.1, "x", 0.3]'), "invalid_argument",
+                     "'state.exp_avg'[1] is not a number")
+        self.refused(self.text.replace(avg, "[0.1, 0.2]"), "size_mismatch", "'state.exp_avg' has 2 elements")
+        self.refused(self.text.replace('"exp_avg":', '"foo": [1, 2, 3], "exp_avg":'), "invalid_argument",
+                     "adam keeps no state 'foo'")
+        bad = self.text.replace(avg, "[0.1, 0.2, }]")
+        name, r = self.put(bad)
+        self.assertError(r, 400, "invalid_json")
+        self.assertIn("column %d)" % (bad.index("}]") + 1), r.body["error"]["message"])
+
+    def test_an_array_where_none_belongs(self):
+        self.refused(self.text.replace('"ttl_seconds": null', '"ttl_seconds": [1]'), "invalid_argument",
+                     "ttl_seconds")
+
+    def test_repeated_keys_count_as_jansson_counts_them(self):
+        # The last of a repeated key wins, in "state" and at the top.
+        state = json.dumps(self.doc["state"])
+        nulls = json.dumps({k: None for k in self.doc["state"]})
+        self.refused(self.text.replace('"state": ' + state, '"state": %s, "state": %s' % (state, nulls)),
+                     "invalid_argument", "'state.exp_avg' must be an array")
+        name, r = self.put(self.text.replace('"params": ', '"params": [7.0, 8.0, 9.0], "params": ', 1))
+        self.assertIn(r.status, (200, 201), r)
+        self.assertEqual(self.d.get("/v1/sessions/%s/params" % name).body["params"], self.doc["params"])
+        name, r = self.put(self.text.replace('"params": ', '"params": [7.0, 8.0, 9.0], "params": ', 1)
+                           .replace('"params": [7.0, 8.0, 9.0], "params": ' + json.dumps(self.doc["params"]),
+                                    '"params": %s, "params": [7.0, 8.0, 9.0]' % json.dumps(self.doc["params"])))
+        self.assertIn(r.status, (200, 201), r)
+        self.assertEqual(self.d.get("/v1/sessions/%s/params" % name).body["params"], [7.0, 8.0, 9.0])
+
+    def test_escaped_names(self):
+        text = self.text.replace('"params":', '"p\\u0061rams":').replace('"exp_avg":', '"exp\\u005favg":')
+        self.assertIn("\\u005f", text)
+        name, r = self.put(text)
+        self.assertIn(r.status, (200, 201), r)
+        got = self.d.state(name)
+        self.assertEqual(got["params"], self.doc["params"])
+        self.assertEqual(got["state"], self.doc["state"])
 
 
 class Fork(DaemonTestCase):

@@ -531,6 +531,47 @@ START_TEST(test_numarray_locate_and_parse_new)
 }
 END_TEST
 
+/* The state import's fast path: the arrays of the top level and of one
+ * object member, by place; the rest with them as null. */
+START_TEST(test_numarray_find_arrays_and_without)
+{
+    const char *body = "{\"params\": [1, 2], \"state\": {\"exp_avg\": [0.5,0.25], \"mu\": 3, \"v\" :[7,8]},"
+                       " \"labels\": {\"a\": \"[x]\"}}";
+    size_t len = strlen(body), n_top, n_st;
+    optd_numarray_span_t top[4], st[4];
+    ck_assert_int_eq(optd_numarray_find_arrays(body, len, NULL, top, 4, &n_top), 1);
+    ck_assert_uint_eq(n_top, 1);
+    ck_assert(top[0].key_len == 6 && memcmp(top[0].key, "params", 6) == 0);
+    ck_assert(top[0].len == 6 && memcmp(top[0].arr, "[1, 2]", 6) == 0);
+    ck_assert_int_eq(optd_numarray_find_arrays(body, len, "state", st, 4, &n_st), 1);
+    ck_assert_uint_eq(n_st, 2);
+    ck_assert(st[0].key_len == 7 && memcmp(st[0].key, "exp_avg", 7) == 0);
+    ck_assert(st[1].key_len == 1 && st[1].key[0] == 'v' && memcmp(st[1].arr, "[7,8]", 5) == 0);
+    ck_assert_int_eq(optd_numarray_find_arrays(body, len, "state", st, 1, &n_st), 0); /* more than max */
+    ck_assert_int_eq(optd_numarray_find_arrays(body, len, "nothing", st, 4, &n_st), 0);
+    ck_assert_int_eq(optd_numarray_find_arrays("{}", 2, NULL, st, 4, &n_st), 1);
+    ck_assert_uint_eq(n_st, 0);
+    ck_assert_int_eq(optd_numarray_find_arrays("{\"a\": [1} ", 10, NULL, st, 4, &n_st), 0);
+
+    optd_numarray_span_t all[3] = {top[0], st[0], st[1]};
+    char *rest;
+    size_t rest_len;
+    ck_assert_int_eq(optd_numarray_without(body, len, all, 3, &rest, &rest_len), 1);
+    ck_assert_str_eq(rest, "{\"params\": null, \"state\": {\"exp_avg\": null, \"mu\": 3, \"v\" :null},"
+                           " \"labels\": {\"a\": \"[x]\"}}");
+    ck_assert_uint_eq(rest_len, strlen(rest));
+    free(rest);
+    optd_numarray_span_t backwards[2] = {st[0], top[0]};
+    ck_assert_int_eq(optd_numarray_without(body, len, backwards, 2, &rest, &rest_len), 0);
+
+    double out[2];
+    ck_assert_int_eq(optd_numarray_parse_into(st[0].arr, st[0].len, OPTD_FLOAT64, out, 2, NULL), 1);
+    ck_assert(out[0] == 0.5 && out[1] == 0.25);
+    ck_assert_int_eq(optd_numarray_parse_into(st[0].arr, st[0].len, OPTD_FLOAT64, out, 3, NULL), 0);
+    ck_assert_int_eq(optd_numarray_parse_into("[1,2] ", 6, OPTD_FLOAT64, out, 2, NULL), 0);
+}
+END_TEST
+
 START_TEST(test_sbuf_json_writer)
 {
     json_t *v = json_pack("{sfsfsssbsn}", "a", 0.1, "b", 1.0, "s", "q\"\\\n\x01", "t", 1, "z");
@@ -592,6 +633,7 @@ int main(void)
     tcase_add_test(tc, test_numarray_split_parse);
     tcase_add_test(tc, test_numarray_split_encode);
     tcase_add_test(tc, test_numarray_locate_and_parse_new);
+    tcase_add_test(tc, test_numarray_find_arrays_and_without);
     tcase_add_test(tc, test_sbuf_json_writer);
     tcase_add_test(tc, test_codec_schedule_and_time);
     suite_add_tcase(su, tc);
