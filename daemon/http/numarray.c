@@ -3,12 +3,12 @@
 #include "numparse.h"
 
 #include "dtoa.h"
+#include "ftoa.h"
 #include "parallel.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,24 +81,11 @@ int optd_numarray_decode(const json_t *v, optd_dtype_t dtype, const char *field,
     return 0;
 }
 
-/* Appends ".0" to an integral rendering so the value reads back as a real. */
-static size_t keep_real(char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '.' || s[i] == 'e' || s[i] == 'n' || s[i] == 'i')
-            return n;
-    s[n++] = '.';
-    s[n++] = '0';
-    return n;
-}
-
 /* Writes element i of v at o; returns the end. */
 static char *encode_one(char *o, optd_dtype_t dtype, const void *v, size_t i)
 {
-    if (dtype == OPTD_FLOAT32) {
-        int k = snprintf(o, 32, "%.9g", (double)((const float *)v)[i]);
-        return o + keep_real(o, (size_t)k);
-    }
+    if (dtype == OPTD_FLOAT32)
+        return o + optd_ftoa(((const float *)v)[i], o); /* %.9g's bytes, ~4x faster */
     /* Grisu2, not %.17g: ~10x faster, and reads back exactly too. */
     return o + optd_dtoa(((const double *)v)[i], o);
 }
@@ -135,6 +122,7 @@ static void encode_task(void *vj, unsigned k)
 void optd_numarray_encode(optd_sbuf_t *b, optd_dtype_t dtype, const void *v, size_t n,
                           optd_pool_t *pool)
 {
+    _Static_assert(OPTD_FTOA_MAX <= OPTD_DTOA_MAX, "room per float32");
     size_t per = OPTD_DTOA_MAX + 1; /* at most, with its comma */
     unsigned chunks = n >= PAR_MIN && optd_pool_threads(pool) > 1 ? chunks_for(pool) : 1;
     if (chunks == 1) {
