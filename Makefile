@@ -5,6 +5,7 @@
 #   make check      install, build, run every test (also under ASan+UBSan)
 #   make bench      install, build, run the benchmarks
 #   make fuzz       libFuzzer targets, each for FUZZ_SECONDS (tests/fuzz)
+#   make ftoa-exhaustive  check the float32 printer on all 2^32 floats (~18 min)
 #   make SAN=1      build with AddressSanitizer + UndefinedBehaviorSanitizer
 #
 # BUILD=dir puts a build elsewhere, so several builds can coexist.
@@ -56,13 +57,13 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps run check unit integration san-check bench fixtures figures image-test clean help \
-        fuzz fuzz-smoke fuzz-build fuzz-seeds
+        fuzz fuzz-smoke fuzz-build fuzz-seeds ftoa-exhaustive
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/optd $(BUILD)/liboptd.a
 
 help:
-	@sed -n '3,10p' Makefile
+	@sed -n '3,11p' Makefile
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -111,6 +112,12 @@ unit: $(UNIT_BIN)
 
 integration: $(BUILD)/optd
 	@OPTD_BIN=$(BUILD)/optd tests/run-integration.sh
+
+# ftoa-exhaustive: the float32 printer against snprintf for all 2^32 floats
+# (~18 min on 2 cores; not part of check, which runs a stride of it).
+ftoa-exhaustive: $(BUILD)/libdaemon.a
+	$(CC) $(CFLAGS) -o $(BUILD)/ftoa_exhaustive tests/unit/ftoa_exhaustive.c $(BUILD)/libdaemon.a $(LDLIBS)
+	$(BUILD)/ftoa_exhaustive
 
 # check: everything, in the normal build and again under ASan+UBSan, then
 # the fuzz smoke run; tests/run-check.sh ends with the total of all tests.
