@@ -34,11 +34,11 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
     if (fast == 2) /* the usual small step: {"gradient": [...]} and nothing else */
         return 0;
     if (fast == 1) {
-        body = json_loadb(rest, rest_len, 0, NULL);
-        free(rest);
         /* A rest that is no JSON object: the whole body, read below, words
-         * the error at its true line and column.  A repeated "gradient"
-         * key: Jansson decides which one counts. */
+         * the error at its true line and column.  A repeated key: Jansson,
+         * reading the whole body, decides which one counts. */
+        body = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
+        free(rest);
         if (!json_is_object(body) || !json_is_null(json_object_get(body, "gradient"))) {
             json_decref(body);
             body = NULL;
