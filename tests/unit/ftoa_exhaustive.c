@@ -8,20 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ftoa_ref.h"
 #include "http/ftoa.h"
 
 #define THREADS 2
-
-static size_t reference(float f, char *o)
-{
-    int n = snprintf(o, 48, "%.9g", (double)f);
-    for (int i = 0; i < n; i++)
-        if (o[i] == '.' || o[i] == 'e' || o[i] == 'n' || o[i] == 'i')
-            return (size_t)n;
-    o[n++] = '.';
-    o[n++] = '0';
-    return (size_t)n;
-}
 
 static void *check_share(void *arg)
 {
@@ -31,7 +21,7 @@ static void *check_share(void *arg)
         uint32_t u = (uint32_t)b;
         float f;
         memcpy(&f, &u, sizeof f);
-        size_t n = optd_ftoa(f, got), m = reference(f, want);
+        size_t n = optd_ftoa(f, got), m = ftoa_reference(f, want);
         if (n != m || memcmp(got, want, n) != 0) {
             if (bad++ < 10)
                 printf("mismatch %08x: '%.*s', snprintf '%.*s'\n", u, (int)n, got, (int)m, want);

@@ -13,25 +13,14 @@
 
 #include "rng.h"
 
+#include "ftoa_ref.h"
 #include "http/ftoa.h"
-
-/* What numarray printed before ftoa: snprintf, then ".0" if integral. */
-static size_t reference(float f, char *o)
-{
-    int n = snprintf(o, 40, "%.9g", (double)f);
-    for (int i = 0; i < n; i++)
-        if (o[i] == '.' || o[i] == 'e' || o[i] == 'n' || o[i] == 'i')
-            return (size_t)n;
-    o[n++] = '.';
-    o[n++] = '0';
-    return (size_t)n;
-}
 
 static void check_one(float f)
 {
     char got[OPTD_FTOA_MAX + 8], want[48];
     memset(got, 'X', sizeof got);
-    size_t n = optd_ftoa(f, got), m = reference(f, want);
+    size_t n = optd_ftoa(f, got), m = ftoa_reference(f, want);
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
     /* Plain ifs: check's ck_assert marks its place through a pipe, a
