@@ -1,8 +1,8 @@
 # optd: one plain Makefile.  Objects go under $(BUILD) (out of tree).
 #
-#   make            build build/optd and build/liboptd.a
-#   make run        install missing Debian packages, build, serve on 127.0.0.1:8080
-#   make check      install, build, run every test (also under ASan+UBSan)
+#   make            install missing build packages, build build/optd and build/liboptd.a
+#   make run        install missing build and run packages, build, serve on 127.0.0.1:8080
+#   make check      install the test packages too, build, run every test (also under ASan+UBSan)
 #   make bench      install, build, run the benchmarks
 #   make fuzz       libFuzzer targets, each for FUZZ_SECONDS (tests/fuzz)
 #   make ftoa-exhaustive  check the float32 printer on all 2^32 floats (~18 min)
@@ -56,11 +56,17 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps run check unit integration san-check bench fixtures figures image-test clean help \
+.PHONY: all binaries deps deps-build run check unit integration san-check bench fixtures figures image-test clean help \
         fuzz fuzz-smoke fuzz-build fuzz-seeds ftoa-exhaustive
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/optd $(BUILD)/liboptd.a
+# A plain `make` on a fresh machine installs what building needs first (or,
+# without root, says in one line which command does); the compiler flags
+# come from pkg-config, so the build itself runs in a second make.
+all: deps-build
+	@$(MAKE) --no-print-directory binaries
+
+binaries: $(BUILD)/optd $(BUILD)/liboptd.a
 
 help:
 	@sed -n '3,11p' Makefile
@@ -100,11 +106,15 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libdaemon.a $(BUILD)/liboptd.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+deps-build:
+	@deploy/install-deps.sh build
+
 deps:
 	@deploy/install-deps.sh build test
 
-run: deps
-	@$(MAKE) --no-print-directory all
+# Running needs the build packages only; the test tools come with `make check`.
+run: deps-build
+	@$(MAKE) --no-print-directory binaries
 	$(BUILD)/optd --listen 127.0.0.1:8080 $(ARGS)
 
 unit: $(UNIT_BIN)

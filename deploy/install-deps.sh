@@ -3,7 +3,8 @@
 #
 #   deploy/install-deps.sh GROUP...
 #
-# Groups: build (compile the daemon), test (make check), bench (make bench),
+# Groups: build (compile and run the daemon: make, make run), test (make
+# check), bench (make bench),
 # fuzz (make fuzz), fixtures (regenerate the PyTorch reference data),
 # image (make image-test: debootstrap a Debian 12 root).
 # Asks dpkg first, so a machine that has everything gets no apt call at all;
@@ -43,7 +44,7 @@ done
 echo "install-deps.sh: installing:$missing"
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
-        echo "install-deps.sh: need root to install:$missing" >&2; exit 1
+        echo "install-deps.sh: missing Debian packages:$missing; install them as root with: apt-get install$missing (or run this make as root)" >&2; exit 1
     fi
 else
     SUDO=""

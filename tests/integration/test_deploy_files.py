@@ -218,3 +218,34 @@ class NginxConfig(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MakeTargets(unittest.TestCase):
+    """`make run` installs what building and running need, not the test
+    tools; `make check` installs those too; a plain `make` installs the
+    build packages (issue: a newcomer's make run installed nginx, clang...)."""
+
+    def dry_run(self, target):
+        out = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+        return [l.split()[1:] for l in out.stdout.splitlines() if "install-deps.sh" in l]
+
+    def test_run_installs_build_packages_only(self):
+        self.assertEqual(self.dry_run("run"), [["build"]])
+
+    def test_plain_make_installs_build_packages(self):
+        self.assertEqual(self.dry_run("all"), [["build"]])
+
+    def test_check_installs_test_packages(self):
+        # Not `make -n check`: its recipe runs a make, which -n executes.
+        with open(os.path.join(REPO, "Makefile")) as f:
+            text = f.read()
+        self.assertRegex(text, r"(?m)^check: deps$")
+        self.assertRegex(text, r"(?m)^deps:\n\t@deploy/install-deps.sh build test$")
+
+    def test_run_group_has_no_test_tools(self):
+        text = read("install-deps.sh")
+        build = re.search(r'^pkgs_build="([^"]*)"', text, re.M).group(1).split()
+        for tool in ("nginx", "clang", "nodejs", "python3-sklearn", "python3-matplotlib", "systemd",
+                     "check"):
+            self.assertNotIn(tool, build)

@@ -20,7 +20,9 @@
  *
  * Run from the repository root (the Makefile does), or point
  * OPTD_FIXTURES_DIR at the directory of JSON files.  OPTD_FIXTURES_VERBOSE=1
- * prints, per case, how much of the tolerance the worst element used.
+ * prints, per case, how much of the tolerance the worst element used, the
+ * largest distance in units in the last place (ulp) of the dtype and the
+ * first step at which any value differs from PyTorch's at all.
  */
 #include <check.h>
 #include <dirent.h>
@@ -151,10 +153,38 @@ static int load_array(json_t *a, size_t n, optd_dtype_t dt, void *buf)
     return 0;
 }
 
+/* How close a replay came to PyTorch: for the README's claims. */
+typedef struct closeness {
+    double worst;         /* largest tol_ratio: <= 1 passes */
+    uint64_t max_ulp;     /* largest distance in ulp of the dtype */
+    uint64_t first_diff;  /* first step with any difference (0: none) */
+} closeness_t;
+
+/* Distance in ulp between two finite values of dtype dt (as doubles). */
+static uint64_t ulp_distance(optd_dtype_t dt, double a, double b)
+{
+    if (dt == OPTD_FLOAT32) {
+        float fa = (float)a, fb = (float)b;
+        int32_t ia, ib;
+        memcpy(&ia, &fa, sizeof ia);
+        memcpy(&ib, &fb, sizeof ib);
+        int64_t oa = ia < 0 ? (int64_t)INT32_MIN - ia : ia; /* monotonic order */
+        int64_t ob = ib < 0 ? (int64_t)INT32_MIN - ib : ib;
+        return (uint64_t)(oa > ob ? oa - ob : ob - oa);
+    }
+    int64_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    __int128 oa = ia < 0 ? (__int128)INT64_MIN - ia : ia;
+    __int128 ob = ib < 0 ? (__int128)INT64_MIN - ib : ib;
+    __int128 d = oa > ob ? oa - ob : ob - oa;
+    return d > (__int128)UINT64_MAX ? UINT64_MAX : (uint64_t)d;
+}
+
 /* Compares buf (n of dt) with the JSON array want.  0 or -1 with a
- * message; *worst is raised to the largest tol_ratio seen. */
+ * message; c records how close the values came. */
 static int compare_array(const char *cas, const char *what, uint64_t step, optd_dtype_t dt,
-                         const void *buf, json_t *want, size_t n, double *worst, char *msg)
+                         const void *buf, json_t *want, size_t n, closeness_t *c, char *msg)
 {
     if (!json_is_array(want) || json_array_size(want) != n)
         return failf(msg, "%s: %s at step %llu: fixture array is not %zu numbers", cas, what,
@@ -163,8 +193,15 @@ static int compare_array(const char *cas, const char *what, uint64_t step, optd_
         double w = json_number_value(json_array_get(want, i));
         double g = load(dt, buf, i);
         double ratio = tol_ratio(dt, g, w);
-        if (ratio > *worst)
-            *worst = ratio;
+        if (ratio > c->worst)
+            c->worst = ratio;
+        if (isfinite(g) && g != w) {
+            uint64_t u = ulp_distance(dt, g, w);
+            if (u > c->max_ulp)
+                c->max_ulp = u;
+            if (u > 0 && (c->first_diff == 0 || step < c->first_diff))
+                c->first_diff = step;
+        }
         if (!(ratio <= 1.0))
             return failf(msg, "%s: %s differ at step %llu, index %zu: got %.17g, want %.17g (diff %.3g)",
                          cas, what, (unsigned long long)step, i, g, w, fabs(g - w));
@@ -332,7 +369,7 @@ static void replay_free(replay_t *r)
     json_decref(r->doc);
 }
 
-static int check_state(const char *cas, replay_t *r, json_t *state, size_t n, double *worst,
+static int check_state(const char *cas, replay_t *r, json_t *state, size_t n, closeness_t *c,
                        char *msg)
 {
     optd_dtype_t dt = r->st.dtype;
@@ -366,7 +403,7 @@ static int check_state(const char *cas, replay_t *r, json_t *state, size_t n, do
                          (unsigned long long)step);
         char what[64];
         snprintf(what, sizeof what, "state %s", key);
-        if (compare_array(cas, what, step, dt, r->st.buf[b], v, n, worst, msg) != 0)
+        if (compare_array(cas, what, step, dt, r->st.buf[b], v, n, c, msg) != 0)
             return -1;
     }
     if (desc->has_mu_product && !json_object_get(state, "mu_product"))
@@ -487,7 +524,7 @@ static int replay_fixture(const char *path, const char *file, step_mode_t mode, 
         goto out;
     }
 
-    double worst = 0.0;
+    closeness_t close = {0};
     size_t nsteps = json_array_size(jsteps);
     for (size_t s = 0; s < nsteps; s++) {
         uint64_t k = (uint64_t)s + 1;
@@ -540,17 +577,18 @@ static int replay_fixture(const char *path, const char *file, step_mode_t mode, 
                   (unsigned long long)k, info.grad_norm, want_norm);
             goto out;
         }
-        if (compare_array(cas, "params", k, dt, r.params, json_object_get(js, "params"), n, &worst,
+        if (compare_array(cas, "params", k, dt, r.params, json_object_get(js, "params"), n, &close,
                           msg) != 0)
             goto out;
     }
-    if (check_state(cas, &r, jstate, n, &worst, msg) != 0)
+    if (check_state(cas, &r, jstate, n, &close, msg) != 0)
         goto out;
     /* How much of the tolerance the closest call used: a value near 1
      * would mean a fragile pass. */
     if (getenv("OPTD_FIXTURES_VERBOSE"))
-        printf("%-40s %s worst |got - want| = %.3g of the tolerance\n", cas,
-               mode == MODE_WHOLE ? "step " : "split", worst);
+        printf("%-40s %s worst |got - want| = %.3g of the tolerance, %llu ulp, first "
+               "difference at step %llu\n", cas, mode == MODE_WHOLE ? "step " : "split", close.worst,
+               (unsigned long long)close.max_ulp, (unsigned long long)close.first_diff);
     rc = 0;
 out:
     replay_free(&r);
