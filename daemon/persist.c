@@ -83,6 +83,7 @@ static int view_locked(optd_session_t *s, uint64_t after, optd_session_image_t *
     v->st = s->st;
     v->created_ms = s->created_ms;
     v->updated_ms = s->updated_ms;
+    v->loss = s->loss;
     size_t first = s->history_len;
     while (first > 0 &&
            s->history[(s->history_head + first - 1) % s->history_alloc].step > after)

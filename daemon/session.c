@@ -291,6 +291,12 @@ static int image_validate(const optd_session_image_t *img, optd_err_t *err)
         return optd_err_set(err, OPTD_ENONFINITE, "state.mu_product: must be finite");
     if (img->n_history > 0 && !img->history)
         return optd_err_set(err, OPTD_EINVAL, "history: missing");
+    const optd_loss_summary_t *ls = &img->loss;
+    if (ls->has && (!isfinite(ls->last) || !isfinite(ls->best) || ls->last_step > img->st.step ||
+                    ls->best_step > img->st.step || ls->last < ls->best))
+        return optd_err_set(err, OPTD_EINVAL,
+                            "loss: finite values with last >= best and steps no later than the "
+                            "session's step");
     return 0;
 }
 
@@ -327,6 +333,7 @@ int optd_session_from_image_take(optd_session_image_t *img, size_t history_cap,
     memset(&img->st, 0, sizeof img->st);
     s->created_ms = img->created_ms;
     s->updated_ms = img->updated_ms;
+    s->loss = img->loss;
     free(img->history);
     img->history = NULL;
     img->n_history = 0;
@@ -357,22 +364,28 @@ void optd_session_touch(optd_session_t *s)
 
 /* ---- copies ------------------------------------------------------------------ */
 
-int optd_session_copy_descriptor(optd_session_t *s, optd_session_config_t *cfg, size_t *size,
-                                 uint64_t *step, int64_t *created_ms, int64_t *updated_ms,
-                                 optd_err_t *err)
+int optd_session_copy_descriptor(optd_session_t *s, optd_session_desc_t *d, optd_err_t *err)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = optd_session_config_copy(cfg, &s->cfg, err);
-    if (size)
-        *size = s->size;
-    if (step)
-        *step = s->st.step;
-    if (created_ms)
-        *created_ms = s->created_ms;
-    if (updated_ms)
-        *updated_ms = s->updated_ms;
+    int rc = optd_session_config_copy(&d->cfg, &s->cfg, err);
+    d->size = s->size;
+    d->step = s->st.step;
+    d->created_ms = s->created_ms;
+    d->updated_ms = s->updated_ms;
+    d->loss = s->loss;
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+void optd_loss_summary_add(optd_loss_summary_t *ls, uint64_t step, double loss)
+{
+    if (!ls->has || loss < ls->best) {
+        ls->best = loss;
+        ls->best_step = step;
+    }
+    ls->last = loss;
+    ls->last_step = step;
+    ls->has = true;
 }
 
 static const optd_history_entry_t *history_at(const optd_session_t *s, size_t i)
@@ -399,6 +412,7 @@ int optd_session_copy_image_locked(optd_session_t *s, optd_session_image_t *img,
     }
     img->created_ms = s->created_ms;
     img->updated_ms = s->updated_ms;
+    img->loss = s->loss;
     if (s->history_len > 0) {
         img->history = malloc(s->history_len * sizeof *img->history);
         if (!img->history)
@@ -491,6 +505,7 @@ typedef struct step_undo {
     size_t history_head, history_len;
     optd_history_entry_t overwritten;
     int64_t updated_ms;
+    optd_loss_summary_t loss;
     uint64_t version;
 } step_undo_t;
 
@@ -512,6 +527,7 @@ static int undo_save(optd_session_t *s, step_undo_t *u, optd_err_t *err)
     if (s->history_alloc > 0 && s->history_len == s->history_alloc)
         u->overwritten = s->history[s->history_head];
     u->updated_ms = s->updated_ms;
+    u->loss = s->loss;
     u->version = s->version;
     return 0;
 }
@@ -527,6 +543,7 @@ static void undo_restore(optd_session_t *s, step_undo_t *u)
     s->history_head = u->history_head;
     s->history_len = u->history_len;
     s->updated_ms = u->updated_ms;
+    s->loss = u->loss;
     s->version = u->version;
 }
 
@@ -595,6 +612,8 @@ int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expec
         .time_ms = now,
     };
     history_push(s, &e);
+    if (loss)
+        optd_loss_summary_add(&s->loss, s->st.step, *loss);
     s->updated_ms = now;
     s->version++;
 

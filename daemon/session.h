@@ -55,6 +55,28 @@ typedef struct optd_history_entry {
     int64_t time_ms; /* Unix time in milliseconds */
 } optd_history_entry_t;
 
+/* The losses the session's steps reported, kept since creation (not only
+ * over the history window): what a tuning service ranks trials by. */
+typedef struct optd_loss_summary {
+    bool has;             /* false until a step carries a loss */
+    double last, best;    /* best: the lowest; the first of equal ones */
+    uint64_t last_step, best_step;
+} optd_loss_summary_t;
+
+/* Folds the loss of the step that made the session's step count `step`
+ * into *ls. */
+void optd_loss_summary_add(optd_loss_summary_t *ls, uint64_t step, double loss);
+
+/* What a descriptor shows, copied out under the session's lock.  cfg is a
+ * deep copy: free it with optd_session_config_free. */
+typedef struct optd_session_desc {
+    optd_session_config_t cfg;
+    size_t size;
+    uint64_t step;
+    int64_t created_ms, updated_ms;
+    optd_loss_summary_t loss;
+} optd_session_desc_t;
+
 /* A complete, unshared copy of a session: what GET .../state exports, PUT
  * .../state imports and a snapshot file holds.  Owns params, state buffers
  * and history. */
@@ -65,6 +87,7 @@ typedef struct optd_session_image {
     void *params;                  /* size elements of cfg.dtype */
     optd_optim_state_t st;         /* st.step is the session's step */
     int64_t created_ms, updated_ms;
+    optd_loss_summary_t loss;
     size_t n_history;              /* oldest first */
     optd_history_entry_t *history;
 } optd_session_image_t;
@@ -101,6 +124,7 @@ typedef struct optd_session {
     void *params;
     optd_optim_state_t st;
     int64_t created_ms, updated_ms;
+    optd_loss_summary_t loss;
     optd_history_entry_t *history; /* ring of history_alloc entries, grown on demand */
     size_t history_cap;            /* the most kept (--history) */
     size_t history_alloc;          /* entries allocated, <= history_cap */
@@ -162,10 +186,8 @@ void optd_session_release(optd_session_t *s);
 
 /* Copies of a session's data, taken under its lock.  The descriptor's cfg
  * is a deep copy: free it with optd_session_config_free.  0 or OPTD_ENOMEM
- * (cfg then holds no labels). */
-int optd_session_copy_descriptor(optd_session_t *s, optd_session_config_t *cfg, size_t *size,
-                                 uint64_t *step, int64_t *created_ms, int64_t *updated_ms,
-                                 optd_err_t *err);
+ * (d->cfg then holds no labels). */
+int optd_session_copy_descriptor(optd_session_t *s, optd_session_desc_t *d, optd_err_t *err);
 /* Full image (for state export, fork and snapshots): 0 or OPTD_ENOMEM. */
 int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
 /* The same with s->mu already held by the caller (persistence, which reads

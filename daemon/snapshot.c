@@ -106,9 +106,10 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
 
     wbuf_t w = {0};
     w_reserve(&w, 1024 + img->size * esz * (1 + nbufs) + img->n_history * 41);
+    unsigned n_sections = img->loss.has ? 1 : 0;
     w_bytes(&w, OPTD_SNAP_MAGIC, 8);
     w_u32(&w, OPTD_SNAP_VERSION);
-    w_u32(&w, 0);   /* flags */
+    w_u32(&w, n_sections ? OPTD_SNAP_F_SECTIONS : 0); /* flags */
     w_u64(&w, 0);   /* body length, filled in below */
 
     w_u64(&w, lsn);
@@ -170,6 +171,16 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
     for (int b = 0; b < OPTD_BUF_COUNT; b++)
         if (img->st.buf[b])
             w_array(&w, cfg->dtype, img->st.buf[b], img->size);
+    if (n_sections) {
+        w_u16(&w, n_sections);
+        w_u16(&w, OPTD_SNAP_SEC_LOSS);
+        w_u32(&w, 33);
+        w_u8(&w, 1);
+        w_f64(&w, img->loss.last);
+        w_u64(&w, img->loss.last_step);
+        w_f64(&w, img->loss.best);
+        w_u64(&w, img->loss.best_step);
+    }
 
     if (w.oom) {
         free(w.p);
@@ -303,6 +314,32 @@ static void *r_array(rbuf_t *r, optd_dtype_t dtype, size_t n, bool *oom)
     return v;
 }
 
+/* The tagged sections (OPTD_SNAP_F_SECTIONS) into img: NULL, or why they
+ * are refused. */
+static const char *read_sections(rbuf_t *r, optd_session_image_t *img)
+{
+    unsigned n = (unsigned)r_u(r, 2);
+    for (unsigned i = 0; i < n && !r->bad; i++) {
+        unsigned tag = (unsigned)r_u(r, 2);
+        uint32_t len = (uint32_t)r_u(r, 4);
+        if (r->bad || len > r->len - r->off)
+            break;
+        if (tag != OPTD_SNAP_SEC_LOSS)
+            return "unknown section (written by a newer optd?)";
+        optd_loss_summary_t *ls = &img->loss;
+        size_t start = r->off;
+        ls->has = r_u(r, 1) == 1;
+        ls->last = r_f64(r);
+        ls->last_step = r_u(r, 8);
+        ls->best = r_f64(r);
+        ls->best_step = r_u(r, 8);
+        if (r->off - start != len || !ls->has || !isfinite(ls->last) || !isfinite(ls->best) ||
+            ls->last < ls->best || ls->last_step > img->st.step || ls->best_step > img->st.step)
+            return "malformed loss summary";
+    }
+    return r->bad ? "malformed sections" : NULL;
+}
+
 static int corrupt(optd_session_image_t *img, optd_err_t *err, const char *why)
 {
     optd_session_image_free(img);
@@ -345,7 +382,7 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
                     (uint32_t)buf[end + 2] << 16 | (uint32_t)buf[end + 3] << 24;
     if (crc != want)
         return corrupt(img, err, "bad checksum");
-    if (flags != 0)
+    if (flags & ~OPTD_SNAP_F_SECTIONS)
         return corrupt(img, err, "unknown flags");
 
     /* From here on the bytes are what was written; anything wrong means a
@@ -484,6 +521,9 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
         if (!img->st.buf[b])
             return corrupt(img, err, "malformed state buffer");
     }
+    const char *why_sections = (flags & OPTD_SNAP_F_SECTIONS) ? read_sections(&r, img) : NULL;
+    if (why_sections)
+        return corrupt(img, err, why_sections);
     if (r.off != r.len)
         return corrupt(img, err, "unexpected bytes after the state");
     if (!optd_session_name_valid(img->name))

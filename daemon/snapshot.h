@@ -21,6 +21,16 @@
 #define OPTD_SNAP_HEADER 24u  /* magic, version, flags, body length */
 #define OPTD_SNAP_TRAILER 4u  /* CRC-32 */
 
+/* Header flag: tagged sections follow the state buffers (u16 count, then
+ * per section u16 tag, u32 length, payload).  Written only when a session
+ * has something to put there, so files of sessions that use none of the
+ * 1.1 fields stay readable by 1.0; a tag this optd does not know is
+ * refused as a file from a newer optd. */
+#define OPTD_SNAP_F_SECTIONS 1u
+enum {
+    OPTD_SNAP_SEC_LOSS = 1, /* u8 1, f64 last, u64 last_step, f64 best, u64 best_step */
+};
+
 /* Longest snapshot file name: "s-" + base32 of a 128-byte name + ".snap". */
 #define OPTD_SNAP_FILE_MAX 224
 

@@ -300,12 +300,76 @@ static bool labels_match(const optd_session_t *s, const optd_store_query_t *q)
     return true;
 }
 
+/* A session and the key it is ordered by, read once under its lock. */
+typedef struct by_loss {
+    optd_session_t *s;
+    bool has;
+    double key;
+} by_loss_t;
+
+static int by_loss_cmp(const void *a, const void *b)
+{
+    const by_loss_t *x = a, *y = b;
+    if (x->has != y->has)
+        return x->has ? -1 : 1;
+    if (x->has && x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return strcmp(x->s->name, y->s->name);
+}
+
+/* The loss orders: every match is read and sorted (O(n log n) a request),
+ * then the page [offset, offset + limit) is kept. */
+static int list_by_loss(optd_store_t *store, const optd_store_query_t *q, optd_session_t ***out,
+                        size_t *n, bool *more, optd_err_t *err)
+{
+    optd_session_t **v;
+    size_t k;
+    if (snapshot_all(store, q, &v, &k))
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing sessions");
+    by_loss_t *keys = malloc((k ? k : 1) * sizeof *keys);
+    if (!keys) {
+        for (size_t i = 0; i < k; i++)
+            optd_session_release(v[i]);
+        free(v);
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing sessions");
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < k; i++) {
+        optd_session_t *s = v[i];
+        pthread_mutex_lock(&s->mu);
+        bool ok = !s->deleted && labels_match(s, q);
+        by_loss_t e = {s, s->loss.has, q->sort == OPTD_SORT_BEST_LOSS ? s->loss.best : s->loss.last};
+        pthread_mutex_unlock(&s->mu);
+        if (ok)
+            keys[m++] = e;
+        else
+            optd_session_release(s);
+    }
+    qsort(keys, m, sizeof *keys, by_loss_cmp);
+    size_t limit = q->limit ? q->limit : 100;
+    size_t first = q->offset < m ? q->offset : m;
+    size_t last = m - first > limit ? first + limit : m;
+    for (size_t i = 0; i < m; i++) {
+        if (i >= first && i < last)
+            v[i - first] = keys[i].s;
+        else
+            optd_session_release(keys[i].s);
+    }
+    free(keys);
+    *out = v;
+    *n = last - first;
+    *more = last < m;
+    return 0;
+}
+
 int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_session_t ***out,
                     size_t *n, bool *more, optd_err_t *err)
 {
     *out = NULL;
     *n = 0;
     *more = false;
+    if (q->sort != OPTD_SORT_NAME)
+        return list_by_loss(store, q, out, n, more, err);
     optd_session_t **v;
     size_t k;
     if (snapshot_all(store, q, &v, &k))
@@ -316,12 +380,16 @@ int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_sessi
     /* Labels and the deleted flag need each session's lock, taken without
      * the table lock; walk in name order until one match past the limit. */
     size_t limit = q->limit ? q->limit : 100;
-    size_t kept = 0, i = 0;
+    size_t kept = 0, i = 0, skip = q->offset;
     for (; i < k; i++) {
         optd_session_t *s = v[i];
         pthread_mutex_lock(&s->mu);
         bool ok = !s->deleted && labels_match(s, q);
         pthread_mutex_unlock(&s->mu);
+        if (ok && skip > 0) {
+            skip--;
+            ok = false;
+        }
         if (!ok) {
             optd_session_release(s);
             continue;

@@ -50,15 +50,23 @@ optd_session_t *optd_store_get(optd_store_t *store, const char *name);
  * durable; nothing removed). */
 int optd_store_remove(optd_store_t *store, const char *name, optd_err_t *err);
 
+typedef enum optd_store_sort {
+    OPTD_SORT_NAME = 0, /* by name; paged with `after` */
+    OPTD_SORT_BEST_LOSS, /* by the loss summary's best, ascending; then by name */
+    OPTD_SORT_LAST_LOSS  /* by its last; sessions without a loss come last */
+} optd_store_sort_t;
+
 typedef struct optd_store_query {
-    const char *after;  /* names greater than this, or NULL */
+    optd_store_sort_t sort;
+    size_t offset;      /* matches skipped first */
+    const char *after;  /* names greater than this, or NULL (name order) */
     const char *prefix; /* or NULL */
     size_t n_labels;    /* every key:value must match */
     const optd_label_t *labels;
     size_t limit;       /* 1..1000 */
 } optd_store_query_t;
 
-/* Sessions matching q sorted by name, each with a reference for the caller
+/* Sessions matching q in q->sort's order, each with a reference for the caller
  * (*out malloc'd; release each, then free the array).  *more says whether
  * further matches exist beyond the last returned.  0 or OPTD_ENOMEM. */
 int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_session_t ***out,

@@ -301,12 +301,41 @@ json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s)
     return o;
 }
 
-json_t *optd_codec_descriptor(const char *name, const optd_session_config_t *cfg, size_t size,
-                              uint64_t step, int64_t created_ms, int64_t updated_ms)
+json_t *optd_codec_loss_encode(const optd_loss_summary_t *ls)
 {
+    if (!ls->has)
+        return json_null();
+    return json_pack("{sfsIsfsI}", "last", ls->last, "last_step", (json_int_t)ls->last_step, "best",
+                     ls->best, "best_step", (json_int_t)ls->best_step);
+}
+
+int optd_codec_loss_decode(const json_t *v, optd_loss_summary_t *ls, optd_err_t *err)
+{
+    memset(ls, 0, sizeof *ls);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_object(v) || json_object_size(v) != 4)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "'loss' must be null or {\"last\", \"last_step\", \"best\", \"best_step\"}");
+    int rc = optd_codec_number_decode(json_object_get(v, "last"), "loss.last", &ls->last, err);
+    if (!rc)
+        rc = optd_codec_number_decode(json_object_get(v, "best"), "loss.best", &ls->best, err);
+    if (!rc)
+        rc = optd_codec_u64_decode(json_object_get(v, "last_step"), "loss.last_step", &ls->last_step,
+                                   err);
+    if (!rc)
+        rc = optd_codec_u64_decode(json_object_get(v, "best_step"), "loss.best_step", &ls->best_step,
+                                   err);
+    ls->has = rc == 0;
+    return rc;
+}
+
+json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d)
+{
+    const optd_session_config_t *cfg = &d->cfg;
     char created[OPTD_FMT_TIME_MAX + 1], updated[OPTD_FMT_TIME_MAX + 1];
-    created[optd_fmt_time(created, created_ms, false)] = '\0';
-    updated[optd_fmt_time(updated, updated_ms, false)] = '\0';
+    created[optd_fmt_time(created, d->created_ms, false)] = '\0';
+    updated[optd_fmt_time(updated, d->updated_ms, false)] = '\0';
     json_t *o = json_object();
     json_t *labels = json_object();
     if (!o || !labels) {
@@ -322,8 +351,8 @@ json_t *optd_codec_descriptor(const char *name, const optd_session_config_t *cfg
     bad |= json_object_set_new(o, "name", json_string(name));
     bad |= json_object_set_new(o, "optimizer", json_string(optd_optim_desc(cfg->kind)->name));
     bad |= json_object_set_new(o, "dtype", json_string(optd_dtype_name(cfg->dtype)));
-    bad |= json_object_set_new(o, "size", json_integer((json_int_t)size));
-    bad |= json_object_set_new(o, "step", json_integer((json_int_t)step));
+    bad |= json_object_set_new(o, "size", json_integer((json_int_t)d->size));
+    bad |= json_object_set_new(o, "step", json_integer((json_int_t)d->step));
     bad |= json_object_set_new(o, "hyperparameters", optd_codec_hparams_encode(cfg->kind, &cfg->hp));
     bad |= json_object_set_new(o, "schedule",
                                optd_codec_schedule_encode(cfg->has_schedule, &cfg->schedule));
@@ -334,6 +363,7 @@ json_t *optd_codec_descriptor(const char *name, const optd_session_config_t *cfg
                                cfg->ttl_seconds > 0 ? json_integer(cfg->ttl_seconds) : json_null());
     bad |= json_object_set_new(o, "created_at", json_string(created));
     bad |= json_object_set_new(o, "updated_at", json_string(updated));
+    bad |= json_object_set_new(o, "loss", optd_codec_loss_encode(&d->loss));
     if (bad) {
         json_decref(o);
         return NULL;

@@ -41,8 +41,12 @@ int optd_codec_time_decode(const json_t *v, const char *field, int64_t *ms, optd
 json_t *optd_codec_hparams_encode(optd_optim_kind_t kind, const optd_hparams_t *hp);
 json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s);
 /* The session descriptor of API.md.  NULL when out of memory. */
-json_t *optd_codec_descriptor(const char *name, const optd_session_config_t *cfg, size_t size,
-                              uint64_t step, int64_t created_ms, int64_t updated_ms);
+json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d);
+/* The descriptor's "loss" object, or JSON null when no step carried one. */
+json_t *optd_codec_loss_encode(const optd_loss_summary_t *ls);
+/* Reads a "loss" object (as encoded above, or null) into *ls: 0 or
+ * OPTD_EINVAL. */
+int optd_codec_loss_decode(const json_t *v, optd_loss_summary_t *ls, optd_err_t *err);
 /* {"history": [...]} appended to b. */
 void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, size_t n);
 

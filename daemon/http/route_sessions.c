@@ -21,18 +21,15 @@ void optd_http_store_error(optd_req_t *req, int rc, const optd_err_t *err)
 
 void optd_http_reply_descriptor(optd_req_t *req, optd_session_t *s, unsigned status)
 {
-    optd_session_config_t cfg = {0};
-    size_t size;
-    uint64_t step;
-    int64_t created, updated;
+    optd_session_desc_t desc = {0};
     optd_err_t err = {0};
-    int rc = optd_session_copy_descriptor(s, &cfg, &size, &step, &created, &updated, &err);
+    int rc = optd_session_copy_descriptor(s, &desc, &err);
     if (rc) {
         optd_http_store_error(req, rc, &err);
         return;
     }
-    json_t *d = optd_codec_descriptor(s->name, &cfg, size, step, created, updated);
-    optd_session_config_free(&cfg);
+    json_t *d = optd_codec_descriptor(s->name, &desc);
+    optd_session_config_free(&desc.cfg);
     if (!d) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the descriptor");
         return;
@@ -113,6 +110,7 @@ static int fork_session(optd_req_t *req, const json_t *body, const char *name, o
     free(img.history);
     img.history = NULL;
     img.n_history = 0;
+    memset(&img.loss, 0, sizeof img.loss); /* a fork's loss summary starts at null */
     img.created_ms = img.updated_ms = optd_now_ms();
     rc = optd_session_from_image_take(&img, req->srv->cfg.history, out, err);
 out:
@@ -311,43 +309,41 @@ void optd_route_session_patch(optd_req_t *req)
     if (!body)
         return;
     optd_session_t *s = NULL;
-    optd_session_config_t cfg = {0};
+    optd_session_desc_t desc = {0};
+    optd_session_config_t *cfg = &desc.cfg;
     optd_err_t err = {0};
-    size_t size;
-    uint64_t step;
-    int64_t created, updated;
     if (!optd_req_known_fields(req, body, patch_fields, "a patch request"))
         goto out;
     if (!(s = optd_req_session(req)))
         goto out;
-    int rc = optd_session_copy_descriptor(s, &cfg, &size, &step, &created, &updated, &err);
+    int rc = optd_session_copy_descriptor(s, &desc, &err);
     if (rc) {
         optd_http_store_error(req, rc, &err);
         goto out;
     }
     const json_t *v;
     if ((v = json_object_get(body, "optimizer")) &&
-        (!json_is_string(v) || strcmp(json_string_value(v), optd_optim_desc(cfg.kind)->name) != 0)) {
+        (!json_is_string(v) || strcmp(json_string_value(v), optd_optim_desc(cfg->kind)->name) != 0)) {
         optd_http_error(req, OPTD_EINVAL, "the optimizer of a session cannot change (it is %s)",
-                        optd_optim_desc(cfg.kind)->name);
+                        optd_optim_desc(cfg->kind)->name);
         goto out;
     }
     if ((v = json_object_get(body, "dtype")) &&
-        (!json_is_string(v) || strcmp(json_string_value(v), optd_dtype_name(cfg.dtype)) != 0)) {
+        (!json_is_string(v) || strcmp(json_string_value(v), optd_dtype_name(cfg->dtype)) != 0)) {
         optd_http_error(req, OPTD_EINVAL, "the dtype of a session cannot change (it is %s)",
-                        optd_dtype_name(cfg.dtype));
+                        optd_dtype_name(cfg->dtype));
         goto out;
     }
-    rc = optd_http_apply_config_fields(body, &cfg, &err);
+    rc = optd_http_apply_config_fields(body, cfg, &err);
     if (!rc)
-        rc = optd_session_set_config(s, &cfg, &err);
+        rc = optd_session_set_config(s, cfg, &err);
     if (rc) {
         optd_http_store_error(req, rc, &err);
         goto out;
     }
     optd_http_reply_descriptor(req, s, 200);
 out:
-    optd_session_config_free(&cfg);
+    optd_session_config_free(cfg);
     if (s)
         optd_session_release(s);
     json_decref(body);
@@ -410,11 +406,38 @@ static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+/* The list's `sort`: false (answered 400) when it names no order. */
+static bool list_sort(optd_req_t *req, optd_store_sort_t *out)
+{
+    static const struct {
+        const char *name;
+        optd_store_sort_t sort;
+    } sorts[] = {{"name", OPTD_SORT_NAME}, {"best_loss", OPTD_SORT_BEST_LOSS}, {"last_loss", OPTD_SORT_LAST_LOSS}};
+    const char *v = optd_req_query(req, "sort");
+    *out = OPTD_SORT_NAME;
+    if (!v)
+        return true;
+    for (size_t i = 0; i < sizeof sorts / sizeof sorts[0]; i++)
+        if (strcmp(v, sorts[i].name) == 0) {
+            *out = sorts[i].sort;
+            return true;
+        }
+    optd_http_error(req, OPTD_EINVAL, "query 'sort' must be name, best_loss or last_loss");
+    return false;
+}
+
 void optd_route_sessions_list(optd_req_t *req)
 {
-    uint64_t limit;
-    if (!optd_req_query_u64(req, "limit", 1, 1000, 100, &limit))
+    uint64_t limit, offset;
+    optd_store_sort_t sort;
+    if (!optd_req_query_u64(req, "limit", 1, 1000, 100, &limit) ||
+        !optd_req_query_u64(req, "offset", 0, (uint64_t)1 << 40, 0, &offset) || !list_sort(req, &sort))
         return;
+    if (sort != OPTD_SORT_NAME && optd_req_query(req, "after")) {
+        optd_http_error(req, OPTD_EINVAL, "query 'after' pages the name order; with sort=%s page with 'offset'",
+                        optd_req_query(req, "sort"));
+        return;
+    }
     label_args_t la;
     memset(&la, 0, sizeof la);
     MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, collect_label, &la);
@@ -432,6 +455,8 @@ void optd_route_sessions_list(optd_req_t *req)
         goto out;
     }
     optd_store_query_t q = {
+        .sort = sort,
+        .offset = (size_t)offset,
         .after = optd_req_query(req, "after"),
         .prefix = optd_req_query(req, "prefix"),
         .n_labels = la.n,
@@ -447,21 +472,20 @@ void optd_route_sessions_list(optd_req_t *req)
     arr = json_array();
     int bad = !arr;
     for (size_t i = 0; i < n && !bad; i++) {
-        optd_session_config_t cfg = {0};
-        size_t size;
-        uint64_t step;
-        int64_t created, updated;
-        if (optd_session_copy_descriptor(list[i], &cfg, &size, &step, &created, &updated, &err)) {
+        optd_session_desc_t desc = {0};
+        if (optd_session_copy_descriptor(list[i], &desc, &err)) {
             bad = 1;
             break;
         }
-        bad |= json_array_append_new(arr, optd_codec_descriptor(list[i]->name, &cfg, size, step, created,
-                                                                updated));
-        optd_session_config_free(&cfg);
+        bad |= json_array_append_new(arr, optd_codec_descriptor(list[i]->name, &desc));
+        optd_session_config_free(&desc.cfg);
     }
     json_t *doc = bad ? NULL
-                      : json_pack("{sOso}", "sessions", arr, "next_after",
-                                  more && n ? json_string(list[n - 1]->name) : json_null());
+                      : json_pack("{sOsoso}", "sessions", arr, "next_after",
+                                  more && n && sort == OPTD_SORT_NAME ? json_string(list[n - 1]->name)
+                                                                     : json_null(),
+                                  "next_offset",
+                                  more ? json_integer((json_int_t)(offset + n)) : json_null());
     if (!doc) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory listing sessions");
         goto out;

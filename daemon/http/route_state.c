@@ -24,8 +24,13 @@ void optd_route_state_get(optd_req_t *req)
         optd_http_store_error(req, rc, &err);
         return;
     }
-    json_t *desc = optd_codec_descriptor(img.name, &img.cfg, img.size, img.st.step, img.created_ms,
-                                         img.updated_ms);
+    optd_session_desc_t view = {.cfg = img.cfg, /* borrowed: freed with img */
+                                .size = img.size,
+                                .step = img.st.step,
+                                .created_ms = img.created_ms,
+                                .updated_ms = img.updated_ms,
+                                .loss = img.loss};
+    json_t *desc = optd_codec_descriptor(img.name, &view);
     if (!desc) {
         optd_session_image_free(&img);
         optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the state");
@@ -57,7 +62,7 @@ void optd_route_state_get(optd_req_t *req)
 
 static const char *const state_fields[] = {"name", "optimizer", "dtype", "size", "step",
                                            "hyperparameters", "schedule", "max_grad_norm", "labels",
-                                           "ttl_seconds", "created_at", "updated_at", "params", "state",
+                                           "ttl_seconds", "created_at", "updated_at", "loss", "params", "state",
                                            NULL};
 
 /* Lists the buffers kind keeps ("exp_avg, exp_avg_sq") for messages. */
@@ -193,6 +198,8 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
         return rc;
     if ((v = json_object_get(body, "updated_at")) &&
         (rc = optd_codec_time_decode(v, "updated_at", &img->updated_ms, err)))
+        return rc;
+    if ((rc = optd_codec_loss_decode(json_object_get(body, "loss"), &img->loss, err)))
         return rc;
 
     if ((rc = optd_optim_state_init(&img->st, img->cfg.kind, img->cfg.dtype, img->size, &img->cfg.hp, err)))

@@ -255,7 +255,7 @@ class ListSessions(DaemonTestCase):
 
     def test_prefix_no_match(self):
         r = self.d.get("/v1/sessions?prefix=zzz")
-        self.assertEqual(r.body, {"sessions": [], "next_after": None})
+        self.assertEqual(r.body, {"sessions": [], "next_after": None, "next_offset": None})
 
     def test_label_filters_and(self):
         r = self.d.get("/v1/sessions?label=study:s1")

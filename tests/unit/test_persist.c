@@ -284,6 +284,9 @@ START_TEST(round_trip_every_optimizer)
                                   optd_buf_name((optd_buf_t)b));
             ck_assert_uint_eq(s->st.step, 7);
             ck_assert_uint_eq(s->history_len, 7);
+            /* the loss summary (a snapshot section): losses at steps 2, 4, 6 */
+            ck_assert(s->loss.has && s->loss.last_step == 6 && s->loss.best_step == 6);
+            ck_assert(s->loss.last == 1.0 / 7 && s->loss.best == 1.0 / 7);
             ck_assert_uint_eq(s->version, s->saved_version); /* clean after load */
             optd_session_release(s);
         }
@@ -734,11 +737,11 @@ START_TEST(write_failures_sync_always)
     uint8_t *after = image_bytes(s, &al);
     ck_assert(al == bl && memcmp(after, before, bl) == 0);
     free(after);
-    optd_session_config_t cfg;
-    ck_assert_int_eq(optd_session_copy_descriptor(s, &cfg, NULL, NULL, NULL, NULL, &err), 0);
-    cfg.hp.lr = 0.5;
-    ck_assert_int_eq(optd_session_set_config(s, &cfg, &err), OPTD_EIO);
-    optd_session_config_free(&cfg);
+    optd_session_desc_t desc;
+    ck_assert_int_eq(optd_session_copy_descriptor(s, &desc, &err), 0);
+    desc.cfg.hp.lr = 0.5;
+    ck_assert_int_eq(optd_session_set_config(s, &desc.cfg, &err), OPTD_EIO);
+    optd_session_config_free(&desc.cfg);
     ck_assert(s->cfg.hp.lr == 1e-3);
     optd_session_t *t = rich("t", OPTD_SGD, OPTD_FLOAT32);
     ck_assert_int_eq(optd_store_insert(w.st, t, false, NULL, &err), OPTD_EIO);

@@ -152,16 +152,18 @@ START_TEST(create_and_step)
     ck_assert(fabs(h[0].grad_norm - sqrt(0.01 + 0.04 + 0.0025)) < 1e-15);
     free(h);
 
-    optd_session_config_t dcfg;
-    size_t size;
-    int64_t c, u;
-    ck_assert_int_eq(optd_session_copy_descriptor(s, &dcfg, &size, &step, &c, &u, &err), 0);
-    ck_assert_uint_eq(size, 3);
-    ck_assert_uint_eq(step, 6);
-    ck_assert_uint_eq(dcfg.n_labels, 1);
-    ck_assert_str_eq(dcfg.labels[0].value, "a");
-    ck_assert(u >= c);
-    optd_session_config_free(&dcfg);
+    optd_session_desc_t d;
+    ck_assert_int_eq(optd_session_copy_descriptor(s, &d, &err), 0);
+    ck_assert_uint_eq(d.size, 3);
+    ck_assert_uint_eq(d.step, 6);
+    ck_assert_uint_eq(d.cfg.n_labels, 1);
+    ck_assert_str_eq(d.cfg.labels[0].value, "a");
+    ck_assert(d.updated_ms >= d.created_ms);
+    /* losses 1, 1/2, ..., 1/5 at steps 1..5; step 6 carried none */
+    ck_assert(d.loss.has);
+    ck_assert(d.loss.last == 0.2 && d.loss.last_step == 5);
+    ck_assert(d.loss.best == 0.2 && d.loss.best_step == 5);
+    optd_session_config_free(&d.cfg);
 
     /* deleted sessions refuse steps */
     s->deleted = true;
@@ -344,6 +346,23 @@ START_TEST(failed_commit_changes_nothing)
 }
 END_TEST
 
+START_TEST(test_loss_summary)
+{
+    optd_loss_summary_t ls = {0};
+    ck_assert(!ls.has);
+    optd_loss_summary_add(&ls, 1, 3.0);
+    ck_assert(ls.has && ls.last == 3.0 && ls.best == 3.0 && ls.best_step == 1);
+    optd_loss_summary_add(&ls, 2, 1.0);
+    optd_loss_summary_add(&ls, 4, 2.0);
+    ck_assert(ls.last == 2.0 && ls.last_step == 4);
+    ck_assert(ls.best == 1.0 && ls.best_step == 2);
+    optd_loss_summary_add(&ls, 5, 1.0); /* a tie keeps the first */
+    ck_assert(ls.best_step == 2 && ls.last_step == 5);
+    optd_loss_summary_add(&ls, 6, -1.0);
+    ck_assert(ls.best == -1.0 && ls.best_step == 6);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("session");
@@ -351,6 +370,7 @@ int main(void)
     tcase_add_test(tc, names);
     tcase_add_test(tc, labels_and_validation);
     tcase_add_test(tc, create_and_step);
+    tcase_add_test(tc, test_loss_summary);
     tcase_add_test(tc, history_ring);
     tcase_add_test(tc, image_round_trip);
     tcase_add_test(tc, failed_commit_changes_nothing);
