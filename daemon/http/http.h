@@ -42,7 +42,8 @@ typedef enum optd_route {
     OPTD_R_PARAMS,         /* .../params */
     OPTD_R_STEP,           /* .../step */
     OPTD_R_HISTORY,        /* .../history */
-    OPTD_R_STATE           /* .../state */
+    OPTD_R_STATE,          /* .../state */
+    OPTD_R_STEPS           /* /v1/steps: a batch of steps over many sessions */
 } optd_route_t;
 
 typedef enum optd_body_kind {
@@ -170,6 +171,12 @@ void optd_route_step(optd_req_t *req);
 void optd_route_history_get(optd_req_t *req);
 void optd_route_state_get(optd_req_t *req);
 void optd_route_state_put(optd_req_t *req);
+void optd_route_steps(optd_req_t *req);             /* POST /v1/steps */
+
+/* Appends API.md's error object {"code", "message"[, "current_step"]} to b
+ * (what an error body holds under "error", and a batch item's result). */
+void optd_http_put_error_object(optd_sbuf_t *b, int code, const char *msg,
+                                const uint64_t *current_step);
 
 /* ---- server.c ------------------------------------------------------------ */
 

@@ -288,6 +288,70 @@ static const char *parse_array(const char *p, const char *end, optd_dtype_t dtyp
     }
 }
 
+const char *optd_json_skip_ws(const char *p, const char *end)
+{
+    return skip_ws(p, end);
+}
+
+const char *optd_json_read_number(const char *p, const char *end, double *out)
+{
+    size_t k = json_number_len(p, end);
+    if (k == 0 || k > OPTD_NUMPARSE_MAX)
+        return NULL;
+    /* An integer literal Jansson would hold as an integer but cannot (past
+     * int64): Jansson refuses it, so leave it to Jansson. */
+    if (k > 18 && !memchr(p, '.', k) && !memchr(p, 'e', k) && !memchr(p, 'E', k))
+        return NULL;
+    *out = optd_parse_double(p, k);
+    return isfinite(*out) ? p + k : NULL;
+}
+
+const char *optd_json_read_f64_array(const char *p, const char *end, double **vals, size_t *n,
+                                     size_t *cap, bool *oom)
+{
+    if (p >= end || *p != '[')
+        return NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == ']')
+        return p + 1;
+    for (;;) {
+        if (*n == *cap) {
+            size_t c = *cap ? *cap * 2 : 1024;
+            double *v = realloc(*vals, c * sizeof *v);
+            if (!v) {
+                *oom = true;
+                return NULL;
+            }
+            *vals = v;
+            *cap = c;
+        }
+        if (!(p = optd_json_read_number(p, end, &(*vals)[*n])))
+            return NULL;
+        (*n)++;
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        return p < end && *p == ']' ? p + 1 : NULL;
+    }
+}
+
+bool optd_numarray_from_f64(const double *v, size_t n, optd_dtype_t dtype, void *out)
+{
+    if (dtype == OPTD_FLOAT64) {
+        memcpy(out, v, n * sizeof *v);
+        return true;
+    }
+    float *f = out;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(v[i]) >= FLOAT_OVERFLOW)
+            return false;
+        f[i] = (float)v[i];
+    }
+    return true;
+}
+
 /* The array's text between its brackets, cut into chunks just after a
  * comma: chunk k is [cut[k], cut[k+1]), so no number straddles two.  Each
  * chunk holds `count` numbers, each followed by a comma but for the last

@@ -95,6 +95,23 @@ int optd_numarray_without(const char *body, size_t len, const optd_numarray_span
 int optd_numarray_parse_into(const char *arr, size_t len, optd_dtype_t dtype, void *out, size_t n,
                              optd_pool_t *pool);
 
+/* Token readers for the fast scanners of small documents (a batch of steps,
+ * route_steps.c): each reads at p, never past end, and returns the position
+ * after what it read, or NULL when the text there is not that. */
+const char *optd_json_skip_ws(const char *p, const char *end);
+/* One JSON number (RFC 8259 grammar) whose value is a finite double; an
+ * integer literal of more than 18 characters is not read (Jansson, which
+ * the caller falls back to, refuses those past int64). */
+const char *optd_json_read_number(const char *p, const char *end, double *out);
+/* "[n1, n2, ...]" of plain JSON numbers that are finite doubles, appended
+ * to the growable array *vals (*n used, *cap allocated; realloc'd as
+ * needed).  Sets *oom (and returns NULL) when memory ran out. */
+const char *optd_json_read_f64_array(const char *p, const char *end, double **vals, size_t *n,
+                                     size_t *cap, bool *oom);
+/* n doubles into out as dtype, exactly as the parsers above store them;
+ * false when one does not fit a float32 (out then holds anything). */
+bool optd_numarray_from_f64(const double *v, size_t n, optd_dtype_t dtype, void *out);
+
 /* Appends "[...]" with n elements of dtype from v: float64 with 17
  * significant digits, float32 with 9 (both read back exactly).  Long
  * arrays are printed in chunks over pool (may be NULL: this thread alone);

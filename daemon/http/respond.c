@@ -85,17 +85,25 @@ void optd_http_reply_empty(optd_req_t *req, unsigned status)
     set_response(req, status, r, 0);
 }
 
+void optd_http_put_error_object(optd_sbuf_t *b, int code, const char *msg,
+                                const uint64_t *current_step)
+{
+    optd_sbuf_puts(b, "{\"code\":");
+    optd_sbuf_put_jstring(b, optd_err_name(code));
+    optd_sbuf_puts(b, ",\"message\":");
+    optd_sbuf_put_jstring(b, msg && *msg ? msg : optd_err_name(code));
+    if (current_step)
+        optd_sbuf_printf(b, ",\"current_step\":%llu", (unsigned long long)*current_step);
+    optd_sbuf_puts(b, "}");
+}
+
 static void reply_error(optd_req_t *req, int code, const char *msg, const uint64_t *current_step)
 {
     optd_sbuf_t b;
     optd_sbuf_init(&b);
-    optd_sbuf_puts(&b, "{\"error\":{\"code\":");
-    optd_sbuf_put_jstring(&b, optd_err_name(code));
-    optd_sbuf_puts(&b, ",\"message\":");
-    optd_sbuf_put_jstring(&b, msg && *msg ? msg : optd_err_name(code));
-    if (current_step)
-        optd_sbuf_printf(&b, ",\"current_step\":%llu", (unsigned long long)*current_step);
-    optd_sbuf_puts(&b, "}}");
+    optd_sbuf_puts(&b, "{\"error\":");
+    optd_http_put_error_object(&b, code, msg, current_step);
+    optd_sbuf_puts(&b, "}");
     int status = optd_err_status(code);
     if (code == OPTD_ENOMEM || code == OPTD_EINTERNAL || code == OPTD_ECORRUPT)
         optd_log(&req->srv->log, OPTD_LOG_ERROR, "%s %s: %s", req->method_str, req->url,

@@ -40,6 +40,10 @@ void optd_router_match(optd_req_t *req)
         req->route = OPTD_R_SESSIONS;
         return;
     }
+    if (strcmp(u, "/v1/steps") == 0) {
+        req->route = OPTD_R_STEPS;
+        return;
+    }
     static const char prefix[] = "/v1/sessions/";
     if (strncmp(u, prefix, sizeof prefix - 1) != 0)
         return;
@@ -85,6 +89,7 @@ unsigned optd_router_allowed(optd_route_t route)
     case OPTD_R_SESSION:
         return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_PUT | OPTD_M_PATCH | OPTD_M_DELETE;
     case OPTD_R_STEP:
+    case OPTD_R_STEPS:
         return OPTD_M_POST;
     case OPTD_R_STATE:
         return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_PUT;
@@ -146,6 +151,9 @@ void optd_router_dispatch(optd_req_t *req)
         return;
     case OPTD_R_HISTORY:
         optd_route_history_get(req);
+        return;
+    case OPTD_R_STEPS:
+        optd_route_steps(req);
         return;
     case OPTD_R_STATE:
         if (m == OPTD_M_GET)

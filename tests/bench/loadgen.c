@@ -23,7 +23,7 @@
  * 2-core machine a spinning client would steal the server's CPU).
  *
  * Usage: loadgen [-c CONNS] [-d SECONDS | -n COUNT] [-R RATE] [-w WARMUP_S]
- *                [-m METHOD] [-p PATH] [-b BODY] [-T CONTENT_TYPE] [-M MOD] [-C]
+ *                [-m METHOD] [-p PATH] [-b BODY|@FILE] [-T CONTENT_TYPE] [-M MOD] [-C]
  *                HOST PORT
  * Prints one line: requests=N errors=N seconds=S rate=R p50_ms=.. p90_ms=..
  * p99_ms=.. p999_ms=.. max_ms=..  (errors: answers >= 400, broken
@@ -260,6 +260,27 @@ static void usage(void)
     exit(2);
 }
 
+/* The whole of path as a NUL-terminated string (for -b @FILE: a body too
+ * long for one command-line argument); exits on failure. */
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f || fseek(f, 0, SEEK_END) != 0) {
+        fprintf(stderr, "loadgen: cannot read %s\n", path);
+        exit(2);
+    }
+    long n = ftell(f);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    rewind(f);
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "loadgen: cannot read %s\n", path);
+        exit(2);
+    }
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
 int main(int argc, char **argv)
 {
     run_t r;
@@ -276,7 +297,7 @@ int main(int argc, char **argv)
         case 'w': o->warmup = atof(optarg); break;
         case 'm': o->method = optarg; break;
         case 'p': o->path = optarg; break;
-        case 'b': o->body = optarg; break;
+        case 'b': o->body = optarg[0] == '@' ? read_file(optarg + 1) : optarg; break;
         case 'T': o->ctype = optarg; break;
         case 'M': o->mod = atoll(optarg); break;
         case 'C': o->per_conn = true; break;

@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""bench_fleet.py: a tuning fleet's step (issue 15's target), run by
+tests/bench/run.sh (`make bench`).
+
+1000 sessions x 10 float64 parameters (sgd).  On ONE keep-alive connection
+(tests/bench/loadgen.c, closed loop), interleaved round by round:
+
+  single   plain 10-element JSON steps, one session per request, walking
+           the 1000 sessions round-robin;
+  batch    POST /v1/steps with 1000 items (every session once), ?return=none
+           and with the parameters returned;
+  nginx    `return 200` on one connection (the request-rate ceiling of a
+           well-kept server on this machine), when nginx is installed.
+
+The figure is session-steps per second; the ratio is batch / single, the
+median of the per-round ratios (target >= 20x).
+
+Usage: bench_fleet.py [--quick]   (BUILD=dir in the environment)"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import BUILD, Client, fmt, log, spread, start_optd, summary_row  # noqa: E402
+import bench_http  # noqa: E402  (nginx helper)
+
+LOADGEN = os.path.join(BUILD, "bench", "loadgen")
+SESSIONS = 1000
+SIZE = 10
+
+
+def loadgen(port, seconds, path, body_file, mod=None):
+    argv = [LOADGEN, "-c", "1", "-d", str(seconds), "-w", "0.3", "-m", "POST", "-p", path,
+            "-b", "@" + body_file if body_file else "", "-T", "application/json"]
+    if not body_file:
+        argv = [LOADGEN, "-c", "1", "-d", str(seconds), "-w", "0.3", "-p", path]
+    if mod:
+        argv += ["-M", str(mod)]
+    out = subprocess.run(argv + ["127.0.0.1", str(port)], capture_output=True, text=True,
+                         timeout=seconds + 60)
+    m = re.search(r"rate=([\d.]+)", out.stdout)
+    if out.returncode != 0 or not m:
+        raise RuntimeError("loadgen failed: %s %s" % (out.stdout, out.stderr))
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rounds, secs = (3, 1) if args.quick else (7, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        optd = start_optd(tmp, os.cpu_count() or 1)
+        nginx = bench_http.start_nginx(tmp, 1)
+        try:
+            c = Client(optd.port)
+            for i in range(SESSIONS):
+                st, _, data = c.request("PUT", "/v1/sessions/f%d" % i,
+                                        json.dumps({"optimizer": "sgd", "size": SIZE}))
+                assert st == 201, data
+            grad = [0.001 * (k + 1) for k in range(SIZE)]
+            single = os.path.join(tmp, "single.json")
+            with open(single, "w") as f:
+                json.dump({"gradient": grad}, f)
+            batch = os.path.join(tmp, "batch.json")
+            with open(batch, "w") as f:
+                json.dump({"steps": [{"session": "f%d" % i, "gradient": grad}
+                                     for i in range(SESSIONS)]}, f)
+            st, _, data = c.request("POST", "/v1/steps", open(batch).read())
+            assert st == 200 and b'"error"' not in data, data[:300]
+            c.close()
+            res = {"single": [], "batch": [], "batch_params": [], "nginx": [], "ratio": []}
+            for r in range(rounds):
+                log(f"fleet round {r + 1}/{rounds}")
+                s = loadgen(optd.port, secs, "/v1/sessions/f%d/step?return=none", single, SESSIONS)
+                b = loadgen(optd.port, secs, "/v1/steps?return=none", batch) * SESSIONS
+                bp = loadgen(optd.port, secs, "/v1/steps", batch) * SESSIONS
+                res["single"].append(s)
+                res["batch"].append(b)
+                res["batch_params"].append(bp)
+                res["ratio"].append(b / s)
+                if nginx:
+                    res["nginx"].append(loadgen(nginx.port, secs, "/", None))
+        finally:
+            optd.stop()
+            if nginx:
+                nginx.stop()
+    med = {k: statistics.median(v) for k, v in res.items() if v}
+    ratio = med["ratio"]
+    print("## Fleets: 1000 sessions x 10 params on one connection\n")
+    print("| what | session-steps/s (median) | range |")
+    print("| --- | --- | --- |")
+    print(f"| plain step requests, round-robin | {fmt(med['single'])} | {spread(res['single'])} |")
+    print(f"| POST /v1/steps, 1000 items, ?return=none | {fmt(med['batch'])} | {spread(res['batch'])} |")
+    print(f"| POST /v1/steps, 1000 items, with params | {fmt(med['batch_params'])} | "
+          f"{spread(res['batch_params'])} |")
+    if res["nginx"]:
+        print(f"| nginx `return 200` requests/s, same connection count | {fmt(med['nginx'])} | "
+              f"{spread(res['nginx'])} |")
+    print(f"\nbatch / single: {ratio:.1f}x (median of {rounds} per-round ratios; target >= 20x)\n")
+    peer = f"single steps {fmt(med['single'])}/s"
+    if res["nginx"]:
+        peer += f"; nginx {fmt(med['nginx'])} req/s"
+    summary_row("fleet: session-steps/s, batches of 1000 (1 connection)", res["batch"], "/s", peer,
+                f"{ratio:.1f}×", "≥ 20×", ratio >= 20)
+
+
+if __name__ == "__main__":
+    main()
