@@ -7,7 +7,8 @@ the validation split; the worst quarter is replaced by copies of the best
 quarter -- a create with "from" (a fork: parameters, Adam's moments and the
 step count are copied atomically inside optd) -- and the copy's learning
 rate is perturbed (x0.8 or x1.25) with a PATCH, which keeps the optimizer
-state as PyTorch does when a param group's lr is edited.
+state as PyTorch does when a param group's lr is edited.  The population
+trains in lockstep: each step of all 16 members is one POST /v1/steps.
 
 The same 16 starting learning rates trained without exploitation give the
 baseline: the best fixed learning rate.  Prints the best schedule found and
@@ -21,6 +22,23 @@ import numpy as np
 
 import digits
 import optd_local
+
+
+def train_population(client, names, params, steps, train, rng, k):
+    """k steps of every member, the whole population in one POST /v1/steps
+    per step (a fleet's step: one request instead of one per member).
+    params and steps (dicts by name) are updated from the answers."""
+    X, y = train
+    for _ in range(k):
+        items = []
+        for n in names:
+            b = rng.choice(len(X), 64, replace=False)
+            loss, g = digits.loss_and_grad(params[n], X[b], y[b])
+            items.append({"session": n, "gradient": g, "step": steps[n], "loss": float(loss)})
+        for n, res in zip(names, client.steps(items)):
+            if "error" in res:
+                raise SystemExit("step of %s refused: %s" % (n, res["error"]["message"]))
+            params[n], steps[n] = np.asarray(res["params"]), res["step"]
 
 
 def run(client, data, members=16, rounds=12, interval=20, seed=0, exploit=True, tag="pbt"):
@@ -39,10 +57,12 @@ def run(client, data, members=16, rounds=12, interval=20, seed=0, exploit=True, 
         schedules[n] = [(0, float(lr))]
     try:
         scores = {}
+        params = {n: p0 for n in names}
+        steps = {n: 0 for n in names}
         for r in range(rounds):
+            train_population(client, names, params, steps, train_set, rng, interval)
             for n in names:
-                p = digits.train_steps(client, n, train_set, rng, interval)
-                scores[n] = digits.accuracy(p, Xva, yva)
+                scores[n] = digits.accuracy(params[n], Xva, yva)
             if not exploit or r == rounds - 1:
                 continue
             ranked = sorted(names, key=lambda n: scores[n], reverse=True)
@@ -60,6 +80,7 @@ def run(client, data, members=16, rounds=12, interval=20, seed=0, exploit=True, 
                 client.patch(new, hyperparameters={"lr": lr})
                 schedules[new] = schedules[winner] + [(d["step"], lr)]
                 scores[new] = scores[winner]
+                params[new], steps[new] = params[winner], d["step"]
                 names[names.index(loser)] = new
         best = max(names, key=lambda n: scores[n])
         _, p = client.params(best, binary=True)

@@ -4,7 +4,10 @@ README says they do (quick settings, well under a minute together).
 - digits.py with adam reaches at least 95% test accuracy;
 - figures.py draws its three pictures through optd, and Adam's Rosenbrock
   path ends near the minimum; the committed docs/figures are small PNGs;
-- pbt.py forks and re-tunes sessions and prints the best schedule.
+- pbt.py forks and re-tunes sessions, steps the population with
+  POST /v1/steps, and prints the best schedule;
+- optuna_study.py runs an Optuna study (TPE, MedianPruner) whose trials are
+  sessions, and optd's sort=best_loss ranks first the trial Optuna found best.
 """
 
 import importlib.util
@@ -63,6 +66,7 @@ class Examples(DaemonTestCase):
             self.assertLess(os.path.getsize(path), 200 * 1024, path)
 
     def test_pbt(self):
+        before = self.counts()
         out = self.run_example("examples/pbt.py", "--members", "8", "--rounds", "4",
                                "--interval", "15")
         m = re.search(r"best PBT schedule \(from step: lr\): (.*)", out)
@@ -71,6 +75,33 @@ class Examples(DaemonTestCase):
         self.assertRegex(out, r"best fixed lr = [\d.e-]+\s+[\d.]+%\s+[\d.]+%")
         self.assertEqual(self.d.get("/v1/sessions?prefix=pbt-").body["sessions"], [])
         self.assertEqual(self.d.get("/v1/sessions?prefix=fixed-").body["sessions"], [])
+        # One POST /v1/steps per step of the whole population: 2 runs x 60
+        # steps of 8 members took 960 updates, and 120 of those requests
+        # (plus the creates and forks, all POSTs too).
+        after = self.counts()
+        self.assertEqual(after[1] - before[1], 2 * 8 * 4 * 15)
+        self.assertLess(after[0] - before[0], 2 * 4 * 15 + 2 * 8 + 4 * 2 * 3)
+
+    def counts(self):
+        """(POST requests answered 201 or 200, adam steps) from /metrics."""
+        text = self.d.get("/metrics").body.decode()
+        posts = sum(int(n) for n in re.findall(
+            r'optd_http_requests_total\{method="POST",code="20[01]"\} (\d+)', text))
+        steps = re.search(r'optd_steps_total\{optimizer="adam"\} (\d+)', text)
+        return posts, int(steps.group(1)) if steps else 0
+
+    @unittest.skipUnless(importlib.util.find_spec("optuna"), "python3-optuna missing (install-deps test)")
+    def test_optuna_study(self):
+        out = self.run_example("examples/optuna_study.py", "--trials", "6", "--epochs", "2",
+                               "--study", "smoke")
+        self.assertRegex(out, r"study smoke: 6 trials \(\d+ pruned by MedianPruner\)")
+        m = re.search(r"Optuna's best trial: (\d+) .*optd's first: trial (\d+): (\S+)", out)
+        self.assertTrue(m, out)
+        self.assertEqual(m.group(1), m.group(2), out)
+        ranked = re.findall(r"^smoke-trial-\d+\s+\S+\s+\S+\s+([\d.]+)", out, re.M)
+        self.assertGreaterEqual(len(ranked), 2, out)
+        self.assertEqual([float(x) for x in ranked], sorted(float(x) for x in ranked))
+        self.assertEqual(self.d.get("/v1/sessions?label=study:smoke").body["sessions"], [])
 
 
 if __name__ == "__main__":

@@ -362,10 +362,13 @@ class Client:
         self.import_state(name, doc)
         return self.get(name)
 
-    def list_sessions(self, limit=None, after=None, prefix=None, labels=None):
-        """GET /v1/sessions: one page, {"sessions": [...], "next_after": ...}.
-        labels: a dict (or list of "key:value") that must all match."""
-        return self._json("GET", "/v1/sessions", query=self._list_query(limit, after, prefix, labels))
+    def list_sessions(self, limit=None, after=None, prefix=None, labels=None, sort=None, offset=None):
+        """GET /v1/sessions: one page, {"sessions": [...], "next_after": ...,
+        "next_offset": ...}.  labels: a dict (or list of "key:value") that
+        must all match; sort: "name" (default), "best_loss" or "last_loss"
+        (ascending by the descriptor's loss summary; page with offset)."""
+        q = self._list_query(limit, after, prefix, labels) + [("sort", sort), ("offset", offset)]
+        return self._json("GET", "/v1/sessions", query=q)
 
     def iter_sessions(self, prefix=None, labels=None, page_size=1000):
         """Every session descriptor, sorted by name, following next_after."""
@@ -470,6 +473,21 @@ class Client:
                 if step == e.current_step:
                     return StepResult(step, params)
             raise
+
+    def steps(self, items, return_params=True):
+        """POST /v1/steps: many sessions stepped in one request.
+
+        items: [{"session": name, "gradient": [...] (or a numpy array),
+        "step": n (optional), "loss": x (optional)}, ...], applied in order.
+        Returns one dict per item, in order: {"session", "step", "params"}
+        or {"session", "error": {"code", "message", ...}}: an item's failure
+        is its own, never an exception.  Retried after a broken connection
+        only when every item carries "step" (then a retry is safe)."""
+        body = {"steps": [dict(it, gradient=it["gradient"].tolist()) if _is_numpy(it.get("gradient"))
+                          else it for it in items]}
+        query = None if return_params else [("return", "none")]
+        retry = _RETRY_CAS if all("step" in it for it in items) else _RETRY_NONE
+        return self._json("POST", "/v1/steps", body, query=query, retry=retry)["results"]
 
     def history(self, name, limit=None, after_step=None):
         """GET .../history: [{"step", "lr", "grad_norm", "loss"?, "time"}, ...]."""
