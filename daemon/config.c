@@ -21,6 +21,7 @@ enum {
     OPT_TLS_CERT,
     OPT_TLS_KEY,
     OPT_MAX_BODY_BYTES,
+    OPT_MAX_BODY_MEMORY,
     OPT_MAX_SESSIONS,
     OPT_MAX_PARAMS,
     OPT_HISTORY,
@@ -43,6 +44,7 @@ static const struct option long_options[] = {
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY_BYTES},
+    {"max-body-memory", required_argument, NULL, OPT_MAX_BODY_MEMORY},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
     {"max-params", required_argument, NULL, OPT_MAX_PARAMS},
     {"history", required_argument, NULL, OPT_HISTORY},
@@ -88,6 +90,8 @@ void optd_config_usage(FILE *out)
           "  --tls-cert FILE            PEM certificate: serve HTTPS (needs --tls-key)  [off]\n"
           "  --tls-key FILE             PEM private key for --tls-cert  [off]\n"
           "  --max-body-bytes N         larger request bodies get 413  [268435456]\n"
+          "  --max-body-memory N        bytes all request bodies in flight may hold; beyond it 503\n"
+          "                             [a quarter of the memory, at least --max-body-bytes]\n"
           "  --max-sessions N           beyond it create gets 429  [100000]\n"
           "  --max-params N             total parameters over all sessions; beyond it 429  [unlimited]\n"
           "  --history N                steps of history kept per session  [1000]\n"
@@ -184,6 +188,11 @@ static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, 
         if (parse_uint(val, 1, SIZE_MAX / 2, &u))
             return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
         cfg->max_body_bytes = (size_t)u;
+        return 0;
+    case OPT_MAX_BODY_MEMORY:
+        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
+        cfg->max_body_memory = (size_t)u;
         return 0;
     case OPT_MAX_SESSIONS:
         if (parse_uint(val, 1, SIZE_MAX / 2, &u))
@@ -293,6 +302,11 @@ int optd_config_parse(optd_config_t *cfg, int argc, char **argv, FILE *out, optd
     int rc = optd_config_split_listen(cfg->listen, host, sizeof host, &port, err);
     if (rc)
         return rc;
+    if (cfg->max_body_memory && cfg->max_body_memory < cfg->max_body_bytes)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "--max-body-memory %zu is less than --max-body-bytes %zu: the largest body could never "
+                            "be taken",
+                            cfg->max_body_memory, cfg->max_body_bytes);
     if (cfg->metrics_auth && !cfg->auth_token_file)
         return optd_err_set(err, OPTD_EINVAL, "--metrics-auth needs --auth-token-file");
     return OPTD_CONFIG_RUN;

@@ -24,6 +24,7 @@ typedef struct optd_config {
     const char *tls_cert;
     const char *tls_key;
     size_t max_body_bytes;
+    size_t max_body_memory;        /* bodies in flight, bytes; 0: a quarter of the memory */
     size_t max_sessions;
     size_t max_params;             /* 0: unlimited */
     size_t history;

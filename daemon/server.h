@@ -45,6 +45,10 @@ typedef struct optd_server {
     pthread_mutex_t conns_mu;
     bool conns_mu_ready;
     struct optd_conn *conns;
+    /* Bytes of request-body buffers held now, and the most they may hold
+     * (--max-body-memory, or its default worked out at start). */
+    atomic_size_t body_mem;
+    size_t body_mem_max;
 
     /* Set once SIGTERM/SIGINT arrives: new requests get 503. */
     atomic_bool shutting_down;

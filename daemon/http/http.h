@@ -52,12 +52,30 @@ typedef enum optd_body_kind {
     OPTD_BODY_BINARY
 } optd_body_kind_t;
 
+/* Where a connection's current request is, for the slow-request watchdog
+ * (server.c).  Workers move it forward with compare-and-swap; the watchdog
+ * cuts only IDLE, HEAD and BODY, and CUT is final: a request whose handler
+ * has started is always answered, and a request cut before its handler
+ * never runs. */
+typedef enum optd_conn_phase {
+    OPTD_CONN_IDLE = 0,  /* between requests (keep-alive), or a request line not yet complete */
+    OPTD_CONN_HEAD,      /* the request line is in, headers arriving */
+    OPTD_CONN_BODY,      /* headers in, body arriving */
+    OPTD_CONN_ANSWER,    /* the handler runs or the answer is queued: never cut */
+    OPTD_CONN_CUT        /* the watchdog shut the socket down */
+} optd_conn_phase_t;
+
 /* One open connection, for the slow-request watchdog (server.c). */
 typedef struct optd_conn {
     struct optd_conn *prev, *next; /* srv->conns, under srv->conns_mu */
     int fd;
-    atomic_llong busy_since_ms;    /* start of the request being received; 0: none */
-    atomic_size_t received;        /* body bytes of that request so far */
+    atomic_int phase;              /* optd_conn_phase_t */
+    atomic_llong since_ms;         /* IDLE: when the last request ended; else when this one began */
+    atomic_size_t received;        /* body bytes of the current request so far */
+    /* The watchdog's own, under srv->conns_mu: the body-rate window. */
+    int64_t win_of;                /* since_ms of the request the window belongs to */
+    int64_t win_start_ms;
+    size_t win_bytes;
     char addr[INET6_ADDRSTRLEN];   /* the client's address, for the log */
 } optd_conn_t;
 
@@ -74,10 +92,11 @@ typedef struct optd_req {
     int64_t start_ns;
 
     optd_body_kind_t body_kind;
-    char *body;              /* malloc'd, NUL-terminated */
-    size_t body_len, body_cap;
+    char *body;              /* malloc'd, NUL-terminated, one buffer grown as chunks come */
+    size_t body_len, body_cap; /* body_cap - 1 bytes are counted in srv->body_mem */
     size_t body_expected;    /* Content-Length, or 0 when chunked/absent */
     bool body_too_large;     /* over --max-body-bytes: the rest is discarded */
+    bool body_over_budget;   /* over --max-body-memory: the rest is discarded, then 503 */
     size_t body_discarded;
 
     /* The response, built by a handler and queued by the server. */
@@ -124,6 +143,11 @@ void optd_http_error_from(optd_req_t *req, const optd_err_t *err);
 /* 409 step_mismatch with "current_step". */
 void optd_http_error_step(optd_req_t *req, uint64_t current_step, const optd_err_t *err);
 void optd_http_header(optd_req_t *req, const char *name, const char *value);
+/* An error body with a status and code name of its own, for the answers
+ * the HTTP layer gives itself (413, 501, 503 busy) that no optd_err code
+ * maps to; the message is one sentence. */
+void optd_http_error_status(optd_req_t *req, unsigned status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* ---- request helpers (request.c) ----------------------------------------- */
 
@@ -183,14 +207,21 @@ void optd_http_put_error_object(optd_sbuf_t *b, int code, const char *msg,
 /* Starts libmicrohttpd on srv->cfg.listen with the configured threads,
  * limits and TLS: 0 or OPTD_EINVAL/OPTD_EIO with a message. */
 int optd_http_start(optd_server_t *srv, optd_err_t *err);
+/* The bytes request bodies in flight may hold (--max-body-memory or its
+ * default), set by optd_http_start. */
+size_t optd_http_body_budget(const optd_server_t *srv);
 /* Stops accepting new connections (graceful stop, step one). */
 void optd_http_quiesce(optd_server_t *srv);
 /* Closes every connection and stops the worker threads. */
 void optd_http_stop(optd_server_t *srv);
-/* Closes connections whose current request (headers and body) has taken
- * longer than --connection-timeout plus one second per KiB of body
- * received: a client dribbling bytes never looks idle to libmicrohttpd.
- * Called from a libuv timer; returns how many were closed. */
+/* Closes connections whose current request arrives too slowly: headers
+ * not in within --connection-timeout of the request line, a body that
+ * brings less than 1 KiB/s over a --connection-timeout window (after the
+ * first), a request still arriving after 10 x --connection-timeout, or a
+ * request line still incomplete a second after the idle timeout.  A
+ * client dribbling bytes never looks idle to libmicrohttpd; keep-alive
+ * idle time never counts against a request.  Called from a libuv timer;
+ * returns how many were closed. */
 size_t optd_http_reap_slow(optd_server_t *srv);
 
 #endif

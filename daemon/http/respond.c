@@ -136,6 +136,23 @@ void optd_http_error_step(optd_req_t *req, uint64_t current_step, const optd_err
     reply_error(req, OPTD_ESTEP, msg, &current_step);
 }
 
+void optd_http_error_status(optd_req_t *req, unsigned status, const char *code, const char *fmt, ...)
+{
+    char msg[OPTD_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_puts(&b, "{\"error\":{\"code\":");
+    optd_sbuf_put_jstring(&b, code);
+    optd_sbuf_puts(&b, ",\"message\":");
+    optd_sbuf_put_jstring(&b, msg);
+    optd_sbuf_puts(&b, "}}");
+    optd_http_reply_sbuf(req, status, &b);
+}
+
 void optd_http_header(optd_req_t *req, const char *name, const char *value)
 {
     if (req->resp)

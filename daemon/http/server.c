@@ -3,16 +3,20 @@
  * MHD runs its own worker threads (internal polling thread pool with
  * epoll; a thread per connection with --sync always, see
  * optd_http_start).  For each request the access handler is called first with the
- * headers only: that is where auth, routing, the shutting-down check, the
- * Content-Type and the body limit (from Content-Length) are decided, and a
- * refusal is queued at once, before any body is read (MHD then closes the
- * connection instead of reading the body).  Body chunks are copied into the
- * request; a chunked body that grows past the limit is no longer stored
- * and gets 413 at its end.  The last call runs the route's handler. */
+ * headers only: that is where the framing (RFC 9112: where the body ends),
+ * auth, routing, the shutting-down check, the body limit (from
+ * Content-Length), the Content-Type and the body-memory budget are decided,
+ * and a refusal is queued at once, before any body is read (MHD then closes
+ * the connection instead of reading the body).  Body chunks are copied into
+ * one buffer that grows as they come; a chunked body that grows past the
+ * limit or the budget is no longer stored and gets 413 or 503 at its end.
+ * The last call runs the route's handler.  A watchdog (optd_http_reap_slow)
+ * cuts requests that arrive too slowly, never one whose handler started. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +28,32 @@
 #include "fmt.h"
 #include "http.h"
 
-/* A chunked body past --max-body-bytes is discarded up to this many more
- * bytes so the client can read its 413; beyond it the connection is cut. */
+/* A chunked body past --max-body-bytes (or past the body-memory budget) is
+ * discarded up to this many more bytes so the client can read its 413 (or
+ * 503); beyond it the connection is cut. */
 #define DISCARD_MAX ((size_t)64 << 20)
 
-/* The slowest body a request may send once --connection-timeout has passed
- * (as Apache's mod_reqtimeout MinRate): bytes per second. */
+/* The slowest a body may arrive, as Apache's mod_reqtimeout MinRate: bytes
+ * per second over each --connection-timeout window after the first. */
 #define MIN_BODY_RATE 1024
+/* A request (headers and body) still arriving after this many
+ * --connection-timeouts is cut, however steadily it trickles. */
+#define MAX_REQUEST_TIMEOUTS 10
+/* A connection still inside an incomplete request line this long after
+ * libmicrohttpd's idle timeout is a slowloris on the request line. */
+#define IDLE_GRACE_MS 1000
+
+/* A body declared up to this size gets its whole buffer at once (the
+ * common small step: one malloc); a larger one starts at BODY_FIRST and
+ * doubles as data comes, so memory follows what arrived, not what was
+ * promised. */
+#define BODY_WHOLE_MAX ((size_t)1 << 20)
+#define BODY_FIRST ((size_t)64 << 10)
+#define BODY_FIRST_CHUNKED ((size_t)4096)
+
+/* Retry-After of the 503 that refuses a body while the budget is full:
+ * bodies in flight either finish fast or are cut by the watchdog. */
+#define BUSY_RETRY_AFTER "1"
 
 static int64_t wall_ms(void)
 {
@@ -63,10 +86,29 @@ static void media_type(const char *ct, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* Moves the connection to ANSWER (the watchdog no longer cuts it): false
+ * when the watchdog cut it first, and then nothing may run or be queued. */
+static bool enter_answer(optd_req_t *req)
+{
+    if (!req->c)
+        return true;
+    int p = atomic_load(&req->c->phase);
+    while (p != OPTD_CONN_CUT) {
+        if (p == OPTD_CONN_ANSWER || atomic_compare_exchange_weak(&req->c->phase, &p, OPTD_CONN_ANSWER))
+            return true;
+    }
+    return false;
+}
+
 static enum MHD_Result queue(optd_req_t *req)
 {
-    if (req->c)
-        atomic_store(&req->c->busy_since_ms, 0); /* receiving is over */
+    req->queued = true;
+    if (!enter_answer(req)) {
+        if (req->resp)
+            MHD_destroy_response(req->resp);
+        req->resp = NULL;
+        return MHD_NO;
+    }
     if (!req->resp)
         optd_http_error(req, OPTD_EINTERNAL, "the handler produced no response");
     if (atomic_load(&req->srv->shutting_down))
@@ -75,8 +117,51 @@ static enum MHD_Result queue(optd_req_t *req)
     if (req->resp)
         MHD_destroy_response(req->resp);
     req->resp = NULL;
-    req->queued = true;
     return r;
+}
+
+/* ---- the body-memory budget ------------------------------------------------ */
+
+static size_t budget_used(const optd_server_t *srv)
+{
+    return atomic_load(&((optd_server_t *)srv)->body_mem);
+}
+
+static bool budget_take(optd_server_t *srv, size_t n)
+{
+    if (atomic_fetch_add(&srv->body_mem, n) + n <= srv->body_mem_max)
+        return true;
+    atomic_fetch_sub(&srv->body_mem, n);
+    return false;
+}
+
+/* Bytes a buffer of cap bytes counts for (its terminating NUL is free, so
+ * a body of exactly --max-body-bytes fits a budget of that size). */
+static size_t budget_of(size_t cap)
+{
+    return cap ? cap - 1 : 0;
+}
+
+/* Frees the body and gives its bytes back to the budget. */
+static void body_release(optd_req_t *req)
+{
+    if (req->body_cap)
+        atomic_fetch_sub(&req->srv->body_mem, budget_of(req->body_cap));
+    free(req->body);
+    req->body = NULL;
+    req->body_len = req->body_cap = 0;
+}
+
+/* 503 while the bodies in flight hold the whole budget; closes the
+ * connection, since its body (if any) is not read. */
+static void busy(optd_req_t *req)
+{
+    optd_http_error_status(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                           "request bodies in flight hold %zu of the %zu bytes --max-body-memory allows; "
+                           "retry shortly",
+                           budget_used(req->srv), req->srv->body_mem_max);
+    optd_http_header(req, MHD_HTTP_HEADER_RETRY_AFTER, BUSY_RETRY_AFTER);
+    optd_http_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
 /* 413 that also closes the connection, so an unread body is never taken
@@ -137,9 +222,136 @@ static void method_not_allowed(optd_req_t *req, unsigned allowed)
     optd_http_header(req, MHD_HTTP_HEADER_ALLOW, allow);
 }
 
+/* ---- framing (RFC 9112) --------------------------------------------------- */
+
+/* What the headers say about where the body ends, from one pass over every
+ * header MHD parsed.  MHD 0.9.75 looks at the first Content-Length or
+ * Transfer-Encoding only and takes "Content-Length : 5" for an unknown
+ * header, so it would read that body as the next request. */
+typedef struct framing {
+    const char *cl;          /* the first Content-Length value */
+    const char *te;          /* the first Transfer-Encoding value */
+    const char *bad_name;    /* a field name that is not a token */
+    unsigned n_cl, n_te, n_host, n_chunked;
+    bool cl_differ;          /* two Content-Length values differ */
+    bool te_other;           /* a transfer coding other than chunked */
+    bool bare_cr;            /* a CR inside a field value */
+} framing_t;
+
+/* RFC 9110 5.6.2's tchar: what a field name is made of. */
+static bool is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch && memchr(extra, ch, sizeof extra - 1));
+}
+
+static void te_codings(framing_t *f, const char *v)
+{
+    while (*v) {
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        const char *t = v;
+        while (*v && *v != ',')
+            v++;
+        const char *e = v;
+        while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e - t == 7 && strncasecmp(t, "chunked", 7) == 0)
+            f->n_chunked++;
+        else if (e > t)
+            f->te_other = true;
+    }
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                   const char *value, size_t value_size)
+{
+    (void)kind;
+    framing_t *f = cls;
+    bool token = key_size > 0;
+    for (size_t i = 0; token && i < key_size; i++)
+        token = is_tchar((unsigned char)key[i]);
+    if (!token) {
+        if (!f->bad_name)
+            f->bad_name = key;
+        return MHD_YES;
+    }
+    if (value && memchr(value, '\r', value_size))
+        f->bare_cr = true;
+    if (!value)
+        value = "";
+    if (key_size == 14 && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->n_cl++ == 0)
+            f->cl = value;
+        else if (strcmp(f->cl, value) != 0)
+            f->cl_differ = true;
+    } else if (key_size == 17 && strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        if (f->n_te++ == 0)
+            f->te = value;
+        te_codings(f, value);
+    } else if (key_size == 4 && strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->n_host++;
+    }
+    return MHD_YES;
+}
+
+/* Scans the headers into f and answers what RFC 9112 says a server must
+ * not guess at: 400 (501 for a transfer coding optd does not know), and
+ * the connection closes, since where this request ends is unknown.  False
+ * when it answered. */
+static bool framing_ok(optd_req_t *req, const char *version, framing_t *f)
+{
+    memset(f, 0, sizeof *f);
+    MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, scan_header, f);
+    bool http11 = strncmp(version, "HTTP/1.", 7) == 0 && version[7] >= '1';
+    char msg[200];
+    if (f->bad_name)
+        snprintf(msg, sizeof msg, "the header name '%.40s' is not a token (whitespace before the colon?)",
+                 f->bad_name);
+    else if (f->bare_cr)
+        snprintf(msg, sizeof msg, "a header value holds a bare CR");
+    else if (f->n_host > 1 || (f->n_host == 0 && http11))
+        snprintf(msg, sizeof msg, "an HTTP/1.1 request needs exactly one Host header");
+    else if (f->cl_differ)
+        snprintf(msg, sizeof msg, "Content-Length headers that disagree");
+    else if (f->n_te && f->n_cl)
+        snprintf(msg, sizeof msg, "both Content-Length and Transfer-Encoding");
+    else if (f->n_te && !http11)
+        snprintf(msg, sizeof msg, "Transfer-Encoding in an HTTP/1.0 request");
+    else if (f->te_other) {
+        optd_http_error_status(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented",
+                               "Transfer-Encoding '%.60s' is not taken here (only chunked)", f->te);
+        optd_http_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+        return false;
+    } else if (f->n_te && f->n_chunked != 1)
+        snprintf(msg, sizeof msg, "Transfer-Encoding must name chunked exactly once");
+    else
+        return true;
+    optd_http_error(req, OPTD_EINVAL, "malformed request framing: %s (RFC 9112)", msg);
+    optd_http_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+    return false;
+}
+
+/* Whether the request says a body follows (a Content-Length above 0, or a
+ * Transfer-Encoding). */
+static bool declares_body(const framing_t *f)
+{
+    if (f->n_te)
+        return true;
+    if (!f->cl)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(f->cl, &end, 10);
+    return errno || *end || end == f->cl || n > 0;
+}
+
+/* ---- the request ------------------------------------------------------------ */
+
 /* The first call: headers only.  Leaves a response in req when the request
  * is refused before its body. */
-static void begin(optd_req_t *req)
+static void begin(optd_req_t *req, const framing_t *f)
 {
     optd_server_t *srv = req->srv;
     optd_router_match(req);
@@ -164,11 +376,10 @@ static void begin(optd_req_t *req)
         return;
     }
 
-    const char *cl = optd_req_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
+    if (f->cl) {
         char *end;
         errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
+        unsigned long long n = strtoull(f->cl, &end, 10);
         if (errno || *end || n > srv->cfg.max_body_bytes) {
             too_large(req);
             return;
@@ -184,38 +395,78 @@ static void begin(optd_req_t *req)
             req->body_kind = OPTD_BODY_JSON;
         else if (strcmp(mt, "application/octet-stream") == 0 && req->route == OPTD_R_STEP)
             req->body_kind = OPTD_BODY_BINARY;
-        else
+        else {
             bad_media(req, ct);
+            return;
+        }
     }
+    /* Refused now, before the client sends it, rather than half-way: the
+     * budget is only checked here, and taken as the body arrives. */
+    size_t used = budget_used(srv);
+    if (req->body_expected > (used < srv->body_mem_max ? srv->body_mem_max - used : 0))
+        busy(req);
+}
+
+/* The capacity for a body that needs `need` bytes (its NUL included). */
+static size_t next_cap(const optd_req_t *req, size_t need)
+{
+    size_t exp = req->body_expected;
+    size_t cap;
+    if (exp && exp < BODY_WHOLE_MAX)
+        cap = exp + 1;
+    else if (req->body_cap)
+        cap = req->body_cap * 2;
+    else
+        cap = exp ? BODY_FIRST : BODY_FIRST_CHUNKED;
+    while (cap < need)
+        cap *= 2;
+    if (exp && cap > exp + 1 && need <= exp + 1)
+        cap = exp + 1;
+    if (cap > req->srv->cfg.max_body_bytes + 1)
+        cap = req->srv->cfg.max_body_bytes + 1;
+    return cap;
+}
+
+/* The budget is full: the body is dropped and the rest discarded, to
+ * answer 503 at its end; false (cut now) when that rest is too long. */
+static bool over_budget(optd_req_t *req, size_t n)
+{
+    size_t got = req->body_len + n;
+    body_release(req);
+    req->body_over_budget = true;
+    if (!req->body_expected) {
+        req->body_discarded = got;
+        return got <= DISCARD_MAX;
+    }
+    req->body_discarded = 0;
+    return req->body_expected - got <= DISCARD_MAX;
 }
 
 /* Copies one chunk of the body (or counts it once over the limit). */
 static bool take_chunk(optd_req_t *req, const char *data, size_t n)
 {
     size_t max = req->srv->cfg.max_body_bytes;
-    if (req->body_too_large) {
+    if (req->body_too_large || req->body_over_budget) {
         req->body_discarded += n;
         return req->body_discarded <= DISCARD_MAX;
     }
     if (n > max - req->body_len) {
+        size_t got = req->body_len + n;
+        body_release(req);
         req->body_too_large = true;
-        req->body_discarded = req->body_len + n;
-        free(req->body);
-        req->body = NULL;
-        req->body_len = req->body_cap = 0;
+        req->body_discarded = got;
         return true;
     }
     if (req->body_len + n + 1 > req->body_cap) {
-        size_t cap = req->body_cap ? req->body_cap * 2 : 4096;
-        if (req->body_expected + 1 > cap)
-            cap = req->body_expected + 1;
-        while (cap < req->body_len + n + 1)
-            cap *= 2;
-        if (cap > max + 1)
-            cap = max + 1;
+        size_t cap = next_cap(req, req->body_len + n + 1);
+        size_t more = budget_of(cap) - budget_of(req->body_cap);
+        if (!budget_take(req->srv, more))
+            return over_budget(req, n);
         char *p = realloc(req->body, cap);
-        if (!p)
+        if (!p) {
+            atomic_fetch_sub(&req->srv->body_mem, more);
             return false;
+        }
         req->body = p;
         req->body_cap = cap;
     }
@@ -225,26 +476,35 @@ static bool take_chunk(optd_req_t *req, const char *data, size_t n)
     return true;
 }
 
-/* Whether the request says a body follows (Content-Length above 0, or any
- * Transfer-Encoding). */
-static bool has_body(optd_req_t *req)
+/* The first call of a request: framing, then the checks of begin. */
+static enum MHD_Result first_call(optd_req_t *req, const char *version)
 {
-    if (optd_req_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING))
-        return true;
-    const char *cl = optd_req_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (!cl)
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(cl, &end, 10);
-    return errno || *end || end == cl || n > 0;
+    framing_t f;
+    bool framed = framing_ok(req, version, &f);
+    if (framed)
+        begin(req, &f);
+    if (!req->resp) {
+        if (req->c && declares_body(&f)) {
+            int head = OPTD_CONN_HEAD;
+            atomic_compare_exchange_strong(&req->c->phase, &head, OPTD_CONN_BODY);
+        }
+        return MHD_YES;
+    }
+    /* A response queued now, before the body, makes MHD close the
+     * connection so it never reads a body nobody asked for.  A request
+     * with no body loses nothing by waiting for the final call, and so
+     * keeps its keep-alive connection (a client probing for a session
+     * that does not exist should not pay a new connection per 404).  A
+     * framing error always closes: where the request ends is unknown. */
+    if (framed && !declares_body(&f))
+        return MHD_YES;
+    return queue(req);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-    (void)version;
     optd_server_t *srv = cls;
     optd_req_t *req = *con_cls;
     if (!req) {
@@ -261,15 +521,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->c = ci ? ci->socket_context : NULL;
         *con_cls = req;
         atomic_fetch_add(&srv->in_flight, 1);
-        begin(req);
-        /* A response queued now, before the body, makes MHD close the
-         * connection so it never reads a body nobody asked for.  A request
-         * with no body loses nothing by waiting for the final call, and so
-         * keeps its keep-alive connection (a client probing for a session
-         * that does not exist should not pay a new connection per 404). */
-        if (req->resp && !has_body(req))
-            return MHD_YES;
-        return req->resp ? queue(req) : MHD_YES;
+        return first_call(req, version);
     }
     if (req->queued) {
         *upload_data_size = 0;
@@ -282,13 +534,37 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return ok ? MHD_YES : MHD_NO;
     }
-    if (req->resp) /* refused at the headers; see the first call */
+    if (req->resp) /* refused at the headers; see first_call */
         return queue(req);
+    /* Once the handler starts, the request is answered whatever its time;
+     * one the watchdog cut before never runs. */
+    if (!enter_answer(req))
+        return MHD_NO;
     if (req->body_too_large)
         too_large(req);
+    else if (req->body_over_budget)
+        busy(req);
     else
         optd_router_dispatch(req);
     return queue(req);
+}
+
+/* MHD calls this as soon as a request line is in, before its headers: the
+ * request's clock starts here, not when the previous request on the
+ * connection ended (keep-alive idle time is libmicrohttpd's business). */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)uri;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    optd_conn_t *c = ci ? ci->socket_context : NULL;
+    if (c) {
+        atomic_store(&c->received, 0);
+        atomic_store(&c->since_ms, wall_ms());
+        int idle = OPTD_CONN_IDLE;
+        atomic_compare_exchange_strong(&c->phase, &idle, OPTD_CONN_HEAD);
+    }
+    return NULL; /* the access handler's *con_cls starts as NULL */
 }
 
 static void client_address(struct MHD_Connection *conn, char *buf, size_t cap)
@@ -371,13 +647,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client closed"
                  : "error");
     if (req->c) {
-        /* The next request's headers may start arriving now. */
-        atomic_store(&req->c->received, 0);
-        atomic_store(&req->c->busy_since_ms, wall_ms());
+        /* Idle until the next request line (or cut, which stays). */
+        atomic_store(&req->c->since_ms, wall_ms());
+        int p = atomic_load(&req->c->phase);
+        while (p != OPTD_CONN_CUT && !atomic_compare_exchange_weak(&req->c->phase, &p, OPTD_CONN_IDLE))
+            ;
     }
     if (req->resp)
         MHD_destroy_response(req->resp);
-    free(req->body);
+    body_release(req);
     free(req);
     atomic_fetch_sub(&srv->in_flight, 1);
 }
@@ -395,7 +673,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             return; /* not watched: only the idle timeout applies */
         c->fd = ci->connect_fd;
         client_address(conn, c->addr, sizeof c->addr); /* once, not per request */
-        atomic_store(&c->busy_since_ms, wall_ms());
+        atomic_store(&c->since_ms, wall_ms()); /* phase IDLE (0) from calloc */
         pthread_mutex_lock(&srv->conns_mu);
         c->next = srv->conns;
         if (srv->conns)
@@ -422,30 +700,57 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     *socket_context = NULL;
 }
 
+/* Whether a body brought less than MIN_BODY_RATE over the last window of
+ * t ms; the first window (the request's first t ms) is free. */
+static bool body_too_slow(optd_conn_t *c, int64_t now, int64_t since, int64_t t)
+{
+    size_t got = atomic_load(&c->received);
+    if (now - since < t)
+        return false;
+    if (c->win_of != since || got < c->win_bytes) {
+        c->win_of = since;
+        c->win_start_ms = now;
+        c->win_bytes = got;
+        return false;
+    }
+    if (now - c->win_start_ms < t)
+        return false;
+    if (got - c->win_bytes < (size_t)(MIN_BODY_RATE * t / 1000))
+        return true;
+    c->win_start_ms = now;
+    c->win_bytes = got;
+    return false;
+}
+
 size_t optd_http_reap_slow(optd_server_t *srv)
 {
     if (!srv->mhd || srv->cfg.connection_timeout == 0)
         return 0;
     int64_t now = wall_ms();
-    int64_t base = (int64_t)srv->cfg.connection_timeout * 1000;
+    int64_t t = (int64_t)srv->cfg.connection_timeout * 1000;
     size_t closed = 0;
     pthread_mutex_lock(&srv->conns_mu);
     for (optd_conn_t *c = srv->conns; c; c = c->next) {
-        int64_t since = atomic_load(&c->busy_since_ms);
-        if (!since)
-            continue;
-        int64_t allowed = base + (int64_t)(atomic_load(&c->received) * 1000 / MIN_BODY_RATE);
-        if (now - since > allowed) {
+        int p = atomic_load(&c->phase);
+        int64_t age = now - atomic_load(&c->since_ms);
+        bool cut = false;
+        if (p == OPTD_CONN_IDLE)
+            cut = age > t + IDLE_GRACE_MS;
+        else if (p == OPTD_CONN_HEAD)
+            cut = age > t;
+        else if (p == OPTD_CONN_BODY)
+            cut = age > t * MAX_REQUEST_TIMEOUTS || body_too_slow(c, now, now - age, t);
+        /* The compare-and-swap loses to a handler that just started. */
+        if (cut && atomic_compare_exchange_strong(&c->phase, &p, OPTD_CONN_CUT)) {
             /* shutdown, not close: MHD still owns the fd and sees EOF. */
             shutdown(c->fd, SHUT_RDWR);
-            atomic_store(&c->busy_since_ms, 0);
             closed++;
         }
     }
     pthread_mutex_unlock(&srv->conns_mu);
     if (closed)
-        optd_log(&srv->log, OPTD_LOG_INFO, "closed %zu connections whose request took longer than "
-                                          "--connection-timeout (%u s)", closed, srv->cfg.connection_timeout);
+        optd_log(&srv->log, OPTD_LOG_INFO, "closed %zu connections whose request arrived too slowly "
+                                          "(--connection-timeout %u s)", closed, srv->cfg.connection_timeout);
     return closed;
 }
 
@@ -483,8 +788,56 @@ static int read_file(const char *path, const char *flag, char **out, optd_err_t 
     return 0;
 }
 
+/* The memory this process may use: physical memory, or its cgroup (v2)
+ * limit when lower; 0 when neither can be read. */
+static uint64_t memory_limit(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    char line[512], path[600];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        if (strncmp(line, "0::", 3) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
+            found = true;
+        }
+    if (f)
+        fclose(f);
+    FILE *m = found ? fopen(path, "r") : NULL;
+    unsigned long long lim;
+    if (m && fscanf(m, "%llu", &lim) == 1 && lim > 0 && (mem == 0 || lim < mem))
+        mem = lim; /* "max" (no limit) does not scan */
+    if (m)
+        fclose(m);
+    return mem;
+}
+
+/* --max-body-memory, or by default a quarter of the memory (at least one
+ * body of --max-body-bytes, so the largest allowed body always fits when
+ * it is alone). */
+static void set_body_budget(optd_server_t *srv)
+{
+    size_t max = srv->cfg.max_body_memory;
+    if (!max) {
+        uint64_t quarter = memory_limit() / 4;
+        max = quarter > SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)quarter;
+        if (max < srv->cfg.max_body_bytes)
+            max = srv->cfg.max_body_bytes;
+    }
+    srv->body_mem_max = max;
+    atomic_store(&srv->body_mem, 0);
+}
+
+size_t optd_http_body_budget(const optd_server_t *srv)
+{
+    return srv->body_mem_max;
+}
+
 int optd_http_start(optd_server_t *srv, optd_err_t *err)
 {
+    set_body_budget(srv);
     if (!srv->conns_mu_ready) {
         pthread_mutex_init(&srv->conns_mu, NULL);
         srv->conns_mu_ready = true;
@@ -552,6 +905,7 @@ int optd_http_start(optd_server_t *srv, optd_err_t *err)
                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                                MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
                                 MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!srv->mhd)
         return optd_err_set(err, OPTD_EIO, "cannot serve on %s%s (see the libmicrohttpd message above)",
