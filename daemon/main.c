@@ -6,10 +6,12 @@
  * timer (whose writes go to the libuv work queue, off the request path) and
  * the graceful stop all happen here.  This is the only file that decides
  * the process's exit status. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <uv.h>
@@ -195,6 +197,60 @@ static void startup_error(optd_server_t *srv, const char *msg)
         fprintf(stderr, "optd: %s\n", msg);
 }
 
+/* Descriptors kept out of --max-connections' reach: stdio, the log, the
+ * listening socket, the event loop's own, the data directory, its lock, the
+ * journal (two while it rotates), a snapshot's tmp file and directory
+ * syncs, with room to spare; plus an epoll fd and a wake-up fd per HTTP
+ * thread.  Running out of them fails snapshot writes and loses
+ * acknowledged changes, so connections give way, not persistence. */
+#define FD_RESERVE 64
+#define FD_PER_THREAD 3
+/* Fewer connections than this is not a daemon worth starting. */
+#define FD_MIN_CONNECTIONS 16
+
+/* Raises the soft RLIMIT_NOFILE to the hard one and clamps
+ * --max-connections to what then fits beside FD_RESERVE: 0, or -1 after
+ * logging why nothing sensible fits. */
+static int fit_descriptors(optd_server_t *srv)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        optd_log(&srv->log, OPTD_LOG_WARN, "cannot read RLIMIT_NOFILE (%s); --max-connections %u is not checked",
+                 strerror(errno), srv->cfg.max_connections);
+        return 0;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {rl.rlim_max, rl.rlim_max};
+        /* An unlimited hard limit is still bounded by fs.nr_open. */
+        if (want.rlim_cur == RLIM_INFINITY)
+            want.rlim_cur = 1 << 20;
+        while (setrlimit(RLIMIT_NOFILE, &want) != 0 && want.rlim_cur > rl.rlim_cur * 2)
+            want.rlim_cur /= 2;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return 0;
+    }
+    rlim_t reserve = FD_RESERVE + (rlim_t)FD_PER_THREAD * srv->cfg.threads;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= reserve + srv->cfg.max_connections)
+        return 0;
+    rlim_t fit = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
+    if (fit < FD_MIN_CONNECTIONS) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "RLIMIT_NOFILE %llu leaves room for %llu connections beside the %llu descriptors kept for "
+                 "persistence and the daemon's own; raise it (ulimit -n)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)fit, (unsigned long long)reserve);
+        startup_error(srv, msg);
+        return -1;
+    }
+    optd_log(&srv->log, OPTD_LOG_WARN,
+             "--max-connections %u does not fit in RLIMIT_NOFILE %llu (%llu descriptors are kept for "
+             "persistence and the daemon's own); serving at most %llu connections",
+             srv->cfg.max_connections, (unsigned long long)rl.rlim_cur, (unsigned long long)reserve,
+             (unsigned long long)fit);
+    srv->cfg.max_connections = (unsigned)fit;
+    return 0;
+}
+
 static int setup_loop(optd_server_t *srv)
 {
     uv_signal_init(srv->loop, &srv->sig_term);
@@ -246,6 +302,11 @@ int main(int argc, char **argv)
     }
     atomic_store(&srv.log.level, (int)srv.cfg.log_level);
     optd_metrics_init(&srv.metrics);
+
+    if (fit_descriptors(&srv) < 0) {
+        optd_log_close(&srv.log);
+        return 2;
+    }
 
     if (srv.cfg.auth_token_file && optd_auth_load(&srv, srv.cfg.auth_token_file, &err) < 0) {
         startup_error(&srv, err.msg);
