@@ -9,12 +9,13 @@ Content-Length and kept the connection, and never answered
 "Transfer-Encoding: gzip"."""
 
 import json
+import shutil
 import socket
 import time
 import unittest
 
 import openapi_check
-from harness import DaemonTestCase, Response
+from harness import Daemon, DaemonTestCase, Response
 
 
 class _Headers(dict):
@@ -169,6 +170,69 @@ class Framing(DaemonTestCase):
                 b"GET /healthz HTTP/1.1\r\nhost: x\r\nConnection: close\r\n\r\n")
         resps, _ = exchange(self.d, data)
         self.assertEqual([r.status for r in resps], [201, 200, 200], resps)
+
+
+@unittest.skipUnless(shutil.which("nginx"), "nginx is not installed (deploy/install-deps.sh test)")
+class ThroughNginx(unittest.TestCase):
+    """What the README says of deploy/nginx: nginx refuses each of these
+    itself (its own 400 or 501) and nothing reaches optd as a second
+    request, whatever optd would have made of it."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_sharding import Nginx
+        cls.d = Daemon()
+        cls.d.start()
+        cls.nginx = Nginx([cls.d.port])
+        try:
+            cls.nginx.start()
+        except BaseException:
+            cls.nginx.stop()
+            cls.d.stop()
+            cls.d.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.nginx.stop()
+        try:
+            cls.d.stop()
+        finally:
+            cls.d.cleanup()
+
+    def test_nginx_refuses_ambiguous_framing(self):
+        proxy = type("Proxy", (), {"raw_socket": lambda _, timeout=10: socket.create_connection(
+            ("127.0.0.1", self.nginx.port), timeout=timeout)})()
+        body = b'{"labels": {"a": "b"}}'
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        cases = []
+        for i, (headers, payload) in enumerate((
+                (b"Content-Length : %d", None),
+                (b"Content-Length: %d\r\nContent-Length: 1", None),
+                (b"Content-Length: %d\r\nTransfer-Encoding: chunked", chunked))):
+            name = "ngx-%d" % i
+            self.d.create(name, "sgd", size=1)
+            smuggled = b"DELETE /v1/sessions/%s HTTP/1.1\r\nHost: x\r\n\r\n" % name.encode()
+            first = payload if payload is not None else body
+            data = first + smuggled
+            cases.append((name, b"PATCH /v1/sessions/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          % name.encode() + (headers % len(data)) + b"\r\n\r\n" + data, 400))
+        step = b"POST /v1/sessions/ngx-0/step HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        for te, status in ((b"gzip", 501), (b"chunked, chunked", 501)):
+            cases.append((None, step + b"Transfer-Encoding: %s\r\n\r\n2\r\n{}\r\n0\r\n\r\n" % te, status))
+        cases.append((None, b"GET /healthz HTTP/1.1\r\n\r\n", 400))
+        cases.append((None, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400))
+        cases.append((None, step[:-2].replace(b"HTTP/1.1\r\nHost: x", b"HTTP/1.0") +
+                      b"\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400))
+        for name, data, status in cases:
+            with self.subTest(data=data[:90]):
+                resps, closed = exchange(proxy, data)
+                self.assertEqual([r.status for r in resps], [status], resps)
+                self.assertTrue(closed)
+                if name:
+                    r = self.d.get("/v1/sessions/" + name)
+                    self.assertEqual(r.status, 200, "the smuggled DELETE reached optd")
+                    self.assertEqual(r.body["labels"], {}, "a refused PATCH reached optd")
 
 
 if __name__ == "__main__":
