@@ -130,10 +130,13 @@ class Document(unittest.TestCase):
     def test_error_codes_match_api_md(self):
         codes = set(self.doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
                     ["code"]["enum"])
+        # API.md's table, plus not_implemented: the HTTP layer's 501 for a
+        # Transfer-Encoding other than chunked (RFC 9112; README, Security).
         self.assertEqual(codes, {"invalid_json", "invalid_argument", "size_mismatch", "non_finite",
                                  "unauthorized", "not_found", "method_not_allowed", "already_exists",
                                  "step_mismatch", "payload_too_large", "unsupported_media_type",
-                                 "resource_exhausted", "internal", "insufficient_storage", "unavailable"})
+                                 "resource_exhausted", "internal", "insufficient_storage", "unavailable",
+                                 "not_implemented"})
 
     def test_schema_check_is_not_vacuous(self):
         good = {"name": "a", "optimizer": "adam", "dtype": "float64", "size": 1, "step": 0,
