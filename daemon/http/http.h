@@ -207,9 +207,6 @@ void optd_http_put_error_object(optd_sbuf_t *b, int code, const char *msg,
 /* Starts libmicrohttpd on srv->cfg.listen with the configured threads,
  * limits and TLS: 0 or OPTD_EINVAL/OPTD_EIO with a message. */
 int optd_http_start(optd_server_t *srv, optd_err_t *err);
-/* The bytes request bodies in flight may hold (--max-body-memory or its
- * default), set by optd_http_start. */
-size_t optd_http_body_budget(const optd_server_t *srv);
 /* Stops accepting new connections (graceful stop, step one). */
 void optd_http_quiesce(optd_server_t *srv);
 /* Closes every connection and stops the worker threads. */

@@ -828,11 +828,8 @@ static void set_body_budget(optd_server_t *srv)
     }
     srv->body_mem_max = max;
     atomic_store(&srv->body_mem, 0);
-}
-
-size_t optd_http_body_budget(const optd_server_t *srv)
-{
-    return srv->body_mem_max;
+    optd_log(&srv->log, OPTD_LOG_INFO, "request bodies in flight may hold %zu bytes%s", max,
+             srv->cfg.max_body_memory ? "" : " (the default: a quarter of the memory, at least --max-body-bytes)");
 }
 
 int optd_http_start(optd_server_t *srv, optd_err_t *err)
