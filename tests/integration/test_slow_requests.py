@@ -164,6 +164,23 @@ class BodyTrickle(DaemonTestCase):
             s.close()
         self.d.assert_alive()
 
+    def test_request_line_dribble_is_cut(self):
+        """A request line sent a byte every half second never completes (so
+        the request's own clock never starts): the connection is still cut."""
+        line = b"GET /v1/sessions/" + b"a" * 200 + b" HTTP/1.1\r\n"
+        s = self.d.raw_socket(timeout=10)
+        pos = [0]
+
+        def feed():
+            if pos[0] < len(line) - 2:
+                s.sendall(line[pos[0]:pos[0] + 1])
+                pos[0] += 1
+        try:
+            self.assertTrue(closed_within(s, 30, feed), "a dribbled request line kept its connection")
+        finally:
+            s.close()
+        self.d.assert_alive()
+
     def test_budget_full_is_503_before_the_body(self):
         held = self.start_body(6 * MiB, 5 * MiB)
         try:
