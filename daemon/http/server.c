@@ -122,9 +122,9 @@ static enum MHD_Result queue(optd_req_t *req)
 
 /* ---- the body-memory budget ------------------------------------------------ */
 
-static size_t budget_used(const optd_server_t *srv)
+static size_t budget_used(optd_server_t *srv)
 {
-    return atomic_load(&((optd_server_t *)srv)->body_mem);
+    return atomic_load(&srv->body_mem);
 }
 
 static bool budget_take(optd_server_t *srv, size_t n)
