@@ -95,7 +95,7 @@ void optd_config_usage(FILE *out)
           "  --max-sessions N           beyond it create gets 429  [100000]\n"
           "  --max-params N             total parameters over all sessions; beyond it 429  [unlimited]\n"
           "  --history N                steps of history kept per session  [1000]\n"
-          "  --max-connections N        concurrent connections  [1024]\n"
+          "  --max-connections N        concurrent connections (clamped to what RLIMIT_NOFILE allows)  [1024]\n"
           "  --connection-timeout SECS  close idle or too-slow connections after SECS (0: never)  [30]\n"
           "  --metrics-auth             with --auth-token-file, /metrics needs the token too  [off]\n"
           "  --log-level LEVEL          error, warn, info (one line per request) or debug  [info]\n"
