@@ -206,6 +206,15 @@ class BodyTrickle(DaemonTestCase):
             self.assertLess(time.monotonic(), end, "the memory of a closed body never came back")
             time.sleep(0.1)
 
+    def test_declared_length_is_not_held_up_front(self):
+        """A body counts for what has arrived, not what it declares: with
+        6 of 8 MiB declared but 1 KiB sent, another 6 MiB body is taken."""
+        held = self.start_body(6 * MiB, 1024)
+        try:
+            self.assertEqual(self.probe(6 * MiB)[0], 100)
+        finally:
+            held.close()
+
     def test_big_chunked_body_within_budget(self):
         name = self.uname("chunked")
         body = json.dumps({"name": name, "optimizer": "sgd", "params": [0.5] * 600000}).encode()
