@@ -200,8 +200,8 @@ static void startup_error(optd_server_t *srv, const char *msg)
 /* Descriptors kept out of --max-connections' reach: stdio, the log, the
  * listening socket, the event loop's own, the data directory, its lock, the
  * journal (two while it rotates), a snapshot's tmp file and directory
- * syncs, with room to spare; plus an epoll fd and a wake-up fd per HTTP
- * thread.  Running out of them fails snapshot writes and loses
+ * syncs, with room to spare; plus, per HTTP thread, an epoll fd and a
+ * wake-up pipe (two ends).  Running out of them fails snapshot writes and loses
  * acknowledged changes, so connections give way, not persistence. */
 #define FD_RESERVE 64
 #define FD_PER_THREAD 3
