@@ -29,8 +29,8 @@
 #include "http.h"
 
 /* A chunked body past --max-body-bytes (or past the body-memory budget) is
- * discarded up to this many more bytes so the client can read its 413 (or
- * 503); beyond it the connection is cut. */
+ * discarded up to this many bytes so the client can read its 413 (or 503);
+ * beyond it the connection is cut. */
 #define DISCARD_MAX ((size_t)64 << 20)
 
 /* The slowest a body may arrive, as Apache's mod_reqtimeout MinRate: bytes
@@ -428,18 +428,16 @@ static size_t next_cap(const optd_req_t *req, size_t need)
 }
 
 /* The budget is full: the body is dropped and the rest discarded, to
- * answer 503 at its end; false (cut now) when that rest is too long. */
+ * answer 503 at its end (a declared body is read to its end, which
+ * --max-body-bytes bounds; a chunked one up to DISCARD_MAX); false (cut
+ * now) when a chunked body is already past that. */
 static bool over_budget(optd_req_t *req, size_t n)
 {
     size_t got = req->body_len + n;
     body_release(req);
     req->body_over_budget = true;
-    if (!req->body_expected) {
-        req->body_discarded = got;
-        return got <= DISCARD_MAX;
-    }
-    req->body_discarded = 0;
-    return req->body_expected - got <= DISCARD_MAX;
+    req->body_discarded = got;
+    return req->body_expected || got <= DISCARD_MAX;
 }
 
 /* Copies one chunk of the body (or counts it once over the limit). */
@@ -448,7 +446,7 @@ static bool take_chunk(optd_req_t *req, const char *data, size_t n)
     size_t max = req->srv->cfg.max_body_bytes;
     if (req->body_too_large || req->body_over_budget) {
         req->body_discarded += n;
-        return req->body_discarded <= DISCARD_MAX;
+        return req->body_expected || req->body_discarded <= DISCARD_MAX;
     }
     if (n > max - req->body_len) {
         size_t got = req->body_len + n;

@@ -117,6 +117,14 @@ class BodyTrickle(DaemonTestCase):
     FLAGS = ["--connection-timeout", "2", "--max-body-bytes", str(8 * MiB),
              "--max-body-memory", str(8 * MiB)]
 
+    def setUp(self):
+        # bodies an earlier test left are released once the daemon sees
+        # their connections close: wait for a free budget
+        end = time.monotonic() + 30
+        while self.probe(8 * MiB)[0] != 100:
+            self.assertLess(time.monotonic(), end, "the body budget never came free")
+            time.sleep(0.05)
+
     def start_body(self, declared, send):
         s = self.d.raw_socket(timeout=10)
         s.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -205,6 +213,32 @@ class BodyTrickle(DaemonTestCase):
         while self.probe(6 * MiB)[0] != 100:
             self.assertLess(time.monotonic(), end, "the memory of a closed body never came back")
             time.sleep(0.1)
+
+    def test_body_outgrowing_the_budget_is_answered_503(self):
+        """Two 6 MiB bodies both admitted while the budget was free: the one
+        that grows second is read to its end and answered 503, not cut."""
+        a = self.start_body(6 * MiB, 1024)
+        b = self.start_body(6 * MiB, 5 * MiB)
+        try:
+            end = time.monotonic() + 1.5  # both inside their first 2 s window
+            while self.probe(3 * MiB)[0] == 100:  # until b's 5 MiB are held
+                self.assertLess(time.monotonic(), end, "b's body was never counted")
+                time.sleep(0.05)
+            a.sendall(b" " * (6 * MiB - 1024))
+            a.settimeout(10)
+            got = b""
+            while b"\r\n\r\n" not in got or len(got) < got.find(b"\r\n\r\n") + 20:
+                chunk = a.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            resps = parse_responses(got)
+            self.assertEqual(len(resps), 1, got[:300])
+            self.assertError(resps[0], 503, "unavailable")
+            self.assertEqual(resps[0].headers.get("Retry-After"), "1")
+        finally:
+            a.close()
+            b.close()
 
     def test_declared_length_is_not_held_up_front(self):
         """A body counts for what has arrived, not what it declares: with
