@@ -51,6 +51,11 @@ DAEMON_CXX_SRC := $(wildcard daemon/http/*.cc)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o) $(DAEMON_CXX_SRC:%.cc=$(BUILD)/%.o)
+# The page /ui/: its own files (daemon/ui/) become a C table under
+# $(BUILD)/gen, compiled into the daemon, so the binary alone serves them.
+UI_FILES := $(sort $(wildcard daemon/ui/*.html daemon/ui/*.css daemon/ui/*.js daemon/ui/*.svg))
+UI_GEN := $(BUILD)/gen/ui_assets.c
+DAEMON_OBJ += $(BUILD)/gen/ui_assets.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -78,6 +83,13 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
+
+$(UI_GEN): $(UI_FILES) daemon/ui/embed.sh
+	@mkdir -p $(dir $@)
+	sh daemon/ui/embed.sh $(UI_FILES) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/ui_assets.o: $(UI_GEN) daemon/http/ui_assets.h
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/liboptd.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -173,7 +185,7 @@ FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-err
 FUZZ_CXXFLAGS := -O1 -g -std=c++17 -fno-exceptions -fno-rtti -Wall -Wextra -Werror -pthread -Idaemon $(FUZZ_SAN)
 FUZZ_LIB_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(DAEMON_SRC:%.c=$(FUZZ_BUILD)/%.o) \
                 $(DAEMON_CXX_SRC:%.cc=$(FUZZ_BUILD)/%.o) \
-                $(FUZZ_BUILD)/tests/fuzz/harness.o
+                $(FUZZ_BUILD)/tests/fuzz/harness.o $(FUZZ_BUILD)/gen/ui_assets.o
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 $(FUZZ_BUILD)/%.o: %.c
@@ -183,6 +195,10 @@ $(FUZZ_BUILD)/%.o: %.c
 $(FUZZ_BUILD)/%.o: %.cc
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/gen/ui_assets.o: $(UI_GEN) daemon/http/ui_assets.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
 $(FUZZ_BUILD)/libfuzzoptd.a: $(FUZZ_LIB_OBJ)
 	$(AR) rcs $@ $^

@@ -30,6 +30,8 @@ enum {
     OPT_METRICS_AUTH,
     OPT_LOG_LEVEL,
     OPT_LOG_FILE,
+    OPT_UI,
+    OPT_UI_ASSETS,
     OPT_HELP = 'h',
     OPT_VERSION = 'V'
 };
@@ -53,6 +55,8 @@ static const struct option long_options[] = {
     {"metrics-auth", no_argument, NULL, OPT_METRICS_AUTH},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
+    {"ui", required_argument, NULL, OPT_UI},
+    {"ui-assets", required_argument, NULL, OPT_UI_ASSETS},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -73,6 +77,7 @@ void optd_config_defaults(optd_config_t *cfg)
     cfg->max_connections = 1024;
     cfg->connection_timeout = 30;
     cfg->log_level = OPTD_LOG_INFO;
+    cfg->ui = true;
 }
 
 void optd_config_usage(FILE *out)
@@ -100,6 +105,8 @@ void optd_config_usage(FILE *out)
           "  --metrics-auth             with --auth-token-file, /metrics needs the token too  [off]\n"
           "  --log-level LEVEL          error, warn, info (one line per request) or debug  [info]\n"
           "  --log-file FILE            append the log to FILE, reopened on SIGHUP  [stderr]\n"
+          "  --ui on|off                serve the page /ui/ (GET / redirects to it)  [on]\n"
+          "  --ui-assets DIR            where the page's chart library (Chart.js) is  [/usr/share/javascript/chart.js]\n"
           "  --help                     print this and exit\n"
           "  --version                  print the version and exit\n"
           "\n"
@@ -234,6 +241,15 @@ static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, 
         cfg->log_level = lvl;
         return 0;
     }
+    case OPT_UI:
+        if (parse_bool(val, &cfg->ui) || !*val)
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not on or off", src, val);
+        return 0;
+    case OPT_UI_ASSETS:
+        if (!*val)
+            return optd_err_set(err, OPTD_EINVAL, "%s: empty directory name", src);
+        cfg->ui_assets = val;
+        return 0;
     default:
         return optd_err_set(err, OPTD_EINVAL, "%s: unexpected flag", src);
     }

@@ -33,6 +33,8 @@ typedef struct optd_config {
     bool metrics_auth;
     optd_log_level_t log_level;
     const char *log_file;          /* NULL: stderr */
+    bool ui;                       /* serve the page /ui/ */
+    const char *ui_assets;         /* the chart library's directory; NULL: Debian's */
 } optd_config_t;
 
 enum {

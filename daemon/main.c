@@ -314,6 +314,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    optd_ui_load(&srv);
+
     optd_store_limits_t limits = {
         .max_sessions = srv.cfg.max_sessions,
         .max_params = srv.cfg.max_params,
@@ -393,6 +395,7 @@ out:
         optd_store_free(srv.store);
     optd_pool_free(srv.pool); /* after the store: no update can run any more */
     optd_auth_free(&srv);
+    optd_ui_free(&srv);
     optd_log_close(&srv.log);
     return status;
 }

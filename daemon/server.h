@@ -37,6 +37,10 @@ typedef struct optd_server {
     /* TLS: PEM text of --tls-cert / --tls-key, kept until MHD stops. */
     char *tls_cert_pem;
     char *tls_key_pem;
+    /* The page's chart library, read at start (route_ui.c); NULL: none. */
+    char *ui_lib;
+    size_t ui_lib_len;
+    char ui_lib_etag[48];
 
     struct MHD_Daemon *mhd;
     char listen_desc[160];       /* "127.0.0.1:8080", for logs */

@@ -43,7 +43,9 @@ typedef enum optd_route {
     OPTD_R_STEP,           /* .../step */
     OPTD_R_HISTORY,        /* .../history */
     OPTD_R_STATE,          /* .../state */
-    OPTD_R_STEPS           /* /v1/steps: a batch of steps over many sessions */
+    OPTD_R_STEPS,          /* /v1/steps: a batch of steps over many sessions */
+    OPTD_R_ROOT,           /* / (redirects to the page) */
+    OPTD_R_UI              /* /ui and /ui/... (the page, route_ui.c) */
 } optd_route_t;
 
 typedef enum optd_body_kind {
@@ -133,6 +135,10 @@ bool optd_auth_check(optd_server_t *srv, struct MHD_Connection *conn);
 /* Each sets req->resp/status; a later call replaces an earlier one. */
 void optd_http_reply_buf(optd_req_t *req, unsigned status, const char *content_type, char *body,
                          size_t len);                    /* takes ownership of body (malloc'd) */
+/* body stays the caller's and must outlive the response (a static or
+ * process-long buffer). */
+void optd_http_reply_static(optd_req_t *req, unsigned status, const char *content_type, const void *body,
+                            size_t len);
 void optd_http_reply_sbuf(optd_req_t *req, unsigned status, optd_sbuf_t *b); /* JSON; takes b */
 void optd_http_reply_json(optd_req_t *req, unsigned status, const json_t *doc);
 void optd_http_reply_empty(optd_req_t *req, unsigned status);
@@ -196,11 +202,27 @@ void optd_route_history_get(optd_req_t *req);
 void optd_route_state_get(optd_req_t *req);
 void optd_route_state_put(optd_req_t *req);
 void optd_route_steps(optd_req_t *req);             /* POST /v1/steps */
+void optd_route_root(optd_req_t *req);              /* GET / : 302 to /ui/ */
+void optd_route_ui(optd_req_t *req);                /* GET /ui/... : the page's files */
 
 /* Appends API.md's error object {"code", "message"[, "current_step"]} to b
  * (what an error body holds under "error", and a batch item's result). */
 void optd_http_put_error_object(optd_sbuf_t *b, int code, const char *msg,
                                 const uint64_t *current_step);
+
+/* ---- route_ui.c: the page's set-up ---------------------------------------- */
+
+/* With --ui on, reads the chart library (Chart.js's browser build) from
+ * --ui-assets or Debian's libjs-chart.js into srv; when there is none, logs
+ * a warning and the page runs without charts.  Always 0: the page is never
+ * a reason not to start. */
+int optd_ui_load(optd_server_t *srv);
+void optd_ui_free(optd_server_t *srv);
+/* True for "/", "/ui" and "/ui/...": the paths whose every answer carries
+ * optd_ui_headers. */
+bool optd_ui_path(const char *url);
+/* Adds the page's security headers (CSP, nosniff, ...) to req's answer. */
+void optd_ui_headers(optd_req_t *req);
 
 /* ---- server.c ------------------------------------------------------------ */
 

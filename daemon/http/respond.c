@@ -44,6 +44,19 @@ void optd_http_reply_buf(optd_req_t *req, unsigned status, const char *content_t
     set_response(req, status, r, len);
 }
 
+void optd_http_reply_static(optd_req_t *req, unsigned status, const char *content_type, const void *body,
+                            size_t len)
+{
+    /* MHD_RESPMEM_PERSISTENT never writes to or frees the buffer. */
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        reply_static_500(req);
+        return;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    set_response(req, status, r, len);
+}
+
 void optd_http_reply_sbuf(optd_req_t *req, unsigned status, optd_sbuf_t *b)
 {
     if (b->failed) {

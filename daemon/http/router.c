@@ -32,6 +32,14 @@ void optd_router_match(optd_req_t *req)
         req->route = OPTD_R_METRICS;
         return;
     }
+    if (req->srv->cfg.ui && strcmp(u, "/") == 0) {
+        req->route = OPTD_R_ROOT;
+        return;
+    }
+    if (req->srv->cfg.ui && strncmp(u, "/ui", 3) == 0 && (u[3] == '\0' || u[3] == '/')) {
+        req->route = OPTD_R_UI;
+        return;
+    }
     if (strcmp(u, "/v1/optimizers") == 0) {
         req->route = OPTD_R_OPTIMIZERS;
         return;
@@ -83,6 +91,8 @@ unsigned optd_router_allowed(optd_route_t route)
     case OPTD_R_OPTIMIZERS:
     case OPTD_R_PARAMS:
     case OPTD_R_HISTORY:
+    case OPTD_R_ROOT:
+    case OPTD_R_UI:
         return OPTD_M_GET | OPTD_M_HEAD;
     case OPTD_R_SESSIONS:
         return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_POST;
@@ -160,6 +170,12 @@ void optd_router_dispatch(optd_req_t *req)
             optd_route_state_get(req);
         else
             optd_route_state_put(req);
+        return;
+    case OPTD_R_ROOT:
+        optd_route_root(req);
+        return;
+    case OPTD_R_UI:
+        optd_route_ui(req);
         return;
     case OPTD_R_NONE:
         break;

@@ -113,6 +113,8 @@ static enum MHD_Result queue(optd_req_t *req)
         optd_http_error(req, OPTD_EINTERNAL, "the handler produced no response");
     if (atomic_load(&req->srv->shutting_down))
         MHD_add_response_header(req->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (optd_ui_path(req->url))
+        optd_ui_headers(req); /* on every answer under /ui/, errors too */
     enum MHD_Result r = req->resp ? MHD_queue_response(req->conn, req->status, req->resp) : MHD_NO;
     if (req->resp)
         MHD_destroy_response(req->resp);
