@@ -51,15 +51,22 @@ def chromium(width=1280, height=900, scale=1):
     return driver
 
 
-def network_urls(driver):
-    """The URLs of every request the browser's pages sent since the last
-    call (Chrome DevTools' Network.requestWillBeSent in the performance log)."""
-    urls = []
+def network_requests(driver):
+    """(url, headers) of every request the browser's pages sent since the
+    last call (Chrome DevTools' Network.requestWillBeSent in the
+    performance log)."""
+    out = []
     for entry in driver.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
         if msg.get("method") == "Network.requestWillBeSent":
-            urls.append(msg["params"]["request"]["url"])
-    return urls
+            req = msg["params"]["request"]
+            out.append((req["url"], req.get("headers") or {}))
+    return out
+
+
+def network_urls(driver):
+    """The URLs of network_requests."""
+    return [u for u, _ in network_requests(driver)]
 
 
 def console_errors(driver, allow=()):
