@@ -15,7 +15,7 @@ from harness import REPO, Daemon, free_port, optd_bin
 API_FLAGS = ["--threads", "--data-dir", "--sync", "--snapshot-interval", "--auth-token-file",
              "--tls-cert", "--tls-key", "--max-body-bytes", "--max-sessions", "--max-params",
              "--history", "--max-connections", "--connection-timeout", "--metrics-auth",
-             "--log-level", "--version", "--help", "--listen"]
+             "--log-level", "--version", "--help", "--listen", "--ui", "--ui-assets"]
 
 
 def run(*args, timeout=10):
