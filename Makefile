@@ -151,10 +151,12 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) tests/bench/run.sh
 
-# figures: the optimizer-path pictures in docs/figures (starts its own daemon).
+# figures: the optimizer-path pictures and the page's screenshot in
+# docs/figures (each script starts its own daemon).
 figures: $(BUILD)/optd
 	@deploy/install-deps.sh test
 	OPTD_BIN=$(BUILD)/optd /usr/bin/python3 examples/figures.py --out docs/figures
+	OPTD_BIN=$(BUILD)/optd /usr/bin/python3 examples/ui_screenshot.py --out docs/figures/ui.png
 
 # image-test: deploy/Dockerfile's steps in a debootstrapped Debian 12 root
 # (no Docker engine needed); slow, so not part of check.

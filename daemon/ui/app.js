@@ -356,10 +356,17 @@
     return out;
   }
 
-  /* A log axis labels its powers of ten only ("1e-4", "0.01", "1"). */
+  /* A log axis labels 1, 2 and 5 times the powers of ten ("1e-4", "0.02",
+   * "5") and leaves the ticks between unlabelled. */
   function logTick(v) {
-    const e = Math.log10(v);
-    return Math.abs(e - Math.round(e)) < 1e-9 ? fmt(Number(v.toPrecision(1))) : "";
+    const m = Number((v / Math.pow(10, Math.floor(Math.log10(v) + 1e-9))).toPrecision(3));
+    return m === 1 || m === 2 || m === 5 ? fmt(Number(v.toPrecision(1))) : "";
+  }
+
+  function lastStep() {
+    let last = null;
+    for (const p of state.picked.values()) if (p.last !== null && (last === null || p.last > last)) last = p.last;
+    return last;
   }
 
   function scales() {
@@ -370,7 +377,8 @@
     const ygrid = { color: (c) => (c.tick && c.tick.label === "" ? "#f3f4f6" : "#e5e7eb") };
     const ticks = log ? { callback: logTick, autoSkip: false } : { callback: (v) => fmt(v) };
     return {
-      x: { type: "linear", title: { display: true, text: "step" }, grid, ticks: { precision: 0 } },
+      x: { type: "linear", title: { display: true, text: "step" }, grid, ticks: { precision: 0, includeBounds: false },
+           max: lastStep() === null ? undefined : lastStep() },
       y: { type, display: "auto", position: "left", grid: ygrid, ticks,
            title: { display: true, text: "loss, gradient norm" } },
       y1: { type, display: "auto", position: "right", grid: { drawOnChartArea: false }, ticks,

@@ -381,6 +381,25 @@ class Page(unittest.TestCase):
             self.assertEqual(rows(), ["cmp-a", "cmp-b", "cmp-c"])
 
 
+class Screenshot(unittest.TestCase):
+    def test_screenshot_example_and_committed_figure(self):
+        import subprocess
+        from harness import REPO
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "ui.png")
+            env = dict(os.environ, OPTD_URL="http://127.0.0.1:%d" % _plain.port)
+            p = subprocess.run(["/usr/bin/python3", "examples/ui_screenshot.py", "--out", out,
+                                "--steps", "5", "--size", "800x600"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace")[-3000:])
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        committed = os.path.join(REPO, "docs", "figures", "ui.png")
+        with open(committed, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        self.assertLess(os.path.getsize(committed), 300 * 1024)
+
+
 class MissingChartLibrary(unittest.TestCase):
     def test_page_works_without_charts(self):
         empty = tempfile.mkdtemp(prefix="optd-noassets-")
