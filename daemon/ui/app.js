@@ -525,11 +525,14 @@
     $("app").hidden = false;
     $("forget-token").hidden = !state.token;
     try {
+      /* The list first (it is what a person reads first), then the
+       * curves and the descriptor side by side. */
       await loadList();
-      await Promise.all([...state.picked.keys()].map(pollHistory));
-      renderPicked();
-      drawChart();
-      await loadDetail();
+      const curves = Promise.all([...state.picked.keys()].map(pollHistory)).then(() => {
+        renderPicked();
+        drawChart();
+      });
+      await Promise.all([curves, loadDetail()]);
     } catch (e) {
       failed(e);
       if (e instanceof Unauthorized) return;
