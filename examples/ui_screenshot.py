@@ -75,7 +75,7 @@ def train(client, steps, batch):
 def shoot(url, out, width, height):
     driver = chromium(width, height)
     try:
-        query = "&".join("session=" + n for n in COMPARE)
+        query = "&".join("session=" + n for n in COMPARE) + "&sort=best_loss"
         driver.get(url + "/ui/?" + query)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -188,9 +188,14 @@
   }
 
   function renderLabels(labels) {
-    const td = el("td", null, "labels");
-    for (const [k, v] of Object.entries(labels || {})) td.appendChild(el("span", k + ": " + v, "label"));
-    return td;
+    const div = el("div", null, "labels");
+    for (const [k, v] of Object.entries(labels || {})) div.appendChild(el("span", k + ": " + v, "label"));
+    return div;
+  }
+
+  /* Four significant digits: enough to rank, short enough for a column. */
+  function short(x) {
+    return typeof x === "number" && !Number.isInteger(x) ? String(Number(x.toPrecision(4))) : fmt(x);
   }
 
   function renderList(sessions) {
@@ -212,10 +217,10 @@
       name.href = "?session=" + encodeURIComponent(s.name);
       name.addEventListener("click", (ev) => { ev.preventDefault(); showDetail(s.name); });
       const tdn = el("td");
-      tdn.appendChild(name);
+      tdn.append(name, renderLabels(s.labels));
       const loss = s.loss || {};
       tr.append(tdc, tdn, el("td", s.optimizer), el("td", s.step, "num step"),
-                el("td", fmt(loss.best), "num"), el("td", fmt(loss.last), "num"), renderLabels(s.labels));
+                el("td", short(loss.best), "num"), el("td", short(loss.last), "num"));
       rows.push(tr);
     }
     tbody.replaceChildren(...rows);
