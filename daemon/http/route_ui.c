@@ -105,10 +105,49 @@ static const char *content_type(const char *name)
     return "application/octet-stream";
 }
 
-static void redirect(optd_req_t *req, const char *to)
+/* A redirect bigger than this drops its query rather than grow without
+ * bound (a deep link of a few dozen sessions is well under it). */
+#define REDIRECT_MAX 2048
+
+/* Appends "key=value" of one query argument, percent-encoded again (MHD
+ * handed it over decoded), for the redirect's Location. */
+static enum MHD_Result put_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
+    (void)kind;
+    optd_sbuf_t *b = cls;
+    static const char hex[] = "0123456789ABCDEF";
+    const char *parts[2] = {key, value};
+    if (b->failed)
+        return MHD_NO;
+    optd_sbuf_puts(b, b->len == sizeof "/ui/" - 1 ? "?" : "&");
+    for (int i = 0; i < 2 && parts[i]; i++) {
+        if (i)
+            optd_sbuf_puts(b, "=");
+        for (const unsigned char *c = (const unsigned char *)parts[i]; *c; c++) {
+            if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                *c == '-' || *c == '.' || *c == '_' || *c == '~') {
+                optd_sbuf_put(b, (const char *)c, 1);
+            } else {
+                char pct[3] = {'%', hex[*c >> 4], hex[*c & 15]};
+                optd_sbuf_put(b, pct, 3);
+            }
+        }
+    }
+    return b->len > REDIRECT_MAX ? MHD_NO : MHD_YES;
+}
+
+/* 302 to /ui/ with the request's query kept, so "/?session=a" is a deep
+ * link too. */
+static void redirect(optd_req_t *req)
+{
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_puts(&b, "/ui/");
+    if (!b.failed)
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, put_arg, &b);
     optd_http_reply_empty(req, 302);
-    optd_http_header(req, MHD_HTTP_HEADER_LOCATION, to);
+    optd_http_header(req, MHD_HTTP_HEADER_LOCATION, b.failed || b.len > REDIRECT_MAX ? "/ui/" : b.p);
+    optd_sbuf_free(&b);
 }
 
 /* Answers a file held in memory for the life of the process: 304 when the
@@ -127,14 +166,14 @@ static void reply_file(optd_req_t *req, const char *name, const void *data, size
 
 void optd_route_root(optd_req_t *req)
 {
-    redirect(req, "/ui/");
+    redirect(req);
 }
 
 void optd_route_ui(optd_req_t *req)
 {
     const char *url = req->url;
     if (strcmp(url, "/ui") == 0) {
-        redirect(req, "/ui/");
+        redirect(req);
         return;
     }
     const char *name = url + 4; /* after "/ui/" */

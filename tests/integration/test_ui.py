@@ -123,6 +123,17 @@ class Http(unittest.TestCase):
             self.assertEqual(r.headers.get("Location"), "/ui/", path)
             self.assertUiHeaders(r, path)
 
+    def test_redirect_keeps_the_deep_link(self):
+        r = self.d.get("/?session=a&session=b.c_d-e&labels=study%3Asweep%2C%20x%3A%3Cb%3E")
+        self.assertEqual(r.status, 302, r)
+        self.assertEqual(r.headers.get("Location"),
+                         "/ui/?session=a&session=b.c_d-e&labels=study%3Asweep%2C%20x%3A%3Cb%3E")
+        self.assertEqual(self.d.get("/ui?session=x").headers.get("Location"), "/ui/?session=x")
+        # An absurdly long query is dropped, not echoed.
+        r = self.d.get("/?" + "&".join("session=s%d" % i for i in range(300)))
+        self.assertEqual(r.status, 302, r)
+        self.assertEqual(r.headers.get("Location"), "/ui/")
+
     def test_files_have_their_content_types(self):
         want = {"/ui/": "text/html", "/ui/index.html": "text/html", "/ui/app.js": "text/javascript",
                 "/ui/app.css": "text/css", "/ui/favicon.svg": "image/svg+xml",
