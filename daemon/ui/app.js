@@ -26,7 +26,7 @@
 
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY),
-    sortBestLoss: true,       /* false once the daemon refused sort=best_loss */
+    sortByLoss: true,         /* false once the daemon refused sort=best_loss */
     page: [],                 /* the cursors (after / offset) of the pages before this one */
     cursor: null,
     next: null,
@@ -134,7 +134,8 @@
   /* ---- the list ---------------------------------------------------------- */
 
   function sortMode() {
-    return $("f-sort").value === "best_loss" && state.sortBestLoss ? "best_loss" : "name";
+    const v = $("f-sort").value;
+    return v !== "name" && state.sortByLoss ? v : "name";
   }
 
   function listQuery() {
@@ -146,8 +147,8 @@
       const t = l.trim();
       if (t) q.append("label", t);
     }
-    if (sortMode() === "best_loss") {
-      q.set("sort", "best_loss");
+    if (sortMode() !== "name") {
+      q.set("sort", sortMode());
       q.set("offset", String(state.cursor || 0));
     } else if (state.cursor) {
       q.set("after", state.cursor);
@@ -155,12 +156,14 @@
     return q;
   }
 
-  function disableBestLoss(why) {
-    state.sortBestLoss = false;
+  function disableLossSort(why) {
+    state.sortByLoss = false;
     $("sessions").classList.add("no-loss");
-    const opt = $("f-sort").querySelector('option[value="best_loss"]');
-    opt.disabled = true;
-    opt.title = why;
+    for (const opt of $("f-sort").options) {
+      if (opt.value === "name") continue;
+      opt.disabled = true;
+      opt.title = why;
+    }
     $("f-sort").value = "name";
   }
 
@@ -169,9 +172,9 @@
     try {
       body = await get("sessions?" + listQuery().toString());
     } catch (e) {
-      if (e instanceof ApiError && e.status === 400 && sortMode() === "best_loss") {
+      if (e instanceof ApiError && e.status === 400 && sortMode() !== "name") {
         /* A daemon from before the loss summary: sort by name instead. */
-        disableBestLoss("this daemon sorts by name only");
+        disableLossSort("this daemon sorts by name only");
         state.page = [];
         state.cursor = null;
         status("This daemon cannot sort by loss; sorted by name.", false);
@@ -180,9 +183,9 @@
       throw e;
     }
     const sessions = body.sessions || [];
-    if (sessions.length && !("loss" in sessions[0]) && state.sortBestLoss)
-      disableBestLoss("this daemon keeps no loss summary");
-    state.next = sortMode() === "best_loss" ? body.next_offset : body.next_after;
+    if (sessions.length && !("loss" in sessions[0]) && state.sortByLoss)
+      disableLossSort("this daemon keeps no loss summary");
+    state.next = sortMode() !== "name" ? body.next_offset : body.next_after;
     renderList(sessions);
     performance.mark("optd-list");
   }
@@ -498,7 +501,7 @@
     const q = new URLSearchParams(location.search);
     $("f-prefix").value = q.get("prefix") || "";
     $("f-label").value = q.get("labels") || "";
-    if (q.get("sort") === "best_loss") $("f-sort").value = "best_loss";
+    if (q.get("sort") === "best_loss" || q.get("sort") === "last_loss") $("f-sort").value = q.get("sort");
     return q.getAll("session");
   }
 

@@ -264,8 +264,11 @@ class Page(unittest.TestCase):
         d.create("cmp-b", optimizer="sgd", hyperparameters={"lr": 0.01}, labels={"study": "cmp"},
                  schedule={"type": "cosine", "t_max": 100, "eta_min": 0.0})
         d.create("cmp-c", labels={"study": "cmp", "note": XSS})
-        for name, n in (("cmp-a", 40), ("cmp-b", 25), ("cmp-c", 10)):
-            step(d, name, n)
+        # Best losses rank c < a < b, last losses c < b < a, names a < b < c.
+        for name, n, loss in (("cmp-a", 40, 1.0), ("cmp-b", 25, 1.0), ("cmp-c", 10, 0.01)):
+            step(d, name, n, loss)
+        r = d.post("/v1/sessions/cmp-a/step", {"gradient": [0.0, 0.0, 0.0], "step": 40, "loss": 5.0})
+        assert r.status == 200, r
 
     def open(self, query=""):
         network_urls(_driver)        # forget earlier requests
@@ -278,7 +281,7 @@ class Page(unittest.TestCase):
 
     def test_deep_link_shows_the_sessions_and_draws_them(self):
         self.open("?session=cmp-a&session=cmp-b")
-        self.wait_points({"cmp-a · loss": 40, "cmp-b · loss": 25})
+        self.wait_points({"cmp-a · loss": 41, "cmp-b · loss": 25})
         wait(lambda: "cmp-a" in rows() and "cmp-b" in rows(), "list the sessions")
         chips = js("return [...document.querySelectorAll('#picked .chip-name')].map(e => e.textContent)")
         self.assertEqual(chips, ["cmp-a", "cmp-b"])
@@ -288,8 +291,8 @@ class Page(unittest.TestCase):
         # lr and the gradient norm join the same chart, on the page's word.
         _driver.find_element("id", "m-lr").click()
         _driver.find_element("id", "m-grad_norm").click()
-        self.wait_points({"cmp-a · loss": 40, "cmp-b · loss": 25, "cmp-a · lr": 40, "cmp-b · lr": 25,
-                          "cmp-a · grad norm": 40, "cmp-b · grad norm": 25})
+        self.wait_points({"cmp-a · loss": 41, "cmp-b · loss": 25, "cmp-a · lr": 41, "cmp-b · lr": 25,
+                          "cmp-a · grad norm": 41, "cmp-b · grad norm": 25})
         axis = js("return Chart.getChart(document.getElementById('chart')).options.scales.y.type")
         self.assertEqual(axis, "logarithmic")
         _driver.find_element("id", "log-scale").click()
@@ -315,7 +318,7 @@ class Page(unittest.TestCase):
 
     def test_nothing_is_fetched_from_elsewhere(self):
         self.open("?session=cmp-a&session=cmp-c")
-        self.wait_points({"cmp-a · loss": 40, "cmp-c · loss": 10})
+        self.wait_points({"cmp-a · loss": 41, "cmp-c · loss": 10})
         urls = network_urls(_driver)
         self.assertTrue(any(u.endswith("/ui/chart.js") for u in urls), urls)
         self.assertTrue(any("/v1/sessions/cmp-a/history" in u for u in urls), urls)
@@ -396,10 +399,18 @@ class Page(unittest.TestCase):
             from selenium.webdriver.support.ui import Select
             Select(sort).select_by_value("best_loss")
             want = [s["name"] for s in r.body["sessions"]]
+            self.assertEqual(want, ["cmp-c", "cmp-a", "cmp-b"])
             wait(lambda: rows() == want, "sort by best loss (%r)" % want)
+            self.assertIn("sort=best_loss", _driver.current_url)
+            last = self.d.get("/v1/sessions?sort=last_loss&prefix=cmp-").body["sessions"]
+            Select(sort).select_by_value("last_loss")
+            want = [s["name"] for s in last]
+            self.assertEqual(want, ["cmp-c", "cmp-b", "cmp-a"])
+            wait(lambda: rows() == want, "sort by last loss (%r)" % want)
         else:
             # A daemon without the loss summary: the page offers name only.
             self.assertTrue(js("return document.querySelector('#f-sort option[value=best_loss]').disabled"))
+            self.assertTrue(js("return document.querySelector('#f-sort option[value=last_loss]').disabled"))
             self.assertEqual(rows(), ["cmp-a", "cmp-b", "cmp-c"])
 
 
