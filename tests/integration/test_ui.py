@@ -433,6 +433,65 @@ class Screenshot(unittest.TestCase):
         self.assertLess(os.path.getsize(committed), 300 * 1024)
 
 
+class OlderDaemon(unittest.TestCase):
+    """A daemon that refuses sort=best_loss with 400 (one from before the
+    loss summary, as a proxy in front of the real one plays it): the page
+    falls back to sorting by name and says so."""
+
+    def test_sort_refused_falls_back_to_name(self):
+        import http.client
+        import http.server
+        import threading
+
+        port = _plain.port
+
+        class Proxy(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.startswith("/v1/") and "sort=" in self.path and "sort=name" not in self.path:
+                    body = b'{"error":{"code":"invalid_argument","message":"unknown query sort"}}'
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                c.request("GET", self.path, headers={k: v for k, v in self.headers.items()
+                                                     if k.lower() not in ("host", "connection")})
+                r = c.getresponse()
+                body = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "date", "server"):
+                        self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+                c.close()
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+        t = threading.Thread(target=srv.serve_forever, daemon=True)
+        t.start()
+        try:
+            _plain.create("old-a")
+            _plain.create("old-b")
+            step(_plain, "old-b", 2)
+            _driver.get_log("browser")
+            _driver.get("http://127.0.0.1:%d/ui/?prefix=old-&sort=best_loss" % srv.server_address[1])
+            wait(lambda: rows() == ["old-a", "old-b"], "list by name")
+            # Said on the sort option itself (the status line moves on).
+            self.assertEqual(js("return document.querySelector('#f-sort option[value=best_loss]').title"),
+                             "this daemon sorts by name only")
+            self.assertTrue(js("return document.querySelector('#f-sort option[value=best_loss]').disabled"))
+            self.assertEqual(js("return document.getElementById('f-sort').value"), "name")
+            self.assertEqual(console_errors(_driver, allow=("400",)), [])
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+
 class MissingChartLibrary(unittest.TestCase):
     def test_page_works_without_charts(self):
         empty = tempfile.mkdtemp(prefix="optd-noassets-")
