@@ -198,7 +198,9 @@
 
   /* Four significant digits: enough to rank, short enough for a column. */
   function short(x) {
-    return typeof x === "number" && !Number.isInteger(x) ? String(Number(x.toPrecision(4))) : fmt(x);
+    if (typeof x !== "number" || Number.isInteger(x)) return fmt(x);
+    const a = Math.abs(x);
+    return a < 1e-3 || a >= 1e6 ? x.toExponential(2) : String(Number(x.toPrecision(4)));
   }
 
   function renderList(sessions) {
@@ -364,11 +366,12 @@
     return out;
   }
 
-  /* A log axis labels 1, 2 and 5 times the powers of ten ("1e-4", "0.02",
-   * "5") and leaves the ticks between unlabelled. */
-  function logTick(v) {
+  /* A log axis labels the powers of ten, and 2 and 5 times them too when
+   * it spans three decades or less; the ticks between stay unlabelled. */
+  function logTick(v, i, ticks) {
     const m = Number((v / Math.pow(10, Math.floor(Math.log10(v) + 1e-9))).toPrecision(3));
-    return m === 1 || m === 2 || m === 5 ? fmt(Number(v.toPrecision(1))) : "";
+    const span = Math.log10(ticks[ticks.length - 1].value / ticks[0].value);
+    return m === 1 || (span <= 3 && (m === 2 || m === 5)) ? fmt(Number(v.toPrecision(1))) : "";
   }
 
   function lastStep() {
@@ -388,7 +391,8 @@
       x: { type: "linear", title: { display: true, text: "step" }, grid, ticks: { precision: 0, includeBounds: false },
            max: lastStep() === null ? undefined : lastStep() },
       y: { type, display: "auto", position: "left", grid: ygrid, ticks,
-           title: { display: true, text: "loss, gradient norm" } },
+           title: { display: true, text: shownMetrics().filter((m) => METRICS[m].axis === "y")
+                                                      .map((m) => METRICS[m].label).join(", ") } },
       y1: { type, display: "auto", position: "right", grid: { drawOnChartArea: false }, ticks,
             title: { display: true, text: "lr" } },
     };
