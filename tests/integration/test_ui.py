@@ -73,6 +73,15 @@ def wait(cond, what, timeout=WAIT):
                              % (what, timeout, _driver.get_log("browser"))) from e
 
 
+def goto(url):
+    """Leaves the page before (so its polling stops), forgets the requests
+    and console messages so far, then opens url."""
+    _driver.get("about:blank")
+    network_urls(_driver)
+    _driver.get_log("browser")
+    _driver.get(url)
+
+
 def js(script, *args):
     return _driver.execute_script(script, *args)
 
@@ -271,9 +280,7 @@ class Page(unittest.TestCase):
         assert r.status == 200, r
 
     def open(self, query=""):
-        network_urls(_driver)        # forget earlier requests
-        _driver.get_log("browser")   # and earlier console messages
-        _driver.get(self.base + "/ui/" + query)
+        goto(self.base + "/ui/" + query)
 
     def wait_points(self, want):
         """Waits until the chart holds want = {label: points}."""
@@ -478,8 +485,7 @@ class OlderDaemon(unittest.TestCase):
             _plain.create("old-a")
             _plain.create("old-b")
             step(_plain, "old-b", 2)
-            _driver.get_log("browser")
-            _driver.get("http://127.0.0.1:%d/ui/?prefix=old-&sort=best_loss" % srv.server_address[1])
+            goto("http://127.0.0.1:%d/ui/?prefix=old-&sort=best_loss" % srv.server_address[1])
             wait(lambda: rows() == ["old-a", "old-b"], "list by name")
             # Said on the sort option itself (the status line moves on).
             self.assertEqual(js("return document.querySelector('#f-sort option[value=best_loss]').title"),
@@ -488,6 +494,7 @@ class OlderDaemon(unittest.TestCase):
             self.assertEqual(js("return document.getElementById('f-sort').value"), "name")
             self.assertEqual(console_errors(_driver, allow=("400",)), [])
         finally:
+            _driver.get("about:blank")
             srv.shutdown()
             srv.server_close()
 
@@ -504,15 +511,14 @@ class MissingChartLibrary(unittest.TestCase):
             self.assertNotIn(b"Chart(", r.raw)
             d.create("lonely")
             step(d, "lonely", 3)
-            network_urls(_driver)
-            _driver.get_log("browser")
-            _driver.get("http://127.0.0.1:%d/ui/?session=lonely" % d.port)
+            goto("http://127.0.0.1:%d/ui/?session=lonely" % d.port)
             wait(lambda: rows() == ["lonely"], "list the session")
             wait(lambda: js("return !document.getElementById('chart-missing').hidden"), "say there is no chart")
             wait(lambda: js("return document.getElementById('detail-title').textContent") == "lonely",
                  "show the descriptor")
             self.assertEqual(console_errors(_driver), [])
         finally:
+            _driver.get("about:blank")
             d.stop()
             d.cleanup()
             os.rmdir(empty)
@@ -526,9 +532,7 @@ class Token(unittest.TestCase):
             d.create("guarded", labels={"study": "auth"})
             step(d, "guarded", 4)
             base = "http://127.0.0.1:%d" % d.port
-            network_urls(_driver)
-            _driver.get_log("browser")
-            _driver.get(base + "/ui/?session=guarded")
+            goto(base + "/ui/?session=guarded")
             wait(lambda: js("return !document.getElementById('login').hidden"), "ask for a token")
             self.assertTrue(js("return document.getElementById('app').hidden"))
             field = _driver.find_element("id", "token")
@@ -567,6 +571,7 @@ class Token(unittest.TestCase):
             self.assertIsNone(js("return sessionStorage.getItem('optd-token')"))
         finally:
             _driver.execute_script("sessionStorage.clear()")
+            _driver.get("about:blank")
             d.stop()
             d.cleanup()
 
