@@ -156,6 +156,22 @@ class Http(unittest.TestCase):
         self.assertIn(b"Chart", self.d.get("/ui/chart.js").raw,
                       "the daemon found no Chart.js: is libjs-chart.js installed?")
 
+    def test_built_in_files_are_the_sources_byte_for_byte(self):
+        from harness import REPO
+        src = os.path.join(REPO, "daemon", "ui")
+        names = sorted(n for n in os.listdir(src) if n.rsplit(".", 1)[-1] in ("html", "css", "js", "svg"))
+        self.assertEqual(names, ["app.css", "app.js", "favicon.svg", "index.html"])
+        tags = set()
+        for n in names:
+            with open(os.path.join(src, n), "rb") as f:
+                want = f.read()
+            r = self.d.get("/ui/" + n)
+            self.assertEqual(r.raw, want, "/ui/%s differs from daemon/ui/%s (stale build?)" % (n, n))
+            tags.add(r.headers.get("ETag"))
+        self.assertEqual(len(tags), len(names), "ETags must differ between files")
+        with open("/usr/share/javascript/chart.js/chart.min.js", "rb") as f:
+            self.assertEqual(self.d.get("/ui/chart.js").raw, f.read())
+
     def test_every_answer_under_ui_carries_the_headers(self):
         for method, path, status in (("GET", "/ui/nope.js", 404), ("GET", "/ui/sub/app.js", 404),
                                      ("POST", "/ui/", 405), ("DELETE", "/ui/app.js", 405),
