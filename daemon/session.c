@@ -825,6 +825,7 @@ int optd_session_patch(optd_session_t *s, const optd_session_patch_t *p, optd_se
     out->step = s->st.step;
     out->created_ms = s->created_ms;
     out->updated_ms = s->updated_ms;
+    out->loss = s->loss;
 out:
     pthread_mutex_unlock(&s->mu);
     optd_session_config_free(&merged);

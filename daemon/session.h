@@ -253,15 +253,6 @@ typedef struct optd_session_patch {
 
 void optd_session_patch_free(optd_session_patch_t *p);
 
-/* A descriptor's worth of a session, copied under its lock.  Owns cfg's
- * labels (optd_session_config_free). */
-typedef struct optd_session_desc {
-    optd_session_config_t cfg;
-    size_t size;
-    uint64_t step;
-    int64_t created_ms, updated_ms;
-} optd_session_desc_t;
-
 /* Merges p into s's configuration under s's lock, validates the result as
  * a whole, charges any memory the new options will need (momentum,
  * amsgrad, centered buffers; labels) and makes it durable; *out is the
