@@ -24,6 +24,7 @@ enum {
     OPT_MAX_BODY_MEMORY,
     OPT_MAX_SESSIONS,
     OPT_MAX_PARAMS,
+    OPT_MAX_MEMORY,
     OPT_HISTORY,
     OPT_MAX_CONNECTIONS,
     OPT_CONNECTION_TIMEOUT,
@@ -47,6 +48,7 @@ static const struct option long_options[] = {
     {"max-body-memory", required_argument, NULL, OPT_MAX_BODY_MEMORY},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
     {"max-params", required_argument, NULL, OPT_MAX_PARAMS},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {"history", required_argument, NULL, OPT_HISTORY},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"connection-timeout", required_argument, NULL, OPT_CONNECTION_TIMEOUT},
@@ -94,6 +96,8 @@ void optd_config_usage(FILE *out)
           "                             [a quarter of the memory, at least --max-body-bytes]\n"
           "  --max-sessions N           beyond it create gets 429  [100000]\n"
           "  --max-params N             total parameters over all sessions; beyond it 429  [unlimited]\n"
+          "  --max-memory BYTES         memory sessions may hold in all; beyond it 429\n"
+          "                             [the cgroup's memory limit, else physical memory, less 1/4]\n"
           "  --history N                steps of history kept per session  [1000]\n"
           "  --max-connections N        concurrent connections (clamped to what RLIMIT_NOFILE allows)  [1024]\n"
           "  --connection-timeout SECS  close idle or too-slow connections after SECS (0: never)  [30]\n"
@@ -203,6 +207,11 @@ static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, 
         if (parse_uint(val, 1, SIZE_MAX / 2, &u))
             return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a parameter count >= 1", src, val);
         cfg->max_params = (size_t)u;
+        return 0;
+    case OPT_MAX_MEMORY:
+        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
+        cfg->max_memory = (size_t)u;
         return 0;
     case OPT_HISTORY:
         if (parse_uint(val, 0, 100000000, &u))
@@ -344,4 +353,103 @@ int optd_config_split_listen(const char *listen, char *host, size_t cap, unsigne
     host[hlen] = '\0';
     *port = (unsigned)p;
     return 0;
+}
+
+/* ---- the default memory budget ------------------------------------------------ */
+
+/* The number in file (a cgroup limit), or 0 when absent, "max" or unreadable. */
+static uint64_t read_limit(const char *file)
+{
+    FILE *f = fopen(file, "re");
+    if (!f)
+        return 0;
+    char buf[64] = "";
+    bool ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    if (!ok || strncmp(buf, "max", 3) == 0)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    return errno || end == buf ? 0 : (uint64_t)v;
+}
+
+/* This process's cgroup path for controller (v1, e.g. "memory") or the
+ * unified hierarchy (controller NULL: the "0::" line), into path. */
+static bool cgroup_path(const char *controller, char *path, size_t cap)
+{
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return false;
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        const char *ctl = c1 + 1;
+        if (controller ? strstr(ctl, controller) != NULL : (ctl[0] == '\0' && strcmp(line, "0") == 0)) {
+            snprintf(path, cap, "%s", c2 + 1);
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The first limit found among the cgroup files that may hold it: the
+ * process's own cgroup under the mount, then the mount's root (inside a
+ * container's cgroup namespace the two are the same directory). */
+static uint64_t cgroup_limit(const char **how)
+{
+    char rel[400], file[512];
+    if (cgroup_path(NULL, rel, sizeof rel)) {
+        snprintf(file, sizeof file, "/sys/fs/cgroup%s/memory.max", strcmp(rel, "/") ? rel : "");
+        uint64_t v = read_limit(file);
+        if (!v)
+            v = read_limit("/sys/fs/cgroup/memory.max");
+        if (v) {
+            *how = "the cgroup's memory.max";
+            return v;
+        }
+    }
+    if (cgroup_path("memory", rel, sizeof rel)) {
+        snprintf(file, sizeof file, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes",
+                 strcmp(rel, "/") ? rel : "");
+        uint64_t v = read_limit(file);
+        if (!v)
+            v = read_limit("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+        if (v) {
+            *how = "the cgroup's memory.limit_in_bytes";
+            return v;
+        }
+    }
+    return 0;
+}
+
+size_t optd_config_memory_default(char *how, size_t cap)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t phys = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    const char *src = "physical memory";
+    uint64_t limit = cgroup_limit(&src);
+    /* cgroup v1 says "no limit" with a huge number: physical memory is then the limit. */
+    if (!limit || (phys && limit >= phys)) {
+        limit = phys;
+        src = "physical memory";
+    }
+    if (!limit) {
+        limit = (uint64_t)1 << 30;
+        src = "no known limit, assumed";
+    }
+    if (limit > SIZE_MAX / 2)
+        limit = SIZE_MAX / 2;
+    uint64_t reserve = limit / 4 > ((uint64_t)64 << 20) ? limit / 4 : (uint64_t)64 << 20;
+    if (reserve > limit / 2)
+        reserve = limit / 2;
+    snprintf(how, cap, "%s (%llu bytes) less %llu bytes kept for running", src,
+             (unsigned long long)limit, (unsigned long long)reserve);
+    return (size_t)(limit - reserve);
 }

@@ -27,6 +27,7 @@ typedef struct optd_config {
     size_t max_body_memory;        /* bodies in flight, bytes; 0: a quarter of the memory */
     size_t max_sessions;
     size_t max_params;             /* 0: unlimited */
+    size_t max_memory;             /* --max-memory; 0: not given (optd_config_memory_default) */
     size_t history;
     unsigned max_connections;
     unsigned connection_timeout;   /* seconds; 0: none */
@@ -50,6 +51,14 @@ int optd_config_parse(optd_config_t *cfg, int argc, char **argv, FILE *out, optd
 
 /* Writes the usage text (every flag with its default) to out. */
 void optd_config_usage(FILE *out);
+
+/* The memory budget when --max-memory is not given: the memory limit of
+ * this process's cgroup (v2 memory.max, or v1 memory.limit_in_bytes), or
+ * the machine's physical memory when there is none, less a quarter (at
+ * least 64 MiB, at most half) kept for running: request bodies, the copies
+ * exports and snapshots make, the libraries.  how (cap bytes) says where
+ * the figure came from, for the log. */
+size_t optd_config_memory_default(char *how, size_t cap);
 
 /* Splits "host:port", "[v6]:port" or ":port" into host (cap bytes; "" for
  * all interfaces) and port: 0 or OPTD_EINVAL with a message. */

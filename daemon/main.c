@@ -314,10 +314,16 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    char budget_how[200] = "--max-memory";
+    if (!srv.cfg.max_memory)
+        srv.cfg.max_memory = optd_config_memory_default(budget_how, sizeof budget_how);
+    optd_log(&srv.log, OPTD_LOG_INFO, "memory budget for sessions: %zu bytes (%.1f MiB), from %s",
+             srv.cfg.max_memory, (double)srv.cfg.max_memory / 1048576.0, budget_how);
     optd_store_limits_t limits = {
         .max_sessions = srv.cfg.max_sessions,
         .max_params = srv.cfg.max_params,
         .history = srv.cfg.history,
+        .max_memory = srv.cfg.max_memory,
     };
     if (optd_store_new(&limits, &srv.store, &err) < 0) {
         optd_log(&srv.log, OPTD_LOG_ERROR, "cannot create the session store: %s", err.msg);

@@ -714,6 +714,14 @@ size_t optd_session_bytes_locked(const optd_session_t *s)
     return optd_session_bytes(&s->cfg, s->size, kept, s->history_cap);
 }
 
+size_t optd_session_bytes_now(optd_session_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t n = optd_session_bytes_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 void optd_session_patch_free(optd_session_patch_t *p)
 {
     optd_session_config_t holder = {.n_labels = p->n_labels, .labels = p->labels};

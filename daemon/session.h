@@ -272,6 +272,8 @@ size_t optd_session_bytes(const optd_session_config_t *cfg, size_t size, unsigne
                           size_t history_cap);
 /* The same for what s holds now; with s->mu held (or s not yet shared). */
 size_t optd_session_bytes_locked(const optd_session_t *s);
+/* The same, taking s's lock: what a copy of s (fork) comes to. */
+size_t optd_session_bytes_now(optd_session_t *s);
 
 /* Marks the session used now (ttl). */
 void optd_session_touch(optd_session_t *s);
