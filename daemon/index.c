@@ -115,6 +115,17 @@ int optd_index_remove(optd_index_t *idx, const void *item)
     return 1;
 }
 
+int optd_index_replace(optd_index_t *idx, const void *old, void *fresh)
+{
+    optd_index_node_t *update[MAX_LEVEL];
+    find_preds(idx, old, update);
+    optd_index_node_t *n = update[0]->next[0];
+    if (!n || n->item != old)
+        return 0;
+    n->item = fresh;
+    return 1;
+}
+
 size_t optd_index_count(const optd_index_t *idx)
 {
     return idx->count;

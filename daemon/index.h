@@ -31,6 +31,9 @@ void optd_index_free(optd_index_t *idx);
 int optd_index_insert(optd_index_t *idx, void *item);
 /* Removes item (found by cmp, and the very pointer): 1 if it was there. */
 int optd_index_remove(optd_index_t *idx, const void *item);
+/* Puts fresh where old is (they must order alike): 1 if old was there.
+ * Allocates nothing, so it cannot fail half way. */
+int optd_index_replace(optd_index_t *idx, const void *old, void *fresh);
 size_t optd_index_count(const optd_index_t *idx);
 
 /* The first node whose item orders after key (strictly, or at or after it

@@ -356,6 +356,72 @@ static int replace_locked(optd_store_t *store, optd_session_t *old, optd_session
     return 0;
 }
 
+/* Puts s (locked, unreachable) in the table in old's place, old (locked,
+ * not deleted: so still the table's entry) being retired: for an import
+ * that changes the shape (size or dtype), which handlers read without the
+ * lock and so must never change under them.  The swap is one change under
+ * the write lock (listings see old or s, never neither); old's charge moves
+ * to s, only the difference is reserved. */
+static int replace_object_locked(optd_store_t *store, optd_session_t *old, optd_session_t *s,
+                                 bool enforce, optd_err_t *err)
+{
+    size_t need = optd_session_bytes_locked(s);
+    size_t avail = old->charged + (s->mem ? s->charged : 0);
+    size_t extra = need > avail ? need - avail : 0;
+    int rc = 0;
+    if (extra && enforce)
+        rc = optd_store_reserve(store, extra, err);
+    else if (extra)
+        atomic_fetch_add(&store->bytes, extra);
+    if (rc)
+        return rc;
+    size_t old_charged = old->charged, s_charged = s->charged;
+    const optd_mem_account_t *s_mem = s->mem;
+
+    pthread_rwlock_wrlock(&store->lock);
+    rc = check_limits_locked(store, 0, old->size, s->size, err);
+    if (!rc) {
+        optd_index_replace(store->by_name, old, s);
+        HASH_DEL(store->table, old);
+        HASH_ADD_STR(store->table, name, s);
+        store->params = store->params - old->size + s->size;
+        optd_session_retain(s); /* the table's; old's is dropped below */
+    }
+    pthread_rwlock_unlock(&store->lock);
+    if (rc) {
+        if (extra)
+            optd_store_unreserve(store, extra);
+        return rc;
+    }
+    set_deleted(old, true);
+    s->mem = &store->account;
+    s->charged = need;
+    old->charged = 0;
+    if (s->dur && s->dur->commit && (rc = s->dur->commit(s->dur->ctx, s, err))) {
+        /* Whoever found s meanwhile waits on its lock: it must then see a
+         * session that is gone, not one outside the table. */
+        set_deleted(s, true);
+        pthread_rwlock_wrlock(&store->lock);
+        optd_index_replace(store->by_name, s, old);
+        HASH_DEL(store->table, s);
+        HASH_ADD_STR(store->table, name, old);
+        store->params = store->params - s->size + old->size;
+        pthread_rwlock_unlock(&store->lock);
+        set_deleted(old, false);
+        old->charged = old_charged;
+        s->mem = s_mem;
+        s->charged = s_charged;
+        if (extra)
+            optd_store_unreserve(store, extra);
+        optd_session_release(s); /* the table's, which s had for a moment */
+        return rc;
+    }
+    if (need < avail)
+        optd_store_unreserve(store, avail - need);
+    optd_session_release(old); /* the table's (the caller still holds one) */
+    return 0;
+}
+
 /* Puts s in the store (see optd_store_insert); *live as optd_store_import. */
 static int put(optd_store_t *store, optd_session_t *s, bool replace, bool enforce,
                optd_session_t **live, bool *replaced, optd_err_t *err)
@@ -401,11 +467,20 @@ static int put(optd_store_t *store, optd_session_t *s, bool replace, bool enforc
             optd_session_release(old);
             continue;
         }
-        rc = replace_locked(store, old, s, enforce, err);
+        /* Same shape: the contents change in place, so a step or PATCH
+         * holding old is serialised with the import instead of finding
+         * it deleted.  A new shape needs a new session. */
+        bool in_place = old->size == s->size && old->cfg.dtype == s->cfg.dtype;
+        rc = in_place ? replace_locked(store, old, s, enforce, err)
+                      : replace_object_locked(store, old, s, enforce, err);
         pthread_mutex_unlock(&old->mu);
         if (!rc) {
-            *live = old;
             *replaced = true;
+            *live = in_place ? old : s;
+            if (!in_place) {
+                optd_session_retain(s);
+                optd_session_release(old);
+            }
         } else {
             optd_session_release(old);
         }
@@ -554,6 +629,31 @@ static bool labels_match(const optd_session_t *s, const optd_store_query_t *q)
     return true;
 }
 
+/* s (referenced) or, when an import put a new session in its place
+ * since the batch was taken, that one (the reference moves to it); *ok
+ * says whether it is live and matches q's labels. */
+static optd_session_t *current_match(optd_store_t *store, optd_session_t *s,
+                                     const optd_store_query_t *q, bool *ok)
+{
+    /* Each turn follows an import that completed meanwhile. */
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool deleted = s->deleted;
+        *ok = !deleted && labels_match(s, q);
+        pthread_mutex_unlock(&s->mu);
+        if (!deleted)
+            break;
+        optd_session_t *now = optd_store_get(store, s->name);
+        if (!now || now == s) {
+            optd_session_release(now);
+            break;
+        }
+        optd_session_release(s);
+        s = now;
+    }
+    return s;
+}
+
 /* A session and the key it is ordered by, read once under its lock. */
 typedef struct by_loss {
     optd_session_t *s;
@@ -589,9 +689,9 @@ static int list_by_loss(optd_store_t *store, const optd_store_query_t *q, optd_s
     }
     size_t m = 0;
     for (size_t i = 0; i < k; i++) {
-        optd_session_t *s = v[i];
+        bool ok;
+        optd_session_t *s = current_match(store, v[i], q, &ok);
         pthread_mutex_lock(&s->mu);
-        bool ok = !s->deleted && labels_match(s, q);
         by_loss_t e = {s, s->loss.has, q->sort == OPTD_SORT_BEST_LOSS ? s->loss.best : s->loss.last};
         pthread_mutex_unlock(&s->mu);
         if (ok)
@@ -677,13 +777,8 @@ int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_sessi
         /* Labels and the deleted flag need each session's lock, taken
          * without the table lock. */
         for (size_t i = 0; i < k; i++) {
-            optd_session_t *s = b[i];
             bool ok = false;
-            if (!*more) {
-                pthread_mutex_lock(&s->mu);
-                ok = !s->deleted && labels_match(s, q);
-                pthread_mutex_unlock(&s->mu);
-            }
+            optd_session_t *s = *more ? b[i] : current_match(store, b[i], q, &ok);
             if (ok && skip > 0) {
                 skip--;
                 ok = false;

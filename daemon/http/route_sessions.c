@@ -429,6 +429,18 @@ void optd_route_session_patch(optd_req_t *req)
             rc = read_patch(body, kind, dtype, &p, &err);
         if (!rc)
             rc = optd_session_patch(s, &p, &d, &err);
+        if (rc == OPTD_ENOTFOUND) {
+            /* An import of another shape put a new session in this one's
+             * place after we found it: the PATCH applies to that one. */
+            optd_session_t *now = optd_store_get(req->srv->store, s->name);
+            if (now && now != s) {
+                optd_session_release(s);
+                s = now;
+                rc = 1;
+                continue;
+            }
+            optd_session_release(now);
+        }
         if (rc != 1)
             break;
     }

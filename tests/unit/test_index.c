@@ -105,6 +105,25 @@ START_TEST(random_against_sorted_array)
 }
 END_TEST
 
+START_TEST(replace_in_place)
+{
+    char a[] = "a", b[] = "b", b2[] = "b", c[] = "c";
+    optd_index_t *idx = optd_index_new(cmp_str, 3);
+    ck_assert_int_eq(optd_index_insert(idx, c), 0);
+    ck_assert_int_eq(optd_index_insert(idx, a), 0);
+    ck_assert_int_eq(optd_index_insert(idx, b), 0);
+    ck_assert_int_eq(optd_index_replace(idx, b2, b), 0); /* b2 is not in it */
+    ck_assert_int_eq(optd_index_replace(idx, b, b2), 1);
+    optd_index_node_t *x = optd_index_seek(idx, cmp_key, "a", 0);
+    ck_assert_ptr_eq(optd_index_item(x), b2);
+    ck_assert_ptr_eq(optd_index_item(optd_index_next(x)), c);
+    ck_assert_int_eq(optd_index_remove(idx, b), 0);
+    ck_assert_int_eq(optd_index_remove(idx, b2), 1);
+    ck_assert_uint_eq(optd_index_count(idx), 2);
+    optd_index_free(idx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("index");
@@ -112,6 +131,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, empty);
     tcase_add_test(tc, random_against_sorted_array);
+    tcase_add_test(tc, replace_in_place);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -531,23 +531,40 @@ START_TEST(replace_keeps_the_session)
     ck_assert_int_eq(put(st, "a", 4), 0);
     ck_assert_int_eq(put(st, "b", 4), 0);
     optd_session_t *held = optd_store_get(st, "a");
-    optd_session_t *imp = mk("a", 7, OPTD_ADAM), *live = NULL;
+    /* same shape (size, dtype), another optimizer: changed in place */
+    optd_session_t *imp = mk("a", 4, OPTD_ADAM), *live = NULL;
     bool replaced = false;
     ck_assert_int_eq(optd_store_import(st, imp, &live, &replaced, &err), 0);
     ck_assert(replaced);
     /* readers holding the session see the new contents, not a deleted one */
     ck_assert_ptr_eq(live, held);
     ck_assert(!optd_session_is_deleted(held));
-    ck_assert_uint_eq(held->size, 7);
     ck_assert_int_eq(held->cfg.kind, OPTD_ADAM);
-    ck_assert_uint_eq(imp->size, 4); /* the old contents, freed with imp */
-    ck_assert_uint_eq(optd_store_params(st), 11);
+    ck_assert_int_eq(imp->cfg.kind, OPTD_SGD); /* the old contents, freed with imp */
     double g[7] = {1, 1, 1, 1, 1, 1, 1};
     uint64_t step;
     ck_assert_int_eq(optd_session_step(held, g, NULL, NULL, &step, NULL, &err), 0);
     ck_assert_uint_eq(step, 1);
     optd_session_release(imp);
     optd_session_release(live);
+
+    /* another shape: a new session in its place, in one change (handlers
+     * read size and dtype without the lock, so they never change) */
+    imp = mk("a", 7, OPTD_ADAM);
+    ck_assert_int_eq(optd_store_import(st, imp, &live, &replaced, &err), 0);
+    ck_assert(replaced);
+    ck_assert_ptr_eq(live, imp);
+    ck_assert(optd_session_is_deleted(held));
+    ck_assert_uint_eq(held->size, 4);
+    ck_assert_uint_eq(optd_store_params(st), 11);
+    ck_assert_uint_eq(optd_store_count(st), 2);
+    optd_session_t *now = optd_store_get(st, "a");
+    ck_assert_ptr_eq(now, imp);
+    optd_session_release(now);
+    optd_session_release(live);
+    optd_session_release(imp);
+    optd_session_release(held);
+    held = optd_store_get(st, "a");
 
     /* an import racing a delete: the delete first, then a fresh create */
     ck_assert_int_eq(optd_store_remove(st, "a", &err), 0);
@@ -560,14 +577,23 @@ START_TEST(replace_keeps_the_session)
     optd_session_release(imp);
     optd_session_release(held);
     ck_assert_uint_eq(optd_store_count(st), 2);
+    optd_store_query_t q = {.limit = 10};
+    optd_session_t **v;
+    size_t n;
+    bool more;
+    ck_assert_int_eq(optd_store_list(st, &q, &v, &n, &more, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(v[0]->name, "a");
+    free_list(v, n);
     optd_store_free(st);
 }
 END_TEST
 
 typedef struct replace_arg {
     optd_store_t *st;
+    bool reshape; /* every third import changes the size */
     atomic_bool stop;
-    int not_found, listed_without, errors;
+    int missing, step_deleted, listed_without, errors;
 } replace_arg_t;
 
 static void *replacer(void *p)
@@ -575,7 +601,8 @@ static void *replacer(void *p)
     replace_arg_t *a = p;
     optd_err_t err;
     for (int i = 0; i < 3000; i++) {
-        optd_session_t *s = mk("r", 3, i % 2 ? OPTD_SGD : OPTD_ADAM), *live = NULL;
+        size_t size = a->reshape && i % 3 == 0 ? 2 : 3;
+        optd_session_t *s = mk("r", size, i % 2 ? OPTD_SGD : OPTD_ADAM), *live = NULL;
         bool replaced;
         if (optd_store_import(a->st, s, &live, &replaced, &err) != 0 || !replaced)
             a->errors++;
@@ -597,12 +624,11 @@ static void *reader(void *p)
     while (!atomic_load(&a->stop)) {
         optd_session_t *s = optd_store_get(a->st, "r");
         if (!s) {
-            a->not_found++;
+            a->missing++;
             continue;
         }
-        int rc = optd_session_step(s, g, NULL, NULL, NULL, NULL, &err);
-        if (rc == OPTD_ENOTFOUND)
-            a->not_found++;
+        if (optd_session_step(s, g, NULL, NULL, NULL, NULL, &err) == OPTD_ENOTFOUND)
+            a->step_deleted++;
         optd_session_release(s);
         optd_store_query_t q = {.limit = 10};
         optd_session_t **v;
@@ -619,25 +645,42 @@ static void *reader(void *p)
     return NULL;
 }
 
-START_TEST(replace_under_readers)
+static void run_replace_under_readers(bool reshape, replace_arg_t *a)
 {
     optd_err_t err;
     optd_store_t *st = mkstore(10, 0);
     optd_session_t *s = mk("r", 3, OPTD_SGD);
     ck_assert_int_eq(optd_store_insert(st, s, false, NULL, &err), 0);
     optd_session_release(s);
-    replace_arg_t a = {.st = st};
+    a->st = st;
+    a->reshape = reshape;
     pthread_t w, r[3];
-    ck_assert_int_eq(pthread_create(&w, NULL, replacer, &a), 0);
+    ck_assert_int_eq(pthread_create(&w, NULL, replacer, a), 0);
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(pthread_create(&r[i], NULL, reader, &a), 0);
+        ck_assert_int_eq(pthread_create(&r[i], NULL, reader, a), 0);
     pthread_join(w, NULL);
     for (int i = 0; i < 3; i++)
         pthread_join(r[i], NULL);
-    ck_assert_int_eq(a.errors, 0);
-    ck_assert_int_eq(a.not_found, 0);
-    ck_assert_int_eq(a.listed_without, 0);
     optd_store_free(st);
+}
+
+START_TEST(replace_under_readers)
+{
+    /* same shape: changed in place, never seen deleted */
+    replace_arg_t a = {0};
+    run_replace_under_readers(false, &a);
+    ck_assert_int_eq(a.errors, 0);
+    ck_assert_int_eq(a.missing, 0);
+    ck_assert_int_eq(a.step_deleted, 0);
+    ck_assert_int_eq(a.listed_without, 0);
+    /* new shapes: a new session takes the name in one change, so the name
+     * is never missing from lookups or listings (a step already holding
+     * the retired one is refused as deleted) */
+    replace_arg_t b = {0};
+    run_replace_under_readers(true, &b);
+    ck_assert_int_eq(b.errors, 0);
+    ck_assert_int_eq(b.missing, 0);
+    ck_assert_int_eq(b.listed_without, 0);
 }
 END_TEST
 
