@@ -355,6 +355,13 @@ int main(int argc, char **argv)
                  "restored %zu sessions (%zu parameters) from %s in %.3f s%s", stats.sessions_loaded,
                  stats.params_loaded, srv.cfg.data_dir, stats.seconds,
                  stats.files_set_aside ? "; damaged files were set aside (see above)" : "");
+        size_t used, max;
+        optd_store_memory(srv.store, &used, &max);
+        /* Loaded sessions are never refused: say so when they leave no room. */
+        optd_log(&srv.log, used > max ? OPTD_LOG_WARN : OPTD_LOG_INFO,
+                 "the restored sessions hold %zu bytes of the %zu-byte memory budget%s", used, max,
+                 used > max ? ": over it, so every create, fork and import gets 429 until some are deleted"
+                            : "");
     }
 
     uv_loop_t loop;
