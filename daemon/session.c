@@ -637,6 +637,8 @@ out:
     return rc;
 }
 
+static int patch_install_locked(optd_session_t *s, optd_session_config_t *merged, optd_err_t *err);
+
 int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err)
 {
     int rc = optd_session_config_validate(cfg, err);
@@ -647,31 +649,15 @@ int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg,
         return rc;
 
     pthread_mutex_lock(&s->mu);
-    if (s->deleted) {
+    if (s->deleted)
         rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
-        optd_session_config_free(&fresh);
-        goto out;
-    }
-    if (cfg->kind != s->cfg.kind || cfg->dtype != s->cfg.dtype) {
+    else if (cfg->kind != s->cfg.kind || cfg->dtype != s->cfg.dtype)
         rc = optd_err_set(err, OPTD_EINVAL, "the optimizer and dtype of a session cannot change");
-        optd_session_config_free(&fresh);
-        goto out;
-    }
-    optd_session_config_t old = s->cfg;
-    int64_t old_updated = s->updated_ms;
-    s->cfg = fresh;
-    s->updated_ms = optd_now_ms();
-    s->version++;
-    if (s->dur && s->dur->commit && (rc = s->dur->commit(s->dur->ctx, s, err))) {
-        s->cfg = old;
-        s->updated_ms = old_updated;
-        s->version--;
-        optd_session_config_free(&fresh);
-        goto out;
-    }
-    optd_session_config_free(&old);
-out:
+    else /* the same installation as a PATCH: memory charged, durable, or undone */
+        rc = patch_install_locked(s, &fresh, err);
     pthread_mutex_unlock(&s->mu);
+    if (rc)
+        optd_session_config_free(&fresh);
     optd_session_touch(s);
     return rc;
 }
