@@ -358,8 +358,8 @@ static int replace_locked(optd_store_t *store, optd_session_t *old, optd_session
 
 /* Puts s (locked, unreachable) in the table in old's place, old (locked,
  * not deleted: so still the table's entry) being retired: for an import
- * that changes the shape (size or dtype), which handlers read without the
- * lock and so must never change under them.  The swap is one change under
+ * that changes the shape (size, dtype or optimizer), which handlers read
+ * without the lock and so must never change under them.  The swap is one change under
  * the write lock (listings see old or s, never neither); old's charge moves
  * to s, only the difference is reserved. */
 static int replace_object_locked(optd_store_t *store, optd_session_t *old, optd_session_t *s,
@@ -469,8 +469,10 @@ static int put(optd_store_t *store, optd_session_t *s, bool replace, bool enforc
         }
         /* Same shape: the contents change in place, so a step or PATCH
          * holding old is serialised with the import instead of finding
-         * it deleted.  A new shape needs a new session. */
-        bool in_place = old->size == s->size && old->cfg.dtype == s->cfg.dtype;
+         * it deleted.  A new shape needs a new session: handlers read
+         * size, dtype and optimizer without the lock. */
+        bool in_place = old->size == s->size && old->cfg.dtype == s->cfg.dtype &&
+                        old->cfg.kind == s->cfg.kind;
         rc = in_place ? replace_locked(store, old, s, enforce, err)
                       : replace_object_locked(store, old, s, enforce, err);
         pthread_mutex_unlock(&old->mu);

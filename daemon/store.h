@@ -56,11 +56,13 @@ void optd_store_memory(optd_store_t *store, size_t *used, size_t *max);
 int optd_store_charge(optd_store_t *store, optd_session_t *s, size_t reserved, optd_err_t *err);
 
 /* Adds s under s->name; the store takes its own reference.  With replace
- * and a session of that name in the store, that session takes s's
- * contents in place, in one change under its lock (readers holding it see
- * the old contents or the new, never a missing session) and s is left
- * with the old contents; *replaced (may be NULL) says whether that
- * happened.  A session not yet charged (optd_store_charge) is charged here
+ * and a session of that name in the store: of the same shape (size, dtype,
+ * optimizer) that session takes s's contents in place, in one change under
+ * its lock (readers holding it see the old contents or the new, never a
+ * deleted session) and s is left with the old contents; of another shape
+ * s takes its place in the table in one change and the old one is marked
+ * deleted (handlers read the shape without the lock, so it never changes
+ * under them).  *replaced (may be NULL) says whether one was replaced.  A session not yet charged (optd_store_charge) is charged here
  * without the budget check: this is how persistence loads what is on
  * disk.  Errors: OPTD_EEXIST, OPTD_ELIMIT (max sessions or max params),
  * OPTD_EIO (not durable; nothing changed). */
@@ -69,8 +71,8 @@ int optd_store_insert(optd_store_t *store, optd_session_t *s, bool replace, bool
 
 /* The import of a client: as optd_store_insert with replace, but within
  * the memory budget (a replace counts the difference), and *live is the
- * session now holding the contents (s itself, or the replaced one), with
- * a reference for the caller.  Errors as insert's. */
+ * session now holding the contents (s itself, or the one replaced in
+ * place), with a reference for the caller.  Errors as insert's. */
 int optd_store_import(optd_store_t *store, optd_session_t *s, optd_session_t **live,
                       bool *replaced, optd_err_t *err);
 
