@@ -399,32 +399,42 @@ static bool cgroup_path(const char *controller, char *path, size_t cap)
     return found;
 }
 
-/* The first limit found among the cgroup files that may hold it: the
- * process's own cgroup under the mount, then the mount's root (inside a
- * container's cgroup namespace the two are the same directory). */
+/* The lowest limit in file name `leaf` of the cgroup directory root/rel
+ * and its ancestors up to root (a parent's limit binds its children too),
+ * or 0 when none has one. */
+static uint64_t lowest_limit(const char *root, const char *rel, const char *leaf)
+{
+    char dir[512], file[600];
+    snprintf(dir, sizeof dir, "%s%s", root, strcmp(rel, "/") ? rel : "");
+    uint64_t best = 0;
+    for (;;) {
+        snprintf(file, sizeof file, "%s/%s", dir, leaf);
+        uint64_t v = read_limit(file);
+        if (v && (!best || v < best))
+            best = v;
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < strlen(root))
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+/* The memory limit of this process's cgroup: v2 first, then v1.  Inside a
+ * container's cgroup namespace the path is "/" and the mount's root is the
+ * container's own cgroup. */
 static uint64_t cgroup_limit(const char **how)
 {
-    char rel[400], file[512];
-    if (cgroup_path(NULL, rel, sizeof rel)) {
-        snprintf(file, sizeof file, "/sys/fs/cgroup%s/memory.max", strcmp(rel, "/") ? rel : "");
-        uint64_t v = read_limit(file);
-        if (!v)
-            v = read_limit("/sys/fs/cgroup/memory.max");
-        if (v) {
-            *how = "the cgroup's memory.max";
-            return v;
-        }
+    char rel[400];
+    uint64_t v;
+    if (cgroup_path(NULL, rel, sizeof rel) && (v = lowest_limit("/sys/fs/cgroup", rel, "memory.max"))) {
+        *how = "the cgroup's memory.max";
+        return v;
     }
-    if (cgroup_path("memory", rel, sizeof rel)) {
-        snprintf(file, sizeof file, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes",
-                 strcmp(rel, "/") ? rel : "");
-        uint64_t v = read_limit(file);
-        if (!v)
-            v = read_limit("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-        if (v) {
-            *how = "the cgroup's memory.limit_in_bytes";
-            return v;
-        }
+    if (cgroup_path("memory", rel, sizeof rel) &&
+        (v = lowest_limit("/sys/fs/cgroup/memory", rel, "memory.limit_in_bytes"))) {
+        *how = "the cgroup's memory.limit_in_bytes";
+        return v;
     }
     return 0;
 }
