@@ -128,9 +128,9 @@ static void human_bytes(size_t n, char *buf, size_t cap)
     snprintf(buf, cap, "%.1f %s", v, units[u]);
 }
 
-int optd_store_reserve(optd_store_t *store, size_t bytes, optd_err_t *err)
+/* Reserves bytes if the total stays within max (0: unlimited). */
+static int reserve_within(optd_store_t *store, size_t bytes, size_t max, optd_err_t *err)
 {
-    size_t max = store->limits.max_memory;
     size_t cur = atomic_load(&store->bytes);
     for (;;) {
         if (max && (bytes > max || cur > max - bytes)) {
@@ -139,13 +139,26 @@ int optd_store_reserve(optd_store_t *store, size_t bytes, optd_err_t *err)
             human_bytes(cur < max ? max - cur : 0, left, sizeof left);
             human_bytes(max, all, sizeof all);
             return optd_err_set(err, OPTD_ELIMIT,
-                                "this needs %s of memory and only %s of the daemon's %s budget "
-                                "(--max-memory) is left",
-                                need, left, all);
+                                "this needs %s of memory and only %s of the daemon's %s %s is left",
+                                need, left, all,
+                                max == store->limits.max_memory
+                                    ? "budget (--max-memory)"
+                                    : "limit for sessions and answers in flight (--max-memory and a sixth)");
         }
         if (atomic_compare_exchange_weak(&store->bytes, &cur, cur + bytes))
             return 0;
     }
+}
+
+int optd_store_reserve(optd_store_t *store, size_t bytes, optd_err_t *err)
+{
+    return reserve_within(store, bytes, store->limits.max_memory, err);
+}
+
+int optd_store_borrow(optd_store_t *store, size_t bytes, optd_err_t *err)
+{
+    size_t max = store->limits.max_memory;
+    return reserve_within(store, bytes, max > SIZE_MAX / 7 * 6 ? max : max + max / 6, err);
 }
 
 void optd_store_unreserve(optd_store_t *store, size_t bytes)

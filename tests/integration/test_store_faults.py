@@ -70,6 +70,33 @@ class MemoryBudget(DaemonTestCase):
         self.d.assert_alive()
 
 
+class ReadsWithinTheBudget(DaemonTestCase):
+    FLAGS = ["--max-memory", "10000000", "--history", "10"]
+
+    def test_reading_params_reserves_the_copy(self):
+        # 8 MB of parameters fit a 10 MB budget; a copy of them does not fit
+        # the 11.7 MB reads may take.  Before, the read itself was what
+        # killed the daemon.
+        self.assertEqual(self.d.put("/v1/sessions/big", sgd(1000000)).status, 201)
+        raw = {"Accept": "application/octet-stream"}
+        err = self.assertError(self.d.get("/v1/sessions/big/params", headers=raw), 429, "resource_exhausted")
+        self.assertIn("left", err["message"])
+        self.assertError(self.d.get("/v1/sessions/big/params"), 429, "resource_exhausted")
+        self.assertEqual(self.d.delete("/v1/sessions/big").status, 204)
+        # 1.6 MB: the raw copy fits, and so does the JSON text of 200k values
+        self.assertEqual(self.d.put("/v1/sessions/mid", sgd(200000)).status, 201)
+        for _ in range(3):  # what a read reserves is returned once it is sent
+            r = self.d.get("/v1/sessions/mid/params", headers=raw)
+            self.assertEqual((r.status, len(r.raw)), (200, 1600000))
+        # nothing stayed reserved: 8 MB more fit beside 'mid' (1.6 MB)
+        self.assertEqual(self.d.put("/v1/sessions/x", sgd(1000000)).status, 201)
+        self.assertEqual(self.d.delete("/v1/sessions/x").status, 204)
+        r = self.d.get("/v1/sessions/mid/params")
+        self.assertEqual((r.status, len(r.body["params"]) if r.status == 200 else r.body), (200, 200000))
+        self.assertEqual(self.d.put("/v1/sessions/x", sgd(1000000)).status, 201)
+        self.d.assert_alive()
+
+
 class DefaultBudget(DaemonTestCase):
     def test_a_budget_by_default(self):
         # 2^34 float64 with adam: 384 GiB.  Was "500 internal" (a failed
