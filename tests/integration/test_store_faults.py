@@ -32,6 +32,9 @@ class MemoryBudget(DaemonTestCase):
         self.assertError(self.d.put("/v1/sessions/huge", sgd(2 ** 40 + 1)), 400, "invalid_argument")
         self.assertEqual(self.d.get("/v1/sessions/huge").status, 404)
         self.assertIn("memory budget for sessions: 10000000 bytes", self.d.stderr_text())
+        metrics = self.d.get("/metrics").raw.decode()
+        self.assertIn("\noptd_memory_budget_bytes 10000000\n", metrics)
+        self.assertIn("\noptd_memory_reserved_bytes ", metrics)
         self.d.assert_alive()
 
     def test_state_buffers_fork_import_and_patch_are_counted(self):
