@@ -97,7 +97,7 @@ void optd_config_usage(FILE *out)
           "  --max-sessions N           beyond it create gets 429  [100000]\n"
           "  --max-params N             total parameters over all sessions; beyond it 429  [unlimited]\n"
           "  --max-memory BYTES         memory sessions may hold in all; beyond it 429\n"
-          "                             [the cgroup's memory limit, else physical memory, less 1/4]\n"
+          "                             [half the cgroup's memory limit, else of physical memory]\n"
           "  --history N                steps of history kept per session  [1000]\n"
           "  --max-connections N        concurrent connections (clamped to what RLIMIT_NOFILE allows)  [1024]\n"
           "  --connection-timeout SECS  close idle or too-slow connections after SECS (0: never)  [30]\n"
@@ -456,10 +456,10 @@ size_t optd_config_memory_default(char *how, size_t cap)
     }
     if (limit > SIZE_MAX / 2)
         limit = SIZE_MAX / 2;
-    uint64_t reserve = limit / 4 > ((uint64_t)64 << 20) ? limit / 4 : (uint64_t)64 << 20;
-    if (reserve > limit / 2)
-        reserve = limit / 2;
-    snprintf(how, cap, "%s (%llu bytes) less %llu bytes kept for running", src,
-             (unsigned long long)limit, (unsigned long long)reserve);
+    /* Half: a quarter is the default --max-body-memory (bodies in flight),
+     * a sixth of the budget may be borrowed by answers in flight
+     * (optd_store_borrow), and the rest is the process's own. */
+    uint64_t reserve = limit - limit / 2;
+    snprintf(how, cap, "%s (%llu bytes), half of it", src, (unsigned long long)limit);
     return (size_t)(limit - reserve);
 }

@@ -48,7 +48,7 @@ const optd_store_limits_t *optd_store_limits(const optd_store_t *store);
 int optd_store_reserve(optd_store_t *store, size_t bytes, optd_err_t *err);
 /* The same for memory held while a request is answered (a copy, an
  * encoded answer): it may take the total a sixth beyond --max-memory
- * (half the share kept for running by default), so reads still work when
+ * (a twelfth of the memory by default), so reads still work when
  * sessions fill the budget.  Returned with optd_store_unreserve. */
 int optd_store_borrow(optd_store_t *store, size_t bytes, optd_err_t *err);
 void optd_store_unreserve(optd_store_t *store, size_t bytes);

@@ -38,8 +38,8 @@ START_TEST(default_budget_fits_the_machine)
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     size_t phys = (size_t)pages * (size_t)page;
     ck_assert_uint_gt(budget, 0);
-    ck_assert_uint_le(budget, phys - phys / 4 + 1); /* at most 3/4 of the machine */
-    ck_assert_msg(strstr(how, "less") != NULL, "%s", how);
+    ck_assert_uint_le(budget, phys / 2 + 1); /* at most half the machine */
+    ck_assert_msg(strstr(how, "half") != NULL, "%s", how);
 }
 END_TEST
 
