@@ -24,6 +24,7 @@ enum {
     OPT_MAX_BODY_MEMORY,
     OPT_MAX_SESSIONS,
     OPT_MAX_PARAMS,
+    OPT_MAX_MEMORY,
     OPT_HISTORY,
     OPT_MAX_CONNECTIONS,
     OPT_CONNECTION_TIMEOUT,
@@ -49,6 +50,7 @@ static const struct option long_options[] = {
     {"max-body-memory", required_argument, NULL, OPT_MAX_BODY_MEMORY},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
     {"max-params", required_argument, NULL, OPT_MAX_PARAMS},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {"history", required_argument, NULL, OPT_HISTORY},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"connection-timeout", required_argument, NULL, OPT_CONNECTION_TIMEOUT},
@@ -99,6 +101,8 @@ void optd_config_usage(FILE *out)
           "                             [a quarter of the memory, at least --max-body-bytes]\n"
           "  --max-sessions N           beyond it create gets 429  [100000]\n"
           "  --max-params N             total parameters over all sessions; beyond it 429  [unlimited]\n"
+          "  --max-memory BYTES         memory sessions may hold in all; beyond it 429\n"
+          "                             [half the cgroup's memory limit, else of physical memory]\n"
           "  --history N                steps of history kept per session  [1000]\n"
           "  --max-connections N        concurrent connections (clamped to what RLIMIT_NOFILE allows)  [1024]\n"
           "  --connection-timeout SECS  close idle or too-slow connections after SECS (0: never)  [30]\n"
@@ -210,6 +214,11 @@ static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, 
         if (parse_uint(val, 1, SIZE_MAX / 2, &u))
             return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a parameter count >= 1", src, val);
         cfg->max_params = (size_t)u;
+        return 0;
+    case OPT_MAX_MEMORY:
+        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
+        cfg->max_memory = (size_t)u;
         return 0;
     case OPT_HISTORY:
         if (parse_uint(val, 0, 100000000, &u))
@@ -360,4 +369,113 @@ int optd_config_split_listen(const char *listen, char *host, size_t cap, unsigne
     host[hlen] = '\0';
     *port = (unsigned)p;
     return 0;
+}
+
+/* ---- the default memory budget ------------------------------------------------ */
+
+/* The number in file (a cgroup limit), or 0 when absent, "max" or unreadable. */
+static uint64_t read_limit(const char *file)
+{
+    FILE *f = fopen(file, "re");
+    if (!f)
+        return 0;
+    char buf[64] = "";
+    bool ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    if (!ok || strncmp(buf, "max", 3) == 0)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    return errno || end == buf ? 0 : (uint64_t)v;
+}
+
+/* This process's cgroup path for controller (v1, e.g. "memory") or the
+ * unified hierarchy (controller NULL: the "0::" line), into path. */
+static bool cgroup_path(const char *controller, char *path, size_t cap)
+{
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return false;
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        const char *ctl = c1 + 1;
+        if (controller ? strstr(ctl, controller) != NULL : (ctl[0] == '\0' && strcmp(line, "0") == 0)) {
+            snprintf(path, cap, "%s", c2 + 1);
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The lowest limit in file name `leaf` of the cgroup directory root/rel
+ * and its ancestors up to root (a parent's limit binds its children too),
+ * or 0 when none has one. */
+static uint64_t lowest_limit(const char *root, const char *rel, const char *leaf)
+{
+    char dir[512], file[600];
+    snprintf(dir, sizeof dir, "%s%s", root, strcmp(rel, "/") ? rel : "");
+    uint64_t best = 0;
+    for (;;) {
+        snprintf(file, sizeof file, "%s/%s", dir, leaf);
+        uint64_t v = read_limit(file);
+        if (v && (!best || v < best))
+            best = v;
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < strlen(root))
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+/* The memory limit of this process's cgroup: v2 first, then v1.  Inside a
+ * container's cgroup namespace the path is "/" and the mount's root is the
+ * container's own cgroup. */
+static uint64_t cgroup_limit(const char **how)
+{
+    char rel[400];
+    uint64_t v;
+    if (cgroup_path(NULL, rel, sizeof rel) && (v = lowest_limit("/sys/fs/cgroup", rel, "memory.max"))) {
+        *how = "the cgroup's memory.max";
+        return v;
+    }
+    if (cgroup_path("memory", rel, sizeof rel) &&
+        (v = lowest_limit("/sys/fs/cgroup/memory", rel, "memory.limit_in_bytes"))) {
+        *how = "the cgroup's memory.limit_in_bytes";
+        return v;
+    }
+    return 0;
+}
+
+size_t optd_config_memory_default(char *how, size_t cap)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t phys = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    const char *src = "physical memory";
+    uint64_t limit = cgroup_limit(&src);
+    /* cgroup v1 says "no limit" with a huge number: physical memory is then the limit. */
+    if (!limit || (phys && limit >= phys)) {
+        limit = phys;
+        src = "physical memory";
+    }
+    if (!limit) {
+        limit = (uint64_t)1 << 30;
+        src = "no known limit, assumed";
+    }
+    if (limit > SIZE_MAX / 2)
+        limit = SIZE_MAX / 2;
+    /* Half: a quarter is the default --max-body-memory (bodies in flight),
+     * a sixth of the budget may be borrowed by answers in flight
+     * (optd_store_borrow), and the rest is the process's own. */
+    uint64_t reserve = limit - limit / 2;
+    snprintf(how, cap, "%s (%llu bytes), half of it", src, (unsigned long long)limit);
+    return (size_t)(limit - reserve);
 }

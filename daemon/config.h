@@ -27,6 +27,7 @@ typedef struct optd_config {
     size_t max_body_memory;        /* bodies in flight, bytes; 0: a quarter of the memory */
     size_t max_sessions;
     size_t max_params;             /* 0: unlimited */
+    size_t max_memory;             /* --max-memory; 0: not given (optd_config_memory_default) */
     size_t history;
     unsigned max_connections;
     unsigned connection_timeout;   /* seconds; 0: none */
@@ -52,6 +53,15 @@ int optd_config_parse(optd_config_t *cfg, int argc, char **argv, FILE *out, optd
 
 /* Writes the usage text (every flag with its default) to out. */
 void optd_config_usage(FILE *out);
+
+/* The memory budget when --max-memory is not given: half the memory limit
+ * of this process's cgroup (the lowest of v2 memory.max, or v1
+ * memory.limit_in_bytes, over the cgroup and its ancestors), or of the
+ * machine's physical memory when there is none.  The other half is for
+ * request bodies in flight (--max-body-memory, a quarter by default),
+ * answers in flight (optd_store_borrow) and the process itself.  how (cap
+ * bytes) says where the figure came from, for the log. */
+size_t optd_config_memory_default(char *how, size_t cap);
 
 /* Splits "host:port", "[v6]:port" or ":port" into host (cap bytes; "" for
  * all interfaces) and port: 0 or OPTD_EINVAL with a message. */

@@ -316,10 +316,16 @@ int main(int argc, char **argv)
 
     optd_ui_load(&srv);
 
+    char budget_how[200] = "--max-memory";
+    if (!srv.cfg.max_memory)
+        srv.cfg.max_memory = optd_config_memory_default(budget_how, sizeof budget_how);
+    optd_log(&srv.log, OPTD_LOG_INFO, "memory budget for sessions: %zu bytes (%.1f MiB), from %s",
+             srv.cfg.max_memory, (double)srv.cfg.max_memory / 1048576.0, budget_how);
     optd_store_limits_t limits = {
         .max_sessions = srv.cfg.max_sessions,
         .max_params = srv.cfg.max_params,
         .history = srv.cfg.history,
+        .max_memory = srv.cfg.max_memory,
     };
     if (optd_store_new(&limits, &srv.store, &err) < 0) {
         optd_log(&srv.log, OPTD_LOG_ERROR, "cannot create the session store: %s", err.msg);
@@ -351,6 +357,13 @@ int main(int argc, char **argv)
                  "restored %zu sessions (%zu parameters) from %s in %.3f s%s", stats.sessions_loaded,
                  stats.params_loaded, srv.cfg.data_dir, stats.seconds,
                  stats.files_set_aside ? "; damaged files were set aside (see above)" : "");
+        size_t used, max;
+        optd_store_memory(srv.store, &used, &max);
+        /* Loaded sessions are never refused: say so when they leave no room. */
+        optd_log(&srv.log, used > max ? OPTD_LOG_WARN : OPTD_LOG_INFO,
+                 "the restored sessions hold %zu bytes of the %zu-byte memory budget%s", used, max,
+                 used > max ? ": over it, so every create, fork and import gets 429 until some are deleted"
+                            : "");
     }
 
     uv_loop_t loop;

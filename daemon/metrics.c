@@ -108,6 +108,13 @@ int optd_metrics_render(optd_metrics_t *m, optd_store_t *store, char **out, size
     put(&t, "# HELP optd_parameters Parameters held over all sessions.\n"
             "# TYPE optd_parameters gauge\noptd_parameters %zu\n",
         optd_store_params(store));
+    size_t used, max;
+    optd_store_memory(store, &used, &max);
+    put(&t, "# HELP optd_memory_reserved_bytes Memory reserved under --max-memory (sessions and answers in flight).\n"
+            "# TYPE optd_memory_reserved_bytes gauge\noptd_memory_reserved_bytes %zu\n"
+            "# HELP optd_memory_budget_bytes The --max-memory budget for sessions.\n"
+            "# TYPE optd_memory_budget_bytes gauge\noptd_memory_budget_bytes %zu\n",
+        used, max);
     put(&t, "# HELP optd_steps_total Optimizer updates applied.\n# TYPE optd_steps_total counter\n");
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
         put(&t, "optd_steps_total{optimizer=\"%s\"} %llu\n", optd_optim_desc((optd_optim_kind_t)k)->name,

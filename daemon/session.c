@@ -198,6 +198,8 @@ static optd_session_t *session_alloc(const char *name, size_t history_cap)
 
 static void session_destroy(optd_session_t *s)
 {
+    if (s->mem && s->charged)
+        s->mem->unreserve(s->mem->ctx, s->charged);
     optd_session_config_free(&s->cfg);
     free(s->params);
     optd_optim_state_free(&s->st);
@@ -635,6 +637,8 @@ out:
     return rc;
 }
 
+static int patch_install_locked(optd_session_t *s, optd_session_config_t *merged, optd_err_t *err);
+
 int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err)
 {
     int rc = optd_session_config_validate(cfg, err);
@@ -645,31 +649,181 @@ int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg,
         return rc;
 
     pthread_mutex_lock(&s->mu);
-    if (s->deleted) {
+    if (s->deleted)
         rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
-        optd_session_config_free(&fresh);
-        goto out;
-    }
-    if (cfg->kind != s->cfg.kind || cfg->dtype != s->cfg.dtype) {
+    else if (cfg->kind != s->cfg.kind || cfg->dtype != s->cfg.dtype)
         rc = optd_err_set(err, OPTD_EINVAL, "the optimizer and dtype of a session cannot change");
+    else /* the same installation as a PATCH: memory charged, durable, or undone */
+        rc = patch_install_locked(s, &fresh, err);
+    pthread_mutex_unlock(&s->mu);
+    if (rc)
         optd_session_config_free(&fresh);
-        goto out;
+    optd_session_touch(s);
+    return rc;
+}
+
+/* ---- memory and PATCH ------------------------------------------------------- */
+
+static size_t add_sat(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+static size_t mul_sat(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+size_t optd_session_bytes(const optd_session_config_t *cfg, size_t size, unsigned kept_bufs,
+                          size_t history_cap)
+{
+    unsigned bufs = kept_bufs | optd_optim_step_bufs(cfg->kind, &cfg->hp);
+    size_t arrays = 1 + (size_t)__builtin_popcount(bufs);
+    size_t n = mul_sat(mul_sat(size, optd_dtype_size(cfg->dtype)), arrays);
+    n = add_sat(n, mul_sat(history_cap, sizeof(optd_history_entry_t)));
+    n = add_sat(n, sizeof(optd_session_t));
+    /* Each label is two malloc'd strings; 32 bytes stands for the
+     * allocator's overhead and the optd_label_t. */
+    for (size_t i = 0; i < cfg->n_labels; i++)
+        n = add_sat(n, strlen(cfg->labels[i].key) + strlen(cfg->labels[i].value) + 2 + 32);
+    return n;
+}
+
+size_t optd_session_bytes_locked(const optd_session_t *s)
+{
+    unsigned kept = 0;
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (s->st.buf[b])
+            kept |= 1u << b;
+    return optd_session_bytes(&s->cfg, s->size, kept, s->history_cap);
+}
+
+size_t optd_session_bytes_now(optd_session_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t n = optd_session_bytes_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void optd_session_patch_free(optd_session_patch_t *p)
+{
+    optd_session_config_t holder = {.n_labels = p->n_labels, .labels = p->labels};
+    optd_session_config_free(&holder);
+    p->labels = NULL;
+    p->n_labels = 0;
+}
+
+/* cfg with p's fields over it (cfg is s->cfg's deep copy, of p->kind). */
+static int patch_merge(optd_session_config_t *cfg, const optd_session_patch_t *p, optd_err_t *err)
+{
+    const optd_optim_desc_t *d = optd_optim_desc(cfg->kind);
+    for (size_t i = 0; i < d->n_hparams && i < 32; i++) {
+        if (!(p->hp_set & (1u << i)))
+            continue;
+        const optd_hparam_desc_t *hd = &d->hparams[i];
+        size_t len = hd->type == OPTD_HP_BOOL ? sizeof(bool)
+                     : hd->type == OPTD_HP_PAIR ? 2 * sizeof(double)
+                                                : sizeof(double);
+        memcpy((char *)&cfg->hp + hd->offset, (const char *)&p->hp + hd->offset, len);
     }
+    if (p->set_schedule) {
+        cfg->has_schedule = p->has_schedule;
+        cfg->schedule = p->schedule;
+    }
+    if (p->set_max_grad_norm)
+        cfg->max_grad_norm = p->max_grad_norm;
+    if (p->set_ttl)
+        cfg->ttl_seconds = p->ttl_seconds;
+    if (p->set_labels) {
+        optd_session_config_free(cfg);
+        for (size_t i = 0; i < p->n_labels; i++) {
+            int rc = optd_session_config_add_label(cfg, p->labels[i].key, p->labels[i].value, err);
+            if (rc)
+                return rc;
+        }
+    }
+    return optd_session_config_validate(cfg, err);
+}
+
+/* The merged configuration goes in with its memory charged and durable,
+ * or nothing changes.  With s->mu held; takes merged over on success. */
+static int patch_install_locked(optd_session_t *s, optd_session_config_t *merged, optd_err_t *err)
+{
     optd_session_config_t old = s->cfg;
+    size_t old_charge = s->charged;
+    s->cfg = *merged;
+    size_t charge = optd_session_bytes_locked(s);
+    int rc = 0;
+    if (s->mem && charge > old_charge)
+        rc = s->mem->reserve(s->mem->ctx, charge - old_charge, err);
+    if (rc) {
+        s->cfg = old;
+        return rc;
+    }
     int64_t old_updated = s->updated_ms;
-    s->cfg = fresh;
+    s->charged = s->mem ? charge : 0;
     s->updated_ms = optd_now_ms();
     s->version++;
     if (s->dur && s->dur->commit && (rc = s->dur->commit(s->dur->ctx, s, err))) {
         s->cfg = old;
         s->updated_ms = old_updated;
         s->version--;
-        optd_session_config_free(&fresh);
+        s->charged = old_charge;
+        if (s->mem && charge > old_charge)
+            s->mem->unreserve(s->mem->ctx, charge - old_charge);
+        return rc;
+    }
+    if (s->mem && charge < old_charge)
+        s->mem->unreserve(s->mem->ctx, old_charge - charge);
+    optd_session_config_free(&old);
+    memset(merged, 0, sizeof *merged);
+    return 0;
+}
+
+int optd_session_patch(optd_session_t *s, const optd_session_patch_t *p, optd_session_desc_t *out,
+                       optd_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    optd_session_config_t merged = {0};
+    int rc;
+    pthread_mutex_lock(&s->mu);
+    if (s->deleted) {
+        rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
         goto out;
     }
-    optd_session_config_free(&old);
+    const char *kind_name = optd_optim_desc(s->cfg.kind)->name;
+    if (p->check_kind && p->want_kind != s->cfg.kind) {
+        rc = optd_err_set(err, OPTD_EINVAL, "the optimizer of a session cannot change (it is %s)",
+                          kind_name);
+        goto out;
+    }
+    if (p->check_dtype && p->dtype != s->cfg.dtype) {
+        rc = optd_err_set(err, OPTD_EINVAL, "the dtype of a session cannot change (it is %s)",
+                          optd_dtype_name(s->cfg.dtype));
+        goto out;
+    }
+    if (p->kind != s->cfg.kind) {
+        rc = 1;
+        goto out;
+    }
+    if ((rc = optd_session_config_copy(&merged, &s->cfg, err)))
+        goto out;
+    if ((rc = patch_merge(&merged, p, err)) || (rc = patch_install_locked(s, &merged, err)))
+        goto out;
+    if ((rc = optd_session_config_copy(&out->cfg, &s->cfg, err)))
+        goto out;
+    out->size = s->size;
+    out->step = s->st.step;
+    out->created_ms = s->created_ms;
+    out->updated_ms = s->updated_ms;
+    out->loss = s->loss;
 out:
     pthread_mutex_unlock(&s->mu);
-    optd_session_touch(s);
+    optd_session_config_free(&merged);
+    if (rc <= 0)
+        optd_session_touch(s);
     return rc;
 }

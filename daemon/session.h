@@ -106,6 +106,15 @@ typedef struct optd_durability {
     int (*remove)(void *ctx, const char *name, optd_err_t *err);
 } optd_durability_t;
 
+/* Where the memory sessions hold is counted against --max-memory;
+ * installed by the store (session.h knows no store).  reserve: 0, or
+ * OPTD_ELIMIT with a sentence saying how much is left. */
+typedef struct optd_mem_account {
+    void *ctx;
+    int (*reserve)(void *ctx, size_t bytes, optd_err_t *err);
+    void (*unreserve)(void *ctx, size_t bytes);
+} optd_mem_account_t;
+
 typedef struct optd_session {
     char name[OPTD_NAME_MAX + 1];
     atomic_int refs;               /* the store's reference plus one per user */
@@ -115,7 +124,10 @@ typedef struct optd_session {
     const optd_durability_t *dur;  /* set by the store on insert; NULL: memory only */
     struct optd_pool *pool;        /* set by the store on insert: big updates are spread
                                       over its threads (parallel.h); NULL: one thread */
+    const optd_mem_account_t *mem; /* where `charged` was reserved; NULL: not counted */
     pthread_mutex_t mu;            /* guards everything below */
+    size_t charged;                /* bytes reserved for this session, returned to mem
+                                      when the session is freed (optd_session_bytes) */
     bool deleted;                  /* removed from the store; refuse further changes
                                       (read and written with __atomic builtins so
                                       persistence may peek without the mutex) */
@@ -214,6 +226,54 @@ int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expec
 /* Replaces the configuration (optimizer and dtype must be unchanged; cfg is
  * copied): 0, OPTD_EINVAL, OPTD_ENOMEM, OPTD_ENOTFOUND (deleted), OPTD_EIO. */
 int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err);
+
+/* A PATCH as parsed: only the fields marked set change.  Hyperparameters
+ * are named by their index in optd_optim_desc(kind)->hparams (bit i of
+ * hp_set: hparams[i] takes its value from hp), so they can only be merged
+ * into a session of that optimizer.  Owns its labels (free with
+ * optd_session_patch_free). */
+typedef struct optd_session_patch {
+    optd_optim_kind_t kind;        /* the optimizer hp_set was read for */
+    bool check_kind;               /* the body named an optimizer: must be want_kind */
+    optd_optim_kind_t want_kind;
+    bool check_dtype;              /* the body named a dtype: must be dtype */
+    optd_dtype_t dtype;
+    uint32_t hp_set;
+    optd_hparams_t hp;
+    bool set_schedule, has_schedule;
+    optd_schedule_t schedule;
+    bool set_max_grad_norm;
+    double max_grad_norm;
+    bool set_labels;
+    size_t n_labels;
+    optd_label_t *labels;
+    bool set_ttl;
+    int64_t ttl_seconds;
+} optd_session_patch_t;
+
+void optd_session_patch_free(optd_session_patch_t *p);
+
+/* Merges p into s's configuration under s's lock, validates the result as
+ * a whole, charges any memory the new options will need (momentum,
+ * amsgrad, centered buffers; labels) and makes it durable; *out is the
+ * session as it stands right after this change, taken under the same hold.
+ * Returns 0; 1 when s's optimizer is no longer p->kind (it was replaced
+ * meanwhile: read the body again for the new one, nothing changed); or an
+ * error that changed nothing: OPTD_EINVAL, OPTD_ENOMEM, OPTD_ELIMIT,
+ * OPTD_ENOTFOUND (deleted), OPTD_EIO. */
+int optd_session_patch(optd_session_t *s, const optd_session_patch_t *p, optd_session_desc_t *out,
+                       optd_err_t *err);
+
+/* The most memory a session of cfg with size parameters can come to hold:
+ * params, the state buffers its options use or already kept (kept_bufs,
+ * bit 1u << optd_buf_t each), a full history of history_cap entries and
+ * its labels.  Saturates at SIZE_MAX. */
+size_t optd_session_bytes(const optd_session_config_t *cfg, size_t size, unsigned kept_bufs,
+                          size_t history_cap);
+/* The same for what s holds now; with s->mu held (or s not yet shared). */
+size_t optd_session_bytes_locked(const optd_session_t *s);
+/* The same, taking s's lock: what a copy of s (fork) comes to. */
+size_t optd_session_bytes_now(optd_session_t *s);
 
 /* Marks the session used now (ttl). */
 void optd_session_touch(optd_session_t *s);

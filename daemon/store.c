@@ -1,29 +1,58 @@
-/* store.c: the session registry, name -> session, and its limits.
+/* store.c: the session registry, name -> session, its name index and
+ * its limits (sessions, parameters, memory).
  *
  * Locking rules (they keep the registry from ever waiting on I/O):
- *   - the table rwlock is held only to find, insert or remove entries and to
- *     take references; never while a session mutex is acquired, never across
- *     the durability hook;
+ *   - the table rwlock is held only to find, insert or remove entries (in
+ *     the hash table and the name index together) and to take references;
+ *     never while a session mutex is acquired, never across the
+ *     durability hook;
  *   - a session mutex may be held while taking the table lock (insert and its
  *     undo do that on a session nobody else can reach yet, or to put one
  *     back), never the reverse;
  *   - replacing a session locks the new one, then the old one: sessions are
  *     only ever locked newest first, so two imports cannot deadlock.
- * Counts (sessions, parameters) are kept under the table lock. */
+ * Counts (sessions, parameters) are kept under the table lock; reserved
+ * memory is an atomic counter, so a session may reserve under its own lock. */
 #include "store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "index.h"
 
 struct optd_store {
     pthread_rwlock_t lock;
     optd_session_t *table; /* uthash head */
+    optd_index_t *by_name; /* the same sessions in name order */
     size_t count;
     size_t params;
+    _Atomic size_t bytes;  /* reserved against limits.max_memory */
+    optd_mem_account_t account;
     optd_store_limits_t limits;
     const optd_durability_t *dur;
     struct optd_pool *pool;
 };
+
+static int by_name_cmp(const void *a, const void *b)
+{
+    return strcmp(((const optd_session_t *)a)->name, ((const optd_session_t *)b)->name);
+}
+
+static int name_key_cmp(const void *item, const void *key)
+{
+    return strcmp(((const optd_session_t *)item)->name, key);
+}
+
+static int account_reserve(void *ctx, size_t bytes, optd_err_t *err)
+{
+    return optd_store_reserve(ctx, bytes, err);
+}
+
+static void account_unreserve(void *ctx, size_t bytes)
+{
+    optd_store_unreserve(ctx, bytes);
+}
 
 int optd_store_new(const optd_store_limits_t *limits, optd_store_t **out, optd_err_t *err)
 {
@@ -31,11 +60,18 @@ int optd_store_new(const optd_store_limits_t *limits, optd_store_t **out, optd_e
     optd_store_t *st = calloc(1, sizeof *st);
     if (!st)
         return optd_err_set(err, OPTD_ENOMEM, "out of memory creating the session store");
+    st->by_name = optd_index_new(by_name_cmp, (uint64_t)(uintptr_t)st);
+    if (!st->by_name) {
+        free(st);
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory creating the session store");
+    }
     if (pthread_rwlock_init(&st->lock, NULL) != 0) {
+        optd_index_free(st->by_name);
         free(st);
         return optd_err_set(err, OPTD_ENOMEM, "could not create the store lock");
     }
     st->limits = *limits;
+    st->account = (optd_mem_account_t){st, account_reserve, account_unreserve};
     *out = st;
     return 0;
 }
@@ -47,8 +83,13 @@ void optd_store_free(optd_store_t *store)
     optd_session_t *s, *tmp;
     HASH_ITER(hh, store->table, s, tmp) {
         HASH_DEL(store->table, s);
+        /* A session outliving the store must not return memory to it. */
+        pthread_mutex_lock(&s->mu);
+        s->mem = NULL;
+        pthread_mutex_unlock(&s->mu);
         optd_session_release(s);
     }
+    optd_index_free(store->by_name);
     pthread_rwlock_destroy(&store->lock);
     free(store);
 }
@@ -68,6 +109,106 @@ const optd_store_limits_t *optd_store_limits(const optd_store_t *store)
     return &store->limits;
 }
 
+/* ---- memory ------------------------------------------------------------------ */
+
+/* "1.5 GiB", "12.0 MiB", "512 bytes": for sentences a client reads. */
+static void human_bytes(size_t n, char *buf, size_t cap)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    if (n < 1024) {
+        snprintf(buf, cap, "%zu bytes", n);
+        return;
+    }
+    double v = (double)n / 1024;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, cap, "%.1f %s", v, units[u]);
+}
+
+/* Reserves bytes if the total stays within max (0: unlimited). */
+static int reserve_within(optd_store_t *store, size_t bytes, size_t max, optd_err_t *err)
+{
+    size_t cur = atomic_load(&store->bytes);
+    for (;;) {
+        if (max && (bytes > max || cur > max - bytes)) {
+            char need[32], left[32], all[32];
+            human_bytes(bytes, need, sizeof need);
+            human_bytes(cur < max ? max - cur : 0, left, sizeof left);
+            human_bytes(max, all, sizeof all);
+            return optd_err_set(err, OPTD_ELIMIT,
+                                "this needs %s of memory and only %s of the daemon's %s %s is left",
+                                need, left, all,
+                                max == store->limits.max_memory
+                                    ? "budget (--max-memory)"
+                                    : "limit for sessions and answers in flight (--max-memory and a sixth)");
+        }
+        if (atomic_compare_exchange_weak(&store->bytes, &cur, cur + bytes))
+            return 0;
+    }
+}
+
+int optd_store_reserve(optd_store_t *store, size_t bytes, optd_err_t *err)
+{
+    return reserve_within(store, bytes, store->limits.max_memory, err);
+}
+
+int optd_store_borrow(optd_store_t *store, size_t bytes, optd_err_t *err)
+{
+    size_t max = store->limits.max_memory;
+    return reserve_within(store, bytes, max > SIZE_MAX / 7 * 6 ? max : max + max / 6, err);
+}
+
+void optd_store_unreserve(optd_store_t *store, size_t bytes)
+{
+    atomic_fetch_sub(&store->bytes, bytes);
+}
+
+void optd_store_memory(optd_store_t *store, size_t *used, size_t *max)
+{
+    *used = atomic_load(&store->bytes);
+    *max = store->limits.max_memory;
+}
+
+int optd_store_charge(optd_store_t *store, optd_session_t *s, size_t reserved, optd_err_t *err)
+{
+    size_t need = optd_session_bytes_locked(s);
+    if (need > reserved) {
+        int rc = optd_store_reserve(store, need - reserved, err);
+        if (rc) {
+            optd_store_unreserve(store, reserved);
+            return rc;
+        }
+    } else if (need < reserved) {
+        optd_store_unreserve(store, reserved - need);
+    }
+    s->mem = &store->account;
+    s->charged = need;
+    return 0;
+}
+
+/* Charges s (not in the store yet, its lock held) if it is not charged. */
+static int charge_new(optd_store_t *store, optd_session_t *s, bool enforce, optd_err_t *err)
+{
+    if (s->mem)
+        return 0;
+    size_t need = optd_session_bytes_locked(s);
+    if (enforce) {
+        int rc = optd_store_reserve(store, need, err);
+        if (rc)
+            return rc;
+    } else {
+        atomic_fetch_add(&store->bytes, need);
+    }
+    s->mem = &store->account;
+    s->charged = need;
+    return 0;
+}
+
+/* ---- insert and replace ---------------------------------------------------- */
+
 static optd_session_t *find_locked(optd_store_t *store, const char *name)
 {
     optd_session_t *s = NULL;
@@ -75,103 +216,314 @@ static optd_session_t *find_locked(optd_store_t *store, const char *name)
     return s;
 }
 
+/* Adds s to the table and the name index: 0 or OPTD_ENOMEM. */
+static int add_locked(optd_store_t *store, optd_session_t *s)
+{
+    if (optd_index_insert(store->by_name, s))
+        return OPTD_ENOMEM;
+    HASH_ADD_STR(store->table, name, s);
+    store->count++;
+    store->params += s->size;
+    return 0;
+}
+
+static void del_locked(optd_store_t *store, optd_session_t *s)
+{
+    optd_index_remove(store->by_name, s);
+    HASH_DEL(store->table, s);
+    store->count--;
+    store->params -= s->size;
+}
+
 static void set_deleted(optd_session_t *s, bool v)
 {
     __atomic_store_n(&s->deleted, v, __ATOMIC_RELEASE);
 }
 
-/* Puts old back in place of s after s's create could not be made durable
- * (old may be NULL: then s is just taken out).  Only if s is still the
- * table's entry for the name: someone may have replaced it meanwhile. */
-static void insert_undo(optd_store_t *store, optd_session_t *s, optd_session_t *old)
+/* Takes s out after its create could not be made durable, if it is still
+ * the table's entry for the name. */
+static void insert_undo(optd_store_t *store, optd_session_t *s)
 {
     bool dropped = false;
     pthread_rwlock_wrlock(&store->lock);
     if (find_locked(store, s->name) == s) {
-        HASH_DEL(store->table, s);
-        store->params -= s->size;
-        store->count--;
+        del_locked(store, s);
         dropped = true;
-        if (old) {
-            HASH_ADD_STR(store->table, name, old);
-            store->params += old->size;
-            store->count++;
-            set_deleted(old, false);
-            optd_session_retain(old); /* the table's reference again */
-        }
     }
     pthread_rwlock_unlock(&store->lock);
     if (dropped)
         optd_session_release(s); /* the table's reference */
 }
 
-int optd_store_insert(optd_store_t *store, optd_session_t *s, bool replace, bool *replaced,
-                      optd_err_t *err)
+static int check_limits_locked(optd_store_t *store, size_t add_sessions, size_t drop_params,
+                               size_t add_params, optd_err_t *err)
 {
-    if (replaced)
-        *replaced = false;
-    /* Nobody else can reach s yet; locking it now means that as soon as it
-     * is in the table, others wait until it is durable (or taken back). */
-    pthread_mutex_lock(&s->mu);
-    s->dur = store->dur;
-    s->pool = store->pool;
-
-    pthread_rwlock_wrlock(&store->lock);
-    optd_session_t *old = find_locked(store, s->name);
-    if (old && !replace) {
-        pthread_rwlock_unlock(&store->lock);
-        pthread_mutex_unlock(&s->mu);
-        return optd_err_set(err, OPTD_EEXIST, "session '%s' already exists", s->name);
-    }
-    size_t count = store->count + (old ? 0 : 1);
-    size_t params = store->params - (old ? old->size : 0);
-    if (count > store->limits.max_sessions) {
-        pthread_rwlock_unlock(&store->lock);
-        pthread_mutex_unlock(&s->mu);
+    if (store->count + add_sessions > store->limits.max_sessions)
         return optd_err_set(err, OPTD_ELIMIT, "the daemon holds its maximum of %zu sessions",
                             store->limits.max_sessions);
-    }
+    size_t params = store->params - drop_params;
     if (store->limits.max_params &&
-        (s->size > store->limits.max_params || params > store->limits.max_params - s->size)) {
-        pthread_rwlock_unlock(&store->lock);
-        pthread_mutex_unlock(&s->mu);
+        (add_params > store->limits.max_params || params > store->limits.max_params - add_params))
         return optd_err_set(err, OPTD_ELIMIT,
                             "adding %zu parameters would exceed the limit of %zu in all sessions",
-                            s->size, store->limits.max_params);
-    }
-    if (old)
-        HASH_DEL(store->table, old); /* the table's reference moves to us */
-    HASH_ADD_STR(store->table, name, s);
-    optd_session_retain(s);
-    store->count = count;
-    store->params = params + s->size;
-    pthread_rwlock_unlock(&store->lock);
+                            add_params, store->limits.max_params);
+    return 0;
+}
 
-    if (old) {
-        /* Waits for a change in flight on old (its record lands before
-         * ours); from now on old refuses changes. */
-        pthread_mutex_lock(&old->mu);
-        set_deleted(old, true);
-    }
-    int rc = 0;
-    if (s->dur && s->dur->commit) {
+/* s (locked, unreachable) under a name nobody holds: with the table lock
+ * held on entry, released here.  The commit runs with s->mu held, so once
+ * s is in the table others wait until it is durable (or taken back). */
+static int insert_fresh(optd_store_t *store, optd_session_t *s, bool enforce, optd_err_t *err)
+{
+    int rc = check_limits_locked(store, 1, 0, s->size, err);
+    if (!rc)
+        rc = charge_new(store, s, enforce, err);
+    if (!rc && add_locked(store, s))
+        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory indexing session '%s'", s->name);
+    if (!rc)
+        optd_session_retain(s);
+    pthread_rwlock_unlock(&store->lock);
+    if (!rc && s->dur && s->dur->commit) {
         rc = s->dur->commit(s->dur->ctx, s, err);
         if (rc) {
             set_deleted(s, true);
-            insert_undo(store, s, old);
+            insert_undo(store, s);
         }
     }
-    if (old) {
+    return rc;
+}
+
+/* Exchanges the contents of two locked sessions (not their identity:
+ * name, references, locks, table links, accounting hooks).  Persistence's
+ * position (lsn, durable history) goes with the contents it describes. */
+static void swap_contents(optd_session_t *a, optd_session_t *b)
+{
+#define SWAP(f)                                                                                    \
+    do {                                                                                           \
+        __typeof__(a->f) t_ = a->f;                                                                \
+        a->f = b->f;                                                                               \
+        b->f = t_;                                                                                 \
+    } while (0)
+    SWAP(cfg);
+    SWAP(size);
+    SWAP(params);
+    SWAP(st);
+    SWAP(created_ms);
+    SWAP(updated_ms);
+    SWAP(loss);
+    SWAP(history);
+    SWAP(history_cap);
+    SWAP(history_alloc);
+    SWAP(history_head);
+    SWAP(history_len);
+    SWAP(lsn);
+    SWAP(hist_durable_step);
+#undef SWAP
+}
+
+/* old (referenced, its lock held, not deleted) takes s's contents; s
+ * (locked, unreachable) is left with old's, uncounted: they are freed with
+ * s.  Memory: only the difference must fit (with enforce). */
+static int replace_locked(optd_store_t *store, optd_session_t *old, optd_session_t *s,
+                          bool enforce, optd_err_t *err)
+{
+    size_t need = optd_session_bytes_locked(s);
+    size_t avail = old->charged + (s->mem ? s->charged : 0);
+    size_t extra = need > avail ? need - avail : 0;
+    int rc = 0;
+    if (extra && enforce)
+        rc = optd_store_reserve(store, extra, err);
+    else if (extra)
+        atomic_fetch_add(&store->bytes, extra);
+    if (rc)
+        return rc;
+
+    pthread_rwlock_wrlock(&store->lock);
+    rc = check_limits_locked(store, 0, old->size, s->size, err);
+    if (!rc)
+        store->params = store->params - old->size + s->size;
+    pthread_rwlock_unlock(&store->lock);
+    uint64_t version = old->version;
+    if (!rc) {
+        swap_contents(old, s);
+        /* Newer than anything a snapshot in flight took of either. */
+        old->version = (version > s->version ? version : s->version) + 1;
+        if (old->dur && old->dur->commit && (rc = old->dur->commit(old->dur->ctx, old, err))) {
+            swap_contents(old, s);
+            old->version = version;
+            pthread_rwlock_wrlock(&store->lock);
+            store->params = store->params - s->size + old->size;
+            pthread_rwlock_unlock(&store->lock);
+        }
+    }
+    if (rc) {
+        if (extra)
+            optd_store_unreserve(store, extra);
+        return rc;
+    }
+    if (need < avail)
+        optd_store_unreserve(store, avail - need);
+    old->mem = &store->account;
+    old->charged = need;
+    s->charged = 0;
+    return 0;
+}
+
+/* Puts s (locked, unreachable) in the table in old's place, old (locked,
+ * not deleted: so still the table's entry) being retired: for an import
+ * that changes the shape (size, dtype or optimizer), which handlers read
+ * without the lock and so must never change under them.  The swap is one change under
+ * the write lock (listings see old or s, never neither); old's charge moves
+ * to s, only the difference is reserved. */
+static int replace_object_locked(optd_store_t *store, optd_session_t *old, optd_session_t *s,
+                                 bool enforce, optd_err_t *err)
+{
+    size_t need = optd_session_bytes_locked(s);
+    size_t avail = old->charged + (s->mem ? s->charged : 0);
+    size_t extra = need > avail ? need - avail : 0;
+    int rc = 0;
+    if (extra && enforce)
+        rc = optd_store_reserve(store, extra, err);
+    else if (extra)
+        atomic_fetch_add(&store->bytes, extra);
+    if (rc)
+        return rc;
+    size_t old_charged = old->charged, s_charged = s->charged;
+    const optd_mem_account_t *s_mem = s->mem;
+
+    pthread_rwlock_wrlock(&store->lock);
+    rc = check_limits_locked(store, 0, old->size, s->size, err);
+    if (!rc) {
+        optd_index_replace(store->by_name, old, s);
+        HASH_DEL(store->table, old);
+        HASH_ADD_STR(store->table, name, s);
+        store->params = store->params - old->size + s->size;
+        optd_session_retain(s); /* the table's; old's is dropped below */
+    }
+    pthread_rwlock_unlock(&store->lock);
+    if (rc) {
+        if (extra)
+            optd_store_unreserve(store, extra);
+        return rc;
+    }
+    set_deleted(old, true);
+    s->mem = &store->account;
+    s->charged = need;
+    old->charged = 0;
+    if (s->dur && s->dur->commit && (rc = s->dur->commit(s->dur->ctx, s, err))) {
+        /* Whoever found s meanwhile waits on its lock: it must then see a
+         * session that is gone, not one outside the table. */
+        set_deleted(s, true);
+        pthread_rwlock_wrlock(&store->lock);
+        optd_index_replace(store->by_name, s, old);
+        HASH_DEL(store->table, s);
+        HASH_ADD_STR(store->table, name, old);
+        store->params = store->params - s->size + old->size;
+        pthread_rwlock_unlock(&store->lock);
+        set_deleted(old, false);
+        old->charged = old_charged;
+        s->mem = s_mem;
+        s->charged = s_charged;
+        if (extra)
+            optd_store_unreserve(store, extra);
+        optd_session_release(s); /* the table's, which s had for a moment */
+        return rc;
+    }
+    if (need < avail)
+        optd_store_unreserve(store, avail - need);
+    optd_session_release(old); /* the table's (the caller still holds one) */
+    return 0;
+}
+
+/* Puts s in the store (see optd_store_insert); *live as optd_store_import. */
+static int put(optd_store_t *store, optd_session_t *s, bool replace, bool enforce,
+               optd_session_t **live, bool *replaced, optd_err_t *err)
+{
+    *live = NULL;
+    *replaced = false;
+    /* Nobody else can reach s yet; locked from here to the end. */
+    pthread_mutex_lock(&s->mu);
+    s->dur = store->dur;
+    s->pool = store->pool;
+    int rc;
+    for (;;) {
+        pthread_rwlock_wrlock(&store->lock);
+        optd_session_t *old = find_locked(store, s->name);
+        if (!old) {
+            rc = insert_fresh(store, s, enforce, err); /* unlocks the table */
+            if (!rc) {
+                optd_session_retain(s);
+                *live = s;
+            }
+            break;
+        }
+        if (!replace) {
+            pthread_rwlock_unlock(&store->lock);
+            rc = optd_err_set(err, OPTD_EEXIST, "session '%s' already exists", s->name);
+            break;
+        }
+        optd_session_retain(old);
+        pthread_rwlock_unlock(&store->lock);
+        /* Waits for a change in flight on old (its record lands before ours). */
+        pthread_mutex_lock(&old->mu);
+        if (old->deleted) {
+            /* A delete got there first and is about to take it out of the
+             * table: do that now, and this import creates the name anew. */
+            pthread_rwlock_wrlock(&store->lock);
+            bool dropped = find_locked(store, s->name) == old;
+            if (dropped)
+                del_locked(store, old);
+            pthread_rwlock_unlock(&store->lock);
+            pthread_mutex_unlock(&old->mu);
+            if (dropped)
+                optd_session_release(old); /* the table's */
+            optd_session_release(old);
+            continue;
+        }
+        /* Same shape: the contents change in place, so a step or PATCH
+         * holding old is serialised with the import instead of finding
+         * it deleted.  A new shape needs a new session: handlers read
+         * size, dtype and optimizer without the lock. */
+        bool in_place = old->size == s->size && old->cfg.dtype == s->cfg.dtype &&
+                        old->cfg.kind == s->cfg.kind;
+        rc = in_place ? replace_locked(store, old, s, enforce, err)
+                      : replace_object_locked(store, old, s, enforce, err);
         pthread_mutex_unlock(&old->mu);
-        optd_session_release(old);
+        if (!rc) {
+            *replaced = true;
+            *live = in_place ? old : s;
+            if (!in_place) {
+                optd_session_retain(s);
+                optd_session_release(old);
+            }
+        } else {
+            optd_session_release(old);
+        }
+        break;
     }
     pthread_mutex_unlock(&s->mu);
-    if (!rc) {
-        optd_session_touch(s);
-        if (replaced)
-            *replaced = old != NULL;
-    }
+    if (!rc)
+        optd_session_touch(*live);
     return rc;
+}
+
+int optd_store_insert(optd_store_t *store, optd_session_t *s, bool replace, bool *replaced,
+                      optd_err_t *err)
+{
+    optd_session_t *live;
+    bool r;
+    int rc = put(store, s, replace, false, &live, &r, err);
+    if (replaced)
+        *replaced = r;
+    if (live)
+        optd_session_release(live);
+    return rc;
+}
+
+int optd_store_import(optd_store_t *store, optd_session_t *s, optd_session_t **live,
+                      bool *replaced, optd_err_t *err)
+{
+    return put(store, s, true, true, live, replaced, err);
 }
 
 optd_session_t *optd_store_get(optd_store_t *store, const char *name)
@@ -226,9 +578,7 @@ static int remove_session(optd_store_t *store, optd_session_t *s, const int64_t 
     bool dropped = false;
     pthread_rwlock_wrlock(&store->lock);
     if (find_locked(store, s->name) == s) {
-        HASH_DEL(store->table, s);
-        store->count--;
-        store->params -= s->size;
+        del_locked(store, s);
         dropped = true;
     }
     pthread_rwlock_unlock(&store->lock);
@@ -280,12 +630,6 @@ static int snapshot_all(optd_store_t *store, const optd_store_query_t *q, optd_s
     return 0;
 }
 
-static int by_name(const void *a, const void *b)
-{
-    const optd_session_t *x = *(optd_session_t *const *)a, *y = *(optd_session_t *const *)b;
-    return strcmp(x->name, y->name);
-}
-
 /* With s->mu held. */
 static bool labels_match(const optd_session_t *s, const optd_store_query_t *q)
 {
@@ -298,6 +642,31 @@ static bool labels_match(const optd_session_t *s, const optd_store_query_t *q)
             return false;
     }
     return true;
+}
+
+/* s (referenced) or, when an import put a new session in its place
+ * since the batch was taken, that one (the reference moves to it); *ok
+ * says whether it is live and matches q's labels. */
+static optd_session_t *current_match(optd_store_t *store, optd_session_t *s,
+                                     const optd_store_query_t *q, bool *ok)
+{
+    /* Each turn follows an import that completed meanwhile. */
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool deleted = s->deleted;
+        *ok = !deleted && labels_match(s, q);
+        pthread_mutex_unlock(&s->mu);
+        if (!deleted)
+            break;
+        optd_session_t *now = optd_store_get(store, s->name);
+        if (!now || now == s) {
+            optd_session_release(now);
+            break;
+        }
+        optd_session_release(s);
+        s = now;
+    }
+    return s;
 }
 
 /* A session and the key it is ordered by, read once under its lock. */
@@ -335,9 +704,9 @@ static int list_by_loss(optd_store_t *store, const optd_store_query_t *q, optd_s
     }
     size_t m = 0;
     for (size_t i = 0; i < k; i++) {
-        optd_session_t *s = v[i];
+        bool ok;
+        optd_session_t *s = current_match(store, v[i], q, &ok);
         pthread_mutex_lock(&s->mu);
-        bool ok = !s->deleted && labels_match(s, q);
         by_loss_t e = {s, s->loss.has, q->sort == OPTD_SORT_BEST_LOSS ? s->loss.best : s->loss.last};
         pthread_mutex_unlock(&s->mu);
         if (ok)
@@ -362,6 +731,36 @@ static int list_by_loss(optd_store_t *store, const optd_store_query_t *q, optd_s
     return 0;
 }
 
+/* Up to cap sessions in name order after *cursor ("" at first: from the
+ * start of the prefix), with references, under the read lock; *cursor
+ * becomes the last name taken.  Returns how many; *end says the index (or
+ * the prefix) ran out. */
+static size_t take_batch(optd_store_t *store, const char *prefix, char *cursor,
+                         optd_session_t **v, size_t cap, bool *end)
+{
+    size_t plen = prefix ? strlen(prefix) : 0, k = 0;
+    pthread_rwlock_rdlock(&store->lock);
+    const optd_index_node_t *node;
+    if (cursor[0])
+        node = optd_index_seek(store->by_name, name_key_cmp, cursor, 0);
+    else
+        node = optd_index_seek(store->by_name, name_key_cmp, plen ? prefix : NULL, 1);
+    for (; node && k < cap; node = optd_index_next(node)) {
+        optd_session_t *s = optd_index_item(node);
+        if (plen && strncmp(s->name, prefix, plen) != 0) {
+            node = NULL;
+            break;
+        }
+        optd_session_retain(s);
+        v[k++] = s;
+    }
+    pthread_rwlock_unlock(&store->lock);
+    *end = node == NULL;
+    if (k)
+        memcpy(cursor, v[k - 1]->name, sizeof v[k - 1]->name);
+    return k;
+}
+
 int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_session_t ***out,
                     size_t *n, bool *more, optd_err_t *err)
 {
@@ -370,38 +769,46 @@ int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_sessi
     *more = false;
     if (q->sort != OPTD_SORT_NAME)
         return list_by_loss(store, q, out, n, more, err);
-    optd_session_t **v;
-    size_t k;
-    if (snapshot_all(store, q, &v, &k))
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing sessions");
-    if (k > 1)
-        qsort(v, k, sizeof *v, by_name);
-
-    /* Labels and the deleted flag need each session's lock, taken without
-     * the table lock; walk in name order until one match past the limit. */
     size_t limit = q->limit ? q->limit : 100;
-    size_t kept = 0, i = 0, skip = q->offset;
-    for (; i < k; i++) {
-        optd_session_t *s = v[i];
-        pthread_mutex_lock(&s->mu);
-        bool ok = !s->deleted && labels_match(s, q);
-        pthread_mutex_unlock(&s->mu);
-        if (ok && skip > 0) {
-            skip--;
-            ok = false;
-        }
-        if (!ok) {
-            optd_session_release(s);
-            continue;
-        }
-        if (kept == limit) {
-            *more = true;
-            break;
-        }
-        v[kept++] = s;
+    /* One past the limit tells whether there are more; with label filters
+     * sessions are taken in bigger batches, as many will not match. */
+    size_t batch = q->n_labels ? 256 : limit + 1;
+    optd_session_t **v = malloc((limit + 1) * sizeof *v), **b = malloc(batch * sizeof *b);
+    if (!v || !b) {
+        free(v);
+        free(b);
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing sessions");
     }
-    for (; i < k; i++)
-        optd_session_release(v[i]);
+    char cursor[OPTD_NAME_MAX + 1] = "";
+    if (q->after)
+        snprintf(cursor, sizeof cursor, "%s", q->after);
+    /* A prefix sorting after the cursor starts the walk at the prefix. */
+    if (q->prefix && cursor[0] && strcmp(cursor, q->prefix) < 0)
+        cursor[0] = '\0';
+    size_t kept = 0, skip = q->offset;
+    bool end = false;
+    while (!end && !*more) {
+        size_t k = take_batch(store, q->prefix, cursor, b, batch, &end);
+        /* Labels and the deleted flag need each session's lock, taken
+         * without the table lock. */
+        for (size_t i = 0; i < k; i++) {
+            bool ok = false;
+            optd_session_t *s = *more ? b[i] : current_match(store, b[i], q, &ok);
+            if (ok && skip > 0) {
+                skip--;
+                ok = false;
+            }
+            if (ok && kept == limit) {
+                *more = true;
+                ok = false;
+            }
+            if (ok)
+                v[kept++] = s;
+            else
+                optd_session_release(s);
+        }
+    }
+    free(b);
     *out = v;
     *n = kept;
     return 0;

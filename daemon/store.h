@@ -21,6 +21,7 @@ typedef struct optd_store_limits {
     size_t max_sessions; /* default 100000 */
     size_t max_params;   /* 0: unlimited */
     size_t history;      /* history entries kept per session, default 1000 */
+    size_t max_memory;   /* bytes sessions may hold in all (--max-memory); 0: unlimited */
 } optd_store_limits_t;
 
 /* 0 or OPTD_ENOMEM. */
@@ -34,12 +35,51 @@ void optd_store_set_durability(optd_store_t *store, const optd_durability_t *dur
 void optd_store_set_pool(optd_store_t *store, struct optd_pool *pool);
 const optd_store_limits_t *optd_store_limits(const optd_store_t *store);
 
-/* Adds s under s->name.  The store takes its own reference.  With replace,
- * an existing session of that name is removed first (import); *replaced
- * (may be NULL) says whether one was.  Errors: OPTD_EEXIST, OPTD_ELIMIT
- * (max sessions or max params), OPTD_EIO (not durable; nothing added). */
+/* ---- the memory budget (--max-memory) ----
+ * Every byte a session can come to hold is reserved before it is
+ * allocated (optd_session_bytes: params, the state buffers its options
+ * use, a full history, labels), so a 201 never leads to a later
+ * out-of-memory.  The reservation moves into the session and is returned
+ * when the session is freed.  Other holders of memory (rounds, tables)
+ * reserve and unreserve the same way. */
+
+/* Reserves bytes: 0, or OPTD_ELIMIT with a sentence saying how much of
+ * the budget is left. */
+int optd_store_reserve(optd_store_t *store, size_t bytes, optd_err_t *err);
+/* The same for memory held while a request is answered (a copy, an
+ * encoded answer): it may take the total a sixth beyond --max-memory
+ * (a twelfth of the memory by default), so reads still work when
+ * sessions fill the budget.  Returned with optd_store_unreserve. */
+int optd_store_borrow(optd_store_t *store, size_t bytes, optd_err_t *err);
+void optd_store_unreserve(optd_store_t *store, size_t bytes);
+/* Bytes reserved now, and the budget (0: unlimited). */
+void optd_store_memory(optd_store_t *store, size_t *used, size_t *max);
+/* Hands a reservation of `reserved` bytes (made with optd_store_reserve
+ * before s's buffers were allocated) over to s, which is not yet in the
+ * store, adjusted to what s holds: 0, or OPTD_ELIMIT (more was needed and
+ * is not left; the reservation is returned, s is unchanged). */
+int optd_store_charge(optd_store_t *store, optd_session_t *s, size_t reserved, optd_err_t *err);
+
+/* Adds s under s->name; the store takes its own reference.  With replace
+ * and a session of that name in the store: of the same shape (size, dtype,
+ * optimizer) that session takes s's contents in place, in one change under
+ * its lock (readers holding it see the old contents or the new, never a
+ * deleted session) and s is left with the old contents; of another shape
+ * s takes its place in the table in one change and the old one is marked
+ * deleted (handlers read the shape without the lock, so it never changes
+ * under them).  *replaced (may be NULL) says whether one was replaced.  A session not yet charged (optd_store_charge) is charged here
+ * without the budget check: this is how persistence loads what is on
+ * disk.  Errors: OPTD_EEXIST, OPTD_ELIMIT (max sessions or max params),
+ * OPTD_EIO (not durable; nothing changed). */
 int optd_store_insert(optd_store_t *store, optd_session_t *s, bool replace, bool *replaced,
                       optd_err_t *err);
+
+/* The import of a client: as optd_store_insert with replace, but within
+ * the memory budget (a replace counts the difference), and *live is the
+ * session now holding the contents (s itself, or the one replaced in
+ * place), with a reference for the caller.  Errors as insert's. */
+int optd_store_import(optd_store_t *store, optd_session_t *s, optd_session_t **live,
+                      bool *replaced, optd_err_t *err);
 
 /* The session called name with a reference for the caller (release it with
  * optd_session_release), or NULL. */
@@ -66,7 +106,9 @@ typedef struct optd_store_query {
     size_t limit;       /* 1..1000 */
 } optd_store_query_t;
 
-/* Sessions matching q in q->sort's order, each with a reference for the caller
+/* Sessions matching q in q->sort's order (the name order is kept in an
+ * index, so a page by name costs O(log n + page), not a sort of every
+ * name), each with a reference for the caller
  * (*out malloc'd; release each, then free the array).  *more says whether
  * further matches exist beyond the last returned.  0 or OPTD_ENOMEM. */
 int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_session_t ***out,

@@ -101,6 +101,12 @@ typedef struct optd_req {
     bool body_over_budget;   /* over --max-body-memory: the rest is discarded, then 503 */
     size_t body_discarded;
 
+    /* Bytes of --max-memory reserved for the body being built: the next
+     * optd_http_reply_buf hands them to its response, and they are
+     * returned when libmicrohttpd frees it (a big answer is counted for as
+     * long as it is held); optd_http_charge_drop returns what is left. */
+    size_t charge;
+
     /* The response, built by a handler and queued by the server. */
     struct MHD_Response *resp;
     unsigned status;
@@ -140,6 +146,8 @@ void optd_http_reply_buf(optd_req_t *req, unsigned status, const char *content_t
 void optd_http_reply_static(optd_req_t *req, unsigned status, const char *content_type, const void *body,
                             size_t len);
 void optd_http_reply_sbuf(optd_req_t *req, unsigned status, optd_sbuf_t *b); /* JSON; takes b */
+/* Returns req->charge to the budget (a handler's way out without a body). */
+void optd_http_charge_drop(optd_req_t *req);
 void optd_http_reply_json(optd_req_t *req, unsigned status, const json_t *doc);
 void optd_http_reply_empty(optd_req_t *req, unsigned status);
 /* An error body {"error":{"code","message"}} for an optd error code. */

@@ -30,10 +30,50 @@ static void reply_static_500(optd_req_t *req)
     set_response(req, 500, r, sizeof body - 1);
 }
 
+/* A body whose memory is counted against --max-memory until MHD frees it. */
+typedef struct charged_body {
+    void *body;
+    optd_store_t *store;
+    size_t bytes;
+} charged_body_t;
+
+static void free_charged(void *cls)
+{
+    charged_body_t *cb = cls;
+    free(cb->body);
+    optd_store_unreserve(cb->store, cb->bytes);
+    free(cb);
+}
+
+void optd_http_charge_drop(optd_req_t *req)
+{
+    if (req->charge)
+        optd_store_unreserve(req->srv->store, req->charge);
+    req->charge = 0;
+}
+
+/* body (malloc'd) as a response that frees it, taking req's charge along. */
+static struct MHD_Response *buffer_response(optd_req_t *req, char *body, size_t len)
+{
+    charged_body_t *cb = req->charge ? malloc(sizeof *cb) : NULL;
+    if (!cb) {
+        optd_http_charge_drop(req);
+        return MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    }
+    *cb = (charged_body_t){body, req->srv->store, req->charge};
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback_cls(len, body, free_charged, cb);
+    if (!r) {
+        free(cb);
+        optd_http_charge_drop(req);
+    }
+    req->charge = 0;
+    return r;
+}
+
 void optd_http_reply_buf(optd_req_t *req, unsigned status, const char *content_type, char *body,
                          size_t len)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = buffer_response(req, body, len);
     if (!r) {
         free(body);
         reply_static_500(req);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dtoa.h"
 #include "http.h"
 #include "numarray.h"
 
@@ -25,9 +26,22 @@ void optd_route_params_get(optd_req_t *req)
     size_t n = s->size;
     optd_dtype_t dtype = s->cfg.dtype;
     size_t bytes = n * optd_dtype_size(dtype);
+    bool binary = wants_binary(req);
+    /* The copy (and the text of the JSON form) come out of --max-memory
+     * too: a session near the budget must not double the daemon's memory
+     * when it is read. */
+    size_t text = binary ? 0 : n * (OPTD_DTOA_MAX + 1) + 64;
+    optd_err_t err = {0};
+    if (optd_store_borrow(req->srv->store, bytes + text, &err)) {
+        optd_session_release(s);
+        optd_http_error(req, OPTD_ELIMIT, "reading %zu parameters: %s", n, err.msg);
+        return;
+    }
+    req->charge = bytes + text;
     void *buf = malloc(bytes ? bytes : 1);
     if (!buf) {
         optd_session_release(s);
+        optd_http_charge_drop(req);
         optd_http_error(req, OPTD_ENOMEM, "out of memory copying %zu parameters", n);
         return;
     }
@@ -35,9 +49,10 @@ void optd_route_params_get(optd_req_t *req)
     optd_session_release(s);
     char stepstr[24];
     snprintf(stepstr, sizeof stepstr, "%llu", (unsigned long long)step);
-    if (wants_binary(req)) {
+    if (binary) {
         optd_http_reply_buf(req, 200, "application/octet-stream", buf, bytes);
         optd_http_header(req, "Optd-Step", stepstr);
+        optd_http_charge_drop(req);
         return;
     }
     optd_sbuf_t b;
@@ -46,6 +61,10 @@ void optd_route_params_get(optd_req_t *req)
     optd_numarray_encode(&b, dtype, buf, n, req->srv->pool);
     optd_sbuf_puts(&b, "}");
     free(buf);
+    /* The copy is gone; the text stays counted while the answer is held. */
+    optd_store_unreserve(req->srv->store, bytes);
+    req->charge -= bytes;
     optd_http_reply_sbuf(req, 200, &b);
     optd_http_header(req, "Optd-Step", stepstr);
+    optd_http_charge_drop(req);
 }

@@ -59,6 +59,20 @@ int optd_http_apply_config_fields(const json_t *body, optd_session_config_t *cfg
 
 /* ---- create ---------------------------------------------------------------- */
 
+/* *s (new, not in the store) takes over `reserved` bytes of the budget,
+ * settled to what it holds; when more is needed and not left, *s is freed
+ * (NULL) and the error says so. */
+static int charge_or_drop(optd_req_t *req, optd_session_t **s, size_t reserved, optd_err_t *err)
+{
+    int rc = optd_store_charge(req->srv->store, *s, reserved, err);
+    if (rc) {
+        optd_session_release(*s);
+        *s = NULL;
+    }
+    return rc;
+}
+
+
 static const char *const create_fields[] = {"name", "optimizer", "hyperparameters", "dtype", "params",
                                             "size", "from", "schedule", "max_grad_norm", "labels",
                                             "ttl_seconds", NULL};
@@ -75,9 +89,14 @@ static int fork_session(optd_req_t *req, const json_t *body, const char *name, o
     if (!src)
         return optd_err_set(err, OPTD_ENOTFOUND, "no session named '%.128s' to fork from",
                             json_string_value(jfrom));
+    /* The copy is reserved before it is made (as much as the source holds),
+     * and settled once the fork, with its own options, is built. */
+    size_t reserved = optd_session_bytes_now(src);
+    int rc = optd_store_reserve(req->srv->store, reserved, err);
     optd_session_image_t img;
     memset(&img, 0, sizeof img);
-    int rc = optd_session_copy_image(src, &img, err);
+    if (!rc && (rc = optd_session_copy_image(src, &img, err)))
+        optd_store_unreserve(req->srv->store, reserved);
     optd_session_touch(src);
     optd_session_release(src);
     if (rc)
@@ -113,7 +132,13 @@ static int fork_session(optd_req_t *req, const json_t *body, const char *name, o
     memset(&img.loss, 0, sizeof img.loss); /* a fork's loss summary starts at null */
     img.created_ms = img.updated_ms = optd_now_ms();
     rc = optd_session_from_image_take(&img, req->srv->cfg.history, out, err);
+    if (!rc) {
+        rc = charge_or_drop(req, out, reserved, err);
+        reserved = 0;
+    }
 out:
+    if (reserved)
+        optd_store_unreserve(req->srv->store, reserved);
     optd_session_image_free(&img);
     return rc;
 }
@@ -166,7 +191,16 @@ static int new_session(optd_req_t *req, const json_t *body, const char *name, vo
         rc = optd_err_set(err, OPTD_ELIMIT, "%zu parameters are more than --max-params (%zu)", size, max);
         goto out;
     }
+    /* Reserved before anything is allocated: calloc hands out untouched
+     * pages, so only the budget stands between a 201 and a later OOM. */
+    size_t bytes = optd_session_bytes(&cfg, size, 0, req->srv->cfg.history);
+    if ((rc = optd_store_reserve(req->srv->store, bytes, err)))
+        goto out;
     rc = optd_session_create(name, &cfg, size, params, req->srv->cfg.history, out, err);
+    if (rc)
+        optd_store_unreserve(req->srv->store, bytes);
+    else
+        rc = charge_or_drop(req, out, bytes, err);
 out:
     free(params);
     optd_session_config_free(&cfg);
@@ -303,47 +337,129 @@ void optd_route_session_get(optd_req_t *req)
 static const char *const patch_fields[] = {"hyperparameters", "schedule", "max_grad_norm", "labels",
                                            "ttl_seconds", "optimizer", "dtype", NULL};
 
+/* The PATCH body read for an optimizer of kind into *p (p->kind set):
+ * which fields and hyperparameters it sets, nothing merged yet.  0 or an
+ * error for the client. */
+static int read_patch(const json_t *body, optd_optim_kind_t kind, optd_dtype_t dtype,
+                      optd_session_patch_t *p, optd_err_t *err)
+{
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    const json_t *v;
+    int rc = 0;
+    if ((v = json_object_get(body, "optimizer"))) {
+        p->check_kind = true;
+        if (!json_is_string(v) || optd_optim_lookup(json_string_value(v), &p->want_kind, NULL) ||
+            p->want_kind != kind)
+            return optd_err_set(err, OPTD_EINVAL, "the optimizer of a session cannot change (it is %s)",
+                                optd_optim_desc(kind)->name);
+    }
+    p->dtype = dtype;
+    if ((v = json_object_get(body, "dtype"))) {
+        p->check_dtype = true;
+        if (!json_is_string(v) || optd_dtype_parse(json_string_value(v), &p->dtype) || p->dtype != dtype)
+            return optd_err_set(err, OPTD_EINVAL, "the dtype of a session cannot change (it is %s)",
+                                optd_dtype_name(dtype));
+    }
+    if ((v = json_object_get(body, "hyperparameters"))) {
+        if ((rc = optd_codec_hparams_apply(v, kind, &p->hp, err)))
+            return rc;
+        const optd_optim_desc_t *d = optd_optim_desc(kind);
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)v, key, val) {
+            const optd_hparam_desc_t *hd = optd_hparam_find(kind, key);
+            p->hp_set |= 1u << (size_t)(hd - d->hparams);
+        }
+    }
+    if ((v = json_object_get(body, "schedule"))) {
+        p->set_schedule = true;
+        if ((rc = optd_codec_schedule_decode(v, &p->has_schedule, &p->schedule, err)))
+            return rc;
+    }
+    if ((v = json_object_get(body, "max_grad_norm"))) {
+        p->set_max_grad_norm = true;
+        if ((rc = optd_codec_max_grad_norm_decode(v, &p->max_grad_norm, err)))
+            return rc;
+    }
+    if ((v = json_object_get(body, "labels"))) {
+        optd_session_config_t holder = {0};
+        rc = optd_codec_labels_decode(v, &holder, err);
+        p->set_labels = true;
+        p->labels = holder.labels;
+        p->n_labels = holder.n_labels;
+        if (rc)
+            return rc;
+    }
+    if ((v = json_object_get(body, "ttl_seconds"))) {
+        p->set_ttl = true;
+        if ((rc = optd_codec_ttl_decode(v, &p->ttl_seconds, err)))
+            return rc;
+    }
+    return 0;
+}
+
+/* The patch is read for the session's optimizer, then merged under the
+ * session's lock (optd_session_patch), so concurrent PATCHes of different
+ * fields never undo each other, and the answer is the session as this
+ * PATCH left it.  An import may change the optimizer between the read and
+ * the merge: then the body is read again. */
 void optd_route_session_patch(optd_req_t *req)
 {
     json_t *body = optd_req_json_object(req);
     if (!body)
         return;
     optd_session_t *s = NULL;
-    optd_session_desc_t desc = {0};
-    optd_session_config_t *cfg = &desc.cfg;
+    optd_session_patch_t p = {0};
+    optd_session_desc_t d = {0};
     optd_err_t err = {0};
+    int rc = 0;
     if (!optd_req_known_fields(req, body, patch_fields, "a patch request"))
         goto out;
     if (!(s = optd_req_session(req)))
         goto out;
-    int rc = optd_session_copy_descriptor(s, &desc, &err);
+    for (int attempt = 0; attempt < 8; attempt++) {
+        optd_session_desc_t now = {0};
+        rc = optd_session_copy_descriptor(s, &now, &err);
+        optd_optim_kind_t kind = now.cfg.kind;
+        optd_dtype_t dtype = now.cfg.dtype;
+        optd_session_config_free(&now.cfg);
+        optd_session_patch_free(&p);
+        if (!rc)
+            rc = read_patch(body, kind, dtype, &p, &err);
+        if (!rc)
+            rc = optd_session_patch(s, &p, &d, &err);
+        if (rc == OPTD_ENOTFOUND) {
+            /* An import of another shape put a new session in this one's
+             * place after we found it: the PATCH applies to that one. */
+            optd_session_t *now = optd_store_get(req->srv->store, s->name);
+            if (now && now != s) {
+                optd_session_release(s);
+                s = now;
+                rc = 1;
+                continue;
+            }
+            optd_session_release(now);
+        }
+        if (rc != 1)
+            break;
+    }
+    if (rc == 1)
+        rc = optd_err_set(&err, OPTD_EUNAVAIL, "the session's optimizer kept changing; try again");
     if (rc) {
         optd_http_store_error(req, rc, &err);
         goto out;
     }
-    const json_t *v;
-    if ((v = json_object_get(body, "optimizer")) &&
-        (!json_is_string(v) || strcmp(json_string_value(v), optd_optim_desc(cfg->kind)->name) != 0)) {
-        optd_http_error(req, OPTD_EINVAL, "the optimizer of a session cannot change (it is %s)",
-                        optd_optim_desc(cfg->kind)->name);
+    json_t *doc = optd_codec_descriptor(s->name, &d);
+    if (!doc) {
+        optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the descriptor");
         goto out;
     }
-    if ((v = json_object_get(body, "dtype")) &&
-        (!json_is_string(v) || strcmp(json_string_value(v), optd_dtype_name(cfg->dtype)) != 0)) {
-        optd_http_error(req, OPTD_EINVAL, "the dtype of a session cannot change (it is %s)",
-                        optd_dtype_name(cfg->dtype));
-        goto out;
-    }
-    rc = optd_http_apply_config_fields(body, cfg, &err);
-    if (!rc)
-        rc = optd_session_set_config(s, cfg, &err);
-    if (rc) {
-        optd_http_store_error(req, rc, &err);
-        goto out;
-    }
-    optd_http_reply_descriptor(req, s, 200);
+    optd_http_reply_json(req, 200, doc);
+    json_decref(doc);
 out:
-    optd_session_config_free(cfg);
+    optd_session_patch_free(&p);
+    optd_session_config_free(&d.cfg);
     if (s)
         optd_session_release(s);
     json_decref(body);

@@ -318,13 +318,16 @@ void optd_route_state_put(optd_req_t *req)
     if (!rc)
         rc = optd_session_from_image_take(&img, req->srv->cfg.history, &s, &err);
     bool replaced = false;
+    optd_session_t *live = NULL;
     if (!rc)
-        rc = optd_store_insert(req->srv->store, s, true, &replaced, &err);
+        rc = optd_store_import(req->srv->store, s, &live, &replaced, &err);
     if (rc) {
         optd_http_store_error(req, rc, &err);
         goto out;
     }
-    optd_http_reply_descriptor(req, s, replaced ? 200 : 201);
+    /* A replace moved the contents into the session readers already hold. */
+    optd_http_reply_descriptor(req, live, replaced ? 200 : 201);
+    optd_session_release(live);
     if (req->status == 201) {
         char loc[OPTD_NAME_MAX + 32];
         snprintf(loc, sizeof loc, "/v1/sessions/%s", req->name);

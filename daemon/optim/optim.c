@@ -387,8 +387,7 @@ bool optd_all_finite(optd_dtype_t dtype, const void *v, size_t n)
     return optd_kernel_finite_f64(v, n);
 }
 
-/* The buffers this step of kind uses with these options. */
-static unsigned step_bufs(optd_optim_kind_t kind, const optd_hparams_t *hp)
+unsigned optd_optim_step_bufs(optd_optim_kind_t kind, const optd_hparams_t *hp)
 {
     unsigned need = required_bufs[kind];
     switch (kind) {
@@ -425,7 +424,7 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
 
     /* Buffers an option switched on start now (at 0; sgd's is set to g by
      * the kernel).  All or nothing, so a failure leaves st as it was. */
-    unsigned missing = step_bufs(st->kind, hp);
+    unsigned missing = optd_optim_step_bufs(st->kind, hp);
     void *fresh[OPTD_BUF_COUNT] = {0};
     for (int b = 0; b < OPTD_BUF_COUNT; b++) {
         if (!(missing & BIT(b)) || st->buf[b])

@@ -175,6 +175,9 @@ int optd_optim_state_init(optd_optim_state_t *st, optd_optim_kind_t kind, optd_d
 void optd_optim_state_free(optd_optim_state_t *st);
 /* Deep copy: dst must not hold buffers.  0 or OPTD_ENOMEM (dst left empty). */
 int optd_optim_state_copy(optd_optim_state_t *dst, const optd_optim_state_t *src, optd_err_t *err);
+/* The buffers (bit 1u << optd_buf_t each) a step of kind allocates, if
+ * missing, with these options: what a session must budget for. */
+unsigned optd_optim_step_bufs(optd_optim_kind_t kind, const optd_hparams_t *hp);
 /* Bytes held by st's buffers (for memory accounting). */
 size_t optd_optim_state_bytes(const optd_optim_state_t *st);
 
