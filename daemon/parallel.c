@@ -206,6 +206,9 @@ typedef struct step_job {
     unsigned n_blocks;
     double part[MAX_BLOCKS];    /* sum of squares of each block */
     bool finite[MAX_BLOCKS];    /* per task */
+    bool ok[MAX_BLOCKS];        /* per task of the check: no fault */
+    optd_step_fault_t fault[MAX_BLOCKS];
+    optd_step_seen_t seen[MAX_BLOCKS]; /* per task of the update */
 } step_job_t;
 
 /* Task i of the sum of squares: blocks [i*nb/T, (i+1)*nb/T). */
@@ -222,16 +225,34 @@ static void sumsq_task(void *vj, unsigned i)
     j->finite[i] = finite;
 }
 
-/* Task i of the update: a contiguous, aligned share of [0, n). */
+/* Task i's share of [0, n): contiguous and aligned. */
+static void task_range(const step_job_t *j, unsigned i, size_t *lo, size_t *hi)
+{
+    size_t units = (j->n + ALIGN - 1) / ALIGN;
+    *lo = units * i / j->n_tasks * ALIGN;
+    *hi = units * (i + 1) / j->n_tasks * ALIGN;
+    if (*hi > j->n)
+        *hi = j->n;
+}
+
+/* Task i of the check of a careful plan (nothing written). */
+static void check_task(void *vj, unsigned i)
+{
+    step_job_t *j = vj;
+    size_t lo, hi;
+    task_range(j, i, &lo, &hi);
+    j->ok[i] = lo >= hi || optd_optim_check(j->plan, j->st, j->params, j->grad, lo, hi, &j->fault[i]);
+}
+
+/* Task i of the update. */
 static void apply_task(void *vj, unsigned i)
 {
     step_job_t *j = vj;
-    size_t units = (j->n + ALIGN - 1) / ALIGN;
-    size_t lo = units * i / j->n_tasks * ALIGN, hi = units * (i + 1) / j->n_tasks * ALIGN;
-    if (hi > j->n)
-        hi = j->n;
+    size_t lo, hi;
+    task_range(j, i, &lo, &hi);
+    optd_step_seen_init(&j->seen[i]);
     if (lo < hi)
-        optd_optim_apply(j->plan, j->st, j->params, j->grad, lo, hi);
+        optd_optim_apply(j->plan, j->st, j->params, j->grad, lo, hi, &j->seen[i]);
 }
 
 int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hparams_t *hp,
@@ -268,8 +289,16 @@ int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hpa
     if (rc)
         return rc;
     j.plan = &plan;
+    if (plan.careful) {
+        optd_pool_run(pool, j.n_tasks, check_task, &j);
+        for (unsigned i = 0; i < j.n_tasks; i++) /* ranges in order: the first fault */
+            if (!j.ok[i])
+                return optd_optim_refuse(st, &plan, &j.fault[i], err);
+    }
     optd_pool_run(pool, j.n_tasks, apply_task, &j);
-    optd_optim_commit(st, &plan);
+    for (unsigned i = 1; i < j.n_tasks; i++)
+        optd_step_seen_merge(&j.seen[0], &j.seen[i]);
+    optd_optim_commit(st, &plan, &j.seen[0]);
     if (info) {
         info->lr = plan.lr;
         info->grad_norm = plan.grad_norm;

@@ -4,4 +4,6 @@
 #define T float
 #define SFX f32
 #define SQRT sqrtf
+#define MAGT int32_t
+#define MAG_MASK 0x7fffffff
 #include "optim/kernels_tmpl.h"

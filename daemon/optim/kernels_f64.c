@@ -4,4 +4,6 @@
 #define T double
 #define SFX f64
 #define SQRT sqrt
+#define MAGT int64_t
+#define MAG_MASK 0x7fffffffffffffff
 #include "optim/kernels_tmpl.h"

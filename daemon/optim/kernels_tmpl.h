@@ -4,6 +4,8 @@
  *     SFX   the name suffix (f32, f64)
  *     SQRT  the square root of T (sqrtf, sqrt; -fno-math-errno makes it an
  *           instruction, so the loops vectorize)
+ *     MAGT, MAG_MASK  the signed integer type of T's width and the mask that
+ *           clears its sign bit (see KN(mag))
  * defined.  No include guard: it is meant to be included once per dtype.
  *
  * Each rule follows PyTorch's single-tensor operation order (torch/optim/
@@ -27,36 +29,64 @@
  * weight decay when wd is on (PyTorch: grad.add(param, alpha=wd)). */
 #define GRAD_IN(i, pv) (use_wd ? g[i] * gs + wd * (pv) : g[i] * gs)
 
+/* |x| as an integer that orders as |x| does, with +-Inf and NaN above every
+ * finite value.  Each rule keeps the largest magnitude it writes to every
+ * array (the next step's O(1) finiteness bound, see optim.c) as an integer
+ * max, which the compiler vectorizes: a float max it may not reorder, for
+ * NaN's sake. */
+static inline __attribute__((always_inline)) MAGT KN(mag)(T x)
+{
+    MAGT u;
+    memcpy(&u, &x, sizeof u);
+    return u & MAG_MASK;
+}
+#define KEEP_MAX(acc, x)                  \
+    do {                                  \
+        MAGT m_ = KN(mag)(x);             \
+        acc = acc < m_ ? m_ : acc;        \
+    } while (0)
+#define SEEN_P OPTD_BUF_COUNT /* seen[] slot of the parameters */
+
 /* ---- sgd ----------------------------------------------------------------- */
 
 /* mode 0: no momentum; 1: first momentum step (buf = d); 2: momentum. */
 BODY KN(sgd_body)(size_t n, T *restrict p, const T *restrict g, T *restrict buf, T gs, T wd,
-                  T mom, T damp1, T nlr, const bool use_wd, const int mode, const bool nest)
+                  T mom, T damp1, T nlr, MAGT *restrict seen, const bool use_wd, const int mode,
+                  const bool nest)
 {
+    MAGT mp = 0, mb = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         T d = GRAD_IN(i, pv);
         if (mode == 1) {
             buf[i] = d;
+            KEEP_MAX(mb, d);
             if (nest)
                 d = d + mom * d;
         } else if (mode == 2) {
             T b = buf[i] * mom + damp1 * d;
             buf[i] = b;
+            KEEP_MAX(mb, b);
             d = nest ? d + mom * b : b;
         }
-        p[i] = pv + nlr * d;
+        T np = pv + nlr * d;
+        p[i] = np;
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    if (mode != 0)
+        seen[OPTD_BUF_MOMENTUM_BUFFER] = mb;
 }
 
-OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                    MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[SGD_WD], mom = (T)pl->c[SGD_MOM];
     T damp1 = (T)pl->c[SGD_DAMP1], nlr = (T)pl->c[SGD_NLR];
     T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
     bool use_wd = pl->c[SGD_WD] != 0.0;
     int mode = !pl->use_momentum ? 0 : pl->first_momentum ? 1 : 2;
-#define SGD(w, m, nv) KN(sgd_body)(n, p, g, buf, gs, wd, mom, damp1, nlr, w, m, nv)
+#define SGD(w, m, nv) KN(sgd_body)(n, p, g, buf, gs, wd, mom, damp1, nlr, seen, w, m, nv)
     if (mode == 0) {
         if (use_wd) SGD(true, 0, false); else SGD(false, 0, false);
     } else if (pl->use_nesterov) {
@@ -78,61 +108,81 @@ OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const 
 /* ---- adagrad ------------------------------------------------------------- */
 
 BODY KN(adagrad_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sum, T gs, T wd,
-                      T eps, T nclr, const bool use_wd)
+                      T eps, T nclr, MAGT *restrict seen, const bool use_wd)
 {
+    MAGT mp = 0, ms = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         T d = GRAD_IN(i, pv);
         T s = sum[i] + d * d;
         sum[i] = s;
-        p[i] = pv + (nclr * d) / (SQRT(s) + eps);
+        T np = pv + (nclr * d) / (SQRT(s) + eps);
+        p[i] = np;
+        KEEP_MAX(ms, s);
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_SUM] = ms;
 }
 
 OPTD_KERNEL KN(adagrad)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
-                        size_t n)
+                        size_t n, MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADAGRAD_WD], eps = (T)pl->c[ADAGRAD_EPS];
     T nclr = (T)pl->c[ADAGRAD_NCLR];
     T *sum = bufs[OPTD_BUF_SUM];
     if (pl->c[ADAGRAD_WD] != 0.0)
-        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, true);
+        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, true);
     else
-        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, false);
+        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, false);
 }
 
 /* ---- rmsprop ------------------------------------------------------------- */
 
 BODY KN(rmsprop_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sq,
                       T *restrict ga, T *restrict buf, T gs, T wd, T alpha, T oma, T eps, T mom,
-                      T nlr, const bool use_wd, const bool centered, const bool use_mom)
+                      T nlr, MAGT *restrict seen, const bool use_wd, const bool centered,
+                      const bool use_mom)
 {
+    MAGT mp = 0, ms = 0, ma = 0, mb = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         T d = GRAD_IN(i, pv);
         T s = sq[i] * alpha + (oma * d) * d;
         sq[i] = s;
+        KEEP_MAX(ms, s);
         T avg;
         if (centered) {
             T a = ga[i] * alpha + oma * d;
             ga[i] = a;
+            KEEP_MAX(ma, a);
             avg = SQRT(s - a * a); /* addcmul(ga, ga, value=-1) */
         } else {
             avg = SQRT(s);
         }
         avg = avg + eps;
+        T np;
         if (use_mom) {
             T b = buf[i] * mom + d / avg;
             buf[i] = b;
-            p[i] = pv + nlr * b;
+            KEEP_MAX(mb, b);
+            np = pv + nlr * b;
         } else {
-            p[i] = pv + (nlr * d) / avg;
+            np = pv + (nlr * d) / avg;
         }
+        p[i] = np;
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_SQUARE_AVG] = ms;
+    if (centered)
+        seen[OPTD_BUF_GRAD_AVG] = ma;
+    if (use_mom)
+        seen[OPTD_BUF_MOMENTUM_BUFFER] = mb;
 }
 
 OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
-                        size_t n)
+                        size_t n, MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[RMSPROP_WD], alpha = (T)pl->c[RMSPROP_ALPHA];
     T oma = (T)pl->c[RMSPROP_OMA], eps = (T)pl->c[RMSPROP_EPS], mom = (T)pl->c[RMSPROP_MOM];
@@ -140,7 +190,8 @@ OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, co
     T *sq = bufs[OPTD_BUF_SQUARE_AVG], *ga = bufs[OPTD_BUF_GRAD_AVG];
     T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
     bool use_wd = pl->c[RMSPROP_WD] != 0.0;
-#define RMS(w, c, m) KN(rmsprop_body)(n, p, g, sq, ga, buf, gs, wd, alpha, oma, eps, mom, nlr, w, c, m)
+#define RMS(w, c, m) \
+    KN(rmsprop_body)(n, p, g, sq, ga, buf, gs, wd, alpha, oma, eps, mom, nlr, seen, w, c, m)
     if (use_wd) {
         if (pl->use_centered) {
             if (pl->use_momentum) RMS(true, true, true); else RMS(true, true, false);
@@ -161,29 +212,42 @@ OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, co
 
 BODY KN(adam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
                    T *restrict vmax, T gs, T wd, T decay, T b1, T omb1, T b2, T omb2, T sbc2,
-                   T eps, T nss, const bool use_wd, const bool decoupled, const bool ams)
+                   T eps, T nss, MAGT *restrict seen, const bool use_wd, const bool decoupled,
+                   const bool ams)
 {
+    MAGT mp = 0, mm = 0, mv = 0, mx = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         if (decoupled)
             pv = pv * decay; /* adamw: param.mul_(1 - lr*wd) */
         T d = GRAD_IN(i, pv);
-        T mv = m[i] * b1 + omb1 * d;
+        T m1 = m[i] * b1 + omb1 * d;
         T vv = v[i] * b2 + (omb2 * d) * d;
-        m[i] = mv;
+        m[i] = m1;
         v[i] = vv;
+        KEEP_MAX(mm, m1);
+        KEEP_MAX(mv, vv);
         if (ams) {
             T x = vmax[i];
             x = x < vv ? vv : x;
             vmax[i] = x;
+            KEEP_MAX(mx, x);
             vv = x;
         }
         T den = SQRT(vv) / sbc2 + eps;
-        p[i] = pv + (nss * mv) / den;
+        T np = pv + (nss * m1) / den;
+        p[i] = np;
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_EXP_AVG] = mm;
+    seen[OPTD_BUF_EXP_AVG_SQ] = mv;
+    if (ams)
+        seen[OPTD_BUF_MAX_EXP_AVG_SQ] = mx;
 }
 
-OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                     MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADAM_WD], decay = (T)pl->c[ADAM_DECAY];
     T b1 = (T)pl->c[ADAM_B1], omb1 = (T)pl->c[ADAM_OMB1];
@@ -192,8 +256,9 @@ OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
     T *vmax = bufs[OPTD_BUF_MAX_EXP_AVG_SQ];
     bool use_wd = pl->c[ADAM_WD] != 0.0, decoupled = pl->kind == OPTD_ADAMW;
-#define ADAM(w, dc, a) \
-    KN(adam_body)(n, p, g, m, v, vmax, gs, wd, decay, b1, omb1, b2, omb2, sbc2, eps, nss, w, dc, a)
+#define ADAM(w, dc, a)                                                                      \
+    KN(adam_body)(n, p, g, m, v, vmax, gs, wd, decay, b1, omb1, b2, omb2, sbc2, eps, nss, seen, \
+                  w, dc, a)
     if (decoupled) {
         if (pl->use_amsgrad) ADAM(false, true, true); else ADAM(false, true, false);
     } else if (use_wd) {
@@ -208,53 +273,71 @@ OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const
 
 BODY KN(adamax_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
                      T *restrict ei, T gs, T wd, T b1, T omb1, T b2, T eps, T nclr,
-                     const bool use_wd)
+                     MAGT *restrict seen, const bool use_wd)
 {
+    MAGT mp = 0, mm = 0, me = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         T d = GRAD_IN(i, pv);
-        T mv = m[i] * b1 + omb1 * d;
-        m[i] = mv;
+        T m1 = m[i] * b1 + omb1 * d;
+        m[i] = m1;
         T e = ei[i] * b2;
         T a = (d < 0 ? -d : d) + eps;
         e = e < a ? a : e; /* amax over (exp_inf*b2, |g|+eps) */
         ei[i] = e;
-        p[i] = pv + (nclr * mv) / e;
+        T np = pv + (nclr * m1) / e;
+        p[i] = np;
+        KEEP_MAX(mm, m1);
+        KEEP_MAX(me, e);
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_EXP_AVG] = mm;
+    seen[OPTD_BUF_EXP_INF] = me;
 }
 
-OPTD_KERNEL KN(adamax)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+OPTD_KERNEL KN(adamax)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                       MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADAMAX_WD];
     T b1 = (T)pl->c[ADAMAX_B1], omb1 = (T)pl->c[ADAMAX_OMB1], b2 = (T)pl->c[ADAMAX_B2];
     T eps = (T)pl->c[ADAMAX_EPS], nclr = (T)pl->c[ADAMAX_NCLR];
     T *m = bufs[OPTD_BUF_EXP_AVG], *ei = bufs[OPTD_BUF_EXP_INF];
     if (pl->c[ADAMAX_WD] != 0.0)
-        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, true);
+        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, true);
     else
-        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, false);
+        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, false);
 }
 
 /* ---- nadam (PyTorch 2.x) --------------------------------------------------- */
 
 BODY KN(nadam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
                     T gs, T wd, T b1, T omb1, T b2, T omb2, T bc2, T eps, T cg, T cm,
-                    const bool use_wd)
+                    MAGT *restrict seen, const bool use_wd)
 {
+    MAGT mp = 0, mm = 0, mv = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         T d = GRAD_IN(i, pv);
-        T mv = m[i] * b1 + omb1 * d;
+        T m1 = m[i] * b1 + omb1 * d;
         T vv = v[i] * b2 + (omb2 * d) * d;
-        m[i] = mv;
+        m[i] = m1;
         v[i] = vv;
         T den = SQRT(vv / bc2) + eps;
         pv = pv + (cg * d) / den;
-        p[i] = pv + (cm * mv) / den;
+        T np = pv + (cm * m1) / den;
+        p[i] = np;
+        KEEP_MAX(mm, m1);
+        KEEP_MAX(mv, vv);
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_EXP_AVG] = mm;
+    seen[OPTD_BUF_EXP_AVG_SQ] = mv;
 }
 
-OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                      MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[NADAM_WD];
     T b1 = (T)pl->c[NADAM_B1], omb1 = (T)pl->c[NADAM_OMB1];
@@ -263,36 +346,46 @@ OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
     T cg = (T)pl->c[NADAM_CG], cm = (T)pl->c[NADAM_CM];
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
     if (pl->c[NADAM_WD] != 0.0)
-        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, true);
+        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, true);
     else
-        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, false);
+        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, false);
 }
 
 /* ---- radam --------------------------------------------------------------- */
 
 BODY KN(radam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
                     T gs, T wd, T b1, T omb1, T b2, T omb2, T bc1, T lr, T rect, T sbc2, T eps,
-                    const bool use_wd, const bool use_rect)
+                    MAGT *restrict seen, const bool use_wd, const bool use_rect)
 {
+    MAGT mp = 0, mm = 0, mv = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         T d = GRAD_IN(i, pv);
-        T mv = m[i] * b1 + omb1 * d;
+        T m1 = m[i] * b1 + omb1 * d;
         T vv = v[i] * b2 + (omb2 * d) * d;
-        m[i] = mv;
+        m[i] = m1;
         v[i] = vv;
-        T bcm = mv / bc1;
+        T bcm = m1 / bc1;
+        T np;
         if (use_rect) {
             /* sqrt(bc2) / (sqrt(v)+eps) is Tensor.__rtruediv__: reciprocal * sqrt(bc2) */
             T ad = ((T)1 / (SQRT(vv) + eps)) * sbc2;
-            p[i] = pv - ((bcm * lr) * ad) * rect;
+            np = pv - ((bcm * lr) * ad) * rect;
         } else {
-            p[i] = pv - bcm * lr;
+            np = pv - bcm * lr;
         }
+        p[i] = np;
+        KEEP_MAX(mm, m1);
+        KEEP_MAX(mv, vv);
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_EXP_AVG] = mm;
+    seen[OPTD_BUF_EXP_AVG_SQ] = mv;
 }
 
-OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n)
+OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                      MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[RADAM_WD];
     T b1 = (T)pl->c[RADAM_B1], omb1 = (T)pl->c[RADAM_OMB1];
@@ -302,7 +395,7 @@ OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
     bool use_wd = pl->c[RADAM_WD] != 0.0;
 #define RADAM(w, r) \
-    KN(radam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps, w, r)
+    KN(radam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps, seen, w, r)
     if (use_wd) {
         if (pl->radam_rect) RADAM(true, true); else RADAM(true, false);
     } else {
@@ -314,8 +407,10 @@ OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
 /* ---- adadelta ------------------------------------------------------------ */
 
 BODY KN(adadelta_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sq,
-                       T *restrict acc, T gs, T wd, T rho, T omr, T eps, T nlr, const bool use_wd)
+                       T *restrict acc, T gs, T wd, T rho, T omr, T eps, T nlr,
+                       MAGT *restrict seen, const bool use_wd)
 {
+    MAGT mp = 0, ms = 0, ma = 0;
     for (size_t i = 0; i < n; i++) {
         T pv = p[i];
         T d = GRAD_IN(i, pv);
@@ -323,59 +418,82 @@ BODY KN(adadelta_body)(size_t n, T *restrict p, const T *restrict g, T *restrict
         sq[i] = s;
         T a = acc[i];
         T delta = SQRT(a + eps) / SQRT(s + eps) * d;
-        acc[i] = a * rho + (omr * delta) * delta;
-        p[i] = pv + nlr * delta;
+        a = a * rho + (omr * delta) * delta;
+        acc[i] = a;
+        T np = pv + nlr * delta;
+        p[i] = np;
+        KEEP_MAX(ms, s);
+        KEEP_MAX(ma, a);
+        KEEP_MAX(mp, np);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_SQUARE_AVG] = ms;
+    seen[OPTD_BUF_ACC_DELTA] = ma;
 }
 
 OPTD_KERNEL KN(adadelta)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
-                         size_t n)
+                         size_t n, MAGT *seen)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADADELTA_WD], rho = (T)pl->c[ADADELTA_RHO];
     T omr = (T)pl->c[ADADELTA_OMR], eps = (T)pl->c[ADADELTA_EPS], nlr = (T)pl->c[ADADELTA_NLR];
     T *sq = bufs[OPTD_BUF_SQUARE_AVG], *acc = bufs[OPTD_BUF_ACC_DELTA];
     if (pl->c[ADADELTA_WD] != 0.0)
-        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, true);
+        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, true);
     else
-        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, false);
+        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, false);
 }
 
 /* ---- lion ---------------------------------------------------------------- */
 
 OPTD_KERNEL KN(lion)(const optd_step_plan_t *pl, void *const bufs[], T *restrict p,
-                     const T *restrict g, size_t n)
+                     const T *restrict g, size_t n, MAGT *seen)
 {
     T gs = (T)pl->gscale, decay = (T)pl->c[LION_DECAY];
     T b1 = (T)pl->c[LION_B1], omb1 = (T)pl->c[LION_OMB1];
     T b2 = (T)pl->c[LION_B2], omb2 = (T)pl->c[LION_OMB2], lr = (T)pl->c[LION_LR];
     T *restrict m = bufs[OPTD_BUF_EXP_AVG];
+    MAGT mp = 0, mm = 0;
     for (size_t i = 0; i < n; i++) {
         T d = g[i] * gs;
         T mv = m[i];
         T c = b1 * mv + omb1 * d;
         T s = c > 0 ? lr : c < 0 ? -lr : (T)0; /* lr*sign(c), sign(0) = 0 */
-        p[i] = p[i] * decay - s;
-        m[i] = b2 * mv + omb2 * d;
+        T np = p[i] * decay - s;
+        T m1 = b2 * mv + omb2 * d;
+        p[i] = np;
+        m[i] = m1;
+        KEEP_MAX(mp, np);
+        KEEP_MAX(mm, m1);
     }
+    seen[SEEN_P] = mp;
+    seen[OPTD_BUF_EXP_AVG] = mm;
 }
 
 /* ---- entry points ---------------------------------------------------------- */
 
 void KN(optd_kernel_apply)(const optd_step_plan_t *plan, void *const buf[OPTD_BUF_COUNT], T *p,
-                           const T *g, size_t n)
+                           const T *g, size_t n, double seen_out[OPTD_BUF_COUNT + 1])
 {
+    MAGT seen[OPTD_BUF_COUNT + 1];
+    for (int k = 0; k <= OPTD_BUF_COUNT; k++)
+        seen[k] = -1; /* not written */
     switch (plan->kind) {
-    case OPTD_SGD: KN(sgd)(plan, buf, p, g, n); break;
-    case OPTD_ADAGRAD: KN(adagrad)(plan, buf, p, g, n); break;
-    case OPTD_RMSPROP: KN(rmsprop)(plan, buf, p, g, n); break;
+    case OPTD_SGD: KN(sgd)(plan, buf, p, g, n, seen); break;
+    case OPTD_ADAGRAD: KN(adagrad)(plan, buf, p, g, n, seen); break;
+    case OPTD_RMSPROP: KN(rmsprop)(plan, buf, p, g, n, seen); break;
     case OPTD_ADAM:
-    case OPTD_ADAMW: KN(adam)(plan, buf, p, g, n); break;
-    case OPTD_ADAMAX: KN(adamax)(plan, buf, p, g, n); break;
-    case OPTD_NADAM: KN(nadam)(plan, buf, p, g, n); break;
-    case OPTD_RADAM: KN(radam)(plan, buf, p, g, n); break;
-    case OPTD_ADADELTA: KN(adadelta)(plan, buf, p, g, n); break;
-    case OPTD_LION: KN(lion)(plan, buf, p, g, n); break;
+    case OPTD_ADAMW: KN(adam)(plan, buf, p, g, n, seen); break;
+    case OPTD_ADAMAX: KN(adamax)(plan, buf, p, g, n, seen); break;
+    case OPTD_NADAM: KN(nadam)(plan, buf, p, g, n, seen); break;
+    case OPTD_RADAM: KN(radam)(plan, buf, p, g, n, seen); break;
+    case OPTD_ADADELTA: KN(adadelta)(plan, buf, p, g, n, seen); break;
+    case OPTD_LION: KN(lion)(plan, buf, p, g, n, seen); break;
     case OPTD_OPTIM_COUNT: break;
+    }
+    for (int k = 0; k <= OPTD_BUF_COUNT; k++) {
+        T x;
+        memcpy(&x, &seen[k], sizeof x);
+        seen_out[k] = seen[k] < 0 ? -1.0 : (double)x;
     }
 }
 
@@ -445,6 +563,8 @@ bool KN(optd_kernel_finite)(const T *v, size_t n)
 
 #undef LANES
 #undef GRAD_IN
+#undef KEEP_MAX
+#undef SEEN_P
 #undef BODY
 #undef KN
 #undef KN1

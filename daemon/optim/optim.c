@@ -6,6 +6,7 @@
  * the per-element work is in kernels_tmpl.h. */
 #include "optd/optim.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -290,6 +291,22 @@ static size_t buf_bytes(optd_dtype_t dtype, size_t size)
     return size > SIZE_MAX / es ? 0 : size * es;
 }
 
+/* Sets n elements of dtype at v (calloc'd) to x. */
+static void fill_value(optd_dtype_t dtype, void *v, size_t n, double x)
+{
+    if (x == 0.0)
+        return;
+    if (dtype == OPTD_FLOAT32) {
+        float *f = v, xf = (float)x;
+        for (size_t i = 0; i < n; i++)
+            f[i] = xf;
+    } else {
+        double *d = v;
+        for (size_t i = 0; i < n; i++)
+            d[i] = x;
+    }
+}
+
 int optd_optim_state_init(optd_optim_state_t *st, optd_optim_kind_t kind, optd_dtype_t dtype,
                           size_t size, const optd_hparams_t *hp, optd_err_t *err)
 {
@@ -318,17 +335,8 @@ int optd_optim_state_init(optd_optim_state_t *st, optd_optim_kind_t kind, optd_d
         }
     }
     double iav = hp ? hp->initial_accumulator_value : 0.0;
-    if (kind == OPTD_ADAGRAD && iav != 0.0) {
-        if (dtype == OPTD_FLOAT32) {
-            float *s = st->buf[OPTD_BUF_SUM], v = (float)iav;
-            for (size_t i = 0; i < size; i++)
-                s[i] = v;
-        } else {
-            double *s = st->buf[OPTD_BUF_SUM];
-            for (size_t i = 0; i < size; i++)
-                s[i] = iav;
-        }
-    }
+    if (kind == OPTD_ADAGRAD)
+        fill_value(dtype, st->buf[OPTD_BUF_SUM], size, iav);
     return 0;
 }
 
@@ -417,13 +425,209 @@ static double to_dtype(optd_dtype_t dtype, double v)
     return dtype == OPTD_FLOAT32 ? (double)(float)v : v;
 }
 
+/* ---- the O(1) finiteness bound ------------------------------------------------ */
+
+/* A step's values are bounded from what the last step left (st->bound: the
+ * largest magnitude of the parameters and of every buffer), the gradient's
+ * L2 norm (which bounds its largest element) and the plan's scalars rounded
+ * to the dtype, following each rule's operations in the kernels' order with
+ * |a + b| <= |a| + |b|, |a * b| = |a| |b| and |a / b| <= |a| / (the least
+ * the divisor can be: eps, as every divisor is a non-negative value plus
+ * eps, or a scalar).  If every intermediate stays below half the dtype's
+ * largest value (room for the rounding of a dozen operations), no value the
+ * step computes can be infinite, and none can be NaN: NaN needs an
+ * infinity, 0/0 (excluded by eps > 0) or the root of a negative number (the
+ * buffers under roots hold sums of squares, which import keeps
+ * non-negative).  rmsprop's centered variant takes a root of a difference
+ * and alpha > 1 makes square_avg's update subtract, so those always take
+ * the careful path. */
+typedef struct bound {
+    optd_dtype_t dtype;
+    const optd_optim_state_t *st;
+    unsigned fresh;
+    double worst;
+    bool bad;
+} bound_t;
+
+static double bchk(bound_t *b, double x)
+{
+    if (x != x)
+        b->bad = true;
+    else if (x > b->worst)
+        b->worst = x;
+    return x;
+}
+
+/* |c| as the kernels use it (rounded once to the dtype). */
+static double bk(const bound_t *b, double c)
+{
+    return fabs(to_dtype(b->dtype, c));
+}
+
+/* What buffer k (OPTD_BUF_COUNT: the params) holds at most; NaN if unknown. */
+static double bmax(const bound_t *b, int k)
+{
+    if (k < OPTD_BUF_COUNT && (b->fresh & BIT(k)))
+        return k == OPTD_BUF_SUM ? NAN : 0.0; /* adagrad's starts at a value */
+    return (b->st->bound_known & BIT(k)) ? b->st->bound[k] : NAN;
+}
+
+static double bdiv(bound_t *b, double num, double den_least)
+{
+    if (!(den_least > 0))
+        b->bad = true;
+    return bchk(b, num / den_least);
+}
+
+#define CK(x) bchk(&b, (x))
+#define K(x) bk(&b, (x))
+#define M(k) bmax(&b, (k))
+#define DV(num, den) bdiv(&b, (num), (den))
+
+/* A running average m*b1 + omb1*d (or a sum of squares with d2 = d*d). */
+static double bavg(bound_t *bp, double m, double k1, double k2, double d)
+{
+    bound_t b = *bp;
+    double r = CK(CK(m * k1) + CK(k2 * d));
+    *bp = b;
+    return r;
+}
+
+static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t *pl)
+{
+    bound_t b = {.dtype = st->dtype, .st = st, .fresh = pl->fresh};
+    const double *c = pl->c;
+    const double P = M(OPTD_BUF_COUNT);
+    const double G = CK(pl->grad_norm * K(pl->gscale)); /* |g * gs| */
+    switch (pl->kind) {
+    case OPTD_SGD: {
+        double D = c[SGD_WD] != 0 ? CK(G + CK(K(c[SGD_WD]) * P)) : G, d = D;
+        if (pl->use_momentum) {
+            double mom = K(c[SGD_MOM]);
+            double B = pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(c[SGD_DAMP1]), D);
+            d = pl->use_nesterov ? CK(D + CK(mom * B)) : B;
+        }
+        CK(P + CK(K(c[SGD_NLR]) * d));
+        break;
+    }
+    case OPTD_ADAGRAD: {
+        double D = c[ADAGRAD_WD] != 0 ? CK(G + CK(K(c[ADAGRAD_WD]) * P)) : G;
+        double eps = K(c[ADAGRAD_EPS]);
+        double S = CK(M(OPTD_BUF_SUM) + CK(D * D));
+        CK(sqrt(S) + eps);
+        CK(P + DV(CK(K(c[ADAGRAD_NCLR]) * D), eps));
+        break;
+    }
+    case OPTD_RMSPROP: {
+        if (pl->use_centered || c[RMSPROP_OMA] < 0)
+            return false;
+        double D = c[RMSPROP_WD] != 0 ? CK(G + CK(K(c[RMSPROP_WD]) * P)) : G;
+        double eps = K(c[RMSPROP_EPS]);
+        double S = bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(c[RMSPROP_ALPHA]), CK(K(c[RMSPROP_OMA]) * D), D);
+        CK(sqrt(S) + eps);
+        if (pl->use_momentum) {
+            double B = CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps));
+            CK(P + CK(K(c[RMSPROP_NLR]) * B));
+        } else {
+            CK(P + DV(CK(K(c[RMSPROP_NLR]) * D), eps));
+        }
+        break;
+    }
+    case OPTD_ADAM:
+    case OPTD_ADAMW: {
+        double pv = pl->kind == OPTD_ADAMW ? CK(P * K(c[ADAM_DECAY])) : P;
+        double D = c[ADAM_WD] != 0 ? CK(G + CK(K(c[ADAM_WD]) * pv)) : G;
+        double eps = K(c[ADAM_EPS]);
+        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAM_B1]), K(c[ADAM_OMB1]), D);
+        double v = bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[ADAM_B2]), CK(K(c[ADAM_OMB2]) * D), D);
+        if (pl->use_amsgrad) {
+            double x = M(OPTD_BUF_MAX_EXP_AVG_SQ);
+            v = x != x ? x : x > v ? x : v;
+        }
+        CK(DV(sqrt(CK(v)), K(c[ADAM_SBC2])) + eps);
+        CK(pv + DV(CK(K(c[ADAM_NSS]) * m), eps));
+        break;
+    }
+    case OPTD_ADAMAX: {
+        double D = c[ADAMAX_WD] != 0 ? CK(G + CK(K(c[ADAMAX_WD]) * P)) : G;
+        double eps = K(c[ADAMAX_EPS]);
+        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAMAX_B1]), K(c[ADAMAX_OMB1]), D);
+        CK(CK(M(OPTD_BUF_EXP_INF) * K(c[ADAMAX_B2])) + CK(D + eps));
+        CK(P + DV(CK(K(c[ADAMAX_NCLR]) * m), eps));
+        break;
+    }
+    case OPTD_NADAM: {
+        double D = c[NADAM_WD] != 0 ? CK(G + CK(K(c[NADAM_WD]) * P)) : G;
+        double eps = K(c[NADAM_EPS]);
+        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[NADAM_B1]), K(c[NADAM_OMB1]), D);
+        double v = bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[NADAM_B2]), CK(K(c[NADAM_OMB2]) * D), D);
+        CK(sqrt(DV(v, K(c[NADAM_BC2]))) + eps);
+        double p1 = CK(P + DV(CK(K(c[NADAM_CG]) * D), eps));
+        CK(p1 + DV(CK(K(c[NADAM_CM]) * m), eps));
+        break;
+    }
+    case OPTD_RADAM: {
+        double D = c[RADAM_WD] != 0 ? CK(G + CK(K(c[RADAM_WD]) * P)) : G;
+        double eps = K(c[RADAM_EPS]);
+        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[RADAM_B1]), K(c[RADAM_OMB1]), D);
+        bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[RADAM_B2]), CK(K(c[RADAM_OMB2]) * D), D);
+        double bcm = DV(m, K(c[RADAM_BC1]));
+        double step = CK(bcm * K(c[RADAM_LR]));
+        if (pl->radam_rect) {
+            double ad = CK(DV(1.0, eps) * K(c[RADAM_SBC2]));
+            step = CK(CK(step * ad) * K(c[RADAM_RECT]));
+        }
+        CK(P + step);
+        break;
+    }
+    case OPTD_ADADELTA: {
+        double D = c[ADADELTA_WD] != 0 ? CK(G + CK(K(c[ADADELTA_WD]) * P)) : G;
+        double eps = K(c[ADADELTA_EPS]), rho = K(c[ADADELTA_RHO]), omr = K(c[ADADELTA_OMR]);
+        double s = bavg(&b, M(OPTD_BUF_SQUARE_AVG), rho, CK(omr * D), D);
+        CK(s + eps);
+        double a = M(OPTD_BUF_ACC_DELTA);
+        double delta = CK(DV(sqrt(CK(a + eps)), sqrt(eps)) * D);
+        bavg(&b, a, rho, CK(omr * delta), delta);
+        CK(P + CK(K(c[ADADELTA_NLR]) * delta));
+        break;
+    }
+    case OPTD_LION: {
+        double m = M(OPTD_BUF_EXP_AVG);
+        bavg(&b, m, K(c[LION_B1]), K(c[LION_OMB1]), G);
+        bavg(&b, m, K(c[LION_B2]), K(c[LION_OMB2]), G);
+        CK(CK(P * K(c[LION_DECAY])) + K(c[LION_LR]));
+        break;
+    }
+    case OPTD_OPTIM_COUNT: return false;
+    }
+    double limit = (st->dtype == OPTD_FLOAT32 ? FLT_MAX : DBL_MAX) * 0.5;
+    return !b.bad && b.worst < limit;
+}
+
+#undef CK
+#undef K
+#undef M
+#undef DV
+
 int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
                     double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err)
 {
     memset(plan, 0, sizeof *plan);
 
+    const uint64_t t = st->step + 1;
+    const double lr = optd_schedule_lr(sched, hp->lr, t);
+    if (!isfinite(lr))
+        return optd_err_set(err, OPTD_ENONFINITE,
+                            "the schedule's lr for step %llu is not finite; nothing was applied",
+                            (unsigned long long)t);
+    if (!isfinite(grad_sumsq))
+        return optd_err_set(err, OPTD_ENONFINITE,
+                            "the gradient's L2 norm overflows a double; nothing was applied");
+
     /* Buffers an option switched on start now (at 0; sgd's is set to g by
-     * the kernel).  All or nothing, so a failure leaves st as it was. */
+     * the kernel; adagrad's sum, missing only from a state imported at step
+     * 0, at initial_accumulator_value).  All or nothing, so a failure
+     * leaves st as it was; optd_optim_abort undoes a plan that succeeded. */
     unsigned missing = optd_optim_step_bufs(st->kind, hp);
     void *fresh[OPTD_BUF_COUNT] = {0};
     for (int b = 0; b < OPTD_BUF_COUNT; b++) {
@@ -438,13 +642,15 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
         }
     }
     plan->first_momentum = st->kind == OPTD_SGD && fresh[OPTD_BUF_MOMENTUM_BUFFER] != NULL;
+    if (fresh[OPTD_BUF_SUM])
+        fill_value(st->dtype, fresh[OPTD_BUF_SUM], st->size, hp->initial_accumulator_value);
     for (int b = 0; b < OPTD_BUF_COUNT; b++)
-        if (fresh[b])
+        if (fresh[b]) {
             st->buf[b] = fresh[b];
+            plan->fresh |= BIT(b);
+        }
 
-    const uint64_t t = st->step + 1;
     const double td = (double)t;
-    const double lr = optd_schedule_lr(sched, hp->lr, t);
     const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
     double *c = plan->c;
 
@@ -569,30 +775,151 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
     case OPTD_OPTIM_COUNT: break;
     }
     plan->mu_product_next = to_dtype(st->dtype, plan->mu_product_next);
+    plan->careful = !provably_finite(st, plan);
     return 0;
 }
 
+void optd_step_seen_init(optd_step_seen_t *seen)
+{
+    for (int k = 0; k <= OPTD_BUF_COUNT; k++)
+        seen->max[k] = -1.0;
+}
+
+void optd_step_seen_merge(optd_step_seen_t *into, const optd_step_seen_t *from)
+{
+    for (int k = 0; k <= OPTD_BUF_COUNT; k++) {
+        double a = into->max[k], b = from->max[k];
+        if (a == a && (b != b || b > a))
+            into->max[k] = b; /* NaN sticks */
+    }
+}
+
+/* The buffers of st at offset lo (NULL where not kept). */
+static void bufs_at(const optd_optim_state_t *st, size_t lo, void *bufs[OPTD_BUF_COUNT])
+{
+    size_t es = optd_dtype_size(st->dtype);
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        bufs[b] = st->buf[b] ? (char *)st->buf[b] + lo * es : NULL;
+}
+
+static void kernel(const optd_step_plan_t *plan, optd_dtype_t dtype, void *const bufs[OPTD_BUF_COUNT],
+                   void *params, const void *grad, size_t n, double seen[OPTD_BUF_COUNT + 1])
+{
+    if (dtype == OPTD_FLOAT32)
+        optd_kernel_apply_f32(plan, bufs, params, grad, n, seen);
+    else
+        optd_kernel_apply_f64(plan, bufs, params, grad, n, seen);
+}
+
 void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void *params,
-                      const void *grad, size_t lo, size_t hi)
+                      const void *grad, size_t lo, size_t hi, optd_step_seen_t *seen)
 {
     if (hi <= lo)
         return;
     size_t es = optd_dtype_size(st->dtype);
     void *bufs[OPTD_BUF_COUNT];
-    for (int b = 0; b < OPTD_BUF_COUNT; b++)
-        bufs[b] = st->buf[b] ? (char *)st->buf[b] + lo * es : NULL;
-    if (st->dtype == OPTD_FLOAT32)
-        optd_kernel_apply_f32(plan, bufs, (float *)params + lo, (const float *)grad + lo, hi - lo);
-    else
-        optd_kernel_apply_f64(plan, bufs, (double *)params + lo, (const double *)grad + lo,
-                              hi - lo);
+    bufs_at(st, lo, bufs);
+    optd_step_seen_t here;
+    kernel(plan, st->dtype, bufs, (char *)params + lo * es, (const char *)grad + lo * es, hi - lo,
+           here.max);
+    if (seen)
+        optd_step_seen_merge(seen, &here);
 }
 
-void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan)
+/* Elements per block of optd_optim_check: its copies live on the stack. */
+#define CHECK_BLOCK 256
+
+/* The first non-finite value among the n elements of the arrays a[k]
+ * (k <= OPTD_BUF_COUNT, NULL where absent): true and *fault set. */
+static bool first_fault(optd_dtype_t dtype, void *const a[OPTD_BUF_COUNT + 1], size_t n, size_t base,
+                        optd_step_fault_t *fault)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int k = OPTD_BUF_COUNT; k >= 0; k--) { /* params first */
+            if (!a[k])
+                continue;
+            double x = dtype == OPTD_FLOAT32 ? (double)((const float *)a[k])[i] : ((const double *)a[k])[i];
+            if (!isfinite(x)) {
+                *fault = (optd_step_fault_t){.index = base + i, .buf = k, .nan = isnan(x)};
+                return true;
+            }
+        }
+    return false;
+}
+
+bool optd_optim_check(const optd_step_plan_t *plan, const optd_optim_state_t *st, const void *params,
+                      const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault)
+{
+    /* The same kernel on copies of a block at a time: the same operations
+     * on the same values, so the same results as the real update will
+     * have, and nothing of st or params is written. */
+    double scratch[OPTD_BUF_COUNT + 1][CHECK_BLOCK];
+    size_t es = optd_dtype_size(st->dtype);
+    for (size_t at = lo; at < hi; at += CHECK_BLOCK) {
+        size_t n = hi - at < CHECK_BLOCK ? hi - at : CHECK_BLOCK;
+        void *bufs[OPTD_BUF_COUNT], *all[OPTD_BUF_COUNT + 1];
+        bufs_at(st, at, bufs);
+        for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+            all[b] = bufs[b] ? memcpy(scratch[b], bufs[b], n * es) : NULL;
+            bufs[b] = all[b];
+        }
+        all[OPTD_BUF_COUNT] = memcpy(scratch[OPTD_BUF_COUNT], (const char *)params + at * es, n * es);
+        double seen[OPTD_BUF_COUNT + 1];
+        kernel(plan, st->dtype, bufs, all[OPTD_BUF_COUNT], (const char *)grad + at * es, n, seen);
+        bool finite = true;
+        for (int k = 0; k <= OPTD_BUF_COUNT; k++)
+            finite &= isfinite(seen[k]) || seen[k] == -1.0;
+        if (!finite && first_fault(st->dtype, all, n, at, fault))
+            return false;
+    }
+    return true;
+}
+
+void optd_optim_abort(optd_optim_state_t *st, const optd_step_plan_t *plan)
+{
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (plan->fresh & BIT(b)) {
+            free(st->buf[b]);
+            st->buf[b] = NULL;
+        }
+}
+
+int optd_optim_refuse(optd_optim_state_t *st, const optd_step_plan_t *plan,
+                      const optd_step_fault_t *fault, optd_err_t *err)
+{
+    optd_optim_abort(st, plan);
+    const char *what = fault->buf == OPTD_BUF_COUNT ? "params" : optd_buf_name((optd_buf_t)fault->buf);
+    return optd_err_set(err, OPTD_ENONFINITE,
+                        "this step would make %s[%zu] %s (an overflow of %s); nothing was applied",
+                        what, fault->index, fault->nan ? "NaN" : "infinite",
+                        optd_dtype_name(st->dtype));
+}
+
+void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan,
+                       const optd_step_seen_t *seen)
 {
     st->step = plan->t;
     if (st->kind == OPTD_NADAM)
         st->mu_product = plan->mu_product_next;
+    if (!seen) {
+        st->bound_known = 0;
+        return;
+    }
+    for (int k = 0; k <= OPTD_BUF_COUNT; k++) {
+        double m = seen->max[k];
+        if (m == -1.0)
+            continue; /* not written: what was known of it holds */
+        st->bound[k] = m;
+        if (isfinite(m))
+            st->bound_known |= BIT(k);
+        else
+            st->bound_known &= ~BIT(k);
+    }
+}
+
+void optd_optim_forget_bounds(optd_optim_state_t *st)
+{
+    st->bound_known = 0;
 }
 
 int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
@@ -607,8 +934,13 @@ int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
     int rc = optd_optim_plan(st, hp, sched, max_grad_norm, sumsq, &plan, err);
     if (rc)
         return rc;
-    optd_optim_apply(&plan, st, params, grad, 0, st->size);
-    optd_optim_commit(st, &plan);
+    optd_step_fault_t fault;
+    if (plan.careful && !optd_optim_check(&plan, st, params, grad, 0, st->size, &fault))
+        return optd_optim_refuse(st, &plan, &fault, err);
+    optd_step_seen_t seen;
+    optd_step_seen_init(&seen);
+    optd_optim_apply(&plan, st, params, grad, 0, st->size, &seen);
+    optd_optim_commit(st, &plan, &seen);
     if (info) {
         info->lr = plan.lr;
         info->grad_norm = plan.grad_norm;

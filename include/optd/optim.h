@@ -15,6 +15,10 @@
  *     optd_optim_state_init(&st, OPTD_ADAM, OPTD_FLOAT32, n, &hp, &err);
  *     optd_optim_step(&st, &hp, NULL, 0.0, params, grad, &info, &err);
  *     optd_optim_state_free(&st);
+ *
+ * A step never leaves a NaN or an infinity behind: one that would is refused
+ * and changes nothing.  Params and buffers change only through steps (else
+ * call optd_optim_forget_bounds: see optd_optim_state_t.bound).
  */
 #ifndef OPTD_OPTIM_H
 #define OPTD_OPTIM_H
@@ -163,6 +167,14 @@ typedef struct optd_optim_state {
     uint64_t step;             /* updates applied so far */
     void *buf[OPTD_BUF_COUNT]; /* NULL where not kept (yet); else size elements of dtype */
     double mu_product;         /* nadam only; a value of the dtype, starts at 1 */
+    /* The largest magnitude in each buffer (index OPTD_BUF_COUNT: in the
+     * parameters) as the last step left it, for the indices whose bit is
+     * set in bound_known.  Kept by every step, it lets the next one prove in
+     * O(1) that it stays finite (optd_optim_plan).  A zeroed state knows
+     * nothing; whoever changes params or a buffer other than by a step
+     * calls optd_optim_forget_bounds. */
+    double bound[OPTD_BUF_COUNT + 1];
+    unsigned bound_known;
 } optd_optim_state_t;
 
 /* Sets st up for kind with step 0 and allocates the buffers every step of
@@ -180,6 +192,19 @@ int optd_optim_state_copy(optd_optim_state_t *dst, const optd_optim_state_t *src
 unsigned optd_optim_step_bufs(optd_optim_kind_t kind, const optd_hparams_t *hp);
 /* Bytes held by st's buffers (for memory accounting). */
 size_t optd_optim_state_bytes(const optd_optim_state_t *st);
+/* Forgets st's bounds (see optd_optim_state_t.bound): the next step checks
+ * every value it would write before writing any. */
+void optd_optim_forget_bounds(optd_optim_state_t *st);
+/* Checks that st could come from a run of kind with hp (API.md 1.1, "State
+ * import checks the state"): every buffer each step of kind needs is there
+ * once st->step > 0 (buffers an option switches on may be missing at any
+ * step: the first step using one starts it), only buffers kind has,
+ * finite values, no negative value in a buffer of squares or maxima
+ * (exp_avg_sq, max_exp_avg_sq, sum, square_avg, acc_delta, exp_inf), and
+ * nadam's mu_product in [0, 1] (0 once the product underflows, as a long
+ * float32 run's does; NaN stands for missing, allowed at step 0 only).
+ * 0 or OPTD_EINVAL / OPTD_ENONFINITE naming the field and index. */
+int optd_optim_state_validate(const optd_optim_state_t *st, optd_err_t *err);
 
 /* ---- one update ------------------------------------------------------------ */
 
@@ -193,19 +218,28 @@ typedef struct optd_step_info {
  * non-finite gradient (OPTD_ENONFINITE, nothing changed), clip to
  * max_grad_norm (> 0 turns clipping on), negate if maximize, then the rule of
  * OPTIMIZERS.md with lr = optd_schedule_lr(sched, hp->lr, st->step + 1).
- * On success st->step is incremented and info (may be NULL) filled.
- * Errors change nothing: OPTD_ENONFINITE, OPTD_ENOMEM (a lazily created
- * buffer could not be allocated). */
+ * An update that would make any parameter or state value NaN or infinite
+ * (an overflow, eps 0 on a zero gradient, a diverging lr), or whose
+ * gradient norm or lr is not finite, is refused with OPTD_ENONFINITE naming
+ * the first such index.  On success st->step is incremented and info (may
+ * be NULL) filled.  Errors change nothing: OPTD_ENONFINITE, OPTD_ENOMEM (a
+ * lazily created buffer could not be allocated). */
 int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
                     double max_grad_norm, void *params, const void *grad, optd_step_info_t *info,
                     optd_err_t *err);
 
-/* The same update split in three, so a large one can be spread over threads:
+/* The same update split in parts, so a large one can be spread over threads:
  *   optd_grad_sumsq over disjoint ranges, summed  (also detects non-finite)
- *   optd_optim_plan once   (per-step scalars in double, lazily created buffers)
- *   optd_optim_apply over disjoint ranges [lo, hi), in any threads
- *   optd_optim_commit once (step count, nadam's mu_product)
- * optd_optim_step is exactly these four on the whole range. */
+ *   optd_optim_plan once   (per-step scalars in double, lazily created buffers,
+ *                           and whether the O(1) bound proves the step finite)
+ *   only when plan.careful: optd_optim_check over disjoint ranges, in any
+ *                           threads; if one finds a fault, optd_optim_refuse
+ *                           once and stop (nothing has changed)
+ *   optd_optim_apply over disjoint ranges [lo, hi), in any threads, each
+ *                           into its own optd_step_seen_t, merged after
+ *   optd_optim_commit once (step count, nadam's mu_product, the bounds)
+ * optd_optim_step is exactly these on the whole range.  A plan that is
+ * dropped without commit is undone with optd_optim_abort. */
 typedef struct optd_step_plan {
     optd_optim_kind_t kind;
     optd_dtype_t dtype;
@@ -217,18 +251,49 @@ typedef struct optd_step_plan {
     bool use_momentum, use_nesterov, use_centered, use_amsgrad, radam_rect;
     double c[16];         /* per-optimizer scalars, in double (see optim.c) */
     double mu_product_next;
+    unsigned fresh;       /* buffers this plan created (bit per optd_buf_t) */
+    bool careful;         /* the bound could not prove the step finite: check first */
 } optd_step_plan_t;
+
+/* What an update wrote: max[b] the largest magnitude written to buffer b
+ * (max[OPTD_BUF_COUNT]: to the parameters), -1 where nothing was written. */
+typedef struct optd_step_seen {
+    double max[OPTD_BUF_COUNT + 1];
+} optd_step_seen_t;
+
+/* Where a checked update would first go non-finite. */
+typedef struct optd_step_fault {
+    size_t index;  /* element index */
+    int buf;       /* the optd_buf_t written, or OPTD_BUF_COUNT for the parameters */
+    bool nan;      /* NaN, else infinite */
+} optd_step_fault_t;
+
+void optd_step_seen_init(optd_step_seen_t *seen);            /* nothing written */
+void optd_step_seen_merge(optd_step_seen_t *into, const optd_step_seen_t *from);
 
 /* Sum of squares of grad[lo, hi) in double.  *finite is set false if any
  * element is NaN or +-Inf (it is never set true). */
 double optd_grad_sumsq(optd_dtype_t dtype, const void *grad, size_t lo, size_t hi, bool *finite);
 /* grad_sumsq is the whole gradient's sum of squares, from optd_grad_sumsq.
- * 0 or OPTD_ENOMEM; nothing in st's values changes here. */
+ * 0, OPTD_ENOMEM, or OPTD_ENONFINITE (the norm overflows a double, or the
+ * scheduled lr is not finite); nothing in st's values changes here. */
 int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
                     double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err);
+/* Computes the update of [lo, hi) aside, writing nothing: true when every
+ * value it would write is finite, else false with *fault the first. */
+bool optd_optim_check(const optd_step_plan_t *plan, const optd_optim_state_t *st, const void *params,
+                      const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault);
+/* Undoes plan (frees the buffers it created) and returns OPTD_ENONFINITE
+ * with a message naming fault's index and value. */
+int optd_optim_refuse(optd_optim_state_t *st, const optd_step_plan_t *plan,
+                      const optd_step_fault_t *fault, optd_err_t *err);
+void optd_optim_abort(optd_optim_state_t *st, const optd_step_plan_t *plan);
+/* Updates [lo, hi) in place; merges what it wrote into *seen. */
 void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void *params,
-                      const void *grad, size_t lo, size_t hi);
-void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan);
+                      const void *grad, size_t lo, size_t hi, optd_step_seen_t *seen);
+/* seen: the merge over all ranges (NULL: the bounds are forgotten). */
+void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan,
+                       const optd_step_seen_t *seen);
 
 /* True when every element of v (n of dtype) is finite. */
 bool optd_all_finite(optd_dtype_t dtype, const void *v, size_t n);

@@ -346,9 +346,17 @@ static int do_step(step_mode_t mode, optd_optim_state_t *st, const optd_hparams_
     int rc = optd_optim_plan(st, hp, sched, mgn, sumsq, &plan, err);
     if (rc != 0)
         return rc;
-    optd_optim_apply(&plan, st, params, grad, h, n);
-    optd_optim_apply(&plan, st, params, grad, 0, h);
-    optd_optim_commit(st, &plan);
+    optd_step_fault_t fault;
+    if (plan.careful && (!optd_optim_check(&plan, st, params, grad, h, n, &fault) ||
+                         !optd_optim_check(&plan, st, params, grad, 0, h, &fault)))
+        return optd_optim_refuse(st, &plan, &fault, err);
+    optd_step_seen_t s1, s2;
+    optd_step_seen_init(&s1);
+    optd_step_seen_init(&s2);
+    optd_optim_apply(&plan, st, params, grad, h, n, &s1);
+    optd_optim_apply(&plan, st, params, grad, 0, h, &s2);
+    optd_step_seen_merge(&s1, &s2);
+    optd_optim_commit(st, &plan, &s1);
     info->lr = plan.lr;
     info->grad_norm = plan.grad_norm;
     return 0;

@@ -3,11 +3,14 @@
  * What the PyTorch trajectories (test_fixtures.c) do not pin down on their
  * own: the table (names, order, defaults), first steps worked out by hand
  * for every optimizer in both dtypes, every validation refusal and its
- * boundaries, refusal of NaN/Inf gradients with nothing changed, lazily
+ * boundaries, refusal of NaN/Inf gradients and of updates that would
+ * overflow with nothing changed, the O(1) bound that spares ordinary steps
+ * the careful path, lazily
  * created buffers, state copies that continue bit for bit, the plan/apply
  * split over ranges equal to one whole step bit for bit, clipping and
  * maximize, and the out-of-memory paths. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -867,6 +870,181 @@ START_TEST(test_nonfinite)
 }
 END_TEST
 
+/* The dtype's largest finite value. */
+static double dtype_max(optd_dtype_t dt)
+{
+    return dt == OPTD_FLOAT32 ? (double)FLT_MAX : DBL_MAX;
+}
+
+/* An update that would overflow: refused with OPTD_ENONFINITE naming the
+ * index it would spoil, nothing changed (params, every buffer, the step, no
+ * buffer created), and the next good step gives the same bits as a twin
+ * that never saw the refused one.  Every optimizer, both dtypes, every
+ * option on: parameter 5, at 0.99 of the dtype's largest value, has had a
+ * gradient of -1 all along, and the update pushes it up by about an lr of
+ * 5% of that largest value (adadelta, whose steps are ~3e-3 lr: all of
+ * it, from 0.9995); the other gradients are 0 in that step. */
+START_TEST(test_nonfinite_result)
+{
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        for (int d = 0; d < 2; d++) {
+            optd_dtype_t dt = dtypes[d];
+            const char *name = optd_optim_desc((optd_optim_kind_t)k)->name;
+            optd_hparams_t hp;
+            optd_hparams_default((optd_optim_kind_t)k, &hp);
+            double p0[NBIG], g[3 * NBIG];
+            fill_grad(p0, NBIG, 7);
+            for (int s = 0; s < 3; s++) {
+                fill_grad(g + s * NBIG, NBIG, 1 + s);
+                g[s * NBIG + 5] = -1.0;
+            }
+            optd_optim_state_t st, twin;
+            void *p = run((optd_optim_kind_t)k, dt, &hp, NULL, 0, NBIG, p0, 2, g, &st);
+            void *pt = run((optd_optim_kind_t)k, dt, &hp, NULL, 0, NBIG, p0, 2, g, &twin);
+            optd_hparams_t big = hp;
+            all_options((optd_optim_kind_t)k, &big);
+            big.lr = (k == OPTD_ADADELTA ? 1 : 0.05) * dtype_max(dt);
+            big.weight_decay = 0;
+            double keep = vget(dt, p, 5);
+            double at = k == OPTD_ADADELTA ? 0.9995 : 0.99;
+            vset(dt, p, 5, at * dtype_max(dt));
+            vset(dt, pt, 5, at * dtype_max(dt));
+            optd_optim_forget_bounds(&st);
+            optd_optim_forget_bounds(&twin);
+            snap_t s;
+            snap_take(&s, &st, p);
+            double zero[NBIG] = {0};
+            zero[5] = -1.0;
+            void *gv = vec_new(dt, zero, NBIG);
+            optd_err_t err = {0};
+            optd_step_info_t info = {-1, -1};
+            ck_assert_msg(optd_optim_step(&st, &big, NULL, 0, p, gv, &info, &err) == OPTD_ENONFINITE,
+                          "%s %s: not refused", name, optd_dtype_name(dt));
+            ck_assert_msg(strstr(err.msg, "[5]") != NULL, "%s %s: %s", name, optd_dtype_name(dt), err.msg);
+            ck_assert(info.lr == -1);
+            snap_expect_same(&s, &st, p, name);
+            /* The same good step on both: the same bits. */
+            vset(dt, p, 5, keep);
+            vset(dt, pt, 5, keep);
+            ck_assert_msg(optd_optim_step(&st, &hp, NULL, 0, p, gv, NULL, &err) == 0, "%s", err.msg);
+            ck_assert_int_eq(optd_optim_step(&twin, &hp, NULL, 0, pt, gv, NULL, &err), 0);
+            snap_t t;
+            snap_take(&t, &twin, pt);
+            snap_expect_same(&t, &st, p, name);
+            snap_free(&t);
+            snap_free(&s);
+            free(gv);
+            optd_optim_state_free(&st);
+            optd_optim_state_free(&twin);
+            free(p);
+            free(pt);
+        }
+    }
+}
+END_TEST
+
+/* Float32 adam with a gradient of 1e30: exp_avg_sq overflows (1e60) while
+ * the parameters would not; eps 0 on a zero gradient is 0/0.  Both refused,
+ * naming the buffer and NaN or infinity. */
+START_TEST(test_nonfinite_state)
+{
+    optd_hparams_t hp;
+    optd_hparams_default(OPTD_ADAM, &hp);
+    optd_optim_state_t st;
+    optd_err_t err;
+    float p[3] = {1, 2, 3}, g[3] = {0.5f, 1e30f, 0.25f};
+    ck_assert_int_eq(optd_optim_state_init(&st, OPTD_ADAM, OPTD_FLOAT32, 3, &hp, &err), 0);
+    ck_assert_int_eq(optd_optim_step(&st, &hp, NULL, 0, p, g, NULL, &err), OPTD_ENONFINITE);
+    ck_assert_msg(strstr(err.msg, "exp_avg_sq[1] infinite") != NULL, "%s", err.msg);
+    ck_assert_uint_eq(st.step, 0);
+    ck_assert(p[1] == 2.0f && ((float *)st.buf[OPTD_BUF_EXP_AVG_SQ])[1] == 0.0f &&
+              ((float *)st.buf[OPTD_BUF_EXP_AVG])[1] == 0.0f);
+    /* Clipping makes the same gradient fine. */
+    ck_assert_int_eq(optd_optim_step(&st, &hp, NULL, 1.0, p, g, NULL, &err), 0);
+    ck_assert_uint_eq(st.step, 1);
+    optd_optim_state_free(&st);
+
+    hp.eps = 0;
+    double pd[2] = {1, 2}, gd[2] = {0, 1};
+    ck_assert_int_eq(optd_optim_state_init(&st, OPTD_ADAM, OPTD_FLOAT64, 2, &hp, &err), 0);
+    ck_assert_int_eq(optd_optim_step(&st, &hp, NULL, 0, pd, gd, NULL, &err), OPTD_ENONFINITE);
+    ck_assert_msg(strstr(err.msg, "params[0] NaN") != NULL, "%s", err.msg);
+    ck_assert(pd[0] == 1 && pd[1] == 2 && st.step == 0);
+    optd_optim_state_free(&st);
+
+    /* A schedule whose lr overflows, and a float64 gradient whose norm does. */
+    optd_hparams_default(OPTD_SGD, &hp);
+    optd_schedule_t sched = {.type = OPTD_SCHED_EXPONENTIAL, .gamma = 1e300};
+    ck_assert_int_eq(optd_optim_state_init(&st, OPTD_SGD, OPTD_FLOAT64, 2, &hp, &err), 0);
+    gd[0] = 1;
+    ck_assert_int_eq(optd_optim_step(&st, &hp, &sched, 0, pd, gd, NULL, &err), 0);
+    ck_assert_int_eq(optd_optim_step(&st, &hp, &sched, 0, pd, gd, NULL, &err), 0);
+    ck_assert_int_eq(optd_optim_step(&st, &hp, &sched, 0, pd, gd, NULL, &err), OPTD_ENONFINITE);
+    ck_assert_uint_eq(st.step, 2);
+    double huge[2] = {1e200, 1e200};
+    ck_assert_int_eq(optd_optim_step(&st, &hp, NULL, 0, pd, huge, NULL, &err), OPTD_ENONFINITE);
+    ck_assert_uint_eq(st.step, 2);
+    optd_optim_state_free(&st);
+}
+END_TEST
+
+/* The O(1) bound proves ordinary steps finite: after the first step (whose
+ * parameters are not known yet) no plan needs the careful path, for every
+ * optimizer in both dtypes (rmsprop centered aside, which always checks). */
+START_TEST(test_bound_fast_path)
+{
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
+        for (int d = 0; d < 2; d++) {
+            optd_dtype_t dt = dtypes[d];
+            optd_hparams_t hp;
+            all_options((optd_optim_kind_t)k, &hp);
+            hp.centered = false;
+            double p0[NBIG], g[3 * NBIG];
+            fill_grad(p0, NBIG, 5);
+            for (int s = 0; s < 3; s++)
+                fill_grad(g + s * NBIG, NBIG, 9 + s);
+            optd_optim_state_t st;
+            optd_err_t err;
+            void *p = run((optd_optim_kind_t)k, dt, &hp, NULL, 0, NBIG, p0, 3, g, &st);
+            optd_step_plan_t plan;
+            ck_assert_int_eq(optd_optim_plan(&st, &hp, NULL, 0, 10.0, &plan, &err), 0);
+            ck_assert_msg(!plan.careful, "%s %s: careful", optd_optim_desc((optd_optim_kind_t)k)->name,
+                          optd_dtype_name(dt));
+            optd_optim_abort(&st, &plan);
+            optd_optim_forget_bounds(&st);
+            ck_assert_int_eq(optd_optim_plan(&st, &hp, NULL, 0, 10.0, &plan, &err), 0);
+            ck_assert(plan.careful);
+            optd_optim_abort(&st, &plan);
+            optd_optim_state_free(&st);
+            free(p);
+        }
+}
+END_TEST
+
+/* A step close to the largest value that stays finite takes the careful
+ * path and is applied. */
+START_TEST(test_bound_near_max_applies)
+{
+    for (int d = 0; d < 2; d++) {
+        optd_dtype_t dt = dtypes[d];
+        optd_hparams_t hp;
+        optd_hparams_default(OPTD_SGD, &hp);
+        hp.lr = 1e-3 * dtype_max(dt) / 1e10;
+        optd_optim_state_t st;
+        optd_err_t err;
+        ck_assert_int_eq(optd_optim_state_init(&st, OPTD_SGD, dt, 2, &hp, &err), 0);
+        double pv[2] = {0.9 * dtype_max(dt), 1}, gv[2] = {-1e10, 1};
+        void *p = vec_new(dt, pv, 2), *g = vec_new(dt, gv, 2);
+        for (int s = 0; s < 3; s++)
+            ck_assert_int_eq(optd_optim_step(&st, &hp, NULL, 0, p, g, NULL, &err), 0);
+        ck_assert(vget(dt, p, 0) > 0.9 * dtype_max(dt) && isfinite(vget(dt, p, 0)));
+        optd_optim_state_free(&st);
+        free(p);
+        free(g);
+    }
+}
+END_TEST
+
 /* Copy the state, drop the original, continue: bit for bit what never
  * copying gives. */
 START_TEST(test_copy_continue)
@@ -949,10 +1127,15 @@ START_TEST(test_split_apply)
                     ck_assert_int_eq(optd_optim_plan(&split, &hp, NULL, 3.0, whole_ss, &plan, &err),
                                      0);
                     ck_assert_uint_eq(split.step, (uint64_t)s); /* plan changes no value */
-                    optd_optim_apply(&plan, &split, ps, gv, m, NBIG); /* any order */
-                    optd_optim_apply(&plan, &split, ps, gv, 0, m);
-                    optd_optim_apply(&plan, &split, ps, gv, m, m); /* empty range */
-                    optd_optim_commit(&split, &plan);
+                    optd_step_fault_t fault;
+                    ck_assert(!plan.careful || (optd_optim_check(&plan, &split, ps, gv, 0, m, &fault) &&
+                                                optd_optim_check(&plan, &split, ps, gv, m, NBIG, &fault)));
+                    optd_step_seen_t seen;
+                    optd_step_seen_init(&seen);
+                    optd_optim_apply(&plan, &split, ps, gv, m, NBIG, &seen); /* any order */
+                    optd_optim_apply(&plan, &split, ps, gv, 0, m, &seen);
+                    optd_optim_apply(&plan, &split, ps, gv, m, m, &seen); /* empty range */
+                    optd_optim_commit(&split, &plan, &seen);
                     free(gv);
                 }
                 snap_t sw;
@@ -1033,6 +1216,10 @@ int main(void)
     tcase_add_test(tc, test_state_init);
     tcase_add_test(tc, test_lazy_buffers);
     tcase_add_test(tc, test_nonfinite);
+    tcase_add_test(tc, test_nonfinite_result);
+    tcase_add_test(tc, test_nonfinite_state);
+    tcase_add_test(tc, test_bound_fast_path);
+    tcase_add_test(tc, test_bound_near_max_applies);
     tcase_add_test(tc, test_copy_continue);
     tcase_add_test(tc, test_split_apply);
     tcase_add_test(tc, test_enomem);
