@@ -8,6 +8,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -238,6 +239,44 @@ START_TEST(non_finite_changes_nothing)
 }
 END_TEST
 
+/* An update spread over the pool that would overflow at two indices of the
+ * last range is refused naming the first, with nothing changed; float32
+ * sgd with momentum, whose first momentum step would also create its
+ * buffer. */
+START_TEST(non_finite_result_changes_nothing)
+{
+    optd_err_t err;
+    optd_pool_t *p;
+    ck_assert_int_eq(optd_pool_new(2, &p, &err), 0);
+    optd_hparams_t hp;
+    optd_hparams_default(OPTD_SGD, &hp);
+    run_t r, copy;
+    run_init(&r, OPTD_SGD, OPTD_FLOAT32, N, &hp);
+    run_init(&copy, OPTD_SGD, OPTD_FLOAT32, N, &hp);
+    float *g = malloc(N * sizeof *g);
+    ck_assert_ptr_nonnull(g);
+    fill(OPTD_FLOAT32, g, N, 3, 1.0);
+    ck_assert_int_eq(optd_parallel_step(p, &r.st, &hp, NULL, 0.0, r.params, g, NULL, &err), 0);
+    ck_assert_int_eq(optd_parallel_step(NULL, &copy.st, &hp, NULL, 0.0, copy.params, g, NULL, &err), 0);
+    ((float *)r.params)[N - 3] = ((float *)copy.params)[N - 3] = 3e38f;
+    ((float *)r.params)[N - 1] = ((float *)copy.params)[N - 1] = -3e38f;
+    optd_optim_forget_bounds(&r.st);
+    g[N - 3] = -1e37f;
+    g[N - 1] = 1e37f;
+    hp.lr = 10;
+    hp.momentum = 0.5;
+    ck_assert_int_eq(optd_parallel_step(p, &r.st, &hp, NULL, 0.0, r.params, g, NULL, &err), OPTD_ENONFINITE);
+    char want[64];
+    snprintf(want, sizeof want, "params[%zu] infinite", (size_t)(N - 3));
+    ck_assert_msg(strstr(err.msg, want) != NULL, "%s", err.msg);
+    assert_same(&r, &copy); /* also: no momentum_buffer */
+    run_free(&r);
+    run_free(&copy);
+    free(g);
+    optd_pool_free(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("parallel");
@@ -247,6 +286,7 @@ int main(void)
     tcase_add_test(tc, concurrent_runs);
     tcase_add_loop_test(tc, same_bits_every_thread_count, 0, 2 * OPTD_OPTIM_COUNT);
     tcase_add_test(tc, non_finite_changes_nothing);
+    tcase_add_test(tc, non_finite_result_changes_nothing);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
