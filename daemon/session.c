@@ -278,19 +278,8 @@ static int image_validate(const optd_session_image_t *img, optd_err_t *err)
                             "state: does not match the optimizer, dtype or size of the session");
     if (!optd_all_finite(img->cfg.dtype, img->params, img->size))
         return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
-    const optd_optim_desc_t *d = optd_optim_desc(img->cfg.kind);
-    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
-        if (!img->st.buf[b])
-            continue;
-        if (!(d->bufs & (1u << b)))
-            return optd_err_set(err, OPTD_EINVAL, "state: %s has no buffer '%s'", d->name,
-                                optd_buf_name((optd_buf_t)b));
-        if (!optd_all_finite(img->cfg.dtype, img->st.buf[b], img->size))
-            return optd_err_set(err, OPTD_ENONFINITE, "state.%s: every value must be finite",
-                                optd_buf_name((optd_buf_t)b));
-    }
-    if (!isfinite(img->st.mu_product))
-        return optd_err_set(err, OPTD_ENONFINITE, "state.mu_product: must be finite");
+    if ((rc = optd_optim_state_validate(&img->st, err)))
+        return rc;
     if (img->n_history > 0 && !img->history)
         return optd_err_set(err, OPTD_EINVAL, "history: missing");
     const optd_loss_summary_t *ls = &img->loss;

@@ -29,6 +29,20 @@ int optd_binary_gradient_check(const void *body, size_t len, optd_dtype_t dtype,
     return 0;
 }
 
+int optd_binary_dtype_check(const char *value, optd_dtype_t session_dtype, optd_err_t *err)
+{
+    if (!value)
+        return 0;
+    optd_dtype_t d;
+    if (optd_dtype_parse(value, &d) != 0)
+        return optd_err_set(err, OPTD_EINVAL, "header Optd-Dtype must be float32 or float64, got \"%.32s\"",
+                            value);
+    if (d != session_dtype)
+        return optd_err_set(err, OPTD_EINVAL, "the body is %s (Optd-Dtype) but the session's dtype is %s",
+                            optd_dtype_name(d), optd_dtype_name(session_dtype));
+    return 0;
+}
+
 int optd_binary_header_u64(const char *value, const char *header, uint64_t *out, optd_err_t *err)
 {
     char *end;

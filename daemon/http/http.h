@@ -123,6 +123,12 @@ unsigned optd_router_allowed(optd_route_t route);
 /* "GET, HEAD, POST" for an Allow header; buf of at least 64 bytes. */
 void optd_router_allow_header(unsigned mask, char *buf, size_t cap);
 optd_method_t optd_method_parse(const char *method);
+/* libmicrohttpd's unescape callback (MHD_OPTION_UNESCAPE_CALLBACK): decodes
+ * %XX in place as MHD does, except in a /v1/sessions/ path, where %00 and
+ * %2F stay as they are: decoded, they would cut the {name} short or move
+ * it to another resource; kept, the name is invalid (400).  Returns the new
+ * length. */
+size_t optd_router_unescape(void *cls, struct MHD_Connection *conn, char *s);
 /* Runs the handler of req's route and method. */
 void optd_router_dispatch(optd_req_t *req);
 

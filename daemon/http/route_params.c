@@ -52,6 +52,7 @@ void optd_route_params_get(optd_req_t *req)
     if (binary) {
         optd_http_reply_buf(req, 200, "application/octet-stream", buf, bytes);
         optd_http_header(req, "Optd-Step", stepstr);
+        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
         optd_http_charge_drop(req);
         return;
     }

@@ -204,8 +204,18 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
 
     if ((rc = optd_optim_state_init(&img->st, img->cfg.kind, img->cfg.dtype, img->size, &img->cfg.hp, err)))
         return rc;
+    /* Only what the document holds: a buffer or mu_product it lacks stays
+     * missing (NULL, NaN), for optd_optim_state_validate to refuse where
+     * the step needs it; at step 0 the first step starts it. */
+    optd_optim_state_free(&img->st);
+    if (optd_optim_desc(img->cfg.kind)->has_mu_product)
+        img->st.mu_product = NAN;
     img->st.step = u;
-    return decode_state(json_object_get(body, "state"), fast, img, err);
+    if ((rc = decode_state(json_object_get(body, "state"), fast, img, err)))
+        return rc;
+    if (isnan(img->st.mu_product) && u == 0)
+        img->st.mu_product = 1.0;
+    return 0;
 }
 
 /* The fast path's reading of a state document: its one top-level array

@@ -59,12 +59,13 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
     }
     if (!fast && (rc = optd_numarray_decode_into(v, dtype, "gradient", *grad, n, err)))
         goto out;
-    if ((v = json_object_get(body, "step")) && !json_is_null(v)) {
+    /* API.md 1.1: present means a number; null is refused, not ignored. */
+    if ((v = json_object_get(body, "step"))) {
         if ((rc = optd_codec_u64_decode(v, "step", expect, err)))
             goto out;
         *has_expect = true;
     }
-    if ((v = json_object_get(body, "loss")) && !json_is_null(v)) {
+    if ((v = json_object_get(body, "loss"))) {
         if ((rc = optd_codec_number_decode(v, "loss", loss, err)))
             goto out;
         *has_loss = true;
@@ -101,9 +102,11 @@ void optd_route_step(optd_req_t *req)
     int rc;
     bool binary = req->body_kind == OPTD_BODY_BINARY;
 
+    const char *h;
     if (binary) {
-        rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, &err);
-        const char *h;
+        rc = optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, &err);
+        if (!rc)
+            rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, &err);
         if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
             rc = optd_binary_header_u64(h, "Optd-Expect-Step", &expect, &err);
             has_expect = true;
@@ -118,6 +121,18 @@ void optd_route_step(optd_req_t *req)
         grad = grad_owned;
         if (rc == 1) /* already answered */
             goto out;
+        /* A JSON step may name its expected step in the header instead of
+         * "step"; both at once must agree. */
+        if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
+            uint64_t hv;
+            rc = optd_binary_header_u64(h, "Optd-Expect-Step", &hv, &err);
+            if (!rc && has_expect && hv != expect)
+                rc = optd_err_set(&err, OPTD_EINVAL,
+                                  "header Optd-Expect-Step (%llu) and field 'step' (%llu) disagree",
+                                  (unsigned long long)hv, (unsigned long long)expect);
+            expect = hv;
+            has_expect = true;
+        }
     }
     if (rc) {
         optd_http_error_from(req, &err);
@@ -147,6 +162,7 @@ void optd_route_step(optd_req_t *req)
         else
             optd_http_reply_buf(req, 200, "application/octet-stream", params, bytes);
         params = NULL;
+        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
     } else {
         optd_sbuf_t b;
         optd_sbuf_init(&b);

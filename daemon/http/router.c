@@ -20,6 +20,33 @@ optd_method_t optd_method_parse(const char *m)
     return OPTD_M_OTHER;
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+size_t optd_router_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    static const char sessions[] = "/v1/sessions/";
+    if (strncmp(s, sessions, sizeof sessions - 1) != 0)
+        return MHD_http_unescape(s); /* query keys and values, other paths */
+    char *o = s;
+    for (const char *p = s; *p;) {
+        int hi, lo;
+        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 &&
+            hi * 16 + lo != 0 && hi * 16 + lo != '/') {
+            *o++ = (char)(hi * 16 + lo);
+            p += 3;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = '\0';
+    return (size_t)(o - s);
+}
+
 void optd_router_match(optd_req_t *req)
 {
     const char *u = req->url;

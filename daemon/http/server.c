@@ -882,6 +882,7 @@ int optd_http_start(optd_server_t *srv, optd_err_t *err)
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.threads, NULL};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections, NULL};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.connection_timeout, NULL};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)optd_router_unescape, NULL};
 
     if (srv->cfg.tls_cert) {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)

@@ -947,3 +947,57 @@ int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
     }
     return 0;
 }
+
+/* ---- state import checks ------------------------------------------------------ */
+
+/* Buffers that hold squares, sums of squares or maxima of magnitudes: no
+ * run leaves a negative value in them, and a root is taken of them. */
+static const unsigned nonneg_bufs = BIT(OPTD_BUF_EXP_AVG_SQ) | BIT(OPTD_BUF_MAX_EXP_AVG_SQ) | BIT(OPTD_BUF_SUM) |
+                                    BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA) | BIT(OPTD_BUF_EXP_INF);
+
+int optd_optim_state_validate(const optd_optim_state_t *st, optd_err_t *err)
+{
+    const optd_optim_desc_t *d = optd_optim_desc(st->kind);
+    if (!d)
+        return optd_err_set(err, OPTD_EINVAL, "unknown optimizer kind %d", (int)st->kind);
+    for (int b = 0; b < OPTD_BUF_COUNT; b++) {
+        const char *name = buf_names[b];
+        if (!st->buf[b]) {
+            if (st->step > 0 && (required_bufs[st->kind] & BIT(b)))
+                return optd_err_set(err, OPTD_EINVAL,
+                                    "state.%s is missing: %s keeps it from its first step, and this "
+                                    "state is at step %llu",
+                                    name, d->name, (unsigned long long)st->step);
+            continue;
+        }
+        if (!(d->bufs & BIT(b)))
+            return optd_err_set(err, OPTD_EINVAL, "state: %s has no buffer '%s'", d->name, name);
+        for (size_t i = 0; i < st->size; i++) {
+            double x = st->dtype == OPTD_FLOAT32 ? (double)((const float *)st->buf[b])[i]
+                                                 : ((const double *)st->buf[b])[i];
+            if (!isfinite(x))
+                return optd_err_set(err, OPTD_ENONFINITE, "state.%s[%zu]: every value must be finite", name, i);
+            if (x < 0 && (nonneg_bufs & BIT(b))) {
+                char got[32];
+                return optd_err_set(err, OPTD_EINVAL,
+                                    "state.%s[%zu] is %s; no run makes it negative", name, i,
+                                    fmt_num(got, sizeof got, x));
+            }
+        }
+    }
+    if (d->has_mu_product) {
+        double mp = st->mu_product;
+        if (mp != mp && st->step > 0)
+            return optd_err_set(err, OPTD_EINVAL,
+                                "state.mu_product is missing: nadam keeps it from its first step, and "
+                                "this state is at step %llu",
+                                (unsigned long long)st->step);
+        if (mp == mp && !(mp >= 0 && mp <= 1)) {
+            char got[32];
+            return optd_err_set(err, OPTD_EINVAL,
+                                "state.mu_product is %s; a product of momentum factors is in [0, 1]",
+                                fmt_num(got, sizeof got, mp));
+        }
+    }
+    return 0;
+}
