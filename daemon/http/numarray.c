@@ -207,6 +207,39 @@ static const char *skip_value(const char *p, const char *end)
     return NULL;
 }
 
+static bool in_number_array(char c)
+{
+    return (c >= '0' && c <= '9') || c == ',' || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E' ||
+           c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+size_t optd_numarray_outside_bytes(const char *body, size_t len)
+{
+    const char *p = body, *end = body + len;
+    size_t inside = 0;
+    while (p < end) {
+        if (*p == '"') {
+            const char *e = skip_string(p, end);
+            if (!e)
+                break;
+            p = e;
+            continue;
+        }
+        if (*p == '[') {
+            const char *q = p + 1;
+            while (q < end && in_number_array(*q))
+                q++;
+            if (q < end && *q == ']') {
+                inside += (size_t)(q + 1 - p);
+                p = q + 1;
+                continue;
+            }
+        }
+        p++;
+    }
+    return len - inside;
+}
+
 /* Length of a JSON number at p (RFC 8259 grammar), or 0. */
 static size_t json_number_len(const char *p, const char *end)
 {
@@ -502,12 +535,15 @@ static bool find_member(const char *body, const char *end, const char *key, cons
     return false;
 }
 
-/* body[0, end) with the value [val, vend) replaced by null, malloc'd: 1, or
- * OPTD_ENOMEM. */
+/* body[0, end) with the value [val, vend) replaced by null, malloc'd: 1,
+ * 0 when that is over OPTD_JSON_OUTSIDE_MAX (the caller then declines, and
+ * the whole body is refused by the reader), or OPTD_ENOMEM. */
 static int rest_of(const char *body, const char *end, const char *val, const char *vend, char **rest,
                    size_t *rest_len)
 {
     size_t head = (size_t)(val - body), tail = (size_t)(end - vend);
+    if (head + tail > OPTD_JSON_OUTSIDE_MAX)
+        return 0;
     char *r = malloc(head + 4 + tail + 1);
     if (!r)
         return OPTD_ENOMEM;
@@ -638,6 +674,8 @@ int optd_numarray_without(const char *body, size_t len, const optd_numarray_span
         cut += spans[i].len;
     }
     size_t out_len = len - cut + 4 * n;
+    if (out_len > OPTD_JSON_OUTSIDE_MAX)
+        return 0; /* see rest_of */
     char *r = malloc(out_len + 1), *o = r;
     if (!r)
         return OPTD_ENOMEM;

@@ -17,6 +17,19 @@
 #include "parallel.h"
 #include "sbuf.h"
 
+/* The most bytes a JSON body may hold outside its arrays of numbers
+ * (issue 16 #12).  What is not a number array (a name, hyperparameters, a
+ * schedule, 32 labels of at most 64 + 256 bytes) is a few KB; without a cap
+ * a 79 MB body of labels cost 14 s of CPU and 1.2 GB in Jansson before its
+ * 400.  Bodies over it are refused before Jansson sees them, and the fast
+ * paths decline any body whose rest would exceed it. */
+#define OPTD_JSON_OUTSIDE_MAX ((size_t)1 << 20)
+
+/* Bytes of body[0, len) outside its arrays of plain numbers ("[1, 2e3]";
+ * strings are skipped whole, so a bracket inside one counts for nothing):
+ * one pass over the bytes, no allocation. */
+size_t optd_numarray_outside_bytes(const char *body, size_t len);
+
 /* Decodes the array v (field names it in messages) into a new buffer of
  * dtype: *out malloc'd (caller frees), *n elements.  Errors: OPTD_EINVAL
  * (not an array, empty when !allow_empty, an element not a number, a value

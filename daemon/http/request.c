@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "numarray.h"
 
 json_t *optd_req_json_object(optd_req_t *req)
 {
@@ -45,6 +46,14 @@ static bool duplicate_key(const char *buf, size_t len, const json_error_t *jerr,
 
 json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len)
 {
+    size_t outside;
+    if (len > OPTD_JSON_OUTSIDE_MAX && (outside = optd_numarray_outside_bytes(buf, len)) > OPTD_JSON_OUTSIDE_MAX) {
+        optd_http_error(req, OPTD_EINVAL,
+                        "the body holds %zu bytes besides its arrays of numbers; at most %zu are read "
+                        "(names, hyperparameters, schedules and 32 labels take a few KB)",
+                        outside, OPTD_JSON_OUTSIDE_MAX);
+        return NULL;
+    }
     json_error_t jerr;
     /* API.md 1.1: a key twice in one object, at any depth, is refused, not
      * guessed at (a proxy or validator in front may read the other one). */
