@@ -104,7 +104,10 @@ void optd_route_step(optd_req_t *req)
 
     const char *h;
     if (binary) {
-        rc = optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, &err);
+        /* Length first (a wrong length stays size_mismatch, as in 1.0),
+         * then the dtype the body says it holds, then its values. */
+        rc = req->body_len != bytes ? optd_binary_gradient_check(req->body, req->body_len, dtype, n, &err)
+                                    : optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, &err);
         if (!rc)
             rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, &err);
         if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {

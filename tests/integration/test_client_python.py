@@ -186,6 +186,28 @@ class PythonClient(DaemonTestCase):
             self.c.step(f, array.array("d", [0.5, 1.0]))
         self.assertEqual(cm.exception.code, "size_mismatch")
 
+    def test_binary_dtype_named(self):
+        """8 float32 values are the 32 bytes of 4 float64: the client says
+        which it sends (Optd-Dtype), and the daemon refuses the wrong one
+        instead of stepping with garbage."""
+        n = self.uname()
+        self.c.create(n, "sgd", params=[1.0, 2.0, 3.0, 4.0])
+        with self.assertRaises(OptdError) as cm:
+            self.c.step(n, array.array("f", [0.5] * 8))
+        self.assertEqual((cm.exception.status, cm.exception.code), (400, "invalid_argument"))
+        self.assertEqual(self.c.params(n), (0, [1.0, 2.0, 3.0, 4.0]))
+        r = self.c.step(n, array.array("d", [0.5] * 4))
+        self.assertEqual((r.step, r.params.typecode), (1, "d"))
+
+        class Answer:  # an answer in another dtype than the request's
+            status = 200
+
+            def getheader(self, key):
+                return {"Optd-Dtype": "float32"}.get(key)
+        with self.assertRaises(OptdError) as cm:
+            self.c._binary_dtype(Answer(), b"", n, expected="float64")
+        self.assertEqual(cm.exception.code, "dtype_mismatch")
+
     @unittest.skipIf(np is None, "numpy not installed")
     def test_binary_numpy(self):
         n = self.uname()

@@ -58,6 +58,16 @@ function fromLittleEndian(buf, dtype) {
   return out;
 }
 
+// The dtype of a binary answer, refused (never decoded as another dtype)
+// when it is not one optd has or not the one the request sent.
+function checkDtype(resp, dtype, expected = undefined) {
+  if ((dtype !== "float32" && dtype !== "float64") || (expected !== undefined && dtype !== expected)) {
+    throw new OptdError(resp.status, "dtype_mismatch",
+      `the answer holds ${dtype} values; ${expected ?? "float32 or float64"} were sent`);
+  }
+  return dtype;
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class Client {
@@ -232,7 +242,9 @@ export class Client {
       { headers: { Accept: "application/octet-stream" } });
     const buf = await resp.arrayBuffer();
     const step = Number(resp.headers.get("Optd-Step"));
-    const dtype = resp.headers.get("Optd-Dtype") ?? (await this.get(name)).dtype;
+    // Every binary answer of optd 1.1 names its dtype; an older daemon's
+    // does not, and the session says.
+    const dtype = checkDtype(resp, resp.headers.get("Optd-Dtype") ?? (await this.get(name)).dtype);
     return { step, params: fromLittleEndian(buf, dtype) };
   }
 
@@ -245,14 +257,17 @@ export class Client {
     const retry = expectStep !== undefined ? RETRY_CAS : RETRY_NONE;
     try {
       if (binary) {
-        const headers = { Accept: "application/octet-stream" };
+        const dtype = gradient instanceof Float32Array ? "float32" : "float64";
+        // The daemon refuses a body of another dtype than the session's
+        // instead of reading its bytes as that dtype.
+        const headers = { Accept: "application/octet-stream", "Optd-Dtype": dtype };
         if (expectStep !== undefined) headers["Optd-Expect-Step"] = String(expectStep);
         if (loss !== undefined) headers["Optd-Loss"] = String(loss);
         const { resp } = await this.request("POST", Client.path(name, "/step"),
           { raw: toLittleEndian(gradient), headers, query, retry });
         const buf = await resp.arrayBuffer();
         const step = Number(resp.headers.get("Optd-Step"));
-        const dtype = gradient instanceof Float32Array ? "float32" : "float64";
+        checkDtype(resp, resp.headers.get("Optd-Dtype") ?? dtype, dtype);
         return { step, params: returnParams ? fromLittleEndian(buf, dtype) : null };
       }
       const body = { gradient: Array.from(gradient) };

@@ -118,6 +118,20 @@ test("binary steps with typed arrays", async () => {
   await assert.rejects(c.step(f, new Float32Array([NaN, 1])), (e) => e.code === "non_finite");
 });
 
+test("binary steps name their dtype", async () => {
+  // 8 float32 values are the 32 bytes of 4 float64: the client says which
+  // it sends (Optd-Dtype), and the daemon refuses the wrong one.
+  const c = client();
+  const n = uname();
+  await c.create(n, "sgd", { params: [1, 2, 3, 4] });
+  await assert.rejects(c.step(n, new Float32Array(8).fill(0.5)),
+    (e) => e.status === 400 && e.code === "invalid_argument");
+  assert.deepEqual((await c.params(n)).params, [1, 2, 3, 4]);
+  const r = await c.step(n, new Float64Array(4).fill(0.5));
+  assert.ok(r.params instanceof Float64Array);
+  assert.equal(r.step, 1);
+});
+
 test("list, iterate, labels", async () => {
   const c = client();
   const prefix = uname("list") + "-";

@@ -421,12 +421,18 @@ class Client:
         dtype = self._binary_dtype(resp, data, name)
         return int(resp.getheader("Optd-Step")), _decode_binary(data, dtype, like_numpy)
 
-    def _binary_dtype(self, resp, data, name):
+    def _binary_dtype(self, resp, data, name, expected=None):
+        """The dtype of a binary answer, from its Optd-Dtype header (every
+        binary answer of optd 1.1 has one); an answer in another dtype than
+        the request's is refused, never decoded as if it were."""
         dtype = resp.getheader("Optd-Dtype")
-        if dtype in ("float32", "float64"):
-            return dtype
-        # The daemon sends raw values of the session's dtype; ask which.
-        return self.get(name)["dtype"]
+        if dtype is None:
+            # A daemon older than API.md 1.1: ask the session.
+            dtype = self.get(name)["dtype"] if expected is None else expected
+        if dtype not in ("float32", "float64") or (expected is not None and dtype != expected):
+            raise OptdError(resp.status, "dtype_mismatch",
+                            "the answer holds %s values; %s were sent" % (dtype, expected or "float32 or float64"))
+        return dtype
 
     def step(self, name, gradient, expect_step=None, loss=None, return_params=True):
         """POST .../step: applies one update, returns StepResult(step, params).
@@ -441,7 +447,9 @@ class Client:
         try:
             if binary:
                 raw, dtype = _encode_binary(gradient)
-                headers = {"Accept": "application/octet-stream"}
+                # The daemon refuses a body of another dtype than the
+                # session's instead of reading its bytes as that dtype.
+                headers = {"Accept": "application/octet-stream", "Optd-Dtype": dtype}
                 if expect_step is not None:
                     headers["Optd-Expect-Step"] = str(int(expect_step))
                 if loss is not None:
@@ -450,6 +458,7 @@ class Client:
                                                  raw_body=raw, headers=headers,
                                                  query=query, retry=retry)
                 step = int(resp.getheader("Optd-Step"))
+                self._binary_dtype(resp, data, name, expected=dtype)
                 params = _decode_binary(data, dtype, _is_numpy(gradient)) if return_params else None
                 return StepResult(step, params)
             body = {"gradient": gradient.tolist() if _is_numpy(gradient) else list(gradient)}
