@@ -493,46 +493,12 @@ static double bavg(bound_t *bp, double m, double k1, double k2, double d)
     return r;
 }
 
-static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t *pl)
+/* The bound of adam, adamw, adamax, nadam and radam (see provably_finite). */
+static void bound_adam_family(bound_t *bp, const optd_step_plan_t *pl, double P, double G)
 {
-    bound_t b = {.dtype = st->dtype, .st = st, .fresh = pl->fresh};
+    bound_t b = *bp;
     const double *c = pl->c;
-    const double P = M(OPTD_BUF_COUNT);
-    const double G = CK(pl->grad_norm * K(pl->gscale)); /* |g * gs| */
     switch (pl->kind) {
-    case OPTD_SGD: {
-        double D = c[SGD_WD] != 0 ? CK(G + CK(K(c[SGD_WD]) * P)) : G, d = D;
-        if (pl->use_momentum) {
-            double mom = K(c[SGD_MOM]);
-            double B = pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(c[SGD_DAMP1]), D);
-            d = pl->use_nesterov ? CK(D + CK(mom * B)) : B;
-        }
-        CK(P + CK(K(c[SGD_NLR]) * d));
-        break;
-    }
-    case OPTD_ADAGRAD: {
-        double D = c[ADAGRAD_WD] != 0 ? CK(G + CK(K(c[ADAGRAD_WD]) * P)) : G;
-        double eps = K(c[ADAGRAD_EPS]);
-        double S = CK(M(OPTD_BUF_SUM) + CK(D * D));
-        CK(sqrt(S) + eps);
-        CK(P + DV(CK(K(c[ADAGRAD_NCLR]) * D), eps));
-        break;
-    }
-    case OPTD_RMSPROP: {
-        if (pl->use_centered || c[RMSPROP_OMA] < 0)
-            return false;
-        double D = c[RMSPROP_WD] != 0 ? CK(G + CK(K(c[RMSPROP_WD]) * P)) : G;
-        double eps = K(c[RMSPROP_EPS]);
-        double S = bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(c[RMSPROP_ALPHA]), CK(K(c[RMSPROP_OMA]) * D), D);
-        CK(sqrt(S) + eps);
-        if (pl->use_momentum) {
-            double B = CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps));
-            CK(P + CK(K(c[RMSPROP_NLR]) * B));
-        } else {
-            CK(P + DV(CK(K(c[RMSPROP_NLR]) * D), eps));
-        }
-        break;
-    }
     case OPTD_ADAM:
     case OPTD_ADAMW: {
         double pv = pl->kind == OPTD_ADAMW ? CK(P * K(c[ADAM_DECAY])) : P;
@@ -580,6 +546,51 @@ static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t
         CK(P + step);
         break;
     }
+    default: break;
+    }
+    *bp = b;
+}
+
+static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t *pl)
+{
+    bound_t b = {.dtype = st->dtype, .st = st, .fresh = pl->fresh};
+    const double *c = pl->c;
+    const double P = M(OPTD_BUF_COUNT);
+    const double G = CK(pl->grad_norm * K(pl->gscale)); /* |g * gs| */
+    switch (pl->kind) {
+    case OPTD_SGD: {
+        double D = c[SGD_WD] != 0 ? CK(G + CK(K(c[SGD_WD]) * P)) : G, d = D;
+        if (pl->use_momentum) {
+            double mom = K(c[SGD_MOM]);
+            double B = pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(c[SGD_DAMP1]), D);
+            d = pl->use_nesterov ? CK(D + CK(mom * B)) : B;
+        }
+        CK(P + CK(K(c[SGD_NLR]) * d));
+        break;
+    }
+    case OPTD_ADAGRAD: {
+        double D = c[ADAGRAD_WD] != 0 ? CK(G + CK(K(c[ADAGRAD_WD]) * P)) : G;
+        double eps = K(c[ADAGRAD_EPS]);
+        double S = CK(M(OPTD_BUF_SUM) + CK(D * D));
+        CK(sqrt(S) + eps);
+        CK(P + DV(CK(K(c[ADAGRAD_NCLR]) * D), eps));
+        break;
+    }
+    case OPTD_RMSPROP: {
+        if (pl->use_centered || c[RMSPROP_OMA] < 0)
+            return false;
+        double D = c[RMSPROP_WD] != 0 ? CK(G + CK(K(c[RMSPROP_WD]) * P)) : G;
+        double eps = K(c[RMSPROP_EPS]);
+        double S = bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(c[RMSPROP_ALPHA]), CK(K(c[RMSPROP_OMA]) * D), D);
+        CK(sqrt(S) + eps);
+        if (pl->use_momentum) {
+            double B = CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps));
+            CK(P + CK(K(c[RMSPROP_NLR]) * B));
+        } else {
+            CK(P + DV(CK(K(c[RMSPROP_NLR]) * D), eps));
+        }
+        break;
+    }
     case OPTD_ADADELTA: {
         double D = c[ADADELTA_WD] != 0 ? CK(G + CK(K(c[ADADELTA_WD]) * P)) : G;
         double eps = K(c[ADADELTA_EPS]), rho = K(c[ADADELTA_RHO]), omr = K(c[ADADELTA_OMR]);
@@ -598,6 +609,11 @@ static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t
         CK(CK(P * K(c[LION_DECAY])) + K(c[LION_LR]));
         break;
     }
+    case OPTD_ADAM:
+    case OPTD_ADAMW:
+    case OPTD_ADAMAX:
+    case OPTD_NADAM:
+    case OPTD_RADAM: bound_adam_family(&b, pl, P, G); break;
     case OPTD_OPTIM_COUNT: return false;
     }
     double limit = (st->dtype == OPTD_FLOAT32 ? FLT_MAX : DBL_MAX) * 0.5;
