@@ -1045,6 +1045,42 @@ START_TEST(test_bound_near_max_applies)
 }
 END_TEST
 
+/* optd_optim_state_validate: what an import may and may not bring. */
+START_TEST(test_state_validate)
+{
+    optd_hparams_t hp;
+    optd_hparams_default(OPTD_ADAM, &hp);
+    optd_optim_state_t st;
+    optd_err_t err;
+    ck_assert_int_eq(optd_optim_state_init(&st, OPTD_ADAM, OPTD_FLOAT64, 3, &hp, &err), 0);
+    ck_assert_int_eq(optd_optim_state_validate(&st, &err), 0);
+    ((double *)st.buf[OPTD_BUF_EXP_AVG])[1] = -5; /* a signed buffer: fine */
+    ck_assert_int_eq(optd_optim_state_validate(&st, &err), 0);
+    ((double *)st.buf[OPTD_BUF_EXP_AVG_SQ])[2] = -1e-300;
+    ck_assert_int_eq(optd_optim_state_validate(&st, &err), OPTD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "state.exp_avg_sq[2]") != NULL, "%s", err.msg);
+    ((double *)st.buf[OPTD_BUF_EXP_AVG_SQ])[2] = 0;
+    free(st.buf[OPTD_BUF_EXP_AVG_SQ]);
+    st.buf[OPTD_BUF_EXP_AVG_SQ] = NULL;
+    ck_assert_int_eq(optd_optim_state_validate(&st, &err), 0); /* step 0: the first step starts it */
+    st.step = 3;
+    ck_assert_int_eq(optd_optim_state_validate(&st, &err), OPTD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "state.exp_avg_sq is missing") != NULL, "%s", err.msg);
+    optd_optim_state_free(&st);
+
+    optd_hparams_default(OPTD_NADAM, &hp);
+    ck_assert_int_eq(optd_optim_state_init(&st, OPTD_NADAM, OPTD_FLOAT32, 2, &hp, &err), 0);
+    st.step = 4;
+    const double mus[] = {1.5, -0.1, NAN, 0.0, 1.0, 0.25};
+    const int want[] = {OPTD_EINVAL, OPTD_EINVAL, OPTD_EINVAL, 0, 0, 0};
+    for (int i = 0; i < 6; i++) {
+        st.mu_product = mus[i];
+        ck_assert_int_eq(optd_optim_state_validate(&st, &err), want[i]);
+    }
+    optd_optim_state_free(&st);
+}
+END_TEST
+
 /* Copy the state, drop the original, continue: bit for bit what never
  * copying gives. */
 START_TEST(test_copy_continue)
@@ -1220,6 +1256,7 @@ int main(void)
     tcase_add_test(tc, test_nonfinite_state);
     tcase_add_test(tc, test_bound_fast_path);
     tcase_add_test(tc, test_bound_near_max_applies);
+    tcase_add_test(tc, test_state_validate);
     tcase_add_test(tc, test_copy_continue);
     tcase_add_test(tc, test_split_apply);
     tcase_add_test(tc, test_enomem);
