@@ -208,7 +208,7 @@ typedef struct step_job {
     bool finite[MAX_BLOCKS];    /* per task */
     bool ok[MAX_BLOCKS];        /* per task of the check: no fault */
     optd_step_fault_t fault[MAX_BLOCKS];
-    optd_step_seen_t seen[MAX_BLOCKS]; /* per task of the update */
+    optd_step_seen_t seen[MAX_BLOCKS]; /* per task of the check, or of a tracked update */
 } step_job_t;
 
 /* Task i of the sum of squares: blocks [i*nb/T, (i+1)*nb/T). */
@@ -241,7 +241,8 @@ static void check_task(void *vj, unsigned i)
     step_job_t *j = vj;
     size_t lo, hi;
     task_range(j, i, &lo, &hi);
-    j->ok[i] = lo >= hi || optd_optim_check(j->plan, j->st, j->params, j->grad, lo, hi, &j->fault[i]);
+    optd_step_seen_init(&j->seen[i]);
+    j->ok[i] = lo >= hi || optd_optim_check(j->plan, j->st, j->params, j->grad, lo, hi, &j->fault[i], &j->seen[i]);
 }
 
 /* Task i of the update. */
@@ -250,9 +251,10 @@ static void apply_task(void *vj, unsigned i)
     step_job_t *j = vj;
     size_t lo, hi;
     task_range(j, i, &lo, &hi);
-    optd_step_seen_init(&j->seen[i]);
+    if (j->plan->track)
+        optd_step_seen_init(&j->seen[i]);
     if (lo < hi)
-        optd_optim_apply(j->plan, j->st, j->params, j->grad, lo, hi, &j->seen[i]);
+        optd_optim_apply(j->plan, j->st, j->params, j->grad, lo, hi, j->plan->track ? &j->seen[i] : NULL);
 }
 
 int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hparams_t *hp,
@@ -296,9 +298,9 @@ int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hpa
                 return optd_optim_refuse(st, &plan, &j.fault[i], err);
     }
     optd_pool_run(pool, j.n_tasks, apply_task, &j);
-    for (unsigned i = 1; i < j.n_tasks; i++)
+    for (unsigned i = 1; (plan.careful || plan.track) && i < j.n_tasks; i++)
         optd_step_seen_merge(&j.seen[0], &j.seen[i]);
-    optd_optim_commit(st, &plan, &j.seen[0]);
+    optd_optim_commit(st, &plan, plan.careful || plan.track ? &j.seen[0] : NULL);
     if (info) {
         info->lr = plan.lr;
         info->grad_norm = plan.grad_norm;

@@ -33,9 +33,10 @@ enum { LION_DECAY, LION_B1, LION_OMB1, LION_B2, LION_OMB2, LION_LR };
 /* One update of plan's optimizer on n elements: p, g and the state buffers
  * buf[] (indexed by optd_buf_t, already offset to the range's start; NULL
  * where not kept).  The plan says which optional buffers are in use.
- * seen[b] is set to the largest magnitude the update wrote to buffer b
- * (seen[OPTD_BUF_COUNT]: to p), +Inf or NaN if it wrote a non-finite value,
- * and -1 for a buffer it did not write. */
+ * With seen (else NULL: the plain loop, nothing kept), seen[b] is set to
+ * the largest magnitude the update wrote to buffer b (seen[OPTD_BUF_COUNT]:
+ * to p), +Inf or NaN if it wrote a non-finite value, and -1 for a buffer it
+ * did not write. */
 void optd_kernel_apply_f32(const optd_step_plan_t *plan, void *const buf[OPTD_BUF_COUNT],
                            float *p, const float *g, size_t n, double seen[OPTD_BUF_COUNT + 1]);
 void optd_kernel_apply_f64(const optd_step_plan_t *plan, void *const buf[OPTD_BUF_COUNT],

@@ -30,10 +30,11 @@
 #define GRAD_IN(i, pv) (use_wd ? g[i] * gs + wd * (pv) : g[i] * gs)
 
 /* |x| as an integer that orders as |x| does, with +-Inf and NaN above every
- * finite value.  Each rule keeps the largest magnitude it writes to every
- * array (the next step's O(1) finiteness bound, see optim.c) as an integer
- * max, which the compiler vectorizes: a float max it may not reorder, for
- * NaN's sake. */
+ * finite value.  With `track` (a compile-time constant: the update checked
+ * aside, see optim.c), each rule keeps the largest magnitude it writes to
+ * every array as an integer max, which the compiler vectorizes (a float max
+ * it may not reorder, for NaN's sake); without, the loop is the plain
+ * update. */
 static inline __attribute__((always_inline)) MAGT KN(mag)(T x)
 {
     MAGT u;
@@ -42,8 +43,10 @@ static inline __attribute__((always_inline)) MAGT KN(mag)(T x)
 }
 #define KEEP_MAX(acc, x)                  \
     do {                                  \
-        MAGT m_ = KN(mag)(x);             \
-        acc = acc < m_ ? m_ : acc;        \
+        if (track) {                      \
+            MAGT m_ = KN(mag)(x);         \
+            acc = acc < m_ ? m_ : acc;    \
+        }                                 \
     } while (0)
 #define SEEN_P OPTD_BUF_COUNT /* seen[] slot of the parameters */
 
@@ -52,7 +55,7 @@ static inline __attribute__((always_inline)) MAGT KN(mag)(T x)
 /* mode 0: no momentum; 1: first momentum step (buf = d); 2: momentum. */
 BODY KN(sgd_body)(size_t n, T *restrict p, const T *restrict g, T *restrict buf, T gs, T wd,
                   T mom, T damp1, T nlr, MAGT *restrict seen, const bool use_wd, const int mode,
-                  const bool nest)
+                  const bool nest, const bool track)
 {
     MAGT mp = 0, mb = 0;
     for (size_t i = 0; i < n; i++) {
@@ -73,20 +76,21 @@ BODY KN(sgd_body)(size_t n, T *restrict p, const T *restrict g, T *restrict buf,
         p[i] = np;
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    if (mode != 0)
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track && mode != 0)
         seen[OPTD_BUF_MOMENTUM_BUFFER] = mb;
 }
 
-OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
-                    MAGT *seen)
+BODY KN(sgd_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                    MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[SGD_WD], mom = (T)pl->c[SGD_MOM];
     T damp1 = (T)pl->c[SGD_DAMP1], nlr = (T)pl->c[SGD_NLR];
     T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
     bool use_wd = pl->c[SGD_WD] != 0.0;
     int mode = !pl->use_momentum ? 0 : pl->first_momentum ? 1 : 2;
-#define SGD(w, m, nv) KN(sgd_body)(n, p, g, buf, gs, wd, mom, damp1, nlr, seen, w, m, nv)
+#define SGD(w, m, nv) KN(sgd_body)(n, p, g, buf, gs, wd, mom, damp1, nlr, seen, w, m, nv, track)
     if (mode == 0) {
         if (use_wd) SGD(true, 0, false); else SGD(false, 0, false);
     } else if (pl->use_nesterov) {
@@ -105,10 +109,18 @@ OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const 
 #undef SGD
 }
 
+OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(sgd_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(sgd_pick)(pl, bufs, p, g, n, seen, false);
+}
+
 /* ---- adagrad ------------------------------------------------------------- */
 
 BODY KN(adagrad_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sum, T gs, T wd,
-                      T eps, T nclr, MAGT *restrict seen, const bool use_wd)
+                      T eps, T nclr, MAGT *restrict seen, const bool use_wd, const bool track)
 {
     MAGT mp = 0, ms = 0;
     for (size_t i = 0; i < n; i++) {
@@ -121,20 +133,30 @@ BODY KN(adagrad_body)(size_t n, T *restrict p, const T *restrict g, T *restrict 
         KEEP_MAX(ms, s);
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_SUM] = ms;
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_SUM] = ms;
 }
 
-OPTD_KERNEL KN(adagrad)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
-                        size_t n, MAGT *seen)
+BODY KN(adagrad_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
+                        size_t n, MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADAGRAD_WD], eps = (T)pl->c[ADAGRAD_EPS];
     T nclr = (T)pl->c[ADAGRAD_NCLR];
     T *sum = bufs[OPTD_BUF_SUM];
     if (pl->c[ADAGRAD_WD] != 0.0)
-        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, true);
+        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, true, track);
     else
-        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, false);
+        KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, false, track);
+}
+
+OPTD_KERNEL KN(adagrad)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(adagrad_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(adagrad_pick)(pl, bufs, p, g, n, seen, false);
 }
 
 /* ---- rmsprop ------------------------------------------------------------- */
@@ -142,7 +164,7 @@ OPTD_KERNEL KN(adagrad)(const optd_step_plan_t *pl, void *const bufs[], T *p, co
 BODY KN(rmsprop_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sq,
                       T *restrict ga, T *restrict buf, T gs, T wd, T alpha, T oma, T eps, T mom,
                       T nlr, MAGT *restrict seen, const bool use_wd, const bool centered,
-                      const bool use_mom)
+                      const bool use_mom, const bool track)
 {
     MAGT mp = 0, ms = 0, ma = 0, mb = 0;
     for (size_t i = 0; i < n; i++) {
@@ -173,16 +195,18 @@ BODY KN(rmsprop_body)(size_t n, T *restrict p, const T *restrict g, T *restrict 
         p[i] = np;
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_SQUARE_AVG] = ms;
-    if (centered)
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_SQUARE_AVG] = ms;
+    if (track && centered)
         seen[OPTD_BUF_GRAD_AVG] = ma;
-    if (use_mom)
+    if (track && use_mom)
         seen[OPTD_BUF_MOMENTUM_BUFFER] = mb;
 }
 
-OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
-                        size_t n, MAGT *seen)
+BODY KN(rmsprop_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
+                        size_t n, MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[RMSPROP_WD], alpha = (T)pl->c[RMSPROP_ALPHA];
     T oma = (T)pl->c[RMSPROP_OMA], eps = (T)pl->c[RMSPROP_EPS], mom = (T)pl->c[RMSPROP_MOM];
@@ -191,7 +215,7 @@ OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, co
     T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
     bool use_wd = pl->c[RMSPROP_WD] != 0.0;
 #define RMS(w, c, m) \
-    KN(rmsprop_body)(n, p, g, sq, ga, buf, gs, wd, alpha, oma, eps, mom, nlr, seen, w, c, m)
+    KN(rmsprop_body)(n, p, g, sq, ga, buf, gs, wd, alpha, oma, eps, mom, nlr, seen, w, c, m, track)
     if (use_wd) {
         if (pl->use_centered) {
             if (pl->use_momentum) RMS(true, true, true); else RMS(true, true, false);
@@ -208,12 +232,20 @@ OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, co
 #undef RMS
 }
 
+OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(rmsprop_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(rmsprop_pick)(pl, bufs, p, g, n, seen, false);
+}
+
 /* ---- adam, adamw ----------------------------------------------------------- */
 
 BODY KN(adam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
                    T *restrict vmax, T gs, T wd, T decay, T b1, T omb1, T b2, T omb2, T sbc2,
                    T eps, T nss, MAGT *restrict seen, const bool use_wd, const bool decoupled,
-                   const bool ams)
+                   const bool ams, const bool track)
 {
     MAGT mp = 0, mm = 0, mv = 0, mx = 0;
     for (size_t i = 0; i < n; i++) {
@@ -239,15 +271,18 @@ BODY KN(adam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, 
         p[i] = np;
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_EXP_AVG] = mm;
-    seen[OPTD_BUF_EXP_AVG_SQ] = mv;
-    if (ams)
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG] = mm;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG_SQ] = mv;
+    if (track && ams)
         seen[OPTD_BUF_MAX_EXP_AVG_SQ] = mx;
 }
 
-OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
-                     MAGT *seen)
+BODY KN(adam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                     MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADAM_WD], decay = (T)pl->c[ADAM_DECAY];
     T b1 = (T)pl->c[ADAM_B1], omb1 = (T)pl->c[ADAM_OMB1];
@@ -258,7 +293,7 @@ OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const
     bool use_wd = pl->c[ADAM_WD] != 0.0, decoupled = pl->kind == OPTD_ADAMW;
 #define ADAM(w, dc, a)                                                                      \
     KN(adam_body)(n, p, g, m, v, vmax, gs, wd, decay, b1, omb1, b2, omb2, sbc2, eps, nss, seen, \
-                  w, dc, a)
+                  w, dc, a, track)
     if (decoupled) {
         if (pl->use_amsgrad) ADAM(false, true, true); else ADAM(false, true, false);
     } else if (use_wd) {
@@ -269,11 +304,19 @@ OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const
 #undef ADAM
 }
 
+OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(adam_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(adam_pick)(pl, bufs, p, g, n, seen, false);
+}
+
 /* ---- adamax -------------------------------------------------------------- */
 
 BODY KN(adamax_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
                      T *restrict ei, T gs, T wd, T b1, T omb1, T b2, T eps, T nclr,
-                     MAGT *restrict seen, const bool use_wd)
+                     MAGT *restrict seen, const bool use_wd, const bool track)
 {
     MAGT mp = 0, mm = 0, me = 0;
     for (size_t i = 0; i < n; i++) {
@@ -291,29 +334,40 @@ BODY KN(adamax_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m
         KEEP_MAX(me, e);
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_EXP_AVG] = mm;
-    seen[OPTD_BUF_EXP_INF] = me;
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG] = mm;
+    if (track)
+        seen[OPTD_BUF_EXP_INF] = me;
 }
 
-OPTD_KERNEL KN(adamax)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
-                       MAGT *seen)
+BODY KN(adamax_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                       MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADAMAX_WD];
     T b1 = (T)pl->c[ADAMAX_B1], omb1 = (T)pl->c[ADAMAX_OMB1], b2 = (T)pl->c[ADAMAX_B2];
     T eps = (T)pl->c[ADAMAX_EPS], nclr = (T)pl->c[ADAMAX_NCLR];
     T *m = bufs[OPTD_BUF_EXP_AVG], *ei = bufs[OPTD_BUF_EXP_INF];
     if (pl->c[ADAMAX_WD] != 0.0)
-        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, true);
+        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, true, track);
     else
-        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, false);
+        KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, false, track);
+}
+
+OPTD_KERNEL KN(adamax)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(adamax_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(adamax_pick)(pl, bufs, p, g, n, seen, false);
 }
 
 /* ---- nadam (PyTorch 2.x) --------------------------------------------------- */
 
 BODY KN(nadam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
                     T gs, T wd, T b1, T omb1, T b2, T omb2, T bc2, T eps, T cg, T cm,
-                    MAGT *restrict seen, const bool use_wd)
+                    MAGT *restrict seen, const bool use_wd, const bool track)
 {
     MAGT mp = 0, mm = 0, mv = 0;
     for (size_t i = 0; i < n; i++) {
@@ -331,13 +385,16 @@ BODY KN(nadam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
         KEEP_MAX(mv, vv);
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_EXP_AVG] = mm;
-    seen[OPTD_BUF_EXP_AVG_SQ] = mv;
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG] = mm;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG_SQ] = mv;
 }
 
-OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
-                      MAGT *seen)
+BODY KN(nadam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                      MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[NADAM_WD];
     T b1 = (T)pl->c[NADAM_B1], omb1 = (T)pl->c[NADAM_OMB1];
@@ -346,16 +403,24 @@ OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
     T cg = (T)pl->c[NADAM_CG], cm = (T)pl->c[NADAM_CM];
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
     if (pl->c[NADAM_WD] != 0.0)
-        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, true);
+        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, true, track);
     else
-        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, false);
+        KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, false, track);
+}
+
+OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(nadam_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(nadam_pick)(pl, bufs, p, g, n, seen, false);
 }
 
 /* ---- radam --------------------------------------------------------------- */
 
 BODY KN(radam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,
                     T gs, T wd, T b1, T omb1, T b2, T omb2, T bc1, T lr, T rect, T sbc2, T eps,
-                    MAGT *restrict seen, const bool use_wd, const bool use_rect)
+                    MAGT *restrict seen, const bool use_wd, const bool use_rect, const bool track)
 {
     MAGT mp = 0, mm = 0, mv = 0;
     for (size_t i = 0; i < n; i++) {
@@ -379,13 +444,16 @@ BODY KN(radam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
         KEEP_MAX(mv, vv);
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_EXP_AVG] = mm;
-    seen[OPTD_BUF_EXP_AVG_SQ] = mv;
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG] = mm;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG_SQ] = mv;
 }
 
-OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
-                      MAGT *seen)
+BODY KN(radam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
+                      MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[RADAM_WD];
     T b1 = (T)pl->c[RADAM_B1], omb1 = (T)pl->c[RADAM_OMB1];
@@ -395,7 +463,7 @@ OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
     bool use_wd = pl->c[RADAM_WD] != 0.0;
 #define RADAM(w, r) \
-    KN(radam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps, seen, w, r)
+    KN(radam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps, seen, w, r, track)
     if (use_wd) {
         if (pl->radam_rect) RADAM(true, true); else RADAM(true, false);
     } else {
@@ -404,11 +472,19 @@ OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
 #undef RADAM
 }
 
+OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(radam_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(radam_pick)(pl, bufs, p, g, n, seen, false);
+}
+
 /* ---- adadelta ------------------------------------------------------------ */
 
 BODY KN(adadelta_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sq,
                        T *restrict acc, T gs, T wd, T rho, T omr, T eps, T nlr,
-                       MAGT *restrict seen, const bool use_wd)
+                       MAGT *restrict seen, const bool use_wd, const bool track)
 {
     MAGT mp = 0, ms = 0, ma = 0;
     for (size_t i = 0; i < n; i++) {
@@ -426,27 +502,38 @@ BODY KN(adadelta_body)(size_t n, T *restrict p, const T *restrict g, T *restrict
         KEEP_MAX(ma, a);
         KEEP_MAX(mp, np);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_SQUARE_AVG] = ms;
-    seen[OPTD_BUF_ACC_DELTA] = ma;
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_SQUARE_AVG] = ms;
+    if (track)
+        seen[OPTD_BUF_ACC_DELTA] = ma;
 }
 
-OPTD_KERNEL KN(adadelta)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
-                         size_t n, MAGT *seen)
+BODY KN(adadelta_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
+                         size_t n, MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADADELTA_WD], rho = (T)pl->c[ADADELTA_RHO];
     T omr = (T)pl->c[ADADELTA_OMR], eps = (T)pl->c[ADADELTA_EPS], nlr = (T)pl->c[ADADELTA_NLR];
     T *sq = bufs[OPTD_BUF_SQUARE_AVG], *acc = bufs[OPTD_BUF_ACC_DELTA];
     if (pl->c[ADADELTA_WD] != 0.0)
-        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, true);
+        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, true, track);
     else
-        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, false);
+        KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, false, track);
+}
+
+OPTD_KERNEL KN(adadelta)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(adadelta_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(adadelta_pick)(pl, bufs, p, g, n, seen, false);
 }
 
 /* ---- lion ---------------------------------------------------------------- */
 
-OPTD_KERNEL KN(lion)(const optd_step_plan_t *pl, void *const bufs[], T *restrict p,
-                     const T *restrict g, size_t n, MAGT *seen)
+BODY KN(lion_pick)(const optd_step_plan_t *pl, void *const bufs[], T *restrict p,
+                     const T *restrict g, size_t n, MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, decay = (T)pl->c[LION_DECAY];
     T b1 = (T)pl->c[LION_B1], omb1 = (T)pl->c[LION_OMB1];
@@ -465,8 +552,18 @@ OPTD_KERNEL KN(lion)(const optd_step_plan_t *pl, void *const bufs[], T *restrict
         KEEP_MAX(mp, np);
         KEEP_MAX(mm, m1);
     }
-    seen[SEEN_P] = mp;
-    seen[OPTD_BUF_EXP_AVG] = mm;
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG] = mm;
+}
+
+OPTD_KERNEL KN(lion)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
+{
+    if (seen)
+        KN(lion_pick)(pl, bufs, p, g, n, seen, true);
+    else
+        KN(lion_pick)(pl, bufs, p, g, n, seen, false);
 }
 
 /* ---- entry points ---------------------------------------------------------- */
@@ -474,9 +571,9 @@ OPTD_KERNEL KN(lion)(const optd_step_plan_t *pl, void *const bufs[], T *restrict
 void KN(optd_kernel_apply)(const optd_step_plan_t *plan, void *const buf[OPTD_BUF_COUNT], T *p,
                            const T *g, size_t n, double seen_out[OPTD_BUF_COUNT + 1])
 {
-    MAGT seen[OPTD_BUF_COUNT + 1];
+    MAGT track[OPTD_BUF_COUNT + 1], *seen = seen_out ? track : NULL;
     for (int k = 0; k <= OPTD_BUF_COUNT; k++)
-        seen[k] = -1; /* not written */
+        track[k] = -1; /* not written */
     switch (plan->kind) {
     case OPTD_SGD: KN(sgd)(plan, buf, p, g, n, seen); break;
     case OPTD_ADAGRAD: KN(adagrad)(plan, buf, p, g, n, seen); break;
@@ -490,10 +587,10 @@ void KN(optd_kernel_apply)(const optd_step_plan_t *plan, void *const buf[OPTD_BU
     case OPTD_LION: KN(lion)(plan, buf, p, g, n, seen); break;
     case OPTD_OPTIM_COUNT: break;
     }
-    for (int k = 0; k <= OPTD_BUF_COUNT; k++) {
+    for (int k = 0; seen && k <= OPTD_BUF_COUNT; k++) {
         T x;
-        memcpy(&x, &seen[k], sizeof x);
-        seen_out[k] = seen[k] < 0 ? -1.0 : (double)x;
+        memcpy(&x, &track[k], sizeof x);
+        seen_out[k] = track[k] < 0 ? -1.0 : (double)x;
     }
 }
 

@@ -447,7 +447,17 @@ typedef struct bound {
     unsigned fresh;
     double worst;
     bool bad;
+    double out[OPTD_BUF_COUNT + 1]; /* the bound of what the step writes to k */
+    unsigned out_set;               /* bit per k of out[] */
 } bound_t;
+
+/* Records v as the bound of what the step writes to array k. */
+static double bout(bound_t *b, int k, double v)
+{
+    b->out[k] = v;
+    b->out_set |= BIT(k);
+    return v;
+}
 
 static double bchk(bound_t *b, double x)
 {
@@ -483,6 +493,8 @@ static double bdiv(bound_t *b, double num, double den_least)
 #define K(x) bk(&b, (x))
 #define M(k) bmax(&b, (k))
 #define DV(num, den) bdiv(&b, (num), (den))
+#define OUT(k, v) bout(&b, (k), (v))
+#define PNEW(v) OUT(OPTD_BUF_COUNT, CK(v))
 
 /* A running average m*b1 + omb1*d (or a sum of squares with d2 = d*d). */
 static double bavg(bound_t *bp, double m, double k1, double k2, double d)
@@ -504,46 +516,48 @@ static void bound_adam_family(bound_t *bp, const optd_step_plan_t *pl, double P,
         double pv = pl->kind == OPTD_ADAMW ? CK(P * K(c[ADAM_DECAY])) : P;
         double D = c[ADAM_WD] != 0 ? CK(G + CK(K(c[ADAM_WD]) * pv)) : G;
         double eps = K(c[ADAM_EPS]);
-        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAM_B1]), K(c[ADAM_OMB1]), D);
-        double v = bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[ADAM_B2]), CK(K(c[ADAM_OMB2]) * D), D);
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAM_B1]), K(c[ADAM_OMB1]), D));
+        double v = OUT(OPTD_BUF_EXP_AVG_SQ,
+                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[ADAM_B2]), CK(K(c[ADAM_OMB2]) * D), D));
         if (pl->use_amsgrad) {
             double x = M(OPTD_BUF_MAX_EXP_AVG_SQ);
-            v = x != x ? x : x > v ? x : v;
+            v = OUT(OPTD_BUF_MAX_EXP_AVG_SQ, x != x ? x : x > v ? x : v);
         }
         CK(DV(sqrt(CK(v)), K(c[ADAM_SBC2])) + eps);
-        CK(pv + DV(CK(K(c[ADAM_NSS]) * m), eps));
+        PNEW(pv + DV(CK(K(c[ADAM_NSS]) * m), eps));
         break;
     }
     case OPTD_ADAMAX: {
         double D = c[ADAMAX_WD] != 0 ? CK(G + CK(K(c[ADAMAX_WD]) * P)) : G;
         double eps = K(c[ADAMAX_EPS]);
-        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAMAX_B1]), K(c[ADAMAX_OMB1]), D);
-        CK(CK(M(OPTD_BUF_EXP_INF) * K(c[ADAMAX_B2])) + CK(D + eps));
-        CK(P + DV(CK(K(c[ADAMAX_NCLR]) * m), eps));
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAMAX_B1]), K(c[ADAMAX_OMB1]), D));
+        OUT(OPTD_BUF_EXP_INF, CK(CK(M(OPTD_BUF_EXP_INF) * K(c[ADAMAX_B2])) + CK(D + eps)));
+        PNEW(P + DV(CK(K(c[ADAMAX_NCLR]) * m), eps));
         break;
     }
     case OPTD_NADAM: {
         double D = c[NADAM_WD] != 0 ? CK(G + CK(K(c[NADAM_WD]) * P)) : G;
         double eps = K(c[NADAM_EPS]);
-        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[NADAM_B1]), K(c[NADAM_OMB1]), D);
-        double v = bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[NADAM_B2]), CK(K(c[NADAM_OMB2]) * D), D);
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[NADAM_B1]), K(c[NADAM_OMB1]), D));
+        double v = OUT(OPTD_BUF_EXP_AVG_SQ,
+                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[NADAM_B2]), CK(K(c[NADAM_OMB2]) * D), D));
         CK(sqrt(DV(v, K(c[NADAM_BC2]))) + eps);
         double p1 = CK(P + DV(CK(K(c[NADAM_CG]) * D), eps));
-        CK(p1 + DV(CK(K(c[NADAM_CM]) * m), eps));
+        PNEW(p1 + DV(CK(K(c[NADAM_CM]) * m), eps));
         break;
     }
     case OPTD_RADAM: {
         double D = c[RADAM_WD] != 0 ? CK(G + CK(K(c[RADAM_WD]) * P)) : G;
         double eps = K(c[RADAM_EPS]);
-        double m = bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[RADAM_B1]), K(c[RADAM_OMB1]), D);
-        bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[RADAM_B2]), CK(K(c[RADAM_OMB2]) * D), D);
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[RADAM_B1]), K(c[RADAM_OMB1]), D));
+        OUT(OPTD_BUF_EXP_AVG_SQ, bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[RADAM_B2]), CK(K(c[RADAM_OMB2]) * D), D));
         double bcm = DV(m, K(c[RADAM_BC1]));
         double step = CK(bcm * K(c[RADAM_LR]));
         if (pl->radam_rect) {
             double ad = CK(DV(1.0, eps) * K(c[RADAM_SBC2]));
             step = CK(CK(step * ad) * K(c[RADAM_RECT]));
         }
-        CK(P + step);
+        PNEW(P + step);
         break;
     }
     default: break;
@@ -551,7 +565,7 @@ static void bound_adam_family(bound_t *bp, const optd_step_plan_t *pl, double P,
     *bp = b;
 }
 
-static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t *pl)
+static bool provably_finite(const optd_optim_state_t *st, optd_step_plan_t *pl)
 {
     bound_t b = {.dtype = st->dtype, .st = st, .fresh = pl->fresh};
     const double *c = pl->c;
@@ -562,18 +576,19 @@ static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t
         double D = c[SGD_WD] != 0 ? CK(G + CK(K(c[SGD_WD]) * P)) : G, d = D;
         if (pl->use_momentum) {
             double mom = K(c[SGD_MOM]);
-            double B = pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(c[SGD_DAMP1]), D);
+            double B = OUT(OPTD_BUF_MOMENTUM_BUFFER,
+                           pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(c[SGD_DAMP1]), D));
             d = pl->use_nesterov ? CK(D + CK(mom * B)) : B;
         }
-        CK(P + CK(K(c[SGD_NLR]) * d));
+        PNEW(P + CK(K(c[SGD_NLR]) * d));
         break;
     }
     case OPTD_ADAGRAD: {
         double D = c[ADAGRAD_WD] != 0 ? CK(G + CK(K(c[ADAGRAD_WD]) * P)) : G;
         double eps = K(c[ADAGRAD_EPS]);
-        double S = CK(M(OPTD_BUF_SUM) + CK(D * D));
+        double S = OUT(OPTD_BUF_SUM, CK(M(OPTD_BUF_SUM) + CK(D * D)));
         CK(sqrt(S) + eps);
-        CK(P + DV(CK(K(c[ADAGRAD_NCLR]) * D), eps));
+        PNEW(P + DV(CK(K(c[ADAGRAD_NCLR]) * D), eps));
         break;
     }
     case OPTD_RMSPROP: {
@@ -581,32 +596,33 @@ static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t
             return false;
         double D = c[RMSPROP_WD] != 0 ? CK(G + CK(K(c[RMSPROP_WD]) * P)) : G;
         double eps = K(c[RMSPROP_EPS]);
-        double S = bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(c[RMSPROP_ALPHA]), CK(K(c[RMSPROP_OMA]) * D), D);
+        double S = OUT(OPTD_BUF_SQUARE_AVG,
+                       bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(c[RMSPROP_ALPHA]), CK(K(c[RMSPROP_OMA]) * D), D));
         CK(sqrt(S) + eps);
         if (pl->use_momentum) {
-            double B = CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps));
-            CK(P + CK(K(c[RMSPROP_NLR]) * B));
+            double B = OUT(OPTD_BUF_MOMENTUM_BUFFER, CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps)));
+            PNEW(P + CK(K(c[RMSPROP_NLR]) * B));
         } else {
-            CK(P + DV(CK(K(c[RMSPROP_NLR]) * D), eps));
+            PNEW(P + DV(CK(K(c[RMSPROP_NLR]) * D), eps));
         }
         break;
     }
     case OPTD_ADADELTA: {
         double D = c[ADADELTA_WD] != 0 ? CK(G + CK(K(c[ADADELTA_WD]) * P)) : G;
         double eps = K(c[ADADELTA_EPS]), rho = K(c[ADADELTA_RHO]), omr = K(c[ADADELTA_OMR]);
-        double s = bavg(&b, M(OPTD_BUF_SQUARE_AVG), rho, CK(omr * D), D);
+        double s = OUT(OPTD_BUF_SQUARE_AVG, bavg(&b, M(OPTD_BUF_SQUARE_AVG), rho, CK(omr * D), D));
         CK(s + eps);
         double a = M(OPTD_BUF_ACC_DELTA);
         double delta = CK(DV(sqrt(CK(a + eps)), sqrt(eps)) * D);
-        bavg(&b, a, rho, CK(omr * delta), delta);
-        CK(P + CK(K(c[ADADELTA_NLR]) * delta));
+        OUT(OPTD_BUF_ACC_DELTA, bavg(&b, a, rho, CK(omr * delta), delta));
+        PNEW(P + CK(K(c[ADADELTA_NLR]) * delta));
         break;
     }
     case OPTD_LION: {
         double m = M(OPTD_BUF_EXP_AVG);
         bavg(&b, m, K(c[LION_B1]), K(c[LION_OMB1]), G);
-        bavg(&b, m, K(c[LION_B2]), K(c[LION_OMB2]), G);
-        CK(CK(P * K(c[LION_DECAY])) + K(c[LION_LR]));
+        OUT(OPTD_BUF_EXP_AVG, bavg(&b, m, K(c[LION_B2]), K(c[LION_OMB2]), G));
+        PNEW(CK(P * K(c[LION_DECAY])) + K(c[LION_LR]));
         break;
     }
     case OPTD_ADAM:
@@ -617,13 +633,21 @@ static bool provably_finite(const optd_optim_state_t *st, const optd_step_plan_t
     case OPTD_OPTIM_COUNT: return false;
     }
     double limit = (st->dtype == OPTD_FLOAT32 ? FLT_MAX : DBL_MAX) * 0.5;
-    return !b.bad && b.worst < limit;
+    if (b.bad || !(b.worst < limit))
+        return false;
+    /* What this step leaves is bounded by what it was proved with: the
+     * next step's bound, with no pass over the values. */
+    memcpy(pl->next_bound, b.out, sizeof b.out);
+    pl->next_known = b.out_set;
+    return true;
 }
 
 #undef CK
 #undef K
 #undef M
 #undef DV
+#undef OUT
+#undef PNEW
 
 int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
                     double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err)
@@ -791,7 +815,12 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
     case OPTD_OPTIM_COUNT: break;
     }
     plan->mu_product_next = to_dtype(st->dtype, plan->mu_product_next);
+    plan->writes = optd_optim_step_bufs(st->kind, hp) | BIT(OPTD_BUF_COUNT);
     plan->careful = !provably_finite(st, plan);
+    /* Coupled weight decay adds wd * p to the gradient, so a bound carried
+     * over on the parameters feeds itself (through exp_avg and the like)
+     * and loosens geometrically: such steps measure what they write. */
+    plan->track = !plan->careful && hp->weight_decay != 0 && st->kind != OPTD_ADAMW && st->kind != OPTD_LION;
     return 0;
 }
 
@@ -837,7 +866,7 @@ void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void
     bufs_at(st, lo, bufs);
     optd_step_seen_t here;
     kernel(plan, st->dtype, bufs, (char *)params + lo * es, (const char *)grad + lo * es, hi - lo,
-           here.max);
+           seen ? here.max : NULL);
     if (seen)
         optd_step_seen_merge(seen, &here);
 }
@@ -864,7 +893,8 @@ static bool first_fault(optd_dtype_t dtype, void *const a[OPTD_BUF_COUNT + 1], s
 }
 
 bool optd_optim_check(const optd_step_plan_t *plan, const optd_optim_state_t *st, const void *params,
-                      const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault)
+                      const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault,
+                      optd_step_seen_t *seen)
 {
     /* The same kernel on copies of a block at a time: the same operations
      * on the same values, so the same results as the real update will
@@ -880,13 +910,14 @@ bool optd_optim_check(const optd_step_plan_t *plan, const optd_optim_state_t *st
             bufs[b] = all[b];
         }
         all[OPTD_BUF_COUNT] = memcpy(scratch[OPTD_BUF_COUNT], (const char *)params + at * es, n * es);
-        double seen[OPTD_BUF_COUNT + 1];
-        kernel(plan, st->dtype, bufs, all[OPTD_BUF_COUNT], (const char *)grad + at * es, n, seen);
+        optd_step_seen_t here;
+        kernel(plan, st->dtype, bufs, all[OPTD_BUF_COUNT], (const char *)grad + at * es, n, here.max);
         bool finite = true;
         for (int k = 0; k <= OPTD_BUF_COUNT; k++)
-            finite &= isfinite(seen[k]) || seen[k] == -1.0;
+            finite &= isfinite(here.max[k]) || here.max[k] == -1.0;
         if (!finite && first_fault(st->dtype, all, n, at, fault))
             return false;
+        optd_step_seen_merge(seen, &here);
     }
     return true;
 }
@@ -918,7 +949,13 @@ void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan,
     if (st->kind == OPTD_NADAM)
         st->mu_product = plan->mu_product_next;
     if (!seen) {
-        st->bound_known = 0;
+        /* Proved finite and not measured: what it wrote is bounded by the
+         * plan's bounds (a written array without one is no longer known). */
+        unsigned known = plan->careful ? 0 : plan->next_known & plan->writes;
+        for (int k = 0; k <= OPTD_BUF_COUNT; k++)
+            if (known & BIT(k))
+                st->bound[k] = plan->next_bound[k];
+        st->bound_known = (st->bound_known & ~plan->writes) | known;
         return;
     }
     for (int k = 0; k <= OPTD_BUF_COUNT; k++) {
@@ -951,12 +988,12 @@ int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
     if (rc)
         return rc;
     optd_step_fault_t fault;
-    if (plan.careful && !optd_optim_check(&plan, st, params, grad, 0, st->size, &fault))
-        return optd_optim_refuse(st, &plan, &fault, err);
     optd_step_seen_t seen;
     optd_step_seen_init(&seen);
-    optd_optim_apply(&plan, st, params, grad, 0, st->size, &seen);
-    optd_optim_commit(st, &plan, &seen);
+    if (plan.careful && !optd_optim_check(&plan, st, params, grad, 0, st->size, &fault, &seen))
+        return optd_optim_refuse(st, &plan, &fault, err);
+    optd_optim_apply(&plan, st, params, grad, 0, st->size, plan.track ? &seen : NULL);
+    optd_optim_commit(st, &plan, plan.careful || plan.track ? &seen : NULL);
     if (info) {
         info->lr = plan.lr;
         info->grad_norm = plan.grad_norm;

@@ -167,12 +167,12 @@ typedef struct optd_optim_state {
     uint64_t step;             /* updates applied so far */
     void *buf[OPTD_BUF_COUNT]; /* NULL where not kept (yet); else size elements of dtype */
     double mu_product;         /* nadam only; a value of the dtype, starts at 1 */
-    /* The largest magnitude in each buffer (index OPTD_BUF_COUNT: in the
-     * parameters) as the last step left it, for the indices whose bit is
-     * set in bound_known.  Kept by every step, it lets the next one prove in
-     * O(1) that it stays finite (optd_optim_plan).  A zeroed state knows
-     * nothing; whoever changes params or a buffer other than by a step
-     * calls optd_optim_forget_bounds. */
+    /* At least the largest magnitude in each buffer (index OPTD_BUF_COUNT:
+     * in the parameters) as the last step left it, for the indices whose
+     * bit is set in bound_known.  Carried by every step, it lets the next
+     * one prove in O(1) that it stays finite (optd_optim_plan).  A zeroed
+     * state knows nothing; whoever changes params or a buffer other than
+     * by a step calls optd_optim_forget_bounds. */
     double bound[OPTD_BUF_COUNT + 1];
     unsigned bound_known;
 } optd_optim_state_t;
@@ -233,10 +233,11 @@ int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
  *   optd_optim_plan once   (per-step scalars in double, lazily created buffers,
  *                           and whether the O(1) bound proves the step finite)
  *   only when plan.careful: optd_optim_check over disjoint ranges, in any
- *                           threads; if one finds a fault, optd_optim_refuse
- *                           once and stop (nothing has changed)
- *   optd_optim_apply over disjoint ranges [lo, hi), in any threads, each
- *                           into its own optd_step_seen_t, merged after
+ *                           threads, each into its own optd_step_seen_t; if
+ *                           one finds a fault, optd_optim_refuse once and
+ *                           stop (nothing has changed); else merge them
+ *   optd_optim_apply over disjoint ranges [lo, hi), in any threads (when
+ *                           plan.track, each into its own optd_step_seen_t)
  *   optd_optim_commit once (step count, nadam's mu_product, the bounds)
  * optd_optim_step is exactly these on the whole range.  A plan that is
  * dropped without commit is undone with optd_optim_abort. */
@@ -252,11 +253,15 @@ typedef struct optd_step_plan {
     double c[16];         /* per-optimizer scalars, in double (see optim.c) */
     double mu_product_next;
     unsigned fresh;       /* buffers this plan created (bit per optd_buf_t) */
+    unsigned writes;      /* what the step writes (bit per optd_buf_t, OPTD_BUF_COUNT: params) */
     bool careful;         /* the bound could not prove the step finite: check first */
+    bool track;           /* keep what apply writes (see optd_optim_apply) */
+    double next_bound[OPTD_BUF_COUNT + 1]; /* when not careful: bounds of what it writes, */
+    unsigned next_known;                   /* for these bits */
 } optd_step_plan_t;
 
-/* What an update wrote: max[b] the largest magnitude written to buffer b
- * (max[OPTD_BUF_COUNT]: to the parameters), -1 where nothing was written. */
+/* What a checked update would write: max[b] the largest magnitude written
+ * to buffer b (max[OPTD_BUF_COUNT]: to the parameters), -1 where nothing. */
 typedef struct optd_step_seen {
     double max[OPTD_BUF_COUNT + 1];
 } optd_step_seen_t;
@@ -280,18 +285,26 @@ double optd_grad_sumsq(optd_dtype_t dtype, const void *grad, size_t lo, size_t h
 int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
                     double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err);
 /* Computes the update of [lo, hi) aside, writing nothing: true when every
- * value it would write is finite, else false with *fault the first. */
+ * value it would write is finite (and merges their largest magnitudes into
+ * *seen), else false with *fault the first. */
 bool optd_optim_check(const optd_step_plan_t *plan, const optd_optim_state_t *st, const void *params,
-                      const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault);
+                      const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault,
+                      optd_step_seen_t *seen);
 /* Undoes plan (frees the buffers it created) and returns OPTD_ENONFINITE
  * with a message naming fault's index and value. */
 int optd_optim_refuse(optd_optim_state_t *st, const optd_step_plan_t *plan,
                       const optd_step_fault_t *fault, optd_err_t *err);
 void optd_optim_abort(optd_optim_state_t *st, const optd_step_plan_t *plan);
-/* Updates [lo, hi) in place; merges what it wrote into *seen. */
+/* Updates [lo, hi) in place.  With seen (may be NULL), also merges the
+ * largest magnitudes it writes into *seen: worth it when plan.track (coupled
+ * weight decay feeds the parameters back into the gradient, so bounds
+ * carried over without measuring would loosen geometrically), else the
+ * plain loop runs. */
 void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void *params,
                       const void *grad, size_t lo, size_t hi, optd_step_seen_t *seen);
-/* seen: the merge over all ranges (NULL: the bounds are forgotten). */
+/* seen: what the checks of a careful plan, or the applies of a tracked one,
+ * merged over all ranges; NULL otherwise (the plan's own bounds then carry
+ * over, looser). */
 void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan,
                        const optd_step_seen_t *seen);
 

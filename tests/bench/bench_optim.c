@@ -123,12 +123,10 @@ static int bench_one(const bench_case_t *c, optd_dtype_t dt, size_t n, int runs)
         rc = optd_optim_plan(&st, &hp, NULL, 0.0, sumsq, &plan, &err);
         if (rc)
             break;
-        optd_step_seen_t seen;
-        optd_step_seen_init(&seen);
         double t2 = now_s();
-        optd_optim_apply(&plan, &st, p, g, 0, n, &seen);
+        optd_optim_apply(&plan, &st, p, g, 0, n, NULL);
         double t3 = now_s();
-        optd_optim_commit(&st, &plan, &seen);
+        optd_optim_commit(&st, &plan, NULL);
 
         double t4 = now_s();
         rc = optd_optim_step(&st, &hp, NULL, 0.0, p, g, NULL, &err);

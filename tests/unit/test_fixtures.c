@@ -347,16 +347,16 @@ static int do_step(step_mode_t mode, optd_optim_state_t *st, const optd_hparams_
     if (rc != 0)
         return rc;
     optd_step_fault_t fault;
-    if (plan.careful && (!optd_optim_check(&plan, st, params, grad, h, n, &fault) ||
-                         !optd_optim_check(&plan, st, params, grad, 0, h, &fault)))
-        return optd_optim_refuse(st, &plan, &fault, err);
     optd_step_seen_t s1, s2;
     optd_step_seen_init(&s1);
     optd_step_seen_init(&s2);
-    optd_optim_apply(&plan, st, params, grad, h, n, &s1);
-    optd_optim_apply(&plan, st, params, grad, 0, h, &s2);
+    if (plan.careful && (!optd_optim_check(&plan, st, params, grad, h, n, &fault, &s1) ||
+                         !optd_optim_check(&plan, st, params, grad, 0, h, &fault, &s2)))
+        return optd_optim_refuse(st, &plan, &fault, err);
     optd_step_seen_merge(&s1, &s2);
-    optd_optim_commit(st, &plan, &s1);
+    optd_optim_apply(&plan, st, params, grad, h, n, plan.track ? &s1 : NULL);
+    optd_optim_apply(&plan, st, params, grad, 0, h, plan.track ? &s1 : NULL);
+    optd_optim_commit(st, &plan, plan.careful || plan.track ? &s1 : NULL);
     info->lr = plan.lr;
     info->grad_norm = plan.grad_norm;
     return 0;

@@ -990,14 +990,18 @@ END_TEST
 
 /* The O(1) bound proves ordinary steps finite: after the first step (whose
  * parameters are not known yet) no plan needs the careful path, for every
- * optimizer in both dtypes (rmsprop centered aside, which always checks). */
+ * optimizer in both dtypes (rmsprop centered aside, which always checks),
+ * also thousands of steps later. */
 START_TEST(test_bound_fast_path)
 {
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
-        for (int d = 0; d < 2; d++) {
-            optd_dtype_t dt = dtypes[d];
+        for (int d = 0; d < 4; d++) {
+            optd_dtype_t dt = dtypes[d % 2];
             optd_hparams_t hp;
-            all_options((optd_optim_kind_t)k, &hp);
+            if (d < 2)
+                all_options((optd_optim_kind_t)k, &hp); /* weight decay: measured steps */
+            else
+                optd_hparams_default((optd_optim_kind_t)k, &hp); /* bounds carried over */
             hp.centered = false;
             double p0[NBIG], g[3 * NBIG];
             fill_grad(p0, NBIG, 5);
@@ -1010,6 +1014,16 @@ START_TEST(test_bound_fast_path)
             ck_assert_int_eq(optd_optim_plan(&st, &hp, NULL, 0, 10.0, &plan, &err), 0);
             ck_assert_msg(!plan.careful, "%s %s: careful", optd_optim_desc((optd_optim_kind_t)k)->name,
                           optd_dtype_name(dt));
+            optd_optim_abort(&st, &plan);
+            /* The bounds each step carries over to the next loosen a
+             * little every step; 3000 steps on still prove it. */
+            void *gv = vec_new(dt, g, NBIG);
+            for (int s = 0; s < 3000; s++)
+                ck_assert_int_eq(optd_optim_step(&st, &hp, NULL, 0, p, gv, NULL, &err), 0);
+            free(gv);
+            ck_assert_int_eq(optd_optim_plan(&st, &hp, NULL, 0, 10.0, &plan, &err), 0);
+            ck_assert_msg(!plan.careful, "%s %s: careful after 3000 steps",
+                          optd_optim_desc((optd_optim_kind_t)k)->name, optd_dtype_name(dt));
             optd_optim_abort(&st, &plan);
             optd_optim_forget_bounds(&st);
             ck_assert_int_eq(optd_optim_plan(&st, &hp, NULL, 0, 10.0, &plan, &err), 0);
@@ -1164,14 +1178,15 @@ START_TEST(test_split_apply)
                                      0);
                     ck_assert_uint_eq(split.step, (uint64_t)s); /* plan changes no value */
                     optd_step_fault_t fault;
-                    ck_assert(!plan.careful || (optd_optim_check(&plan, &split, ps, gv, 0, m, &fault) &&
-                                                optd_optim_check(&plan, &split, ps, gv, m, NBIG, &fault)));
                     optd_step_seen_t seen;
                     optd_step_seen_init(&seen);
-                    optd_optim_apply(&plan, &split, ps, gv, m, NBIG, &seen); /* any order */
-                    optd_optim_apply(&plan, &split, ps, gv, 0, m, &seen);
-                    optd_optim_apply(&plan, &split, ps, gv, m, m, &seen); /* empty range */
-                    optd_optim_commit(&split, &plan, &seen);
+                    ck_assert(!plan.careful || (optd_optim_check(&plan, &split, ps, gv, 0, m, &fault, &seen) &&
+                                                optd_optim_check(&plan, &split, ps, gv, m, NBIG, &fault, &seen)));
+                    optd_step_seen_t *ts = plan.track ? &seen : NULL;
+                    optd_optim_apply(&plan, &split, ps, gv, m, NBIG, ts); /* any order */
+                    optd_optim_apply(&plan, &split, ps, gv, 0, m, ts);
+                    optd_optim_apply(&plan, &split, ps, gv, m, m, ts); /* empty range */
+                    optd_optim_commit(&split, &plan, plan.careful || plan.track ? &seen : NULL);
                     free(gv);
                 }
                 snap_t sw;
