@@ -16,7 +16,8 @@
  * are independent.  Besides the sanitizers and the answer checks of
  * harness.c, JSON bodies get a differential check: whenever numarray's fast
  * path takes the gradient, Jansson's reading of the same body must agree,
- * value for value (see check_fast_path). */
+ * value for value (see check_fast_path), and no step may leave a NaN or an
+ * infinity in the session. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_http_done(&r);
     free(expect);
     free(loss);
+
+    /* Whatever the answer, no value of the session is NaN or infinite: a
+     * step that would make one is refused (API.md 1.1). */
+    optd_session_t *s = optd_store_get(srv.store, "s");
+    optd_session_image_t img;
+    optd_err_t err;
+    if (!s || optd_session_copy_image(s, &img, &err) != 0)
+        fz_fail("the session is gone");
+    if (!optd_all_finite(dtype, img.params, n))
+        fz_fail("a step left a non-finite parameter");
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (img.st.buf[b] && !optd_all_finite(dtype, img.st.buf[b], n))
+            fz_fail("a step left a non-finite %s", optd_buf_name((optd_buf_t)b));
+    optd_session_image_free(&img);
+    optd_session_release(s);
 
     if (!binary)
         check_fast_path(data, size, dtype, n);
