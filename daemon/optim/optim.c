@@ -1,6 +1,8 @@
 /* optim.c: the optimizer core around the kernels: the one table of
- * optimizers and hyperparameters, validation, state buffers, and the step
- * split into sumsq / plan / apply / commit (include/optd/optim.h).
+ * optimizers and hyperparameters, validation, state buffers and the checks
+ * of an imported state, and the step split into sumsq / plan / check /
+ * apply / commit (include/optd/optim.h), with the O(1) bound that spares
+ * almost every step the check that it stays finite.
  *
  * Everything here runs once per step or per session and works in double;
  * the per-element work is in kernels_tmpl.h. */
