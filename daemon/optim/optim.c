@@ -605,7 +605,8 @@ static bool provably_finite(const optd_optim_state_t *st, optd_step_plan_t *pl)
                        bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(c[RMSPROP_ALPHA]), CK(K(c[RMSPROP_OMA]) * D), D));
         CK(sqrt(S) + eps);
         if (pl->use_momentum) {
-            double B = OUT(OPTD_BUF_MOMENTUM_BUFFER, CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps)));
+            double B = OUT(OPTD_BUF_MOMENTUM_BUFFER,
+                           CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps)));
             PNEW(P + CK(K(c[RMSPROP_NLR]) * B));
         } else {
             PNEW(P + DV(CK(K(c[RMSPROP_NLR]) * D), eps));
