@@ -326,6 +326,127 @@ const char *optd_json_skip_ws(const char *p, const char *end)
     return skip_ws(p, end);
 }
 
+/* The 4 hex digits after "\\u" at p (p at the 'u'): the code unit, or -1. */
+static long hex4(const char *p, const char *end)
+{
+    long v = 0;
+    for (int k = 1; k <= 4; k++) {
+        if (p + k >= end)
+            return -1;
+        char c = p[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A JSON string at the quote p: the position after it, or NULL.  As
+ * Jansson reads them: no \\u0000, surrogates only in pairs. */
+static const char *valid_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c != '\\')
+            continue;
+        if (++p >= end)
+            return NULL;
+        if (*p == 'u') {
+            long u = hex4(p, end);
+            if (u <= 0 || (u >= 0xDC00 && u <= 0xDFFF))
+                return NULL;
+            p += 4;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                long lo = p + 2 < end && p[1] == '\\' && p[2] == 'u' ? hex4(p + 2, end) : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return NULL;
+                p += 6;
+            }
+        } else if (!strchr("\"\\/bfnrt", *p)) {
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+bool optd_json_valid(const char *body, size_t len, size_t *bad)
+{
+    enum { MAX_DEPTH = 2048 }; /* Jansson's own limit */
+    char stack[MAX_DEPTH];     /* '{' or '[' per open container */
+    int depth = 0;
+    const char *p = body, *end = body + len;
+    for (;;) {
+        /* A value is expected at p. */
+        p = skip_ws(p, end);
+        if (p >= end)
+            goto fail;
+        if (*p == '{' || *p == '[') {
+            if (depth == MAX_DEPTH)
+                goto fail;
+            stack[depth++] = *p;
+            p = skip_ws(p + 1, end);
+            if (p < end && *p == (stack[depth - 1] == '{' ? '}' : ']')) {
+                depth--;
+                p++;
+                goto after_value;
+            }
+            if (stack[depth - 1] == '[')
+                continue;
+            goto member;
+        }
+        if (*p == '"') {
+            if (!(p = valid_string(p, end)))
+                goto fail;
+        } else if (*p == 't' || *p == 'f' || *p == 'n') {
+            const char *w = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
+            size_t k = strlen(w);
+            if ((size_t)(end - p) < k || memcmp(p, w, k) != 0)
+                goto fail;
+            p += k;
+        } else {
+            size_t k = json_number_len(p, end);
+            if (k == 0)
+                goto fail;
+            p += k;
+        }
+    after_value:
+        p = skip_ws(p, end);
+        if (depth == 0) {
+            if (p != end)
+                goto fail;
+            return true;
+        }
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            if (stack[depth - 1] == '[')
+                continue;
+            goto member;
+        }
+        if (p < end && *p == (stack[depth - 1] == '{' ? '}' : ']')) {
+            depth--;
+            p++;
+            goto after_value;
+        }
+        goto fail;
+    member:
+        /* "key" : value, with p at the key. */
+        if (p >= end || *p != '"' || !(p = valid_string(p, end)))
+            goto fail;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':')
+            goto fail;
+        p++;
+    }
+fail:
+    *bad = (size_t)((p && p < end ? p : end) - body);
+    return false;
+}
+
 const char *optd_json_read_number(const char *p, const char *end, double *out)
 {
     size_t k = json_number_len(p, end);

@@ -112,6 +112,11 @@ int optd_numarray_parse_into(const char *arr, size_t len, optd_dtype_t dtype, vo
  * route_steps.c): each reads at p, never past end, and returns the position
  * after what it read, or NULL when the text there is not that. */
 const char *optd_json_skip_ws(const char *p, const char *end);
+/* Whether body[0, len) is one JSON value by RFC 8259's grammar (UTF-8 is
+ * not checked), without building it: for a body refused unread for its
+ * size, so that a malformed one is still called invalid JSON.  *bad is the
+ * offset of the first byte that does not fit. */
+bool optd_json_valid(const char *body, size_t len, size_t *bad);
 /* One JSON number (RFC 8259 grammar) whose value is a finite double; an
  * integer literal of more than 18 characters is not read (Jansson, which
  * the caller falls back to, refuses those past int64). */

@@ -46,12 +46,18 @@ static bool duplicate_key(const char *buf, size_t len, const json_error_t *jerr,
 
 json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len)
 {
-    size_t outside;
+    size_t outside, bad;
     if (len > OPTD_JSON_OUTSIDE_MAX && (outside = optd_numarray_outside_bytes(buf, len)) > OPTD_JSON_OUTSIDE_MAX) {
-        optd_http_error(req, OPTD_EINVAL,
-                        "the body holds %zu bytes besides its arrays of numbers; at most %zu are read "
-                        "(names, hyperparameters, schedules and 32 labels take a few KB)",
-                        outside, OPTD_JSON_OUTSIDE_MAX);
+        /* Refused unread; but a malformed body is still invalid JSON (a
+         * broken number array counts as "outside" too), found in one pass
+         * that builds nothing. */
+        if (!optd_json_valid(buf, len, &bad))
+            optd_http_error(req, OPTD_EJSON, "the body is not valid JSON (at byte %zu)", bad);
+        else
+            optd_http_error(req, OPTD_EINVAL,
+                            "the body holds %zu bytes besides its arrays of numbers; at most %zu are "
+                            "read (names, hyperparameters, schedules and 32 labels take a few KB)",
+                            outside, OPTD_JSON_OUTSIDE_MAX);
         return NULL;
     }
     json_error_t jerr;

@@ -572,6 +572,63 @@ START_TEST(test_numarray_find_arrays_and_without)
 }
 END_TEST
 
+/* optd_json_valid agrees with Jansson (JSON_DECODE_ANY) on what is JSON:
+ * hand-picked cases, then every one-byte change and every cut of valid
+ * documents.  Inputs are ASCII, as the validator does not check UTF-8. */
+static void valid_agrees(const char *s, size_t n)
+{
+    json_error_t e;
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &e);
+    size_t bad;
+    bool ok = optd_json_valid(s, n, &bad);
+    ck_assert_msg(ok == (v != NULL), "optd_json_valid says %d, Jansson %d for: %.*s", ok, v != NULL,
+                  (int)n, s);
+    if (!ok)
+        ck_assert_uint_le(bad, n);
+    json_decref(v);
+}
+
+START_TEST(test_json_valid_against_jansson)
+{
+    static const char *const cases[] = {
+        "{}", "[]", "{\"a\":[1,2,{\"b\":null}],\"c\":\"x\\u00e9\\n\"}", " [ 1 , -2.5e3 , true ] ",
+        "[1,]", "{\"a\":1,}", "{\"a\" 1}", "[01]", "[1.]", "[.5]", "[-]", "\"\\x\"", "\"\\u12\"",
+        "[\"a\tb\"]", "nul", "[true false]", "{\"a\":1}}", "[[[[]]]]", "[[[[]]]", "{1:2}", "",
+        "   ", "[1e]", "[1e+]", "[-0.0e-0]", "\"\\/\"", "[1]x", "{\"k\":{\"k\":{}}}",
+        "\"\\u0000\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83dx\"",
+        "\"\\ud83d\\u0041\"", "\"\\uD83D\\uDE00\\u00e9\"",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        valid_agrees(cases[i], strlen(cases[i]));
+    static const char *const docs[] = {
+        "{\"steps\": [{\"session\": \"a\", \"gradient\": [0.5, -1e-3], \"loss\": 2}], \"x\": [true, null]}",
+        "[{\"a\": \"q\\\"\\\\\"}, 12, -0.25E+2, [], {}]",
+    };
+    const char alphabet[] = "{}[],:\"\\ 0123456789.-+eEtrufalsn\t";
+    test_rng_t rng = {0x9E3779B97F4A7C15u};
+    for (size_t d = 0; d < sizeof docs / sizeof docs[0]; d++) {
+        size_t n = strlen(docs[d]);
+        char buf[256];
+        for (size_t cut = 0; cut <= n; cut++)
+            valid_agrees(docs[d], cut);
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < 6; k++) {
+                memcpy(buf, docs[d], n);
+                buf[i] = alphabet[test_rng_next(&rng) % (sizeof alphabet - 1)];
+                valid_agrees(buf, n);
+            }
+    }
+    /* Nesting up to Jansson's limit and one past it. */
+    char *deep = malloc(2 * 2049 + 1);
+    for (int depth = 2047; depth <= 2049; depth++) {
+        memset(deep, '[', (size_t)depth);
+        memset(deep + depth, ']', (size_t)depth);
+        valid_agrees(deep, 2 * (size_t)depth);
+    }
+    free(deep);
+}
+END_TEST
+
 START_TEST(test_sbuf_json_writer)
 {
     json_t *v = json_pack("{sfsfsssbsn}", "a", 0.1, "b", 1.0, "s", "q\"\\\n\x01", "t", 1, "z");
@@ -634,6 +691,7 @@ int main(void)
     tcase_add_test(tc, test_numarray_split_encode);
     tcase_add_test(tc, test_numarray_locate_and_parse_new);
     tcase_add_test(tc, test_numarray_find_arrays_and_without);
+    tcase_add_test(tc, test_json_valid_against_jansson);
     tcase_add_test(tc, test_sbuf_json_writer);
     tcase_add_test(tc, test_codec_schedule_and_time);
     suite_add_tcase(su, tc);
