@@ -566,7 +566,9 @@ static int remove_session(optd_store_t *store, optd_session_t *s, const int64_t 
      * it renames its file into place (persistence checks under its lock). */
     set_deleted(s, true);
     if (s->dur && s->dur->remove) {
-        int rc = s->dur->remove(s->dur->ctx, s->name, err);
+        /* An expiry is batched: the sweep makes all of them durable at
+         * once (dur->sync), so a thousand expiries cost one fsync. */
+        int rc = s->dur->remove(s->dur->ctx, s->name, expired != NULL, err);
         if (rc) {
             set_deleted(s, false);
             pthread_mutex_unlock(&s->mu);
@@ -848,6 +850,9 @@ size_t optd_store_expire(optd_store_t *store, int64_t now_ms,
         optd_session_release(v[i]);
     }
     free(v);
+    optd_err_t err;
+    if (removed > 0 && store->dur && store->dur->sync)
+        store->dur->sync(store->dur->ctx, &err); /* a failure is logged there */
     return removed;
 }
 

@@ -120,7 +120,9 @@ int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_sessi
 int optd_store_foreach(optd_store_t *store, int (*fn)(optd_session_t *s, void *arg), void *arg);
 
 /* Removes sessions idle for longer than their ttl at time now_ms; returns
- * how many, and logs each through the callback (may be NULL). */
+ * how many, and logs each through the callback (may be NULL).  Their
+ * deletions are made durable together, in one batch.  Blocks on I/O: call
+ * it off the event loop. */
 size_t optd_store_expire(optd_store_t *store, int64_t now_ms,
                          void (*on_expire)(const char *name, void *arg), void *arg);
 

@@ -55,7 +55,7 @@ static void world_open(world_t *w, const char *dir, optd_sync_mode_t mode)
     char logpath[600];
     snprintf(logpath, sizeof logpath, "%s.log", dir);
     ck_assert_int_eq(optd_log_open(&w->log, strdup(logpath)), 0);
-    ck_assert_msg(optd_persist_open(dir, mode, w->st, &w->log, &w->p, &err) == 0, "%s", err.msg);
+    ck_assert_msg(optd_persist_open(dir, mode, 1000, w->st, &w->log, &w->p, &err) == 0, "%s", err.msg);
     ck_assert_msg(optd_persist_load(w->p, &w->stats, &err) == 0, "%s", err.msg);
 }
 
@@ -311,10 +311,10 @@ START_TEST(dir_lock)
     optd_persist_t *p2;
     optd_err_t err;
     ck_assert_int_eq(optd_store_new(&lim, &st2, &err), 0);
-    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, st2, &w.log, &p2, &err), OPTD_EIO);
+    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, 1000, st2, &w.log, &p2, &err), OPTD_EIO);
     ck_assert(strstr(err.msg, "in use"));
     world_close(&w, false);
-    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, st2, NULL, &p2, &err), 0);
+    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, 1000, st2, NULL, &p2, &err), 0);
     optd_persist_close(p2);
     optd_store_free(st2);
     rm_rf(dir);

@@ -272,11 +272,19 @@ static int fake_commit(void *ctx, struct optd_session *s, optd_err_t *err)
     return 0;
 }
 
+/* A step is journaled as its input, before it is applied. */
+static int fake_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err)
+{
+    (void)rec;
+    *lsn = 0;
+    return fake_commit(ctx, NULL, err);
+}
+
 START_TEST(failed_commit_changes_nothing)
 {
     optd_err_t err;
     fake_dur_t f = {0};
-    optd_durability_t dur = {.ctx = &f, .commit = fake_commit};
+    optd_durability_t dur = {.ctx = &f, .commit = fake_commit, .step = fake_step};
     optd_session_config_t cfg = adam_cfg(OPTD_FLOAT64);
     optd_session_t *s;
     double p[3] = {1, 2, 3}, g[3] = {0.3, 0.1, -0.2};
