@@ -207,21 +207,27 @@ static int write_zeros(int fd, off_t from, off_t to)
     return 0;
 }
 
-/* Writes zeros from the end of the records or of the zeros already there
- * up to a whole number of ZERO_AHEAD steps past need; the batch's
- * fdatasync makes them durable.  0 or -errno. */
-static int zero_ahead(optd_journal_t *j, off_t need)
+/* Makes sure written zeros follow the records that will end at `end`, at
+ * least OPTD_JOURNAL_RESERVE of them; the batch's fdatasync makes them
+ * durable.  0 or -errno (then nothing of the batch is written). */
+static int zero_ahead(optd_journal_t *j, off_t end)
 {
+    off_t need = end + (off_t)OPTD_JOURNAL_RESERVE;
     if (need <= j->zeroed_end)
         return 0;
-    /* A batch longer than a step is not written twice (a big session's
-     * every step would double its I/O): the file grows with it, and the
-     * size commit is small next to that much data. */
-    if (need - j->off > ZERO_AHEAD + (off_t)OPTD_JOURNAL_RESERVE)
-        return 0;
-    off_t to = (need + ZERO_AHEAD - 1) / ZERO_AHEAD * ZERO_AHEAD;
-    /* After such a batch the zeros end before the records do. */
-    int rc = write_zeros(j->fd, j->zeroed_end > j->off ? j->zeroed_end : j->off, to);
+    off_t from, to;
+    if (end - j->off > ZERO_AHEAD) {
+        /* A batch longer than a step is not written twice (a big session's
+         * every step would double its I/O): the file grows with it, and
+         * only the reserve is written after it. */
+        from = j->zeroed_end > end ? j->zeroed_end : end;
+        to = need;
+    } else {
+        /* After a big batch the zeros end before the records do. */
+        from = j->zeroed_end > j->off ? j->zeroed_end : j->off;
+        to = (need + ZERO_AHEAD - 1) / ZERO_AHEAD * ZERO_AHEAD;
+    }
+    int rc = write_zeros(j->fd, from, to);
     if (rc == 0)
         j->zeroed_end = to;
     return rc;
@@ -259,7 +265,7 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no,
     for (jrec_t *r = batch; r; r = r->next)
         if (!r->marker)
             total += OPTD_JREC_HEADER + r->head_len + r->len + 4;
-    int rc = zero_ahead(j, j->off + (off_t)(total + OPTD_JOURNAL_RESERVE));
+    int rc = zero_ahead(j, j->off + (off_t)total);
     if (rc) {
         /* No room for more: what may use the reserve goes in it, if it
          * fits; everything else is refused. */

@@ -32,7 +32,7 @@
 /* After the journal's final sync, a stop writes snapshots until this long
  * after SIGTERM (the journal already holds everything; snapshots only
  * shorten the next start's replay). */
-#define STOP_SNAPSHOT_BY_MS 4000
+#define STOP_SNAPSHOT_BY_MS 3500
 
 static double mono_s(void)
 {

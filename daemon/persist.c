@@ -777,6 +777,7 @@ typedef struct flush_ctx {
     optd_session_t **failed; /* references: carried into the journal instead */
     size_t n_failed, cap_failed;
     size_t lost;             /* failed and not even remembered (out of memory) */
+    bool aborted;            /* stopped at the deadline: the old journals stay */
 } flush_ctx_t;
 
 static void tmp_names(const char *name, char *file, char *tmp)
@@ -812,7 +813,15 @@ static void snap_failed(flush_ctx_t *fc, optd_session_t *s, const char *why)
     push_ref(&fc->failed, &fc->n_failed, &fc->cap_failed, s, &fc->lost);
 }
 
-/* Syncs, closes and renames into place every pending file. */
+static bool past_deadline(optd_persist_t *p)
+{
+    long long deadline = atomic_load(&p->deadline_ms);
+    return deadline && mono_ms() >= deadline;
+}
+
+/* Syncs, closes and renames into place every pending file; past the
+ * deadline (a stop) the rest are dropped unsynced, their sessions still
+ * dirty (the journal holds them). */
 static void finish_chunk(flush_ctx_t *fc)
 {
     optd_persist_t *p = fc->p;
@@ -821,6 +830,13 @@ static void finish_chunk(flush_ctx_t *fc)
         optd_session_t *s = pd->s;
         char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_FILE_MAX + 8];
         tmp_names(s->name, file, tmp);
+        if (past_deadline(p)) {
+            close(pd->fd);
+            unlinkat(p->dirfd, tmp, 0);
+            optd_session_release(s);
+            fc->aborted = true;
+            continue;
+        }
         int rc = fsync(pd->fd) == 0 ? 0 : errno;
         if (close(pd->fd) != 0 && rc == 0)
             rc = errno;
@@ -861,8 +877,7 @@ static int flush_one(optd_session_t *s, void *arg)
 {
     flush_ctx_t *fc = arg;
     optd_persist_t *p = fc->p;
-    long long deadline = atomic_load(&p->deadline_ms);
-    if (deadline && mono_ms() >= deadline)
+    if (past_deadline(p))
         return 1; /* a stop: the journal holds everything, the snapshots can wait */
     optd_err_t err;
     optd_session_image_t img;
@@ -996,6 +1011,7 @@ int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
     flush_ctx_t fc = {.p = p};
     bool stopped = optd_store_foreach(p->store, flush_one, &fc) != 0;
     finish_chunk(&fc);
+    stopped = stopped || fc.aborted;
     failed += fc.n_failed + fc.lost;
 
     pthread_mutex_lock(&p->mu);
