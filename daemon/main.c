@@ -29,9 +29,11 @@
  * exits within API.md's 5 seconds with time left for the final flush. */
 #define DRAIN_MAX_MS 3500
 #define DRAIN_POLL_MS 10
-/* After the journal's final sync, a stop writes snapshots until this long
- * after SIGTERM (the journal already holds everything; snapshots only
- * shorten the next start's replay). */
+/* After the journal's final sync, a stop writes snapshots for at most
+ * STOP_SNAPSHOT_MS and not past STOP_SNAPSHOT_BY_MS after SIGTERM (the
+ * journal already holds everything; snapshots only shorten the next
+ * start's replay). */
+#define STOP_SNAPSHOT_MS 1000
 #define STOP_SNAPSHOT_BY_MS 3500
 
 static double mono_s(void)
@@ -144,6 +146,8 @@ static void finish_stop(optd_server_t *srv)
         size_t written = 0;
         /* Snapshots get what is left of API.md's 5 s, less a margin. */
         double budget = STOP_SNAPSHOT_BY_MS / 1000.0 - (double)(optd_now_ms() - srv->stop_started_ms) / 1000.0;
+        if (budget > STOP_SNAPSHOT_MS / 1000.0)
+            budget = STOP_SNAPSHOT_MS / 1000.0;
         int rc = optd_persist_stop(srv->persist, srv->stopping ? budget : 0, &written, &err);
         if (rc < 0)
             optd_log(&srv->log, OPTD_LOG_ERROR, "final journal sync failed: %s",
