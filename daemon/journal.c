@@ -511,11 +511,12 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, int64_t sync_e
     return 0;
 }
 
-/* Frames r (type, payload) and queues it with the next LSN: 0, or
- * OPTD_EIO once the journal stopped.  The payload's CRC is taken before the
+/* Frames r (type, payload) and queues it with the next LSN (also put in
+ * *lsn: an async r may be freed by the writer as soon as the lock is let
+ * go): 0, or OPTD_EIO once the journal stopped.  The payload's CRC is taken before the
  * lock; the header's (with the LSN handed out under it) is combined with
  * it there. */
-static int enqueue(optd_journal_t *j, jrec_t *r, optd_err_t *err)
+static int enqueue(optd_journal_t *j, jrec_t *r, uint64_t *lsn, optd_err_t *err)
 {
     uint32_t payload_crc = 0;
     if (!r->marker) {
@@ -538,6 +539,7 @@ static int enqueue(optd_journal_t *j, jrec_t *r, optd_err_t *err)
         put_u32(r->crc,
                 (uint32_t)crc32_combine(crc, payload_crc, (z_off_t)(r->head_len + r->len)));
     }
+    *lsn = r->lsn;
     if (j->tail)
         j->tail->next = r;
     else
@@ -555,7 +557,8 @@ static int append_wait(optd_journal_t *j, jrec_t *r, optd_err_t *err)
     if (sem_init(&r->durable, 0, 0) != 0)
         return optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s",
                             strerror(errno));
-    int rc = enqueue(j, r, err);
+    uint64_t lsn;
+    int rc = enqueue(j, r, &lsn, err);
     if (rc == 0) {
         while (sem_wait(&r->durable) != 0) /* only EINTR */
             ;
@@ -594,13 +597,10 @@ int optd_journal_append_async(optd_journal_t *j, uint32_t type, const uint8_t *h
     r->len = head_len + len;
     r->type = type;
     r->owned = true;
-    int rc = enqueue(j, r, err);
-    if (rc) {
+    int rc = enqueue(j, r, lsn, err);
+    if (rc)
         free(r);
-        return rc;
-    }
-    *lsn = r->lsn; /* r is the writer's now, but its LSN was set under the lock */
-    return 0;
+    return rc;
 }
 
 int optd_journal_sync(optd_journal_t *j, optd_err_t *err)

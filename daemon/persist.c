@@ -542,8 +542,23 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
     optd_session_t *s = optd_store_get(p->store, name);
     if (!s)
         return; /* deleted later, or created in a record that was lost */
+    /* The gradient sits in the file's bytes at any offset: the kernels
+     * want it aligned for its dtype. */
+    size_t bytes = rec.size * optd_dtype_size(rec.dtype);
+    void *aligned = NULL;
+    if ((uintptr_t)rec.grad % optd_dtype_size(rec.dtype) != 0) {
+        if (!(aligned = malloc(bytes))) {
+            optd_log(p->log, OPTD_LOG_ERROR, "persist: out of memory replaying record %llu",
+                     (unsigned long long)lsn);
+            optd_session_release(s);
+            return;
+        }
+        memcpy(aligned, rec.grad, bytes);
+        rec.grad = aligned;
+    }
     optd_err_t err;
     int rc = optd_session_replay_step(s, &rec, lsn, &err);
+    free(aligned);
     if (rc < 0 && rc != OPTD_ENONFINITE)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: step record %llu of '%s' not replayed: %s",
                  (unsigned long long)lsn, name, err.msg);
