@@ -606,9 +606,8 @@ static int patch_install_locked(optd_session_t *s, optd_session_config_t *merged
 int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
                       const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err)
 {
-    optd_step_ctx_t ctx = {.pool = s->pool, .dur = s->dur};
     optd_step_input_t in = {.grad = grad, .expect_step = expect_step, .loss = loss};
-    return optd_session_apply(s, &ctx, &in, step_out, params_out, err);
+    return optd_session_apply(s, NULL, &in, step_out, params_out, err);
 }
 
 int optd_session_replay_step(optd_session_t *s, const optd_step_record_t *rec, uint64_t lsn,

@@ -161,9 +161,9 @@ typedef struct optd_session {
     atomic_llong accessed_ms;      /* last read or write, for ttl expiry */
     UT_hash_handle hh;             /* the store's table; guarded by its lock */
 
-    const optd_durability_t *dur;  /* set by the store on insert; NULL: memory only */
-    struct optd_pool *pool;        /* set by the store on insert: big updates are spread
-                                      over its threads (parallel.h); NULL: one thread */
+    const optd_durability_t *dur;  /* set by the store on insert, for whole-session
+                                      changes (config); NULL: memory only.  A step
+                                      gets its hook in its optd_step_ctx_t. */
     const optd_mem_account_t *mem; /* where `charged` was reserved; NULL: not counted */
     pthread_mutex_t mu;            /* guards everything below */
     size_t charged;                /* bytes reserved for this session, returned to mem
@@ -251,23 +251,25 @@ uint64_t optd_session_copy_params(optd_session_t *s, void *out);
 int optd_session_copy_history(optd_session_t *s, uint64_t after_step, size_t limit,
                               optd_history_entry_t **out, size_t *n, optd_err_t *err);
 
-/* One update.  grad holds size elements of the session's dtype.  If
- * expect_step is non-NULL and differs from the step, nothing is applied and
- * OPTD_ESTEP is returned with *step_out = the current step.  loss may be NULL.
+/* One update, the one apply every step goes through, run as ctx says
+ * (NULL: memory only, the caller's thread; a stored session's context
+ * comes from optd_store_step_ctx).  in->grad holds size elements of the
+ * session's dtype.  If in->expect_step differs from the step, nothing is
+ * applied and OPTD_ESTEP is returned with *step_out = the current step.
  * On success *step_out is the new step and, if params_out is non-NULL, the
- * updated params are copied there atomically with the update.
- * Errors change nothing: OPTD_ESTEP, OPTD_ENONFINITE, OPTD_ENOMEM,
- * OPTD_ENOTFOUND (deleted meanwhile), OPTD_EIO (sync always: not durable). */
-int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
-                      const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err);
-
-/* The one apply every step goes through (optd_session_step is it with the
- * context the store gave the session).  With ctx->dur, the input is
- * journaled before it is applied: a refusal after that (non_finite) is
- * deterministic, so replay refuses it the same way, and there is nothing
- * to undo.  Same results and errors as optd_session_step. */
+ * updated params are copied there atomically with the update.  With
+ * ctx->dur the input is journaled before it is applied: a refusal after
+ * that (non_finite) is deterministic, so replay refuses it the same way,
+ * and there is nothing to undo.  Errors change nothing: OPTD_ESTEP,
+ * OPTD_ENONFINITE, OPTD_ENOMEM, OPTD_ENOTFOUND (deleted meanwhile),
+ * OPTD_EIO (sync always: not durable). */
 int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
                        uint64_t *step_out, void *params_out, optd_err_t *err);
+
+/* optd_session_apply in memory only, on the caller's thread, at the time
+ * now (for tests and in-process use). */
+int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
+                      const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err);
 
 /* ---- for persistence ---- */
 

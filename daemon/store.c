@@ -109,6 +109,12 @@ const optd_store_limits_t *optd_store_limits(const optd_store_t *store)
     return &store->limits;
 }
 
+void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx)
+{
+    ctx->pool = store->pool;
+    ctx->dur = store->dur;
+}
+
 /* ---- memory ------------------------------------------------------------------ */
 
 /* "1.5 GiB", "12.0 MiB", "512 bytes": for sentences a client reads. */
@@ -317,7 +323,6 @@ static void swap_contents(optd_session_t *a, optd_session_t *b)
     SWAP(history_head);
     SWAP(history_len);
     SWAP(lsn);
-    SWAP(hist_durable_step);
 #undef SWAP
 }
 
@@ -444,7 +449,6 @@ static int put(optd_store_t *store, optd_session_t *s, bool replace, bool enforc
     /* Nobody else can reach s yet; locked from here to the end. */
     pthread_mutex_lock(&s->mu);
     s->dur = store->dur;
-    s->pool = store->pool;
     int rc;
     for (;;) {
         pthread_rwlock_wrlock(&store->lock);

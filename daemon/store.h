@@ -34,6 +34,9 @@ void optd_store_set_durability(optd_store_t *store, const optd_durability_t *dur
  * Set it before sessions are inserted; the store does not own it. */
 void optd_store_set_pool(optd_store_t *store, struct optd_pool *pool);
 const optd_store_limits_t *optd_store_limits(const optd_store_t *store);
+/* What a step on one of the store's sessions runs with: the pool and the
+ * durability hook (session.h, optd_session_apply). */
+void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx);
 
 /* ---- the memory budget (--max-memory) ----
  * Every byte a session can come to hold is reserved before it is

@@ -6,9 +6,9 @@ flight was made durable but its answer was lost with the process), and its
 whole state equals a replay of exactly that many steps.
 
 --sync interval: each session comes back at some earlier step s (never past
-the last acknowledged one), and its whole state (params and optimizer
-buffers) equals a replay of exactly s steps: a consistent earlier state,
-never a mix.
+the last acknowledged one, or the one in flight when it died), and its
+whole state (params and optimizer buffers) equals a replay of exactly s
+steps: a consistent earlier state, never a mix.
 
 The replay runs in a second, memory-only daemon (twin sessions fed the
 same gradients), so the comparison is bit-exact.
@@ -166,7 +166,10 @@ class CrashRounds(unittest.TestCase):
                                   "round %d %s: at step %d, last acknowledged %d"
                                   % (rnd, name, s, last[name]))
                 else:
-                    self.assertLessEqual(s, last[name], (rnd, name))
+                    # The step in flight may be there too: its record was
+                    # written (to the page cache, which kill -9 does not
+                    # lose) before its answer was lost with the process.
+                    self.assertLessEqual(s, last[name] + 1, (rnd, name))
                 if s in acked[name]:
                     self.assertEqual(st.body["params"], acked[name][s], (rnd, name, s))
                 self.assertEqual(core(st.body), core(ref.state_at(name, s)),

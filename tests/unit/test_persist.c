@@ -107,7 +107,17 @@ static optd_session_t *rich(const char *name, optd_optim_kind_t kind, optd_dtype
     return s;
 }
 
-static void step_n(optd_session_t *s, int n)
+/* A step as the step handler makes it: with the store's pool and hook. */
+static int step_in(world_t *w, optd_session_t *s, const void *g, const double *loss,
+                   uint64_t *step, void *out, optd_err_t *err)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(w->st, &ctx);
+    optd_step_input_t in = {.grad = g, .loss = loss};
+    return optd_session_apply(s, &ctx, &in, step, out, err);
+}
+
+static void step_n_in(world_t *w, optd_session_t *s, int n)
 {
     optd_err_t err;
     for (int i = 0; i < n; i++) {
@@ -118,8 +128,8 @@ static void step_n(optd_session_t *s, int n)
             g32[k] = (float)g64[k];
         }
         const void *g = s->cfg.dtype == OPTD_FLOAT64 ? (void *)g64 : (void *)g32;
-        ck_assert_msg(optd_session_step(s, g, NULL, i % 2 ? &loss : NULL, NULL, NULL, &err) == 0,
-                      "%s", err.msg);
+        ck_assert_msg(step_in(w, s, g, i % 2 ? &loss : NULL, NULL, NULL, &err) == 0, "%s",
+                      err.msg);
     }
 }
 
@@ -256,7 +266,7 @@ START_TEST(round_trip_every_optimizer)
             snprintf(name, sizeof name, "%s-%d", optd_optim_desc(k)->name, d);
             optd_session_t *s = rich(name, (optd_optim_kind_t)k, d ? OPTD_FLOAT64 : OPTD_FLOAT32);
             put(&w, s);
-            step_n(s, 7);
+            step_n_in(&w, s, 7);
             want[k][d] = image_bytes(s, &wlen[k][d]);
             optd_session_release(s);
         }
@@ -330,7 +340,7 @@ static void three_sessions(const char *dir)
     for (int i = 0; i < 3; i++) {
         optd_session_t *s = rich(names[i], OPTD_SGD, OPTD_FLOAT32);
         put(&w, s);
-        step_n(s, 2);
+        step_n_in(&w, s, 2);
         optd_session_release(s);
     }
     world_close(&w, true);
@@ -475,15 +485,15 @@ START_TEST(journal_replay_torn_tail_and_stale_records)
     optd_session_t *y = rich("y", OPTD_NADAM, OPTD_FLOAT32);
     put(&w, x);
     put(&w, y);
-    step_n(x, 5);
-    step_n(y, 2);
+    step_n_in(&w, x, 5);
+    step_n_in(&w, y, 2);
     ck_assert_int_eq(optd_store_remove(w.st, "y", &err), 0);
     optd_session_t *z = rich("z", OPTD_LION, OPTD_FLOAT32);
     put(&w, z);
-    step_n(z, 1);
+    step_n_in(&w, z, 1);
     size_t xl, zl;
     uint8_t *xw = image_bytes(x, &xl), *zw = image_bytes(z, &zl);
-    step_n(x, 1); /* the last record: torn off below */
+    step_n_in(&w, x, 1); /* the last record: torn off below */
     size_t x6l;
     uint8_t *x6 = image_bytes(x, &x6l);
     optd_session_release(x);
@@ -547,7 +557,7 @@ START_TEST(journal_replay_torn_tail_and_stale_records)
 
     /* a flush covers the journals with snapshots and deletes them ... */
     optd_session_t *xs = optd_store_get(w.st, "x");
-    step_n(xs, 2);
+    step_n_in(&w, xs, 2);
     size_t n;
     ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
     ck_assert_uint_eq(n, 2);
@@ -571,7 +581,7 @@ START_TEST(journal_replay_torn_tail_and_stale_records)
      * byte, and damage there looks like a torn tail (handled as one). */
     world_open(&w, dir, OPTD_SYNC_ALWAYS);
     xs = optd_store_get(w.st, "x");
-    step_n(xs, 2);
+    step_n_in(&w, xs, 2);
     optd_session_release(xs);
     journal_path(dir, jpath, sizeof jpath);
     world_close(&w, false);
@@ -619,8 +629,8 @@ START_TEST(journal_big_and_small_records)
     optd_session_t *x = rich("x", OPTD_ADAM, OPTD_FLOAT64);
     put(&w, x);
     for (int round = 0; round < 3; round++) {
-        ck_assert_msg(optd_session_step(big, g, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-        step_n(x, 2);
+        ck_assert_msg(step_in(&w, big, g, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+        step_n_in(&w, x, 2);
     }
     size_t bl, xl;
     uint8_t *bw = image_bytes(big, &bl), *xw = image_bytes(x, &xl);
@@ -648,9 +658,15 @@ START_TEST(journal_big_and_small_records)
 }
 END_TEST
 
+typedef struct stepper {
+    world_t *w;
+    optd_session_t *s;
+} stepper_t;
+
 static void *step_thread(void *arg)
 {
-    step_n(arg, 50);
+    stepper_t *st = arg;
+    step_n_in(st->w, st->s, 50);
     return NULL;
 }
 
@@ -670,8 +686,11 @@ START_TEST(group_commit_many_threads)
         s[i] = rich(name, i % 2 ? OPTD_SGD : OPTD_ADAMW, OPTD_FLOAT64);
         put(&w, s[i]);
     }
-    for (int i = 0; i < T; i++)
-        ck_assert_int_eq(pthread_create(&th[i], NULL, step_thread, s[i]), 0);
+    stepper_t args[T];
+    for (int i = 0; i < T; i++) {
+        args[i] = (stepper_t){&w, s[i]};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, step_thread, &args[i]), 0);
+    }
     for (int i = 0; i < T; i++)
         pthread_join(th[i], NULL);
     uint8_t *want[T];
@@ -724,14 +743,14 @@ START_TEST(write_failures_sync_always)
     world_open(&w, dir, OPTD_SYNC_ALWAYS);
     optd_session_t *s = rich("s", OPTD_ADAM, OPTD_FLOAT64);
     put(&w, s);
-    step_n(s, 3);
+    step_n_in(&w, s, 3);
     size_t bl;
     uint8_t *before = image_bytes(s, &bl);
 
     faults(true);
     double g[5] = {1, 2, 3, 4, 5}, out[5] = {0};
     uint64_t step = 0;
-    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), OPTD_EIO);
+    ck_assert_int_eq(step_in(&w, s, g, NULL, &step, out, &err), OPTD_EIO);
     ck_assert(strstr(err.msg, "durable"));
     size_t al;
     uint8_t *after = image_bytes(s, &al);
@@ -754,7 +773,7 @@ START_TEST(write_failures_sync_always)
 
     /* the fault clears: the same step goes through */
     faults(false);
-    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), 0);
+    ck_assert_int_eq(step_in(&w, s, g, NULL, &step, out, &err), 0);
     ck_assert_uint_eq(step, 4);
     ck_assert_int_eq(optd_store_insert(w.st, t, false, NULL, &err), 0);
     size_t wl;
@@ -797,7 +816,7 @@ START_TEST(write_failures_sync_interval)
     size_t fl;
     uint8_t *file_before = read_file(spath, &fl);
 
-    step_n(s, 4);
+    step_n_in(&w, s, 4);
     faults(true);
     ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), OPTD_EIO);
     ck_assert_uint_eq(n, 0);
@@ -810,7 +829,7 @@ START_TEST(write_failures_sync_interval)
     free(file_now);
     ck_assert_uint_eq(count_files(dir, ".tmp"), 0);
     /* steps still work in memory */
-    step_n(s, 1);
+    step_n_in(&w, s, 1);
     faults(false);
     ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
     ck_assert_uint_eq(n, 1);

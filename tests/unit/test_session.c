@@ -290,8 +290,10 @@ START_TEST(failed_commit_changes_nothing)
     double p[3] = {1, 2, 3}, g[3] = {0.3, 0.1, -0.2};
     ck_assert_int_eq(optd_session_create("d", &cfg, 3, p, 3, &s, &err), 0);
     s->dur = &dur;
+    optd_step_ctx_t ctx = {.dur = &dur};
+    optd_step_input_t in = {.grad = g};
     for (int i = 0; i < 5; i++) /* fill the ring so the next step overwrites */
-        ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, NULL, NULL, &err), 0);
+        ck_assert_int_eq(optd_session_apply(s, &ctx, &in, NULL, NULL, &err), 0);
     ck_assert_int_eq(f.commits, 5);
 
     optd_session_image_t before;
@@ -301,7 +303,7 @@ START_TEST(failed_commit_changes_nothing)
     f.fail = 1;
     double out[3] = {0};
     uint64_t step = 0;
-    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), OPTD_EIO);
+    ck_assert_int_eq(optd_session_apply(s, &ctx, &in, &step, out, &err), OPTD_EIO);
     ck_assert_str_eq(err.msg, "disk full");
     optd_session_image_t after;
     ck_assert_int_eq(optd_session_copy_image(s, &after, &err), 0);
