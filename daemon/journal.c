@@ -63,6 +63,7 @@ struct optd_journal {
     pthread_cond_t done;  /* a batch finished */
     jrec_t *head, *tail;  /* waiting records, in LSN order */
     size_t queued;        /* how many */
+    size_t queued_bytes;  /* of async copies among them */
     size_t last_batch;    /* records in the last round */
     size_t came_in_sync;  /* records queued while it was written and synced */
     int64_t last_sync_ns; /* how long its write and fdatasync took */
@@ -435,6 +436,7 @@ static void *writer_main(void *arg)
             sync = !r->owned; /* gathered ones */
         j->head = j->tail = NULL;
         j->queued = 0;
+        j->queued_bytes = 0;
         j->busy = true;
         bool broken = j->broken;
         pthread_mutex_unlock(&j->mu);
@@ -468,6 +470,7 @@ static void *writer_main(void *arg)
         finish_batch(j, batch, rc, err_no);
         pthread_cond_broadcast(&j->done);
     }
+    pthread_cond_broadcast(&j->done); /* an appender waiting for room sees the stop */
     pthread_mutex_unlock(&j->mu);
     return NULL;
 }
@@ -527,11 +530,15 @@ static int enqueue(optd_journal_t *j, jrec_t *r, uint64_t *lsn, optd_err_t *err)
         payload_crc = crc_update(payload_crc, r->payload, r->len);
     }
     pthread_mutex_lock(&j->mu);
+    while (r->owned && j->queued_bytes > OPTD_JOURNAL_QUEUE_MAX && !j->stop)
+        pthread_cond_wait(&j->done, &j->mu);
     if (j->stop) {
         pthread_mutex_unlock(&j->mu);
         return optd_err_set(err, OPTD_EIO,
                             "the change could not be made durable: the journal is unavailable");
     }
+    if (r->owned)
+        j->queued_bytes += r->len;
     if (!r->marker) {
         r->lsn = j->next_lsn++;
         put_u64(r->hdr + 8, r->lsn);
@@ -607,14 +614,6 @@ int optd_journal_sync(optd_journal_t *j, optd_err_t *err)
 {
     jrec_t r = {.marker = true};
     return append_wait(j, &r, err);
-}
-
-uint64_t optd_journal_bytes(optd_journal_t *j)
-{
-    pthread_mutex_lock(&j->mu);
-    uint64_t n = (uint64_t)(j->off - OPTD_JOURNAL_HEADER);
-    pthread_mutex_unlock(&j->mu);
-    return n;
 }
 
 int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err)

@@ -40,6 +40,10 @@ enum {
  * disk, a delete still fits in space the file already has. */
 #define OPTD_JOURNAL_RESERVE ((size_t)64 * 1024)
 
+/* Bytes of async copies that may wait for the writer: beyond, appenders
+ * wait, so a disk slower than the steps bounds memory instead of growing it. */
+#define OPTD_JOURNAL_QUEUE_MAX ((size_t)64 << 20)
+
 typedef struct optd_journal optd_journal_t;
 
 /* Creates journal file number seq in dirfd (named optd_journal_file_name)
@@ -58,8 +62,10 @@ int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *head, s
                         const uint8_t *body, size_t len, uint64_t *lsn, optd_err_t *err);
 
 /* The same, but the record is copied and the call returns at once with
- * *lsn set; it is durable after the next periodic sync or
- * optd_journal_sync.  0, or OPTD_ENOMEM / OPTD_EIO (journal stopped). */
+ * *lsn set (unless OPTD_JOURNAL_QUEUE_MAX bytes of copies wait already:
+ * then it waits for the writer to take them); it is durable after the
+ * next periodic sync or optd_journal_sync.  0, or OPTD_ENOMEM / OPTD_EIO
+ * (journal stopped). */
 int optd_journal_append_async(optd_journal_t *j, uint32_t type, const uint8_t *head,
                               size_t head_len, const uint8_t *body, size_t len, uint64_t *lsn,
                               optd_err_t *err);
@@ -68,8 +74,6 @@ int optd_journal_append_async(optd_journal_t *j, uint32_t type, const uint8_t *h
  * synced: 0 or OPTD_EIO.  Thread-safe. */
 int optd_journal_sync(optd_journal_t *j, optd_err_t *err);
 
-/* Bytes of records in the current file. */
-uint64_t optd_journal_bytes(optd_journal_t *j);
 
 /* Switches appends to a new file (the next sequence number) once the
  * records in flight are written; *old_seq is the number of the file

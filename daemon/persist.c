@@ -234,6 +234,23 @@ static int journal_put(optd_persist_t *p, bool async, uint32_t type, const uint8
     return optd_journal_append(p->journal, type, head, head_len, body, len, lsn, err);
 }
 
+/* A delete record for name: waited for (durable in both modes), or queued
+ * when async. */
+static int journal_delete(optd_persist_t *p, const char *name, bool async, optd_err_t *err)
+{
+    if (!p->journal)
+        return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
+    size_t n = strlen(name);
+    uint8_t len[2];
+    put_le(len, n, 2);
+    uint64_t lsn;
+    if (async)
+        return optd_journal_append_async(p->journal, OPTD_JREC_DELETE, len, 2,
+                                         (const uint8_t *)name, n, &lsn, err);
+    return optd_journal_append(p->journal, OPTD_JREC_DELETE, len, 2, (const uint8_t *)name, n,
+                               &lsn, err);
+}
+
 /* With the session's mutex held, before the step is applied: its input. */
 static int dur_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err)
 {
@@ -291,15 +308,7 @@ static int dur_remove(void *ctx, const char *name, bool batch, optd_err_t *err)
     optd_persist_t *p = ctx;
     pthread_rwlock_rdlock(&p->removing);
     if (!atomic_load(&p->loading)) {
-        size_t n = strlen(name);
-        uint8_t rec[2];
-        put_le(rec, n, 2);
-        uint64_t lsn;
-        int rc = p->journal ? (batch ? optd_journal_append_async(p->journal, OPTD_JREC_DELETE, rec, 2,
-                                                                 (const uint8_t *)name, n, &lsn, err)
-                                     : optd_journal_append(p->journal, OPTD_JREC_DELETE, rec, 2,
-                                                           (const uint8_t *)name, n, &lsn, err))
-                            : optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
+        int rc = journal_delete(p, name, batch, err);
         if (rc) {
             pthread_rwlock_unlock(&p->removing);
             return rc;
@@ -983,14 +992,8 @@ static size_t carry(optd_persist_t *p, flush_ctx_t *fc)
     pthread_mutex_lock(&p->mu);
     unlinks_retry(p);
     for (size_t i = 0; i < p->unlinks.n; i++) {
-        const char *name = p->unlinks.names[i];
-        size_t n = strlen(name);
-        uint8_t rec[2];
-        put_le(rec, n, 2);
-        uint64_t lsn;
         optd_err_t err;
-        if (optd_journal_append_async(p->journal, OPTD_JREC_DELETE, rec, 2, (const uint8_t *)name,
-                                      n, &lsn, &err) != 0)
+        if (journal_delete(p, p->unlinks.names[i], true, &err) != 0)
             bad++;
     }
     pthread_mutex_unlock(&p->mu);
