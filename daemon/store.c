@@ -115,6 +115,16 @@ void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx)
     ctx->dur = store->dur;
 }
 
+int optd_store_step(const optd_store_t *store, optd_session_t *s, const void *grad,
+                    const uint64_t *expect_step, const double *loss, uint64_t *step_out,
+                    void *params_out, optd_err_t *err)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(store, &ctx);
+    optd_step_input_t in = {.grad = grad, .expect_step = expect_step, .loss = loss};
+    return optd_session_apply(s, &ctx, &in, step_out, params_out, err);
+}
+
 /* ---- memory ------------------------------------------------------------------ */
 
 /* "1.5 GiB", "12.0 MiB", "512 bytes": for sentences a client reads. */

@@ -37,6 +37,11 @@ const optd_store_limits_t *optd_store_limits(const optd_store_t *store);
 /* What a step on one of the store's sessions runs with: the pool and the
  * durability hook (session.h, optd_session_apply). */
 void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx);
+/* optd_session_apply on s (one of the store's) with that context, now:
+ * what a step request does.  Arguments and errors as optd_session_step. */
+int optd_store_step(const optd_store_t *store, optd_session_t *s, const void *grad,
+                    const uint64_t *expect_step, const double *loss, uint64_t *step_out,
+                    void *params_out, optd_err_t *err);
 
 /* ---- the memory budget (--max-memory) ----
  * Every byte a session can come to hold is reserved before it is

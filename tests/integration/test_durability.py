@@ -537,6 +537,35 @@ class LockIsTheDirectory(unittest.TestCase):
         d.stop()
 
 
+class FleetStepsAreDurable(unittest.TestCase):
+    """POST /v1/steps goes through the same journaled step as a single
+    step: with --sync always its 200 means every item applied is on disk,
+    and the loss summary and history come back from the journal alone."""
+
+    def test_kill9_after_fleet_steps(self):
+        d = Daemon(data_dir=True, flags=["--sync", "always", "--snapshot-interval", "3600"])
+        self.addCleanup(d.cleanup)
+        d.start()
+        for n in ("fa", "fb"):
+            self.assertEqual(mk(d, n, "adam", params=[0.5, -1.0]).status, 201)
+        for k in range(3):
+            items = [{"session": n, "gradient": [0.1 * (k + 1), -0.2], "loss": 1.0 / (k + 1)}
+                     for n in ("fa", "fb")]
+            r = d.post("/v1/steps", {"steps": items})
+            self.assertEqual(r.status, 200, r)
+        want = {n: (d.get("/v1/sessions/%s/state" % n).body, d.get("/v1/sessions/%s" % n).body,
+                    d.get("/v1/sessions/%s/history" % n).body) for n in ("fa", "fb")}
+        d.kill9()
+        d._stopped = False
+        d.start()
+        for n in ("fa", "fb"):
+            got = (d.get("/v1/sessions/%s/state" % n).body, d.get("/v1/sessions/%s" % n).body,
+                   d.get("/v1/sessions/%s/history" % n).body)
+            self.assertEqual(got, want[n], n)
+            self.assertEqual(got[0]["step"], 3)
+        d.stop()
+
+
 class StepRecordsHoldTheInput(unittest.TestCase):
     """--sync always journals a step's input, not the state it made: a
     float32 Adam step of N parameters adds about 4N bytes to the journal
