@@ -311,6 +311,10 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no,
     if (total)
         rc = pwrite_all(j->fd, buf, total, j->off);
     free(buf);
+    /* A sync asked for with nothing written since the last one (only
+     * markers) has nothing to flush. */
+    if (total == 0 && !j->unsynced)
+        sync = false;
     if (rc == 0 && (sync || (j->unsynced && j->sync_every_ns > 0 &&
                              mono_ns() - j->synced_at_ns >= j->sync_every_ns))) {
         if (fdatasync(j->fd) != 0)
