@@ -662,17 +662,20 @@ static bool has_suffix(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t *err)
+/* What the directory holds: the snapshot files' names (*snaps, malloc'd
+ * strings) and the journals' sequence numbers; leftover temporary files
+ * are removed on the way.  0, OPTD_EIO (unreadable) or OPTD_ENOMEM. */
+static int list_dir(optd_persist_t *p, char ***snaps_out, size_t *n_snaps_out,
+                    uint64_t **journals_out, size_t *n_j_out)
 {
-    double t0 = mono_seconds();
-    memset(stats, 0, sizeof *stats);
     int fd = dup(p->dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
+        int e = errno; /* for the caller's message */
         if (fd >= 0)
             close(fd);
-        return optd_err_set(err, OPTD_EIO, "cannot read data directory %s: %s", p->dir,
-                            strerror(errno));
+        errno = e;
+        return OPTD_EIO;
     }
     rewinddir(d);
     char **snaps = NULL;
@@ -681,7 +684,7 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
     size_t n_j = 0, cap_j = 0;
     int rc = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    while (rc == 0 && (e = readdir(d)) != NULL) {
         const char *n = e->d_name;
         uint64_t seq;
         if (strncmp(n, "s-", 2) == 0 && has_suffix(n, ".snap.tmp")) {
@@ -698,11 +701,10 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
                 }
                 snaps = g;
             }
-            if (!(snaps[n_snaps] = strdup(n))) {
+            if (!(snaps[n_snaps] = strdup(n)))
                 rc = OPTD_ENOMEM;
-                break;
-            }
-            n_snaps++;
+            else
+                n_snaps++;
         } else if (optd_journal_parse_name(n, &seq) == 0) {
             if (n_j == cap_j) {
                 cap_j = cap_j ? cap_j * 2 : 8;
@@ -722,8 +724,28 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
             free(snaps[i]);
         free(snaps);
         free(journals);
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing %s", p->dir);
+        return rc;
     }
+    *snaps_out = snaps;
+    *n_snaps_out = n_snaps;
+    *journals_out = journals;
+    *n_j_out = n_j;
+    return 0;
+}
+
+int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t *err)
+{
+    double t0 = mono_seconds();
+    memset(stats, 0, sizeof *stats);
+    char **snaps;
+    size_t n_snaps, n_j;
+    uint64_t *journals;
+    int rc = list_dir(p, &snaps, &n_snaps, &journals, &n_j);
+    if (rc == OPTD_EIO)
+        return optd_err_set(err, OPTD_EIO, "cannot read data directory %s: %s", p->dir,
+                            strerror(errno));
+    if (rc)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing %s", p->dir);
 
     atomic_store(&p->loading, true);
     if (n_snaps > 1)
