@@ -926,6 +926,114 @@ START_TEST(step_records_replay_same_bits)
 }
 END_TEST
 
+/* Appends one journal record (type, lsn, payload) to buf at *off. */
+static void v1_record(uint8_t *buf, size_t *off, uint32_t type, uint64_t lsn, const uint8_t *pl,
+                      size_t len)
+{
+    uint8_t *h = buf + *off;
+    for (int i = 0; i < 4; i++) {
+        h[i] = (uint8_t)(OPTD_JREC_MAGIC >> (8 * i));
+        h[4 + i] = (uint8_t)(type >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++) {
+        h[8 + i] = (uint8_t)(lsn >> (8 * i));
+        h[16 + i] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    memcpy(h + OPTD_JREC_HEADER, pl, len);
+    uint32_t crc = (uint32_t)crc32(0L, h, (uInt)(OPTD_JREC_HEADER + len));
+    for (int i = 0; i < 4; i++)
+        h[OPTD_JREC_HEADER + len + i] = (uint8_t)(crc >> (8 * i));
+    *off += OPTD_JREC_HEADER + len + 4;
+}
+
+/* A journal written by 1.0 (format version 1: images, deltas carrying only
+ * the newer history, deletes) still loads: a 1.0 data directory carries
+ * over. */
+START_TEST(version_1_journal_loads)
+{
+    char dir[64], dir2[64];
+    mktemp_dir(dir, sizeof dir, "v1");
+    mktemp_dir(dir2, sizeof dir2, "v1b");
+    optd_err_t err;
+    optd_session_t *s = rich("old", OPTD_ADAM, OPTD_FLOAT64);
+    optd_session_t *g = rich("gone", OPTD_SGD, OPTD_FLOAT32);
+    uint8_t *im0, *im2, *delta, *gim;
+    size_t l0, l2, ld, lg;
+    optd_session_image_t img;
+    for (int i = 0; i < 3; i++) {
+        if (i == 0 || i == 2) { /* the image at step 0, then at step 2 */
+            ck_assert_int_eq(optd_session_copy_image(s, &img, &err), 0);
+            ck_assert_int_eq(optd_snapshot_encode(&img, 0, i ? &im2 : &im0, i ? &l2 : &l0, &err), 0);
+            optd_session_image_free(&img);
+        }
+        double gr[5] = {0.1, -0.2, 0.3, 0.05 * i, 1.0}, loss = 0.5;
+        ck_assert_int_eq(optd_session_step(s, gr, NULL, &loss, NULL, NULL, &err), 0);
+    }
+    size_t wl;
+    uint8_t *want = image_bytes(s, &wl);
+    /* step 3 as 1.0 journaled it: a delta holding only the newest entry */
+    ck_assert_int_eq(optd_session_copy_image(s, &img, &err), 0);
+    img.history[0] = img.history[img.n_history - 1];
+    img.n_history = 1;
+    ck_assert_int_eq(optd_snapshot_encode(&img, 0, &delta, &ld, &err), 0);
+    optd_session_image_free(&img);
+    ck_assert_int_eq(optd_session_copy_image(g, &img, &err), 0);
+    ck_assert_int_eq(optd_snapshot_encode(&img, 0, &gim, &lg, &err), 0);
+    optd_session_image_free(&img);
+
+    size_t cap = OPTD_JOURNAL_HEADER + 5 * (OPTD_JREC_HEADER + 4) + l0 + l2 + ld + lg + 16;
+    uint8_t *buf = calloc(1, cap);
+    memcpy(buf, OPTD_JOURNAL_MAGIC, 8);
+    buf[8] = 1;  /* version 1 */
+    buf[16] = 1; /* sequence 1 */
+    uint8_t del[2 + 4] = {4, 0, 'g', 'o', 'n', 'e'};
+    char path[128];
+
+    /* create, a delta straight on it, and a delete */
+    size_t off = OPTD_JOURNAL_HEADER;
+    v1_record(buf, &off, OPTD_JREC_IMAGE, 1, im0, l0);
+    v1_record(buf, &off, OPTD_JREC_IMAGE, 2, gim, lg);
+    v1_record(buf, &off, OPTD_JREC_DELTA, 3, delta, ld);
+    v1_record(buf, &off, OPTD_JREC_DELETE, 4, del, sizeof del);
+    snprintf(path, sizeof path, "%s/journal-0000000000000001.log", dir);
+    write_file(path, buf, off);
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    ck_assert_ptr_null(optd_store_get(w.st, "gone"));
+    optd_session_t *o = optd_store_get(w.st, "old");
+    ck_assert_ptr_nonnull(o);
+    ck_assert_uint_eq(o->st.step, 3);
+    ck_assert_uint_eq(o->history_len, 1); /* its base had no history */
+    optd_session_release(o);
+    world_close(&w, true);
+
+    /* the image at step 2, then the delta: the earlier history is kept */
+    off = OPTD_JOURNAL_HEADER;
+    memset(buf + off, 0, cap - off);
+    v1_record(buf, &off, OPTD_JREC_IMAGE, 1, im2, l2);
+    v1_record(buf, &off, OPTD_JREC_DELTA, 2, delta, ld);
+    snprintf(path, sizeof path, "%s/journal-0000000000000001.log", dir2);
+    write_file(path, buf, off);
+    world_open(&w, dir2, OPTD_SYNC_INTERVAL);
+    size_t gl;
+    uint8_t *got = image_of(w.st, "old", &gl);
+    ck_assert(gl == wl && memcmp(got, want, wl) == 0);
+    free(got);
+    world_close(&w, true);
+
+    free(want);
+    free(buf);
+    free(im0);
+    free(im2);
+    free(delta);
+    free(gim);
+    optd_session_release(s);
+    optd_session_release(g);
+    rm_rf(dir);
+    rm_rf(dir2);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -946,6 +1054,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, journal_big_and_small_records);
     tcase_add_test(tc, group_commit_many_threads);
     tcase_add_test(tc, step_records_replay_same_bits);
+    tcase_add_test(tc, version_1_journal_loads);
     tcase_add_test(tc, write_failures_sync_always);
     tcase_add_test(tc, write_failures_sync_interval);
     suite_add_tcase(su, tc);
