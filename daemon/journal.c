@@ -70,6 +70,7 @@ struct optd_journal {
     int64_t sync_every_ns;/* periodic sync of async records (0: none) */
     int64_t synced_at_ns; /* when the file was last synced */
     bool unsynced;        /* async records written since then */
+    uint64_t unsynced_records; /* how many */
     bool busy;            /* the writer is writing a batch */
     bool stop;
     bool broken;          /* a failed batch could not be cut off yet: the writer
@@ -323,10 +324,12 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no,
             j->unsynced = false;
             j->synced_at_ns = mono_ns();
             j->rounds++;
-            j->records += n;
+            j->records += n + j->unsynced_records;
+            j->unsynced_records = 0;
         }
     } else if (rc == 0 && total) {
         j->unsynced = true;
+        j->unsynced_records += n;
     }
     if (rc == 0) {
         j->off += (off_t)total;
@@ -375,6 +378,11 @@ static void periodic_sync(optd_journal_t *j)
     if (rc)
         optd_log(j->log, OPTD_LOG_ERROR, "journal: periodic sync failed: %s", strerror(rc));
     pthread_mutex_lock(&j->mu);
+    if (rc == 0) {
+        j->rounds++;
+        j->records += j->unsynced_records;
+    }
+    j->unsynced_records = 0;
     j->busy = false;
     j->unsynced = false; /* a failure is not retried: snapshots cover those sessions */
     j->synced_at_ns = mono_ns();
@@ -639,7 +647,12 @@ int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err)
         pthread_mutex_unlock(&j->mu);
         return optd_err_set(err, OPTD_EIO, "cannot sync journal: %s", strerror(e));
     }
+    if (j->unsynced) {
+        j->rounds++;
+        j->records += j->unsynced_records;
+    }
     j->unsynced = false;
+    j->unsynced_records = 0;
     int fd;
     int rc = create_file(j->dirfd, j->seq + 1, &fd, err);
     if (rc == 0) {
