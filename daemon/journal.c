@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "clock.h"
 #include "fileio.h"
 
 typedef struct jrec {
@@ -168,13 +169,6 @@ static int create_file(int dirfd, uint64_t seq, int *fd_out, optd_err_t *err)
     }
     *fd_out = fd;
     return 0;
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* How far ahead of the records a journal file is zero-filled, at least. */
@@ -317,12 +311,12 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no,
     if (total == 0 && !j->unsynced)
         sync = false;
     if (rc == 0 && (sync || (j->unsynced && j->sync_every_ns > 0 &&
-                             mono_ns() - j->synced_at_ns >= j->sync_every_ns))) {
+                             optd_mono_ns() - j->synced_at_ns >= j->sync_every_ns))) {
         if (fdatasync(j->fd) != 0)
             rc = -errno;
         else {
             j->unsynced = false;
-            j->synced_at_ns = mono_ns();
+            j->synced_at_ns = optd_mono_ns();
             j->rounds++;
             j->records += n + j->unsynced_records;
             j->unsynced_records = 0;
@@ -361,7 +355,7 @@ static void gather(optd_journal_t *j)
     if (want <= 1 || j->queued >= want)
         return;
     int64_t wait = j->last_sync_ns < GATHER_MAX_NS ? j->last_sync_ns : GATHER_MAX_NS;
-    int64_t until_ns = mono_ns() + wait;
+    int64_t until_ns = optd_mono_ns() + wait;
     struct timespec until = {.tv_sec = until_ns / 1000000000, .tv_nsec = until_ns % 1000000000};
     while (j->queued < want && !j->stop)
         if (pthread_cond_timedwait(&j->work, &j->mu, &until) == ETIMEDOUT)
@@ -385,7 +379,7 @@ static void periodic_sync(optd_journal_t *j)
     j->unsynced_records = 0;
     j->busy = false;
     j->unsynced = false; /* a failure is not retried: snapshots cover those sessions */
-    j->synced_at_ns = mono_ns();
+    j->synced_at_ns = optd_mono_ns();
     pthread_cond_broadcast(&j->done);
 }
 
@@ -396,7 +390,7 @@ static bool wait_for_work(optd_journal_t *j)
     while (!j->head) {
         if (j->unsynced && (j->sync_every_ns > 0 || j->stop)) {
             int64_t due = j->synced_at_ns + j->sync_every_ns;
-            if (mono_ns() >= due || j->stop) {
+            if (optd_mono_ns() >= due || j->stop) {
                 periodic_sync(j);
                 continue;
             }
@@ -461,10 +455,10 @@ static void *writer_main(void *arg)
         }
         int err_no = EIO;
         int rc = OPTD_EIO;
-        int64_t t0 = mono_ns();
+        int64_t t0 = optd_mono_ns();
         if (!broken)
             rc = write_batch(j, batch, sync, &err_no, &broken);
-        int64_t took = mono_ns() - t0;
+        int64_t took = optd_mono_ns() - t0;
         if (rc != 0)
             optd_log(j->log, OPTD_LOG_ERROR, "journal: write failed: %s", strerror(err_no));
 
@@ -499,7 +493,7 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, int64_t sync_e
     j->next_lsn = next_lsn ? next_lsn : 1;
     j->done_lsn = j->next_lsn - 1;
     j->sync_every_ns = sync_every_ms * 1000000;
-    j->synced_at_ns = mono_ns();
+    j->synced_at_ns = optd_mono_ns();
     j->log = log;
     j->off = j->zeroed_end = OPTD_JOURNAL_HEADER;
     int rc = create_file(dirfd, seq, &j->fd, err);

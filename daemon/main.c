@@ -16,6 +16,7 @@
 
 #include <uv.h>
 
+#include "clock.h"
 #include "config.h"
 #include "http/http.h"
 #include "log.h"
@@ -35,13 +36,6 @@
  * start's replay). */
 #define STOP_SNAPSHOT_MS 1000
 #define STOP_SNAPSHOT_BY_MS 3500
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ---- ttl expiry ------------------------------------------------------------ */
 
@@ -141,7 +135,7 @@ static void finish_stop(optd_server_t *srv)
 {
     srv->stop_after_flush = false;
     if (srv->persist) {
-        double t0 = mono_s();
+        double t0 = optd_mono_s();
         optd_err_t err = {0};
         size_t written = 0;
         /* Snapshots get what is left of API.md's 5 s, less a margin. */
@@ -154,7 +148,7 @@ static void finish_stop(optd_server_t *srv)
                      err.msg[0] ? err.msg : "a write failed");
         else
             optd_log(&srv->log, OPTD_LOG_INFO,
-                     "stop: journal synced, %zu snapshots written in %.3f s", written, mono_s() - t0);
+                     "stop: journal synced, %zu snapshots written in %.3f s", written, optd_mono_s() - t0);
     }
     close_handle((uv_handle_t *)&srv->sig_term);
     close_handle((uv_handle_t *)&srv->sig_int);

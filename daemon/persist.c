@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fileio.h"
 #include "journal.h"
 #include "snapshot.h"
@@ -77,18 +78,6 @@ struct optd_persist {
     uint64_t max_journal_seq;
     size_t set_aside;
 };
-
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long long mono_ms(void)
-{
-    return (long long)(mono_seconds() * 1000.0);
-}
 
 /* ---- little-endian fields of the step and delete records ---------------------- */
 
@@ -407,7 +396,7 @@ int optd_persist_stop(optd_persist_t *p, double budget_s, size_t *written, optd_
         return rc;
     /* Nothing can be lost any more; what time is left goes to snapshots,
      * so the next start has less to replay. */
-    atomic_store(&p->deadline_ms, mono_ms() + (long long)(budget_s * 1000.0));
+    atomic_store(&p->deadline_ms, optd_mono_ms() + (long long)(budget_s * 1000.0));
     optd_err_t ferr;
     optd_persist_flush(p, written, &ferr);
     return 0;
@@ -735,7 +724,7 @@ static int list_dir(optd_persist_t *p, char ***snaps_out, size_t *n_snaps_out,
 
 int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t *err)
 {
-    double t0 = mono_seconds();
+    double t0 = optd_mono_s();
     memset(stats, 0, sizeof *stats);
     char **snaps;
     size_t n_snaps, n_j;
@@ -790,7 +779,7 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
     stats->sessions_loaded = optd_store_count(p->store);
     stats->params_loaded = optd_store_params(p->store);
     stats->files_set_aside = p->set_aside;
-    stats->seconds = mono_seconds() - t0;
+    stats->seconds = optd_mono_s() - t0;
     return 0;
 }
 
@@ -862,7 +851,7 @@ static void snap_failed(flush_ctx_t *fc, optd_session_t *s, const char *why)
 static bool past_deadline(optd_persist_t *p)
 {
     long long deadline = atomic_load(&p->deadline_ms);
-    return deadline && mono_ms() >= deadline;
+    return deadline && optd_mono_ms() >= deadline;
 }
 
 /* Syncs, closes and renames into place every pending file; past the

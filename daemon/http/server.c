@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fmt.h"
 #include "http.h"
 
@@ -54,20 +55,6 @@
 /* Retry-After of the 503 that refuses a body while the budget is full:
  * bodies in flight either finish fast or are cut by the watchdog. */
 #define BUSY_RETRY_AFTER "1"
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* "/v1" or "/v1/...": every such path needs the token when auth is on. */
 static bool is_v1_path(const char *url)
@@ -516,7 +503,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->url = url;
         req->method_str = method;
         req->method = optd_method_parse(method);
-        req->start_ns = mono_ns();
+        req->start_ns = optd_mono_ns();
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         req->c = ci ? ci->socket_context : NULL;
         *con_cls = req;
@@ -560,7 +547,7 @@ static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *
     optd_conn_t *c = ci ? ci->socket_context : NULL;
     if (c) {
         atomic_store(&c->received, 0);
-        atomic_store(&c->since_ms, wall_ms());
+        atomic_store(&c->since_ms, optd_mono_ms());
         int idle = OPTD_CONN_IDLE;
         atomic_compare_exchange_strong(&c->phase, &idle, OPTD_CONN_HEAD);
     }
@@ -621,7 +608,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req)
         return;
     *con_cls = NULL;
-    double secs = (double)(mono_ns() - req->start_ns) / 1e9;
+    double secs = (double)(optd_mono_ns() - req->start_ns) / 1e9;
     if (req->queued)
         optd_metrics_request(&srv->metrics, req->method_str, (int)req->status, secs);
     char own_addr[INET6_ADDRSTRLEN];
@@ -648,7 +635,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  : "error");
     if (req->c) {
         /* Idle until the next request line (or cut, which stays). */
-        atomic_store(&req->c->since_ms, wall_ms());
+        atomic_store(&req->c->since_ms, optd_mono_ms());
         int p = atomic_load(&req->c->phase);
         while (p != OPTD_CONN_CUT && !atomic_compare_exchange_weak(&req->c->phase, &p, OPTD_CONN_IDLE))
             ;
@@ -673,7 +660,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             return; /* not watched: only the idle timeout applies */
         c->fd = ci->connect_fd;
         client_address(conn, c->addr, sizeof c->addr); /* once, not per request */
-        atomic_store(&c->since_ms, wall_ms()); /* phase IDLE (0) from calloc */
+        atomic_store(&c->since_ms, optd_mono_ms()); /* phase IDLE (0) from calloc */
         pthread_mutex_lock(&srv->conns_mu);
         c->next = srv->conns;
         if (srv->conns)
@@ -726,7 +713,7 @@ size_t optd_http_reap_slow(optd_server_t *srv)
 {
     if (!srv->mhd || srv->cfg.connection_timeout == 0)
         return 0;
-    int64_t now = wall_ms();
+    int64_t now = optd_mono_ms();
     int64_t t = (int64_t)srv->cfg.connection_timeout * 1000;
     size_t closed = 0;
     pthread_mutex_lock(&srv->conns_mu);

@@ -1,11 +1,11 @@
 /* kernels_common.h: what both kernel instances (kernels_f32.c,
  * kernels_f64.c) need before including kernels_tmpl.h.
  *
- * OPTD_KERNEL marks the hot loops.  On x86-64 with GCC each gets an AVX2
- * clone besides the baseline SSE2 one, chosen once at load time, so the
- * portable build still uses wider vectors where the CPU has them (the
- * arithmetic is the same IEEE operations either way: no FMA contraction in
- * ISO C mode, so both clones give identical bits). */
+ * OPTD_KERNEL marks the hot loops.  On x86-64 with GCC each is built three
+ * times (AVX-512F, AVX2 and the baseline SSE2), one chosen once at load
+ * time, so the portable build still uses wider vectors where the CPU has
+ * them (the arithmetic is the same IEEE operations in each: no FMA
+ * contraction in ISO C mode, so all three give identical bits). */
 #ifndef OPTD_OPTIM_KERNELS_COMMON_H
 #define OPTD_OPTIM_KERNELS_COMMON_H
 
