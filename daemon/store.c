@@ -115,14 +115,29 @@ void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx)
     ctx->dur = store->dur;
 }
 
-int optd_store_step(const optd_store_t *store, optd_session_t *s, const void *grad,
-                    const uint64_t *expect_step, const double *loss, uint64_t *step_out,
-                    void *params_out, optd_err_t *err)
+int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_input_t *in,
+                    uint64_t *step_out, void *params_out, optd_err_t *err)
 {
     optd_step_ctx_t ctx;
     optd_store_step_ctx(store, &ctx);
-    optd_step_input_t in = {.grad = grad, .expect_step = expect_step, .loss = loss};
-    return optd_session_apply(s, &ctx, &in, step_out, params_out, err);
+    int rc = optd_session_apply(*sp, &ctx, in, step_out, params_out, err);
+    if (rc != OPTD_ENOTFOUND)
+        return rc;
+    optd_session_t *now = optd_store_get(store, (*sp)->name);
+    if (!now || now == *sp) {
+        if (now)
+            optd_session_release(now);
+        return rc;
+    }
+    if (now->size != (*sp)->size || now->cfg.dtype != (*sp)->cfg.dtype) {
+        rc = optd_err_set(err, OPTD_ESIZE, "session '%s' was replaced meanwhile by one of %zu %s parameters",
+                          now->name, now->size, optd_dtype_name(now->cfg.dtype));
+        optd_session_release(now);
+        return rc;
+    }
+    optd_session_release(*sp);
+    *sp = now;
+    return optd_session_apply(now, &ctx, in, step_out, params_out, err);
 }
 
 /* ---- memory ------------------------------------------------------------------ */

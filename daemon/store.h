@@ -37,11 +37,15 @@ const optd_store_limits_t *optd_store_limits(const optd_store_t *store);
 /* What a step on one of the store's sessions runs with: the pool and the
  * durability hook (session.h, optd_session_apply). */
 void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx);
-/* optd_session_apply on s (one of the store's) with that context, now:
- * what a step request does.  Arguments and errors as optd_session_step. */
-int optd_store_step(const optd_store_t *store, optd_session_t *s, const void *grad,
-                    const uint64_t *expect_step, const double *loss, uint64_t *step_out,
-                    void *params_out, optd_err_t *err);
+/* optd_session_apply on *sp (one of the store's, the caller's reference)
+ * with that context: what a step request does.  An import that changed the
+ * session's shape puts a new session in the old one's place; a step that
+ * raced onto the old one finds it deleted and is then applied to the new
+ * one, as if it came after the import (*sp is then the new one, whose
+ * reference the caller now holds), or refused with OPTD_ESIZE when the
+ * gradient no longer fits.  Results and errors as optd_session_apply. */
+int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_input_t *in,
+                    uint64_t *step_out, void *params_out, optd_err_t *err);
 
 /* ---- the memory budget (--max-memory) ----
  * Every byte a session can come to hold is reserved before it is

@@ -75,6 +75,55 @@ out:
     return rc;
 }
 
+/* The step's inputs, read from a binary body and its headers, or from
+ * JSON (then *grad_owned is the malloc'd gradient).  0, an error in err,
+ * or 1 when it already answered. */
+static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad_owned,
+                      optd_step_input_t *in, uint64_t *expect, double *loss, optd_err_t *err)
+{
+    bool has_expect = false, has_loss = false;
+    int rc;
+    const char *h;
+    if (req->body_kind == OPTD_BODY_BINARY) {
+        /* Length first (a wrong length stays size_mismatch, as in 1.0),
+         * then the dtype the body says it holds, then its values. */
+        size_t bytes = n * optd_dtype_size(dtype);
+        rc = req->body_len != bytes ? optd_binary_gradient_check(req->body, req->body_len, dtype, n, err)
+                                    : optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, err);
+        if (!rc)
+            rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, err);
+        if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
+            rc = optd_binary_header_u64(h, "Optd-Expect-Step", expect, err);
+            has_expect = true;
+        }
+        if (!rc && (h = optd_req_header(req, "Optd-Loss"))) {
+            rc = optd_binary_header_double(h, "Optd-Loss", loss, err);
+            has_loss = true;
+        }
+        in->grad = req->body;
+    } else {
+        rc = decode_json(req, n, dtype, grad_owned, &has_expect, expect, &has_loss, loss, err);
+        in->grad = *grad_owned;
+        if (rc == 1) /* already answered */
+            return 1;
+        /* A JSON step may name its expected step in the header instead of
+         * "step"; both at once must agree. */
+        if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
+            uint64_t hv;
+            rc = optd_binary_header_u64(h, "Optd-Expect-Step", &hv, err);
+            if (!rc && has_expect && hv != *expect)
+                rc = optd_err_set(err, OPTD_EINVAL,
+                                  "header Optd-Expect-Step (%llu) and field 'step' (%llu) disagree",
+                                  (unsigned long long)hv, (unsigned long long)*expect);
+            *expect = hv;
+            has_expect = true;
+        }
+    }
+    in->expect_step = has_expect ? expect : NULL;
+    in->loss = has_loss ? loss : NULL;
+    return rc;
+}
+
 void optd_route_step(optd_req_t *req)
 {
     const char *ret = optd_req_query(req, "return");
@@ -90,53 +139,17 @@ void optd_route_step(optd_req_t *req)
     /* Fixed for the session's life (see route_params.c). */
     size_t n = s->size;
     optd_dtype_t dtype = s->cfg.dtype;
-    optd_optim_kind_t kind = s->cfg.kind;
     size_t bytes = n * optd_dtype_size(dtype);
 
     optd_err_t err = {0};
     void *grad_owned = NULL, *params = NULL;
-    const void *grad;
-    bool has_expect = false, has_loss = false;
     uint64_t expect = 0, step = 0;
     double loss = 0;
-    int rc;
     bool binary = req->body_kind == OPTD_BODY_BINARY;
-
-    const char *h;
-    if (binary) {
-        /* Length first (a wrong length stays size_mismatch, as in 1.0),
-         * then the dtype the body says it holds, then its values. */
-        rc = req->body_len != bytes ? optd_binary_gradient_check(req->body, req->body_len, dtype, n, &err)
-                                    : optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, &err);
-        if (!rc)
-            rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, &err);
-        if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
-            rc = optd_binary_header_u64(h, "Optd-Expect-Step", &expect, &err);
-            has_expect = true;
-        }
-        if (!rc && (h = optd_req_header(req, "Optd-Loss"))) {
-            rc = optd_binary_header_double(h, "Optd-Loss", &loss, &err);
-            has_loss = true;
-        }
-        grad = req->body;
-    } else {
-        rc = decode_json(req, n, dtype, &grad_owned, &has_expect, &expect, &has_loss, &loss, &err);
-        grad = grad_owned;
-        if (rc == 1) /* already answered */
-            goto out;
-        /* A JSON step may name its expected step in the header instead of
-         * "step"; both at once must agree. */
-        if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
-            uint64_t hv;
-            rc = optd_binary_header_u64(h, "Optd-Expect-Step", &hv, &err);
-            if (!rc && has_expect && hv != expect)
-                rc = optd_err_set(&err, OPTD_EINVAL,
-                                  "header Optd-Expect-Step (%llu) and field 'step' (%llu) disagree",
-                                  (unsigned long long)hv, (unsigned long long)expect);
-            expect = hv;
-            has_expect = true;
-        }
-    }
+    optd_step_input_t in = {0};
+    int rc = read_input(req, n, dtype, &grad_owned, &in, &expect, &loss, &err);
+    if (rc == 1)
+        goto out;
     if (rc) {
         optd_http_error_from(req, &err);
         goto fail;
@@ -145,11 +158,7 @@ void optd_route_step(optd_req_t *req)
         optd_http_error(req, OPTD_ENOMEM, "out of memory for %zu parameters", n);
         goto fail;
     }
-    optd_step_ctx_t ctx;
-    optd_store_step_ctx(srv->store, &ctx);
-    optd_step_input_t in = {.grad = grad, .expect_step = has_expect ? &expect : NULL,
-                            .loss = has_loss ? &loss : NULL};
-    rc = optd_session_apply(s, &ctx, &in, &step, params, &err);
+    rc = optd_store_step(srv->store, &s, &in, &step, params, &err);
     if (rc == OPTD_ESTEP) {
         optd_http_error_step(req, step, &err);
         goto fail;
@@ -158,7 +167,7 @@ void optd_route_step(optd_req_t *req)
         optd_http_store_error(req, rc, &err);
         goto fail;
     }
-    optd_metrics_step(&srv->metrics, kind);
+    optd_metrics_step(&srv->metrics, s->cfg.kind); /* s: the session applied to */
 
     char stepstr[24];
     *optd_fmt_uint(stepstr, step, 1) = '\0';

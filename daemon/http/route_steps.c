@@ -107,10 +107,11 @@ static int item_apply(optd_req_t *req, const item_t *it, scratch_t *sc, optd_ses
     int rc = optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", sc->grad, s->size, err);
     if (rc)
         return rc;
-    rc = optd_store_step(req->srv->store, s, sc->grad, it->has_expect ? &it->expect : NULL,
-                         it->has_loss ? &it->loss : NULL, step_out, sc->params, err);
+    optd_step_input_t in = {.grad = sc->grad, .expect_step = it->has_expect ? &it->expect : NULL,
+                            .loss = it->has_loss ? &it->loss : NULL};
+    rc = optd_store_step(req->srv->store, sp, &in, step_out, sc->params, err);
     if (!rc)
-        optd_metrics_step(&req->srv->metrics, s->cfg.kind);
+        optd_metrics_step(&req->srv->metrics, (*sp)->cfg.kind);
     return rc;
 }
 
@@ -398,8 +399,9 @@ static void run_fast_item(batch_t *bt, const fast_scan_t *fs, size_t i)
         json_decref(v);
         return;
     } else {
-        rc = optd_store_step(bt->req->srv->store, s, bt->sc.grad, fi->has_expect ? &fi->expect : NULL,
-                             fi->has_loss ? &fi->loss : NULL, &step, bt->sc.params, &err);
+        optd_step_input_t in = {.grad = bt->sc.grad, .expect_step = fi->has_expect ? &fi->expect : NULL,
+                                .loss = fi->has_loss ? &fi->loss : NULL};
+        rc = optd_store_step(bt->req->srv->store, &s, &in, &step, bt->sc.params, &err);
         if (!rc)
             optd_metrics_step(&bt->req->srv->metrics, s->cfg.kind);
     }

@@ -154,6 +154,9 @@ class ConcurrentPatches(DaemonTestCase):
         self.assertEqual(self.d.get("/v1/sessions/pt").body["hyperparameters"]["lr"], 400 * 1e-4)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 class ReplaceUnderReaders(DaemonTestCase):
     def test_steps_patches_and_listings_never_miss_a_replaced_session(self):
         # a long gradient and 500 names listed before r widen the windows
@@ -247,6 +250,65 @@ class ReplaceUnderReaders(DaemonTestCase):
         for t in threads:
             t.join()
         self.assertEqual(problems[:5], [])
+
+    def test_steps_follow_an_import_of_another_optimizer(self):
+        # An import that changes the optimizer (same size) also puts a new
+        # session in the old one's place; a step, plain or in a batch, that
+        # raced onto the old one is applied to the new one: never a 404.
+        # With another size it is refused as size_mismatch, never a 404.
+        n = 20000  # a long gradient widens the window between finding ro and stepping it
+        self.d.put("/v1/sessions/ro", {"optimizer": "sgd", "size": n})
+        sgd = self.d.state("ro")
+        self.d.put("/v1/sessions/ro-a", {"optimizer": "adam", "size": n})
+        adam = self.d.state("ro-a")
+        adam["name"] = "ro"
+        self.d.put("/v1/sessions/ro-b", {"optimizer": "adam", "size": n + 1})
+        big = self.d.state("ro-b")
+        big["name"] = "ro"
+        # Bodies encoded once: the client must not be slower than the race.
+        step_body = json.dumps({"gradient": [0.001] * n}).encode()
+        docs = [json.dumps(doc).encode() for doc in (sgd, adam, big)]
+        batch_body = json.dumps({"steps": [{"session": "ro", "gradient": [0.001] * n}]}).encode()
+        stop = threading.Event()
+        problems, seen = [], {"step": 0, "batch": 0}
+
+        def importer():
+            try:
+                for i in range(150):
+                    r = self.d.put("/v1/sessions/ro/state", docs[i % 3], headers=JSON)
+                    if r.status != 200:
+                        problems.append(("import", r.status, r.body))
+            finally:
+                stop.set()
+
+        def ok(r, what):
+            if r.status == 200:
+                return True
+            if r.status == 400 and r.body["error"]["code"] == "size_mismatch":
+                return True
+            problems.append((what, r.status, r.body))
+            return False
+
+        def stepper():
+            while not stop.is_set():
+                ok(self.d.post("/v1/sessions/ro/step?return=none", step_body, headers=JSON), "step")
+                seen["step"] += 1
+
+        def batcher():
+            while not stop.is_set():
+                r = self.d.post("/v1/steps?return=none", batch_body, headers=JSON)
+                res = r.body["results"][0] if r.status == 200 else {}
+                if "error" in res and res["error"]["code"] != "size_mismatch":
+                    problems.append(("batch", res))
+                seen["batch"] += 1
+
+        threads = [threading.Thread(target=f) for f in (importer, stepper, stepper, batcher)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(problems[:5], [])
+        self.assertGreater(min(seen.values()), 0, seen)
 
     def test_delete_and_import_fit_a_serial_order(self):
         # Each round: r exists; a DELETE and an import race.  Import 201
