@@ -92,7 +92,7 @@ void optd_config_usage(FILE *out)
           "                             (--sync always: a thread per connection)\n"
           "  --data-dir DIR             persist sessions under DIR  [none: memory only]\n"
           "  --sync interval|always     durability mode with --data-dir  [interval]\n"
-          "  --snapshot-interval SECS   with --sync interval, write changes every SECS  [1]\n"
+          "  --snapshot-interval SECS   with --sync interval, sync the journal every SECS  [1]\n"
           "  --auth-token-file FILE     require 'Authorization: Bearer TOKEN' on /v1 (one token a line)  [off]\n"
           "  --tls-cert FILE            PEM certificate: serve HTTPS (needs --tls-key)  [off]\n"
           "  --tls-key FILE             PEM private key for --tls-cert  [off]\n"

@@ -1,7 +1,8 @@
-/* journal.c: the --sync always journal and its group commit (journal.h).
+/* journal.c: the journal of every change and its group commit (journal.h).
  *
- * Appenders queue a record (on their own stack) under the journal mutex and
- * wait; the writer thread takes the whole queue, writes it with one write
+ * Waiting appenders queue a record (on their own stack) under the journal
+ * mutex and wait; async appenders queue a heap copy and go on.  The writer
+ * thread takes the whole queue, writes it with one write
  * and one fdatasync, and wakes everyone in it.  While one batch is being
  * synced the next one gathers, so under load every fsync carries many
  * records.  Before a round the writer also waits, briefly, for as many
@@ -18,7 +19,11 @@
  * machine.  Replay takes the zeros after the last record as the end.  If a write or sync fails, the file is cut back to where the
  * batch began, so a record whose client was told 507 is never replayed; if
  * even that fails the journal refuses appends until it is rotated (the next
- * flush writes every session into its snapshot and starts a clean file). */
+ * flush writes every session into its snapshot and starts a clean file).
+ * A failed batch's bytes inside the zeros ahead are zeroed again rather
+ * than truncated, so the file keeps that space: the last
+ * OPTD_JOURNAL_RESERVE bytes of it take only deletes, which then still fit
+ * when the disk is full. */
 #include "journal.h"
 
 #include <errno.h>
@@ -38,13 +43,18 @@
 typedef struct jrec {
     struct jrec *next;
     uint8_t hdr[OPTD_JREC_HEADER];
+    const uint8_t *head;  /* the payload is head then payload */
+    size_t head_len;
     const uint8_t *payload;
     size_t len;
     uint8_t crc[4];
     uint64_t lsn;
+    uint32_t type;
+    bool marker;          /* no bytes: optd_journal_sync's place in the queue */
+    bool owned;           /* async: the writer frees it (payload follows it) */
     int rc;
     int err_no;
-    sem_t durable;        /* posted by the writer once rc is set */
+    sem_t durable;        /* waited records: posted by the writer once rc is set */
 } jrec_t;
 
 struct optd_journal {
@@ -53,9 +63,14 @@ struct optd_journal {
     pthread_cond_t done;  /* a batch finished */
     jrec_t *head, *tail;  /* waiting records, in LSN order */
     size_t queued;        /* how many */
+    size_t queued_bytes;  /* of async copies among them */
     size_t last_batch;    /* records in the last round */
     size_t came_in_sync;  /* records queued while it was written and synced */
     int64_t last_sync_ns; /* how long its write and fdatasync took */
+    int64_t sync_every_ns;/* periodic sync of async records (0: none) */
+    int64_t synced_at_ns; /* when the file was last synced */
+    bool unsynced;        /* async records written since then */
+    uint64_t unsynced_records; /* how many */
     bool busy;            /* the writer is writing a batch */
     bool stop;
     bool broken;          /* a failed batch could not be cut off yet: the writer
@@ -64,10 +79,12 @@ struct optd_journal {
     int fd;
     uint64_t seq;
     uint64_t next_lsn;
-    off_t off;            /* end of the last durable record */
+    uint64_t done_lsn;    /* every record up to this LSN has been through the writer */
+    off_t off;            /* end of the last written record */
     off_t zeroed_end;     /* the file holds written zeros from off up to here */
     uint64_t records;     /* made durable, in all */
     uint64_t rounds;      /* fdatasync rounds that made them so */
+    uint64_t async_lost;  /* async records whose write failed */
     optd_logger_t *log;
     pthread_t thread;
 };
@@ -153,84 +170,173 @@ static int create_file(int dirfd, uint64_t seq, int *fd_out, optd_err_t *err)
     return 0;
 }
 
-/* Writes a batch at j->off and makes it durable; on failure cuts the file
- * back to j->off.  Runs in the writer thread without the mutex; only the
- * writer touches fd and off while busy. */
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* How far ahead of the records a journal file is zero-filled, at least. */
 #define ZERO_AHEAD ((off_t)1 << 20)
 
-/* Writes zeros from the end of the records or of the zeros already there
- * up to a whole number of ZERO_AHEAD steps past need (without moving the
- * file position); the batch's fdatasync makes them durable.  0 or -errno. */
-static int zero_ahead(optd_journal_t *j, off_t need)
+static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 {
-    static const uint8_t zeros[65536];
-    if (need <= j->zeroed_end)
-        return 0;
-    /* A batch longer than a step is not written twice (a big session's
-     * every step would double its I/O): the file grows with it, and the
-     * size commit is small next to that much data. */
-    if (need - j->off > ZERO_AHEAD)
-        return 0;
-    off_t to = (need + ZERO_AHEAD - 1) / ZERO_AHEAD * ZERO_AHEAD;
-    /* After such a batch the zeros end before the records do. */
-    for (off_t o = j->zeroed_end > j->off ? j->zeroed_end : j->off; o < to;) {
-        size_t k = to - o > (off_t)sizeof zeros ? sizeof zeros : (size_t)(to - o);
-        ssize_t w = pwrite(j->fd, zeros, k, o);
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n > (1u << 30) ? (1u << 30) : n, off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
             return w < 0 ? -errno : -EIO;
-        o += w;
+        p += w;
+        n -= (size_t)w;
+        off += w;
     }
-    j->zeroed_end = to;
     return 0;
 }
 
-static int write_batch(optd_journal_t *j, jrec_t *batch, int *err_no, bool *broke)
+static int write_zeros(int fd, off_t from, off_t to)
+{
+    static const uint8_t zeros[65536];
+    for (off_t o = from; o < to;) {
+        size_t k = to - o > (off_t)sizeof zeros ? sizeof zeros : (size_t)(to - o);
+        int rc = pwrite_all(fd, zeros, k, o);
+        if (rc)
+            return rc;
+        o += (off_t)k;
+    }
+    return 0;
+}
+
+/* Makes sure written zeros follow the records that will end at `end`, at
+ * least OPTD_JOURNAL_RESERVE of them; the batch's fdatasync makes them
+ * durable.  0 or -errno (then nothing of the batch is written). */
+static int zero_ahead(optd_journal_t *j, off_t end)
+{
+    off_t need = end + (off_t)OPTD_JOURNAL_RESERVE;
+    if (need <= j->zeroed_end)
+        return 0;
+    off_t from, to;
+    if (end - j->off > ZERO_AHEAD) {
+        /* A batch longer than a step is not written twice (a big session's
+         * every step would double its I/O): the file grows with it, and
+         * only the reserve is written after it. */
+        from = j->zeroed_end > end ? j->zeroed_end : end;
+        to = need;
+    } else {
+        /* After a big batch the zeros end before the records do. */
+        from = j->zeroed_end > j->off ? j->zeroed_end : j->off;
+        to = (need + ZERO_AHEAD - 1) / ZERO_AHEAD * ZERO_AHEAD;
+    }
+    int rc = write_zeros(j->fd, from, to);
+    if (rc == 0)
+        j->zeroed_end = to;
+    return rc;
+}
+
+/* Cuts a failed batch off so it can never be replayed, durably: what it
+ * wrote inside the zeros ahead becomes zeros again (space the file keeps,
+ * so a delete still fits on a full disk), what it wrote past them is
+ * truncated.  0, or -1 when even that failed. */
+static int cut_back(optd_journal_t *j)
+{
+    off_t keep = j->zeroed_end > j->off ? j->zeroed_end : j->off;
+    if (ftruncate(j->fd, keep) == 0 && write_zeros(j->fd, j->off, keep) == 0 &&
+        fdatasync(j->fd) == 0)
+        return 0;
+    j->zeroed_end = j->off;
+    if (ftruncate(j->fd, j->off) == 0 && fdatasync(j->fd) == 0)
+        return 0;
+    return -1;
+}
+
+/* Only deletes may use the last OPTD_JOURNAL_RESERVE bytes of zeros. */
+static bool may_use_reserve(const jrec_t *r)
+{
+    return r->marker || r->type == OPTD_JREC_DELETE;
+}
+
+/* Writes a batch at j->off; makes it durable when `sync` (a record waits)
+ * and on failure cuts the file back to j->off.  Records refused for lack
+ * of space get rc set here; the rest get the batch's result.  Runs in the
+ * writer thread without the mutex; only the writer touches fd and off. */
+static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no, bool *broke)
 {
     size_t total = 0;
     for (jrec_t *r = batch; r; r = r->next)
-        total += OPTD_JREC_HEADER + r->len + 4;
+        if (!r->marker)
+            total += OPTD_JREC_HEADER + r->head_len + r->len + 4;
     int rc = zero_ahead(j, j->off + (off_t)total);
-    uint8_t *buf = rc ? NULL : malloc(total);
-    if (buf) {
-        size_t o = 0;
+    if (rc) {
+        /* No room for more: what may use the reserve goes in it, if it
+         * fits; everything else is refused. */
+        int e = -rc;
+        total = 0;
         for (jrec_t *r = batch; r; r = r->next) {
-            memcpy(buf + o, r->hdr, OPTD_JREC_HEADER);
-            o += OPTD_JREC_HEADER;
-            memcpy(buf + o, r->payload, r->len);
-            o += r->len;
-            memcpy(buf + o, r->crc, 4);
-            o += 4;
+            if (!may_use_reserve(r)) {
+                r->rc = OPTD_EIO;
+                r->err_no = e;
+            } else if (!r->marker) {
+                total += OPTD_JREC_HEADER + r->head_len + r->len + 4;
+            }
         }
-        rc = optd_file_write_all(j->fd, buf, total);
-        free(buf);
-    } else if (rc == 0) {
-        /* No memory for one contiguous buffer: write piece by piece. */
-        for (jrec_t *r = batch; r && rc == 0; r = r->next) {
-            rc = optd_file_write_all(j->fd, r->hdr, OPTD_JREC_HEADER);
-            if (rc == 0)
-                rc = optd_file_write_all(j->fd, r->payload, r->len);
-            if (rc == 0)
-                rc = optd_file_write_all(j->fd, r->crc, 4);
+        if (j->off + (off_t)total > j->zeroed_end) {
+            *err_no = e;
+            return OPTD_EIO;
         }
+        rc = 0;
     }
-    if (rc == 0 && fdatasync(j->fd) != 0)
-        rc = -errno;
+    uint8_t *buf = total ? malloc(total) : NULL;
+    if (total && !buf) {
+        *err_no = ENOMEM;
+        return OPTD_EIO;
+    }
+    size_t o = 0;
+    size_t n = 0;
+    for (jrec_t *r = batch; r; r = r->next) {
+        if (r->marker || r->rc)
+            continue;
+        memcpy(buf + o, r->hdr, OPTD_JREC_HEADER);
+        o += OPTD_JREC_HEADER;
+        if (r->head_len)
+            memcpy(buf + o, r->head, r->head_len);
+        o += r->head_len;
+        if (r->len)
+            memcpy(buf + o, r->payload, r->len);
+        o += r->len;
+        memcpy(buf + o, r->crc, 4);
+        o += 4;
+        n++;
+    }
+    if (total)
+        rc = pwrite_all(j->fd, buf, total, j->off);
+    free(buf);
+    /* A sync asked for with nothing written since the last one (only
+     * markers) has nothing to flush. */
+    if (total == 0 && !j->unsynced)
+        sync = false;
+    if (rc == 0 && (sync || (j->unsynced && j->sync_every_ns > 0 &&
+                             mono_ns() - j->synced_at_ns >= j->sync_every_ns))) {
+        if (fdatasync(j->fd) != 0)
+            rc = -errno;
+        else {
+            j->unsynced = false;
+            j->synced_at_ns = mono_ns();
+            j->rounds++;
+            j->records += n + j->unsynced_records;
+            j->unsynced_records = 0;
+        }
+    } else if (rc == 0 && total) {
+        j->unsynced = true;
+        j->unsynced_records += n;
+    }
     if (rc == 0) {
         j->off += (off_t)total;
-        j->rounds++;
-        for (jrec_t *r = batch; r; r = r->next)
-            j->records++;
         return 0;
     }
     *err_no = -rc;
-    /* Cut the failed batch off so it can never be replayed, and make the
-     * cut durable; the file position must follow.  The zeros ahead go too. */
-    j->zeroed_end = j->off;
-    if (ftruncate(j->fd, j->off) != 0 || lseek(j->fd, j->off, SEEK_SET) != j->off ||
-        fdatasync(j->fd) != 0) {
+    if (cut_back(j) != 0) {
         *broke = true;
         optd_log(j->log, OPTD_LOG_ERROR,
                  "journal: cannot cut off a failed write (%s); refusing changes until it can",
@@ -241,13 +347,6 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, int *err_no, bool *brok
 
 /* The longest a round waits to gather records (see the top). */
 #define GATHER_MAX_NS ((int64_t)10 * 1000 * 1000)
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* With j->mu held and records queued: waits until as many are queued as
  * the last round carried plus those that came while it was synced, for at
@@ -269,37 +368,102 @@ static void gather(optd_journal_t *j)
             break;
 }
 
+/* With j->mu held: the periodic sync of async records, when it is due
+ * (the mutex is let go during the fdatasync). */
+static void periodic_sync(optd_journal_t *j)
+{
+    j->busy = true;
+    pthread_mutex_unlock(&j->mu);
+    int rc = fdatasync(j->fd) == 0 ? 0 : errno;
+    if (rc)
+        optd_log(j->log, OPTD_LOG_ERROR, "journal: periodic sync failed: %s", strerror(rc));
+    pthread_mutex_lock(&j->mu);
+    if (rc == 0) {
+        j->rounds++;
+        j->records += j->unsynced_records;
+    }
+    j->unsynced_records = 0;
+    j->busy = false;
+    j->unsynced = false; /* a failure is not retried: snapshots cover those sessions */
+    j->synced_at_ns = mono_ns();
+    pthread_cond_broadcast(&j->done);
+}
+
+/* With j->mu held and nothing queued: waits for work, or for the periodic
+ * sync to fall due (then does it).  False once stopped. */
+static bool wait_for_work(optd_journal_t *j)
+{
+    while (!j->head) {
+        if (j->unsynced && (j->sync_every_ns > 0 || j->stop)) {
+            int64_t due = j->synced_at_ns + j->sync_every_ns;
+            if (mono_ns() >= due || j->stop) {
+                periodic_sync(j);
+                continue;
+            }
+            struct timespec until = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
+            pthread_cond_timedwait(&j->work, &j->mu, &until);
+        } else if (j->stop) {
+            return false;
+        } else {
+            pthread_cond_wait(&j->work, &j->mu);
+        }
+    }
+    return true;
+}
+
+/* Wakes each waited record of a finished batch (each waiter has a
+ * semaphore of its own: a broadcast made all of them queue on the mutex to
+ * wake, one futex hand-off after the other) and frees the async ones. */
+static void finish_batch(optd_journal_t *j, jrec_t *batch, int rc, int err_no)
+{
+    for (jrec_t *r = batch, *next; r; r = next) {
+        next = r->next; /* r may vanish once posted */
+        if (r->rc == 0) {
+            r->rc = rc;
+            r->err_no = err_no;
+        }
+        if (r->owned) {
+            if (r->rc)
+                j->async_lost++;
+            free(r);
+        } else {
+            sem_post(&r->durable);
+        }
+    }
+}
+
 static void *writer_main(void *arg)
 {
     optd_journal_t *j = arg;
     pthread_mutex_lock(&j->mu);
-    for (;;) {
-        while (!j->head && !j->stop)
-            pthread_cond_wait(&j->work, &j->mu);
-        if (!j->head)
-            break;
-        gather(j);
+    while (wait_for_work(j)) {
+        bool sync = false;
+        for (jrec_t *r = j->head; r && !sync; r = r->next)
+            sync = !r->owned;
+        if (sync && j->sync_every_ns == 0)
+            gather(j);
         jrec_t *batch = j->head;
         size_t n = j->queued;
+        for (jrec_t *r = batch; r && !sync; r = r->next)
+            sync = !r->owned; /* gathered ones */
         j->head = j->tail = NULL;
         j->queued = 0;
+        j->queued_bytes = 0;
         j->busy = true;
         bool broken = j->broken;
         pthread_mutex_unlock(&j->mu);
 
         /* A file left with a failed batch at its end is cut again first;
          * only once that works do records go after it. */
-        if (broken && ftruncate(j->fd, j->off) == 0 && lseek(j->fd, j->off, SEEK_SET) == j->off &&
-            fdatasync(j->fd) == 0) {
+        if (broken && cut_back(j) == 0) {
             broken = false;
-            j->zeroed_end = j->off;
             optd_log(j->log, OPTD_LOG_WARN, "journal: repaired after a failed write");
         }
         int err_no = EIO;
         int rc = OPTD_EIO;
         int64_t t0 = mono_ns();
         if (!broken)
-            rc = write_batch(j, batch, &err_no, &broken);
+            rc = write_batch(j, batch, sync, &err_no, &broken);
         int64_t took = mono_ns() - t0;
         if (rc != 0)
             optd_log(j->log, OPTD_LOG_ERROR, "journal: write failed: %s", strerror(err_no));
@@ -307,28 +471,24 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&j->mu);
         j->busy = false;
         j->broken = broken;
-        j->last_batch = n;
-        j->came_in_sync = j->queued;
-        j->last_sync_ns = took;
-        pthread_cond_broadcast(&j->done);
-        pthread_mutex_unlock(&j->mu);
-        /* Each waiter has a semaphore of its own: a broadcast made all of
-         * them queue on the mutex to wake, one futex hand-off after the
-         * other, before any could answer its client. */
-        for (jrec_t *r = batch, *next; r; r = next) {
-            next = r->next; /* r may vanish once posted */
-            r->rc = rc;
-            r->err_no = err_no;
-            sem_post(&r->durable);
+        if (sync) {
+            j->last_batch = n;
+            j->came_in_sync = j->queued;
+            j->last_sync_ns = took;
         }
-        pthread_mutex_lock(&j->mu);
+        for (jrec_t *r = batch; r; r = r->next)
+            if (r->lsn > j->done_lsn)
+                j->done_lsn = r->lsn;
+        finish_batch(j, batch, rc, err_no);
+        pthread_cond_broadcast(&j->done);
     }
+    pthread_cond_broadcast(&j->done); /* an appender waiting for room sees the stop */
     pthread_mutex_unlock(&j->mu);
     return NULL;
 }
 
-int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t *log,
-                      optd_journal_t **out, optd_err_t *err)
+int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, int64_t sync_every_ms,
+                      optd_logger_t *log, optd_journal_t **out, optd_err_t *err)
 {
     *out = NULL;
     optd_journal_t *j = calloc(1, sizeof *j);
@@ -337,6 +497,9 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t 
     j->dirfd = dirfd;
     j->seq = seq;
     j->next_lsn = next_lsn ? next_lsn : 1;
+    j->done_lsn = j->next_lsn - 1;
+    j->sync_every_ns = sync_every_ms * 1000000;
+    j->synced_at_ns = mono_ns();
     j->log = log;
     j->off = j->zeroed_end = OPTD_JOURNAL_HEADER;
     int rc = create_file(dirfd, seq, &j->fd, err);
@@ -345,7 +508,7 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t 
         return rc;
     }
     pthread_mutex_init(&j->mu, NULL);
-    pthread_condattr_t ca; /* gather() waits on the monotonic clock */
+    pthread_condattr_t ca; /* gather() and the periodic sync wait on the monotonic clock */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&j->work, &ca);
@@ -363,59 +526,133 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t 
     return 0;
 }
 
-int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *payload, size_t len,
-                        uint64_t *lsn, optd_err_t *err)
+/* Frames r (type, payload) and queues it with the next LSN (also put in
+ * *lsn: an async r may be freed by the writer as soon as the lock is let
+ * go): 0, or OPTD_EIO once the journal stopped.  The payload's CRC is taken before the
+ * lock; the header's (with the LSN handed out under it) is combined with
+ * it there. */
+static int enqueue(optd_journal_t *j, jrec_t *r, uint64_t *lsn, optd_err_t *err)
 {
-    jrec_t r = {.payload = payload, .len = len};
-    put_u32(r.hdr, OPTD_JREC_MAGIC);
-    put_u32(r.hdr + 4, type);
-    put_u64(r.hdr + 16, (uint64_t)len);
-    /* The payload's CRC before the lock; the header's (with the LSN handed
-     * out under it) is combined with it there. */
-    uint32_t payload_crc = crc_update((uint32_t)crc32(0L, NULL, 0), payload, len);
-    if (sem_init(&r.durable, 0, 0) != 0)
-        return optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s", strerror(errno));
-
+    uint32_t payload_crc = 0;
+    if (!r->marker) {
+        put_u32(r->hdr, OPTD_JREC_MAGIC);
+        put_u32(r->hdr + 4, r->type);
+        put_u64(r->hdr + 16, (uint64_t)(r->head_len + r->len));
+        payload_crc = crc_update((uint32_t)crc32(0L, NULL, 0), r->head, r->head_len);
+        payload_crc = crc_update(payload_crc, r->payload, r->len);
+    }
     pthread_mutex_lock(&j->mu);
+    while (r->owned && j->queued_bytes > OPTD_JOURNAL_QUEUE_MAX && !j->stop)
+        pthread_cond_wait(&j->done, &j->mu);
     if (j->stop) {
         pthread_mutex_unlock(&j->mu);
-        sem_destroy(&r.durable);
         return optd_err_set(err, OPTD_EIO,
                             "the change could not be made durable: the journal is unavailable");
     }
-    r.lsn = j->next_lsn++;
-    put_u64(r.hdr + 8, r.lsn);
-    uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), r.hdr, OPTD_JREC_HEADER);
-    put_u32(r.crc, (uint32_t)crc32_combine(crc, payload_crc, (z_off_t)len));
+    if (r->owned)
+        j->queued_bytes += r->len;
+    if (!r->marker) {
+        r->lsn = j->next_lsn++;
+        put_u64(r->hdr + 8, r->lsn);
+        uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), r->hdr, OPTD_JREC_HEADER);
+        put_u32(r->crc,
+                (uint32_t)crc32_combine(crc, payload_crc, (z_off_t)(r->head_len + r->len)));
+    }
+    *lsn = r->lsn;
     if (j->tail)
-        j->tail->next = &r;
+        j->tail->next = r;
     else
-        j->head = &r;
-    j->tail = &r;
+        j->head = r;
+    j->tail = r;
     j->queued++;
     pthread_cond_signal(&j->work);
     pthread_mutex_unlock(&j->mu);
-    while (sem_wait(&r.durable) != 0) /* only EINTR */
-        ;
-    sem_destroy(&r.durable);
-    if (r.rc != 0)
-        return optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s",
-                            strerror(r.err_no));
-    *lsn = r.lsn;
     return 0;
+}
+
+/* Queues r (on the caller's stack) and waits for its batch. */
+static int append_wait(optd_journal_t *j, jrec_t *r, optd_err_t *err)
+{
+    if (sem_init(&r->durable, 0, 0) != 0)
+        return optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s",
+                            strerror(errno));
+    uint64_t lsn;
+    int rc = enqueue(j, r, &lsn, err);
+    if (rc == 0) {
+        while (sem_wait(&r->durable) != 0) /* only EINTR */
+            ;
+        if (r->rc != 0)
+            rc = optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s",
+                              strerror(r->err_no));
+    }
+    sem_destroy(&r->durable);
+    return rc;
+}
+
+int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *head, size_t head_len,
+                        const uint8_t *body, size_t len, uint64_t *lsn, optd_err_t *err)
+{
+    jrec_t r = {.head = head, .head_len = head_len, .payload = body, .len = len, .type = type};
+    int rc = append_wait(j, &r, err);
+    if (rc == 0)
+        *lsn = r.lsn;
+    return rc;
+}
+
+int optd_journal_append_async(optd_journal_t *j, uint32_t type, const uint8_t *head,
+                              size_t head_len, const uint8_t *body, size_t len, uint64_t *lsn,
+                              optd_err_t *err)
+{
+    jrec_t *r = malloc(sizeof *r + head_len + len);
+    if (!r)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory journaling a change");
+    memset(r, 0, sizeof *r);
+    uint8_t *copy = (uint8_t *)(r + 1);
+    if (head_len)
+        memcpy(copy, head, head_len);
+    if (len)
+        memcpy(copy + head_len, body, len);
+    r->payload = copy;
+    r->len = head_len + len;
+    r->type = type;
+    r->owned = true;
+    int rc = enqueue(j, r, lsn, err);
+    if (rc)
+        free(r);
+    return rc;
+}
+
+int optd_journal_sync(optd_journal_t *j, optd_err_t *err)
+{
+    jrec_t r = {.marker = true};
+    return append_wait(j, &r, err);
 }
 
 int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err)
 {
     pthread_mutex_lock(&j->mu);
-    /* Wait for the batch being written; new appends queue meanwhile and go
-     * to the new file. */
-    while (j->busy)
+    /* Wait until the records appended before the call are written; those
+     * appended meanwhile go to the new file. */
+    uint64_t upto = j->next_lsn - 1;
+    while (j->busy || (j->done_lsn < upto && j->head))
         pthread_cond_wait(&j->done, &j->mu);
     if (j->off == OPTD_JOURNAL_HEADER && !j->broken && !j->head) {
         pthread_mutex_unlock(&j->mu);
         return 1;
     }
+    /* The old file's async records are made durable before it is left:
+     * it stays until snapshots cover it, and may be all there is. */
+    if (j->unsynced && fdatasync(j->fd) != 0) {
+        int e = errno;
+        pthread_mutex_unlock(&j->mu);
+        return optd_err_set(err, OPTD_EIO, "cannot sync journal: %s", strerror(e));
+    }
+    if (j->unsynced) {
+        j->rounds++;
+        j->records += j->unsynced_records;
+    }
+    j->unsynced = false;
+    j->unsynced_records = 0;
     int fd;
     int rc = create_file(j->dirfd, j->seq + 1, &fd, err);
     if (rc == 0) {
@@ -452,6 +689,10 @@ void optd_journal_close(optd_journal_t *j)
                  "journal: %llu records made durable in %llu fsync rounds (%.1f per round)",
                  (unsigned long long)j->records, (unsigned long long)j->rounds,
                  (double)j->records / (double)j->rounds);
+    if (j->async_lost > 0)
+        optd_log(j->log, OPTD_LOG_WARN,
+                 "journal: %llu records could not be written; snapshots held those changes",
+                 (unsigned long long)j->async_lost);
     close(j->fd);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->work);
@@ -477,7 +718,7 @@ int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
         why = "truncated header";
     else if (memcmp(buf, OPTD_JOURNAL_MAGIC, 8) != 0)
         why = "wrong magic";
-    else if (get_u32(buf + 8) != OPTD_JOURNAL_VERSION)
+    else if (get_u32(buf + 8) < OPTD_JOURNAL_VERSION_MIN || get_u32(buf + 8) > OPTD_JOURNAL_VERSION)
         why = "unknown format version";
     if (why) {
         char aside[300];
@@ -521,7 +762,8 @@ int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
             break;
         }
         uint32_t type = get_u32(h + 4);
-        if (type != OPTD_JREC_IMAGE && type != OPTD_JREC_DELETE && type != OPTD_JREC_DELTA) {
+        if (type != OPTD_JREC_IMAGE && type != OPTD_JREC_DELETE && type != OPTD_JREC_DELTA &&
+            type != OPTD_JREC_STEP) {
             why = "unknown record type";
             break;
         }

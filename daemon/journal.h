@@ -1,12 +1,16 @@
-/* journal.h: the append-only journal of --sync always, with group commit.
+/* journal.h: the append-only journal of every change, with group commit.
  *
- * One journal file at a time receives records (a full session image, or a
- * delete), each framed with its sequence number (LSN) and a CRC-32.  A
- * writer thread takes every record waiting, writes them together and makes
- * them durable with one fdatasync, then wakes all their waiters: concurrent
- * requests share one fsync round.  When a flush has written every session
- * into its snapshot file, the journal is rotated to a new file and the old
- * ones are deleted.  Layout: docs/persistence.md. */
+ * One journal file at a time receives records (a step's input, a session
+ * image, a delete), each framed with its sequence number (LSN) and a
+ * CRC-32.  A writer thread takes every record waiting and writes them
+ * together.  A record appended with optd_journal_append is waited for: its
+ * batch is made durable with one fdatasync before its waiter wakes, so
+ * concurrent requests share one fsync round (--sync always).  A record
+ * appended with optd_journal_append_async is copied and written soon, and
+ * made durable by the next periodic sync (every sync_every_ms: --sync
+ * interval, Redis's appendfsync everysec) or optd_journal_sync.  When
+ * snapshots cover a file's records, the journal is rotated to a new file
+ * and the old ones are deleted.  Layout: docs/persistence.md. */
 #ifndef OPTD_JOURNAL_H
 #define OPTD_JOURNAL_H
 
@@ -17,7 +21,8 @@
 #include "optd/error.h"
 
 #define OPTD_JOURNAL_MAGIC "OPTDJRNL"
-#define OPTD_JOURNAL_VERSION 1u
+#define OPTD_JOURNAL_VERSION 2u     /* written; version 1 files are still read */
+#define OPTD_JOURNAL_VERSION_MIN 1u
 #define OPTD_JOURNAL_HEADER 24u   /* file: magic, version, flags, sequence */
 #define OPTD_JREC_HEADER 24u      /* record: magic, type, lsn, payload length */
 #define OPTD_JREC_MAGIC 0x4A524543u /* "CERJ" little-endian: "JREC" read backwards */
@@ -25,22 +30,50 @@
 enum {
     OPTD_JREC_IMAGE = 1,  /* payload: a snapshot (snapshot.h) */
     OPTD_JREC_DELETE = 2, /* payload: u16 length + the session name */
-    OPTD_JREC_DELTA = 3   /* payload: a snapshot whose history holds only the
-                             entries newer than the session's previous record */
+    OPTD_JREC_DELTA = 3,  /* payload: a snapshot whose history holds only the
+                             entries newer than the session's previous record
+                             (written by version 1 only; still replayed) */
+    OPTD_JREC_STEP = 4    /* payload: a step's input (persist.c, version 2) */
 };
+
+/* Zero bytes kept written ahead of the records for deletes only: on a full
+ * disk, a delete still fits in space the file already has. */
+#define OPTD_JOURNAL_RESERVE ((size_t)64 * 1024)
+
+/* Bytes of async copies that may wait for the writer: beyond, appenders
+ * wait, so a disk slower than the steps bounds memory instead of growing it. */
+#define OPTD_JOURNAL_QUEUE_MAX ((size_t)64 << 20)
 
 typedef struct optd_journal optd_journal_t;
 
 /* Creates journal file number seq in dirfd (named optd_journal_file_name)
  * and starts the writer thread.  Records get LSNs from next_lsn on.
+ * sync_every_ms > 0: records appended without waiting are made durable at
+ * least that often; 0: only by a waiting append or optd_journal_sync.
  * 0 or OPTD_EIO / OPTD_ENOMEM. */
-int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, optd_logger_t *log,
-                      optd_journal_t **out, optd_err_t *err);
+int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, int64_t sync_every_ms,
+                      optd_logger_t *log, optd_journal_t **out, optd_err_t *err);
 
-/* Appends one record and waits until it is durable: 0 with *lsn set, or
- * OPTD_EIO (nothing of it will be replayed).  Thread-safe. */
-int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *payload, size_t len,
-                        uint64_t *lsn, optd_err_t *err);
+/* Appends one record whose payload is head (head_len bytes) followed by
+ * body (len bytes; either may be empty), and waits until it is durable: 0
+ * with *lsn set, or OPTD_EIO (nothing of it will be replayed).  Nothing is
+ * copied.  Thread-safe. */
+int optd_journal_append(optd_journal_t *j, uint32_t type, const uint8_t *head, size_t head_len,
+                        const uint8_t *body, size_t len, uint64_t *lsn, optd_err_t *err);
+
+/* The same, but the record is copied and the call returns at once with
+ * *lsn set (unless OPTD_JOURNAL_QUEUE_MAX bytes of copies wait already:
+ * then it waits for the writer to take them); it is durable after the
+ * next periodic sync or optd_journal_sync.  0, or OPTD_ENOMEM / OPTD_EIO
+ * (journal stopped). */
+int optd_journal_append_async(optd_journal_t *j, uint32_t type, const uint8_t *head,
+                              size_t head_len, const uint8_t *body, size_t len, uint64_t *lsn,
+                              optd_err_t *err);
+
+/* Waits until every record appended before the call is written and
+ * synced: 0 or OPTD_EIO.  Thread-safe. */
+int optd_journal_sync(optd_journal_t *j, optd_err_t *err);
+
 
 /* Switches appends to a new file (the next sequence number) once the
  * records in flight are written; *old_seq is the number of the file
@@ -51,7 +84,7 @@ int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err);
 /* The sequence number of the file receiving appends now. */
 uint64_t optd_journal_seq(optd_journal_t *j);
 
-/* Stops the writer (after writing what is queued), logs how many records
+/* Stops the writer (after writing and syncing what is queued), logs how many records
  * were made durable in how many fsync rounds, and closes the file. */
 void optd_journal_close(optd_journal_t *j);
 

@@ -1,18 +1,24 @@
 /* persist.c: sessions on disk under --data-dir (persist.h).
  *
- * Files in the data directory:
- *   LOCK                      flock'ed while a daemon uses the directory
+ * Files in the data directory (flock'ed through its own descriptor while a
+ * daemon uses it, so no file can be unlinked to defeat the lock):
  *   s-<base32 name>.snap      one snapshot per session (snapshot.h)
- *   journal-<seq>.log         --sync always: records not yet covered by
- *                             snapshots (journal.h)
+ *   journal-<seq>.log         every change since the snapshots (journal.h)
  *   *.damaged-<time>          files found damaged, set aside, never read
  *
- * Interval mode: a flush writes every session whose version moved since
- * its last snapshot.  Always mode: every change is appended to the journal
- * (group commit) before it is acknowledged; a flush rotates the journal,
- * writes the dirty sessions' snapshots and, once all succeeded, deletes the
- * journals they cover.  Each snapshot carries the LSN of the session's last
- * journal record, so replay applies only records newer than the snapshot.
+ * Log what came in, not what it made (Redis's AOF with RDB images): a step
+ * is journaled as its input (step record) before it is applied, and replay
+ * applies it through the same session code; creates, imports and patches
+ * are journaled as images, deletes as delete records.  --sync always waits
+ * for each record's fsync round (group commit); --sync interval lets the
+ * journal writer sync once per interval whatever the number of sessions.
+ * Snapshots are the compaction: in the background a flush rotates the
+ * journal, writes the changed sessions' snapshots and deletes the journals
+ * they cover.  A session whose snapshot cannot be written is journaled
+ * whole into the new journal instead, and a delete whose unlink failed is
+ * journaled again there, so one bad file never keeps the others' journals.
+ * Each snapshot carries the LSN of the session's last journal record, so
+ * replay applies only records newer than the snapshot.
  *
  * Ordering between a snapshot being written and a delete: the store marks
  * the session deleted before calling the remove hook, which unlinks the
@@ -38,22 +44,33 @@
 #include "journal.h"
 #include "snapshot.h"
 
+/* Names whose delete is journaled but whose snapshot file may still be
+ * there: the unlink failed (retried by each flush, and the delete record
+ * carried into the new journal) or waits for a batch's sync (ttl). */
+typedef struct unlink_list {
+    char **names;
+    size_t n, cap;
+} unlink_list_t;
+
 struct optd_persist {
     char *dir;
-    int dirfd;
-    int lockfd;
+    int dirfd;               /* flock'ed: the directory itself is the lock */
     optd_sync_mode_t mode;
+    int64_t interval_ms;
     optd_store_t *store;
     optd_logger_t *log;
     optd_durability_t dur;
     atomic_bool loading;     /* load in progress: hooks do not journal */
-    pthread_mutex_t mu;      /* leaf lock: snapshot renames vs. unlinks; dir_dirty */
+    atomic_llong deadline_ms; /* a flush gives up at this CLOCK_MONOTONIC time (0: never):
+                                 at a stop the journal has it all */
+    pthread_mutex_t mu;      /* leaf lock: snapshot renames vs. unlinks; dir_dirty; unlinks */
     bool dir_dirty;          /* a file was unlinked since the last directory fsync */
+    unlink_list_t unlinks;
     pthread_rwlock_t removing; /* held shared by a delete from its journal record to
                                   its unlink; a flush passes it exclusively after
                                   rotating, so old journals never outlive an unlink */
     pthread_mutex_t flush_mu; /* one flush at a time; guards the fields below */
-    optd_journal_t *journal; /* always mode, after load */
+    optd_journal_t *journal; /* after load */
     uint64_t *old_journals;  /* journal files to delete once snapshots cover them */
     size_t n_old, cap_old;
     uint64_t max_lsn;
@@ -68,124 +85,272 @@ static double mono_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ---- the durability hook ----------------------------------------------------- */
-
-/* An image of s that borrows its buffers; only the history entries with
- * step > after are copied (in order).  With s->mu held; free with
- * view_free. */
-static int view_locked(optd_session_t *s, uint64_t after, optd_session_image_t *v)
+static long long mono_ms(void)
 {
-    memset(v, 0, sizeof *v);
-    memcpy(v->name, s->name, sizeof v->name);
-    v->cfg = s->cfg;
-    v->size = s->size;
-    v->params = s->params;
-    v->st = s->st;
-    v->created_ms = s->created_ms;
-    v->updated_ms = s->updated_ms;
-    v->loss = s->loss;
-    size_t first = s->history_len;
-    while (first > 0 &&
-           s->history[(s->history_head + first - 1) % s->history_alloc].step > after)
-        first--;
-    size_t n = s->history_len - first;
-    if (n > 0) {
-        v->history = malloc(n * sizeof *v->history);
-        if (!v->history)
-            return OPTD_ENOMEM;
-        for (size_t i = 0; i < n; i++)
-            v->history[i] = s->history[(s->history_head + first + i) % s->history_alloc];
-        v->n_history = n;
-    }
+    return (long long)(mono_seconds() * 1000.0);
+}
+
+/* ---- little-endian fields of the step and delete records ---------------------- */
+
+static uint8_t *put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + bytes;
+}
+
+static uint64_t get_le(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Step record payload: u16 name length, name, u64 step, u8 dtype, u8
+ * has_loss, f64 loss, i64 time_ms, u64 size, then the gradient. */
+#define STEP_FIXED (8 + 1 + 1 + 8 + 8 + 8)
+
+static size_t step_head_encode(const optd_step_record_t *rec, uint8_t *out)
+{
+    size_t n = strlen(rec->name);
+    uint8_t *p = put_le(out, n, 2);
+    memcpy(p, rec->name, n);
+    p += n;
+    p = put_le(p, rec->step, 8);
+    *p++ = rec->dtype == OPTD_FLOAT64 ? 1 : 0;
+    *p++ = rec->has_loss ? 1 : 0;
+    uint64_t bits;
+    memcpy(&bits, &rec->loss, 8);
+    p = put_le(p, bits, 8);
+    p = put_le(p, (uint64_t)rec->time_ms, 8);
+    p = put_le(p, rec->size, 8);
+    return (size_t)(p - out);
+}
+
+/* Decodes a step record (rec->name points into name): 0 or -1. */
+static int step_decode(const uint8_t *b, size_t len, optd_step_record_t *rec, char *name)
+{
+    if (len < 2)
+        return -1;
+    size_t n = (size_t)get_le(b, 2);
+    if (n == 0 || n > OPTD_NAME_MAX || len < 2 + n + STEP_FIXED)
+        return -1;
+    memcpy(name, b + 2, n);
+    name[n] = 0;
+    const uint8_t *p = b + 2 + n;
+    rec->name = name;
+    rec->step = get_le(p, 8);
+    if (p[8] > 1 || p[9] > 1)
+        return -1;
+    rec->dtype = p[8] ? OPTD_FLOAT64 : OPTD_FLOAT32;
+    rec->has_loss = p[9];
+    uint64_t bits = get_le(p + 10, 8);
+    memcpy(&rec->loss, &bits, 8);
+    rec->time_ms = (int64_t)get_le(p + 18, 8);
+    rec->size = (size_t)get_le(p + 26, 8);
+    size_t left = len - 2 - n - STEP_FIXED;
+    size_t esz = optd_dtype_size(rec->dtype);
+    if (rec->size == 0 || rec->size > left / esz || rec->size * esz != left)
+        return -1;
+    rec->grad = p + STEP_FIXED;
     return 0;
 }
 
-static uint64_t newest_history_step(const optd_session_t *s)
+/* ---- the unlink list (with p->mu held) ---------------------------------------- */
+
+static void unlinks_drop(optd_persist_t *p, const char *name)
 {
-    if (s->history_len == 0)
+    for (size_t i = 0; i < p->unlinks.n; i++) {
+        if (strcmp(p->unlinks.names[i], name) == 0) {
+            free(p->unlinks.names[i]);
+            p->unlinks.names[i] = p->unlinks.names[--p->unlinks.n];
+            return;
+        }
+    }
+}
+
+static int unlinks_add(optd_persist_t *p, const char *name)
+{
+    unlinks_drop(p, name);
+    if (p->unlinks.n == p->unlinks.cap) {
+        size_t cap = p->unlinks.cap ? p->unlinks.cap * 2 : 16;
+        char **g = realloc(p->unlinks.names, cap * sizeof *g);
+        if (!g)
+            return OPTD_ENOMEM;
+        p->unlinks.names = g;
+        p->unlinks.cap = cap;
+    }
+    char *c = strdup(name);
+    if (!c)
+        return OPTD_ENOMEM;
+    p->unlinks.names[p->unlinks.n++] = c;
+    return 0;
+}
+
+/* Unlinks name's snapshot file (with p->mu held): 0 (also when there is
+ * none), or errno. */
+static int unlink_snapshot(optd_persist_t *p, const char *name)
+{
+    char file[OPTD_SNAP_FILE_MAX + 1];
+    optd_snapshot_file_name(name, file);
+    if (unlinkat(p->dirfd, file, 0) != 0 && errno != ENOENT)
+        return errno;
+    p->dir_dirty = true;
+    return 0;
+}
+
+/* Retries every pending unlink (with p->mu held); the names that still
+ * fail stay.  Returns how many are left. */
+static size_t unlinks_retry(optd_persist_t *p)
+{
+    for (size_t i = 0; i < p->unlinks.n;) {
+        int e = unlink_snapshot(p, p->unlinks.names[i]);
+        if (e == 0) {
+            free(p->unlinks.names[i]);
+            p->unlinks.names[i] = p->unlinks.names[--p->unlinks.n];
+            continue;
+        }
+        optd_log(p->log, OPTD_LOG_ERROR,
+                 "persist: cannot remove the snapshot of deleted session '%s' from %s: %s (its "
+                 "delete stays journaled; will retry)", p->unlinks.names[i], p->dir, strerror(e));
+        i++;
+    }
+    return p->unlinks.n;
+}
+
+/* ---- the durability hooks ------------------------------------------------------ */
+
+/* A record of the mode's kind: waited for with --sync always, queued for
+ * the interval's sync otherwise (or when async). */
+static int journal_put(optd_persist_t *p, bool async, uint32_t type, const uint8_t *head,
+                       size_t head_len, const uint8_t *body, size_t len, uint64_t *lsn,
+                       optd_err_t *err)
+{
+    if (!p->journal)
+        return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
+    if (async || p->mode == OPTD_SYNC_INTERVAL)
+        return optd_journal_append_async(p->journal, type, head, head_len, body, len, lsn, err);
+    return optd_journal_append(p->journal, type, head, head_len, body, len, lsn, err);
+}
+
+/* A delete record for name: waited for (durable in both modes), or queued
+ * when async. */
+static int journal_delete(optd_persist_t *p, const char *name, bool async, optd_err_t *err)
+{
+    if (!p->journal)
+        return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
+    size_t n = strlen(name);
+    uint8_t len[2];
+    put_le(len, n, 2);
+    uint64_t lsn;
+    if (async)
+        return optd_journal_append_async(p->journal, OPTD_JREC_DELETE, len, 2,
+                                         (const uint8_t *)name, n, &lsn, err);
+    return optd_journal_append(p->journal, OPTD_JREC_DELETE, len, 2, (const uint8_t *)name, n,
+                               &lsn, err);
+}
+
+/* With the session's mutex held, before the step is applied: its input. */
+static int dur_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err)
+{
+    optd_persist_t *p = ctx;
+    *lsn = 0;
+    if (atomic_load(&p->loading))
         return 0;
-    return s->history[(s->history_head + s->history_len - 1) % s->history_alloc].step;
+    uint8_t head[2 + OPTD_NAME_MAX + STEP_FIXED];
+    size_t hl = step_head_encode(rec, head);
+    int rc = journal_put(p, false, OPTD_JREC_STEP, head, hl, rec->grad,
+                         rec->size * optd_dtype_size(rec->dtype), lsn, err);
+    if (rc && p->mode == OPTD_SYNC_INTERVAL) {
+        /* Interval mode promises the interval, not each step: the session
+         * stays dirty and its next snapshot holds this step. */
+        optd_log(p->log, OPTD_LOG_ERROR, "persist: step of '%s' not journaled: %s", rec->name,
+                 err->msg);
+        *lsn = 0;
+        return 0;
+    }
+    return rc;
 }
 
-static void view_free(optd_session_image_t *v)
-{
-    free(v->history);
-}
-
-/* With s->mu held (session.h): the change to s is made durable in the
- * journal before the caller answers.  The lock stays held across the wait
- * on purpose: no other request may read (and answer from) a state that is
- * not yet on disk, and a failure can then be undone unseen. */
+/* With s->mu held, after s changed as a whole (create, import, patch; or a
+ * flush carrying a session it could not snapshot): its image. */
 static int dur_commit(void *ctx, struct optd_session *s, optd_err_t *err)
 {
     optd_persist_t *p = ctx;
     if (atomic_load(&p->loading))
         return 0;
-    if (!p->journal)
-        return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
-    /* A session's first record is its whole image; later ones carry only
-     * the history entries the previous record (or snapshot) lacks, so a
-     * step's record stays small however long the history is. */
-    bool delta = s->lsn != 0;
-    optd_session_image_t v;
-    if (view_locked(s, delta ? s->hist_durable_step : 0, &v))
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory making a change durable");
-    uint8_t *buf;
-    size_t len;
-    int rc = optd_snapshot_encode(&v, 0, &buf, &len, err);
-    view_free(&v);
+    pthread_mutex_lock(&p->mu);
+    unlinks_drop(p, s->name); /* its new snapshot replaces the old file */
+    pthread_mutex_unlock(&p->mu);
+    optd_session_image_t img;
+    int rc = optd_session_copy_image_locked(s, &img, err);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (rc == 0)
+        rc = optd_snapshot_encode(&img, 0, &buf, &len, err);
+    optd_session_image_free(&img);
     if (rc)
         return rc;
     uint64_t lsn;
-    rc = optd_journal_append(p->journal, delta ? OPTD_JREC_DELTA : OPTD_JREC_IMAGE, buf, len, &lsn,
-                             err);
+    rc = journal_put(p, false, OPTD_JREC_IMAGE, NULL, 0, buf, len, &lsn, err);
     free(buf);
-    if (rc == 0) {
-        s->lsn = lsn;
-        s->hist_durable_step = newest_history_step(s);
-    }
+    if (rc == 0)
+        optd_session_set_lsn_locked(s, lsn);
     return rc;
 }
 
 /* The session was marked deleted (with its mutex held): journal the delete
- * (always mode) and remove its snapshot file. */
-static int dur_remove(void *ctx, const char *name, optd_err_t *err)
+ * (durably, unless batched), then remove its snapshot file; if that fails
+ * the delete stays journaled and the unlink is retried by each flush. */
+static int dur_remove(void *ctx, const char *name, bool batch, optd_err_t *err)
 {
     optd_persist_t *p = ctx;
     pthread_rwlock_rdlock(&p->removing);
-    if (p->mode == OPTD_SYNC_ALWAYS && !atomic_load(&p->loading)) {
-        if (!p->journal) {
-            pthread_rwlock_unlock(&p->removing);
-            return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
-        }
-        size_t n = strlen(name);
-        uint8_t rec[2 + OPTD_NAME_MAX];
-        rec[0] = (uint8_t)n;
-        rec[1] = (uint8_t)(n >> 8);
-        memcpy(rec + 2, name, n);
-        uint64_t lsn;
-        int rc = optd_journal_append(p->journal, OPTD_JREC_DELETE, rec, 2 + n, &lsn, err);
+    if (!atomic_load(&p->loading)) {
+        int rc = journal_delete(p, name, batch, err);
         if (rc) {
             pthread_rwlock_unlock(&p->removing);
             return rc;
         }
     }
-    char file[OPTD_SNAP_FILE_MAX + 1];
-    optd_snapshot_file_name(name, file);
     pthread_mutex_lock(&p->mu);
-    if (unlinkat(p->dirfd, file, 0) != 0 && errno != ENOENT)
-        optd_log(p->log, OPTD_LOG_ERROR, "persist: cannot remove %s/%s of deleted session '%s': %s",
-                 p->dir, file, name, strerror(errno));
-    p->dir_dirty = true;
+    int e = batch ? EAGAIN : unlink_snapshot(p, name);
+    if (e) {
+        if (!batch)
+            optd_log(p->log, OPTD_LOG_ERROR,
+                     "persist: cannot remove the snapshot of deleted session '%s' from %s: %s (its "
+                     "delete stays journaled; will retry)", name, p->dir, strerror(e));
+        if (unlinks_add(p, name) != 0)
+            optd_log(p->log, OPTD_LOG_ERROR, "persist: out of memory remembering '%s'", name);
+    }
     pthread_mutex_unlock(&p->mu);
     pthread_rwlock_unlock(&p->removing);
     return 0;
 }
 
+/* After batched removes: their delete records durable, then their files
+ * gone. */
+static int dur_sync(void *ctx, optd_err_t *err)
+{
+    optd_persist_t *p = ctx;
+    int rc = p->journal ? optd_journal_sync(p->journal, err) : 0;
+    if (rc) {
+        optd_log(p->log, OPTD_LOG_ERROR, "persist: deletes not made durable: %s (the next flush "
+                 "journals them again)", err->msg);
+        return rc;
+    }
+    pthread_mutex_lock(&p->mu);
+    unlinks_retry(p);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
 /* ---- open / close ------------------------------------------------------------------ */
 
-int optd_persist_open(const char *dir, optd_sync_mode_t mode, optd_store_t *store,
-                      optd_logger_t *log, optd_persist_t **out, optd_err_t *err)
+int optd_persist_open(const char *dir, optd_sync_mode_t mode, int64_t interval_ms,
+                      optd_store_t *store, optd_logger_t *log, optd_persist_t **out,
+                      optd_err_t *err)
 {
     *out = NULL;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
@@ -195,46 +360,62 @@ int optd_persist_open(const char *dir, optd_sync_mode_t mode, optd_store_t *stor
     if (dirfd < 0)
         return optd_err_set(err, OPTD_EIO, "cannot open data directory %s: %s", dir,
                             strerror(errno));
-    int lockfd = openat(dirfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (lockfd < 0) {
+    /* The directory itself is locked: a lock file could be unlinked, and a
+     * second daemon would then lock a new one. */
+    if (flock(dirfd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
-        close(dirfd);
-        return optd_err_set(err, OPTD_EIO, "cannot create %s/LOCK: %s", dir, strerror(e));
-    }
-    if (flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        close(lockfd);
         close(dirfd);
         if (e == EWOULDBLOCK)
             return optd_err_set(err, OPTD_EIO,
                                 "data directory %s is in use by another optd process", dir);
-        return optd_err_set(err, OPTD_EIO, "cannot lock %s/LOCK: %s", dir, strerror(e));
+        return optd_err_set(err, OPTD_EIO, "cannot lock %s: %s", dir, strerror(e));
     }
     optd_persist_t *p = calloc(1, sizeof *p);
     char *dcopy = strdup(dir);
     if (!p || !dcopy) {
         free(p);
         free(dcopy);
-        close(lockfd);
         close(dirfd);
         return optd_err_set(err, OPTD_ENOMEM, "out of memory opening persistence");
     }
     p->dir = dcopy;
     p->dirfd = dirfd;
-    p->lockfd = lockfd;
     p->mode = mode;
+    p->interval_ms = interval_ms > 0 ? interval_ms : 1000;
     p->store = store;
     p->log = log;
     atomic_init(&p->loading, false);
+    atomic_init(&p->deadline_ms, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->flush_mu, NULL);
     pthread_rwlock_init(&p->removing, NULL);
     p->dur.ctx = p;
-    p->dur.commit = mode == OPTD_SYNC_ALWAYS ? dur_commit : NULL;
+    p->dur.step = dur_step;
+    p->dur.commit = dur_commit;
     p->dur.remove = dur_remove;
+    p->dur.sync = dur_sync;
     optd_store_set_durability(store, &p->dur);
     *out = p;
     return 0;
+}
+
+int optd_persist_stop(optd_persist_t *p, double budget_s, size_t *written, optd_err_t *err)
+{
+    *written = 0;
+    int rc = p->journal ? optd_journal_sync(p->journal, err) : 0;
+    if (rc || budget_s <= 0)
+        return rc;
+    /* Nothing can be lost any more; what time is left goes to snapshots,
+     * so the next start has less to replay. */
+    atomic_store(&p->deadline_ms, mono_ms() + (long long)(budget_s * 1000.0));
+    optd_err_t ferr;
+    optd_persist_flush(p, written, &ferr);
+    return 0;
+}
+
+void optd_persist_abort_flush(optd_persist_t *p)
+{
+    atomic_store(&p->deadline_ms, 1);
 }
 
 void optd_persist_close(optd_persist_t *p)
@@ -242,11 +423,13 @@ void optd_persist_close(optd_persist_t *p)
     if (!p)
         return;
     optd_journal_close(p->journal);
-    close(p->lockfd); /* releases the flock */
-    close(p->dirfd);
+    close(p->dirfd); /* releases the flock */
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->flush_mu);
     pthread_rwlock_destroy(&p->removing);
+    for (size_t i = 0; i < p->unlinks.n; i++)
+        free(p->unlinks.names[i]);
+    free(p->unlinks.names);
     free(p->old_journals);
     free(p->dir);
     free(p);
@@ -314,9 +497,7 @@ static void load_snapshot(optd_persist_t *p, const char *file)
         set_aside(p, file, why);
         return;
     }
-    s->lsn = lsn;
-    s->hist_durable_step = newest_history_step(s);
-    s->saved_version = s->version; /* what is on disk */
+    optd_session_mark_loaded(s, lsn); /* clean: this is what is on disk */
     if (lsn > p->max_lsn)
         p->max_lsn = lsn;
     rc = optd_store_insert(p->store, s, false, NULL, &err);
@@ -356,6 +537,43 @@ static int merge_history(optd_session_t *old, optd_session_image_t *img)
     return 0;
 }
 
+/* A step record: applied through the session's own step if it follows
+ * what was loaded so far (newer LSN, same step count). */
+static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload, size_t len)
+{
+    optd_step_record_t rec;
+    char name[OPTD_NAME_MAX + 1];
+    if (step_decode(payload, len, &rec, name) != 0) {
+        optd_log(p->log, OPTD_LOG_ERROR, "persist: malformed step record %llu in journal",
+                 (unsigned long long)lsn);
+        return;
+    }
+    optd_session_t *s = optd_store_get(p->store, name);
+    if (!s)
+        return; /* deleted later, or created in a record that was lost */
+    /* The gradient sits in the file's bytes at any offset: the kernels
+     * want it aligned for its dtype. */
+    size_t bytes = rec.size * optd_dtype_size(rec.dtype);
+    void *aligned = NULL;
+    if ((uintptr_t)rec.grad % optd_dtype_size(rec.dtype) != 0) {
+        if (!(aligned = malloc(bytes))) {
+            optd_log(p->log, OPTD_LOG_ERROR, "persist: out of memory replaying record %llu",
+                     (unsigned long long)lsn);
+            optd_session_release(s);
+            return;
+        }
+        memcpy(aligned, rec.grad, bytes);
+        rec.grad = aligned;
+    }
+    optd_err_t err;
+    int rc = optd_session_replay_step(s, &rec, lsn, &err);
+    free(aligned);
+    if (rc < 0 && rc != OPTD_ENONFINITE)
+        optd_log(p->log, OPTD_LOG_ERROR, "persist: step record %llu of '%s' not replayed: %s",
+                 (unsigned long long)lsn, name, err.msg);
+    optd_session_release(s);
+}
+
 static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *payload,
                          size_t len)
 {
@@ -363,6 +581,10 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
     optd_err_t err;
     if (lsn > p->max_lsn)
         p->max_lsn = lsn;
+    if (type == OPTD_JREC_STEP) {
+        replay_step(p, lsn, payload, len);
+        return 0;
+    }
     if (type == OPTD_JREC_DELETE) {
         char name[OPTD_NAME_MAX + 1];
         size_t n = len >= 2 ? (size_t)payload[0] | (size_t)payload[1] << 8 : 0;
@@ -374,7 +596,7 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
         memcpy(name, payload + 2, n);
         name[n] = 0;
         optd_session_t *s = optd_store_get(p->store, name);
-        bool newer = s && s->lsn < lsn;
+        bool newer = s && optd_session_lsn(s) < lsn;
         optd_session_release(s);
         if (newer)
             optd_store_remove(p->store, name, &err); /* also removes its file */
@@ -389,7 +611,7 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
         return 0;
     }
     optd_session_t *old = optd_store_get(p->store, img.name);
-    if (old && old->lsn >= lsn) {
+    if (old && optd_session_lsn(old) >= lsn) {
         optd_session_release(old);
         optd_session_image_free(&img);
         return 0;
@@ -414,8 +636,7 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
                  (unsigned long long)lsn, err.msg);
         return 0;
     }
-    s->lsn = lsn; /* dirty (saved_version 0): the next flush snapshots it */
-    s->hist_durable_step = newest_history_step(s);
+    optd_session_set_lsn_locked(s, lsn); /* not shared yet; dirty: the next flush snapshots it */
     rc = optd_store_insert(p->store, s, true, NULL, &err);
     if (rc)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: session '%s' from the journal not loaded: %s",
@@ -441,17 +662,20 @@ static bool has_suffix(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t *err)
+/* What the directory holds: the snapshot files' names (*snaps, malloc'd
+ * strings) and the journals' sequence numbers; leftover temporary files
+ * are removed on the way.  0, OPTD_EIO (unreadable) or OPTD_ENOMEM. */
+static int list_dir(optd_persist_t *p, char ***snaps_out, size_t *n_snaps_out,
+                    uint64_t **journals_out, size_t *n_j_out)
 {
-    double t0 = mono_seconds();
-    memset(stats, 0, sizeof *stats);
     int fd = dup(p->dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
+        int e = errno; /* for the caller's message */
         if (fd >= 0)
             close(fd);
-        return optd_err_set(err, OPTD_EIO, "cannot read data directory %s: %s", p->dir,
-                            strerror(errno));
+        errno = e;
+        return OPTD_EIO;
     }
     rewinddir(d);
     char **snaps = NULL;
@@ -460,7 +684,7 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
     size_t n_j = 0, cap_j = 0;
     int rc = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    while (rc == 0 && (e = readdir(d)) != NULL) {
         const char *n = e->d_name;
         uint64_t seq;
         if (strncmp(n, "s-", 2) == 0 && has_suffix(n, ".snap.tmp")) {
@@ -477,11 +701,10 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
                 }
                 snaps = g;
             }
-            if (!(snaps[n_snaps] = strdup(n))) {
+            if (!(snaps[n_snaps] = strdup(n)))
                 rc = OPTD_ENOMEM;
-                break;
-            }
-            n_snaps++;
+            else
+                n_snaps++;
         } else if (optd_journal_parse_name(n, &seq) == 0) {
             if (n_j == cap_j) {
                 cap_j = cap_j ? cap_j * 2 : 8;
@@ -501,8 +724,28 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
             free(snaps[i]);
         free(snaps);
         free(journals);
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing %s", p->dir);
+        return rc;
     }
+    *snaps_out = snaps;
+    *n_snaps_out = n_snaps;
+    *journals_out = journals;
+    *n_j_out = n_j;
+    return 0;
+}
+
+int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t *err)
+{
+    double t0 = mono_seconds();
+    memset(stats, 0, sizeof *stats);
+    char **snaps;
+    size_t n_snaps, n_j;
+    uint64_t *journals;
+    int rc = list_dir(p, &snaps, &n_snaps, &journals, &n_j);
+    if (rc == OPTD_EIO)
+        return optd_err_set(err, OPTD_EIO, "cannot read data directory %s: %s", p->dir,
+                            strerror(errno));
+    if (rc)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory listing %s", p->dir);
 
     atomic_store(&p->loading, true);
     if (n_snaps > 1)
@@ -537,12 +780,11 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
     p->old_journals = journals;
     p->n_old = p->cap_old = n_j;
 
-    if (p->mode == OPTD_SYNC_ALWAYS) {
-        rc = optd_journal_open(p->dirfd, p->max_journal_seq + 1, p->max_lsn + 1, p->log,
-                               &p->journal, err);
-        if (rc)
-            return rc;
-    }
+    rc = optd_journal_open(p->dirfd, p->max_journal_seq + 1, p->max_lsn + 1,
+                           p->mode == OPTD_SYNC_INTERVAL ? p->interval_ms : 0, p->log, &p->journal,
+                           err);
+    if (rc)
+        return rc;
     if (p->set_aside > 0)
         optd_dir_sync(p->dirfd);
     stats->sessions_loaded = optd_store_count(p->store);
@@ -552,7 +794,7 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
     return 0;
 }
 
-/* ---- flush ---------------------------------------------------------------------------- */
+/* ---- flush: snapshots as the journal's compaction ------------------------------- */
 
 typedef struct flushed {
     optd_session_t *s;
@@ -578,7 +820,10 @@ typedef struct flush_ctx {
     size_t n_pend;
     flushed_t *done;
     size_t n, cap;
-    size_t failed;
+    optd_session_t **failed; /* references: carried into the journal instead */
+    size_t n_failed, cap_failed;
+    size_t lost;             /* failed and not even remembered (out of memory) */
+    bool aborted;            /* stopped at the deadline: the old journals stay */
 } flush_ctx_t;
 
 static void tmp_names(const char *name, char *file, char *tmp)
@@ -587,7 +832,42 @@ static void tmp_names(const char *name, char *file, char *tmp)
     snprintf(tmp, OPTD_SNAP_FILE_MAX + 8, "%s.tmp", file);
 }
 
-/* Syncs, closes and renames into place every pending file. */
+static void push_ref(optd_session_t ***v, size_t *n, size_t *cap, optd_session_t *s, size_t *lost)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        optd_session_t **g = realloc(*v, c * sizeof *g);
+        if (!g) {
+            (*lost)++;
+            optd_session_release(s);
+            return;
+        }
+        *v = g;
+        *cap = c;
+    }
+    (*v)[(*n)++] = s;
+}
+
+/* s's snapshot failed (the caller's reference moves here). */
+static void snap_failed(flush_ctx_t *fc, optd_session_t *s, const char *why)
+{
+    char file[OPTD_SNAP_FILE_MAX + 1];
+    optd_snapshot_file_name(s->name, file);
+    optd_log(fc->p->log, OPTD_LOG_ERROR,
+             "persist: snapshot of '%s' not written to %s/%s: %s (will retry)", s->name,
+             fc->p->dir, file, why);
+    push_ref(&fc->failed, &fc->n_failed, &fc->cap_failed, s, &fc->lost);
+}
+
+static bool past_deadline(optd_persist_t *p)
+{
+    long long deadline = atomic_load(&p->deadline_ms);
+    return deadline && mono_ms() >= deadline;
+}
+
+/* Syncs, closes and renames into place every pending file; past the
+ * deadline (a stop) the rest are dropped unsynced, their sessions still
+ * dirty (the journal holds them). */
 static void finish_chunk(flush_ctx_t *fc)
 {
     optd_persist_t *p = fc->p;
@@ -596,6 +876,13 @@ static void finish_chunk(flush_ctx_t *fc)
         optd_session_t *s = pd->s;
         char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_FILE_MAX + 8];
         tmp_names(s->name, file, tmp);
+        if (past_deadline(p)) {
+            close(pd->fd);
+            unlinkat(p->dirfd, tmp, 0);
+            optd_session_release(s);
+            fc->aborted = true;
+            continue;
+        }
         int rc = fsync(pd->fd) == 0 ? 0 : errno;
         if (close(pd->fd) != 0 && rc == 0)
             rc = errno;
@@ -612,11 +899,7 @@ static void finish_chunk(flush_ctx_t *fc)
         }
         if (rc) {
             unlinkat(p->dirfd, tmp, 0);
-            optd_log(p->log, OPTD_LOG_ERROR,
-                     "persist: snapshot of '%s' not written to %s/%s: %s (will retry)", s->name,
-                     p->dir, file, strerror(rc));
-            fc->failed++;
-            optd_session_release(s);
+            snap_failed(fc, s, strerror(rc));
             continue;
         }
         if (fc->n == fc->cap) {
@@ -640,26 +923,22 @@ static int flush_one(optd_session_t *s, void *arg)
 {
     flush_ctx_t *fc = arg;
     optd_persist_t *p = fc->p;
+    if (past_deadline(p))
+        return 1; /* a stop: the journal holds everything, the snapshots can wait */
     optd_err_t err;
     optd_session_image_t img;
-
-    pthread_mutex_lock(&s->mu);
-    if (s->deleted || s->version == s->saved_version) {
-        pthread_mutex_unlock(&s->mu);
+    uint64_t version, lsn;
+    int rc = optd_session_copy_if_dirty(s, &img, &version, &lsn, &err);
+    if (rc == 0)
         return 0;
-    }
-    uint64_t version = s->version, lsn = s->lsn;
-    int rc = optd_session_copy_image_locked(s, &img, &err);
-    pthread_mutex_unlock(&s->mu);
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (!rc)
+    if (rc == 1)
         rc = optd_snapshot_encode(&img, lsn, &buf, &len, &err);
     optd_session_image_free(&img);
+    optd_session_retain(s);
     if (rc) {
-        optd_log(p->log, OPTD_LOG_ERROR, "persist: snapshot of '%s' not written: %s (will retry)",
-                 s->name, err.msg);
-        fc->failed++;
+        snap_failed(fc, s, err.msg);
         return 0;
     }
     char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_FILE_MAX + 8];
@@ -672,19 +951,94 @@ static int flush_one(optd_session_t *s, void *arg)
             close(fd);
             unlinkat(p->dirfd, tmp, 0);
         }
-        optd_log(p->log, OPTD_LOG_ERROR,
-                 "persist: snapshot of '%s' not written to %s/%s: %s (will retry)", s->name,
-                 p->dir, file, strerror(-rc));
-        fc->failed++;
+        snap_failed(fc, s, strerror(-rc));
         return 0;
     }
     /* Start writing it out now; finish_chunk waits for it. */
     sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    optd_session_retain(s);
     fc->pend[fc->n_pend++] = (pending_t){s, version, fd};
     if (fc->n_pend == FLUSH_CHUNK)
         finish_chunk(fc);
     return 0;
+}
+
+/* Rotates the journal: records from here on go to a new file, and the old
+ * one joins the files to delete once covered.  Everything in the old ones
+ * is already in memory and is captured by the snapshots taken after this
+ * (a change still committing holds its session's lock, so its image is
+ * taken after it).  0, or -1 if the rotation failed. */
+static int rotate(optd_persist_t *p)
+{
+    uint64_t old;
+    optd_err_t rerr;
+    int rc = optd_journal_rotate(p->journal, &old, &rerr);
+    if (rc < 0) {
+        optd_log(p->log, OPTD_LOG_ERROR, "persist: journal rotation failed: %s", rerr.msg);
+        return -1;
+    }
+    if (rc == 0) {
+        if (p->n_old == p->cap_old) {
+            size_t cap = p->cap_old ? p->cap_old * 2 : 8;
+            uint64_t *g = realloc(p->old_journals, cap * sizeof *g);
+            if (g) {
+                p->old_journals = g;
+                p->cap_old = cap;
+            }
+        }
+        if (p->n_old < p->cap_old)
+            p->old_journals[p->n_old++] = old;
+        /* else the old file is simply kept: replay skips what snapshots cover */
+    }
+    /* Deletes journaled in the old file finish their unlink first. */
+    pthread_rwlock_wrlock(&p->removing);
+    pthread_rwlock_unlock(&p->removing);
+    return 0;
+}
+
+/* What the old journals hold that no snapshot does goes into the current
+ * journal: the sessions whose snapshot failed (whole) and the deletes
+ * whose unlink failed.  Returns how many could not be carried. */
+static size_t carry(optd_persist_t *p, flush_ctx_t *fc)
+{
+    size_t bad = fc->lost;
+    for (size_t i = 0; i < fc->n_failed; i++) {
+        optd_err_t err;
+        if (optd_session_commit(fc->failed[i], &p->dur, &err) != 0) {
+            optd_log(p->log, OPTD_LOG_ERROR, "persist: '%s' could not be journaled either: %s",
+                     fc->failed[i]->name, err.msg);
+            bad++;
+        }
+        optd_session_release(fc->failed[i]);
+    }
+    free(fc->failed);
+    pthread_mutex_lock(&p->mu);
+    unlinks_retry(p);
+    for (size_t i = 0; i < p->unlinks.n; i++) {
+        optd_err_t err;
+        if (journal_delete(p, p->unlinks.names[i], true, &err) != 0)
+            bad++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    optd_err_t err;
+    if (optd_journal_sync(p->journal, &err) != 0) {
+        optd_log(p->log, OPTD_LOG_ERROR, "persist: %s", err.msg);
+        bad++;
+    }
+    return bad;
+}
+
+/* Deletes the journals the snapshots (and what was carried) cover. */
+static void drop_old_journals(optd_persist_t *p)
+{
+    for (size_t i = 0; i < p->n_old; i++) {
+        char name[40];
+        optd_journal_file_name(p->old_journals[i], name);
+        if (unlinkat(p->dirfd, name, 0) != 0 && errno != ENOENT)
+            optd_log(p->log, OPTD_LOG_WARN, "persist: cannot remove %s/%s: %s", p->dir, name,
+                     strerror(errno));
+    }
+    p->n_old = 0;
+    optd_dir_sync(p->dirfd);
 }
 
 int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
@@ -692,41 +1046,13 @@ int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
     *written = 0;
     pthread_mutex_lock(&p->flush_mu);
     size_t failed = 0;
-
-    /* Records from here on go to a new journal file; everything in the
-     * old ones is already in memory and is captured by the snapshots below
-     * (a change still committing holds its session's lock, so its image is
-     * taken after it). */
-    if (p->journal) {
-        uint64_t old;
-        optd_err_t rerr;
-        int rc = optd_journal_rotate(p->journal, &old, &rerr);
-        if (rc == 0) {
-            if (p->n_old == p->cap_old) {
-                size_t cap = p->cap_old ? p->cap_old * 2 : 8;
-                uint64_t *g = realloc(p->old_journals, cap * sizeof *g);
-                if (g) {
-                    p->old_journals = g;
-                    p->cap_old = cap;
-                }
-            }
-            if (p->n_old < p->cap_old)
-                p->old_journals[p->n_old++] = old;
-            /* else the old file is simply kept: replay skips what snapshots cover */
-        } else if (rc < 0) {
-            optd_log(p->log, OPTD_LOG_ERROR, "persist: journal rotation failed: %s", rerr.msg);
-            failed++;
-        }
-        /* Deletes journaled in the old file finish their unlink first. */
-        pthread_rwlock_wrlock(&p->removing);
-        pthread_rwlock_unlock(&p->removing);
-    }
+    bool rotated = p->journal && rotate(p) == 0;
 
     flush_ctx_t fc = {.p = p};
-    if (optd_store_foreach(p->store, flush_one, &fc) != 0)
-        fc.failed++;
+    bool stopped = optd_store_foreach(p->store, flush_one, &fc) != 0;
     finish_chunk(&fc);
-    failed += fc.failed;
+    stopped = stopped || fc.aborted;
+    failed += fc.n_failed + fc.lost;
 
     pthread_mutex_lock(&p->mu);
     bool need_sync = fc.n > 0 || p->dir_dirty;
@@ -742,31 +1068,24 @@ int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
         failed++;
     }
     for (size_t i = 0; i < fc.n; i++) {
-        optd_session_t *s = fc.done[i].s;
-        if (!src) {
-            pthread_mutex_lock(&s->mu);
-            if (fc.done[i].version > s->saved_version)
-                s->saved_version = fc.done[i].version;
-            pthread_mutex_unlock(&s->mu);
-        }
-        optd_session_release(s);
+        if (!src)
+            optd_session_mark_saved(fc.done[i].s, fc.done[i].version);
+        optd_session_release(fc.done[i].s);
     }
     free(fc.done);
     if (!src)
         *written = fc.n;
 
-    /* Every session is now in its snapshot: the old journals are redundant. */
-    if (failed == 0 && p->n_old > 0) {
-        for (size_t i = 0; i < p->n_old; i++) {
-            char name[40];
-            optd_journal_file_name(p->old_journals[i], name);
-            if (unlinkat(p->dirfd, name, 0) != 0 && errno != ENOENT)
-                optd_log(p->log, OPTD_LOG_WARN, "persist: cannot remove %s/%s: %s", p->dir,
-                         name, strerror(errno));
-        }
-        p->n_old = 0;
-        optd_dir_sync(p->dirfd);
+    /* One session's failure holds back no one's compaction: what only the
+     * old journals hold of it is carried into the current one. */
+    size_t uncarried = p->journal ? carry(p, &fc) : fc.n_failed + fc.lost;
+    if (!p->journal) {
+        for (size_t i = 0; i < fc.n_failed; i++)
+            optd_session_release(fc.failed[i]);
+        free(fc.failed);
     }
+    if (rotated && !stopped && !src && uncarried == 0 && p->n_old > 0)
+        drop_old_journals(p);
     pthread_mutex_unlock(&p->flush_mu);
     if (failed)
         return optd_err_set(err, OPTD_EIO, "%zu snapshot write%s failed; will retry", failed,

@@ -68,6 +68,8 @@ typedef struct optd_server {
     uv_timer_t reap_timer;       /* closes connections whose request is too slow */
     uv_work_t flush_work;        /* one optd_persist_flush at a time, off the loop */
     bool flush_running;
+    uv_work_t expire_work;       /* one ttl expiry sweep at a time, off the loop */
+    bool expire_running;
     bool stopping;
     bool stop_after_flush;       /* stop is waiting for a background flush */
     int64_t stop_started_ms;

@@ -4,10 +4,11 @@
  * Every field below `mu` in optd_session_t is read and written under the
  * session's mutex.  An update and the copy of its result happen under one
  * hold of the mutex, so no reader sees a torn update and no update is lost.
- * With --sync always, the durability hook is called with the mutex still
- * held: no other request may observe (and answer from) a state that is not
- * yet on disk, and if the hook fails the change is undone before anyone
- * could have seen it, so a 507 changes nothing. */
+ * A step's input is journaled (the durability hook) before it is applied,
+ * under the mutex: with --sync always nobody may observe a state that is
+ * not yet on disk, and a 507 comes before anything changed.  Other changes
+ * (config, create, import) call the hook after the change, still under the
+ * mutex, and undo it if the hook fails. */
 #include "session.h"
 
 #include "parallel.h"
@@ -489,61 +490,6 @@ static int history_reserve(optd_session_t *s, optd_err_t *err)
     return 0;
 }
 
-/* What a step changes, kept so a step whose durability failed can be undone. */
-typedef struct step_undo {
-    void *params;
-    optd_optim_state_t st;
-    size_t history_head, history_len;
-    optd_history_entry_t overwritten;
-    int64_t updated_ms;
-    optd_loss_summary_t loss;
-    uint64_t version;
-} step_undo_t;
-
-static int undo_save(optd_session_t *s, step_undo_t *u, optd_err_t *err)
-{
-    size_t bytes = s->size * optd_dtype_size(s->cfg.dtype);
-    memset(u, 0, sizeof *u);
-    u->params = malloc(bytes);
-    if (!u->params)
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory preparing a durable step");
-    memcpy(u->params, s->params, bytes);
-    int rc = optd_optim_state_copy(&u->st, &s->st, err);
-    if (rc) {
-        free(u->params);
-        return rc;
-    }
-    u->history_head = s->history_head;
-    u->history_len = s->history_len;
-    if (s->history_alloc > 0 && s->history_len == s->history_alloc)
-        u->overwritten = s->history[s->history_head];
-    u->updated_ms = s->updated_ms;
-    u->loss = s->loss;
-    u->version = s->version;
-    return 0;
-}
-
-static void undo_restore(optd_session_t *s, step_undo_t *u)
-{
-    memcpy(s->params, u->params, s->size * optd_dtype_size(s->cfg.dtype));
-    free(u->params);
-    optd_optim_state_free(&s->st);
-    s->st = u->st;
-    if (s->history_alloc > 0 && u->history_len == s->history_alloc)
-        s->history[u->history_head] = u->overwritten;
-    s->history_head = u->history_head;
-    s->history_len = u->history_len;
-    s->updated_ms = u->updated_ms;
-    s->loss = u->loss;
-    s->version = u->version;
-}
-
-static void undo_drop(step_undo_t *u)
-{
-    free(u->params);
-    optd_optim_state_free(&u->st);
-}
-
 static void history_push(optd_session_t *s, const optd_history_entry_t *e)
 {
     if (s->history_alloc == 0)
@@ -557,43 +503,16 @@ static void history_push(optd_session_t *s, const optd_history_entry_t *e)
     }
 }
 
-int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
-                      const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err)
+/* With s->mu held and the input checked: the update, its history entry
+ * and the bookkeeping, at time now.  Changes nothing on error. */
+static int apply_locked(optd_session_t *s, struct optd_pool *pool, const void *grad,
+                        const double *loss, int64_t now, optd_err_t *err)
 {
-    int rc;
-    pthread_mutex_lock(&s->mu);
-    if (s->deleted) {
-        rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
-        goto out;
-    }
-    if (expect_step && *expect_step != s->st.step) {
-        if (step_out)
-            *step_out = s->st.step;
-        rc = optd_err_set(err, OPTD_ESTEP, "expected step %llu but the session is at step %llu",
-                          (unsigned long long)*expect_step, (unsigned long long)s->st.step);
-        goto out;
-    }
-    if (loss && !isfinite(*loss)) {
-        rc = optd_err_set(err, OPTD_EINVAL, "loss: must be a finite number");
-        goto out;
-    }
-    if ((rc = history_reserve(s, err)))
-        goto out;
-
-    bool durable = s->dur && s->dur->commit;
-    step_undo_t undo;
-    if (durable && (rc = undo_save(s, &undo, err)))
-        goto out;
-
     optd_step_info_t info;
-    rc = optd_parallel_step(s->pool, &s->st, &s->cfg.hp, s->cfg.has_schedule ? &s->cfg.schedule : NULL,
-                            s->cfg.max_grad_norm, s->params, grad, &info, err);
-    if (rc) {
-        if (durable)
-            undo_drop(&undo);
-        goto out;
-    }
-    int64_t now = optd_now_ms();
+    int rc = optd_parallel_step(pool, &s->st, &s->cfg.hp, s->cfg.has_schedule ? &s->cfg.schedule : NULL,
+                                s->cfg.max_grad_norm, s->params, grad, &info, err);
+    if (rc)
+        return rc;
     optd_history_entry_t e = {
         .step = s->st.step,
         .lr = info.lr,
@@ -607,15 +526,60 @@ int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expec
         optd_loss_summary_add(&s->loss, s->st.step, *loss);
     s->updated_ms = now;
     s->version++;
+    return 0;
+}
 
-    if (durable) {
-        rc = s->dur->commit(s->dur->ctx, s, err);
-        if (rc) {
-            undo_restore(s, &undo);
-            goto out;
-        }
-        undo_drop(&undo);
+/* With s->mu held: what must hold before a step is journaled or applied. */
+static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uint64_t *step_out,
+                             optd_err_t *err)
+{
+    if (s->deleted)
+        return optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
+    if (in->expect_step && *in->expect_step != s->st.step) {
+        if (step_out)
+            *step_out = s->st.step;
+        return optd_err_set(err, OPTD_ESTEP, "expected step %llu but the session is at step %llu",
+                            (unsigned long long)*in->expect_step, (unsigned long long)s->st.step);
     }
+    if (in->loss && !isfinite(*in->loss))
+        return optd_err_set(err, OPTD_EINVAL, "loss: must be a finite number");
+    return history_reserve(s, err);
+}
+
+int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
+                       uint64_t *step_out, void *params_out, optd_err_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = step_check_locked(s, in, step_out, err);
+    if (rc)
+        goto out;
+    int64_t now = in->time_ms ? in->time_ms : optd_now_ms();
+    const optd_durability_t *dur = ctx ? ctx->dur : NULL;
+    if (dur && dur->step) {
+        /* The input goes to the journal first (with --sync always it is
+         * durable when this returns); the mutex stays held, so no other
+         * request may observe a state that is not yet on disk. */
+        optd_step_record_t rec = {
+            .name = s->name, .step = s->st.step, .dtype = s->cfg.dtype, .size = s->size,
+            .grad = in->grad, .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
+            .time_ms = now,
+        };
+        uint64_t lsn;
+        if ((rc = dur->step(dur->ctx, &rec, &lsn, err)))
+            goto out;
+        if (lsn) /* 0: not journaled (interval mode); the next snapshot covers it */
+            s->lsn = lsn;
+    }
+    rc = apply_locked(s, ctx ? ctx->pool : NULL, in->grad, in->loss, now, err);
+    if (rc && rc != OPTD_ENONFINITE && rc != OPTD_EINVAL && dur && dur->commit) {
+        /* Refused for a reason replay would not meet (out of memory): the
+         * journal must not hold a step that did not happen, so the
+         * unchanged session is journaled whole after it. */
+        optd_err_t ignored;
+        dur->commit(dur->ctx, s, &ignored);
+    }
+    if (rc)
+        goto out;
     if (step_out)
         *step_out = s->st.step;
     if (params_out)
@@ -627,6 +591,86 @@ out:
 }
 
 static int patch_install_locked(optd_session_t *s, optd_session_config_t *merged, optd_err_t *err);
+
+int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
+                      const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err)
+{
+    optd_step_input_t in = {.grad = grad, .expect_step = expect_step, .loss = loss};
+    return optd_session_apply(s, NULL, &in, step_out, params_out, err);
+}
+
+int optd_session_replay_step(optd_session_t *s, const optd_step_record_t *rec, uint64_t lsn,
+                             optd_err_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 1;
+    if (lsn <= s->lsn || rec->step != s->st.step)
+        goto out;
+    if (rec->dtype != s->cfg.dtype || rec->size != s->size) {
+        rc = optd_err_set(err, OPTD_EINVAL, "the record's dtype or size is not the session's");
+        goto out;
+    }
+    optd_step_input_t in = {.grad = rec->grad, .loss = rec->has_loss ? &rec->loss : NULL,
+                            .time_ms = rec->time_ms};
+    if ((rc = step_check_locked(s, &in, NULL, err)))
+        goto out;
+    rc = apply_locked(s, NULL, in.grad, in.loss, in.time_ms, err);
+    s->lsn = lsn; /* applied or refused, the record is accounted for */
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int optd_session_commit(optd_session_t *s, const optd_durability_t *dur, optd_err_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = s->deleted ? 0 : dur->commit(dur->ctx, s, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+uint64_t optd_session_lsn(optd_session_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t lsn = s->lsn;
+    pthread_mutex_unlock(&s->mu);
+    return lsn;
+}
+
+void optd_session_set_lsn_locked(optd_session_t *s, uint64_t lsn)
+{
+    s->lsn = lsn;
+}
+
+int optd_session_copy_if_dirty(optd_session_t *s, optd_session_image_t *img, uint64_t *version,
+                               uint64_t *lsn, optd_err_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (!s->deleted && s->version != s->saved_version) {
+        *version = s->version;
+        *lsn = s->lsn;
+        rc = optd_session_copy_image_locked(s, img, err);
+        if (rc == 0)
+            rc = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void optd_session_mark_saved(optd_session_t *s, uint64_t version)
+{
+    pthread_mutex_lock(&s->mu);
+    if (version > s->saved_version)
+        s->saved_version = version;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void optd_session_mark_loaded(optd_session_t *s, uint64_t lsn)
+{
+    s->lsn = lsn;
+    s->saved_version = s->version;
+}
 
 int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err)
 {

@@ -93,17 +93,42 @@ typedef struct optd_session_image {
 } optd_session_image_t;
 
 struct optd_session;
+struct optd_pool;
+
+/* A step as it is made durable: its input, made definite (the step count
+ * it applies at, the time it is recorded with).  Replaying it through the
+ * same apply gives the same bits and the same history (the kernels are
+ * deterministic), so a journal holds these instead of the state they made. */
+typedef struct optd_step_record {
+    const char *name;
+    uint64_t step;        /* the session's step before it */
+    optd_dtype_t dtype;
+    size_t size;
+    const void *grad;     /* size elements of dtype */
+    bool has_loss;
+    double loss;
+    int64_t time_ms;      /* history time and updated_ms */
+} optd_step_record_t;
 
 /* How a change is made durable; installed by the persistence layer, absent
  * when sessions live in memory only.  The store knows no files. */
 typedef struct optd_durability {
     void *ctx;
-    /* With --sync always: called with s->mu held after s changed (create,
-     * step, patch, import); returns 0 once the change is durable, or OPTD_EIO
-     * (the caller then undoes the change).  NULL in interval mode. */
+    /* Called with s->mu held before a step is applied, with its input.
+     * --sync always: returns 0 once the record is durable, or OPTD_EIO
+     * (the step is then not applied).  --sync interval: queues it and
+     * returns.  *lsn: the record's sequence number. */
+    int (*step)(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err);
+    /* Called with s->mu held after s changed as a whole (create, patch,
+     * import); --sync always: 0 once durable, or OPTD_EIO (the caller then
+     * undoes the change). */
     int (*commit)(void *ctx, struct optd_session *s, optd_err_t *err);
-    /* The session named name was deleted (or expired): forget it on disk. */
-    int (*remove)(void *ctx, const char *name, optd_err_t *err);
+    /* The session named name was deleted (or expired): forget it on disk.
+     * batch: may return before the deletion is durable; the caller then
+     * calls sync once for all of them (ttl expiry). */
+    int (*remove)(void *ctx, const char *name, bool batch, optd_err_t *err);
+    /* Makes the batched removes durable and finishes them. */
+    int (*sync)(void *ctx, optd_err_t *err);
 } optd_durability_t;
 
 /* Where the memory sessions hold is counted against --max-memory;
@@ -115,15 +140,30 @@ typedef struct optd_mem_account {
     void (*unreserve)(void *ctx, size_t bytes);
 } optd_mem_account_t;
 
+/* Where a step runs, passed with each step rather than kept in the
+ * session: the threads it may be spread over and how it is made durable. */
+typedef struct optd_step_ctx {
+    struct optd_pool *pool;        /* NULL: the caller's thread */
+    const optd_durability_t *dur;  /* NULL: memory only (and journal replay) */
+} optd_step_ctx_t;
+
+/* One step's input. */
+typedef struct optd_step_input {
+    const void *grad;              /* size elements of the session's dtype */
+    const uint64_t *expect_step;   /* NULL: whatever the step */
+    const double *loss;            /* NULL: none */
+    int64_t time_ms;               /* 0: now; replay passes the recorded time */
+} optd_step_input_t;
+
 typedef struct optd_session {
     char name[OPTD_NAME_MAX + 1];
     atomic_int refs;               /* the store's reference plus one per user */
     atomic_llong accessed_ms;      /* last read or write, for ttl expiry */
     UT_hash_handle hh;             /* the store's table; guarded by its lock */
 
-    const optd_durability_t *dur;  /* set by the store on insert; NULL: memory only */
-    struct optd_pool *pool;        /* set by the store on insert: big updates are spread
-                                      over its threads (parallel.h); NULL: one thread */
+    const optd_durability_t *dur;  /* set by the store on insert, for whole-session
+                                      changes (config); NULL: memory only.  A step
+                                      gets its hook in its optd_step_ctx_t. */
     const optd_mem_account_t *mem; /* where `charged` was reserved; NULL: not counted */
     pthread_mutex_t mu;            /* guards everything below */
     size_t charged;                /* bytes reserved for this session, returned to mem
@@ -146,8 +186,6 @@ typedef struct optd_session {
     uint64_t saved_version;        /* version last made durable */
     uint64_t lsn;                  /* persistence: sequence number of the last
                                       journal record of this session (0: none) */
-    uint64_t hist_durable_step;    /* persistence: newest history step already in
-                                      a journal record or snapshot */
 } optd_session_t;
 
 /* Current wall-clock time in Unix milliseconds. */
@@ -213,15 +251,52 @@ uint64_t optd_session_copy_params(optd_session_t *s, void *out);
 int optd_session_copy_history(optd_session_t *s, uint64_t after_step, size_t limit,
                               optd_history_entry_t **out, size_t *n, optd_err_t *err);
 
-/* One update.  grad holds size elements of the session's dtype.  If
- * expect_step is non-NULL and differs from the step, nothing is applied and
- * OPTD_ESTEP is returned with *step_out = the current step.  loss may be NULL.
+/* One update, the one apply every step goes through, run as ctx says
+ * (NULL: memory only, the caller's thread; a stored session's context
+ * comes from optd_store_step_ctx).  in->grad holds size elements of the
+ * session's dtype.  If in->expect_step differs from the step, nothing is
+ * applied and OPTD_ESTEP is returned with *step_out = the current step.
  * On success *step_out is the new step and, if params_out is non-NULL, the
- * updated params are copied there atomically with the update.
- * Errors change nothing: OPTD_ESTEP, OPTD_ENONFINITE, OPTD_ENOMEM,
- * OPTD_ENOTFOUND (deleted meanwhile), OPTD_EIO (sync always: not durable). */
+ * updated params are copied there atomically with the update.  With
+ * ctx->dur the input is journaled before it is applied: a refusal after
+ * that (non_finite) is deterministic, so replay refuses it the same way,
+ * and there is nothing to undo.  Errors change nothing: OPTD_ESTEP,
+ * OPTD_ENONFINITE, OPTD_ENOMEM, OPTD_ENOTFOUND (deleted meanwhile),
+ * OPTD_EIO (sync always: not durable). */
+int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
+                       uint64_t *step_out, void *params_out, optd_err_t *err);
+
+/* optd_session_apply in memory only, on the caller's thread, at the time
+ * now (for tests and in-process use). */
 int optd_session_step(optd_session_t *s, const void *grad, const uint64_t *expect_step,
                       const double *loss, uint64_t *step_out, void *params_out, optd_err_t *err);
+
+/* ---- for persistence ---- */
+
+/* Journal replay of one step record with sequence number lsn: applied
+ * only if lsn is newer than the session's last record and the record
+ * applies at the session's step.  0 applied, 1 skipped (stale or not at
+ * this step), or the step's error (OPTD_ENONFINITE: refused, as it was). */
+int optd_session_replay_step(optd_session_t *s, const optd_step_record_t *rec, uint64_t lsn,
+                             optd_err_t *err);
+/* Journals the session whole again through dur->commit (its snapshot could
+ * not be written, and the journal holding its records is to go): 0
+ * (also when it is deleted) or the hook's error. */
+int optd_session_commit(optd_session_t *s, const optd_durability_t *dur, optd_err_t *err);
+/* The sequence number of the session's last journal record (0: none). */
+uint64_t optd_session_lsn(optd_session_t *s);
+/* With s->mu held: records that the session's last change is journal
+ * record lsn. */
+void optd_session_set_lsn_locked(optd_session_t *s, uint64_t lsn);
+/* If the session changed since optd_session_mark_saved(version) (and is
+ * not deleted): a full copy into img with its version and LSN, and 1; 0
+ * when clean; OPTD_ENOMEM. */
+int optd_session_copy_if_dirty(optd_session_t *s, optd_session_image_t *img, uint64_t *version,
+                               uint64_t *lsn, optd_err_t *err);
+/* Its state as of version is on disk (a snapshot was written). */
+void optd_session_mark_saved(optd_session_t *s, uint64_t version);
+/* Loaded from a snapshot with that LSN: clean.  Before it is shared. */
+void optd_session_mark_loaded(optd_session_t *s, uint64_t lsn);
 
 /* Replaces the configuration (optimizer and dtype must be unchanged; cfg is
  * copied): 0, OPTD_EINVAL, OPTD_ENOMEM, OPTD_ENOTFOUND (deleted), OPTD_EIO. */

@@ -109,6 +109,22 @@ const optd_store_limits_t *optd_store_limits(const optd_store_t *store)
     return &store->limits;
 }
 
+void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx)
+{
+    ctx->pool = store->pool;
+    ctx->dur = store->dur;
+}
+
+int optd_store_step(const optd_store_t *store, optd_session_t *s, const void *grad,
+                    const uint64_t *expect_step, const double *loss, uint64_t *step_out,
+                    void *params_out, optd_err_t *err)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(store, &ctx);
+    optd_step_input_t in = {.grad = grad, .expect_step = expect_step, .loss = loss};
+    return optd_session_apply(s, &ctx, &in, step_out, params_out, err);
+}
+
 /* ---- memory ------------------------------------------------------------------ */
 
 /* "1.5 GiB", "12.0 MiB", "512 bytes": for sentences a client reads. */
@@ -317,7 +333,6 @@ static void swap_contents(optd_session_t *a, optd_session_t *b)
     SWAP(history_head);
     SWAP(history_len);
     SWAP(lsn);
-    SWAP(hist_durable_step);
 #undef SWAP
 }
 
@@ -444,7 +459,6 @@ static int put(optd_store_t *store, optd_session_t *s, bool replace, bool enforc
     /* Nobody else can reach s yet; locked from here to the end. */
     pthread_mutex_lock(&s->mu);
     s->dur = store->dur;
-    s->pool = store->pool;
     int rc;
     for (;;) {
         pthread_rwlock_wrlock(&store->lock);
@@ -566,7 +580,9 @@ static int remove_session(optd_store_t *store, optd_session_t *s, const int64_t 
      * it renames its file into place (persistence checks under its lock). */
     set_deleted(s, true);
     if (s->dur && s->dur->remove) {
-        int rc = s->dur->remove(s->dur->ctx, s->name, err);
+        /* An expiry is batched: the sweep makes all of them durable at
+         * once (dur->sync), so a thousand expiries cost one fsync. */
+        int rc = s->dur->remove(s->dur->ctx, s->name, expired != NULL, err);
         if (rc) {
             set_deleted(s, false);
             pthread_mutex_unlock(&s->mu);
@@ -848,6 +864,9 @@ size_t optd_store_expire(optd_store_t *store, int64_t now_ms,
         optd_session_release(v[i]);
     }
     free(v);
+    optd_err_t err;
+    if (removed > 0 && store->dur && store->dur->sync)
+        store->dur->sync(store->dur->ctx, &err); /* a failure is logged there */
     return removed;
 }
 

@@ -34,6 +34,14 @@ void optd_store_set_durability(optd_store_t *store, const optd_durability_t *dur
  * Set it before sessions are inserted; the store does not own it. */
 void optd_store_set_pool(optd_store_t *store, struct optd_pool *pool);
 const optd_store_limits_t *optd_store_limits(const optd_store_t *store);
+/* What a step on one of the store's sessions runs with: the pool and the
+ * durability hook (session.h, optd_session_apply). */
+void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx);
+/* optd_session_apply on s (one of the store's) with that context, now:
+ * what a step request does.  Arguments and errors as optd_session_step. */
+int optd_store_step(const optd_store_t *store, optd_session_t *s, const void *grad,
+                    const uint64_t *expect_step, const double *loss, uint64_t *step_out,
+                    void *params_out, optd_err_t *err);
 
 /* ---- the memory budget (--max-memory) ----
  * Every byte a session can come to hold is reserved before it is
@@ -120,7 +128,9 @@ int optd_store_list(optd_store_t *store, const optd_store_query_t *q, optd_sessi
 int optd_store_foreach(optd_store_t *store, int (*fn)(optd_session_t *s, void *arg), void *arg);
 
 /* Removes sessions idle for longer than their ttl at time now_ms; returns
- * how many, and logs each through the callback (may be NULL). */
+ * how many, and logs each through the callback (may be NULL).  Their
+ * deletions are made durable together, in one batch.  Blocks on I/O: call
+ * it off the event loop. */
 size_t optd_store_expire(optd_store_t *store, int64_t now_ms,
                          void (*on_expire)(const char *name, void *arg), void *arg);
 

@@ -145,8 +145,11 @@ void optd_route_step(optd_req_t *req)
         optd_http_error(req, OPTD_ENOMEM, "out of memory for %zu parameters", n);
         goto fail;
     }
-    rc = optd_session_step(s, grad, has_expect ? &expect : NULL, has_loss ? &loss : NULL, &step, params,
-                           &err);
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(srv->store, &ctx);
+    optd_step_input_t in = {.grad = grad, .expect_step = has_expect ? &expect : NULL,
+                            .loss = has_loss ? &loss : NULL};
+    rc = optd_session_apply(s, &ctx, &in, &step, params, &err);
     if (rc == OPTD_ESTEP) {
         optd_http_error_step(req, step, &err);
         goto fail;

@@ -2,7 +2,7 @@
  * tuning fleet's whole population at once).
  *
  * The items are applied in order, each exactly as a JSON step on its own
- * session would be (optd_session_step), and each gets its own result: a
+ * session would be (optd_store_step), and each gets its own result: a
  * failing item changes nothing and stops nothing else.  Only a body that is
  * wrong as a whole is answered with an error status. */
 #include <stdio.h>
@@ -107,8 +107,8 @@ static int item_apply(optd_req_t *req, const item_t *it, scratch_t *sc, optd_ses
     int rc = optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", sc->grad, s->size, err);
     if (rc)
         return rc;
-    rc = optd_session_step(s, sc->grad, it->has_expect ? &it->expect : NULL, it->has_loss ? &it->loss : NULL,
-                           step_out, sc->params, err);
+    rc = optd_store_step(req->srv->store, s, sc->grad, it->has_expect ? &it->expect : NULL,
+                         it->has_loss ? &it->loss : NULL, step_out, sc->params, err);
     if (!rc)
         optd_metrics_step(&req->srv->metrics, s->cfg.kind);
     return rc;
@@ -398,8 +398,8 @@ static void run_fast_item(batch_t *bt, const fast_scan_t *fs, size_t i)
         json_decref(v);
         return;
     } else {
-        rc = optd_session_step(s, bt->sc.grad, fi->has_expect ? &fi->expect : NULL,
-                               fi->has_loss ? &fi->loss : NULL, &step, bt->sc.params, &err);
+        rc = optd_store_step(bt->req->srv->store, s, bt->sc.grad, fi->has_expect ? &fi->expect : NULL,
+                             fi->has_loss ? &fi->loss : NULL, &step, bt->sc.params, &err);
         if (!rc)
             optd_metrics_step(&bt->req->srv->metrics, s->cfg.kind);
     }

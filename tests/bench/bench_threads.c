@@ -1,6 +1,6 @@
 /* bench_threads.c: large updates with --threads 2 against --threads 1.
  *
- * Times optd_session_step, the call the step handler makes under the
+ * Times optd_session_apply, the call the step handler makes under the
  * session's lock, on sessions whose pool has 1 or 2 threads (what optd
  * --threads 1 and --threads 2 set up, daemon/parallel.h).  Measured
  * in-process because over HTTP the update is the small part of a big step:
@@ -47,8 +47,7 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static optd_session_t *make(const char *name, optd_optim_kind_t kind, optd_dtype_t dt, size_t n,
-                            optd_pool_t *pool)
+static optd_session_t *make(const char *name, optd_optim_kind_t kind, optd_dtype_t dt, size_t n)
 {
     optd_session_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -61,7 +60,6 @@ static optd_session_t *make(const char *name, optd_optim_kind_t kind, optd_dtype
         fprintf(stderr, "bench_threads: %s\n", err.msg);
         exit(1);
     }
-    s->pool = pool;
     return s;
 }
 
@@ -118,7 +116,7 @@ int main(int argc, char **argv)
     FILE *sf = summary ? fopen(summary, "a") : NULL;
 
     printf("### Large updates: --threads 2 against --threads 1\n\n");
-    printf("optd_session_step (the update as the step handler runs it, under the session's lock) on a "
+    printf("optd_session_apply (the update as the step handler runs it, under the session's lock) on a "
            "session whose update pool has 1 or 2 threads, as optd --threads 1 / 2 sets up; median of "
            "%d interleaved runs after a warm-up.  \"same bits\": both sessions, given the same "
            "gradients, end with identical params.  floor: a streaming loop of the update's bytes "
@@ -131,8 +129,10 @@ int main(int argc, char **argv)
     int status = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         size_t n = cases[c].n, es = optd_dtype_size(cases[c].dt);
-        optd_session_t *a = make("one", cases[c].kind, cases[c].dt, n, p1);
-        optd_session_t *b = make("two", cases[c].kind, cases[c].dt, n, p2);
+        optd_session_t *a = make("one", cases[c].kind, cases[c].dt, n);
+        optd_session_t *b = make("two", cases[c].kind, cases[c].dt, n);
+        /* The step handler's context: the pool, no durability. */
+        optd_step_ctx_t ctx1 = {.pool = p1}, ctx2 = {.pool = p2};
         unsigned char *g = malloc(n * es);
         floor_job_t fj = {.dt = cases[c].dt, .n = n, .nbufs = cases[c].nbufs, .g = g,
                           .p = calloc(n, es), .a = calloc(n, es), .b = calloc(n, es)};
@@ -152,9 +152,10 @@ int main(int argc, char **argv)
         uint64_t step;
         for (int r = -1; r < runs; r++) {
             double x0 = now_ms();
-            int rc1 = optd_session_step(a, g, NULL, NULL, &step, NULL, &err);
+            optd_step_input_t in = {.grad = g};
+            int rc1 = optd_session_apply(a, &ctx1, &in, &step, NULL, &err);
             double x1 = now_ms();
-            int rc2 = optd_session_step(b, g, NULL, NULL, &step, NULL, &err);
+            int rc2 = optd_session_apply(b, &ctx2, &in, &step, NULL, &err);
             double x2 = now_ms();
             if (rc1 || rc2) {
                 fprintf(stderr, "bench_threads: %s\n", err.msg);

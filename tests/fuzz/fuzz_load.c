@@ -62,7 +62,7 @@ static void fix_journal(uint8_t *b, size_t len)
         if (plen > len - off - OPTD_JREC_HEADER - 4)
             return;
         uint64_t type = get_le(b + off + 4, 4);
-        if (type != OPTD_JREC_DELETE) /* image and delta records hold a snapshot */
+        if (type == OPTD_JREC_IMAGE || type == OPTD_JREC_DELTA) /* these hold a snapshot */
             fix_snapshot(b + off + OPTD_JREC_HEADER, (size_t)plen);
         size_t end = off + OPTD_JREC_HEADER + (size_t)plen;
         put_le(b + end, crc32(0L, b + off, (uInt)(end - off)), 4);
@@ -198,7 +198,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     optd_err_t err = {0};
     if (optd_store_new(&lim, &store, &err) != 0)
         fz_fail("optd_store_new: %s", err.msg);
-    if (optd_persist_open(dir, OPTD_SYNC_INTERVAL, store, &log, &p, &err) != 0)
+    if (optd_persist_open(dir, OPTD_SYNC_INTERVAL, 1000, store, &log, &p, &err) != 0)
         fz_fail("optd_persist_open: %s", err.msg);
     int rc = optd_persist_load(p, &stats, &err);
     if (rc != 0)

@@ -379,7 +379,7 @@ static void journal_bytes(uint8_t **out, size_t *out_len)
     optd_persist_stats_t stats;
     optd_err_t err = {0};
     if (optd_store_new(&lim, &store, &err) != 0 ||
-        optd_persist_open(tmp, OPTD_SYNC_ALWAYS, store, &log, &p, &err) != 0 ||
+        optd_persist_open(tmp, OPTD_SYNC_ALWAYS, 0, store, &log, &p, &err) != 0 ||
         optd_persist_load(p, &stats, &err) != 0)
         fz_fail("gen_seeds: persistence: %s", err.msg);
     static const char *const names[3] = {"j-adam", "j-sgd", "j-nadam"};
@@ -399,7 +399,10 @@ static void journal_bytes(uint8_t **out, size_t *out_len)
         for (int k = 0; k < 2; k++) {
             uint64_t step;
             double loss = 1.0 / (k + 1);
-            if (optd_session_step(s, i == 1 ? (void *)g32 : (void *)g64, NULL, &loss, &step, NULL, &err) != 0)
+            optd_step_ctx_t ctx; /* as the step handler runs it: journaled */
+            optd_store_step_ctx(store, &ctx);
+            optd_step_input_t in = {.grad = i == 1 ? (void *)g32 : (void *)g64, .loss = &loss};
+            if (optd_session_apply(s, &ctx, &in, &step, NULL, &err) != 0)
                 fz_fail("gen_seeds: journal step: %s", err.msg);
         }
         optd_session_release(s);

@@ -6,9 +6,9 @@ flight was made durable but its answer was lost with the process), and its
 whole state equals a replay of exactly that many steps.
 
 --sync interval: each session comes back at some earlier step s (never past
-the last acknowledged one), and its whole state (params and optimizer
-buffers) equals a replay of exactly s steps: a consistent earlier state,
-never a mix.
+the last acknowledged one, or the one in flight when it died), and its
+whole state (params and optimizer buffers) equals a replay of exactly s
+steps: a consistent earlier state, never a mix.
 
 The replay runs in a second, memory-only daemon (twin sessions fed the
 same gradients), so the comparison is bit-exact.
@@ -23,8 +23,10 @@ import time
 import unittest
 
 from harness import Daemon
+from pipeline import pipelined
 
 ROUNDS = int(os.environ.get("OPTD_CRASH_ROUNDS", "8"))
+MANY = int(os.environ.get("OPTD_MANY_SESSIONS", "30000"))
 INIT = [0.5, -1.0, 2.0, 0.25]
 
 
@@ -164,7 +166,10 @@ class CrashRounds(unittest.TestCase):
                                   "round %d %s: at step %d, last acknowledged %d"
                                   % (rnd, name, s, last[name]))
                 else:
-                    self.assertLessEqual(s, last[name], (rnd, name))
+                    # The step in flight may be there too: its record was
+                    # written (to the page cache, which kill -9 does not
+                    # lose) before its answer was lost with the process.
+                    self.assertLessEqual(s, last[name] + 1, (rnd, name))
                 if s in acked[name]:
                     self.assertEqual(st.body["params"], acked[name][s], (rnd, name, s))
                 self.assertEqual(core(st.body), core(ref.state_at(name, s)),
@@ -189,6 +194,75 @@ class CrashRounds(unittest.TestCase):
 
     def test_sync_interval(self):
         self.run_rounds("interval")
+
+
+def steps_of(d):
+    """{name: step} of every session, from the listing."""
+    out, after = {}, None
+    while True:
+        path = "/v1/sessions?limit=1000" + ("&after=" + after if after else "")
+        r = d.get(path, timeout=60)
+        assert r.status == 200, r
+        for s in r.body["sessions"]:
+            out[s["name"]] = s["step"]
+        if not r.body["sessions"] or len(r.body["sessions"]) < 1000:
+            return out
+        after = r.body["sessions"][-1]["name"]
+
+
+class ManySessions(unittest.TestCase):
+    """--sync interval promises the interval whatever the number of
+    sessions: 30,000 sessions each stepped once, kill -9 once the interval
+    plus a second has passed, and every step is there after the restart (on
+    the old code, whose snapshots went out at 1-2k sessions a second, 8,757
+    of them were not).  And a SIGTERM with all of them changed exits within
+    API.md's 5 s (16.9 s before) having lost nothing."""
+
+    def step_all(self, d, names, at):
+        out = pipelined(d.port, [("POST", "/v1/sessions/%s/step?return=none" % n,
+                                  {"gradient": [0.5, 0.25], "step": at}) for n in names])
+        self.assertEqual([st for st, _ in out if st != 200], [])
+
+    def many(self):
+        """A daemon holding MANY sessions, each stepped once."""
+        d = Daemon(data_dir=True, validate=False,
+                   flags=["--sync", "interval", "--snapshot-interval", "1",
+                          "--max-sessions", str(MANY + 10)])
+        self.addCleanup(d.cleanup)
+        d.start()
+        names = ["m%05d" % i for i in range(MANY)]
+        out = pipelined(d.port, [("PUT", "/v1/sessions/" + n, {"optimizer": "sgd",
+                                                               "params": [1.0, 2.0]})
+                                 for n in names])
+        self.assertEqual([st for st, _ in out if st != 201], [])
+        self.step_all(d, names, 0)
+        return d, names
+
+    def assert_all_at(self, d, names, step, what):
+        steps = steps_of(d)
+        lost = [n for n in names if steps.get(n) != step]
+        self.assertEqual(len(lost), 0, "%s: %d of %d sessions lost their step, e.g. %r"
+                         % (what, len(lost), len(names), lost[:5]))
+
+    def test_kill9_after_the_interval_loses_nothing(self):
+        d, names = self.many()
+        time.sleep(2.0)  # the interval (1 s) and one more
+        d.kill9()
+        restart_after_kill(d)
+        self.assert_all_at(d, names, 1, "kill -9")
+        d.stop()
+
+    def test_sigterm_with_all_changed(self):
+        d, names = self.many()
+        d.stop()  # asserts exit 0 within 5 s of SIGTERM
+        d._stopped = False
+        d.start()
+        self.assert_all_at(d, names, 1, "SIGTERM")
+        # and again with every session changed after a restart from the journal
+        self.step_all(d, names, 1)
+        d.restart()
+        self.assert_all_at(d, names, 2, "SIGTERM after a restart")
+        d.stop()
 
 
 if __name__ == "__main__":

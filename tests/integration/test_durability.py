@@ -2,10 +2,14 @@
 
 A clean stop restores every session exactly (both sync modes); DELETE
 removes the file; damaged snapshot files are set aside and reported while
-the rest loads; a second daemon cannot share the directory; and with a full
-disk (an LD_PRELOAD shim making write/fsync fail with ENOSPC inside the data
-directory) --sync always answers 507 and changes nothing, while --sync
-interval keeps serving and writes once the disk recovers.
+the rest loads; a second daemon cannot share the directory, even with a
+file in it deleted; and with a full disk (an LD_PRELOAD shim making
+write/fsync fail with ENOSPC inside the data directory) --sync always
+answers 507 and changes nothing, while --sync interval keeps serving and
+writes once the disk recovers.  A DELETE answered 204 stays deleted across
+restarts even when its file could not be unlinked, and works on a full
+disk; one unwritable snapshot does not keep journals from being removed;
+a step's journal record holds its input, not the state it made.
 """
 
 import glob
@@ -374,6 +378,226 @@ class FullDisk(unittest.TestCase):
         d._stopped = False
         d.start()
         self.assertEqual(d.get("/v1/sessions/s/state").body, want)
+        d.stop()
+
+
+def shim_daemon(case, mode, env_extra, *flags):
+    """A started daemon (cleaned up with case) under the failio shim,
+    whose faults are on while the returned control file exists; returns
+    (daemon, control file path)."""
+    tmp = tempfile.mkdtemp(prefix="optd-shim-")
+    case.addCleanup(shutil.rmtree, tmp, True)
+    data = os.path.join(tmp, "data")
+    os.makedirs(data)
+    ctl = os.path.join(tmp, "faults-on")
+    asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    env = {"LD_PRELOAD": failio_shim(tmp), "FAILIO_PATH": data + "/", "FAILIO_CTL": ctl,
+           "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"}
+    env.update(env_extra)
+    d = Daemon(data_dir=data, flags=["--sync", mode, "--snapshot-interval", "1", *flags], env=env)
+    case.addCleanup(d.cleanup)
+    d.start()
+    return d, ctl
+
+
+def wait_for(cond, seconds=15):
+    """Polls cond until it holds (not a timing assertion: the caller
+    asserts cond afterwards, the wait only bounds a stuck test)."""
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return cond()
+
+
+def journals(d):
+    return sorted(f for f in os.listdir(d.data_dir) if f.startswith("journal-"))
+
+
+class DeleteStaysDeleted(unittest.TestCase):
+    """A DELETE answered 204 whose snapshot file could not be removed
+    (unlink fails) must not bring the session back after any restart: the
+    deletion is journaled and honoured, and the unlink retried."""
+
+    def check(self, mode):
+        d, ctl = shim_daemon(self, mode, {"FAILIO_UNLINK": "1"})
+        self.assertEqual(mk(d, "gone", "adam", params=[1.0, 2.0]).status, 201)
+        self.assertEqual(mk(d, "kept", "sgd", params=[3.0]).status, 201)
+        self.assertEqual(d.post("/v1/sessions/gone/step", {"gradient": [1, 1]}).status, 200)
+        path = os.path.join(d.data_dir, snap_name("gone"))
+        self.assertTrue(wait_for(lambda: os.path.exists(path)), "no snapshot was written")
+        open(ctl, "w").close()  # unlink fails from now on
+        self.assertEqual(d.delete("/v1/sessions/gone").status, 204)
+        self.assertTrue(os.path.exists(path))  # the unlink really failed
+        self.assertEqual(d.get("/v1/sessions/gone").status, 404)
+        time.sleep(2.5)  # flushes run meanwhile (the delete must outlive them)
+        d.restart()
+        self.assertEqual(d.get("/v1/sessions/gone").status, 404)
+        self.assertEqual(d.get("/v1/sessions/kept").status, 200)
+        d.kill9()
+        d._stopped = False
+        d.start()
+        self.assertEqual(d.get("/v1/sessions/gone").status, 404)
+        # the disk lets go again: the file goes, and it stays deleted
+        os.unlink(ctl)
+        self.assertTrue(wait_for(lambda: not os.path.exists(path)), "the unlink was not retried")
+        d.restart()
+        self.assertEqual(d.get("/v1/sessions/gone").status, 404)
+        self.assertIn("cannot remove the snapshot of deleted session 'gone'", d.stderr_text(True))
+        d.stop()
+
+    def test_interval(self):
+        self.check("interval")
+
+    def test_always(self):
+        self.check("always")
+
+
+class DeleteOnFullDisk(unittest.TestCase):
+    """On a full disk (writes that would grow a file fail, as ENOSPC does)
+    a step that needs more space gets 507, but a DELETE still works: it
+    goes into the zeros the journal keeps written ahead, whose last part
+    only deletes may use, so clients can free space."""
+
+    def test_delete_works_when_the_disk_is_full(self):
+        d, ctl = shim_daemon(self, "always", {"FAILIO_FULL": "1"})
+        n = 400000  # a float32 gradient of 1.6 MB: more than the zeros ahead
+        self.assertEqual(mk(d, "big", "sgd", dtype="float32", size=n).status, 201)
+        self.assertEqual(mk(d, "small", "sgd", params=[1.0]).status, 201)
+        grad = b"\0\0\x80\x3f" * n
+        binary = {"Content-Type": "application/octet-stream", "Optd-Dtype": "float32"}
+        self.assertEqual(d.post("/v1/sessions/big/step?return=none", grad, headers=binary).status, 200)
+        open(ctl, "w").close()  # the disk is full
+        r = d.post("/v1/sessions/big/step?return=none", grad, headers=binary)
+        self.assertEqual((r.status, r.error_code()), (507, "insufficient_storage"), r)
+        for name in ("small", "big"):
+            r = d.delete("/v1/sessions/" + name)
+            self.assertEqual(r.status, 204, r)
+        d.kill9()
+        os.unlink(ctl)
+        d._stopped = False
+        d.start()
+        for name in ("small", "big"):
+            self.assertEqual(d.get("/v1/sessions/" + name).status, 404, name)
+        d.stop()
+
+
+class OneBadFile(unittest.TestCase):
+    """A directory where one session's snapshot should go makes that
+    snapshot fail every time; the other sessions' compaction must go on and
+    the journals must still be removed (the bad session is carried whole
+    into the new journal), and nothing is lost."""
+
+    def test_journals_do_not_pile_up(self):
+        d = Daemon(data_dir=True, flags=["--sync", "always", "--snapshot-interval", "1"])
+        self.addCleanup(d.cleanup)
+        d.start()
+        os.mkdir(os.path.join(d.data_dir, snap_name("bad")))
+        self.assertEqual(mk(d, "bad", "sgd", params=[1.0, 2.0]).status, 201)
+        self.assertEqual(mk(d, "good", "sgd", params=[1.0, 2.0]).status, 201)
+        counts = []
+        for k in range(8):
+            for name in ("bad", "good"):
+                self.assertEqual(d.post("/v1/sessions/%s/step" % name,
+                                        {"gradient": [1, k]}).status, 200)
+            time.sleep(0.6)
+            counts.append(len(journals(d)))
+        self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(d.data_dir, snap_name("good")))))
+        self.assertTrue(wait_for(lambda: len(journals(d)) <= 2),
+                        "journals pile up: %r (counts %r)" % (journals(d), counts))
+        self.assertIn("snapshot of 'bad' not written", d.stderr_text())
+        want = {n: d.get("/v1/sessions/%s/state" % n).body for n in ("bad", "good")}
+        d.kill9()
+        d._stopped = False
+        d.start()
+        for n in ("bad", "good"):
+            self.assertEqual(d.get("/v1/sessions/%s/state" % n).body, want[n], n)
+        d.stop()
+
+
+class LockIsTheDirectory(unittest.TestCase):
+    """Deleting DATA/LOCK (or any file in the directory) must not let a
+    second daemon in: the directory itself is locked."""
+
+    def test_deleting_lock_file_does_not_let_a_second_daemon_in(self):
+        d = Daemon(data_dir=True)
+        self.addCleanup(d.cleanup)
+        d.start()
+        lock = os.path.join(d.data_dir, "LOCK")
+        if os.path.exists(lock):
+            os.unlink(lock)
+        try:
+            p = subprocess.run([os.path.join(REPO, optd_bin()), "--listen", "127.0.0.1:0",
+                                "--data-dir", d.data_dir], capture_output=True, timeout=20,
+                               cwd=REPO)
+        except subprocess.TimeoutExpired:
+            self.fail("a second daemon started on the same data directory")
+        self.assertNotEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"in use by another optd", p.stderr)
+        d.assert_alive()
+        d.stop()
+
+
+class FleetStepsAreDurable(unittest.TestCase):
+    """POST /v1/steps goes through the same journaled step as a single
+    step: with --sync always its 200 means every item applied is on disk,
+    and the loss summary and history come back from the journal alone."""
+
+    def test_kill9_after_fleet_steps(self):
+        d = Daemon(data_dir=True, flags=["--sync", "always", "--snapshot-interval", "3600"])
+        self.addCleanup(d.cleanup)
+        d.start()
+        for n in ("fa", "fb"):
+            self.assertEqual(mk(d, n, "adam", params=[0.5, -1.0]).status, 201)
+        for k in range(3):
+            items = [{"session": n, "gradient": [0.1 * (k + 1), -0.2], "loss": 1.0 / (k + 1)}
+                     for n in ("fa", "fb")]
+            r = d.post("/v1/steps", {"steps": items})
+            self.assertEqual(r.status, 200, r)
+        want = {n: (d.get("/v1/sessions/%s/state" % n).body, d.get("/v1/sessions/%s" % n).body,
+                    d.get("/v1/sessions/%s/history" % n).body) for n in ("fa", "fb")}
+        d.kill9()
+        d._stopped = False
+        d.start()
+        for n in ("fa", "fb"):
+            got = (d.get("/v1/sessions/%s/state" % n).body, d.get("/v1/sessions/%s" % n).body,
+                   d.get("/v1/sessions/%s/history" % n).body)
+            self.assertEqual(got, want[n], n)
+            self.assertEqual(got[0]["step"], 3)
+        d.stop()
+
+
+class StepRecordsHoldTheInput(unittest.TestCase):
+    """--sync always journals a step's input, not the state it made: a
+    float32 Adam step of N parameters adds about 4N bytes to the journal
+    (the gradient), not params + exp_avg + exp_avg_sq (12N and more)."""
+
+    def test_journal_grows_by_the_gradient(self):
+        d = Daemon(data_dir=True, flags=["--sync", "always", "--snapshot-interval", "3600"])
+        self.addCleanup(d.cleanup)
+        d.start()
+        n, steps = 200000, 5
+        self.assertEqual(mk(d, "a", "adam", dtype="float32", size=n).status, 201)
+
+        def journal_bytes():
+            # records end where the zeros written ahead begin
+            total = 0
+            for f in journals(d):
+                with open(os.path.join(d.data_dir, f), "rb") as fh:
+                    total += len(fh.read().rstrip(b"\0"))
+            return total
+
+        before = journal_bytes()
+        binary = {"Content-Type": "application/octet-stream", "Optd-Dtype": "float32"}
+        for k in range(steps):
+            r = d.post("/v1/sessions/a/step?return=none", b"\0\0\x80\x3f" * n, headers=binary)
+            self.assertEqual(r.status, 200, r)
+        ratio = (journal_bytes() - before) / (steps * 4 * n)
+        self.assertLessEqual(ratio, 1.01, "journal bytes per step / gradient bytes = %.2f" % ratio)
+        want = d.get("/v1/sessions/a/state").body
+        d.kill9()
+        d._stopped = False
+        d.start()
+        self.assertEqual(d.get("/v1/sessions/a/state").body, want)
         d.stop()
 
 

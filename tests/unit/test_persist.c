@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +56,7 @@ static void world_open(world_t *w, const char *dir, optd_sync_mode_t mode)
     char logpath[600];
     snprintf(logpath, sizeof logpath, "%s.log", dir);
     ck_assert_int_eq(optd_log_open(&w->log, strdup(logpath)), 0);
-    ck_assert_msg(optd_persist_open(dir, mode, w->st, &w->log, &w->p, &err) == 0, "%s", err.msg);
+    ck_assert_msg(optd_persist_open(dir, mode, 1000, w->st, &w->log, &w->p, &err) == 0, "%s", err.msg);
     ck_assert_msg(optd_persist_load(w->p, &w->stats, &err) == 0, "%s", err.msg);
 }
 
@@ -107,7 +108,17 @@ static optd_session_t *rich(const char *name, optd_optim_kind_t kind, optd_dtype
     return s;
 }
 
-static void step_n(optd_session_t *s, int n)
+/* A step as the step handler makes it: with the store's pool and hook. */
+static int step_in(world_t *w, optd_session_t *s, const void *g, const double *loss,
+                   uint64_t *step, void *out, optd_err_t *err)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(w->st, &ctx);
+    optd_step_input_t in = {.grad = g, .loss = loss};
+    return optd_session_apply(s, &ctx, &in, step, out, err);
+}
+
+static void step_n_in(world_t *w, optd_session_t *s, int n)
 {
     optd_err_t err;
     for (int i = 0; i < n; i++) {
@@ -118,8 +129,8 @@ static void step_n(optd_session_t *s, int n)
             g32[k] = (float)g64[k];
         }
         const void *g = s->cfg.dtype == OPTD_FLOAT64 ? (void *)g64 : (void *)g32;
-        ck_assert_msg(optd_session_step(s, g, NULL, i % 2 ? &loss : NULL, NULL, NULL, &err) == 0,
-                      "%s", err.msg);
+        ck_assert_msg(step_in(w, s, g, i % 2 ? &loss : NULL, NULL, NULL, &err) == 0, "%s",
+                      err.msg);
     }
 }
 
@@ -256,7 +267,7 @@ START_TEST(round_trip_every_optimizer)
             snprintf(name, sizeof name, "%s-%d", optd_optim_desc(k)->name, d);
             optd_session_t *s = rich(name, (optd_optim_kind_t)k, d ? OPTD_FLOAT64 : OPTD_FLOAT32);
             put(&w, s);
-            step_n(s, 7);
+            step_n_in(&w, s, 7);
             want[k][d] = image_bytes(s, &wlen[k][d]);
             optd_session_release(s);
         }
@@ -311,10 +322,10 @@ START_TEST(dir_lock)
     optd_persist_t *p2;
     optd_err_t err;
     ck_assert_int_eq(optd_store_new(&lim, &st2, &err), 0);
-    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, st2, &w.log, &p2, &err), OPTD_EIO);
+    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, 1000, st2, &w.log, &p2, &err), OPTD_EIO);
     ck_assert(strstr(err.msg, "in use"));
     world_close(&w, false);
-    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, st2, NULL, &p2, &err), 0);
+    ck_assert_int_eq(optd_persist_open(dir, OPTD_SYNC_INTERVAL, 1000, st2, NULL, &p2, &err), 0);
     optd_persist_close(p2);
     optd_store_free(st2);
     rm_rf(dir);
@@ -330,7 +341,7 @@ static void three_sessions(const char *dir)
     for (int i = 0; i < 3; i++) {
         optd_session_t *s = rich(names[i], OPTD_SGD, OPTD_FLOAT32);
         put(&w, s);
-        step_n(s, 2);
+        step_n_in(&w, s, 2);
         optd_session_release(s);
     }
     world_close(&w, true);
@@ -475,15 +486,15 @@ START_TEST(journal_replay_torn_tail_and_stale_records)
     optd_session_t *y = rich("y", OPTD_NADAM, OPTD_FLOAT32);
     put(&w, x);
     put(&w, y);
-    step_n(x, 5);
-    step_n(y, 2);
+    step_n_in(&w, x, 5);
+    step_n_in(&w, y, 2);
     ck_assert_int_eq(optd_store_remove(w.st, "y", &err), 0);
     optd_session_t *z = rich("z", OPTD_LION, OPTD_FLOAT32);
     put(&w, z);
-    step_n(z, 1);
+    step_n_in(&w, z, 1);
     size_t xl, zl;
     uint8_t *xw = image_bytes(x, &xl), *zw = image_bytes(z, &zl);
-    step_n(x, 1); /* the last record: torn off below */
+    step_n_in(&w, x, 1); /* the last record: torn off below */
     size_t x6l;
     uint8_t *x6 = image_bytes(x, &x6l);
     optd_session_release(x);
@@ -547,7 +558,7 @@ START_TEST(journal_replay_torn_tail_and_stale_records)
 
     /* a flush covers the journals with snapshots and deletes them ... */
     optd_session_t *xs = optd_store_get(w.st, "x");
-    step_n(xs, 2);
+    step_n_in(&w, xs, 2);
     size_t n;
     ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
     ck_assert_uint_eq(n, 2);
@@ -571,7 +582,7 @@ START_TEST(journal_replay_torn_tail_and_stale_records)
      * byte, and damage there looks like a torn tail (handled as one). */
     world_open(&w, dir, OPTD_SYNC_ALWAYS);
     xs = optd_store_get(w.st, "x");
-    step_n(xs, 2);
+    step_n_in(&w, xs, 2);
     optd_session_release(xs);
     journal_path(dir, jpath, sizeof jpath);
     world_close(&w, false);
@@ -619,8 +630,8 @@ START_TEST(journal_big_and_small_records)
     optd_session_t *x = rich("x", OPTD_ADAM, OPTD_FLOAT64);
     put(&w, x);
     for (int round = 0; round < 3; round++) {
-        ck_assert_msg(optd_session_step(big, g, NULL, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-        step_n(x, 2);
+        ck_assert_msg(step_in(&w, big, g, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+        step_n_in(&w, x, 2);
     }
     size_t bl, xl;
     uint8_t *bw = image_bytes(big, &bl), *xw = image_bytes(x, &xl);
@@ -648,9 +659,15 @@ START_TEST(journal_big_and_small_records)
 }
 END_TEST
 
+typedef struct stepper {
+    world_t *w;
+    optd_session_t *s;
+} stepper_t;
+
 static void *step_thread(void *arg)
 {
-    step_n(arg, 50);
+    stepper_t *st = arg;
+    step_n_in(st->w, st->s, 50);
     return NULL;
 }
 
@@ -670,8 +687,11 @@ START_TEST(group_commit_many_threads)
         s[i] = rich(name, i % 2 ? OPTD_SGD : OPTD_ADAMW, OPTD_FLOAT64);
         put(&w, s[i]);
     }
-    for (int i = 0; i < T; i++)
-        ck_assert_int_eq(pthread_create(&th[i], NULL, step_thread, s[i]), 0);
+    stepper_t args[T];
+    for (int i = 0; i < T; i++) {
+        args[i] = (stepper_t){&w, s[i]};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, step_thread, &args[i]), 0);
+    }
     for (int i = 0; i < T; i++)
         pthread_join(th[i], NULL);
     uint8_t *want[T];
@@ -724,14 +744,14 @@ START_TEST(write_failures_sync_always)
     world_open(&w, dir, OPTD_SYNC_ALWAYS);
     optd_session_t *s = rich("s", OPTD_ADAM, OPTD_FLOAT64);
     put(&w, s);
-    step_n(s, 3);
+    step_n_in(&w, s, 3);
     size_t bl;
     uint8_t *before = image_bytes(s, &bl);
 
     faults(true);
     double g[5] = {1, 2, 3, 4, 5}, out[5] = {0};
     uint64_t step = 0;
-    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), OPTD_EIO);
+    ck_assert_int_eq(step_in(&w, s, g, NULL, &step, out, &err), OPTD_EIO);
     ck_assert(strstr(err.msg, "durable"));
     size_t al;
     uint8_t *after = image_bytes(s, &al);
@@ -754,7 +774,7 @@ START_TEST(write_failures_sync_always)
 
     /* the fault clears: the same step goes through */
     faults(false);
-    ck_assert_int_eq(optd_session_step(s, g, NULL, NULL, &step, out, &err), 0);
+    ck_assert_int_eq(step_in(&w, s, g, NULL, &step, out, &err), 0);
     ck_assert_uint_eq(step, 4);
     ck_assert_int_eq(optd_store_insert(w.st, t, false, NULL, &err), 0);
     size_t wl;
@@ -797,7 +817,7 @@ START_TEST(write_failures_sync_interval)
     size_t fl;
     uint8_t *file_before = read_file(spath, &fl);
 
-    step_n(s, 4);
+    step_n_in(&w, s, 4);
     faults(true);
     ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), OPTD_EIO);
     ck_assert_uint_eq(n, 0);
@@ -810,7 +830,7 @@ START_TEST(write_failures_sync_interval)
     free(file_now);
     ck_assert_uint_eq(count_files(dir, ".tmp"), 0);
     /* steps still work in memory */
-    step_n(s, 1);
+    step_n_in(&w, s, 1);
     faults(false);
     ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
     ck_assert_uint_eq(n, 1);
@@ -863,6 +883,157 @@ static void preload_failio(char **argv)
     fprintf(stderr, "test_persist: cannot re-execute with the shim: %s\n", strerror(errno));
 }
 
+/* Steps are journaled as their input and replayed through the same
+ * apply: after a crash with nothing but the journal (no flush), every
+ * session is the same bytes (params, state, history with its times,
+ * updated), also past a step that was refused as non-finite after it was
+ * journaled.  Interval mode: the journal is written without waiting. */
+START_TEST(step_records_replay_same_bits)
+{
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "steps");
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    optd_session_t *a = rich("a", OPTD_ADAM, OPTD_FLOAT32);
+    optd_session_t *b = rich("b", OPTD_NADAM, OPTD_FLOAT64);
+    put(&w, a);
+    put(&w, b);
+    step_n_in(&w, a, 9);
+    step_n_in(&w, b, 4);
+    float bad[5] = {1, 2, NAN, 4, 5};
+    optd_err_t err;
+    ck_assert_int_eq(step_in(&w, a, bad, NULL, NULL, NULL, &err), OPTD_ENONFINITE);
+    step_n_in(&w, a, 3);
+    size_t al, bl;
+    uint8_t *aw = image_bytes(a, &al), *bw = image_bytes(b, &bl);
+    optd_session_release(a);
+    optd_session_release(b);
+    world_close(&w, false);
+    ck_assert_uint_eq(count_files(dir, ".snap"), 0); /* only the journal holds them */
+
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    size_t l;
+    uint8_t *got = image_of(w.st, "a", &l);
+    ck_assert(l == al && memcmp(got, aw, al) == 0);
+    free(got);
+    got = image_of(w.st, "b", &l);
+    ck_assert(l == bl && memcmp(got, bw, bl) == 0);
+    free(got);
+    world_close(&w, true);
+    free(aw);
+    free(bw);
+    rm_rf(dir);
+}
+END_TEST
+
+/* Appends one journal record (type, lsn, payload) to buf at *off. */
+static void v1_record(uint8_t *buf, size_t *off, uint32_t type, uint64_t lsn, const uint8_t *pl,
+                      size_t len)
+{
+    uint8_t *h = buf + *off;
+    for (int i = 0; i < 4; i++) {
+        h[i] = (uint8_t)(OPTD_JREC_MAGIC >> (8 * i));
+        h[4 + i] = (uint8_t)(type >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++) {
+        h[8 + i] = (uint8_t)(lsn >> (8 * i));
+        h[16 + i] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    memcpy(h + OPTD_JREC_HEADER, pl, len);
+    uint32_t crc = (uint32_t)crc32(0L, h, (uInt)(OPTD_JREC_HEADER + len));
+    for (int i = 0; i < 4; i++)
+        h[OPTD_JREC_HEADER + len + i] = (uint8_t)(crc >> (8 * i));
+    *off += OPTD_JREC_HEADER + len + 4;
+}
+
+/* A journal written by 1.0 (format version 1: images, deltas carrying only
+ * the newer history, deletes) still loads: a 1.0 data directory carries
+ * over. */
+START_TEST(version_1_journal_loads)
+{
+    char dir[64], dir2[64];
+    mktemp_dir(dir, sizeof dir, "v1");
+    mktemp_dir(dir2, sizeof dir2, "v1b");
+    optd_err_t err;
+    optd_session_t *s = rich("old", OPTD_ADAM, OPTD_FLOAT64);
+    optd_session_t *g = rich("gone", OPTD_SGD, OPTD_FLOAT32);
+    uint8_t *im0, *im2, *delta, *gim;
+    size_t l0, l2, ld, lg;
+    optd_session_image_t img;
+    for (int i = 0; i < 3; i++) {
+        if (i == 0 || i == 2) { /* the image at step 0, then at step 2 */
+            ck_assert_int_eq(optd_session_copy_image(s, &img, &err), 0);
+            ck_assert_int_eq(optd_snapshot_encode(&img, 0, i ? &im2 : &im0, i ? &l2 : &l0, &err), 0);
+            optd_session_image_free(&img);
+        }
+        double gr[5] = {0.1, -0.2, 0.3, 0.05 * i, 1.0}, loss = 0.5;
+        ck_assert_int_eq(optd_session_step(s, gr, NULL, &loss, NULL, NULL, &err), 0);
+    }
+    size_t wl;
+    uint8_t *want = image_bytes(s, &wl);
+    /* step 3 as 1.0 journaled it: a delta holding only the newest entry */
+    ck_assert_int_eq(optd_session_copy_image(s, &img, &err), 0);
+    img.history[0] = img.history[img.n_history - 1];
+    img.n_history = 1;
+    ck_assert_int_eq(optd_snapshot_encode(&img, 0, &delta, &ld, &err), 0);
+    optd_session_image_free(&img);
+    ck_assert_int_eq(optd_session_copy_image(g, &img, &err), 0);
+    ck_assert_int_eq(optd_snapshot_encode(&img, 0, &gim, &lg, &err), 0);
+    optd_session_image_free(&img);
+
+    size_t cap = OPTD_JOURNAL_HEADER + 5 * (OPTD_JREC_HEADER + 4) + l0 + l2 + ld + lg + 16;
+    uint8_t *buf = calloc(1, cap);
+    memcpy(buf, OPTD_JOURNAL_MAGIC, 8);
+    buf[8] = 1;  /* version 1 */
+    buf[16] = 1; /* sequence 1 */
+    uint8_t del[2 + 4] = {4, 0, 'g', 'o', 'n', 'e'};
+    char path[128];
+
+    /* create, a delta straight on it, and a delete */
+    size_t off = OPTD_JOURNAL_HEADER;
+    v1_record(buf, &off, OPTD_JREC_IMAGE, 1, im0, l0);
+    v1_record(buf, &off, OPTD_JREC_IMAGE, 2, gim, lg);
+    v1_record(buf, &off, OPTD_JREC_DELTA, 3, delta, ld);
+    v1_record(buf, &off, OPTD_JREC_DELETE, 4, del, sizeof del);
+    snprintf(path, sizeof path, "%s/journal-0000000000000001.log", dir);
+    write_file(path, buf, off);
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    ck_assert_ptr_null(optd_store_get(w.st, "gone"));
+    optd_session_t *o = optd_store_get(w.st, "old");
+    ck_assert_ptr_nonnull(o);
+    ck_assert_uint_eq(o->st.step, 3);
+    ck_assert_uint_eq(o->history_len, 1); /* its base had no history */
+    optd_session_release(o);
+    world_close(&w, true);
+
+    /* the image at step 2, then the delta: the earlier history is kept */
+    off = OPTD_JOURNAL_HEADER;
+    memset(buf + off, 0, cap - off);
+    v1_record(buf, &off, OPTD_JREC_IMAGE, 1, im2, l2);
+    v1_record(buf, &off, OPTD_JREC_DELTA, 2, delta, ld);
+    snprintf(path, sizeof path, "%s/journal-0000000000000001.log", dir2);
+    write_file(path, buf, off);
+    world_open(&w, dir2, OPTD_SYNC_INTERVAL);
+    size_t gl;
+    uint8_t *got = image_of(w.st, "old", &gl);
+    ck_assert(gl == wl && memcmp(got, want, wl) == 0);
+    free(got);
+    world_close(&w, true);
+
+    free(want);
+    free(buf);
+    free(im0);
+    free(im2);
+    free(delta);
+    free(gim);
+    optd_session_release(s);
+    optd_session_release(g);
+    rm_rf(dir);
+    rm_rf(dir2);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -882,6 +1053,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, journal_replay_torn_tail_and_stale_records);
     tcase_add_test(tc, journal_big_and_small_records);
     tcase_add_test(tc, group_commit_many_threads);
+    tcase_add_test(tc, step_records_replay_same_bits);
+    tcase_add_test(tc, version_1_journal_loads);
     tcase_add_test(tc, write_failures_sync_always);
     tcase_add_test(tc, write_failures_sync_interval);
     suite_add_tcase(su, tc);

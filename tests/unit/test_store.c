@@ -228,9 +228,10 @@ static int fake_commit(void *ctx, struct optd_session *s, optd_err_t *err)
     return f->fail_commit ? optd_err_set(err, OPTD_EIO, "disk full") : 0;
 }
 
-static int fake_remove(void *ctx, const char *name, optd_err_t *err)
+static int fake_remove(void *ctx, const char *name, bool batch, optd_err_t *err)
 {
     (void)name;
+    (void)batch;
     fake_dur_t *f = ctx;
     f->removes++;
     return f->fail_remove ? optd_err_set(err, OPTD_EIO, "disk full") : 0;
