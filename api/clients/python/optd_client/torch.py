@@ -256,6 +256,7 @@ class RemoteOptimizer(torch.optim.Optimizer):
         doc = self._state_document()
         self.state.clear()
         self._client.import_state(self._name, doc)
+        self._step = doc["step"]
         self._sent = [self._group_values(g) for g in self.param_groups]
 
     def _state_document(self):
