@@ -201,13 +201,24 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _send_once(self, method, path, body, headers):
-        """One request/answer on the kept-alive connection: (status, response, bytes)."""
+    def _send_once(self, method, path, body, headers, out=None):
+        """One request/answer on the kept-alive connection: (status, response,
+        bytes).  out: a writable buffer that a 200 answer of exactly its size
+        is read into (no new bytes object; the bytes returned are then b"")."""
         conn = self._connection()
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            data = resp.read()
+            if out is not None and resp.status == 200 and resp.length == len(out):
+                view, got = memoryview(out), 0
+                while got < len(out):
+                    n = resp.readinto(view[got:])
+                    if not n:
+                        raise http.client.IncompleteRead(b"", len(out) - got)
+                    got += n
+                data = b""
+            else:
+                data = resp.read()
         except socket.timeout as e:
             self._drop_connection()
             raise OptdTimeout("no answer from %s within %s s" % (self.base_url, self.timeout), e)
@@ -219,7 +230,7 @@ class Client:
         return resp.status, resp, data
 
     def _request(self, method, path, json_body=None, raw_body=None, headers=None,
-                 query=None, retry=_RETRY_SAFE):
+                 query=None, retry=_RETRY_SAFE, out=None):
         url = self._prefix + path
         if query:
             q = urllib.parse.urlencode([(k, v) for k, v in query if v is not None], doseq=True)
@@ -243,7 +254,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                status, resp, data = self._send_once(method, url, body, hdrs)
+                status, resp, data = self._send_once(method, url, body, hdrs, out)
             except OptdConnectionError:
                 if retry == _RETRY_NONE or attempt >= self.retries:
                     raise
@@ -493,10 +504,12 @@ class Client:
         retry = _RETRY_CAS if all("step" in it for it in items) else _RETRY_NONE
         return self._json("POST", "/v1/steps", body, query=query, retry=retry)["results"]
 
-    def step_bytes(self, name, data, dtype, expect_step=None, loss=None):
-        """POST .../step with a raw little-endian gradient (bytes of dtype
-        "float32" or "float64"): (step, raw bytes of the new parameters).
-        Retried like step()."""
+    def step_bytes(self, name, data, dtype, expect_step=None, loss=None, out=None):
+        """POST .../step with a raw little-endian gradient (bytes-like, of
+        dtype "float32" or "float64"): (step, raw bytes of the new
+        parameters).  out: a writable buffer of the parameters' size to read
+        them into instead (then returned in place of the bytes).  Retried
+        like step()."""
         headers = {"Accept": "application/octet-stream", "Optd-Dtype": dtype}
         if expect_step is not None:
             headers["Optd-Expect-Step"] = str(int(expect_step))
@@ -505,8 +518,8 @@ class Client:
         retry = _RETRY_CAS if expect_step is not None else _RETRY_NONE
         try:
             _, resp, body, _ = self._request("POST", self._path(name, "/step"), raw_body=data,
-                                             headers=headers, retry=retry)
-            return int(resp.getheader("Optd-Step")), body
+                                             headers=headers, retry=retry, out=out)
+            return int(resp.getheader("Optd-Step")), (out if out is not None and not body else body)
         except OptdError as e:
             if (e.code == "step_mismatch" and expect_step is not None and e.attempts > 0
                     and e.current_step == expect_step + 1):
@@ -523,7 +536,7 @@ class Client:
         if isinstance(params, (bytes, bytearray, memoryview)):
             if dtype not in ("float32", "float64"):
                 raise ValueError("raw bytes need dtype='float32' or 'float64'")
-            raw = bytes(params)
+            raw = params
         elif isinstance(params, array.array) or _is_numpy(params):
             raw, dtype = _encode_binary(params)
         else:
