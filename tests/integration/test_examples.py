@@ -7,7 +7,7 @@ README says they do (quick settings, well under a minute together).
 - pbt.py forks and re-tunes sessions, steps the population with
   POST /v1/steps, and prints the best schedule;
 - optuna_study.py runs an Optuna study (TPE, MedianPruner) whose trials are
-  sessions, and optd's sort=best_loss ranks first the trial Optuna found best.
+  sessions, and optd's sort=best_loss ranks first the trial Optuna found best;
 - torch_digits.py trains its CNN with torch.optim and RemoteOptimizer, both
   to at least 90% test accuracy, one request a step (plus the schedule's).
 """

@@ -333,7 +333,7 @@ START_TEST(groups_round_trip_and_flags)
         put(&w, s);
         step_n(s, 7);
         want[k] = image_bytes(s, &wlen[k]);
-        ck_assert_uint_eq(want[k][12], OPTD_SNAP_FLAG_GROUPS);
+        ck_assert_uint_eq(want[k][12], OPTD_SNAP_F_SECTIONS);
         optd_session_release(s);
     }
     optd_session_t *plain = rich("plain", OPTD_NADAM, OPTD_FLOAT64);
