@@ -111,8 +111,14 @@ static int decode_put_binary(optd_req_t *req, size_t n, optd_dtype_t dtype, bool
     if (h && (optd_dtype_parse(h, &named) != 0 || named != dtype))
         return optd_err_set(err, OPTD_EINVAL, "Optd-Dtype is '%.32s' but the session holds %s", h,
                             optd_dtype_name(dtype));
-    int rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, err);
-    if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
+    size_t es = optd_dtype_size(dtype);
+    if (req->body_len != n * es)
+        return optd_err_set(err, OPTD_ESIZE, "the body holds %zu bytes; the session's %zu %s params are %zu bytes",
+                            req->body_len, n, optd_dtype_name(dtype), n * es);
+    if (!optd_all_finite(dtype, req->body, n))
+        return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
+    int rc = 0;
+    if ((h = optd_req_header(req, "Optd-Expect-Step"))) {
         rc = optd_binary_header_u64(h, "Optd-Expect-Step", expect, err);
         *has_expect = true;
     }
