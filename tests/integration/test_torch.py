@@ -208,6 +208,9 @@ class RemoteOptimizerTest(DaemonTestCase):
             self.remote(b, "adam", name=name, groups=[{"params": list(b.parameters())}])
         with self.assertRaisesRegex(ValueError, "dtype float32, not float64"):
             self.remote(make_model().double(), "adam", name=name)
+        with self.assertRaisesRegex(ValueError, "fixed at creation"):
+            rc.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))]})
+        self.assertEqual(len(rc.param_groups), 2)
 
     def test_float64_model_and_one_group(self):
         a, b = make_model().double(), make_model().double()

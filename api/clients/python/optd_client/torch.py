@@ -102,6 +102,15 @@ class RemoteOptimizer(torch.optim.Optimizer):
         self._step = 0       # the session's step
         self._gbuf = self._rbuf = None  # the step's buffers (_buffers)
         self._attach(schedule, max_grad_norm)
+        self._attached = True
+
+    def add_param_group(self, param_group):
+        """As torch's, while the optimizer is being made; afterwards a
+        ValueError: the session's groups are fixed when it is created."""
+        if getattr(self, "_attached", False):
+            raise ValueError("RemoteOptimizer: the session's parameter groups are fixed at creation; "
+                             "make a new optimizer (and session) with all the groups")
+        super().add_param_group(param_group)
 
     # ------------------------------------------------------------ set-up
 
@@ -137,7 +146,7 @@ class RemoteOptimizer(torch.optim.Optimizer):
                       for n, g in zip(sizes, self.param_groups)]
             self._client.create(self._name, self._optimizer, size=sum(sizes), dtype=want_dtype,
                                 groups=groups, schedule=schedule, max_grad_norm=max_grad_norm)
-            flat = self._flat(lambda p: p.detach())
+            flat = self._flat(lambda p: p.detach()).cpu()
             self._client.set_params(self._name, memoryview(flat.numpy()).cast("B"), expect_step=0,
                                     dtype=want_dtype)
             self._sent = [self._group_values(g) for g in self.param_groups]
@@ -301,14 +310,14 @@ class RemoteOptimizer(torch.optim.Optimizer):
             for p in params:
                 v = self.state.get(p, {}).get(key)
                 parts.append((v if v is not None else torch.zeros_like(p)).detach().to(self._dtype).reshape(-1))
-            state[key] = torch.cat(parts).tolist()
+            state[key] = torch.cat(parts).cpu().tolist()
         sizes = self._sizes()
         return {
             "optimizer": self._optimizer, "dtype": _DTYPES[self._dtype], "step": step,
             "hyperparameters": self._group_values(self.param_groups[0]),
             "groups": [{"size": n, "hyperparameters": self._group_values(g)}
                        for n, g in zip(sizes, self.param_groups)],
-            "params": self._flat(lambda p: p.detach()).tolist(),
+            "params": self._flat(lambda p: p.detach()).cpu().tolist(),
             "state": state,
         }
 
