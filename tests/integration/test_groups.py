@@ -120,6 +120,13 @@ class Groups(Create, DaemonTestCase):
         self.assertEqual([x["hyperparameters"]["lr"] for x in r.body["groups"]], [0.01, 0.5])
         r = self.d.patch("/v1/sessions/" + n, {"hyperparameters": {"amsgrad": True}})
         self.assertEqual([x["hyperparameters"]["amsgrad"] for x in r.body["groups"]], [True, True])
+        # Other fields leave the groups as they are (labels are replaced whole).
+        r = self.d.patch("/v1/sessions/" + n, {"labels": {"k": "v"}, "max_grad_norm": 1.0})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([x["size"] for x in r.body["groups"]], [1, 3])
+        self.assertEqual(r.body["groups"][1]["hyperparameters"]["lr"], 0.5)
+        r = self.d.patch("/v1/sessions/" + n, {"groups": [{"size": 1}, {"size": 3, "hyperparameters": {"lr": 0.25}}]})
+        self.assertEqual([x["hyperparameters"]["lr"] for x in r.body["groups"]], [0.01, 0.25])
         self.assertEqual(r.body["groups"][1]["hyperparameters"]["eps"], 1e-6)
         before = self.d.get("/v1/sessions/" + n).body
         for body in ({"groups": [{}]}, {"groups": [{}, {"size": 2}]}, {"groups": [{}, {"hyperparameters": {"lr": -1}}]},
