@@ -48,6 +48,8 @@ struct MHD_Response {
     void *buf;
     size_t len;
     bool must_free;
+    MHD_ContentReaderFreeCallback free_cb; /* with_free_callback_cls: called with free_cls */
+    void *free_cls;
     char content_type[64];
 };
 
@@ -100,6 +102,22 @@ struct MHD_Response *MHD_create_response_from_buffer(size_t size, void *buffer,
     return r;
 }
 
+/* The daemon's charged bodies (respond.c) come this way: without it the
+ * real libmicrohttpd's response would reach the fake destroy below. */
+struct MHD_Response *MHD_create_response_from_buffer_with_free_callback_cls(size_t size, void *buffer,
+                                                                           MHD_ContentReaderFreeCallback crfc,
+                                                                           void *crfc_cls)
+{
+    struct MHD_Response *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->buf = buffer;
+    r->len = size;
+    r->free_cb = crfc;
+    r->free_cls = crfc_cls;
+    return r;
+}
+
 enum MHD_Result MHD_add_response_header(struct MHD_Response *r, const char *header, const char *content)
 {
     if (strcasecmp(header, MHD_HTTP_HEADER_CONTENT_TYPE) == 0)
@@ -113,6 +131,8 @@ void MHD_destroy_response(struct MHD_Response *r)
         return;
     if (r->must_free)
         free(r->buf);
+    if (r->free_cb)
+        r->free_cb(r->free_cls);
     free(r);
 }
 
