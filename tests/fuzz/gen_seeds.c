@@ -455,6 +455,10 @@ static void journal_bytes(uint8_t **out, size_t *out_len)
     }
     if (!*out)
         fz_fail("gen_seeds: --sync always wrote no journal in %s", tmp);
+    /* The journal is zero-filled ahead of its records (journal.c): the
+     * seed is the records, which fit a chunk. */
+    while (*out_len > OPTD_JOURNAL_HEADER && (*out)[*out_len - 1] == 0)
+        (*out_len)--;
     optd_persist_close(p);
     optd_store_free(store);
     if (d)
