@@ -1289,6 +1289,49 @@ START_TEST(test_one_group_is_a_plain_step)
 }
 END_TEST
 
+/* A grouped step that would overflow in its second group is refused before
+ * any group is written: the first group (with every option on, so its
+ * first step would create buffers) keeps its values, and no buffer the
+ * step would have created stays behind. */
+START_TEST(test_groups_nonfinite_changes_nothing)
+{
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        for (int d = 0; d < 2; d++) {
+            optd_dtype_t dt = dtypes[d];
+            const char *name = optd_optim_desc((optd_optim_kind_t)k)->name;
+            optd_err_t err = {0};
+            optd_group_t grp[2] = {{.size = 3}, {.size = 3}};
+            all_options((optd_optim_kind_t)k, &grp[0].hp);
+            optd_hparams_default((optd_optim_kind_t)k, &grp[1].hp);
+            grp[1].hp.lr = (k == OPTD_ADADELTA ? 1 : 0.05) * dtype_max(dt);
+            optd_optim_state_t st;
+            ck_assert_int_eq(optd_optim_state_init(&st, (optd_optim_kind_t)k, dt, 6, &grp[1].hp, &err), 0);
+            ck_assert_int_eq(optd_optim_state_set_groups(&st, grp, 2, &err), 0);
+            const double p0[6] = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25};
+            void *p = vec_new(dt, p0, 6);
+            vset(dt, p, 4, (k == OPTD_ADADELTA ? 0.9995 : 0.99) * dtype_max(dt));
+            const double g[6] = {0.1, 0.2, -0.3, 0.0, -1.0, 0.0};
+            void *gv = vec_new(dt, g, 6);
+            snap_t s;
+            snap_take(&s, &st, p);
+            optd_step_info_t info = {-1, -1};
+            ck_assert_msg(optd_optim_step_groups(&st, grp, 2, NULL, 0, p, gv, &info, &err) == OPTD_ENONFINITE,
+                          "%s %s: not refused", name, optd_dtype_name(dt));
+            ck_assert_msg(strstr(err.msg, "[4]") != NULL, "%s %s: %s", name, optd_dtype_name(dt), err.msg);
+            ck_assert(info.lr == -1);
+            snap_expect_same(&s, &st, p, name);
+            for (int i = 0; i < 2; i++)
+                ck_assert(st.groups[i].mu_product == s.st.groups[i].mu_product &&
+                          st.groups[i].momentum_started == s.st.groups[i].momentum_started);
+            snap_free(&s);
+            free(gv);
+            free(p);
+            optd_optim_state_free(&st);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_groups_validate_and_mismatch)
 {
     optd_err_t err;
@@ -1377,6 +1420,7 @@ int main(void)
     tc = tcase_create("groups");
     tcase_add_test(tc, test_one_group_is_a_plain_step);
     tcase_add_test(tc, test_groups_validate_and_mismatch);
+    tcase_add_test(tc, test_groups_nonfinite_changes_nothing);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
