@@ -400,7 +400,8 @@ static void chunk(chunks_t *c, unsigned kind, const uint8_t *b, size_t len)
 }
 
 /* A journal written by the daemon's own --sync always path: sessions
- * created (image records), stepped (delta records) and one deleted. */
+ * created (image records), stepped (step records; j-nadam has parameter
+ * groups) and one deleted. */
 static void journal_bytes(uint8_t **out, size_t *out_len)
 {
     char tmp[] = "/tmp/optd-gen-seeds-XXXXXX";
@@ -426,10 +427,18 @@ static void journal_bytes(uint8_t **out, size_t *out_len)
             fz_fail("%s", err.msg);
         cfg.dtype = i == 1 ? OPTD_FLOAT32 : OPTD_FLOAT64;
         optd_hparams_default(cfg.kind, &cfg.hp);
+        if (i == 2) {
+            /* Grouped: its step records replay through the groups' update. */
+            size_t sizes[2] = {1, 2};
+            if (optd_session_config_set_groups(&cfg, sizes, 2, &err) != 0)
+                fz_fail("%s", err.msg);
+            cfg.groups[1].hp.momentum_decay = 0.01;
+        }
         optd_session_t *s;
         if (optd_session_create(names[i], &cfg, 3, NULL, 16, &s, &err) != 0 ||
             optd_store_insert(store, s, false, NULL, &err) != 0)
             fz_fail("gen_seeds: journal session: %s", err.msg);
+        optd_session_config_free(&cfg);
         double g64[3] = {0.5, -0.25, 1.0};
         float g32[3] = {0.5f, -0.25f, 1.0f};
         for (int k = 0; k < 2; k++) {
