@@ -197,7 +197,9 @@ void optd_pool_run(optd_pool_t *p, unsigned n, void (*fn)(void *arg, unsigned i)
 
 typedef struct step_job {
     optd_optim_state_t *st;
-    const optd_step_plan_t *plan;
+    const optd_step_plan_t *plan;  /* one plan, or n_groups plans with groups */
+    const optd_group_t *groups;    /* NULL: no groups */
+    size_t n_groups;
     void *params;
     const void *grad;
     size_t n;
@@ -235,14 +237,21 @@ static void task_range(const step_job_t *j, unsigned i, size_t *lo, size_t *hi)
         *hi = j->n;
 }
 
-/* Task i of the check of a careful plan (nothing written). */
+/* Task i of the check of a careful plan, or of every group's plan
+ * (nothing written). */
 static void check_task(void *vj, unsigned i)
 {
     step_job_t *j = vj;
     size_t lo, hi;
     task_range(j, i, &lo, &hi);
     optd_step_seen_init(&j->seen[i]);
-    j->ok[i] = lo >= hi || optd_optim_check(j->plan, j->st, j->params, j->grad, lo, hi, &j->fault[i], &j->seen[i]);
+    if (lo >= hi)
+        j->ok[i] = true;
+    else if (j->groups)
+        j->ok[i] = optd_optim_check_groups(j->plan, j->groups, j->n_groups, j->st, j->params, j->grad,
+                                           lo, hi, &j->fault[i], &j->seen[i]);
+    else
+        j->ok[i] = optd_optim_check(j->plan, j->st, j->params, j->grad, lo, hi, &j->fault[i], &j->seen[i]);
 }
 
 /* Task i of the update. */
@@ -251,10 +260,54 @@ static void apply_task(void *vj, unsigned i)
     step_job_t *j = vj;
     size_t lo, hi;
     task_range(j, i, &lo, &hi);
+    if (j->groups) {
+        /* Grouped plans are careful and hand no bound on: nothing to track. */
+        optd_optim_apply_groups(j->plan, j->groups, j->n_groups, j->st, j->params, j->grad, lo, hi,
+                                NULL);
+        return;
+    }
     if (j->plan->track)
         optd_step_seen_init(&j->seen[i]);
     if (lo < hi)
         optd_optim_apply(j->plan, j->st, j->params, j->grad, lo, hi, j->plan->track ? &j->seen[i] : NULL);
+}
+
+/* The gradient's sum of squares over the pool into *sumsq, with j set up
+ * for the update's tasks: 0 or OPTD_ENONFINITE. */
+static int parallel_sumsq(optd_pool_t *pool, step_job_t *j, double *sumsq, optd_err_t *err)
+{
+    size_t n = j->n;
+    /* Blocks depend on n alone, so the sum does not depend on the threads. */
+    size_t block = (n + MAX_BLOCKS - 1) / MAX_BLOCKS;
+    if (block < MIN_BLOCK)
+        block = MIN_BLOCK;
+    block = (block + ALIGN - 1) / ALIGN * ALIGN;
+    j->block = block;
+    j->n_blocks = (unsigned)((n + block - 1) / block);
+    /* Several tasks per thread: a worker that wakes late takes what is
+     * left instead of leaving the caller waiting on a half of its own. */
+    unsigned tasks = optd_pool_threads(pool) * TASKS_PER_THREAD;
+    j->n_tasks = tasks < j->n_blocks ? tasks : j->n_blocks;
+
+    optd_pool_run(pool, j->n_tasks, sumsq_task, j);
+    *sumsq = 0.0;
+    for (unsigned b = 0; b < j->n_blocks; b++)
+        *sumsq += j->part[b];
+    for (unsigned i = 0; i < j->n_tasks; i++)
+        if (!j->finite[i])
+            return optd_err_set(err, OPTD_ENONFINITE, "the gradient contains NaN or infinite values");
+    return 0;
+}
+
+/* The check of j's plan(s) over the pool: the first fault in index order,
+ * or -1 when there is none. */
+static int parallel_check(optd_pool_t *pool, step_job_t *j)
+{
+    optd_pool_run(pool, j->n_tasks, check_task, j);
+    for (unsigned i = 0; i < j->n_tasks; i++) /* ranges in order: the first fault */
+        if (!j->ok[i])
+            return (int)i;
+    return -1;
 }
 
 int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hparams_t *hp,
@@ -266,36 +319,19 @@ int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hpa
         return optd_optim_step(st, hp, sched, max_grad_norm, params, grad, info, err);
 
     step_job_t j = {.st = st, .params = params, .grad = grad, .n = n};
-    /* Blocks depend on n alone, so the sum does not depend on the threads. */
-    size_t block = (n + MAX_BLOCKS - 1) / MAX_BLOCKS;
-    if (block < MIN_BLOCK)
-        block = MIN_BLOCK;
-    block = (block + ALIGN - 1) / ALIGN * ALIGN;
-    j.block = block;
-    j.n_blocks = (unsigned)((n + block - 1) / block);
-    /* Several tasks per thread: a worker that wakes late takes what is
-     * left instead of leaving the caller waiting on a half of its own. */
-    unsigned tasks = optd_pool_threads(pool) * TASKS_PER_THREAD;
-    j.n_tasks = tasks < j.n_blocks ? tasks : j.n_blocks;
-
-    optd_pool_run(pool, j.n_tasks, sumsq_task, &j);
-    double sumsq = 0.0;
-    for (unsigned b = 0; b < j.n_blocks; b++)
-        sumsq += j.part[b];
-    for (unsigned i = 0; i < j.n_tasks; i++)
-        if (!j.finite[i])
-            return optd_err_set(err, OPTD_ENONFINITE, "the gradient contains NaN or infinite values");
-
+    double sumsq;
+    int rc = parallel_sumsq(pool, &j, &sumsq, err);
+    if (rc)
+        return rc;
     optd_step_plan_t plan;
-    int rc = optd_optim_plan(st, hp, sched, max_grad_norm, sumsq, &plan, err);
+    rc = optd_optim_plan(st, hp, sched, max_grad_norm, sumsq, &plan, err);
     if (rc)
         return rc;
     j.plan = &plan;
     if (plan.careful) {
-        optd_pool_run(pool, j.n_tasks, check_task, &j);
-        for (unsigned i = 0; i < j.n_tasks; i++) /* ranges in order: the first fault */
-            if (!j.ok[i])
-                return optd_optim_refuse(st, &plan, &j.fault[i], err);
+        int bad = parallel_check(pool, &j);
+        if (bad >= 0)
+            return optd_optim_refuse(st, &plan, &j.fault[bad], err);
     }
     optd_pool_run(pool, j.n_tasks, apply_task, &j);
     for (unsigned i = 1; (plan.careful || plan.track) && i < j.n_tasks; i++)
@@ -306,4 +342,45 @@ int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hpa
         info->grad_norm = plan.grad_norm;
     }
     return 0;
+}
+
+int optd_parallel_step_groups(optd_pool_t *pool, optd_optim_state_t *st, const optd_hparams_t *hp,
+                              const optd_group_t *groups, size_t n_groups,
+                              const optd_schedule_t *sched, double max_grad_norm, void *params,
+                              const void *grad, optd_step_info_t *info, optd_err_t *err)
+{
+    if (n_groups == 0)
+        return optd_parallel_step(pool, st, hp, sched, max_grad_norm, params, grad, info, err);
+    size_t n = st->size;
+    if (n < OPTD_PARALLEL_MIN_SIZE)
+        return optd_optim_step_groups(st, groups, n_groups, sched, max_grad_norm, params, grad, info,
+                                      err);
+
+    step_job_t j = {.st = st, .params = params, .grad = grad, .n = n, .groups = groups,
+                    .n_groups = n_groups};
+    double sumsq;
+    int rc = parallel_sumsq(pool, &j, &sumsq, err);
+    if (rc)
+        return rc;
+    optd_step_plan_t *plans = malloc(n_groups * sizeof *plans);
+    if (!plans)
+        return optd_err_set(err, OPTD_ENOMEM, "cannot allocate the plans of %zu groups", n_groups);
+    rc = optd_optim_plan_groups(st, groups, n_groups, sched, max_grad_norm, sumsq, plans, err);
+    if (rc == 0) {
+        j.plan = plans;
+        /* Every group's range is checked before anything is written. */
+        int bad = parallel_check(pool, &j);
+        if (bad >= 0) {
+            rc = optd_optim_refuse(st, &plans[0], &j.fault[bad], err);
+        } else {
+            optd_pool_run(pool, j.n_tasks, apply_task, &j);
+            optd_optim_commit_groups(st, plans, n_groups);
+            if (info) {
+                info->lr = plans[0].lr;
+                info->grad_norm = plans[0].grad_norm;
+            }
+        }
+    }
+    free(plans);
+    return rc;
 }

@@ -48,4 +48,11 @@ int optd_parallel_step(optd_pool_t *pool, optd_optim_state_t *st, const optd_hpa
                        const optd_schedule_t *sched, double max_grad_norm, void *params,
                        const void *grad, optd_step_info_t *info, optd_err_t *err);
 
+/* The same for a vector cut into parameter groups
+ * (optd_optim_step_groups); n_groups 0 is optd_parallel_step with hp. */
+int optd_parallel_step_groups(optd_pool_t *pool, optd_optim_state_t *st, const optd_hparams_t *hp,
+                              const optd_group_t *groups, size_t n_groups,
+                              const optd_schedule_t *sched, double max_grad_norm, void *params,
+                              const void *grad, optd_step_info_t *info, optd_err_t *err);
+
 #endif

@@ -46,10 +46,8 @@ bool optd_session_name_valid(const char *name)
 
 /* ---- configs and labels ---------------------------------------------------- */
 
-void optd_session_config_free(optd_session_config_t *cfg)
+void optd_session_config_free_labels(optd_session_config_t *cfg)
 {
-    if (!cfg)
-        return;
     for (size_t i = 0; i < cfg->n_labels; i++) {
         free(cfg->labels[i].key);
         free(cfg->labels[i].value);
@@ -59,12 +57,47 @@ void optd_session_config_free(optd_session_config_t *cfg)
     cfg->n_labels = 0;
 }
 
+void optd_session_config_free(optd_session_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    optd_session_config_free_labels(cfg);
+    free(cfg->groups);
+    cfg->groups = NULL;
+    cfg->n_groups = 0;
+}
+
+int optd_session_config_set_groups(optd_session_config_t *cfg, const size_t *sizes, size_t n,
+                                   optd_err_t *err)
+{
+    optd_group_t *g = NULL;
+    if (n > 0 && !(g = malloc(n * sizeof *g)))
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu groups", n);
+    for (size_t i = 0; i < n; i++) {
+        g[i].size = sizes[i];
+        g[i].hp = cfg->hp;
+    }
+    free(cfg->groups);
+    cfg->groups = g;
+    cfg->n_groups = n;
+    return 0;
+}
+
 int optd_session_config_copy(optd_session_config_t *dst, const optd_session_config_t *src,
                              optd_err_t *err)
 {
     *dst = *src;
     dst->labels = NULL;
     dst->n_labels = 0;
+    dst->groups = NULL;
+    dst->n_groups = 0;
+    if (src->n_groups > 0) {
+        dst->groups = malloc(src->n_groups * sizeof *dst->groups);
+        if (!dst->groups)
+            return optd_err_set(err, OPTD_ENOMEM, "out of memory copying groups");
+        memcpy(dst->groups, src->groups, src->n_groups * sizeof *dst->groups);
+        dst->n_groups = src->n_groups;
+    }
     if (src->n_labels == 0)
         return 0;
     dst->labels = calloc(src->n_labels, sizeof *dst->labels);
@@ -162,6 +195,13 @@ int optd_session_config_validate(const optd_session_config_t *cfg, optd_err_t *e
             if (strcmp(cfg->labels[j].key, l->key) == 0)
                 return optd_err_set(err, OPTD_EINVAL, "labels: key '%s' appears twice", l->key);
     }
+    if (cfg->n_groups > OPTD_GROUPS_MAX || (cfg->n_groups > 0 && !cfg->groups))
+        return optd_err_set(err, OPTD_EINVAL, "groups: at most %d groups are allowed", OPTD_GROUPS_MAX);
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        optd_err_t e = {0};
+        if (optd_hparams_validate(cfg->kind, &cfg->groups[g].hp, &e))
+            return optd_err_set(err, OPTD_EINVAL, "groups[%zu].%s", g, e.msg);
+    }
     if (cfg->ttl_seconds < 0 || cfg->ttl_seconds > TTL_MAX)
         return optd_err_set(err, OPTD_EINVAL,
                             "ttl_seconds: must be between 0 and %lld (0 or null: no expiry)",
@@ -227,6 +267,8 @@ int optd_session_create(const char *name, const optd_session_config_t *cfg, size
         return optd_err_set(err, OPTD_EINVAL, "size: too large");
     if (params && !optd_all_finite(cfg->dtype, params, size))
         return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
+    if (cfg->n_groups > 0 && (rc = optd_groups_validate(cfg->kind, cfg->groups, cfg->n_groups, size, err)))
+        return rc;
 
     optd_session_t *s = session_alloc(name, history_cap);
     if (!s)
@@ -240,7 +282,8 @@ int optd_session_create(const char *name, const optd_session_config_t *cfg, size
     if (params)
         memcpy(s->params, params, size * esz);
     if ((rc = optd_session_config_copy(&s->cfg, cfg, err)) ||
-        (rc = optd_optim_state_init(&s->st, cfg->kind, cfg->dtype, size, &cfg->hp, err))) {
+        (rc = optd_optim_state_init(&s->st, cfg->kind, cfg->dtype, size, &cfg->hp, err)) ||
+        (rc = optd_optim_state_set_groups(&s->st, cfg->groups, cfg->n_groups, err))) {
         session_destroy(s);
         return rc;
     }
@@ -281,6 +324,18 @@ static int image_validate(const optd_session_image_t *img, optd_err_t *err)
         return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
     if ((rc = optd_optim_state_validate(&img->st, err)))
         return rc;
+    if (img->cfg.n_groups > 0 &&
+        (rc = optd_groups_validate(img->cfg.kind, img->cfg.groups, img->cfg.n_groups, img->size, err)))
+        return rc;
+    if (img->st.n_groups != img->cfg.n_groups)
+        return optd_err_set(err, OPTD_EINVAL, "state: holds %zu groups, the session %zu", img->st.n_groups,
+                            img->cfg.n_groups);
+    for (size_t g = 0; g < img->st.n_groups; g++) {
+        if (!isfinite(img->st.groups[g].mu_product))
+            return optd_err_set(err, OPTD_ENONFINITE, "state.mu_product[%zu]: must be finite", g);
+        if (img->st.groups[g].momentum_started && !img->st.buf[OPTD_BUF_MOMENTUM_BUFFER])
+            return optd_err_set(err, OPTD_EINVAL, "state: group %zu has momentum but no momentum_buffer", g);
+    }
     if (img->n_history > 0 && !img->history)
         return optd_err_set(err, OPTD_EINVAL, "history: missing");
     const optd_loss_summary_t *ls = &img->loss;
@@ -296,7 +351,14 @@ int optd_session_from_image_take(optd_session_image_t *img, size_t history_cap,
                                  optd_session_t **out, optd_err_t *err)
 {
     *out = NULL;
-    int rc = image_validate(img, err);
+    int rc;
+    /* An image from a client or an older file may lack the groups' own
+     * state: derive it from the buffers. */
+    if (img->st.n_groups != img->cfg.n_groups && img->st.size == img->size &&
+        optd_groups_validate(img->cfg.kind, img->cfg.groups, img->cfg.n_groups, img->size, NULL) == 0 &&
+        (rc = optd_optim_state_set_groups(&img->st, img->cfg.groups, img->cfg.n_groups, err)))
+        return rc;
+    rc = image_validate(img, err);
     if (rc)
         return rc;
     optd_session_t *s = session_alloc(img->name, history_cap);
@@ -318,6 +380,8 @@ int optd_session_from_image_take(optd_session_image_t *img, size_t history_cap,
     s->cfg = img->cfg;
     img->cfg.labels = NULL;
     img->cfg.n_labels = 0;
+    img->cfg.groups = NULL;
+    img->cfg.n_groups = 0;
     s->size = img->size;
     s->params = img->params;
     img->params = NULL;
@@ -509,8 +573,9 @@ static int apply_locked(optd_session_t *s, struct optd_pool *pool, const void *g
                         const double *loss, int64_t now, optd_err_t *err)
 {
     optd_step_info_t info;
-    int rc = optd_parallel_step(pool, &s->st, &s->cfg.hp, s->cfg.has_schedule ? &s->cfg.schedule : NULL,
-                                s->cfg.max_grad_norm, s->params, grad, &info, err);
+    int rc = optd_parallel_step_groups(pool, &s->st, &s->cfg.hp, s->cfg.groups, s->cfg.n_groups,
+                                       s->cfg.has_schedule ? &s->cfg.schedule : NULL,
+                                       s->cfg.max_grad_norm, s->params, grad, &info, err);
     if (rc)
         return rc;
     optd_history_entry_t e = {
@@ -586,6 +651,60 @@ int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd
         memcpy(params_out, s->params, s->size * optd_dtype_size(s->cfg.dtype));
 out:
     pthread_mutex_unlock(&s->mu);
+    optd_session_touch(s);
+    return rc;
+}
+
+int optd_session_set_params(optd_session_t *s, const void *params, const uint64_t *expect_step,
+                            uint64_t *step_out, optd_err_t *err)
+{
+    size_t bytes = s->size * optd_dtype_size(s->cfg.dtype);
+    if (!optd_all_finite(s->cfg.dtype, params, s->size))
+        return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
+    int rc = 0;
+    void *old = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->deleted) {
+        rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
+        goto out;
+    }
+    if (step_out)
+        *step_out = s->st.step;
+    if (expect_step && *expect_step != s->st.step) {
+        rc = optd_err_set(err, OPTD_ESTEP, "expected step %llu but the session is at step %llu",
+                          (unsigned long long)*expect_step, (unsigned long long)s->st.step);
+        goto out;
+    }
+    bool durable = s->dur && s->dur->commit;
+    /* The new values go into a buffer of their own, so that a change that
+     * cannot be made durable is undone by swapping back. */
+    void *fresh = malloc(bytes);
+    if (!fresh) {
+        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu parameters", s->size);
+        goto out;
+    }
+    memcpy(fresh, params, bytes);
+    old = s->params;
+    s->params = fresh;
+    int64_t old_updated = s->updated_ms;
+    s->updated_ms = optd_now_ms();
+    s->version++;
+    /* The parameters changed other than by a step: what the last step
+     * proved about their magnitude no longer holds.  The size is the same,
+     * so the memory charged is too.  dur->commit journals the session
+     * whole (an image record), as a PATCH or an import is. */
+    unsigned old_known = s->st.bound_known;
+    optd_optim_forget_bounds(&s->st);
+    if (durable && (rc = s->dur->commit(s->dur->ctx, s, err))) {
+        s->params = old;
+        old = fresh;
+        s->updated_ms = old_updated;
+        s->version--;
+        s->st.bound_known = old_known;
+    }
+out:
+    pthread_mutex_unlock(&s->mu);
+    free(old);
     optd_session_touch(s);
     return rc;
 }
@@ -672,6 +791,17 @@ void optd_session_mark_loaded(optd_session_t *s, uint64_t lsn)
     s->saved_version = s->version;
 }
 
+/* True when a and b cut the parameters into the same groups. */
+static bool same_group_sizes(const optd_session_config_t *a, const optd_session_config_t *b)
+{
+    if (a->n_groups != b->n_groups)
+        return false;
+    for (size_t g = 0; g < a->n_groups; g++)
+        if (a->groups[g].size != b->groups[g].size)
+            return false;
+    return true;
+}
+
 int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err)
 {
     int rc = optd_session_config_validate(cfg, err);
@@ -686,6 +816,8 @@ int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg,
         rc = optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
     else if (cfg->kind != s->cfg.kind || cfg->dtype != s->cfg.dtype)
         rc = optd_err_set(err, OPTD_EINVAL, "the optimizer and dtype of a session cannot change");
+    else if (!same_group_sizes(cfg, &s->cfg))
+        rc = optd_err_set(err, OPTD_EINVAL, "the groups of a session (their number and sizes) cannot change");
     else /* the same installation as a PATCH: memory charged, durable, or undone */
         rc = patch_install_locked(s, &fresh, err);
     pthread_mutex_unlock(&s->mu);
@@ -713,6 +845,8 @@ size_t optd_session_bytes(const optd_session_config_t *cfg, size_t size, unsigne
                           size_t history_cap)
 {
     unsigned bufs = kept_bufs | optd_optim_step_bufs(cfg->kind, &cfg->hp);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        bufs |= optd_optim_step_bufs(cfg->kind, &cfg->groups[g].hp);
     size_t arrays = 1 + (size_t)__builtin_popcount(bufs);
     size_t n = mul_sat(mul_sat(size, optd_dtype_size(cfg->dtype)), arrays);
     n = add_sat(n, mul_sat(history_cap, sizeof(optd_history_entry_t)));
@@ -747,21 +881,57 @@ void optd_session_patch_free(optd_session_patch_t *p)
     optd_session_config_free(&holder);
     p->labels = NULL;
     p->n_labels = 0;
+    free(p->groups);
+    p->groups = NULL;
+    p->n_groups = 0;
 }
 
-/* cfg with p's fields over it (cfg is s->cfg's deep copy, of p->kind). */
-static int patch_merge(optd_session_config_t *cfg, const optd_session_patch_t *p, optd_err_t *err)
+/* The keys of src that hp_set names, copied onto dst (kind's table order). */
+static void hp_merge(optd_optim_kind_t kind, optd_hparams_t *dst, const optd_hparams_t *src, uint32_t hp_set)
 {
-    const optd_optim_desc_t *d = optd_optim_desc(cfg->kind);
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
     for (size_t i = 0; i < d->n_hparams && i < 32; i++) {
-        if (!(p->hp_set & (1u << i)))
+        if (!(hp_set & (1u << i)))
             continue;
         const optd_hparam_desc_t *hd = &d->hparams[i];
         size_t len = hd->type == OPTD_HP_BOOL ? sizeof(bool)
                      : hd->type == OPTD_HP_PAIR ? 2 * sizeof(double)
                                                 : sizeof(double);
-        memcpy((char *)&cfg->hp + hd->offset, (const char *)&p->hp + hd->offset, len);
+        memcpy((char *)dst + hd->offset, (const char *)src + hd->offset, len);
     }
+}
+
+/* p's "groups" onto cfg's groups (after the top-level keys went into
+ * every group): one entry per group, sizes unchanged. */
+static int patch_merge_groups(optd_session_config_t *cfg, const optd_session_patch_t *p, optd_err_t *err)
+{
+    if (cfg->n_groups == 0)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "this session has no groups ('groups' are given when a session is created)");
+    if (p->n_groups != cfg->n_groups)
+        return optd_err_set(err, OPTD_EINVAL, "'groups' must hold one entry per group (%zu), got %zu",
+                            cfg->n_groups, p->n_groups);
+    for (size_t g = 0; g < p->n_groups; g++) {
+        if (p->groups[g].size && p->groups[g].size != cfg->groups[g].size)
+            return optd_err_set(err, OPTD_EINVAL,
+                                "'groups[%zu].size' is %zu but the group holds %zu parameters "
+                                "(group sizes cannot change)",
+                                g, p->groups[g].size, cfg->groups[g].size);
+        hp_merge(cfg->kind, &cfg->groups[g].hp, &p->groups[g].hp, p->groups[g].hp_set);
+    }
+    return 0;
+}
+
+/* cfg with p's fields over it (cfg is s->cfg's deep copy, of p->kind). */
+static int patch_merge(optd_session_config_t *cfg, const optd_session_patch_t *p, optd_err_t *err)
+{
+    /* Top-level keys set the same keys in every group, then each group's own. */
+    hp_merge(cfg->kind, &cfg->hp, &p->hp, p->hp_set);
+    for (size_t g = 0; g < cfg->n_groups; g++)
+        hp_merge(cfg->kind, &cfg->groups[g].hp, &p->hp, p->hp_set);
+    int rc;
+    if (p->n_groups > 0 && (rc = patch_merge_groups(cfg, p, err)))
+        return rc;
     if (p->set_schedule) {
         cfg->has_schedule = p->has_schedule;
         cfg->schedule = p->schedule;
@@ -771,7 +941,7 @@ static int patch_merge(optd_session_config_t *cfg, const optd_session_patch_t *p
     if (p->set_ttl)
         cfg->ttl_seconds = p->ttl_seconds;
     if (p->set_labels) {
-        optd_session_config_free(cfg);
+        optd_session_config_free_labels(cfg); /* the groups stay */
         for (size_t i = 0; i < p->n_labels; i++) {
             int rc = optd_session_config_add_label(cfg, p->labels[i].key, p->labels[i].value, err);
             if (rc)

@@ -32,8 +32,9 @@ typedef struct optd_label {
 } optd_label_t;
 
 /* Everything a client sets: what create takes and PATCH changes.  A config
- * owns its labels array: copy one with optd_session_config_copy, free it with
- * optd_session_config_free (a plain struct assignment shares the labels). */
+ * owns its labels and groups arrays: copy one with optd_session_config_copy,
+ * free it with optd_session_config_free (a plain struct assignment shares
+ * them). */
 typedef struct optd_session_config {
     optd_optim_kind_t kind;
     optd_dtype_t dtype;
@@ -44,6 +45,8 @@ typedef struct optd_session_config {
     size_t n_labels;
     optd_label_t *labels; /* n_labels entries (malloc'd), or NULL */
     int64_t ttl_seconds;  /* 0: no idle expiry */
+    size_t n_groups;      /* 0: no parameter groups (every parameter uses hp) */
+    optd_group_t *groups; /* n_groups entries (malloc'd), each with every value in force */
 } optd_session_config_t;
 
 typedef struct optd_history_entry {
@@ -200,6 +203,8 @@ int optd_session_config_copy(optd_session_config_t *dst, const optd_session_conf
                              optd_err_t *err);
 /* Frees cfg's labels (n_labels becomes 0); cfg may be zeroed. */
 void optd_session_config_free(optd_session_config_t *cfg);
+/* Frees cfg's labels only (n_labels becomes 0). */
+void optd_session_config_free_labels(optd_session_config_t *cfg);
 /* Appends key = value to cfg's labels, copying both; replaces the value if
  * key is already there.  0, OPTD_EINVAL (too many labels, key empty or over
  * 64 bytes, value over 256 bytes) or OPTD_ENOMEM. */
@@ -207,8 +212,15 @@ int optd_session_config_add_label(optd_session_config_t *cfg, const char *key, c
                                   optd_err_t *err);
 
 /* Validates cfg as a whole (hyperparameters, schedule, max_grad_norm >= 0,
- * labels, ttl >= 0): 0 or OPTD_EINVAL naming the field. */
+ * labels, ttl >= 0, each group's hyperparameters): 0 or OPTD_EINVAL naming
+ * the field.  Group sizes are checked against a session's size where one
+ * is created or changed. */
 int optd_session_config_validate(const optd_session_config_t *cfg, optd_err_t *err);
+
+/* Gives cfg n parameter groups (replacing any), of these sizes, each with
+ * cfg->hp: 0 or OPTD_ENOMEM. */
+int optd_session_config_set_groups(optd_session_config_t *cfg, const size_t *sizes, size_t n,
+                                   optd_err_t *err);
 
 /* A new session with refs = 1 (the caller's) and step 0.  params (size
  * elements of cfg->dtype) is copied; NULL means zeros.  history_cap is the
@@ -298,8 +310,16 @@ void optd_session_mark_saved(optd_session_t *s, uint64_t version);
 /* Loaded from a snapshot with that LSN: clean.  Before it is shared. */
 void optd_session_mark_loaded(optd_session_t *s, uint64_t lsn);
 
-/* Replaces the configuration (optimizer and dtype must be unchanged; cfg is
- * copied): 0, OPTD_EINVAL, OPTD_ENOMEM, OPTD_ENOTFOUND (deleted), OPTD_EIO. */
+/* Replaces the parameters (size elements of the session's dtype), keeping
+ * the optimizer state and the step count.  expect_step as in a step; on
+ * success *step_out is the step.  Errors change nothing: OPTD_ESTEP,
+ * OPTD_ENONFINITE, OPTD_ENOMEM, OPTD_ENOTFOUND, OPTD_EIO. */
+int optd_session_set_params(optd_session_t *s, const void *params, const uint64_t *expect_step,
+                            uint64_t *step_out, optd_err_t *err);
+
+/* Replaces the configuration (optimizer, dtype and the group sizes must be
+ * unchanged; cfg is copied): 0, OPTD_EINVAL, OPTD_ENOMEM, OPTD_ENOTFOUND
+ * (deleted), OPTD_EIO. */
 int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg, optd_err_t *err);
 
 /* A PATCH as parsed: only the fields marked set change.  Hyperparameters
@@ -307,6 +327,14 @@ int optd_session_set_config(optd_session_t *s, const optd_session_config_t *cfg,
  * hp_set: hparams[i] takes its value from hp), so they can only be merged
  * into a session of that optimizer.  Owns its labels (free with
  * optd_session_patch_free). */
+/* One entry of a PATCH's "groups": the group's keys it sets (hp_set as
+ * below) and, when given, the size it must already have. */
+typedef struct optd_session_patch_group {
+    uint32_t hp_set;
+    optd_hparams_t hp;
+    size_t size; /* 0: not given */
+} optd_session_patch_group_t;
+
 typedef struct optd_session_patch {
     optd_optim_kind_t kind;        /* the optimizer hp_set was read for */
     bool check_kind;               /* the body named an optimizer: must be want_kind */
@@ -324,6 +352,8 @@ typedef struct optd_session_patch {
     optd_label_t *labels;
     bool set_ttl;
     int64_t ttl_seconds;
+    size_t n_groups;                    /* "groups": one entry per group (0: not given) */
+    optd_session_patch_group_t *groups; /* n_groups entries (malloc'd, owned) */
 } optd_session_patch_t;
 
 void optd_session_patch_free(optd_session_patch_t *p);

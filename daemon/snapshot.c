@@ -86,6 +86,50 @@ static void w_array(wbuf_t *w, optd_dtype_t dtype, const void *v, size_t n)
 #endif
 }
 
+/* Hyperparameters: a count, then name, type and two f64 values each. */
+static void w_hparams(wbuf_t *w, const optd_optim_desc_t *d, const optd_hparams_t *hp)
+{
+    w_u16(w, (unsigned)d->n_hparams);
+    for (size_t i = 0; i < d->n_hparams; i++) {
+        const optd_hparam_desc_t *h = &d->hparams[i];
+        const char *field = (const char *)hp + h->offset;
+        double v[2] = {0, 0};
+        if (h->type == OPTD_HP_BOOL)
+            v[0] = *(const bool *)field ? 1.0 : 0.0;
+        else if (h->type == OPTD_HP_PAIR)
+            memcpy(v, field, sizeof v);
+        else
+            memcpy(v, field, sizeof v[0]);
+        w_str(w, h->name);
+        w_u8(w, (unsigned)h->type);
+        w_f64(w, v[0]);
+        w_f64(w, v[1]);
+    }
+}
+
+/* The groups section's payload (OPTD_SNAP_SEC_GROUPS): a u32 count, then
+ * per group its size, its own state and its hyperparameters.  An image
+ * whose state lacks the groups' own state writes what a new group holds. */
+static void w_groups(wbuf_t *w, const optd_session_image_t *img)
+{
+    const optd_session_config_t *cfg = &img->cfg;
+    const optd_optim_desc_t *d = optd_optim_desc(cfg->kind);
+    w_u32(w, (uint32_t)cfg->n_groups);
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        bool have = img->st.n_groups == cfg->n_groups;
+        w_u64(w, cfg->groups[g].size);
+        w_f64(w, have ? img->st.groups[g].mu_product : img->st.mu_product);
+        w_u8(w, have && img->st.groups[g].momentum_started ? 1 : 0);
+        w_hparams(w, d, &cfg->groups[g].hp);
+    }
+}
+
+static void w_put_u32_at(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
 static void w_put_u64_at(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
@@ -106,7 +150,7 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
 
     wbuf_t w = {0};
     w_reserve(&w, 1024 + img->size * esz * (1 + nbufs) + img->n_history * 41);
-    unsigned n_sections = img->loss.has ? 1 : 0;
+    unsigned n_sections = (img->loss.has ? 1 : 0) + (cfg->n_groups > 0 ? 1 : 0);
     w_bytes(&w, OPTD_SNAP_MAGIC, 8);
     w_u32(&w, OPTD_SNAP_VERSION);
     w_u32(&w, n_sections ? OPTD_SNAP_F_SECTIONS : 0); /* flags */
@@ -117,22 +161,7 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
     w_str(&w, d->name);
     w_u8(&w, cfg->dtype == OPTD_FLOAT32 ? 0 : 1);
     w_u8(&w, cfg->has_schedule ? 1 : 0);
-    w_u16(&w, (unsigned)d->n_hparams);
-    for (size_t i = 0; i < d->n_hparams; i++) {
-        const optd_hparam_desc_t *h = &d->hparams[i];
-        const char *field = (const char *)&cfg->hp + h->offset;
-        double v[2] = {0, 0};
-        if (h->type == OPTD_HP_BOOL)
-            v[0] = *(const bool *)field ? 1.0 : 0.0;
-        else if (h->type == OPTD_HP_PAIR)
-            memcpy(v, field, sizeof v);
-        else
-            memcpy(v, field, sizeof v[0]);
-        w_str(&w, h->name);
-        w_u8(&w, (unsigned)h->type);
-        w_f64(&w, v[0]);
-        w_f64(&w, v[1]);
-    }
+    w_hparams(&w, d, &cfg->hp);
     const optd_schedule_t *sc = &cfg->schedule;
     w_u8(&w, (unsigned)sc->type);
     w_i64(&w, sc->step_size);
@@ -171,8 +200,9 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
     for (int b = 0; b < OPTD_BUF_COUNT; b++)
         if (img->st.buf[b])
             w_array(&w, cfg->dtype, img->st.buf[b], img->size);
-    if (n_sections) {
+    if (n_sections)
         w_u16(&w, n_sections);
+    if (img->loss.has) {
         w_u16(&w, OPTD_SNAP_SEC_LOSS);
         w_u32(&w, 33);
         w_u8(&w, 1);
@@ -180,6 +210,14 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
         w_u64(&w, img->loss.last_step);
         w_f64(&w, img->loss.best);
         w_u64(&w, img->loss.best_step);
+    }
+    if (cfg->n_groups > 0) {
+        w_u16(&w, OPTD_SNAP_SEC_GROUPS);
+        size_t at = w.len;
+        w_u32(&w, 0); /* length, filled in below */
+        w_groups(&w, img);
+        if (!w.oom)
+            w_put_u32_at(w.p + at, (uint32_t)(w.len - at - 4));
     }
 
     if (w.oom) {
@@ -314,9 +352,91 @@ static void *r_array(rbuf_t *r, optd_dtype_t dtype, size_t n, bool *oom)
     return v;
 }
 
+/* Reads what w_hparams wrote onto hp: NULL, or why the bytes are wrong. */
+static const char *r_hparams(rbuf_t *r, optd_optim_kind_t kind, optd_hparams_t *hp)
+{
+    unsigned nhp = (unsigned)r_u(r, 2);
+    for (unsigned i = 0; i < nhp && !r->bad; i++) {
+        char hname[64];
+        if (!r_str_into(r, hname, sizeof hname))
+            break;
+        unsigned type = (unsigned)r_u(r, 1);
+        double v0 = r_f64(r), v1 = r_f64(r);
+        const optd_hparam_desc_t *h = optd_hparam_find(kind, hname);
+        if (!h || (unsigned)h->type != type)
+            return "unknown hyperparameter";
+        char *field = (char *)hp + h->offset;
+        if (h->type == OPTD_HP_BOOL) {
+            if (v0 != 0.0 && v0 != 1.0)
+                return "malformed boolean hyperparameter";
+            *(bool *)field = v0 == 1.0;
+        } else if (h->type == OPTD_HP_PAIR) {
+            double v[2] = {v0, v1};
+            memcpy(field, v, sizeof v);
+        } else {
+            memcpy(field, &v0, sizeof v0);
+        }
+    }
+    return NULL;
+}
+
+/* The groups section's payload into img's config and state: NULL, or why
+ * the bytes are wrong (*oom on an allocation failure). */
+static const char *r_groups(rbuf_t *r, optd_session_image_t *img, bool *oom)
+{
+    optd_session_config_t *cfg = &img->cfg;
+    uint32_t n = (uint32_t)r_u(r, 4);
+    if (r->bad || n < 1 || n > OPTD_GROUPS_MAX || cfg->groups)
+        return "malformed groups";
+    cfg->groups = calloc(n, sizeof *cfg->groups);
+    img->st.groups = calloc(n, sizeof *img->st.groups);
+    if (!cfg->groups || !img->st.groups) {
+        *oom = true;
+        return "out of memory";
+    }
+    cfg->n_groups = img->st.n_groups = n;
+    for (uint32_t g = 0; g < n; g++) {
+        cfg->groups[g].size = (size_t)r_u(r, 8);
+        img->st.groups[g].mu_product = r_f64(r);
+        unsigned started = (unsigned)r_u(r, 1);
+        if (started > 1)
+            return "malformed groups";
+        img->st.groups[g].momentum_started = started == 1;
+        optd_hparams_default(cfg->kind, &cfg->groups[g].hp);
+        const char *why = r_hparams(r, cfg->kind, &cfg->groups[g].hp);
+        if (why)
+            return why;
+        if (r->bad)
+            return "malformed groups";
+    }
+    optd_err_t gerr;
+    if (optd_groups_validate(cfg->kind, cfg->groups, cfg->n_groups, img->size, &gerr) != 0)
+        return "invalid groups";
+    for (uint32_t g = 0; g < n; g++)
+        if (!isfinite(img->st.groups[g].mu_product) ||
+            (img->st.groups[g].momentum_started && !img->st.buf[OPTD_BUF_MOMENTUM_BUFFER]))
+            return "malformed group state";
+    return NULL;
+}
+
+/* The loss summary section's payload (OPTD_SNAP_SEC_LOSS) into img. */
+static const char *r_loss(rbuf_t *r, optd_session_image_t *img)
+{
+    optd_loss_summary_t *ls = &img->loss;
+    ls->has = r_u(r, 1) == 1;
+    ls->last = r_f64(r);
+    ls->last_step = r_u(r, 8);
+    ls->best = r_f64(r);
+    ls->best_step = r_u(r, 8);
+    if (!ls->has || !isfinite(ls->last) || !isfinite(ls->best) || ls->last < ls->best ||
+        ls->last_step > img->st.step || ls->best_step > img->st.step)
+        return "malformed loss summary";
+    return NULL;
+}
+
 /* The tagged sections (OPTD_SNAP_F_SECTIONS) into img: NULL, or why they
- * are refused. */
-static const char *read_sections(rbuf_t *r, optd_session_image_t *img)
+ * are refused (*oom on an allocation failure). */
+static const char *read_sections(rbuf_t *r, optd_session_image_t *img, bool *oom)
 {
     unsigned n = (unsigned)r_u(r, 2);
     for (unsigned i = 0; i < n && !r->bad; i++) {
@@ -324,18 +444,18 @@ static const char *read_sections(rbuf_t *r, optd_session_image_t *img)
         uint32_t len = (uint32_t)r_u(r, 4);
         if (r->bad || len > r->len - r->off)
             break;
-        if (tag != OPTD_SNAP_SEC_LOSS)
-            return "unknown section (written by a newer optd?)";
-        optd_loss_summary_t *ls = &img->loss;
         size_t start = r->off;
-        ls->has = r_u(r, 1) == 1;
-        ls->last = r_f64(r);
-        ls->last_step = r_u(r, 8);
-        ls->best = r_f64(r);
-        ls->best_step = r_u(r, 8);
-        if (r->off - start != len || !ls->has || !isfinite(ls->last) || !isfinite(ls->best) ||
-            ls->last < ls->best || ls->last_step > img->st.step || ls->best_step > img->st.step)
-            return "malformed loss summary";
+        const char *why;
+        if (tag == OPTD_SNAP_SEC_LOSS)
+            why = r_loss(r, img);
+        else if (tag == OPTD_SNAP_SEC_GROUPS)
+            why = r_groups(r, img, oom);
+        else
+            return "unknown section (written by a newer optd?)";
+        if (why)
+            return why;
+        if (r->off - start != len)
+            return tag == OPTD_SNAP_SEC_LOSS ? "malformed loss summary" : "malformed groups";
     }
     return r->bad ? "malformed sections" : NULL;
 }
@@ -407,28 +527,9 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
         return corrupt(img, err, "malformed schedule flag");
     cfg->has_schedule = sflags == 1;
     optd_hparams_default(cfg->kind, &cfg->hp);
-    unsigned nhp = (unsigned)r_u(&r, 2);
-    for (unsigned i = 0; i < nhp && !r.bad; i++) {
-        char hname[64];
-        if (!r_str_into(&r, hname, sizeof hname))
-            break;
-        unsigned type = (unsigned)r_u(&r, 1);
-        double v0 = r_f64(&r), v1 = r_f64(&r);
-        const optd_hparam_desc_t *h = optd_hparam_find(cfg->kind, hname);
-        if (!h || (unsigned)h->type != type)
-            return corrupt(img, err, "unknown hyperparameter");
-        char *field = (char *)&cfg->hp + h->offset;
-        if (h->type == OPTD_HP_BOOL) {
-            if (v0 != 0.0 && v0 != 1.0)
-                return corrupt(img, err, "malformed boolean hyperparameter");
-            *(bool *)field = v0 == 1.0;
-        } else if (h->type == OPTD_HP_PAIR) {
-            double v[2] = {v0, v1};
-            memcpy(field, v, sizeof v);
-        } else {
-            memcpy(field, &v0, sizeof v0);
-        }
-    }
+    const char *why = r_hparams(&r, cfg->kind, &cfg->hp);
+    if (why)
+        return corrupt(img, err, why);
     optd_schedule_t *sc = &cfg->schedule;
     unsigned stype = (unsigned)r_u(&r, 1);
     if (stype > OPTD_SCHED_COSINE)
@@ -521,7 +622,9 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
         if (!img->st.buf[b])
             return corrupt(img, err, "malformed state buffer");
     }
-    const char *why_sections = (flags & OPTD_SNAP_F_SECTIONS) ? read_sections(&r, img) : NULL;
+    const char *why_sections = (flags & OPTD_SNAP_F_SECTIONS) ? read_sections(&r, img, &oom) : NULL;
+    if (oom)
+        goto nomem;
     if (why_sections)
         return corrupt(img, err, why_sections);
     if (r.off != r.len)

@@ -28,7 +28,9 @@
  * refused as a file from a newer optd. */
 #define OPTD_SNAP_F_SECTIONS 1u
 enum {
-    OPTD_SNAP_SEC_LOSS = 1, /* u8 1, f64 last, u64 last_step, f64 best, u64 best_step */
+    OPTD_SNAP_SEC_LOSS = 1,   /* u8 1, f64 last, u64 last_step, f64 best, u64 best_step */
+    OPTD_SNAP_SEC_GROUPS = 2, /* parameter groups: u32 count, then per group u64 size,
+                                 f64 mu_product, u8 momentum started, hyperparameters */
 };
 
 /* Longest snapshot file name: "s-" + base32 of a 128-byte name + ".snap". */

@@ -13,8 +13,8 @@
 set -eu
 
 pkgs_build="gcc g++ make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev libuv1-dev zlib1g-dev uthash-dev libgnutls28-dev libjs-chart.js"
-pkgs_test="check python3 python3-yaml python3-jsonschema curl openssl clang libclang-rt-14-dev nodejs procps python3-numpy python3-sklearn python3-matplotlib nginx systemd python3-optuna chromium chromium-driver python3-selenium"
-pkgs_bench="wrk nginx python3 python3-numpy"
+pkgs_test="check python3 python3-yaml python3-jsonschema curl openssl clang libclang-rt-14-dev nodejs procps python3-numpy python3-sklearn python3-matplotlib nginx systemd python3-optuna chromium chromium-driver python3-selenium python3-torch python3-pip python3-venv python3-wheel"
+pkgs_bench="wrk nginx python3 python3-numpy python3-torch"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_fixtures="python3 python3-numpy python3-torch"
 pkgs_image="debootstrap"

@@ -65,6 +65,77 @@ int optd_codec_hparams_apply(const json_t *v, optd_optim_kind_t kind, optd_hpara
     return 0;
 }
 
+/* One entry of "groups" onto group g (its hyperparameters over what it
+ * holds); with_size: the entry must carry "size" (a create), else a given
+ * "size" must equal the group's. */
+static int group_apply(const json_t *e, size_t g, optd_optim_kind_t kind, optd_group_t *grp,
+                       bool with_size, optd_err_t *err)
+{
+    if (!json_is_object(e))
+        return optd_err_set(err, OPTD_EINVAL, "groups[%zu] must be an object", g);
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)e, key, val) {
+        if (strcmp(key, "size") != 0 && strcmp(key, "hyperparameters") != 0)
+            return optd_err_set(err, OPTD_EINVAL,
+                                "unknown field '%.64s' in groups[%zu] (known: size, hyperparameters)", key, g);
+    }
+    const json_t *jsize = json_object_get(e, "size");
+    if (with_size || jsize) {
+        char field[48];
+        snprintf(field, sizeof field, "groups[%zu].size", g);
+        uint64_t u;
+        int rc = optd_codec_u64_decode(jsize, field, &u, err);
+        if (rc)
+            return rc;
+        if (u < 1 || u > (uint64_t)1 << 40)
+            return optd_err_set(err, OPTD_EINVAL, "'%s' must be an integer >= 1", field);
+        if (!with_size && u != grp->size)
+            return optd_err_set(err, OPTD_EINVAL,
+                                "'%s' is %llu but the group holds %zu parameters (group sizes cannot change)",
+                                field, (unsigned long long)u, grp->size);
+        grp->size = (size_t)u;
+    }
+    const json_t *jhp = json_object_get(e, "hyperparameters");
+    if (!jhp)
+        return 0;
+    optd_err_t e2 = {0};
+    if (optd_codec_hparams_apply(jhp, kind, &grp->hp, &e2))
+        return optd_err_set(err, e2.code, "groups[%zu]: %s", g, e2.msg);
+    return 0;
+}
+
+int optd_codec_groups_apply(const json_t *v, optd_session_config_t *cfg, optd_err_t *err)
+{
+    bool creating = cfg->n_groups == 0;
+    if (creating && json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return optd_err_set(err, OPTD_EINVAL, "'groups' must be an array of groups");
+    size_t n = json_array_size(v);
+    if (creating) {
+        if (n < 1 || n > OPTD_GROUPS_MAX)
+            return optd_err_set(err, OPTD_EINVAL, "'groups' must hold 1 to %d groups, got %zu",
+                                OPTD_GROUPS_MAX, n);
+        size_t *sizes = calloc(n, sizeof *sizes);
+        if (!sizes)
+            return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu groups", n);
+        int rc = optd_session_config_set_groups(cfg, sizes, n, err);
+        free(sizes);
+        if (rc)
+            return rc;
+    } else if (n != cfg->n_groups) {
+        return optd_err_set(err, OPTD_EINVAL, "'groups' must hold one entry per group (%zu), got %zu",
+                            cfg->n_groups, n);
+    }
+    for (size_t g = 0; g < n; g++) {
+        int rc = group_apply(json_array_get(v, g), g, cfg->kind, &cfg->groups[g], creating, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int optd_codec_u64_decode(const json_t *v, const char *field, uint64_t *out, optd_err_t *err)
 {
     if (json_is_integer(v)) {
@@ -174,7 +245,7 @@ int optd_codec_labels_decode(const json_t *v, optd_session_config_t *cfg, optd_e
 {
     if (!json_is_object(v))
         return optd_err_set(err, OPTD_EINVAL, "'labels' must be an object of strings ({} for none)");
-    optd_session_config_free(cfg);
+    optd_session_config_free_labels(cfg);
     if (json_object_size(v) > OPTD_LABELS_MAX)
         return optd_err_set(err, OPTD_EINVAL, "'labels' holds %zu labels; at most %d are allowed",
                             json_object_size(v), OPTD_LABELS_MAX);
@@ -269,6 +340,24 @@ json_t *optd_codec_hparams_encode(optd_optim_kind_t kind, const optd_hparams_t *
     return o;
 }
 
+json_t *optd_codec_groups_encode(const optd_session_config_t *cfg)
+{
+    if (cfg->n_groups == 0)
+        return json_null();
+    json_t *a = json_array();
+    for (size_t g = 0; a && g < cfg->n_groups; g++) {
+        json_t *e = json_object();
+        int bad = !e;
+        bad |= json_object_set_new(e, "size", json_integer((json_int_t)cfg->groups[g].size));
+        bad |= json_object_set_new(e, "hyperparameters", optd_codec_hparams_encode(cfg->kind, &cfg->groups[g].hp));
+        if (bad || json_array_append_new(a, e)) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s)
 {
     if (!has || s->type == OPTD_SCHED_NONE)
@@ -354,6 +443,7 @@ json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d)
     bad |= json_object_set_new(o, "size", json_integer((json_int_t)d->size));
     bad |= json_object_set_new(o, "step", json_integer((json_int_t)d->step));
     bad |= json_object_set_new(o, "hyperparameters", optd_codec_hparams_encode(cfg->kind, &cfg->hp));
+    bad |= json_object_set_new(o, "groups", optd_codec_groups_encode(cfg));
     bad |= json_object_set_new(o, "schedule",
                                optd_codec_schedule_encode(cfg->has_schedule, &cfg->schedule));
     bad |= json_object_set_new(o, "max_grad_norm",

@@ -21,6 +21,13 @@
  * Unknown keys, wrong types and non-finite values are OPTD_EINVAL. */
 int optd_codec_hparams_apply(const json_t *v, optd_optim_kind_t kind, optd_hparams_t *hp,
                              optd_err_t *err);
+/* "groups" onto cfg.  Without groups yet (a create, or a fork of a
+ * session without them): an array of 1..OPTD_GROUPS_MAX objects
+ * {"size", "hyperparameters"?} (null: none), each group starting from
+ * cfg->hp.  With groups (a patch, a fork): one entry per group, with
+ * partial "hyperparameters" and an optional "size" that must equal the
+ * group's.  Sizes are checked against the session's size later. */
+int optd_codec_groups_apply(const json_t *v, optd_session_config_t *cfg, optd_err_t *err);
 /* v is null (no schedule) or a schedule object. */
 int optd_codec_schedule_decode(const json_t *v, bool *has, optd_schedule_t *s, optd_err_t *err);
 /* Replaces cfg's labels with the object v. */
@@ -40,6 +47,8 @@ int optd_codec_time_decode(const json_t *v, const char *field, int64_t *ms, optd
 
 json_t *optd_codec_hparams_encode(optd_optim_kind_t kind, const optd_hparams_t *hp);
 json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s);
+/* null without groups, else [{"size", "hyperparameters"}, ...]. */
+json_t *optd_codec_groups_encode(const optd_session_config_t *cfg);
 /* The session descriptor of API.md.  NULL when out of memory. */
 json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d);
 /* The descriptor's "loss" object, or JSON null when no step carried one. */

@@ -196,8 +196,8 @@ bool optd_req_query_u64(optd_req_t *req, const char *key, uint64_t lo, uint64_t 
  * outside it). */
 void optd_http_reply_descriptor(optd_req_t *req, optd_session_t *s, unsigned status);
 /* Applies the optional fields create, fork, patch and import share
- * (hyperparameters, schedule, max_grad_norm, labels, ttl_seconds) when
- * present in body. */
+ * (hyperparameters, groups, schedule, max_grad_norm, labels, ttl_seconds)
+ * when present in body; top-level hyperparameters also go into every group. */
 int optd_http_apply_config_fields(const json_t *body, optd_session_config_t *cfg, optd_err_t *err);
 /* The answer for an error returned by the store or a session. */
 void optd_http_store_error(optd_req_t *req, int rc, const optd_err_t *err);
@@ -211,6 +211,7 @@ void optd_route_session_get(optd_req_t *req);
 void optd_route_session_patch(optd_req_t *req);
 void optd_route_session_delete(optd_req_t *req);
 void optd_route_params_get(optd_req_t *req);
+void optd_route_params_put(optd_req_t *req);
 void optd_route_step(optd_req_t *req);
 void optd_route_history_get(optd_req_t *req);
 void optd_route_state_get(optd_req_t *req);

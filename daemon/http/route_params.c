@@ -1,11 +1,15 @@
 /* route_params.c: GET /v1/sessions/{name}/params, as JSON or (with
- * Accept: application/octet-stream) raw little-endian values. */
+ * Accept: application/octet-stream) raw little-endian values, and PUT,
+ * which replaces the parameters and keeps the optimizer state and step. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "binary.h"
+#include "codec.h"
 #include "dtoa.h"
+#include "fmt.h"
 #include "http.h"
 #include "numarray.h"
 
@@ -68,4 +72,104 @@ void optd_route_params_get(optd_req_t *req)
     optd_http_reply_sbuf(req, 200, &b);
     optd_http_header(req, "Optd-Step", stepstr);
     optd_http_charge_drop(req);
+}
+
+static const char *const put_fields[] = {"params", "step", NULL};
+
+/* The JSON form {"params": [...], "step": c}: the values into params (n of
+ * dtype).  0, an error in err, or 1 when it already answered. */
+static int decode_put_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void *params, bool *has_expect,
+                           uint64_t *expect, optd_err_t *err)
+{
+    json_t *body = optd_req_json_object(req);
+    if (!body)
+        return 1;
+    int rc = 0;
+    if (!optd_req_known_fields(req, body, put_fields, "a params request")) {
+        json_decref(body);
+        return 1;
+    }
+    const json_t *v = json_object_get(body, "params");
+    if (!v)
+        rc = optd_err_set(err, OPTD_EINVAL, "'params' is required (an array of %zu numbers)", n);
+    else
+        rc = optd_numarray_decode_into(v, dtype, "params", params, n, err);
+    if (!rc && (v = json_object_get(body, "step"))) {
+        rc = optd_codec_u64_decode(v, "step", expect, err);
+        *has_expect = true;
+    }
+    json_decref(body);
+    return rc;
+}
+
+/* A binary body: n values of dtype (Optd-Dtype, when given, must name
+ * dtype), Optd-Expect-Step optional. */
+static int decode_put_binary(optd_req_t *req, size_t n, optd_dtype_t dtype, bool *has_expect, uint64_t *expect,
+                             optd_err_t *err)
+{
+    const char *h = optd_req_header(req, "Optd-Dtype");
+    optd_dtype_t named;
+    if (h && (optd_dtype_parse(h, &named) != 0 || named != dtype))
+        return optd_err_set(err, OPTD_EINVAL, "Optd-Dtype is '%.32s' but the session holds %s", h,
+                            optd_dtype_name(dtype));
+    size_t es = optd_dtype_size(dtype);
+    if (req->body_len != n * es)
+        return optd_err_set(err, OPTD_ESIZE, "the body holds %zu bytes; the session's %zu %s params are %zu bytes",
+                            req->body_len, n, optd_dtype_name(dtype), n * es);
+    if (!optd_all_finite(dtype, req->body, n))
+        return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
+    int rc = 0;
+    if ((h = optd_req_header(req, "Optd-Expect-Step"))) {
+        rc = optd_binary_header_u64(h, "Optd-Expect-Step", expect, err);
+        *has_expect = true;
+    }
+    return rc;
+}
+
+void optd_route_params_put(optd_req_t *req)
+{
+    optd_session_t *s = optd_req_session(req);
+    if (!s)
+        return;
+    size_t n = s->size; /* fixed for the session's life (see above) */
+    optd_dtype_t dtype = s->cfg.dtype;
+    optd_err_t err = {0};
+    bool has_expect = false;
+    uint64_t expect = 0, step = 0;
+    void *owned = NULL;
+    const void *params = req->body;
+    int rc;
+    if (req->body_kind == OPTD_BODY_BINARY) {
+        rc = decode_put_binary(req, n, dtype, &has_expect, &expect, &err);
+    } else if (!(owned = malloc(n * optd_dtype_size(dtype)))) {
+        rc = optd_err_set(&err, OPTD_ENOMEM, "out of memory for %zu parameters", n);
+    } else {
+        rc = decode_put_json(req, n, dtype, owned, &has_expect, &expect, &err);
+        params = owned;
+        if (rc == 1)
+            goto out;
+    }
+    if (rc) {
+        optd_http_error_from(req, &err);
+        goto out;
+    }
+    rc = optd_session_set_params(s, params, has_expect ? &expect : NULL, &step, &err);
+    if (rc == OPTD_ESTEP) {
+        optd_http_error_step(req, step, &err);
+        goto out;
+    }
+    if (rc) {
+        optd_http_store_error(req, rc, &err);
+        goto out;
+    }
+    char stepstr[24];
+    *optd_fmt_uint(stepstr, step, 1) = '\0';
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    optd_sbuf_printf(&b, "{\"step\":%s}", stepstr);
+    optd_http_reply_sbuf(req, 200, &b);
+    optd_http_header(req, "Optd-Step", stepstr);
+out:
+    free(owned);
+    optd_session_release(s);
 }

@@ -42,8 +42,14 @@ int optd_http_apply_config_fields(const json_t *body, optd_session_config_t *cfg
 {
     const json_t *v;
     int rc = 0;
-    if ((v = json_object_get(body, "hyperparameters")))
+    if ((v = json_object_get(body, "hyperparameters"))) {
         rc = optd_codec_hparams_apply(v, cfg->kind, &cfg->hp, err);
+        /* Top-level keys set the same keys in every group. */
+        for (size_t g = 0; !rc && g < cfg->n_groups; g++)
+            rc = optd_codec_hparams_apply(v, cfg->kind, &cfg->groups[g].hp, err);
+    }
+    if (!rc && (v = json_object_get(body, "groups")))
+        rc = optd_codec_groups_apply(v, cfg, err);
     if (!rc && (v = json_object_get(body, "schedule")))
         rc = optd_codec_schedule_decode(v, &cfg->has_schedule, &cfg->schedule, err);
     if (!rc && (v = json_object_get(body, "max_grad_norm")))
@@ -75,7 +81,7 @@ static int charge_or_drop(optd_req_t *req, optd_session_t **s, size_t reserved, 
 
 static const char *const create_fields[] = {"name", "optimizer", "hyperparameters", "dtype", "params",
                                             "size", "from", "schedule", "max_grad_norm", "labels",
-                                            "ttl_seconds", NULL};
+                                            "ttl_seconds", "groups", NULL};
 
 /* A new session from "from": the source's image copied under its lock,
  * with the request's overrides.  0 and *out, or an error in err. */
@@ -119,8 +125,9 @@ static int fork_session(optd_req_t *req, const json_t *body, const char *name, o
             goto out;
         }
     }
-    /* Labels and ttl come from the request only; the history starts empty. */
-    optd_session_config_free(&img.cfg);
+    /* Labels and ttl come from the request only (the groups stay); the
+     * history starts empty. */
+    optd_session_config_free_labels(&img.cfg);
     img.cfg.ttl_seconds = 0;
     rc = optd_http_apply_config_fields(body, &img.cfg, err);
     if (rc)
@@ -335,7 +342,65 @@ void optd_route_session_get(optd_req_t *req)
 }
 
 static const char *const patch_fields[] = {"hyperparameters", "schedule", "max_grad_norm", "labels",
-                                           "ttl_seconds", "optimizer", "dtype", NULL};
+                                           "ttl_seconds", "optimizer", "dtype", "groups", NULL};
+
+/* The hyperparameters object v onto hp, with the bit of each key given
+ * (kind's table order) in *set. */
+static int read_hp_set(const json_t *v, optd_optim_kind_t kind, optd_hparams_t *hp, uint32_t *set,
+                       optd_err_t *err)
+{
+    int rc = optd_codec_hparams_apply(v, kind, hp, err);
+    if (rc)
+        return rc;
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+        const optd_hparam_desc_t *hd = optd_hparam_find(kind, key);
+        *set |= 1u << (size_t)(hd - d->hparams);
+    }
+    return 0;
+}
+
+/* A PATCH's "groups": one {"hyperparameters"?, "size"?} per group, checked
+ * against the session's groups when merged. */
+static int read_patch_groups(const json_t *v, optd_optim_kind_t kind, optd_session_patch_t *p, optd_err_t *err)
+{
+    size_t n = json_array_size(v);
+    if (!json_is_array(v) || n < 1 || n > OPTD_GROUPS_MAX)
+        return optd_err_set(err, OPTD_EINVAL, "'groups' must be an array of 1 to %d groups", OPTD_GROUPS_MAX);
+    if (!(p->groups = calloc(n, sizeof *p->groups)))
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu groups", n);
+    p->n_groups = n;
+    for (size_t g = 0; g < n; g++) {
+        const json_t *e = json_array_get(v, g), *x;
+        const char *key;
+        json_t *val;
+        if (!json_is_object(e))
+            return optd_err_set(err, OPTD_EINVAL, "groups[%zu] must be an object", g);
+        json_object_foreach((json_t *)e, key, val) {
+            if (strcmp(key, "size") != 0 && strcmp(key, "hyperparameters") != 0)
+                return optd_err_set(err, OPTD_EINVAL,
+                                    "unknown field '%.64s' in groups[%zu] (known: size, hyperparameters)", key, g);
+        }
+        char field[48];
+        snprintf(field, sizeof field, "groups[%zu].size", g);
+        uint64_t u;
+        int rc;
+        if ((x = json_object_get(e, "size"))) {
+            if ((rc = optd_codec_u64_decode(x, field, &u, err)))
+                return rc;
+            if (u < 1 || u > (uint64_t)1 << 40)
+                return optd_err_set(err, OPTD_EINVAL, "'%s' must be an integer >= 1", field);
+            p->groups[g].size = (size_t)u;
+        }
+        optd_err_t e2 = {0};
+        if ((x = json_object_get(e, "hyperparameters")) &&
+            read_hp_set(x, kind, &p->groups[g].hp, &p->groups[g].hp_set, &e2))
+            return optd_err_set(err, e2.code, "groups[%zu]: %s", g, e2.msg);
+    }
+    return 0;
+}
 
 /* The PATCH body read for an optimizer of kind into *p (p->kind set):
  * which fields and hyperparameters it sets, nothing merged yet.  0 or an
@@ -361,17 +426,10 @@ static int read_patch(const json_t *body, optd_optim_kind_t kind, optd_dtype_t d
             return optd_err_set(err, OPTD_EINVAL, "the dtype of a session cannot change (it is %s)",
                                 optd_dtype_name(dtype));
     }
-    if ((v = json_object_get(body, "hyperparameters"))) {
-        if ((rc = optd_codec_hparams_apply(v, kind, &p->hp, err)))
-            return rc;
-        const optd_optim_desc_t *d = optd_optim_desc(kind);
-        const char *key;
-        json_t *val;
-        json_object_foreach((json_t *)v, key, val) {
-            const optd_hparam_desc_t *hd = optd_hparam_find(kind, key);
-            p->hp_set |= 1u << (size_t)(hd - d->hparams);
-        }
-    }
+    if ((v = json_object_get(body, "hyperparameters")) && (rc = read_hp_set(v, kind, &p->hp, &p->hp_set, err)))
+        return rc;
+    if ((v = json_object_get(body, "groups")) && (rc = read_patch_groups(v, kind, p, err)))
+        return rc;
     if ((v = json_object_get(body, "schedule"))) {
         p->set_schedule = true;
         if ((rc = optd_codec_schedule_decode(v, &p->has_schedule, &p->schedule, err)))

@@ -52,8 +52,19 @@ void optd_route_state_get(optd_req_t *req)
         optd_numarray_encode(&b, img.cfg.dtype, img.st.buf[k], img.size, req->srv->pool);
     }
     if (d->has_mu_product) {
+        /* With groups, one value per group: each keeps its own product. */
         optd_sbuf_put_member_key(&b, "mu_product");
-        optd_sbuf_put_double(&b, img.st.mu_product);
+        if (img.st.n_groups > 0) {
+            optd_sbuf_puts(&b, "[");
+            for (size_t g = 0; g < img.st.n_groups; g++) {
+                if (g)
+                    optd_sbuf_puts(&b, ",");
+                optd_sbuf_put_double(&b, img.st.groups[g].mu_product);
+            }
+            optd_sbuf_puts(&b, "]");
+        } else {
+            optd_sbuf_put_double(&b, img.st.mu_product);
+        }
     }
     optd_sbuf_puts(&b, "}}");
     optd_session_image_free(&img);
@@ -63,7 +74,7 @@ void optd_route_state_get(optd_req_t *req)
 static const char *const state_fields[] = {"name", "optimizer", "dtype", "size", "step",
                                            "hyperparameters", "schedule", "max_grad_norm", "labels",
                                            "ttl_seconds", "created_at", "updated_at", "loss", "params", "state",
-                                           NULL};
+                                           "groups", NULL};
 
 /* Lists the buffers kind keeps ("exp_avg, exp_avg_sq") for messages. */
 static void buf_names(const optd_optim_desc_t *d, char *out, size_t cap)
@@ -103,6 +114,35 @@ static const optd_numarray_span_t *span_named(const optd_numarray_span_t *sp, si
     return NULL;
 }
 
+/* A grouped nadam's "mu_product": one number per group (or one number for
+ * all), rounded to the dtype, into img->st.groups. */
+static int decode_group_mu(const json_t *val, const state_fast_t *fast, optd_session_image_t *img,
+                           optd_err_t *err)
+{
+    size_t n = img->st.n_groups;
+    double *mu = calloc(n, sizeof *mu);
+    if (!mu)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for state.mu_product");
+    int rc = 0;
+    if (fast && json_is_null(val)) {
+        const optd_numarray_span_t *sp = span_named(fast->st, fast->n_st, "mu_product");
+        if (!sp || !optd_numarray_parse_into(sp->arr, sp->len, OPTD_FLOAT64, mu, n, fast->pool))
+            rc = DECLINED;
+    } else if (json_is_number(val)) {
+        rc = optd_codec_number_decode(val, "state.mu_product", &mu[0], err);
+        for (size_t g = 1; g < n; g++)
+            mu[g] = mu[0];
+    } else {
+        rc = optd_numarray_decode_into(val, OPTD_FLOAT64, "state.mu_product", mu, n, err);
+    }
+    for (size_t g = 0; rc == 0 && g < n; g++)
+        img->st.groups[g].mu_product = img->cfg.dtype == OPTD_FLOAT32 ? (double)(float)mu[g] : mu[g];
+    if (rc == 0)
+        img->st.mu_product = img->st.groups[0].mu_product;
+    free(mu);
+    return rc;
+}
+
 /* Fills img.st from the "state" object v (after optd_optim_state_init). */
 static int decode_state(const json_t *v, const state_fast_t *fast, optd_session_image_t *img, optd_err_t *err)
 {
@@ -114,6 +154,12 @@ static int decode_state(const json_t *v, const state_fast_t *fast, optd_session_
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)v, key, val) {
+        if (strcmp(key, "mu_product") == 0 && d->has_mu_product && img->cfg.n_groups > 0) {
+            int rc = decode_group_mu(val, fast, img, err);
+            if (rc)
+                return rc;
+            continue;
+        }
         if (strcmp(key, "mu_product") == 0 && d->has_mu_product) {
             double mu;
             int rc = optd_codec_number_decode(val, "state.mu_product", &mu, err);
@@ -211,11 +257,24 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
     if (optd_optim_desc(img->cfg.kind)->has_mu_product)
         img->st.mu_product = NAN;
     img->st.step = u;
-    if ((rc = decode_state(json_object_get(body, "state"), fast, img, err)))
+    if ((rc = optd_optim_state_set_groups(&img->st, img->cfg.groups, img->cfg.n_groups, err)) ||
+        (rc = decode_state(json_object_get(body, "state"), fast, img, err)))
         return rc;
     if (isnan(img->st.mu_product) && u == 0)
         img->st.mu_product = 1.0;
-    return 0;
+    if (img->st.n_groups == 0)
+        return 0;
+    /* The groups' own state again, now that the buffers are in (which sgd
+     * groups have momentum started), keeping the products just read (a
+     * product missing at step 0 starts at 1, as above). */
+    optd_group_state_t *read = img->st.groups;
+    img->st.groups = NULL;
+    img->st.n_groups = 0;
+    rc = optd_optim_state_set_groups(&img->st, img->cfg.groups, img->cfg.n_groups, err);
+    for (size_t g = 0; rc == 0 && g < img->st.n_groups; g++)
+        img->st.groups[g].mu_product = isnan(read[g].mu_product) && u == 0 ? 1.0 : read[g].mu_product;
+    free(read);
+    return rc;
 }
 
 /* The fast path's reading of a state document: its one top-level array

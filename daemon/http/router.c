@@ -120,11 +120,12 @@ unsigned optd_router_allowed(optd_route_t route)
     case OPTD_R_HEALTHZ:
     case OPTD_R_METRICS:
     case OPTD_R_OPTIMIZERS:
-    case OPTD_R_PARAMS:
     case OPTD_R_HISTORY:
     case OPTD_R_ROOT:
     case OPTD_R_UI:
         return OPTD_M_GET | OPTD_M_HEAD;
+    case OPTD_R_PARAMS:
+        return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_PUT;
     case OPTD_R_SESSIONS:
         return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_POST;
     case OPTD_R_SESSION:
@@ -185,7 +186,10 @@ void optd_router_dispatch(optd_req_t *req)
             optd_route_session_delete(req);
         return;
     case OPTD_R_PARAMS:
-        optd_route_params_get(req);
+        if (m == OPTD_M_GET)
+            optd_route_params_get(req);
+        else
+            optd_route_params_put(req);
         return;
     case OPTD_R_STEP:
         optd_route_step(req);

@@ -348,12 +348,25 @@ void optd_optim_state_free(optd_optim_state_t *st)
         free(st->buf[b]);
         st->buf[b] = NULL;
     }
+    free(st->groups);
+    st->groups = NULL;
+    st->n_groups = 0;
 }
 
 int optd_optim_state_copy(optd_optim_state_t *dst, const optd_optim_state_t *src, optd_err_t *err)
 {
     *dst = *src;
     memset(dst->buf, 0, sizeof dst->buf);
+    dst->groups = NULL;
+    if (src->n_groups > 0) {
+        dst->groups = malloc(src->n_groups * sizeof *dst->groups);
+        if (!dst->groups) {
+            memset(dst, 0, sizeof *dst);
+            return optd_err_set(err, OPTD_ENOMEM, "cannot allocate the state of %zu groups",
+                                src->n_groups);
+        }
+        memcpy(dst->groups, src->groups, src->n_groups * sizeof *dst->groups);
+    }
     size_t bytes = buf_bytes(src->dtype, src->size);
     for (int b = 0; b < OPTD_BUF_COUNT; b++) {
         if (!src->buf[b])
@@ -655,29 +668,36 @@ static bool provably_finite(const optd_optim_state_t *st, optd_step_plan_t *pl)
 #undef OUT
 #undef PNEW
 
-int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
-                    double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err)
+/* 0, or OPTD_ENONFINITE when the scheduled lr of hp for the next step or
+ * the gradient's squared norm is not finite. */
+static int plan_inputs_finite(const optd_optim_state_t *st, const optd_hparams_t *hp,
+                              const optd_schedule_t *sched, double grad_sumsq, optd_err_t *err)
 {
-    memset(plan, 0, sizeof *plan);
-
     const uint64_t t = st->step + 1;
-    const double lr = optd_schedule_lr(sched, hp->lr, t);
-    if (!isfinite(lr))
+    if (!isfinite(optd_schedule_lr(sched, hp->lr, t)))
         return optd_err_set(err, OPTD_ENONFINITE,
                             "the schedule's lr for step %llu is not finite; nothing was applied",
                             (unsigned long long)t);
     if (!isfinite(grad_sumsq))
         return optd_err_set(err, OPTD_ENONFINITE,
                             "the gradient's L2 norm overflows a double; nothing was applied");
+    return 0;
+}
 
-    /* Buffers an option switched on start now (at 0; sgd's is set to g by
-     * the kernel; adagrad's sum, missing only from a state imported at step
-     * 0, at initial_accumulator_value).  All or nothing, so a failure
-     * leaves st as it was; optd_optim_abort undoes a plan that succeeded. */
-    unsigned missing = optd_optim_step_bufs(st->kind, hp);
+/* Allocates the buffers in `need` that st does not keep yet (at 0; sgd's
+ * is set to g by the kernel; adagrad's sum, missing only from a state
+ * imported at step 0, at each group's initial_accumulator_value: groups
+ * NULL means one group, hp), all or nothing, and installs them; *fresh gets
+ * their bits, which optd_optim_abort frees again.  0 or OPTD_ENOMEM (st
+ * unchanged). */
+static int alloc_missing(optd_optim_state_t *st, unsigned need, const optd_hparams_t *hp,
+                         const optd_group_t *groups, size_t n_groups, unsigned *fresh_bits,
+                         optd_err_t *err)
+{
     void *fresh[OPTD_BUF_COUNT] = {0};
+    *fresh_bits = 0;
     for (int b = 0; b < OPTD_BUF_COUNT; b++) {
-        if (!(missing & BIT(b)) || st->buf[b])
+        if (!(need & BIT(b)) || st->buf[b])
             continue;
         fresh[b] = calloc(st->size, optd_dtype_size(st->dtype));
         if (!fresh[b]) {
@@ -687,15 +707,30 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
                                 buf_names[b], st->size);
         }
     }
-    plan->first_momentum = st->kind == OPTD_SGD && fresh[OPTD_BUF_MOMENTUM_BUFFER] != NULL;
-    if (fresh[OPTD_BUF_SUM])
-        fill_value(st->dtype, fresh[OPTD_BUF_SUM], st->size, hp->initial_accumulator_value);
+    if (fresh[OPTD_BUF_SUM]) {
+        size_t es = optd_dtype_size(st->dtype), lo = 0;
+        if (!groups)
+            fill_value(st->dtype, fresh[OPTD_BUF_SUM], st->size, hp->initial_accumulator_value);
+        for (size_t g = 0; groups && g < n_groups; lo += groups[g].size, g++)
+            fill_value(st->dtype, (char *)fresh[OPTD_BUF_SUM] + lo * es, groups[g].size,
+                       groups[g].hp.initial_accumulator_value);
+    }
     for (int b = 0; b < OPTD_BUF_COUNT; b++)
         if (fresh[b]) {
             st->buf[b] = fresh[b];
-            plan->fresh |= BIT(b);
+            *fresh_bits |= BIT(b);
         }
+    return 0;
+}
 
+/* The per-step scalars of one update (or of one group's) with hp, in
+ * double; mu_product is nadam's product so far (the group's). */
+static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
+                         const optd_schedule_t *sched, double max_grad_norm, double grad_sumsq,
+                         double mu_product, optd_step_plan_t *plan)
+{
+    const uint64_t t = st->step + 1;
+    const double lr = optd_schedule_lr(sched, hp->lr, t);
     const double td = (double)t;
     const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
     double *c = plan->c;
@@ -714,7 +749,7 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
             gs = coef;
     }
     plan->gscale = hp->maximize ? -gs : gs;
-    plan->mu_product_next = st->mu_product;
+    plan->mu_product_next = mu_product;
 
     switch (st->kind) {
     case OPTD_SGD:
@@ -769,8 +804,8 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
         double mu_next = b1 * (1. - 0.5 * pow(0.96, (td + 1) * md));
         /* mu_product is a tensor of the session's dtype: mu_product *= mu
          * rounds mu and the product to it. */
-        double mp = st->dtype == OPTD_FLOAT32 ? (double)((float)st->mu_product * (float)mu)
-                                              : st->mu_product * mu;
+        double mp = st->dtype == OPTD_FLOAT32 ? (double)((float)mu_product * (float)mu)
+                                              : mu_product * mu;
         double mp_next = mp * mu_next;
         plan->mu_product_next = mp;
         c[NADAM_WD] = wd;
@@ -822,6 +857,22 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
     }
     plan->mu_product_next = to_dtype(st->dtype, plan->mu_product_next);
     plan->writes = optd_optim_step_bufs(st->kind, hp) | BIT(OPTD_BUF_COUNT);
+}
+
+int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd_schedule_t *sched,
+                    double max_grad_norm, double grad_sumsq, optd_step_plan_t *plan, optd_err_t *err)
+{
+    memset(plan, 0, sizeof *plan);
+    int rc = plan_inputs_finite(st, hp, sched, grad_sumsq, err);
+    if (rc)
+        return rc;
+    /* Buffers an option switched on start now; optd_optim_abort undoes a
+     * plan that succeeded. */
+    rc = alloc_missing(st, optd_optim_step_bufs(st->kind, hp), hp, NULL, 0, &plan->fresh, err);
+    if (rc)
+        return rc;
+    plan_scalars(st, hp, sched, max_grad_norm, grad_sumsq, st->mu_product, plan);
+    plan->first_momentum = st->kind == OPTD_SGD && (plan->fresh & BIT(OPTD_BUF_MOMENTUM_BUFFER));
     plan->careful = !provably_finite(st, plan);
     /* Coupled weight decay adds wd * p to the gradient, so a bound carried
      * over on the parameters feeds itself (through exp_avg and the like)
@@ -1059,4 +1110,177 @@ int optd_optim_state_validate(const optd_optim_state_t *st, optd_err_t *err)
         }
     }
     return 0;
+}
+
+/* ---- parameter groups ----------------------------------------------------------- */
+
+int optd_groups_validate(optd_optim_kind_t kind, const optd_group_t *groups, size_t n_groups,
+                         size_t size, optd_err_t *err)
+{
+    if (n_groups < 1 || n_groups > OPTD_GROUPS_MAX)
+        return optd_err_set(err, OPTD_EINVAL, "groups: must hold 1 to %d groups, got %zu",
+                            OPTD_GROUPS_MAX, n_groups);
+    size_t sum = 0;
+    for (size_t g = 0; g < n_groups; g++) {
+        if (groups[g].size < 1 || groups[g].size > size - sum)
+            return optd_err_set(err, OPTD_EINVAL,
+                                "groups[%zu].size: each group holds at least 1 parameter and the "
+                                "sizes sum to the session's size (%zu)",
+                                g, size);
+        sum += groups[g].size;
+        optd_err_t e = {0};
+        if (optd_hparams_validate(kind, &groups[g].hp, &e))
+            return optd_err_set(err, OPTD_EINVAL, "groups[%zu].%s", g, e.msg);
+    }
+    if (sum != size)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "groups: the sizes sum to %zu; the session has %zu parameters", sum, size);
+    return 0;
+}
+
+/* True when v[lo, hi) (of dtype) holds a value other than zero. */
+static bool any_nonzero(optd_dtype_t dtype, const void *v, size_t lo, size_t hi)
+{
+    for (size_t i = lo; i < hi; i++)
+        if (dtype == OPTD_FLOAT32 ? ((const float *)v)[i] != 0 : ((const double *)v)[i] != 0)
+            return true;
+    return false;
+}
+
+int optd_optim_state_set_groups(optd_optim_state_t *st, const optd_group_t *groups, size_t n_groups,
+                                optd_err_t *err)
+{
+    optd_group_state_t *gs = NULL;
+    if (n_groups > 0 && !(gs = malloc(n_groups * sizeof *gs)))
+        return optd_err_set(err, OPTD_ENOMEM, "cannot allocate the state of %zu groups", n_groups);
+    const void *mom = st->buf[OPTD_BUF_MOMENTUM_BUFFER];
+    size_t lo = 0;
+    for (size_t g = 0; g < n_groups; g++) {
+        size_t hi = lo + groups[g].size;
+        gs[g].mu_product = st->mu_product;
+        gs[g].momentum_started = st->kind == OPTD_SGD && mom && hi <= st->size &&
+                                 any_nonzero(st->dtype, mom, lo, hi);
+        lo = hi;
+    }
+    free(st->groups);
+    st->groups = gs;
+    st->n_groups = n_groups;
+    return 0;
+}
+
+int optd_optim_plan_groups(optd_optim_state_t *st, const optd_group_t *groups, size_t n_groups,
+                           const optd_schedule_t *sched, double max_grad_norm, double grad_sumsq,
+                           optd_step_plan_t *plans, optd_err_t *err)
+{
+    if (st->n_groups != n_groups || n_groups == 0)
+        return optd_err_set(err, OPTD_EINVAL, "the state has %zu groups, the step %zu", st->n_groups,
+                            n_groups);
+    unsigned need = 0;
+    for (size_t g = 0; g < n_groups; g++) {
+        int rc = plan_inputs_finite(st, &groups[g].hp, sched, grad_sumsq, err);
+        if (rc)
+            return rc;
+        need |= optd_optim_step_bufs(st->kind, &groups[g].hp);
+    }
+    unsigned fresh;
+    int rc = alloc_missing(st, need, NULL, groups, n_groups, &fresh, err);
+    if (rc)
+        return rc;
+    for (size_t g = 0; g < n_groups; g++) {
+        memset(&plans[g], 0, sizeof plans[g]);
+        plan_scalars(st, &groups[g].hp, sched, max_grad_norm, grad_sumsq, st->groups[g].mu_product,
+                     &plans[g]);
+        /* A group's momentum buffer starts as g on its own first update
+         * with momentum, as PyTorch's per-parameter buffer does. */
+        plans[g].first_momentum = plans[g].use_momentum && st->kind == OPTD_SGD &&
+                                  !st->groups[g].momentum_started;
+        /* The O(1) bound is proved for one set of scalars over the whole
+         * vector: a grouped step always checks its values first
+         * (optd_optim_check over every group's range) and hands no bound
+         * on.  plans[0] alone owns the fresh buffers, so that
+         * optd_optim_abort(st, &plans[0]) frees them once. */
+        plans[g].careful = true;
+        plans[g].fresh = g == 0 ? fresh : 0;
+    }
+    return 0;
+}
+
+void optd_optim_apply_groups(const optd_step_plan_t *plans, const optd_group_t *groups,
+                             size_t n_groups, optd_optim_state_t *st, void *params,
+                             const void *grad, size_t lo, size_t hi, optd_step_seen_t *seen)
+{
+    size_t start = 0;
+    for (size_t g = 0; g < n_groups && start < hi; g++) {
+        size_t end = start + groups[g].size;
+        size_t a = lo > start ? lo : start, b = hi < end ? hi : end;
+        if (a < b)
+            optd_optim_apply(&plans[g], st, params, grad, a, b, seen);
+        start = end;
+    }
+}
+
+bool optd_optim_check_groups(const optd_step_plan_t *plans, const optd_group_t *groups,
+                             size_t n_groups, const optd_optim_state_t *st, const void *params,
+                             const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault,
+                             optd_step_seen_t *seen)
+{
+    size_t start = 0;
+    for (size_t g = 0; g < n_groups && start < hi; g++) {
+        size_t end = start + groups[g].size;
+        size_t a = lo > start ? lo : start, b = hi < end ? hi : end;
+        if (a < b && !optd_optim_check(&plans[g], st, params, grad, a, b, fault, seen))
+            return false;
+        start = end;
+    }
+    return true;
+}
+
+void optd_optim_commit_groups(optd_optim_state_t *st, const optd_step_plan_t *plans,
+                              size_t n_groups)
+{
+    st->step = plans[0].t;
+    for (size_t g = 0; g < n_groups; g++) {
+        if (st->kind == OPTD_NADAM)
+            st->groups[g].mu_product = plans[g].mu_product_next;
+        if (st->kind == OPTD_SGD && plans[g].use_momentum)
+            st->groups[g].momentum_started = true;
+    }
+    if (st->kind == OPTD_NADAM)
+        st->mu_product = st->groups[0].mu_product;
+    /* Groups write parts of a buffer with different scalars: no bound of
+     * the whole is handed on, so the next ungrouped step (after the groups
+     * are dropped) proves nothing from stale bounds. */
+    optd_optim_forget_bounds(st);
+}
+
+int optd_optim_step_groups(optd_optim_state_t *st, const optd_group_t *groups, size_t n_groups,
+                           const optd_schedule_t *sched, double max_grad_norm, void *params,
+                           const void *grad, optd_step_info_t *info, optd_err_t *err)
+{
+    bool finite = true;
+    double sumsq = optd_grad_sumsq(st->dtype, grad, 0, st->size, &finite);
+    if (!finite)
+        return optd_err_set(err, OPTD_ENONFINITE, "the gradient contains NaN or infinite values");
+    optd_step_plan_t *plans = malloc((n_groups ? n_groups : 1) * sizeof *plans);
+    if (!plans)
+        return optd_err_set(err, OPTD_ENOMEM, "cannot allocate the plans of %zu groups", n_groups);
+    int rc = optd_optim_plan_groups(st, groups, n_groups, sched, max_grad_norm, sumsq, plans, err);
+    if (rc == 0) {
+        optd_step_fault_t fault;
+        optd_step_seen_t seen;
+        optd_step_seen_init(&seen);
+        if (!optd_optim_check_groups(plans, groups, n_groups, st, params, grad, 0, st->size, &fault,
+                                     &seen)) {
+            rc = optd_optim_refuse(st, &plans[0], &fault, err);
+        } else {
+            optd_optim_apply_groups(plans, groups, n_groups, st, params, grad, 0, st->size, NULL);
+            optd_optim_commit_groups(st, plans, n_groups);
+            if (info) {
+                info->lr = plans[0].lr;
+                info->grad_norm = plans[0].grad_norm;
+            }
+        }
+    }
+    free(plans);
+    return rc;
 }

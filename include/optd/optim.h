@@ -160,6 +160,13 @@ double optd_schedule_lr(const optd_schedule_t *s, double lr, uint64_t k);
 
 /* ---- optimizer state ------------------------------------------------------ */
 
+/* What each parameter group keeps of its own (PyTorch keeps it per
+ * parameter, the same for every parameter of a group). */
+typedef struct optd_group_state {
+    double mu_product;     /* nadam: a value of the dtype, starts at 1 */
+    bool momentum_started; /* sgd: the group's part of momentum_buffer holds a buffer */
+} optd_group_state_t;
+
 typedef struct optd_optim_state {
     optd_optim_kind_t kind;
     optd_dtype_t dtype;
@@ -175,6 +182,8 @@ typedef struct optd_optim_state {
      * by a step calls optd_optim_forget_bounds. */
     double bound[OPTD_BUF_COUNT + 1];
     unsigned bound_known;
+    size_t n_groups;           /* 0: no parameter groups (groups is NULL) */
+    optd_group_state_t *groups; /* n_groups entries (malloc'd, owned by the state) */
 } optd_optim_state_t;
 
 /* Sets st up for kind with step 0 and allocates the buffers every step of
@@ -307,6 +316,58 @@ void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void
  * over, looser). */
 void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan,
                        const optd_step_seen_t *seen);
+
+/* ---- parameter groups (PyTorch's param_groups) ------------------------------ */
+
+/* One group: the next `size` parameters of the vector, updated with `hp`. */
+typedef struct optd_group {
+    size_t size;
+    optd_hparams_t hp;
+} optd_group_t;
+
+#define OPTD_GROUPS_MAX 1024
+
+/* Checks that groups cut a vector of size elements (each >= 1, summing to
+ * size, 1..OPTD_GROUPS_MAX of them) and validates every group's
+ * hyperparameters: 0 or OPTD_EINVAL naming the group ("groups[1].lr ..."). */
+int optd_groups_validate(optd_optim_kind_t kind, const optd_group_t *groups, size_t n_groups,
+                         size_t size, optd_err_t *err);
+
+/* Gives st per-group state for n_groups groups (replacing any): each
+ * group's mu_product starts at st->mu_product, and an sgd group's momentum
+ * counts as started when its part of momentum_buffer exists and is not all
+ * zeros.  n_groups 0 drops the group state.  0 or OPTD_ENOMEM (st unchanged). */
+int optd_optim_state_set_groups(optd_optim_state_t *st, const optd_group_t *groups, size_t n_groups,
+                                optd_err_t *err);
+
+/* One update of a vector cut into groups, each with its own
+ * hyperparameters (st must have group state for these n_groups, from
+ * optd_optim_state_set_groups): gradient clipping by the norm over all
+ * groups, every group's lr scaled by the same schedule, then each group's
+ * rule with its own values.  info->lr is group 0's scheduled lr.  The same
+ * errors as optd_optim_step (OPTD_ENONFINITE when any value the update
+ * would write is not finite), and nothing changed on error.  In pieces for
+ * threads: optd_optim_plan_groups fills plans[n_groups] (every plan
+ * careful: a grouped step has no O(1) bound); optd_optim_check_groups over
+ * disjoint ranges, all of them before any apply (on a fault,
+ * optd_optim_refuse(st, &plans[0], ...) undoes the plans);
+ * optd_optim_apply_groups over the same ranges; optd_optim_commit_groups,
+ * which forgets the bounds. */
+int optd_optim_step_groups(optd_optim_state_t *st, const optd_group_t *groups, size_t n_groups,
+                           const optd_schedule_t *sched, double max_grad_norm, void *params,
+                           const void *grad, optd_step_info_t *info, optd_err_t *err);
+int optd_optim_plan_groups(optd_optim_state_t *st, const optd_group_t *groups, size_t n_groups,
+                           const optd_schedule_t *sched, double max_grad_norm, double grad_sumsq,
+                           optd_step_plan_t *plans, optd_err_t *err);
+bool optd_optim_check_groups(const optd_step_plan_t *plans, const optd_group_t *groups,
+                             size_t n_groups, const optd_optim_state_t *st, const void *params,
+                             const void *grad, size_t lo, size_t hi, optd_step_fault_t *fault,
+                             optd_step_seen_t *seen);
+void optd_optim_apply_groups(const optd_step_plan_t *plans, const optd_group_t *groups,
+                             size_t n_groups, optd_optim_state_t *st, void *params,
+                             const void *grad, size_t lo, size_t hi, optd_step_seen_t *seen);
+void optd_optim_commit_groups(optd_optim_state_t *st, const optd_step_plan_t *plans,
+                              size_t n_groups);
 
 /* True when every element of v (n of dtype) is finite. */
 bool optd_all_finite(optd_dtype_t dtype, const void *v, size_t n);

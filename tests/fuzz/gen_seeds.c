@@ -100,6 +100,35 @@ static const char *const schedules[] = {
     "{\"type\":\"cosine\",\"t_max\":10,\"eta_min\":0.001,\"warmup_steps\":1}",
 };
 
+/* A session with parameter groups (the snapshot's groups section). */
+static void grouped_snapshot(optd_server_t *srv)
+{
+    const char *doc = "{\"name\":\"grouped\",\"optimizer\":\"nadam\",\"params\":[0.5,-1.25,3.0],"
+                      "\"groups\":[{\"size\":1},{\"size\":2,\"hyperparameters\":{\"momentum_decay\":0.01}}]}";
+    if (request(srv, "POST", "/v1/sessions", doc, NULL) != 201 ||
+        request(srv, "POST", "/v1/sessions/grouped/step", "{\"gradient\":[0.1,-0.2,0.3]}", NULL) != 200)
+        fz_fail("gen_seeds: could not make the grouped session");
+    optd_session_t *s = optd_store_get(srv->store, "grouped");
+    pthread_mutex_lock(&s->mu);
+    s->created_ms = 1795867200000;
+    s->updated_ms = 1795867260000;
+    for (size_t i = 0; i < s->history_len; i++)
+        s->history[i].time_ms = 1795867200000 + (int64_t)i * 1000;
+    pthread_mutex_unlock(&s->mu);
+    optd_session_image_t img;
+    optd_err_t err = {0};
+    if (optd_session_copy_image(s, &img, &err) != 0)
+        fz_fail("gen_seeds: copying grouped: %s", err.msg);
+    optd_session_release(s);
+    uint8_t *snap;
+    size_t len;
+    if (optd_snapshot_encode(&img, 3, &snap, &len, &err) != 0)
+        fz_fail("gen_seeds: encoding grouped: %s", err.msg);
+    put_file("snapshot", "groups-nadam.snap", snap, len);
+    free(snap);
+    optd_session_image_free(&img);
+}
+
 static void sessions(optd_server_t *srv)
 {
     size_t nk = sizeof kinds / sizeof kinds[0];
@@ -185,6 +214,7 @@ static void sessions(optd_server_t *srv)
             optd_session_image_free(&img);
         }
     }
+    grouped_snapshot(srv);
 }
 
 /* ---- step bodies --------------------------------------------------------------- */
@@ -306,6 +336,12 @@ static void document_seeds(void)
         const char *body;
     } docs[] = {
         {"create-size", "{\"name\":\"z\",\"optimizer\":\"sgd\",\"size\":4,\"dtype\":\"float32\"}"},
+        {"create-groups", "{\"name\":\"g\",\"optimizer\":\"adamw\",\"size\":5,\"hyperparameters\":{\"lr\":0.01},"
+                          "\"groups\":[{\"size\":2},{\"size\":3,\"hyperparameters\":{\"weight_decay\":0}}]}"},
+        {"patch-groups", "{\"hyperparameters\":{\"lr\":0.5},\"groups\":[{},{\"hyperparameters\":{\"eps\":1e-6}}]}"},
+        {"import-groups", "{\"optimizer\":\"nadam\",\"params\":[1,2,3],\"step\":2,\"groups\":[{\"size\":1},"
+                          "{\"size\":2,\"hyperparameters\":{\"momentum_decay\":0.01}}],\"state\":{\"exp_avg\":[0,0,0],"
+                          "\"exp_avg_sq\":[1,1,1],\"mu_product\":[0.5,0.25]}}"},
         {"fork", "{\"name\":\"f\",\"from\":\"a\",\"hyperparameters\":{\"lr\":0.5},\"labels\":{\"k\":\"v\"}}"},
         {"fork-float32", "{\"name\":\"f\",\"from\":\"b\",\"optimizer\":\"sgd\",\"dtype\":\"float32\"}"},
         {"patch", "{\"hyperparameters\":{\"lr\":0.02,\"betas\":[0.5,0.6]},\"schedule\":{\"type\":\"step\","
@@ -364,7 +400,8 @@ static void chunk(chunks_t *c, unsigned kind, const uint8_t *b, size_t len)
 }
 
 /* A journal written by the daemon's own --sync always path: sessions
- * created (image records), stepped (delta records) and one deleted. */
+ * created (image records), stepped (step records; j-nadam has parameter
+ * groups) and one deleted. */
 static void journal_bytes(uint8_t **out, size_t *out_len)
 {
     char tmp[] = "/tmp/optd-gen-seeds-XXXXXX";
@@ -390,10 +427,18 @@ static void journal_bytes(uint8_t **out, size_t *out_len)
             fz_fail("%s", err.msg);
         cfg.dtype = i == 1 ? OPTD_FLOAT32 : OPTD_FLOAT64;
         optd_hparams_default(cfg.kind, &cfg.hp);
+        if (i == 2) {
+            /* Grouped: its step records replay through the groups' update. */
+            size_t sizes[2] = {1, 2};
+            if (optd_session_config_set_groups(&cfg, sizes, 2, &err) != 0)
+                fz_fail("%s", err.msg);
+            cfg.groups[1].hp.momentum_decay = 0.01;
+        }
         optd_session_t *s;
         if (optd_session_create(names[i], &cfg, 3, NULL, 16, &s, &err) != 0 ||
             optd_store_insert(store, s, false, NULL, &err) != 0)
             fz_fail("gen_seeds: journal session: %s", err.msg);
+        optd_session_config_free(&cfg);
         double g64[3] = {0.5, -0.25, 1.0};
         float g32[3] = {0.5f, -0.25f, 1.0f};
         for (int k = 0; k < 2; k++) {
@@ -422,6 +467,10 @@ static void journal_bytes(uint8_t **out, size_t *out_len)
     }
     if (!*out)
         fz_fail("gen_seeds: --sync always wrote no journal in %s", tmp);
+    /* The journal is zero-filled ahead of its records (journal.c): the
+     * seed is the records, which fit a chunk. */
+    while (*out_len > OPTD_JOURNAL_HEADER && (*out)[*out_len - 1] == 0)
+        (*out_len)--;
     optd_persist_close(p);
     optd_store_free(store);
     if (d)

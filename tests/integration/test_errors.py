@@ -441,7 +441,7 @@ class RoutesAndMethods(ErrorsBase):
                  ("POST", "/v1/sessions/e-adam", {"GET", "PUT", "PATCH", "DELETE"}),
                  ("GET", "/v1/sessions/e-adam/step", {"POST"}),
                  ("PUT", "/v1/sessions/e-adam/step", {"POST"}),
-                 ("POST", "/v1/sessions/e-adam/params", {"GET"}),
+                 ("POST", "/v1/sessions/e-adam/params", {"GET", "PUT"}),
                  ("DELETE", "/v1/sessions/e-adam/history", {"GET"}),
                  ("DELETE", "/v1/sessions/e-adam/state", {"GET", "PUT"}),
                  ("POST", "/v1/sessions/e-adam/state", {"GET", "PUT"}),

@@ -7,7 +7,9 @@ README says they do (quick settings, well under a minute together).
 - pbt.py forks and re-tunes sessions, steps the population with
   POST /v1/steps, and prints the best schedule;
 - optuna_study.py runs an Optuna study (TPE, MedianPruner) whose trials are
-  sessions, and optd's sort=best_loss ranks first the trial Optuna found best.
+  sessions, and optd's sort=best_loss ranks first the trial Optuna found best;
+- torch_digits.py trains its CNN with torch.optim and RemoteOptimizer, both
+  to at least 90% test accuracy, one request a step (plus the schedule's).
 """
 
 import importlib.util
@@ -44,6 +46,21 @@ class Examples(DaemonTestCase):
         self.assertRegex(out, r"(?m)^sgd\s.*%")
         # The sessions were deleted afterwards.
         self.assertEqual(self.d.get("/v1/sessions?prefix=digits-").body["sessions"], [])
+
+    @unittest.skipUnless(importlib.util.find_spec("torch"), "python3-torch missing (install-deps test)")
+    def test_torch_digits(self):
+        out = self.run_example("examples/torch_digits.py", "--epochs", "4")
+        accs = dict(re.findall(r"(?m)^(torch\.optim\.AdamW|RemoteOptimizer)\s+([\d.]+)%", out))
+        self.assertEqual(sorted(accs), ["RemoteOptimizer", "torch.optim.AdamW"], out)
+        for run, acc in accs.items():
+            self.assertGreaterEqual(float(acc), 90.0, out)
+        steps = int(re.search(r"\((\d+) steps\)", out).group(1))
+        n = int(re.search(r"optd requests .*: (\d+)", out).group(1))
+        # create + PUT params + one step each + at most one PATCH each
+        self.assertGreaterEqual(n, 2 + steps)
+        self.assertLessEqual(n, 2 + 2 * steps)
+        self.assertRegex(out, r"largest parameter difference after the run: \S+")
+        self.assertEqual(self.d.get("/v1/sessions?prefix=torch-digits-").body["sessions"], [])
 
     def test_figures(self):
         with tempfile.TemporaryDirectory() as d:

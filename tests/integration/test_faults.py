@@ -119,6 +119,68 @@ class NonFinite(Base):
         self.assertEqual(after.raw, before.raw)
         self.assertEqual(after.headers["Optd-Step"], "0")
 
+    def test_grouped_float32_huge_gradient(self):
+        """Parameter groups: every group's range is checked before any is
+        written, so a fault in the second group leaves the first one (and
+        the step, the history, the buffers) as they were."""
+        name = self.uname()
+        r = self.create_grouped(name, "adam", [1.0, 2.0, 3.0],
+                                [{"size": 1}, {"size": 2, "hyperparameters": {"lr": 0.5}}])
+        self.assertEqual(r.status, 201, r)
+        self.d.post("/v1/sessions/%s/step" % name, {"gradient": [0.1, 0.2, 0.3]})
+        before, hist = self.export(name), self.history(name)
+        r = self.d.post("/v1/sessions/%s/step" % name, {"gradient": [0.1, 1e30, 0.3], "loss": 1.0})
+        self.assertError(r, 400, "non_finite")
+        self.assertIn("exp_avg_sq[1]", r.body["error"]["message"])
+        self.assertUnchanged(name, before, hist)
+        r = self.d.post("/v1/sessions/%s/step" % name, {"gradient": [0.1, 0.2, 0.3], "step": 1})
+        self.assertEqual(r.status, 200, r)
+
+    def test_grouped_parallel_split(self):
+        """A grouped session split over the pool: the fault in the last
+        group is found before the first group's momentum buffer is made
+        or any value written."""
+        n = (1 << 17) + 1001
+        name = self.uname()
+        params = [0.25] * n
+        params[n - 7] = 3e38
+        r = self.create_grouped(name, "sgd", params,
+                                [{"size": 1000, "hyperparameters": {"momentum": 0.9}},
+                                 {"size": n - 1000, "hyperparameters": {"lr": 10}}])
+        self.assertEqual(r.status, 201, r)
+        grad = [0.5] * n
+        grad[n - 7] = -1e37
+        octets = {"Accept": "application/octet-stream"}
+        before = self.d.get("/v1/sessions/%s/params" % name, headers=octets)
+        r = self.d.post("/v1/sessions/%s/step" % name, {"gradient": grad})
+        self.assertError(r, 400, "non_finite")
+        self.assertIn("params[%d]" % (n - 7), r.body["error"]["message"])
+        after = self.d.get("/v1/sessions/%s/params" % name, headers=octets)
+        self.assertEqual(after.raw, before.raw)
+        self.assertEqual(after.headers["Optd-Step"], "0")
+        self.assertNotIn("momentum_buffer", self.export(name)["state"])
+
+    def test_step_after_put_params(self):
+        """PUT .../params changes the parameters other than by a step: the
+        bounds the last step handed on are forgotten, so a step from the
+        new values that overflows is found, not proved finite from the old."""
+        name = self.uname()
+        self.d.create(name, "sgd", params=[1.0, 1.0], dtype="float32", hyperparameters={"lr": 1})
+        for _ in range(2):
+            r = self.d.post("/v1/sessions/%s/step" % name, {"gradient": [0.1, 0.1]})
+            self.assertEqual(r.status, 200, r)
+        r = self.d.put("/v1/sessions/%s/params" % name, {"params": [3.3e38, 1.0]})
+        self.assertEqual(r.status, 200, r)
+        before, hist = self.export(name), self.history(name)
+        r = self.d.post("/v1/sessions/%s/step" % name, {"gradient": [-5e37, 0.0]})
+        self.assertError(r, 400, "non_finite")
+        self.assertIn("params[0] infinite", r.body["error"]["message"])
+        self.assertUnchanged(name, before, hist)
+
+    def create_grouped(self, name, optimizer, params, groups):
+        return self.d.post("/v1/sessions", {"name": name, "optimizer": optimizer, "dtype": "float32",
+                                            "params": params, "groups": groups})
+
     def test_overflowing_schedule(self):
         name = self.uname()
         self.d.create(name, "sgd", params=[1.0], schedule={"type": "exponential", "gamma": 1e300})
@@ -202,6 +264,27 @@ class StateImport(Base):
         for bad in (1.5, -0.25):
             doc["state"]["mu_product"] = bad
             self.refused(doc, "mu_product")
+
+    def test_grouped_missing_mu_product(self):
+        """A grouped nadam's per-group products follow the same rule as
+        one: missing at step 0 they start at 1, missing later the import
+        is refused."""
+        groups = [{"size": 1}, {"size": 1, "hyperparameters": {"momentum_decay": 0.01}}]
+        fresh, imported = self.uname("fresh"), self.uname("imported")
+        r = self.d.post("/v1/sessions", {"name": fresh, "optimizer": "nadam", "params": [0.5, 1.0],
+                                         "groups": groups})
+        self.assertEqual(r.status, 201, r)
+        doc = self.export(fresh)
+        del doc["state"]["mu_product"]
+        r = self.d.put("/v1/sessions/%s/state" % imported, doc)
+        self.assertEqual(r.status, 201, r)
+        for g in ([0.1, 0.2], [0.3, -0.1]):
+            a = self.d.post("/v1/sessions/%s/step" % fresh, {"gradient": g})
+            b = self.d.post("/v1/sessions/%s/step" % imported, {"gradient": g})
+            self.assertEqual((a.status, a.body), (b.status, b.body))
+        doc = self.export(fresh)
+        del doc["state"]["mu_product"]
+        self.refused(doc, "mu_product")
 
     def test_negative_values(self):
         doc = self.adam_doc(self.uname())

@@ -40,17 +40,27 @@ class Trajectories(DaemonTestCase):
             body["schedule"] = fx["schedule"]
         if fx.get("max_grad_norm") is not None:
             body["max_grad_norm"] = fx["max_grad_norm"]
+        if fx.get("groups") is not None:  # parameter groups (API.md 1.1)
+            body["groups"] = fx["groups"]
         r = self.d.post("/v1/sessions", body)
         self.assertEqual(r.status, 201, r)
         patches = {}
         for p in fx.get("patches", []):
-            patches.setdefault(p["before_step"], {}).update(p["hyperparameters"])
+            # A PATCH body as the fixture gives it: hyperparameters for all
+            # (groups), and/or "groups" with one entry per group.
+            patches.setdefault(p["before_step"], {}).update(
+                {k: p[k] for k in ("hyperparameters", "groups") if k in p})
         for k, st in enumerate(fx["steps"], 1):
             if k in patches:
-                r = self.d.patch("/v1/sessions/" + name, {"hyperparameters": patches[k]})
+                r = self.d.patch("/v1/sessions/" + name, patches[k])
                 self.assertEqual(r.status, 200, r)
-                for hk, hv in patches[k].items():
+                for hk, hv in patches[k].get("hyperparameters", {}).items():
                     self.assertEqual(r.body["hyperparameters"][hk], hv, (name, hk))
+                    for g in r.body["groups"] or []:
+                        self.assertEqual(g["hyperparameters"][hk], hv, (name, hk))
+                for g, pg in zip(r.body["groups"] or [], patches[k].get("groups", [])):
+                    for hk, hv in pg.get("hyperparameters", {}).items():
+                        self.assertEqual(g["hyperparameters"][hk], hv, (name, hk))
             if binary:
                 r = self.d.post("/v1/sessions/%s/step" % name, optref.pack(st["grad"], dtype),
                                 headers=dict(BIN, **{"Optd-Expect-Step": str(k - 1)}))

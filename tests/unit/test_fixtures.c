@@ -15,6 +15,11 @@
  * through optd_optim_step, and through optd_grad_sumsq/optd_optim_plan/
  * optd_optim_apply/optd_optim_commit with the vector split in two ranges.
  *
+ * A case with "groups" (parameter groups, API.md 1.1) is replayed through
+ * optd_optim_step_groups and its split form, each group built from the
+ * fixture's own hyperparameters, PATCHes applied to all groups (top-level
+ * "hyperparameters") or to one ("groups").
+ *
  * A separate test checks that the fixture set covers every optimizer of the
  * table in both dtypes, so an empty or truncated directory cannot pass.
  *
@@ -330,6 +335,39 @@ static int parse_schedule(const char *cas, json_t *js, optd_schedule_t *s, char 
  * disjoint ranges, here the upper half first, then plan and commit once). */
 typedef enum step_mode { MODE_WHOLE = 0, MODE_SPLIT = 1 } step_mode_t;
 
+/* do_step for a vector cut into groups. */
+static int do_step_groups(step_mode_t mode, optd_optim_state_t *st, const optd_group_t *groups, size_t ng,
+                          const optd_schedule_t *sched, double mgn, void *params, const void *grad,
+                          optd_step_info_t *info, optd_err_t *err)
+{
+    if (mode == MODE_WHOLE)
+        return optd_optim_step_groups(st, groups, ng, sched, mgn, params, grad, info, err);
+    size_t n = st->size, h = n / 2;
+    bool finite = true;
+    double sumsq = optd_grad_sumsq(st->dtype, grad, h, n, &finite);
+    sumsq += optd_grad_sumsq(st->dtype, grad, 0, h, &finite);
+    if (!finite)
+        return optd_err_set(err, OPTD_ENONFINITE, "the gradient is not finite");
+    optd_step_plan_t plans[8];
+    if (ng > 8)
+        return optd_err_set(err, OPTD_EINVAL, "this test replays at most 8 groups");
+    int rc = optd_optim_plan_groups(st, groups, ng, sched, mgn, sumsq, plans, err);
+    if (rc != 0)
+        return rc;
+    optd_step_fault_t fault;
+    optd_step_seen_t seen;
+    optd_step_seen_init(&seen);
+    if (!optd_optim_check_groups(plans, groups, ng, st, params, grad, h, n, &fault, &seen) ||
+        !optd_optim_check_groups(plans, groups, ng, st, params, grad, 0, h, &fault, &seen))
+        return optd_optim_refuse(st, &plans[0], &fault, err);
+    optd_optim_apply_groups(plans, groups, ng, st, params, grad, h, n, NULL);
+    optd_optim_apply_groups(plans, groups, ng, st, params, grad, 0, h, NULL);
+    optd_optim_commit_groups(st, plans, ng);
+    info->lr = plans[0].lr;
+    info->grad_norm = plans[0].grad_norm;
+    return 0;
+}
+
 static int do_step(step_mode_t mode, optd_optim_state_t *st, const optd_hparams_t *hp,
                    const optd_schedule_t *sched, double mgn, void *params, const void *grad,
                    optd_step_info_t *info, optd_err_t *err)
@@ -367,10 +405,13 @@ typedef struct replay {
     void *params;
     void *grad;
     optd_optim_state_t st;
+    optd_group_t *groups; /* NULL: no groups */
+    size_t n_groups;
 } replay_t;
 
 static void replay_free(replay_t *r)
 {
+    free(r->groups);
     optd_optim_state_free(&r->st);
     free(r->params);
     free(r->grad);
@@ -499,6 +540,22 @@ static int replay_fixture(const char *path, const char *file, step_mode_t mode, 
         goto out;
     }
 
+    json_t *jgroups = json_object_get(doc, "groups");
+    if (jgroups) {
+        r.n_groups = json_array_size(jgroups);
+        if (!json_is_array(jgroups) || r.n_groups == 0 || !(r.groups = calloc(r.n_groups, sizeof *r.groups))) {
+            failf(msg, "%s: groups is not a non-empty array", cas);
+            goto out;
+        }
+        for (size_t g = 0; g < r.n_groups; g++) {
+            json_t *jg = json_array_get(jgroups, g);
+            r.groups[g].size = (size_t)json_integer_value(json_object_get(jg, "size"));
+            optd_hparams_default(kind, &r.groups[g].hp);
+            if (set_hparams(cas, kind, &r.groups[g].hp, json_object_get(jg, "hyperparameters"), msg) != 0)
+                goto out;
+        }
+    }
+
     optd_schedule_t sched;
     const optd_schedule_t *sp = NULL;
     if (!json_is_null(jsched)) {
@@ -531,6 +588,11 @@ static int replay_fixture(const char *path, const char *file, step_mode_t mode, 
         failf(msg, "%s: optd_optim_state_init: %s", cas, err.msg);
         goto out;
     }
+    if (r.groups && (optd_groups_validate(kind, r.groups, r.n_groups, n, &err) != 0 ||
+                     optd_optim_state_set_groups(&r.st, r.groups, r.n_groups, &err) != 0)) {
+        failf(msg, "%s: optd refuses the groups: %s", cas, err.msg);
+        goto out;
+    }
 
     closeness_t close = {0};
     size_t nsteps = json_array_size(jsteps);
@@ -544,9 +606,18 @@ static int replay_fixture(const char *path, const char *file, step_mode_t mode, 
                 json_int_t before = json_integer_value(json_object_get(pt, "before_step"));
                 if ((uint64_t)before != k)
                     continue;
-                if (set_hparams(cas, kind, &hp, json_object_get(pt, "hyperparameters"), msg) != 0)
+                json_t *jph = json_object_get(pt, "hyperparameters");
+                if (jph && set_hparams(cas, kind, &hp, jph, msg) != 0)
                     goto out;
-                if (optd_hparams_validate(kind, &hp, &err) != 0) {
+                for (size_t g = 0; g < r.n_groups; g++) {
+                    json_t *jpg = json_object_get(json_array_get(json_object_get(pt, "groups"), g),
+                                                  "hyperparameters");
+                    if ((jph && set_hparams(cas, kind, &r.groups[g].hp, jph, msg) != 0) ||
+                        (jpg && set_hparams(cas, kind, &r.groups[g].hp, jpg, msg) != 0))
+                        goto out;
+                }
+                if (optd_hparams_validate(kind, &hp, &err) != 0 ||
+                    (r.groups && optd_groups_validate(kind, r.groups, r.n_groups, n, &err) != 0)) {
                     failf(msg, "%s: optd refuses the patch before step %llu: %s", cas,
                           (unsigned long long)k, err.msg);
                     goto out;
@@ -564,7 +635,8 @@ static int replay_fixture(const char *path, const char *file, step_mode_t mode, 
             sumsq += g * g;
         }
         optd_step_info_t info = {0};
-        if (do_step(mode, &r.st, &hp, sp, mgn, r.params, r.grad, &info, &err) != 0) {
+        if ((r.groups ? do_step_groups(mode, &r.st, r.groups, r.n_groups, sp, mgn, r.params, r.grad, &info, &err)
+                      : do_step(mode, &r.st, &hp, sp, mgn, r.params, r.grad, &info, &err)) != 0) {
             failf(msg, "%s: step %llu: the step failed: %s", cas, (unsigned long long)k, err.msg);
             goto out;
         }

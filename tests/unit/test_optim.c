@@ -1235,6 +1235,146 @@ START_TEST(test_enomem)
 }
 END_TEST
 
+/* ---- parameter groups ---------------------------------------------------------- */
+
+/* One group over the whole vector is optd_optim_step, bit for bit, for
+ * every optimizer with every option on, both dtypes, with clipping and a
+ * schedule; the copy of a grouped state carries the groups' own state. */
+START_TEST(test_one_group_is_a_plain_step)
+{
+    optd_schedule_t sched = {.type = OPTD_SCHED_COSINE, .t_max = 20, .eta_min = 1e-4, .warmup_steps = 2};
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        for (int d = 0; d < 2; d++) {
+            optd_dtype_t dt = dtypes[d];
+            optd_err_t err;
+            optd_group_t grp = {.size = 6};
+            all_options((optd_optim_kind_t)k, &grp.hp);
+            optd_optim_state_t a, b;
+            ck_assert_int_eq(optd_optim_state_init(&a, (optd_optim_kind_t)k, dt, 6, &grp.hp, &err), 0);
+            ck_assert_int_eq(optd_optim_state_init(&b, (optd_optim_kind_t)k, dt, 6, &grp.hp, &err), 0);
+            ck_assert_int_eq(optd_optim_state_set_groups(&b, &grp, 1, &err), 0);
+            const double p0[6] = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25};
+            void *pa = vec_new(dt, p0, 6), *pb = vec_new(dt, p0, 6);
+            for (int t = 0; t < 12; t++) {
+                double g[6];
+                fill_grad(g, 6, t);
+                void *gv = vec_new(dt, g, 6);
+                optd_step_info_t ia, ib;
+                ck_assert_int_eq(optd_optim_step(&a, &grp.hp, &sched, 1.0, pa, gv, &ia, &err), 0);
+                ck_assert_int_eq(optd_optim_step_groups(&b, &grp, 1, &sched, 1.0, pb, gv, &ib, &err), 0);
+                ck_assert(ia.lr == ib.lr && ia.grad_norm == ib.grad_norm);
+                free(gv);
+            }
+            ck_assert_msg(memcmp(pa, pb, 6 * optd_dtype_size(dt)) == 0, "%s %s",
+                          optd_optim_desc((optd_optim_kind_t)k)->name, optd_dtype_name(dt));
+            for (int bf = 0; bf < OPTD_BUF_COUNT; bf++) {
+                ck_assert((a.buf[bf] == NULL) == (b.buf[bf] == NULL));
+                if (a.buf[bf])
+                    ck_assert(memcmp(a.buf[bf], b.buf[bf], 6 * optd_dtype_size(dt)) == 0);
+            }
+            ck_assert(a.mu_product == b.groups[0].mu_product && a.mu_product == b.mu_product);
+            optd_optim_state_t c;
+            ck_assert_int_eq(optd_optim_state_copy(&c, &b, &err), 0);
+            ck_assert_uint_eq(c.n_groups, 1);
+            ck_assert_ptr_ne(c.groups, b.groups);
+            ck_assert(c.groups[0].mu_product == b.groups[0].mu_product);
+            optd_optim_state_free(&c);
+            ck_assert_uint_eq(c.n_groups, 0);
+            optd_optim_state_free(&a);
+            optd_optim_state_free(&b);
+            free(pa);
+            free(pb);
+        }
+    }
+}
+END_TEST
+
+/* A grouped step that would overflow in its second group is refused before
+ * any group is written: the first group (with every option on, so its
+ * first step would create buffers) keeps its values, and no buffer the
+ * step would have created stays behind. */
+START_TEST(test_groups_nonfinite_changes_nothing)
+{
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        for (int d = 0; d < 2; d++) {
+            optd_dtype_t dt = dtypes[d];
+            const char *name = optd_optim_desc((optd_optim_kind_t)k)->name;
+            optd_err_t err = {0};
+            optd_group_t grp[2] = {{.size = 3}, {.size = 3}};
+            all_options((optd_optim_kind_t)k, &grp[0].hp);
+            optd_hparams_default((optd_optim_kind_t)k, &grp[1].hp);
+            grp[1].hp.lr = (k == OPTD_ADADELTA ? 1 : 0.05) * dtype_max(dt);
+            optd_optim_state_t st;
+            ck_assert_int_eq(optd_optim_state_init(&st, (optd_optim_kind_t)k, dt, 6, &grp[1].hp, &err), 0);
+            ck_assert_int_eq(optd_optim_state_set_groups(&st, grp, 2, &err), 0);
+            const double p0[6] = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25};
+            void *p = vec_new(dt, p0, 6);
+            vset(dt, p, 4, (k == OPTD_ADADELTA ? 0.9995 : 0.99) * dtype_max(dt));
+            const double g[6] = {0.1, 0.2, -0.3, 0.0, -1.0, 0.0};
+            void *gv = vec_new(dt, g, 6);
+            snap_t s;
+            snap_take(&s, &st, p);
+            optd_step_info_t info = {-1, -1};
+            ck_assert_msg(optd_optim_step_groups(&st, grp, 2, NULL, 0, p, gv, &info, &err) == OPTD_ENONFINITE,
+                          "%s %s: not refused", name, optd_dtype_name(dt));
+            ck_assert_msg(strstr(err.msg, "[4]") != NULL, "%s %s: %s", name, optd_dtype_name(dt), err.msg);
+            ck_assert(info.lr == -1);
+            snap_expect_same(&s, &st, p, name);
+            for (int i = 0; i < 2; i++)
+                ck_assert(st.groups[i].mu_product == s.st.groups[i].mu_product &&
+                          st.groups[i].momentum_started == s.st.groups[i].momentum_started);
+            snap_free(&s);
+            free(gv);
+            free(p);
+            optd_optim_state_free(&st);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_groups_validate_and_mismatch)
+{
+    optd_err_t err;
+    optd_group_t g[3];
+    for (int i = 0; i < 3; i++) {
+        optd_hparams_default(OPTD_ADAM, &g[i].hp);
+        g[i].size = 2;
+    }
+    ck_assert_int_eq(optd_groups_validate(OPTD_ADAM, g, 3, 6, &err), 0);
+    ck_assert_int_eq(optd_groups_validate(OPTD_ADAM, g, 3, 7, &err), OPTD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "sum to 6") && strstr(err.msg, "7"), "%s", err.msg);
+    ck_assert_int_eq(optd_groups_validate(OPTD_ADAM, g, 3, 5, &err), OPTD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "groups[2].size"), "%s", err.msg);
+    ck_assert_int_eq(optd_groups_validate(OPTD_ADAM, g, 0, 6, &err), OPTD_EINVAL);
+    ck_assert_int_eq(optd_groups_validate(OPTD_ADAM, g, OPTD_GROUPS_MAX + 1, 6, &err), OPTD_EINVAL);
+    g[1].size = 0;
+    ck_assert_int_eq(optd_groups_validate(OPTD_ADAM, g, 3, 4, &err), OPTD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "groups[1].size"), "%s", err.msg);
+    g[1].size = 2;
+    g[1].hp.betas[0] = 1.0;
+    ck_assert_int_eq(optd_groups_validate(OPTD_ADAM, g, 3, 6, &err), OPTD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "groups[1].betas[0]"), "%s", err.msg);
+    g[1].hp.betas[0] = 0.9;
+
+    /* A state without group state (or with another count) is refused and
+     * left as it was. */
+    optd_optim_state_t st;
+    ck_assert_int_eq(optd_optim_state_init(&st, OPTD_ADAM, OPTD_FLOAT64, 6, &g[0].hp, &err), 0);
+    double p[6] = {0}, gr[6] = {1, 1, 1, 1, 1, 1};
+    ck_assert_int_eq(optd_optim_step_groups(&st, g, 3, NULL, 0, p, gr, NULL, &err), OPTD_EINVAL);
+    ck_assert_uint_eq(st.step, 0);
+    ck_assert_int_eq(optd_optim_state_set_groups(&st, g, 2, &err), 0);
+    ck_assert_int_eq(optd_optim_step_groups(&st, g, 3, NULL, 0, p, gr, NULL, &err), OPTD_EINVAL);
+    ck_assert_int_eq(optd_optim_state_set_groups(&st, g, 3, &err), 0);
+    ck_assert_int_eq(optd_optim_step_groups(&st, g, 3, NULL, 0, p, gr, NULL, &err), 0);
+    ck_assert_uint_eq(st.step, 1);
+    gr[4] = NAN;
+    ck_assert_int_eq(optd_optim_step_groups(&st, g, 3, NULL, 0, p, gr, NULL, &err), OPTD_ENONFINITE);
+    ck_assert_uint_eq(st.step, 1);
+    optd_optim_state_free(&st);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("optim");
@@ -1275,6 +1415,12 @@ int main(void)
     tcase_add_test(tc, test_copy_continue);
     tcase_add_test(tc, test_split_apply);
     tcase_add_test(tc, test_enomem);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("groups");
+    tcase_add_test(tc, test_one_group_is_a_plain_step);
+    tcase_add_test(tc, test_groups_validate_and_mismatch);
+    tcase_add_test(tc, test_groups_nonfinite_changes_nothing);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -239,6 +239,64 @@ START_TEST(non_finite_changes_nothing)
 }
 END_TEST
 
+/* A vector cut into groups whose bounds fall inside the threads' ranges:
+ * the grouped update on 1..3 threads gives the same bits as
+ * optd_optim_step_groups on one (clipping off, so the blockwise norm does
+ * not enter), with each group's own values (sgd's third group starts its
+ * momentum at the second step). */
+START_TEST(groups_same_bits_every_thread_count)
+{
+    optd_optim_kind_t kinds[3] = {OPTD_ADAMW, OPTD_SGD, OPTD_NADAM};
+    for (int ki = 0; ki < 3; ki++) {
+        optd_optim_kind_t kind = kinds[ki];
+        optd_err_t err;
+        optd_group_t g[3];
+        for (int i = 0; i < 3; i++)
+            optd_hparams_default(kind, &g[i].hp);
+        g[0].size = 1001;
+        g[1].size = N / 2;
+        g[2].size = N - 1001 - N / 2;
+        g[0].hp.lr = 0.05;
+        g[1].hp.weight_decay = 0.0;
+        g[2].hp.momentum_decay = 0.01;
+        if (kind == OPTD_SGD)
+            g[0].hp.momentum = 0.9;
+        run_t ref, r[4];
+        run_init(&ref, kind, OPTD_FLOAT32, N, &g[0].hp);
+        ck_assert_int_eq(optd_optim_state_set_groups(&ref.st, g, 3, &err), 0);
+        optd_pool_t *pools[4] = {NULL};
+        for (unsigned t = 0; t < 4; t++) {
+            if (t > 0)
+                ck_assert_int_eq(optd_pool_new(t, &pools[t], &err), 0);
+            run_init(&r[t], kind, OPTD_FLOAT32, N, &g[0].hp);
+            ck_assert_int_eq(optd_optim_state_set_groups(&r[t].st, g, 3, &err), 0);
+        }
+        float *gr = malloc(N * sizeof *gr);
+        ck_assert_ptr_nonnull(gr);
+        for (unsigned step = 0; step < 3; step++) {
+            if (step == 1 && kind == OPTD_SGD)
+                g[2].hp.momentum = 0.5;
+            fill(OPTD_FLOAT32, gr, N, 200 + step, 0.5);
+            ck_assert_int_eq(optd_optim_step_groups(&ref.st, g, 3, NULL, 0.0, ref.params, gr, NULL, &err), 0);
+            for (unsigned t = 0; t < 4; t++)
+                ck_assert_int_eq(optd_parallel_step_groups(pools[t], &r[t].st, &g[0].hp, g, 3, NULL, 0.0,
+                                                           r[t].params, gr, NULL, &err),
+                                 0);
+        }
+        for (unsigned t = 0; t < 4; t++) {
+            assert_same(&ref, &r[t]);
+            for (int i = 0; i < 3; i++)
+                ck_assert(ref.st.groups[i].mu_product == r[t].st.groups[i].mu_product &&
+                          ref.st.groups[i].momentum_started == r[t].st.groups[i].momentum_started);
+            run_free(&r[t]);
+            optd_pool_free(pools[t]);
+        }
+        run_free(&ref);
+        free(gr);
+    }
+}
+END_TEST
+
 /* An update spread over the pool that would overflow at two indices of the
  * last range is refused naming the first, with nothing changed; float32
  * sgd with momentum, whose first momentum step would also create its
@@ -287,6 +345,7 @@ int main(void)
     tcase_add_loop_test(tc, same_bits_every_thread_count, 0, 2 * OPTD_OPTIM_COUNT);
     tcase_add_test(tc, non_finite_changes_nothing);
     tcase_add_test(tc, non_finite_result_changes_nothing);
+    tcase_add_test(tc, groups_same_bits_every_thread_count);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);

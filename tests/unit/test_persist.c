@@ -75,7 +75,8 @@ static void world_close(world_t *w, bool flush)
     optd_log_close(&w->log);
 }
 
-static optd_session_t *rich(const char *name, optd_optim_kind_t kind, optd_dtype_t dt)
+static optd_session_t *rich_grouped(const char *name, optd_optim_kind_t kind, optd_dtype_t dt,
+                                    bool grouped)
 {
     optd_err_t err;
     optd_session_config_t cfg = {.kind = kind, .dtype = dt};
@@ -97,6 +98,14 @@ static optd_session_t *rich(const char *name, optd_optim_kind_t kind, optd_dtype
     cfg.ttl_seconds = 3600;
     ck_assert_int_eq(optd_session_config_add_label(&cfg, "study", "lr-sweep", &err), 0);
     ck_assert_int_eq(optd_session_config_add_label(&cfg, "trial", "17", &err), 0);
+    if (grouped) {
+        /* Two groups with values of their own (parameter groups, API 1.1). */
+        size_t sizes[2] = {2, 3};
+        ck_assert_int_eq(optd_session_config_set_groups(&cfg, sizes, 2, &err), 0);
+        cfg.groups[0].hp.weight_decay = 0;
+        cfg.groups[1].hp.lr *= 2;
+        cfg.groups[1].hp.momentum_decay = 0.01; /* nadam: a mu_product of its own */
+    }
     double p64[5] = {0.5, -1.25, 3.0, 1e-300, -7.75};
     float p32[5] = {0.5f, -1.25f, 3.0f, 1e-30f, -7.75f};
     optd_session_t *s;
@@ -106,6 +115,11 @@ static optd_session_t *rich(const char *name, optd_optim_kind_t kind, optd_dtype
         0);
     optd_session_config_free(&cfg);
     return s;
+}
+
+static optd_session_t *rich(const char *name, optd_optim_kind_t kind, optd_dtype_t dt)
+{
+    return rich_grouped(name, kind, dt, false);
 }
 
 /* A step as the step handler makes it: with the store's pool and hook. */
@@ -307,6 +321,74 @@ START_TEST(round_trip_every_optimizer)
     ck_assert_int_eq(optd_persist_flush(w.p, &n, &err), 0);
     ck_assert_uint_eq(n, 0);
     world_close(&w, false);
+    rm_rf(dir);
+}
+END_TEST
+
+/* Parameter groups go into the snapshot's optional section (header flag
+ * bit 0) and come back bit for bit, with each group's own state; a session
+ * without groups is written with flags 0, as before groups existed; any
+ * other flag bit is refused. */
+START_TEST(groups_round_trip_and_flags)
+{
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "grp");
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    uint8_t *want[OPTD_OPTIM_COUNT];
+    size_t wlen[OPTD_OPTIM_COUNT];
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "g-%s", optd_optim_desc(k)->name);
+        optd_session_t *s = rich_grouped(name, (optd_optim_kind_t)k, OPTD_FLOAT32, true);
+        put(&w, s);
+        step_n_in(&w, s, 7);
+        want[k] = image_bytes(s, &wlen[k]);
+        ck_assert_uint_eq(want[k][12], OPTD_SNAP_F_SECTIONS);
+        optd_session_release(s);
+    }
+    optd_session_t *plain = rich("plain", OPTD_NADAM, OPTD_FLOAT64);
+    size_t plen;
+    uint8_t *pb = image_bytes(plain, &plen);
+    ck_assert_uint_eq(pb[12] | pb[13] | pb[14] | pb[15], 0);
+    optd_session_release(plain);
+    world_close(&w, true);
+
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    ck_assert_uint_eq(w.stats.files_set_aside, 0);
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "g-%s", optd_optim_desc(k)->name);
+        size_t len;
+        uint8_t *got = image_of(w.st, name, &len);
+        ck_assert_uint_eq(len, wlen[k]);
+        ck_assert_msg(memcmp(got, want[k], len) == 0, "%s differs after reload", name);
+        free(got);
+        optd_session_t *s = optd_store_get(w.st, name);
+        ck_assert_uint_eq(s->cfg.n_groups, 2);
+        ck_assert_uint_eq(s->st.n_groups, 2);
+        ck_assert(s->cfg.groups[1].hp.lr == 2 * s->cfg.hp.lr);
+        if (k == OPTD_NADAM)
+            ck_assert(s->st.groups[0].mu_product != s->st.groups[1].mu_product);
+        if (k == OPTD_SGD)
+            ck_assert(s->st.groups[0].momentum_started && s->st.groups[1].momentum_started);
+        optd_session_release(s);
+    }
+    world_close(&w, false);
+
+    /* An unknown flag bit (with a right checksum) is refused. */
+    optd_session_image_t img;
+    uint64_t lsn;
+    optd_err_t err;
+    want[OPTD_NADAM][12] |= 2;
+    uint32_t crc = (uint32_t)crc32(0L, want[OPTD_NADAM], (uInt)(wlen[OPTD_NADAM] - 4));
+    for (int i = 0; i < 4; i++)
+        want[OPTD_NADAM][wlen[OPTD_NADAM] - 4 + i] = (uint8_t)(crc >> (8 * i));
+    ck_assert_int_eq(optd_snapshot_decode(want[OPTD_NADAM], wlen[OPTD_NADAM], &img, &lsn, &err), OPTD_ECORRUPT);
+    ck_assert_str_eq(err.msg, "unknown flags");
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
+        free(want[k]);
+    free(pb);
     rm_rf(dir);
 }
 END_TEST
@@ -1047,6 +1129,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, file_names);
     tcase_add_test(tc, round_trip_every_optimizer);
+    tcase_add_test(tc, groups_round_trip_and_flags);
     tcase_add_test(tc, dir_lock);
     tcase_add_test(tc, truncated_at_every_offset);
     tcase_add_test(tc, every_bit_flip_and_other_damage);

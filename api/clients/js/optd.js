@@ -37,24 +37,34 @@ function isTyped(x) {
   return x instanceof Float64Array || x instanceof Float32Array;
 }
 
-// Little-endian bytes of a Float32Array / Float64Array.
+// Binary bodies are little-endian.  On a little-endian host (every one
+// Node runs on in practice) a typed array's own bytes are that: they are
+// sent and received as they are, with no loop over the elements (a loop
+// cost 2-3x the transport at 100k values).  A big-endian host swaps bytes.
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// Little-endian bytes of a Float32Array / Float64Array (a view, not a copy,
+// on little-endian hosts).
 function toLittleEndian(arr) {
-  const out = new ArrayBuffer(arr.length * arr.BYTES_PER_ELEMENT);
-  const view = new DataView(out);
-  if (arr instanceof Float64Array) arr.forEach((v, i) => view.setFloat64(i * 8, v, true));
-  else arr.forEach((v, i) => view.setFloat32(i * 4, v, true));
-  return new Uint8Array(out);
+  const bytes = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
+  return LITTLE_ENDIAN ? bytes : swapBytes(bytes, arr.BYTES_PER_ELEMENT);
 }
 
+// A Float32Array / Float64Array over an ArrayBuffer of little-endian values
+// (the buffer itself on little-endian hosts).
 function fromLittleEndian(buf, dtype) {
-  const view = new DataView(buf);
-  if (dtype === "float32") {
-    const out = new Float32Array(buf.byteLength / 4);
-    for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
-    return out;
+  const Type = dtype === "float32" ? Float32Array : Float64Array;
+  if (buf.byteLength % Type.BYTES_PER_ELEMENT !== 0) {
+    throw new OptdError(null, "bad_answer", `a binary answer of ${buf.byteLength} bytes is no ${dtype} array`);
   }
-  const out = new Float64Array(buf.byteLength / 8);
-  for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
+  return new Type(LITTLE_ENDIAN ? buf : swapBytes(new Uint8Array(buf), Type.BYTES_PER_ELEMENT).buffer);
+}
+
+function swapBytes(bytes, width) {
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i += width) {
+    for (let j = 0; j < width; j++) out[i + j] = bytes[i + width - 1 - j];
+  }
   return out;
 }
 
@@ -66,6 +76,28 @@ function checkDtype(resp, dtype, expected = undefined) {
       `the answer holds ${dtype} values; ${expected ?? "float32 or float64"} were sent`);
   }
   return dtype;
+}
+
+// The options of create/fork/patch in the one naming style of this client
+// (camelCase), and the API field each one is.
+const FIELDS = {
+  hyperparameters: "hyperparameters", dtype: "dtype", schedule: "schedule", maxGradNorm: "max_grad_norm",
+  labels: "labels", ttlSeconds: "ttl_seconds", groups: "groups",
+};
+
+// The API body of options' known fields; any other key is a TypeError
+// naming the accepted ones (so patch(name, { max_grad_norm }) says to use
+// maxGradNorm instead of sending what the daemon would refuse).
+function apiFields(options, allowed, what) {
+  const body = {};
+  for (const [k, v] of Object.entries(options)) {
+    if (v === undefined) continue;
+    if (!allowed.includes(k)) {
+      throw new TypeError(`${what}: unknown option '${k}' (options: ${allowed.join(", ")})`);
+    }
+    if (k in FIELDS) body[FIELDS[k]] = v;
+  }
+  return body;
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -159,18 +191,14 @@ export class Client {
 
   // Creates a session and returns its descriptor.  options: params | size |
   // from, hyperparameters, dtype, schedule, maxGradNorm, labels, ttlSeconds,
-  // usePost (POST /v1/sessions instead of PUT /v1/sessions/{name}, which is
-  // the form a sharding proxy can route).
-  create(name, optimizer, options = {}) {
-    const body = {};
+  // groups ([{ size, hyperparameters }]), usePost (POST /v1/sessions instead
+  // of PUT /v1/sessions/{name}, which is the form a sharding proxy can route).
+  async create(name, optimizer, options = {}) {
+    const body = apiFields(options, ["params", "size", "from", "usePost", ...Object.keys(FIELDS)], "create");
     if (optimizer !== undefined && optimizer !== null) body.optimizer = optimizer;
     if (options.params !== undefined) body.params = Array.from(options.params);
     if (options.size !== undefined) body.size = options.size;
     if (options.from !== undefined) body.from = options.from;
-    for (const [k, f] of [["hyperparameters", "hyperparameters"], ["dtype", "dtype"], ["schedule", "schedule"],
-      ["maxGradNorm", "max_grad_norm"], ["labels", "labels"], ["ttlSeconds", "ttl_seconds"]]) {
-      if (options[k] !== undefined) body[f] = options[k];
-    }
     if (options.usePost) {
       body.name = name;
       return this.json("POST", "/v1/sessions", { json: body, retry: RETRY_NONE });
@@ -226,9 +254,14 @@ export class Client {
 
   get(name) { return this.json("GET", Client.path(name)); }
 
-  // fields: any of hyperparameters, schedule, max_grad_norm, labels,
-  // ttl_seconds (API names; null removes where API.md allows).
-  patch(name, fields) { return this.json("PATCH", Client.path(name), { json: fields }); }
+  // options: any of hyperparameters, schedule, maxGradNorm, labels,
+  // ttlSeconds, groups ([{ hyperparameters }], one per group); null removes
+  // where API.md allows.  The same names as create.
+  async patch(name, options = {}) {
+    const body = apiFields(options, ["hyperparameters", "schedule", "maxGradNorm", "labels", "ttlSeconds", "groups"],
+      "patch");
+    return this.json("PATCH", Client.path(name), { json: body });
+  }
 
   async delete(name) {
     const { resp } = await this.request("DELETE", Client.path(name), { retry: RETRY_NONE });
@@ -284,6 +317,21 @@ export class Client {
       }
       throw e;
     }
+  }
+
+  // PUT .../params: replaces the parameters, keeping the optimizer state
+  // and the step; returns the step.  params: an array (JSON) or a
+  // Float64Array / Float32Array of the session's dtype (binary).
+  async setParams(name, params, { expectStep } = {}) {
+    if (isTyped(params)) {
+      const headers = { "Optd-Dtype": params instanceof Float32Array ? "float32" : "float64" };
+      if (expectStep !== undefined) headers["Optd-Expect-Step"] = String(expectStep);
+      const { resp } = await this.request("PUT", Client.path(name, "/params"), { raw: toLittleEndian(params), headers });
+      return (await resp.json()).step;
+    }
+    const body = { params: Array.from(params) };
+    if (expectStep !== undefined) body.step = expectStep;
+    return (await this.json("PUT", Client.path(name, "/params"), { json: body })).step;
   }
 
   async history(name, { limit, afterStep } = {}) {

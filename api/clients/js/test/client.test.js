@@ -179,3 +179,43 @@ test("network errors and timeouts are OptdError", async () => {
     silent.unref();
   }
 });
+
+test("one naming style: camelCase options in create and patch, others refused", async () => {
+  const c = client();
+  const n = uname();
+  const d = await c.create(n, "adam", { size: 2, maxGradNorm: 1.5, ttlSeconds: 600 });
+  assert.equal(d.max_grad_norm, 1.5);
+  assert.equal(d.ttl_seconds, 600);
+  const p = await c.patch(n, { maxGradNorm: 0.5, ttlSeconds: null });
+  assert.deepEqual([p.max_grad_norm, p.ttl_seconds], [0.5, null]);
+  assert.equal((await c.patch(n, { maxGradNorm: null })).max_grad_norm, null);
+  await assert.rejects(c.patch(n, { max_grad_norm: 1 }), (e) => e instanceof TypeError && /maxGradNorm/.test(e.message));
+  await assert.rejects(c.create(uname(), "adam", { size: 1, ttl_seconds: 5 }), (e) => e instanceof TypeError);
+  assert.equal((await c.get(n)).max_grad_norm, null);
+});
+
+test("groups, binary setParams and typed arrays as their own bytes", async () => {
+  const c = client();
+  const n = uname();
+  const d = await c.create(n, "sgd", { size: 3, dtype: "float32", hyperparameters: { lr: 0.5 },
+    groups: [{ size: 1 }, { size: 2, hyperparameters: { lr: 0.25 } }] });
+  assert.deepEqual(d.groups.map((g) => [g.size, g.hyperparameters.lr]), [[1, 0.5], [2, 0.25]]);
+  // A view into a larger buffer (byteOffset 4): only its own bytes go out.
+  const big = new Float32Array([9, 1, 2, 4, 9]);
+  assert.equal(await c.setParams(n, big.subarray(1, 4), { expectStep: 0 }), 0);
+  assert.deepEqual(Array.from((await c.params(n, { binary: true })).params), [1, 2, 4]);
+  const r = await c.step(n, new Float32Array([2, 4, 8]));
+  assert.deepEqual(Array.from(r.params), [0, 1, 2]);
+  const g = await c.patch(n, { groups: [{}, { hyperparameters: { lr: 0.125 } }] });
+  assert.deepEqual(g.groups.map((x) => x.hyperparameters.lr), [0.5, 0.125]);
+  assert.equal(await c.setParams(n, [1, 1, 1]), 1);
+  await assert.rejects(c.setParams(n, new Float64Array([1, 1, 1])), (e) => e.code === "size_mismatch" || e.code === "invalid_argument");
+  // 100k values round-trip exactly.
+  const m = uname();
+  const v = Float64Array.from({ length: 100000 }, (_, i) => Math.sin(i) * 1e3);
+  await c.create(m, "sgd", { size: v.length });
+  await c.setParams(m, v);
+  const back = (await c.params(m, { binary: true })).params;
+  assert.ok(back instanceof Float64Array);
+  assert.deepEqual(back, v);
+});

@@ -25,4 +25,4 @@ __all__ = [
     "UNSET",
     "list_across",
 ]
-__version__ = "1.0.0"
+__version__ = "1.1.0"

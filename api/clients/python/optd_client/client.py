@@ -201,13 +201,24 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _send_once(self, method, path, body, headers):
-        """One request/answer on the kept-alive connection: (status, response, bytes)."""
+    def _send_once(self, method, path, body, headers, out=None):
+        """One request/answer on the kept-alive connection: (status, response,
+        bytes).  out: a writable buffer that a 200 answer of exactly its size
+        is read into (no new bytes object; the bytes returned are then b"")."""
         conn = self._connection()
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            data = resp.read()
+            if out is not None and resp.status == 200 and resp.length == len(out):
+                view, got = memoryview(out), 0
+                while got < len(out):
+                    n = resp.readinto(view[got:])
+                    if not n:
+                        raise http.client.IncompleteRead(b"", len(out) - got)
+                    got += n
+                data = b""
+            else:
+                data = resp.read()
         except socket.timeout as e:
             self._drop_connection()
             raise OptdTimeout("no answer from %s within %s s" % (self.base_url, self.timeout), e)
@@ -219,7 +230,7 @@ class Client:
         return resp.status, resp, data
 
     def _request(self, method, path, json_body=None, raw_body=None, headers=None,
-                 query=None, retry=_RETRY_SAFE):
+                 query=None, retry=_RETRY_SAFE, out=None):
         url = self._prefix + path
         if query:
             q = urllib.parse.urlencode([(k, v) for k, v in query if v is not None], doseq=True)
@@ -243,7 +254,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                status, resp, data = self._send_once(method, url, body, hdrs)
+                status, resp, data = self._send_once(method, url, body, hdrs, out)
             except OptdConnectionError:
                 if retry == _RETRY_NONE or attempt >= self.retries:
                     raise
@@ -301,10 +312,12 @@ class Client:
 
     def create(self, name, optimizer=None, *, params=None, size=None, from_=None,
                hyperparameters=None, dtype=None, schedule=None, max_grad_norm=None,
-               labels=None, ttl_seconds=None, use_post=False):
+               labels=None, ttl_seconds=None, groups=None, use_post=False):
         """Creates a session; returns its descriptor.
 
         Exactly one of params, size or from_ gives the initial parameters.
+        groups: [{"size": n, "hyperparameters": {...}}, ...] (parameter
+        groups, each overriding hyperparameters key by key).
         By default it is PUT /v1/sessions/{name} (the form a sharding proxy
         can route); use_post=True sends POST /v1/sessions instead."""
         body = {}
@@ -318,7 +331,7 @@ class Client:
             body["from"] = from_
         for key, value in (("hyperparameters", hyperparameters), ("dtype", dtype),
                            ("schedule", schedule), ("max_grad_norm", max_grad_norm),
-                           ("labels", labels), ("ttl_seconds", ttl_seconds)):
+                           ("labels", labels), ("ttl_seconds", ttl_seconds), ("groups", groups)):
             if value is not None:
                 body[key] = value
         if use_post:
@@ -393,13 +406,15 @@ class Client:
         return self._json("GET", self._path(name))
 
     def patch(self, name, *, hyperparameters=UNSET, schedule=UNSET, max_grad_norm=UNSET,
-              labels=UNSET, ttl_seconds=UNSET):
+              labels=UNSET, ttl_seconds=UNSET, groups=UNSET):
         """PATCH /v1/sessions/{name}; fields left UNSET are not sent, None
-        removes (schedule, max_grad_norm, ttl_seconds).  Returns the descriptor."""
+        removes (schedule, max_grad_norm, ttl_seconds).  groups: one
+        {"hyperparameters": {...}} per group (keys partial).  Returns the
+        descriptor."""
         body = {}
         for key, value in (("hyperparameters", hyperparameters), ("schedule", schedule),
                            ("max_grad_norm", max_grad_norm), ("labels", labels),
-                           ("ttl_seconds", ttl_seconds)):
+                           ("ttl_seconds", ttl_seconds), ("groups", groups)):
             if value is not UNSET:
                 body[key] = value
         return self._json("PATCH", self._path(name), body)
@@ -497,6 +512,52 @@ class Client:
         query = None if return_params else [("return", "none")]
         retry = _RETRY_CAS if all("step" in it for it in items) else _RETRY_NONE
         return self._json("POST", "/v1/steps", body, query=query, retry=retry)["results"]
+
+    def step_bytes(self, name, data, dtype, expect_step=None, loss=None, out=None):
+        """POST .../step with a raw little-endian gradient (bytes-like, of
+        dtype "float32" or "float64"): (step, raw bytes of the new
+        parameters).  out: a writable buffer of the parameters' size to read
+        them into instead (then returned in place of the bytes).  Retried
+        like step()."""
+        headers = {"Accept": "application/octet-stream", "Optd-Dtype": dtype}
+        if expect_step is not None:
+            headers["Optd-Expect-Step"] = str(int(expect_step))
+        if loss is not None:
+            headers["Optd-Loss"] = repr(float(loss))
+        retry = _RETRY_CAS if expect_step is not None else _RETRY_NONE
+        try:
+            _, resp, body, _ = self._request("POST", self._path(name, "/step"), raw_body=data,
+                                             headers=headers, retry=retry, out=out)
+            return int(resp.getheader("Optd-Step")), (out if out is not None and not body else body)
+        except OptdError as e:
+            if (e.code == "step_mismatch" and expect_step is not None and e.attempts > 0
+                    and e.current_step == expect_step + 1):
+                _, resp, body, _ = self._request("GET", self._path(name, "/params"),
+                                                 headers={"Accept": "application/octet-stream"})
+                if int(resp.getheader("Optd-Step")) == e.current_step:
+                    return e.current_step, body
+            raise
+
+    def set_params(self, name, params, expect_step=None, dtype=None):
+        """PUT .../params: replaces the parameters, keeping the optimizer
+        state and the step; returns the step.  params: a list (JSON), an
+        array.array / numpy array (binary), or bytes with dtype given."""
+        if isinstance(params, (bytes, bytearray, memoryview)):
+            if dtype not in ("float32", "float64"):
+                raise ValueError("raw bytes need dtype='float32' or 'float64'")
+            raw = params
+        elif isinstance(params, array.array) or _is_numpy(params):
+            raw, dtype = _encode_binary(params)
+        else:
+            body = {"params": list(params)}
+            if expect_step is not None:
+                body["step"] = int(expect_step)
+            return self._json("PUT", self._path(name, "/params"), body)["step"]
+        headers = {"Optd-Dtype": dtype}
+        if expect_step is not None:
+            headers["Optd-Expect-Step"] = str(int(expect_step))
+        _, _, data, _ = self._request("PUT", self._path(name, "/params"), raw_body=raw, headers=headers)
+        return json.loads(data.decode("utf-8"))["step"]
 
     def history(self, name, limit=None, after_step=None):
         """GET .../history: [{"step", "lr", "grad_norm", "loss"?, "time"}, ...]."""
