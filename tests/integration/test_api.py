@@ -1,10 +1,9 @@
 """Every endpoint of API.md on its happy path: bodies, codes and headers."""
 
 import re
-import struct
 import unittest
 
-from harness import DaemonTestCase, JSON_NULL
+from harness import DaemonTestCase
 import optref
 
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

@@ -4,7 +4,6 @@ API.md is accepted; --log-level controls the per-request log line, which
 reaches the log file while the daemon runs and survives a SIGHUP reopen."""
 
 import os
-import re
 import signal
 import subprocess
 import time

@@ -7,7 +7,6 @@ import json
 import random
 import signal
 import struct
-import socket
 import threading
 import time
 import unittest

@@ -2,13 +2,12 @@
 refused request changes nothing and never takes the daemon down."""
 
 import contextlib
-import http.client
 import json
 import math
 import socket
 import unittest
 
-from harness import DaemonTestCase, JSON_NULL
+from harness import DaemonTestCase
 import optref
 
 BIN = {"Content-Type": "application/octet-stream"}

@@ -37,9 +37,6 @@ How it maps:
 torch is imported by this module only; the rest of optd_client needs the
 standard library alone.
 """
-import json
-import warnings
-
 import torch
 
 from .client import Client, OptdError
