@@ -15,6 +15,7 @@ turned off by flags, so what the page fetches is all there is.
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,6 +40,14 @@ def chromium(width=1280, height=900, scale=1):
               "--window-size=%d,%d" % (width, height), "--user-data-dir=" + profile):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    # Selenium talks to chromedriver at "localhost": say so plainly when the
+    # machine cannot resolve it (a bare chroot without /etc/hosts), rather
+    # than "Can not connect to the Service".
+    try:
+        socket.getaddrinfo("localhost", None)
+    except OSError as e:
+        raise RuntimeError("'localhost' does not resolve here (%s): chromedriver and selenium need "
+                           "it; every installed Debian has it in /etc/hosts" % e)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_path=os.devnull), options=opts)
     quit_ = driver.quit
 
