@@ -351,20 +351,32 @@ static void swap_contents(optd_session_t *a, optd_session_t *b)
 #undef SWAP
 }
 
+/* For a replace: what s needs (*need), what old and s hold already
+ * (*avail), and the difference reserved (*extra; without enforce it is
+ * counted unchecked: optd_store_insert's callers, such as loading, must not
+ * be refused).  0 or OPTD_ELIMIT. */
+static int reserve_difference(optd_store_t *store, const optd_session_t *old, const optd_session_t *s,
+                              bool enforce, size_t *need, size_t *avail, size_t *extra,
+                              optd_err_t *err)
+{
+    *need = optd_session_bytes_locked(s);
+    *avail = old->charged + (s->mem ? s->charged : 0);
+    *extra = *need > *avail ? *need - *avail : 0;
+    if (*extra && enforce)
+        return optd_store_reserve(store, *extra, err);
+    if (*extra)
+        atomic_fetch_add(&store->bytes, *extra);
+    return 0;
+}
+
 /* old (referenced, its lock held, not deleted) takes s's contents; s
  * (locked, unreachable) is left with old's, uncounted: they are freed with
  * s.  Memory: only the difference must fit (with enforce). */
 static int replace_locked(optd_store_t *store, optd_session_t *old, optd_session_t *s,
                           bool enforce, optd_err_t *err)
 {
-    size_t need = optd_session_bytes_locked(s);
-    size_t avail = old->charged + (s->mem ? s->charged : 0);
-    size_t extra = need > avail ? need - avail : 0;
-    int rc = 0;
-    if (extra && enforce)
-        rc = optd_store_reserve(store, extra, err);
-    else if (extra)
-        atomic_fetch_add(&store->bytes, extra);
+    size_t need, avail, extra;
+    int rc = reserve_difference(store, old, s, enforce, &need, &avail, &extra, err);
     if (rc)
         return rc;
 
@@ -408,14 +420,8 @@ static int replace_locked(optd_store_t *store, optd_session_t *old, optd_session
 static int replace_object_locked(optd_store_t *store, optd_session_t *old, optd_session_t *s,
                                  bool enforce, optd_err_t *err)
 {
-    size_t need = optd_session_bytes_locked(s);
-    size_t avail = old->charged + (s->mem ? s->charged : 0);
-    size_t extra = need > avail ? need - avail : 0;
-    int rc = 0;
-    if (extra && enforce)
-        rc = optd_store_reserve(store, extra, err);
-    else if (extra)
-        atomic_fetch_add(&store->bytes, extra);
+    size_t need, avail, extra;
+    int rc = reserve_difference(store, old, s, enforce, &need, &avail, &extra, err);
     if (rc)
         return rc;
     size_t old_charged = old->charged, s_charged = s->charged;
