@@ -50,6 +50,19 @@ static inline __attribute__((always_inline)) MAGT KN(mag)(T x)
     } while (0)
 #define SEEN_P OPTD_BUF_COUNT /* seen[] slot of the parameters */
 
+/* The kernel the dispatcher calls: the body specialised once for a step
+ * that records the largest magnitudes it writes (seen non-NULL) and once
+ * for one that does not, so the plain loop carries no tracking. */
+#define KERNEL_ENTRY(name)                                                                 \
+    OPTD_KERNEL KN(name)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, \
+                         size_t n, MAGT *seen)                                             \
+    {                                                                                      \
+        if (seen)                                                                          \
+            KN(name##_pick)(pl, bufs, p, g, n, seen, true);                                \
+        else                                                                               \
+            KN(name##_pick)(pl, bufs, p, g, n, seen, false);                               \
+    }
+
 /* ---- sgd ----------------------------------------------------------------- */
 
 /* mode 0: no momentum; 1: first momentum step (buf = d); 2: momentum. */
@@ -109,13 +122,7 @@ BODY KN(sgd_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T 
 #undef SGD
 }
 
-OPTD_KERNEL KN(sgd)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(sgd_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(sgd_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(sgd)
 
 /* ---- adagrad ------------------------------------------------------------- */
 
@@ -151,13 +158,7 @@ BODY KN(adagrad_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
         KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, false, track);
 }
 
-OPTD_KERNEL KN(adagrad)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(adagrad_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(adagrad_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(adagrad)
 
 /* ---- rmsprop ------------------------------------------------------------- */
 
@@ -232,13 +233,7 @@ BODY KN(rmsprop_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, cons
 #undef RMS
 }
 
-OPTD_KERNEL KN(rmsprop)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(rmsprop_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(rmsprop_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(rmsprop)
 
 /* ---- adam, adamw ----------------------------------------------------------- */
 
@@ -304,13 +299,7 @@ BODY KN(adam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T
 #undef ADAM
 }
 
-OPTD_KERNEL KN(adam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(adam_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(adam_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(adam)
 
 /* ---- adamax -------------------------------------------------------------- */
 
@@ -355,13 +344,7 @@ BODY KN(adamax_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const
         KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, false, track);
 }
 
-OPTD_KERNEL KN(adamax)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(adamax_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(adamax_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(adamax)
 
 /* ---- nadam (PyTorch 2.x) --------------------------------------------------- */
 
@@ -408,13 +391,7 @@ BODY KN(nadam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const 
         KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, false, track);
 }
 
-OPTD_KERNEL KN(nadam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(nadam_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(nadam_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(nadam)
 
 /* ---- radam --------------------------------------------------------------- */
 
@@ -472,13 +449,7 @@ BODY KN(radam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const 
 #undef RADAM
 }
 
-OPTD_KERNEL KN(radam)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(radam_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(radam_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(radam)
 
 /* ---- adadelta ------------------------------------------------------------ */
 
@@ -522,13 +493,7 @@ BODY KN(adadelta_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, con
         KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, false, track);
 }
 
-OPTD_KERNEL KN(adadelta)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(adadelta_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(adadelta_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(adadelta)
 
 /* ---- lion ---------------------------------------------------------------- */
 
@@ -558,13 +523,7 @@ BODY KN(lion_pick)(const optd_step_plan_t *pl, void *const bufs[], T *restrict p
         seen[OPTD_BUF_EXP_AVG] = mm;
 }
 
-OPTD_KERNEL KN(lion)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n, MAGT *seen)
-{
-    if (seen)
-        KN(lion_pick)(pl, bufs, p, g, n, seen, true);
-    else
-        KN(lion_pick)(pl, bufs, p, g, n, seen, false);
-}
+KERNEL_ENTRY(lion)
 
 /* ---- entry points ---------------------------------------------------------- */
 
@@ -666,3 +625,4 @@ bool KN(optd_kernel_finite)(const T *v, size_t n)
 #undef KN
 #undef KN1
 #undef KN2
+#undef KERNEL_ENTRY
