@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -85,7 +86,7 @@ void optd_config_defaults(optd_config_t *cfg)
 void optd_config_usage(FILE *out)
 {
     fputs("usage: optd [FLAGS]\n"
-          "Serves named optimizer sessions (Adam, SGD, ... exact to PyTorch) over HTTP.\n"
+          "Serves named optimizer sessions (Adam, SGD, ... PyTorch's update rules) over HTTP.\n"
           "\n"
           "  --listen HOST:PORT         address to serve on ([::1]:PORT for IPv6)  [127.0.0.1:8080]\n"
           "  --threads N                HTTP worker threads, and threads per big update  [number of CPUs]\n"
@@ -146,26 +147,91 @@ static int parse_bool(const char *s, bool *out)
     return -1;
 }
 
+/* The flags that take a number: the range and the noun for the message,
+ * and where the value goes (a size_t or an unsigned field of the config).
+ * One table so a new numeric flag is one line, and a message always says
+ * the range that is checked. */
+typedef struct uint_flag {
+    int opt;
+    uint64_t lo, hi;
+    const char *what;   /* "'%s' is not <what>" */
+    size_t offset;      /* into optd_config_t */
+    bool is_unsigned;   /* unsigned field, else size_t */
+} uint_flag_t;
+
+#define SZ(field) offsetof(optd_config_t, field), false
+#define UN(field) offsetof(optd_config_t, field), true
+static const uint_flag_t uint_flags[] = {
+    {OPT_THREADS, 1, 1024, "a thread count in 1..1024", UN(threads)},
+    {OPT_SNAPSHOT_INTERVAL, 1, 86400, "a number of seconds in 1..86400", UN(snapshot_interval)},
+    {OPT_MAX_BODY_BYTES, 1, SIZE_MAX / 2, "a byte count >= 1", SZ(max_body_bytes)},
+    {OPT_MAX_BODY_MEMORY, 1, SIZE_MAX / 2, "a byte count >= 1", SZ(max_body_memory)},
+    {OPT_MAX_SESSIONS, 1, SIZE_MAX / 2, "a session count >= 1", SZ(max_sessions)},
+    {OPT_MAX_PARAMS, 1, SIZE_MAX / 2, "a parameter count >= 1", SZ(max_params)},
+    {OPT_MAX_MEMORY, 1, SIZE_MAX / 2, "a byte count >= 1", SZ(max_memory)},
+    {OPT_HISTORY, 0, 100000000, "a step count in 0..100000000", SZ(history)},
+    {OPT_MAX_CONNECTIONS, 1, 1000000, "a connection count in 1..1000000", UN(max_connections)},
+    {OPT_CONNECTION_TIMEOUT, 0, 86400, "a number of seconds in 0..86400", UN(connection_timeout)},
+};
+#undef SZ
+#undef UN
+
+/* The flags that take a file or directory name (never empty). */
+typedef struct path_flag {
+    int opt;
+    const char *what;   /* "empty <what>" */
+    size_t offset;      /* of a const char * in optd_config_t */
+} path_flag_t;
+
+static const path_flag_t path_flags[] = {
+    {OPT_DATA_DIR, "directory name", offsetof(optd_config_t, data_dir)},
+    {OPT_AUTH_TOKEN_FILE, "file name", offsetof(optd_config_t, auth_token_file)},
+    {OPT_TLS_CERT, "file name", offsetof(optd_config_t, tls_cert)},
+    {OPT_TLS_KEY, "file name", offsetof(optd_config_t, tls_key)},
+    {OPT_LOG_FILE, "file name", offsetof(optd_config_t, log_file)},
+    {OPT_UI_ASSETS, "directory name", offsetof(optd_config_t, ui_assets)},
+};
+
+/* Applies a flag of either table: 1 if opt is not in them, else 0 or
+ * OPTD_EINVAL. */
+static int apply_tabled(optd_config_t *cfg, int opt, const char *val, const char *src, optd_err_t *err)
+{
+    for (size_t i = 0; i < sizeof uint_flags / sizeof uint_flags[0]; i++) {
+        const uint_flag_t *f = &uint_flags[i];
+        uint64_t u;
+        if (f->opt != opt)
+            continue;
+        if (parse_uint(val, f->lo, f->hi, &u))
+            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not %s", src, val, f->what);
+        if (f->is_unsigned)
+            *(unsigned *)((char *)cfg + f->offset) = (unsigned)u;
+        else
+            *(size_t *)((char *)cfg + f->offset) = (size_t)u;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof path_flags / sizeof path_flags[0]; i++) {
+        if (path_flags[i].opt != opt)
+            continue;
+        if (!*val)
+            return optd_err_set(err, OPTD_EINVAL, "%s: empty %s", src, path_flags[i].what);
+        *(const char **)((char *)cfg + path_flags[i].offset) = val;
+        return 0;
+    }
+    return 1;
+}
+
 /* Applies one flag's value; `src` names where it came from for messages
  * ("--threads" or "OPTD_THREADS"). */
 static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, optd_err_t *err)
 {
-    uint64_t u;
+    int rc = apply_tabled(cfg, opt, val, src, err);
+    if (rc <= 0)
+        return rc;
     switch (opt) {
     case OPT_LISTEN:
         if (!*val)
             return optd_err_set(err, OPTD_EINVAL, "%s: empty address (want HOST:PORT)", src);
         cfg->listen = val;
-        return 0;
-    case OPT_THREADS:
-        if (parse_uint(val, 1, 1024, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a thread count in 1..1024", src, val);
-        cfg->threads = (unsigned)u;
-        return 0;
-    case OPT_DATA_DIR:
-        if (!*val)
-            return optd_err_set(err, OPTD_EINVAL, "%s: empty directory name", src);
-        cfg->data_dir = val;
         return 0;
     case OPT_SYNC:
         if (strcmp(val, "interval") == 0)
@@ -175,66 +241,6 @@ static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, 
         else
             return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a sync mode (interval or always)", src, val);
         return 0;
-    case OPT_SNAPSHOT_INTERVAL:
-        if (parse_uint(val, 1, 86400, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a number of seconds in 1..86400", src, val);
-        cfg->snapshot_interval = (unsigned)u;
-        return 0;
-    case OPT_AUTH_TOKEN_FILE:
-    case OPT_TLS_CERT:
-    case OPT_TLS_KEY:
-    case OPT_LOG_FILE:
-        if (!*val)
-            return optd_err_set(err, OPTD_EINVAL, "%s: empty file name", src);
-        if (opt == OPT_AUTH_TOKEN_FILE)
-            cfg->auth_token_file = val;
-        else if (opt == OPT_TLS_CERT)
-            cfg->tls_cert = val;
-        else if (opt == OPT_TLS_KEY)
-            cfg->tls_key = val;
-        else
-            cfg->log_file = val;
-        return 0;
-    case OPT_MAX_BODY_BYTES:
-        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
-        cfg->max_body_bytes = (size_t)u;
-        return 0;
-    case OPT_MAX_BODY_MEMORY:
-        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
-        cfg->max_body_memory = (size_t)u;
-        return 0;
-    case OPT_MAX_SESSIONS:
-        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a session count >= 1", src, val);
-        cfg->max_sessions = (size_t)u;
-        return 0;
-    case OPT_MAX_PARAMS:
-        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a parameter count >= 1", src, val);
-        cfg->max_params = (size_t)u;
-        return 0;
-    case OPT_MAX_MEMORY:
-        if (parse_uint(val, 1, SIZE_MAX / 2, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a byte count >= 1", src, val);
-        cfg->max_memory = (size_t)u;
-        return 0;
-    case OPT_HISTORY:
-        if (parse_uint(val, 0, 100000000, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a step count in 0..100000000", src, val);
-        cfg->history = (size_t)u;
-        return 0;
-    case OPT_MAX_CONNECTIONS:
-        if (parse_uint(val, 1, 1000000, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a connection count in 1..1000000", src, val);
-        cfg->max_connections = (unsigned)u;
-        return 0;
-    case OPT_CONNECTION_TIMEOUT:
-        if (parse_uint(val, 0, 86400, &u))
-            return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a number of seconds in 0..86400", src, val);
-        cfg->connection_timeout = (unsigned)u;
-        return 0;
     case OPT_METRICS_AUTH:
         if (!val) {
             cfg->metrics_auth = true;
@@ -243,21 +249,13 @@ static int apply(optd_config_t *cfg, int opt, const char *val, const char *src, 
         if (parse_bool(val, &cfg->metrics_auth))
             return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a boolean (1/0, true/false)", src, val);
         return 0;
-    case OPT_LOG_LEVEL: {
-        optd_log_level_t lvl;
-        if (optd_log_level_parse(val, &lvl))
+    case OPT_LOG_LEVEL:
+        if (optd_log_level_parse(val, &cfg->log_level))
             return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not a log level (error, warn, info, debug)", src, val);
-        cfg->log_level = lvl;
         return 0;
-    }
     case OPT_UI:
         if (parse_bool(val, &cfg->ui) || !*val)
             return optd_err_set(err, OPTD_EINVAL, "%s: '%s' is not on or off", src, val);
-        return 0;
-    case OPT_UI_ASSETS:
-        if (!*val)
-            return optd_err_set(err, OPTD_EINVAL, "%s: empty directory name", src);
-        cfg->ui_assets = val;
         return 0;
     default:
         return optd_err_set(err, OPTD_EINVAL, "%s: unexpected flag", src);
