@@ -306,6 +306,79 @@ static int setup_loop(optd_server_t *srv)
     return rc;
 }
 
+/* The session store under its memory budget, and the threads big updates
+ * are split over (as many as serve HTTP, --threads).  0, or -1 logged. */
+static int open_store(optd_server_t *srv)
+{
+    optd_err_t err = {0};
+    char budget_how[200] = "--max-memory";
+    if (!srv->cfg.max_memory)
+        srv->cfg.max_memory = optd_config_memory_default(budget_how, sizeof budget_how);
+    optd_log(&srv->log, OPTD_LOG_INFO, "memory budget for sessions: %zu bytes (%.1f MiB), from %s",
+             srv->cfg.max_memory, (double)srv->cfg.max_memory / 1048576.0, budget_how);
+    optd_store_limits_t limits = {
+        .max_sessions = srv->cfg.max_sessions,
+        .max_params = srv->cfg.max_params,
+        .history = srv->cfg.history,
+        .max_memory = srv->cfg.max_memory,
+    };
+    if (optd_store_new(&limits, &srv->store, &err) < 0) {
+        optd_log(&srv->log, OPTD_LOG_ERROR, "cannot create the session store: %s", err.msg);
+        return -1;
+    }
+    if (optd_pool_new(srv->cfg.threads, &srv->pool, &err) < 0) {
+        optd_log(&srv->log, OPTD_LOG_ERROR, "cannot start the update threads: %s", err.msg);
+        return -1;
+    }
+    optd_store_set_pool(srv->store, srv->pool);
+    return 0;
+}
+
+/* --data-dir: takes the directory and loads its sessions, saying what was
+ * restored and how much of the budget it holds.  0, or -1 logged. */
+static int open_data_dir(optd_server_t *srv)
+{
+    optd_err_t err = {0};
+    char msg[OPTD_ERR_MSG_MAX + 64];
+    if (optd_persist_open(srv->cfg.data_dir, srv->cfg.sync, (int64_t)srv->cfg.snapshot_interval * 1000,
+                          srv->store, &srv->log, &srv->persist, &err) < 0) {
+        snprintf(msg, sizeof msg, "cannot use --data-dir: %s", err.msg);
+        startup_error(srv, msg);
+        return -1;
+    }
+    optd_persist_stats_t stats;
+    memset(&stats, 0, sizeof stats);
+    if (optd_persist_load(srv->persist, &stats, &err) < 0) {
+        snprintf(msg, sizeof msg, "cannot load --data-dir: %s", err.msg);
+        startup_error(srv, msg);
+        return -1;
+    }
+    optd_log(&srv->log, OPTD_LOG_INFO, "restored %zu sessions (%zu parameters) from %s in %.3f s%s",
+             stats.sessions_loaded, stats.params_loaded, srv->cfg.data_dir, stats.seconds,
+             stats.files_set_aside ? "; damaged files were set aside (see above)" : "");
+    size_t used, max;
+    optd_store_memory(srv->store, &used, &max);
+    /* Loaded sessions are never refused: say so when they leave no room. */
+    optd_log(&srv->log, used > max ? OPTD_LOG_WARN : OPTD_LOG_INFO,
+             "the restored sessions hold %zu bytes of the %zu-byte memory budget%s", used, max,
+             used > max ? ": over it, so every create, fork and import gets 429 until some are deleted" : "");
+    return 0;
+}
+
+/* The start-up line a deployment greps for: where, how many threads, which
+ * durability, the main limits. */
+static void log_listening(optd_server_t *srv)
+{
+    bool always = srv->cfg.data_dir && srv->cfg.sync == OPTD_SYNC_ALWAYS;
+    optd_log(&srv->log, OPTD_LOG_INFO,
+             "optd %s listening on %s%s (%u threads%s, %s%s%s, max %zu sessions, body limit %zu bytes)",
+             OPTD_VERSION, srv->cfg.tls_cert ? "https://" : "http://", srv->listen_desc, srv->cfg.threads,
+             always ? " for big updates, HTTP a thread per connection" : "",
+             srv->cfg.data_dir ? "sync " : "memory only",
+             srv->cfg.data_dir ? (always ? "always" : "interval") : "", srv->n_tokens ? ", auth on" : "",
+             srv->cfg.max_sessions, srv->cfg.max_body_bytes);
+}
+
 int main(int argc, char **argv)
 {
     static optd_server_t srv; /* main's own; handed to everything by pointer */
@@ -343,56 +416,8 @@ int main(int argc, char **argv)
 
     optd_ui_load(&srv);
 
-    char budget_how[200] = "--max-memory";
-    if (!srv.cfg.max_memory)
-        srv.cfg.max_memory = optd_config_memory_default(budget_how, sizeof budget_how);
-    optd_log(&srv.log, OPTD_LOG_INFO, "memory budget for sessions: %zu bytes (%.1f MiB), from %s",
-             srv.cfg.max_memory, (double)srv.cfg.max_memory / 1048576.0, budget_how);
-    optd_store_limits_t limits = {
-        .max_sessions = srv.cfg.max_sessions,
-        .max_params = srv.cfg.max_params,
-        .history = srv.cfg.history,
-        .max_memory = srv.cfg.max_memory,
-    };
-    if (optd_store_new(&limits, &srv.store, &err) < 0) {
-        optd_log(&srv.log, OPTD_LOG_ERROR, "cannot create the session store: %s", err.msg);
+    if (open_store(&srv) < 0 || (srv.cfg.data_dir && open_data_dir(&srv) < 0))
         goto out;
-    }
-    /* Big updates are split over as many threads as serve HTTP (--threads). */
-    if (optd_pool_new(srv.cfg.threads, &srv.pool, &err) < 0) {
-        optd_log(&srv.log, OPTD_LOG_ERROR, "cannot start the update threads: %s", err.msg);
-        goto out;
-    }
-    optd_store_set_pool(srv.store, srv.pool);
-
-    if (srv.cfg.data_dir) {
-        if (optd_persist_open(srv.cfg.data_dir, srv.cfg.sync, (int64_t)srv.cfg.snapshot_interval * 1000,
-                              srv.store, &srv.log, &srv.persist, &err) < 0) {
-            char msg[OPTD_ERR_MSG_MAX + 64];
-            snprintf(msg, sizeof msg, "cannot use --data-dir: %s", err.msg);
-            startup_error(&srv, msg);
-            goto out;
-        }
-        optd_persist_stats_t stats;
-        memset(&stats, 0, sizeof stats);
-        if (optd_persist_load(srv.persist, &stats, &err) < 0) {
-            char msg[OPTD_ERR_MSG_MAX + 64];
-            snprintf(msg, sizeof msg, "cannot load --data-dir: %s", err.msg);
-            startup_error(&srv, msg);
-            goto out;
-        }
-        optd_log(&srv.log, OPTD_LOG_INFO,
-                 "restored %zu sessions (%zu parameters) from %s in %.3f s%s", stats.sessions_loaded,
-                 stats.params_loaded, srv.cfg.data_dir, stats.seconds,
-                 stats.files_set_aside ? "; damaged files were set aside (see above)" : "");
-        size_t used, max;
-        optd_store_memory(srv.store, &used, &max);
-        /* Loaded sessions are never refused: say so when they leave no room. */
-        optd_log(&srv.log, used > max ? OPTD_LOG_WARN : OPTD_LOG_INFO,
-                 "the restored sessions hold %zu bytes of the %zu-byte memory budget%s", used, max,
-                 used > max ? ": over it, so every create, fork and import gets 429 until some are deleted"
-                            : "");
-    }
 
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0) {
@@ -412,14 +437,7 @@ int main(int argc, char **argv)
         uv_run(&loop, UV_RUN_DEFAULT);
         goto close_loop;
     }
-    optd_log(&srv.log, OPTD_LOG_INFO,
-             "optd %s listening on %s%s (%u threads%s, %s%s%s, max %zu sessions, body limit %zu bytes)",
-             OPTD_VERSION, srv.cfg.tls_cert ? "https://" : "http://", srv.listen_desc, srv.cfg.threads,
-             srv.cfg.data_dir && srv.cfg.sync == OPTD_SYNC_ALWAYS ? " for big updates, HTTP a thread per connection"
-                                                                  : "",
-             srv.cfg.data_dir ? "sync " : "memory only",
-             srv.cfg.data_dir ? (srv.cfg.sync == OPTD_SYNC_ALWAYS ? "always" : "interval") : "",
-             srv.n_tokens ? ", auth on" : "", srv.cfg.max_sessions, srv.cfg.max_body_bytes);
+    log_listening(&srv);
 
     uv_run(&loop, UV_RUN_DEFAULT);
     status = 0;
