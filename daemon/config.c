@@ -453,27 +453,41 @@ static uint64_t cgroup_limit(const char **how)
     return 0;
 }
 
-size_t optd_config_memory_default(char *how, size_t cap)
+/* The memory this process may use: its cgroup's limit, or physical memory
+ * when there is none (or a v1 "no limit" above it); *src says which. */
+static uint64_t memory_limit(const char **src)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     uint64_t phys = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
-    const char *src = "physical memory";
-    uint64_t limit = cgroup_limit(&src);
+    *src = "physical memory";
+    uint64_t limit = cgroup_limit(src);
     /* cgroup v1 says "no limit" with a huge number: physical memory is then the limit. */
     if (!limit || (phys && limit >= phys)) {
         limit = phys;
-        src = "physical memory";
+        *src = "physical memory";
     }
     if (!limit) {
         limit = (uint64_t)1 << 30;
-        src = "no known limit, assumed";
+        *src = "no known limit, assumed";
     }
-    if (limit > SIZE_MAX / 2)
-        limit = SIZE_MAX / 2;
+    return limit > SIZE_MAX / 2 ? SIZE_MAX / 2 : limit;
+}
+
+size_t optd_config_memory_default(char *how, size_t cap)
+{
+    const char *src;
+    uint64_t limit = memory_limit(&src);
     /* Half: a quarter is the default --max-body-memory (bodies in flight),
      * a sixth of the budget may be borrowed by answers in flight
      * (optd_store_borrow), and the rest is the process's own. */
     uint64_t reserve = limit - limit / 2;
     snprintf(how, cap, "%s (%llu bytes), half of it", src, (unsigned long long)limit);
     return (size_t)(limit - reserve);
+}
+
+size_t optd_config_body_memory_default(size_t max_body_bytes)
+{
+    const char *src;
+    size_t quarter = (size_t)(memory_limit(&src) / 4);
+    return quarter < max_body_bytes ? max_body_bytes : quarter;
 }

@@ -24,7 +24,8 @@ typedef struct optd_config {
     const char *tls_cert;
     const char *tls_key;
     size_t max_body_bytes;
-    size_t max_body_memory;        /* bodies in flight, bytes; 0: a quarter of the memory */
+    size_t max_body_memory;        /* bodies in flight, bytes; 0: not given (main resolves it
+                                      with optd_config_body_memory_default) */
     size_t max_sessions;
     size_t max_params;             /* 0: unlimited */
     size_t max_memory;             /* --max-memory; 0: not given (optd_config_memory_default) */
@@ -62,6 +63,11 @@ void optd_config_usage(FILE *out);
  * answers in flight (optd_store_borrow) and the process itself.  how (cap
  * bytes) says where the figure came from, for the log. */
 size_t optd_config_memory_default(char *how, size_t cap);
+
+/* The --max-body-memory default: a quarter of the same limit
+ * optd_config_memory_default halves, but at least max_body_bytes (the
+ * largest allowed body always fits when it is alone). */
+size_t optd_config_body_memory_default(size_t max_body_bytes);
 
 /* Splits "host:port", "[v6]:port" or ":port" into host (cap bytes; "" for
  * all interfaces) and port: 0 or OPTD_EINVAL with a message. */

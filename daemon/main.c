@@ -316,6 +316,11 @@ static int open_store(optd_server_t *srv)
         srv->cfg.max_memory = optd_config_memory_default(budget_how, sizeof budget_how);
     optd_log(&srv->log, OPTD_LOG_INFO, "memory budget for sessions: %zu bytes (%.1f MiB), from %s",
              srv->cfg.max_memory, (double)srv->cfg.max_memory / 1048576.0, budget_how);
+    bool body_default = !srv->cfg.max_body_memory;
+    if (body_default)
+        srv->cfg.max_body_memory = optd_config_body_memory_default(srv->cfg.max_body_bytes);
+    optd_log(&srv->log, OPTD_LOG_INFO, "request bodies in flight may hold %zu bytes%s", srv->cfg.max_body_memory,
+             body_default ? " (the default: a quarter of the memory, at least --max-body-bytes)" : "");
     optd_store_limits_t limits = {
         .max_sessions = srv->cfg.max_sessions,
         .max_params = srv->cfg.max_params,

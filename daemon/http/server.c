@@ -776,48 +776,11 @@ static int read_file(const char *path, const char *flag, char **out, optd_err_t 
     return 0;
 }
 
-/* The memory this process may use: physical memory, or its cgroup (v2)
- * limit when lower; 0 when neither can be read. */
-static uint64_t memory_limit(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    uint64_t mem = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
-    char line[512], path[600];
-    FILE *f = fopen("/proc/self/cgroup", "r");
-    bool found = false;
-    while (f && !found && fgets(line, sizeof line, f))
-        if (strncmp(line, "0::", 3) == 0) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
-            found = true;
-        }
-    if (f)
-        fclose(f);
-    FILE *m = found ? fopen(path, "r") : NULL;
-    unsigned long long lim;
-    if (m && fscanf(m, "%llu", &lim) == 1 && lim > 0 && (mem == 0 || lim < mem))
-        mem = lim; /* "max" (no limit) does not scan */
-    if (m)
-        fclose(m);
-    return mem;
-}
-
-/* --max-body-memory, or by default a quarter of the memory (at least one
- * body of --max-body-bytes, so the largest allowed body always fits when
- * it is alone). */
+/* The body budget: --max-body-memory, resolved by main when not given. */
 static void set_body_budget(optd_server_t *srv)
 {
-    size_t max = srv->cfg.max_body_memory;
-    if (!max) {
-        uint64_t quarter = memory_limit() / 4;
-        max = quarter > SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)quarter;
-        if (max < srv->cfg.max_body_bytes)
-            max = srv->cfg.max_body_bytes;
-    }
-    srv->body_mem_max = max;
+    srv->body_mem_max = srv->cfg.max_body_memory ? srv->cfg.max_body_memory : SIZE_MAX / 2;
     atomic_store(&srv->body_mem, 0);
-    optd_log(&srv->log, OPTD_LOG_INFO, "request bodies in flight may hold %zu bytes%s", max,
-             srv->cfg.max_body_memory ? "" : " (the default: a quarter of the memory, at least --max-body-bytes)");
 }
 
 int optd_http_start(optd_server_t *srv, optd_err_t *err)

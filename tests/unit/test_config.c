@@ -45,6 +45,20 @@ START_TEST(default_budget_fits_the_machine)
 }
 END_TEST
 
+/* The two defaults come from one reading of the limit: the body budget is
+ * half the session budget (a quarter of the limit against a half), and
+ * never below one largest body. */
+START_TEST(body_budget_is_a_quarter_of_the_same_limit)
+{
+    char how[200];
+    size_t sessions = optd_config_memory_default(how, sizeof how);
+    size_t bodies = optd_config_body_memory_default(1);
+    ck_assert_uint_le(bodies, sessions / 2 + 1);
+    ck_assert_uint_ge(bodies + 1, sessions / 2);
+    ck_assert_uint_eq(optd_config_body_memory_default(sessions * 4), sessions * 4);
+}
+END_TEST
+
 /* Every numeric flag: its bounds are taken, one past them is refused with
  * a message naming the flag and the range, and the value lands in its own
  * field (a wrong offset in the flag table would show here). */
@@ -111,6 +125,7 @@ int main(void)
     tcase_add_test(tc, max_memory_flag);
     tcase_add_test(tc, default_budget_fits_the_machine);
     tcase_add_test(tc, numeric_flags_bounds_and_fields);
+    tcase_add_test(tc, body_budget_is_a_quarter_of_the_same_limit);
     tcase_add_test(tc, path_flags_refuse_empty);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
