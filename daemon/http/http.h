@@ -81,6 +81,9 @@ typedef struct optd_conn {
     char addr[INET6_ADDRSTRLEN];   /* the client's address, for the log */
 } optd_conn_t;
 
+/* A row of router.c's route table (opaque outside it). */
+typedef struct optd_route_def optd_route_def_t;
+
 typedef struct optd_req {
     optd_server_t *srv;
     struct MHD_Connection *conn;
@@ -89,6 +92,7 @@ typedef struct optd_req {
     optd_method_t method;
     const char *url;         /* path without the query, as MHD decoded it */
     optd_route_t route;
+    const optd_route_def_t *def; /* the route table's row; NULL when no route */
     char name[OPTD_NAME_MAX + 1]; /* the {name} segment, when the route has one */
     bool name_too_long;
     int64_t start_ns;
@@ -116,10 +120,13 @@ typedef struct optd_req {
 
 /* ---- router.c ------------------------------------------------------------ */
 
-/* Matches req->url: sets req->route (OPTD_R_NONE when no route) and name. */
+/* Matches req->url against the route table: sets req->def and req->route
+ * (NULL and OPTD_R_NONE when no route) and req->name. */
 void optd_router_match(optd_req_t *req);
-/* The methods route takes (a mask of optd_method_t). */
-unsigned optd_router_allowed(optd_route_t route);
+/* The methods a route takes (a mask of optd_method_t; 0 for NULL). */
+unsigned optd_router_allowed(const optd_route_def_t *def);
+/* Whether a route takes application/octet-stream bodies. */
+bool optd_router_takes_binary(const optd_route_def_t *def);
 /* "GET, HEAD, POST" for an Allow header; buf of at least 64 bytes. */
 void optd_router_allow_header(unsigned mask, char *buf, size_t cap);
 optd_method_t optd_method_parse(const char *method);

@@ -1,7 +1,9 @@
 /* router.c: API.md's paths and methods, and dispatch to the handlers.
  *
  * Paths match exactly (no trailing slash, no extra segments); a path that
- * exists with a method it does not take is 405 with an Allow header. */
+ * exists with a method it does not take is 405 with an Allow header, and a
+ * binary body where the route takes none is 415 (server.c asks the table). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,61 +53,80 @@ size_t optd_router_unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(o - s);
 }
 
+/* Every route: its path, the handler of each method, and whether its
+ * bodies may be binary.  Allow, 405 and 415 follow from this table; a new
+ * endpoint is one row here and its handler.  HEAD runs the GET handler
+ * (libmicrohttpd drops the body). */
+typedef void (*handler_fn)(optd_req_t *req);
+
+struct optd_route_def {
+    optd_route_t route;
+    const char *path;      /* exact path; under a session: what follows "{name}" */
+    bool under_session;    /* /v1/sessions/{name}<path> */
+    bool ui_only;          /* served only with --ui on */
+    bool ui_prefix;        /* path and path/... */
+    bool binary;           /* takes application/octet-stream bodies too */
+    handler_fn get, post, put, patch, del;
+};
+
+static const optd_route_def_t routes[] = {
+    {OPTD_R_HEALTHZ, "/healthz", .get = optd_route_healthz},
+    {OPTD_R_METRICS, "/metrics", .get = optd_route_metrics},
+    {OPTD_R_ROOT, "/", .ui_only = true, .get = optd_route_root},
+    {OPTD_R_UI, "/ui", .ui_only = true, .ui_prefix = true, .get = optd_route_ui},
+    {OPTD_R_OPTIMIZERS, "/v1/optimizers", .get = optd_route_optimizers},
+    {OPTD_R_SESSIONS, "/v1/sessions", .get = optd_route_sessions_list, .post = optd_route_sessions_create},
+    {OPTD_R_STEPS, "/v1/steps", .post = optd_route_steps},
+    {OPTD_R_SESSION, "", .under_session = true, .get = optd_route_session_get, .put = optd_route_sessions_create,
+     .patch = optd_route_session_patch, .del = optd_route_session_delete},
+    {OPTD_R_PARAMS, "/params", .under_session = true, .binary = true, .get = optd_route_params_get,
+     .put = optd_route_params_put},
+    {OPTD_R_STEP, "/step", .under_session = true, .binary = true, .post = optd_route_step},
+    {OPTD_R_HISTORY, "/history", .under_session = true, .get = optd_route_history_get},
+    {OPTD_R_STATE, "/state", .under_session = true, .get = optd_route_state_get, .put = optd_route_state_put},
+};
+
+static const char session_prefix[] = "/v1/sessions/";
+
+static bool matches(const optd_route_def_t *r, const char *u, bool ui_on)
+{
+    if (r->ui_only && !ui_on)
+        return false;
+    if (r->ui_prefix) {
+        size_t n = strlen(r->path);
+        return strncmp(u, r->path, n) == 0 && (u[n] == '\0' || u[n] == '/');
+    }
+    return strcmp(u, r->path) == 0;
+}
+
 void optd_router_match(optd_req_t *req)
 {
     const char *u = req->url;
     req->route = OPTD_R_NONE;
-    if (strcmp(u, "/healthz") == 0) {
-        req->route = OPTD_R_HEALTHZ;
-        return;
+    req->def = NULL;
+    bool ui_on = req->srv->cfg.ui;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (!routes[i].under_session && matches(&routes[i], u, ui_on)) {
+            req->def = &routes[i];
+            req->route = routes[i].route;
+            return;
+        }
     }
-    if (strcmp(u, "/metrics") == 0) {
-        req->route = OPTD_R_METRICS;
+    if (strncmp(u, session_prefix, sizeof session_prefix - 1) != 0)
         return;
-    }
-    if (req->srv->cfg.ui && strcmp(u, "/") == 0) {
-        req->route = OPTD_R_ROOT;
-        return;
-    }
-    if (req->srv->cfg.ui && strncmp(u, "/ui", 3) == 0 && (u[3] == '\0' || u[3] == '/')) {
-        req->route = OPTD_R_UI;
-        return;
-    }
-    if (strcmp(u, "/v1/optimizers") == 0) {
-        req->route = OPTD_R_OPTIMIZERS;
-        return;
-    }
-    if (strcmp(u, "/v1/sessions") == 0) {
-        req->route = OPTD_R_SESSIONS;
-        return;
-    }
-    if (strcmp(u, "/v1/steps") == 0) {
-        req->route = OPTD_R_STEPS;
-        return;
-    }
-    static const char prefix[] = "/v1/sessions/";
-    if (strncmp(u, prefix, sizeof prefix - 1) != 0)
-        return;
-    const char *name = u + sizeof prefix - 1;
-    const char *slash = strchr(name, '/');
-    size_t len = slash ? (size_t)(slash - name) : strlen(name);
+    const char *name = u + sizeof session_prefix - 1;
+    size_t len = strcspn(name, "/");
     if (len == 0)
         return;
-    const char *rest = slash ? slash + 1 : NULL;
-    optd_route_t r;
-    if (!rest)
-        r = OPTD_R_SESSION;
-    else if (strcmp(rest, "params") == 0)
-        r = OPTD_R_PARAMS;
-    else if (strcmp(rest, "step") == 0)
-        r = OPTD_R_STEP;
-    else if (strcmp(rest, "history") == 0)
-        r = OPTD_R_HISTORY;
-    else if (strcmp(rest, "state") == 0)
-        r = OPTD_R_STATE;
-    else
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].under_session && strcmp(name + len, routes[i].path) == 0) {
+            req->def = &routes[i];
+            req->route = routes[i].route;
+            break;
+        }
+    }
+    if (!req->def)
         return;
-    req->route = r;
     if (len > OPTD_NAME_MAX) {
         req->name_too_long = true;
         len = OPTD_NAME_MAX;
@@ -114,31 +135,17 @@ void optd_router_match(optd_req_t *req)
     req->name[len] = '\0';
 }
 
-unsigned optd_router_allowed(optd_route_t route)
+unsigned optd_router_allowed(const optd_route_def_t *def)
 {
-    switch (route) {
-    case OPTD_R_HEALTHZ:
-    case OPTD_R_METRICS:
-    case OPTD_R_OPTIMIZERS:
-    case OPTD_R_HISTORY:
-    case OPTD_R_ROOT:
-    case OPTD_R_UI:
-        return OPTD_M_GET | OPTD_M_HEAD;
-    case OPTD_R_PARAMS:
-        return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_PUT;
-    case OPTD_R_SESSIONS:
-        return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_POST;
-    case OPTD_R_SESSION:
-        return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_PUT | OPTD_M_PATCH | OPTD_M_DELETE;
-    case OPTD_R_STEP:
-    case OPTD_R_STEPS:
-        return OPTD_M_POST;
-    case OPTD_R_STATE:
-        return OPTD_M_GET | OPTD_M_HEAD | OPTD_M_PUT;
-    case OPTD_R_NONE:
-        break;
-    }
-    return 0;
+    if (!def)
+        return 0;
+    return (def->get ? OPTD_M_GET | OPTD_M_HEAD : 0u) | (def->post ? OPTD_M_POST : 0u) |
+           (def->put ? OPTD_M_PUT : 0u) | (def->patch ? OPTD_M_PATCH : 0u) | (def->del ? OPTD_M_DELETE : 0u);
+}
+
+bool optd_router_takes_binary(const optd_route_def_t *def)
+{
+    return def && def->binary;
 }
 
 void optd_router_allow_header(unsigned mask, char *buf, size_t cap)
@@ -157,63 +164,33 @@ void optd_router_allow_header(unsigned mask, char *buf, size_t cap)
 
 void optd_router_dispatch(optd_req_t *req)
 {
-    /* HEAD runs the GET handler; libmicrohttpd drops the body. */
-    optd_method_t m = req->method == OPTD_M_HEAD ? OPTD_M_GET : req->method;
-    switch (req->route) {
-    case OPTD_R_HEALTHZ:
-        optd_route_healthz(req);
+    const optd_route_def_t *d = req->def;
+    handler_fn h = NULL;
+    if (d) {
+        switch (req->method) {
+        case OPTD_M_GET:
+        case OPTD_M_HEAD:
+            h = d->get;
+            break;
+        case OPTD_M_POST:
+            h = d->post;
+            break;
+        case OPTD_M_PUT:
+            h = d->put;
+            break;
+        case OPTD_M_PATCH:
+            h = d->patch;
+            break;
+        case OPTD_M_DELETE:
+            h = d->del;
+            break;
+        case OPTD_M_OTHER:
+            break;
+        }
+    }
+    if (h) {
+        h(req);
         return;
-    case OPTD_R_METRICS:
-        optd_route_metrics(req);
-        return;
-    case OPTD_R_OPTIMIZERS:
-        optd_route_optimizers(req);
-        return;
-    case OPTD_R_SESSIONS:
-        if (m == OPTD_M_GET)
-            optd_route_sessions_list(req);
-        else
-            optd_route_sessions_create(req);
-        return;
-    case OPTD_R_SESSION:
-        if (m == OPTD_M_GET)
-            optd_route_session_get(req);
-        else if (m == OPTD_M_PUT)
-            optd_route_sessions_create(req);
-        else if (m == OPTD_M_PATCH)
-            optd_route_session_patch(req);
-        else
-            optd_route_session_delete(req);
-        return;
-    case OPTD_R_PARAMS:
-        if (m == OPTD_M_GET)
-            optd_route_params_get(req);
-        else
-            optd_route_params_put(req);
-        return;
-    case OPTD_R_STEP:
-        optd_route_step(req);
-        return;
-    case OPTD_R_HISTORY:
-        optd_route_history_get(req);
-        return;
-    case OPTD_R_STEPS:
-        optd_route_steps(req);
-        return;
-    case OPTD_R_STATE:
-        if (m == OPTD_M_GET)
-            optd_route_state_get(req);
-        else
-            optd_route_state_put(req);
-        return;
-    case OPTD_R_ROOT:
-        optd_route_root(req);
-        return;
-    case OPTD_R_UI:
-        optd_route_ui(req);
-        return;
-    case OPTD_R_NONE:
-        break;
     }
     optd_http_error(req, OPTD_ENOTFOUND, "no route for %s %s", req->method_str, req->url);
 }

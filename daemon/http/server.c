@@ -178,7 +178,7 @@ static void bad_media(optd_req_t *req, const char *ct)
     optd_sbuf_puts(&b, "{\"error\":{\"code\":\"unsupported_media_type\",\"message\":");
     char msg[200];
     snprintf(msg, sizeof msg, "Content-Type '%.64s' is not taken here (use application/json%s)", ct,
-             req->route == OPTD_R_STEP || req->route == OPTD_R_PARAMS ? " or application/octet-stream" : "");
+             optd_router_takes_binary(req->def) ? " or application/octet-stream" : "");
     optd_sbuf_put_jstring(&b, msg);
     optd_sbuf_puts(&b, "}}");
     optd_http_reply_sbuf(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, &b);
@@ -359,7 +359,7 @@ static void begin(optd_req_t *req, const framing_t *f)
         optd_http_error(req, OPTD_ENOTFOUND, "no route %.100s", req->url);
         return;
     }
-    unsigned allowed = optd_router_allowed(req->route);
+    unsigned allowed = optd_router_allowed(req->def);
     if (!(allowed & req->method)) {
         method_not_allowed(req, allowed);
         return;
@@ -382,8 +382,7 @@ static void begin(optd_req_t *req, const framing_t *f)
         media_type(ct ? ct : "", mt, sizeof mt);
         if (mt[0] == '\0' || strcmp(mt, "application/json") == 0)
             req->body_kind = OPTD_BODY_JSON;
-        else if (strcmp(mt, "application/octet-stream") == 0 &&
-                 (req->route == OPTD_R_STEP || req->route == OPTD_R_PARAMS))
+        else if (strcmp(mt, "application/octet-stream") == 0 && optd_router_takes_binary(req->def))
             req->body_kind = OPTD_BODY_BINARY;
         else {
             bad_media(req, ct);

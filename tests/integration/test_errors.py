@@ -446,7 +446,11 @@ class RoutesAndMethods(ErrorsBase):
                  ("POST", "/v1/sessions/e-adam/state", {"GET", "PUT"}),
                  ("POST", "/v1/optimizers", {"GET"}),
                  ("DELETE", "/healthz", {"GET"}),
-                 ("POST", "/metrics", {"GET"})]
+                 ("POST", "/metrics", {"GET"}),
+                 ("GET", "/v1/steps", {"POST"}),
+                 ("PATCH", "/v1/steps", {"POST"}),
+                 ("POST", "/ui/", {"GET"}),
+                 ("DELETE", "/", {"GET"})]
         for method, path, allow in cases:
             with self.subTest(method=method, path=path), self.unchanged("e-adam"):
                 r = self.d.request(method, path)
@@ -501,7 +505,8 @@ class RoutesAndMethods(ErrorsBase):
                                         ("PATCH", "/v1/sessions/e-adam", "text/html"),
                                         ("POST", "/v1/sessions/e-adam/step", "text/plain"),
                                         ("POST", "/v1/sessions/e-adam/step", "multipart/form-data; boundary=x"),
-                                        ("PUT", "/v1/sessions/e-adam/state", "application/octet-stream")):
+                                        ("PUT", "/v1/sessions/e-adam/state", "application/octet-stream"),
+                                        ("POST", "/v1/steps", "application/octet-stream")):
                 with self.subTest(method=method, path=path, ctype=ctype):
                     body = b'{"name": "e-ct", "optimizer": "adam", "size": 3}' if "sessions/e-adam/step" not in path \
                         else b"\0" * 24
