@@ -154,44 +154,30 @@ static void busy(optd_req_t *req)
 }
 
 /* 413 that also closes the connection, so an unread body is never taken
- * for the next request. */
+ * for the next request.  413, 415, 401 and 405 have no optd_err code (the
+ * layers below never see a body, a credential or a method): they are
+ * worded here and encoded by respond.c like every other error. */
 static void too_large(optd_req_t *req)
 {
     atomic_fetch_add_explicit(&req->srv->metrics.body_too_large, 1, memory_order_relaxed);
-    /* 413 has no optd_err code of its own (the layers below never see a
-     * body), so its error body is written here. */
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_printf(&b,
-                     "{\"error\":{\"code\":\"payload_too_large\",\"message\":\"the body is over "
-                     "--max-body-bytes (%zu bytes)\"}}",
-                     req->srv->cfg.max_body_bytes);
-    optd_http_reply_sbuf(req, 413, &b);
+    optd_http_error_status(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                           "the body is over --max-body-bytes (%zu bytes)", req->srv->cfg.max_body_bytes);
     optd_http_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
 /* 415 for a Content-Type the route does not take. */
 static void bad_media(optd_req_t *req, const char *ct)
 {
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_puts(&b, "{\"error\":{\"code\":\"unsupported_media_type\",\"message\":");
-    char msg[200];
-    snprintf(msg, sizeof msg, "Content-Type '%.64s' is not taken here (use application/json%s)", ct,
-             optd_router_takes_binary(req->def) ? " or application/octet-stream" : "");
-    optd_sbuf_put_jstring(&b, msg);
-    optd_sbuf_puts(&b, "}}");
-    optd_http_reply_sbuf(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, &b);
+    optd_http_error_status(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                           "Content-Type '%.64s' is not taken here (use application/json%s)", ct,
+                           optd_router_takes_binary(req->def) ? " or application/octet-stream" : "");
 }
 
 static void unauthorized(optd_req_t *req)
 {
     atomic_fetch_add_explicit(&req->srv->metrics.unauthorized, 1, memory_order_relaxed);
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_puts(&b, "{\"error\":{\"code\":\"unauthorized\",\"message\":\"a valid "
-                       "'Authorization: Bearer <token>' header is required\"}}");
-    optd_http_reply_sbuf(req, MHD_HTTP_UNAUTHORIZED, &b);
+    optd_http_error_status(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                           "a valid 'Authorization: Bearer <token>' header is required");
     optd_http_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"optd\"");
 }
 
@@ -199,15 +185,8 @@ static void method_not_allowed(optd_req_t *req, unsigned allowed)
 {
     char allow[64];
     optd_router_allow_header(allowed, allow, sizeof allow);
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_puts(&b, "{\"error\":{\"code\":\"method_not_allowed\",\"message\":");
-    char msg[256];
-    snprintf(msg, sizeof msg, "%.16s is not allowed on %.100s (allowed: %.63s)", req->method_str, req->url,
-             allow);
-    optd_sbuf_put_jstring(&b, msg);
-    optd_sbuf_puts(&b, "}}");
-    optd_http_reply_sbuf(req, MHD_HTTP_METHOD_NOT_ALLOWED, &b);
+    optd_http_error_status(req, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                           "%.16s is not allowed on %.100s (allowed: %.63s)", req->method_str, req->url, allow);
     optd_http_header(req, MHD_HTTP_HEADER_ALLOW, allow);
 }
 
