@@ -10,13 +10,13 @@
  * (see gather): clients released together by one
  * fsync come back together a moment later, and without the wait the first
  * of them would start a round alone while the rest waited a whole fsync for
- * the next (16 clients settled into two alternating groups of about 7).
+ * the next (clients then settle into two alternating half-size groups).
  *
  * Files grow ahead of their records in steps of zero bytes written for
  * real (fallocate would leave unwritten extents, whose conversion is a
  * metadata change too): an fdatasync with no new size or extent to commit
- * flushes only the data, 175 instead of 375 us a round on the benchmark
- * machine.  Replay takes the zeros after the last record as the end.  If a write or sync fails, the file is cut back to where the
+ * flushes only the data, without a journal commit of the file system's
+ * metadata.  Replay takes the zeros after the last record as the end.  If a write or sync fails, the file is cut back to where the
  * batch began, so a record whose client was told 507 is never replayed; if
  * even that fails the journal refuses appends until it is rotated (the next
  * flush writes every session into its snapshot and starts a clean file).

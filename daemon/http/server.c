@@ -796,8 +796,8 @@ int optd_http_start(optd_server_t *srv, optd_err_t *err)
      * every other connection it serves (head-of-line blocking), which also
      * keeps their changes out of the round being gathered.  So then each
      * connection gets a thread of its own (poll, not select: no FD_SETSIZE
-     * limit); bench_sync measured 2x the steps/s and twice the records per
-     * fsync with 16 clients. */
+     * limit), and every waiting client's change joins the next round
+     * (README Performance has the figures). */
     bool per_connection = srv->cfg.data_dir && srv->cfg.sync == OPTD_SYNC_ALWAYS;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     flags |= per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL : MHD_USE_EPOLL;
