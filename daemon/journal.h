@@ -33,7 +33,8 @@ enum {
     OPTD_JREC_DELTA = 3,  /* payload: a snapshot whose history holds only the
                              entries newer than the session's previous record
                              (written by version 1 only; still replayed) */
-    OPTD_JREC_STEP = 4    /* payload: a step's input (persist.c, version 2) */
+    OPTD_JREC_STEP = 4,   /* payload: a step's input (persist.c, version 2) */
+    OPTD_JREC_ROUND = 6   /* payload: a round's reduced gradient, with its workers' steps (persist.c) */
 };
 
 /* Zero bytes kept written ahead of the records for deletes only: on a full

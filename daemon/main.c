@@ -195,6 +195,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     optd_log(&srv->log, OPTD_LOG_INFO, "%s: stopping (no new connections; finishing %ld requests in flight)",
              strsignal(signum), atomic_load(&srv->in_flight));
     optd_http_quiesce(srv);
+    optd_wait_stop_all(srv); /* waiting requests are answered 503 now, not at their timeout */
     if (srv->persist)
         optd_persist_abort_flush(srv->persist); /* the journal has it all */
     uv_timer_stop(&srv->ttl_timer);

@@ -97,6 +97,45 @@ static unsigned long long ld(atomic_ullong *a)
     return atomic_load_explicit(a, memory_order_relaxed);
 }
 
+void optd_metrics_round(optd_metrics_t *m, double seconds)
+{
+    int b = 0;
+    while (b < OPTD_METRICS_BUCKETS && seconds > bucket_bounds[b])
+        b++;
+    atomic_fetch_add_explicit(&m->round_open_bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->round_open_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->round_open_sum_us, (unsigned long long)(seconds * 1e6), memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->rounds_applied, 1, memory_order_relaxed);
+}
+
+/* The rounds' series. */
+static void put_rounds(text_t *t, optd_metrics_t *m)
+{
+    put(t, "# HELP optd_rounds_applied_total Rounds reduced and applied as one step.\n"
+           "# TYPE optd_rounds_applied_total counter\noptd_rounds_applied_total %llu\n",
+        ld(&m->rounds_applied));
+    put(t, "# HELP optd_contributions_refused_total Contributions refused with 409, by reason.\n"
+           "# TYPE optd_contributions_refused_total counter\n"
+           "optd_contributions_refused_total{reason=\"stale\"} %llu\n"
+           "optd_contributions_refused_total{reason=\"too_late\"} %llu\n"
+           "optd_contributions_refused_total{reason=\"twice\"} %llu\n",
+        ld(&m->contributions_refused[1]), ld(&m->contributions_refused[2]), ld(&m->contributions_refused[3]));
+    put(t, "# HELP optd_round_open_seconds Time from a round's first contribution to its step.\n"
+           "# TYPE optd_round_open_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (int b = 0; b < OPTD_METRICS_BUCKETS; b++) {
+        cum += ld(&m->round_open_bucket[b]);
+        put(t, "optd_round_open_seconds_bucket{le=\"%g\"} %llu\n", bucket_bounds[b], cum);
+    }
+    cum += ld(&m->round_open_bucket[OPTD_METRICS_BUCKETS]);
+    put(t, "optd_round_open_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    put(t, "optd_round_open_seconds_sum %.6f\n", (double)ld(&m->round_open_sum_us) / 1e6);
+    put(t, "optd_round_open_seconds_count %llu\n", cum);
+    put(t, "# HELP optd_requests_waiting Requests waiting now (contributions for their round, long polls).\n"
+           "# TYPE optd_requests_waiting gauge\noptd_requests_waiting %ld\n",
+        atomic_load_explicit(&m->waiting, memory_order_relaxed));
+}
+
 int optd_metrics_render(optd_metrics_t *m, optd_store_t *store, char **out, size_t *len)
 {
     text_t t = {malloc(4096), 0, 4096, 0};
@@ -122,6 +161,7 @@ int optd_metrics_render(optd_metrics_t *m, optd_store_t *store, char **out, size
     put(&t, "# HELP optd_step_errors_total Step requests refused or failed.\n"
             "# TYPE optd_step_errors_total counter\noptd_step_errors_total %llu\n",
         ld(&m->step_errors));
+    put_rounds(&t, m);
 
     put(&t, "# HELP optd_http_requests_total HTTP requests answered.\n"
             "# TYPE optd_http_requests_total counter\n");

@@ -31,7 +31,19 @@ typedef struct optd_metrics {
     atomic_ullong snapshots_written;
     atomic_ullong snapshot_failures;
     atomic_long connections;
+    /* Rounds (API.md 1.1): applied, contributions refused by reason
+     * (optd_refusal_t: stale, too_late, twice), how long rounds stayed
+     * open, and the requests waiting now (contributions and long polls). */
+    atomic_ullong rounds_applied;
+    atomic_ullong contributions_refused[4];
+    atomic_ullong round_open_count;
+    atomic_ullong round_open_sum_us;
+    atomic_ullong round_open_bucket[OPTD_METRICS_BUCKETS + 1]; /* non-cumulative */
+    atomic_long waiting;
 } optd_metrics_t;
+
+/* One round applied, after it stayed open `seconds`. */
+void optd_metrics_round(optd_metrics_t *m, double seconds);
 
 void optd_metrics_init(optd_metrics_t *m);
 /* One finished request: method string, HTTP status, duration in seconds. */

@@ -117,9 +117,63 @@ static size_t step_head_encode(const optd_step_record_t *rec, uint8_t *out)
     return (size_t)(p - out);
 }
 
-/* Decodes a step record (rec->name points into name): 0 or -1. */
-static int step_decode(const uint8_t *b, size_t len, optd_step_record_t *rec, char *name)
+/* A round's record (OPTD_JREC_ROUND) is a step record whose fixed part is
+ * followed by u16 n, then per worker u16 name length, name, u64 step,
+ * before the gradient.  The head is malloc'd (1024 names do not belong on
+ * a stack): *out, its length returned, or 0 when out of memory. */
+static size_t round_head_encode(const optd_step_record_t *rec, uint8_t **out)
 {
+    size_t cap = 2 + OPTD_NAME_MAX + STEP_FIXED + 2 + rec->n_workers * (2 + OPTD_WORKER_NAME_MAX + 8);
+    uint8_t *h = malloc(cap);
+    if (!(*out = h))
+        return 0;
+    size_t hl = step_head_encode(rec, h);
+    uint8_t *p = put_le(h + hl, rec->n_workers, 2);
+    for (size_t i = 0; i < rec->n_workers; i++) {
+        size_t n = strlen(rec->workers[i].worker);
+        p = put_le(p, n, 2);
+        memcpy(p, rec->workers[i].worker, n);
+        p = put_le(p + n, rec->workers[i].step, 8);
+    }
+    return (size_t)(p - h);
+}
+
+/* The workers of a round record at b (len bytes left) into *ws (malloc'd,
+ * caller frees): the bytes they took, or 0 when malformed or out of
+ * memory. */
+static size_t round_workers_decode(const uint8_t *b, size_t len, optd_step_record_t *rec,
+                                   optd_contribution_t **ws)
+{
+    *ws = NULL;
+    if (len < 2)
+        return 0;
+    size_t n = (size_t)get_le(b, 2), off = 2;
+    if (n == 0 || n > OPTD_ROUND_WORKERS_MAX || !(*ws = calloc(n, sizeof **ws)))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = len - off >= 2 ? (size_t)get_le(b + off, 2) : 0;
+        if (k == 0 || k > OPTD_WORKER_NAME_MAX || len - off < 2 + k + 8) {
+            free(*ws);
+            *ws = NULL;
+            return 0;
+        }
+        memcpy((*ws)[i].worker, b + off + 2, k);
+        (*ws)[i].step = get_le(b + off + 2 + k, 8);
+        off += 2 + k + 8;
+    }
+    rec->n_workers = n;
+    rec->workers = *ws;
+    return off;
+}
+
+/* Decodes a step record (rec->name points into name; a round's workers
+ * into *ws, malloc'd): 0 or -1. */
+static int step_decode(const uint8_t *b, size_t len, bool round, optd_step_record_t *rec, char *name,
+                       optd_contribution_t **ws)
+{
+    *ws = NULL;
+    rec->n_workers = 0;
+    rec->workers = NULL;
     if (len < 2)
         return -1;
     size_t n = (size_t)get_le(b, 2);
@@ -139,6 +193,13 @@ static int step_decode(const uint8_t *b, size_t len, optd_step_record_t *rec, ch
     rec->time_ms = (int64_t)get_le(p + 18, 8);
     rec->size = (size_t)get_le(p + 26, 8);
     size_t left = len - 2 - n - STEP_FIXED;
+    if (round) {
+        size_t used = round_workers_decode(p + STEP_FIXED, left, rec, ws);
+        if (!used)
+            return -1;
+        left -= used;
+        p += used;
+    }
     size_t esz = optd_dtype_size(rec->dtype);
     if (rec->size == 0 || rec->size > left / esz || rec->size * esz != left)
         return -1;
@@ -247,10 +308,18 @@ static int dur_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, opt
     *lsn = 0;
     if (atomic_load(&p->loading))
         return 0;
-    uint8_t head[2 + OPTD_NAME_MAX + STEP_FIXED];
-    size_t hl = step_head_encode(rec, head);
-    int rc = journal_put(p, false, OPTD_JREC_STEP, head, hl, rec->grad,
+    uint8_t fixed[2 + OPTD_NAME_MAX + STEP_FIXED], *head = fixed, *round_head = NULL;
+    size_t hl;
+    if (rec->n_workers) {
+        if (!(hl = round_head_encode(rec, &round_head)))
+            return optd_err_set(err, OPTD_ENOMEM, "out of memory journaling a round");
+        head = round_head;
+    } else {
+        hl = step_head_encode(rec, head);
+    }
+    int rc = journal_put(p, false, rec->n_workers ? OPTD_JREC_ROUND : OPTD_JREC_STEP, head, hl, rec->grad,
                          rec->size * optd_dtype_size(rec->dtype), lsn, err);
+    free(round_head);
     if (rc && p->mode == OPTD_SYNC_INTERVAL) {
         /* Interval mode promises the interval, not each step: the session
          * stays dirty and its next snapshot holds this step. */
@@ -528,18 +597,21 @@ static int merge_history(optd_session_t *old, optd_session_image_t *img)
 
 /* A step record: applied through the session's own step if it follows
  * what was loaded so far (newer LSN, same step count). */
-static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload, size_t len)
+static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload, size_t len, bool round)
 {
     optd_step_record_t rec;
     char name[OPTD_NAME_MAX + 1];
-    if (step_decode(payload, len, &rec, name) != 0) {
+    optd_contribution_t *ws = NULL;
+    if (step_decode(payload, len, round, &rec, name, &ws) != 0) {
         optd_log(p->log, OPTD_LOG_ERROR, "persist: malformed step record %llu in journal",
                  (unsigned long long)lsn);
         return;
     }
     optd_session_t *s = optd_store_get(p->store, name);
-    if (!s)
+    if (!s) {
+        free(ws);
         return; /* deleted later, or created in a record that was lost */
+    }
     /* The gradient sits in the file's bytes at any offset: the kernels
      * want it aligned for its dtype. */
     size_t bytes = rec.size * optd_dtype_size(rec.dtype);
@@ -549,6 +621,7 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
             optd_log(p->log, OPTD_LOG_ERROR, "persist: out of memory replaying record %llu",
                      (unsigned long long)lsn);
             optd_session_release(s);
+            free(ws);
             return;
         }
         memcpy(aligned, rec.grad, bytes);
@@ -557,6 +630,7 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
     optd_err_t err;
     int rc = optd_session_replay_step(s, &rec, lsn, &err);
     free(aligned);
+    free(ws);
     if (rc < 0 && rc != OPTD_ENONFINITE)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: step record %llu of '%s' not replayed: %s",
                  (unsigned long long)lsn, name, err.msg);
@@ -570,8 +644,8 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
     optd_err_t err;
     if (lsn > p->max_lsn)
         p->max_lsn = lsn;
-    if (type == OPTD_JREC_STEP) {
-        replay_step(p, lsn, payload, len);
+    if (type == OPTD_JREC_STEP || type == OPTD_JREC_ROUND) {
+        replay_step(p, lsn, payload, len, type == OPTD_JREC_ROUND);
         return 0;
     }
     if (type == OPTD_JREC_DELETE) {

@@ -22,6 +22,7 @@
 
 struct MHD_Daemon;
 struct optd_conn;
+struct optd_wait;
 
 typedef struct optd_server {
     optd_config_t cfg;
@@ -58,6 +59,17 @@ typedef struct optd_server {
     atomic_bool shutting_down;
     /* Requests begun and not yet completed (graceful stop waits for 0). */
     atomic_long in_flight;
+
+    /* Requests waiting (a contribution for its round, a long poll), under
+     * wait_mu: suspended in libmicrohttpd, or with a thread per connection
+     * blocked on their own condition variable.  One timer thread answers
+     * those whose time is up (daemon/http/wait.c). */
+    pthread_mutex_t wait_mu;
+    pthread_cond_t wait_cv;      /* the timer thread sleeps on it */
+    bool wait_ready, wait_quit, per_connection;
+    pthread_t wait_thread;
+    int64_t wait_next_ms;        /* when the timer thread wakes next */
+    struct optd_wait *waits;
 
     /* libuv: the process runs on the main thread's loop. */
     uv_loop_t *loop;

@@ -202,6 +202,8 @@ int optd_session_config_validate(const optd_session_config_t *cfg, optd_err_t *e
         if (optd_hparams_validate(cfg->kind, &cfg->groups[g].hp, &e))
             return optd_err_set(err, OPTD_EINVAL, "groups[%zu].%s", g, e.msg);
     }
+    if (cfg->aggregate.workers != 0 && (rc = optd_aggregate_validate(&cfg->aggregate, err)))
+        return rc;
     if (cfg->ttl_seconds < 0 || cfg->ttl_seconds > TTL_MAX)
         return optd_err_set(err, OPTD_EINVAL,
                             "ttl_seconds: must be between 0 and %lld (0 or null: no expiry)",
@@ -239,6 +241,8 @@ static optd_session_t *session_alloc(const char *name, size_t history_cap)
 
 static void session_destroy(optd_session_t *s)
 {
+    optd_session_drop_round_locked(s, OPTD_ENOTFOUND, "the session is gone");
+    optd_worker_steps_free(&s->worker_steps);
     if (s->mem && s->charged)
         s->mem->unreserve(s->mem->ctx, s->charged);
     optd_session_config_free(&s->cfg);
@@ -297,6 +301,7 @@ void optd_session_image_free(optd_session_image_t *img)
     if (!img)
         return;
     optd_session_config_free(&img->cfg);
+    optd_worker_steps_free(&img->worker_steps);
     free(img->params);
     img->params = NULL;
     optd_optim_state_free(&img->st);
@@ -390,6 +395,8 @@ int optd_session_from_image_take(optd_session_image_t *img, size_t history_cap,
     s->created_ms = img->created_ms;
     s->updated_ms = img->updated_ms;
     s->loss = img->loss;
+    s->worker_steps = img->worker_steps;
+    memset(&img->worker_steps, 0, sizeof img->worker_steps);
     free(img->history);
     img->history = NULL;
     img->n_history = 0;
@@ -429,8 +436,18 @@ int optd_session_copy_descriptor(optd_session_t *s, optd_session_desc_t *d, optd
     d->created_ms = s->created_ms;
     d->updated_ms = s->updated_ms;
     d->loss = s->loss;
+    if (!rc)
+        rc = optd_session_round_view_locked(s, d, err);
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+void optd_session_desc_free(optd_session_desc_t *d)
+{
+    optd_session_config_free(&d->cfg);
+    free(d->round_workers);
+    d->round_workers = NULL;
+    d->round_n = 0;
 }
 
 void optd_loss_summary_add(optd_loss_summary_t *ls, uint64_t step, double loss)
@@ -469,6 +486,10 @@ int optd_session_copy_image_locked(optd_session_t *s, optd_session_image_t *img,
     img->created_ms = s->created_ms;
     img->updated_ms = s->updated_ms;
     img->loss = s->loss;
+    if ((rc = optd_worker_steps_copy(&img->worker_steps, &s->worker_steps, err))) {
+        optd_session_image_free(img);
+        return rc;
+    }
     if (s->history_len > 0) {
         img->history = malloc(s->history_len * sizeof *img->history);
         if (!img->history)
@@ -569,15 +590,39 @@ static void history_push(optd_session_t *s, const optd_history_entry_t *e)
 
 /* With s->mu held and the input checked: the update, its history entry
  * and the bookkeeping, at time now.  Changes nothing on error. */
-static int apply_locked(optd_session_t *s, struct optd_pool *pool, const void *grad,
-                        const double *loss, int64_t now, optd_err_t *err)
+static int apply_locked(optd_session_t *s, struct optd_pool *pool, const optd_step_input_t *in,
+                        int64_t now, optd_err_t *err)
 {
+    const void *grad = in->grad;
+    const double *loss = in->loss;
     optd_step_info_t info;
-    int rc = optd_parallel_step_groups(pool, &s->st, &s->cfg.hp, s->cfg.groups, s->cfg.n_groups,
-                                       s->cfg.has_schedule ? &s->cfg.schedule : NULL,
-                                       s->cfg.max_grad_norm, s->params, grad, &info, err);
-    if (rc)
+    /* The workers' last steps are recorded before the update, which
+     * changes nothing on error: the table is then put back. */
+    optd_worker_steps_t saved = {0};
+    int rc;
+    if (in->n_workers) {
+        if ((rc = optd_worker_steps_copy(&saved, &s->worker_steps, err)))
+            return rc;
+        size_t keep = optd_worker_steps_keep(s->cfg.aggregate.workers);
+        for (size_t i = 0; i < in->n_workers && !rc; i++)
+            rc = optd_worker_steps_set(&s->worker_steps, in->workers[i].worker, in->workers[i].step, keep, err);
+        if (rc) {
+            optd_worker_steps_free(&s->worker_steps);
+            s->worker_steps = saved;
+            return rc;
+        }
+    }
+    rc = optd_parallel_step_groups(pool, &s->st, &s->cfg.hp, s->cfg.groups, s->cfg.n_groups,
+                                   s->cfg.has_schedule ? &s->cfg.schedule : NULL,
+                                   s->cfg.max_grad_norm, s->params, grad, &info, err);
+    if (rc) {
+        if (in->n_workers) {
+            optd_worker_steps_free(&s->worker_steps);
+            s->worker_steps = saved;
+        }
         return rc;
+    }
+    optd_worker_steps_free(&saved);
     optd_history_entry_t e = {
         .step = s->st.step,
         .lr = info.lr,
@@ -585,6 +630,7 @@ static int apply_locked(optd_session_t *s, struct optd_pool *pool, const void *g
         .loss = loss ? *loss : 0.0,
         .has_loss = loss != NULL,
         .time_ms = now,
+        .contributions = (uint32_t)in->n_workers,
     };
     history_push(s, &e);
     if (loss)
@@ -611,13 +657,12 @@ static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uin
     return history_reserve(s, err);
 }
 
-int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
-                       uint64_t *step_out, void *params_out, optd_err_t *err)
+int optd_session_apply_locked(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
+                              optd_err_t *err)
 {
-    pthread_mutex_lock(&s->mu);
-    int rc = step_check_locked(s, in, step_out, err);
+    int rc = history_reserve(s, err);
     if (rc)
-        goto out;
+        return rc;
     int64_t now = in->time_ms ? in->time_ms : optd_now_ms();
     const optd_durability_t *dur = ctx ? ctx->dur : NULL;
     if (dur && dur->step) {
@@ -627,15 +672,15 @@ int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd
         optd_step_record_t rec = {
             .name = s->name, .step = s->st.step, .dtype = s->cfg.dtype, .size = s->size,
             .grad = in->grad, .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
-            .time_ms = now,
+            .time_ms = now, .n_workers = in->n_workers, .workers = in->workers,
         };
         uint64_t lsn;
         if ((rc = dur->step(dur->ctx, &rec, &lsn, err)))
-            goto out;
+            return rc;
         if (lsn) /* 0: not journaled (interval mode); the next snapshot covers it */
             s->lsn = lsn;
     }
-    rc = apply_locked(s, ctx ? ctx->pool : NULL, in->grad, in->loss, now, err);
+    rc = apply_locked(s, ctx ? ctx->pool : NULL, in, now, err);
     if (rc && rc != OPTD_ENONFINITE && rc != OPTD_EINVAL && dur && dur->commit) {
         /* Refused for a reason replay would not meet (out of memory): the
          * journal must not hold a step that did not happen, so the
@@ -643,7 +688,24 @@ int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd
         optd_err_t ignored;
         dur->commit(dur->ctx, s, &ignored);
     }
+    if (!rc)
+        optd_session_wake_step_locked(s);
+    return rc;
+}
+
+int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
+                       uint64_t *step_out, void *params_out, optd_err_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = step_check_locked(s, in, step_out, err);
+    if (!rc && s->cfg.aggregate.workers && !in->n_workers)
+        rc = optd_err_set(err, OPTD_EINVAL,
+                          "session '%s' aggregates the steps of %u workers: a step needs 'worker' and 'step' "
+                          "(or the headers Optd-Worker and Optd-Expect-Step)",
+                          s->name, s->cfg.aggregate.workers);
     if (rc)
+        goto out;
+    if ((rc = optd_session_apply_locked(s, ctx, in, err)))
         goto out;
     if (step_out)
         *step_out = s->st.step;
@@ -730,10 +792,10 @@ int optd_session_replay_step(optd_session_t *s, const optd_step_record_t *rec, u
         goto out;
     }
     optd_step_input_t in = {.grad = rec->grad, .loss = rec->has_loss ? &rec->loss : NULL,
-                            .time_ms = rec->time_ms};
+                            .time_ms = rec->time_ms, .n_workers = rec->n_workers, .workers = rec->workers};
     if ((rc = step_check_locked(s, &in, NULL, err)))
         goto out;
-    rc = apply_locked(s, NULL, in.grad, in.loss, in.time_ms, err);
+    rc = apply_locked(s, NULL, &in, in.time_ms, err);
     s->lsn = lsn; /* applied or refused, the record is accounted for */
 out:
     pthread_mutex_unlock(&s->mu);
@@ -940,6 +1002,8 @@ static int patch_merge(optd_session_config_t *cfg, const optd_session_patch_t *p
         cfg->max_grad_norm = p->max_grad_norm;
     if (p->set_ttl)
         cfg->ttl_seconds = p->ttl_seconds;
+    if (p->set_aggregate)
+        cfg->aggregate = p->aggregate;
     if (p->set_labels) {
         optd_session_config_free_labels(cfg); /* the groups stay */
         for (size_t i = 0; i < p->n_labels; i++) {
@@ -1016,6 +1080,7 @@ int optd_session_patch(optd_session_t *s, const optd_session_patch_t *p, optd_se
         goto out;
     if ((rc = patch_merge(&merged, p, err)) || (rc = patch_install_locked(s, &merged, err)))
         goto out;
+    optd_session_aggregate_changed_locked(s);
     if ((rc = optd_session_config_copy(&out->cfg, &s->cfg, err)))
         goto out;
     out->size = s->size;
@@ -1023,6 +1088,7 @@ int optd_session_patch(optd_session_t *s, const optd_session_patch_t *p, optd_se
     out->created_ms = s->created_ms;
     out->updated_ms = s->updated_ms;
     out->loss = s->loss;
+    rc = optd_session_round_view_locked(s, out, err);
 out:
     pthread_mutex_unlock(&s->mu);
     optd_session_config_free(&merged);

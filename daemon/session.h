@@ -16,6 +16,7 @@
 
 #include "optd/error.h"
 #include "optd/optim.h"
+#include "round.h"
 #include "uthash.h"
 
 #define OPTD_NAME_MAX 128
@@ -47,6 +48,7 @@ typedef struct optd_session_config {
     int64_t ttl_seconds;  /* 0: no idle expiry */
     size_t n_groups;      /* 0: no parameter groups (every parameter uses hp) */
     optd_group_t *groups; /* n_groups entries (malloc'd), each with every value in force */
+    optd_aggregate_t aggregate; /* workers 0: a plain session (round.h) */
 } optd_session_config_t;
 
 typedef struct optd_history_entry {
@@ -56,6 +58,7 @@ typedef struct optd_history_entry {
     double loss;
     bool has_loss;
     int64_t time_ms; /* Unix time in milliseconds */
+    uint32_t contributions; /* a round's step: how many workers it reduced; 0: a plain step */
 } optd_history_entry_t;
 
 /* The losses the session's steps reported, kept since creation (not only
@@ -78,7 +81,16 @@ typedef struct optd_session_desc {
     uint64_t step;
     int64_t created_ms, updated_ms;
     optd_loss_summary_t loss;
+    /* The pending round (aggregating sessions): round_on says whether the
+     * session aggregates; round_workers holds round_n names (malloc'd). */
+    bool round_on;
+    uint64_t round_step;
+    size_t round_n;
+    char (*round_workers)[OPTD_WORKER_NAME_MAX + 1];
 } optd_session_desc_t;
+
+/* Frees what a descriptor copy holds (its cfg and round names). */
+void optd_session_desc_free(optd_session_desc_t *d);
 
 /* A complete, unshared copy of a session: what GET .../state exports, PUT
  * .../state imports and a snapshot file holds.  Owns params, state buffers
@@ -93,6 +105,7 @@ typedef struct optd_session_image {
     optd_loss_summary_t loss;
     size_t n_history;              /* oldest first */
     optd_history_entry_t *history;
+    optd_worker_steps_t worker_steps; /* aggregating: each worker's last applied step */
 } optd_session_image_t;
 
 struct optd_session;
@@ -111,6 +124,11 @@ typedef struct optd_step_record {
     bool has_loss;
     double loss;
     int64_t time_ms;      /* history time and updated_ms */
+    /* A round's reduced gradient: the workers it reduced and the step each
+     * contributed at (replay restores their last applied steps); 0: a
+     * plain step. */
+    size_t n_workers;
+    const optd_contribution_t *workers; /* n_workers entries (their grad unused) */
 } optd_step_record_t;
 
 /* How a change is made durable; installed by the persistence layer, absent
@@ -156,7 +174,24 @@ typedef struct optd_step_input {
     const uint64_t *expect_step;   /* NULL: whatever the step */
     const double *loss;            /* NULL: none */
     int64_t time_ms;               /* 0: now; replay passes the recorded time */
+    size_t n_workers;              /* a round's reduced gradient: its contributions */
+    const optd_contribution_t *workers;
 } optd_step_input_t;
+
+/* Someone waiting on a session (a long poll, a contribution's request),
+ * registered with optd_session_watch.  The session calls wake, with its
+ * mutex held, once: when the step reaches min_step, when the round of
+ * `outcome` is resolved, or when the session goes (deleted, replaced,
+ * its round dropped: why says which).  wake must not block or take the
+ * session's lock; the watch is unlinked before it is called. */
+enum { OPTD_WATCH_STEP = 1, OPTD_WATCH_ROUND = 2, OPTD_WATCH_GONE = 3 };
+typedef struct optd_watch {
+    struct optd_watch *prev, *next;
+    bool linked;
+    uint64_t min_step;             /* UINT64_MAX: not woken by steps */
+    const optd_round_outcome_t *outcome; /* NULL: not a contribution */
+    void (*wake)(struct optd_watch *w, int why);
+} optd_watch_t;
 
 typedef struct optd_session {
     char name[OPTD_NAME_MAX + 1];
@@ -189,6 +224,9 @@ typedef struct optd_session {
     uint64_t saved_version;        /* version last made durable */
     uint64_t lsn;                  /* persistence: sequence number of the last
                                       journal record of this session (0: none) */
+    optd_round_t *round;           /* the pending round, or NULL (memory only) */
+    optd_worker_steps_t worker_steps; /* each worker's last applied contribution step */
+    optd_watch_t *watchers;        /* waiting requests (optd_session_watch) */
 } optd_session_t;
 
 /* Current wall-clock time in Unix milliseconds. */
@@ -354,9 +392,63 @@ typedef struct optd_session_patch {
     int64_t ttl_seconds;
     size_t n_groups;                    /* "groups": one entry per group (0: not given) */
     optd_session_patch_group_t *groups; /* n_groups entries (malloc'd, owned) */
+    bool set_aggregate;                 /* "aggregate" given (workers 0: null, off) */
+    optd_aggregate_t aggregate;
 } optd_session_patch_t;
 
 void optd_session_patch_free(optd_session_patch_t *p);
+
+/* ---- rounds (session_round.c) ---- */
+
+/* Why a contribution was refused with OPTD_ESTEP (for the metrics). */
+typedef enum optd_refusal {
+    OPTD_REFUSED_NONE = 0,
+    OPTD_REFUSED_STALE,    /* its step is ahead of the session, or behind the window by more than a round */
+    OPTD_REFUSED_TOO_LATE, /* its step is one behind the window: its round closed without it (a backup) */
+    OPTD_REFUSED_TWICE     /* its step is not after the worker's last applied contribution */
+} optd_refusal_t;
+
+/* What a contribution came to. */
+typedef struct optd_contrib_result {
+    int state;                     /* 0 pending, 1 applied now (by this one) */
+    optd_round_outcome_t *outcome; /* the round's, with a reference for the caller */
+    uint64_t step;                 /* OPTD_ESTEP: the session's step */
+    optd_refusal_t refused;
+    int64_t open_ns;               /* applied: how long the round stayed open */
+} optd_contrib_result_t;
+
+/* One worker's contribution c (c->grad: size elements of the session's
+ * dtype, copied) to s's pending round, under s's lock.  When it makes the
+ * round whole, the round is reduced and applied as one step (with ctx, as
+ * optd_session_apply) and its waiters woken.  Errors, which change
+ * nothing: OPTD_EINVAL (s does not aggregate), OPTD_ESTEP (out->step,
+ * out->refused), OPTD_ELIMIT (--max-memory), OPTD_ENOMEM, OPTD_ENOTFOUND.
+ * A failed apply is no error here: the outcome says it. */
+int optd_session_contribute(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_contribution_t *c,
+                            optd_contrib_result_t *out, optd_err_t *err);
+
+/* Registers w on s (false, not registered, when s is deleted or the wake
+ * condition already holds: the step is at min_step, or the outcome is
+ * done).  optd_session_unwatch unlinks it if still linked. */
+bool optd_session_watch(optd_session_t *s, optd_watch_t *w);
+void optd_session_unwatch(optd_session_t *s, optd_watch_t *w);
+
+/* With s->mu held: drops the pending round (its requests get rc with msg)
+ * and wakes every watcher with why (deleted, replaced: OPTD_WATCH_GONE). */
+void optd_session_drop_round_locked(optd_session_t *s, int rc, const char *msg);
+void optd_session_wake_all_locked(optd_session_t *s, int why);
+/* With s->mu held, after its aggregate changed (PATCH): off drops the
+ * round (409 to its requests); fewer workers than are in applies it now. */
+void optd_session_aggregate_changed_locked(optd_session_t *s);
+/* With s->mu held, after the step changed: wakes the watchers it reaches. */
+void optd_session_wake_step_locked(optd_session_t *s);
+/* The round as the descriptor shows it (with s->mu held). */
+int optd_session_round_view_locked(optd_session_t *s, optd_session_desc_t *d, optd_err_t *err);
+
+/* With s->mu held: journals (ctx->dur) and applies in, as optd_session_apply
+ * does after its checks (for a round's reduced gradient). */
+int optd_session_apply_locked(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
+                              optd_err_t *err);
 
 /* Merges p into s's configuration under s's lock, validates the result as
  * a whole, charges any memory the new options will need (momentum,

@@ -124,6 +124,40 @@ static void w_groups(wbuf_t *w, const optd_session_image_t *img)
     }
 }
 
+/* The rounds section's payload (OPTD_SNAP_SEC_ROUNDS). */
+static void w_rounds(wbuf_t *w, const optd_session_image_t *img)
+{
+    const optd_aggregate_t *a = &img->cfg.aggregate;
+    w_u32(w, a->workers);
+    w_u8(w, (unsigned)a->reduce);
+    w_u64(w, a->max_staleness);
+    const optd_worker_steps_t *ws = &img->worker_steps;
+    w_u32(w, (uint32_t)ws->n);
+    for (size_t i = 0; i < ws->n; i++) {
+        w_str(w, ws->v[i].worker);
+        w_u64(w, ws->v[i].step);
+    }
+    uint32_t n = 0;
+    for (size_t i = 0; i < img->n_history; i++)
+        n += img->history[i].contributions > 0;
+    w_u32(w, n);
+    for (size_t i = 0; i < img->n_history; i++)
+        if (img->history[i].contributions > 0) {
+            w_u64(w, img->history[i].step);
+            w_u32(w, img->history[i].contributions);
+        }
+}
+
+static bool has_rounds(const optd_session_image_t *img)
+{
+    if (img->cfg.aggregate.workers || img->worker_steps.n)
+        return true;
+    for (size_t i = 0; i < img->n_history; i++)
+        if (img->history[i].contributions)
+            return true;
+    return false;
+}
+
 static void w_put_u32_at(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -150,7 +184,8 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
 
     wbuf_t w = {0};
     w_reserve(&w, 1024 + img->size * esz * (1 + nbufs) + img->n_history * 41);
-    unsigned n_sections = (img->loss.has ? 1 : 0) + (cfg->n_groups > 0 ? 1 : 0);
+    bool rounds = has_rounds(img);
+    unsigned n_sections = (img->loss.has ? 1 : 0) + (cfg->n_groups > 0 ? 1 : 0) + (rounds ? 1 : 0);
     w_bytes(&w, OPTD_SNAP_MAGIC, 8);
     w_u32(&w, OPTD_SNAP_VERSION);
     w_u32(&w, n_sections ? OPTD_SNAP_F_SECTIONS : 0); /* flags */
@@ -216,6 +251,14 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
         size_t at = w.len;
         w_u32(&w, 0); /* length, filled in below */
         w_groups(&w, img);
+        if (!w.oom)
+            w_put_u32_at(w.p + at, (uint32_t)(w.len - at - 4));
+    }
+    if (rounds) {
+        w_u16(&w, OPTD_SNAP_SEC_ROUNDS);
+        size_t at = w.len;
+        w_u32(&w, 0); /* length, filled in below */
+        w_rounds(&w, img);
         if (!w.oom)
             w_put_u32_at(w.p + at, (uint32_t)(w.len - at - 4));
     }
@@ -434,6 +477,38 @@ static const char *r_loss(rbuf_t *r, optd_session_image_t *img)
     return NULL;
 }
 
+/* The rounds section's payload into img: NULL, or why the bytes are wrong. */
+static const char *r_rounds(rbuf_t *r, optd_session_image_t *img, bool *oom)
+{
+    optd_aggregate_t *a = &img->cfg.aggregate;
+    a->workers = (uint32_t)r_u(r, 4);
+    a->reduce = (optd_reduce_t)r_u(r, 1);
+    a->max_staleness = r_u(r, 8);
+    if (r->bad || (a->workers && optd_aggregate_validate(a, NULL)))
+        return "malformed rounds";
+    uint32_t n = (uint32_t)r_u(r, 4);
+    optd_err_t e;
+    for (uint32_t i = 0; i < n && !r->bad; i++) {
+        char name[OPTD_WORKER_NAME_MAX + 1];
+        if (!r_str_into(r, name, sizeof name))
+            return "malformed rounds";
+        uint64_t step = r_u(r, 8);
+        if (optd_worker_steps_set(&img->worker_steps, name, step, SIZE_MAX, &e)) {
+            *oom = true;
+            return "out of memory";
+        }
+    }
+    uint32_t h = (uint32_t)r_u(r, 4);
+    for (uint32_t i = 0; i < h && !r->bad; i++) {
+        uint64_t step = r_u(r, 8);
+        uint32_t k = (uint32_t)r_u(r, 4);
+        for (size_t j = 0; j < img->n_history; j++)
+            if (img->history[j].step == step)
+                img->history[j].contributions = k;
+    }
+    return r->bad ? "malformed rounds" : NULL;
+}
+
 /* The tagged sections (OPTD_SNAP_F_SECTIONS) into img: NULL, or why they
  * are refused (*oom on an allocation failure). */
 static const char *read_sections(rbuf_t *r, optd_session_image_t *img, bool *oom)
@@ -450,12 +525,15 @@ static const char *read_sections(rbuf_t *r, optd_session_image_t *img, bool *oom
             why = r_loss(r, img);
         else if (tag == OPTD_SNAP_SEC_GROUPS)
             why = r_groups(r, img, oom);
+        else if (tag == OPTD_SNAP_SEC_ROUNDS)
+            why = r_rounds(r, img, oom);
         else
             return "unknown section (written by a newer optd?)";
         if (why)
             return why;
         if (r->off - start != len)
-            return tag == OPTD_SNAP_SEC_LOSS ? "malformed loss summary" : "malformed groups";
+            return tag == OPTD_SNAP_SEC_LOSS ? "malformed loss summary"
+                   : tag == OPTD_SNAP_SEC_ROUNDS ? "malformed rounds" : "malformed groups";
     }
     return r->bad ? "malformed sections" : NULL;
 }

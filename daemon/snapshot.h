@@ -31,6 +31,9 @@ enum {
     OPTD_SNAP_SEC_LOSS = 1,   /* u8 1, f64 last, u64 last_step, f64 best, u64 best_step */
     OPTD_SNAP_SEC_GROUPS = 2, /* parameter groups: u32 count, then per group u64 size,
                                  f64 mu_product, u8 momentum started, hyperparameters */
+    OPTD_SNAP_SEC_ROUNDS = 3, /* rounds: u32 workers (0: off), u8 reduce, u64 max_staleness;
+                                 u32 n, then per worker str name, u64 last applied step;
+                                 u32 m, then per round in the history u64 step, u32 contributions */
 };
 
 /* Longest snapshot file name: "s-" + base32 of a 128-byte name + ".snap". */

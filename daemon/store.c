@@ -348,6 +348,7 @@ static void swap_contents(optd_session_t *a, optd_session_t *b)
     SWAP(history_head);
     SWAP(history_len);
     SWAP(lsn);
+    SWAP(worker_steps);
 #undef SWAP
 }
 
@@ -408,6 +409,9 @@ static int replace_locked(optd_store_t *store, optd_session_t *old, optd_session
     old->mem = &store->account;
     old->charged = need;
     s->charged = 0;
+    /* The contents changed under any round and any long poll. */
+    optd_session_drop_round_locked(old, OPTD_ESTEP, "the session was replaced by an import");
+    optd_session_wake_step_locked(old);
     return 0;
 }
 
@@ -467,6 +471,8 @@ static int replace_object_locked(optd_store_t *store, optd_session_t *old, optd_
     }
     if (need < avail)
         optd_store_unreserve(store, avail - need);
+    optd_session_drop_round_locked(old, OPTD_ESTEP, "the session was replaced by an import");
+    optd_session_wake_all_locked(old, OPTD_WATCH_GONE);
     optd_session_release(old); /* the table's (the caller still holds one) */
     return 0;
 }
@@ -610,6 +616,8 @@ static int remove_session(optd_store_t *store, optd_session_t *s, const int64_t 
             return rc;
         }
     }
+    optd_session_drop_round_locked(s, OPTD_ENOTFOUND, "the session was deleted");
+    optd_session_wake_all_locked(s, OPTD_WATCH_GONE);
     pthread_mutex_unlock(&s->mu);
 
     bool dropped = false;

@@ -419,6 +419,64 @@ int optd_codec_loss_decode(const json_t *v, optd_loss_summary_t *ls, optd_err_t 
     return rc;
 }
 
+int optd_codec_aggregate_decode(const json_t *v, optd_aggregate_t *a, optd_err_t *err)
+{
+    memset(a, 0, sizeof *a);
+    if (json_is_null(v))
+        return 0;
+    static const char *const msg =
+        "'aggregate' must be null or {\"workers\": 1..1024, \"reduce\": \"mean\"|\"sum\", \"max_staleness\": >= 0}";
+    if (!json_is_object(v))
+        return optd_err_set(err, OPTD_EINVAL, "%s", msg);
+    const char *key;
+    const json_t *f;
+    json_object_foreach((json_t *)v, key, f) {
+        if (strcmp(key, "workers") && strcmp(key, "reduce") && strcmp(key, "max_staleness"))
+            return optd_err_set(err, OPTD_EINVAL,
+                                "unknown field '%.64s' in aggregate (known: workers, reduce, max_staleness)", key);
+    }
+    f = json_object_get(v, "workers");
+    if (!json_is_integer(f) || json_integer_value(f) < 1 || json_integer_value(f) > OPTD_ROUND_WORKERS_MAX)
+        return optd_err_set(err, OPTD_EINVAL, "aggregate.workers: required, an integer in 1..%d",
+                            OPTD_ROUND_WORKERS_MAX);
+    a->workers = (uint32_t)json_integer_value(f);
+    if ((f = json_object_get(v, "reduce"))) {
+        const char *r = json_string_value(f);
+        if (r && strcmp(r, "mean") == 0)
+            a->reduce = OPTD_REDUCE_MEAN;
+        else if (r && strcmp(r, "sum") == 0)
+            a->reduce = OPTD_REDUCE_SUM;
+        else
+            return optd_err_set(err, OPTD_EINVAL, "aggregate.reduce: must be \"mean\" (the default) or \"sum\"");
+    }
+    if ((f = json_object_get(v, "max_staleness"))) {
+        if (!json_is_integer(f) || json_integer_value(f) < 0)
+            return optd_err_set(err, OPTD_EINVAL, "aggregate.max_staleness: must be an integer >= 0 (default 0)");
+        a->max_staleness = (uint64_t)json_integer_value(f);
+    }
+    return 0;
+}
+
+/* "aggregate" and "round" of a descriptor (both null when off). */
+static int put_rounds(json_t *o, const optd_session_desc_t *d)
+{
+    const optd_aggregate_t *a = &d->cfg.aggregate;
+    if (!a->workers)
+        return json_object_set_new(o, "aggregate", json_null()) |
+               json_object_set_new(o, "round", json_null());
+    json_t *names = json_array();
+    for (size_t i = 0; names && i < d->round_n; i++)
+        json_array_append_new(names, json_string(d->round_workers[i]));
+    return json_object_set_new(o, "aggregate",
+                               json_pack("{s:i, s:s, s:I}", "workers", (int)a->workers, "reduce",
+                                         optd_reduce_name(a->reduce), "max_staleness",
+                                         (json_int_t)a->max_staleness)) |
+           json_object_set_new(o, "round",
+                               names ? json_pack("{s:I, s:I, s:o}", "step", (json_int_t)d->round_step,
+                                                 "contributions", (json_int_t)d->round_n, "workers", names)
+                                     : NULL);
+}
+
 json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d)
 {
     const optd_session_config_t *cfg = &d->cfg;
@@ -454,6 +512,7 @@ json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d)
     bad |= json_object_set_new(o, "created_at", json_string(created));
     bad |= json_object_set_new(o, "updated_at", json_string(updated));
     bad |= json_object_set_new(o, "loss", optd_codec_loss_encode(&d->loss));
+    bad |= put_rounds(o, d);
     if (bad) {
         json_decref(o);
         return NULL;
@@ -475,6 +534,8 @@ void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, si
             optd_sbuf_puts(b, ",\"loss\":");
             optd_sbuf_put_double(b, h[i].loss);
         }
+        if (h[i].contributions)
+            optd_sbuf_printf(b, ",\"contributions\":%u", (unsigned)h[i].contributions);
         optd_sbuf_printf(b, ",\"time\":\"%s\"}", t);
     }
     optd_sbuf_puts(b, "]}");

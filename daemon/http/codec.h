@@ -51,6 +51,9 @@ json_t *optd_codec_schedule_encode(bool has, const optd_schedule_t *s);
 json_t *optd_codec_groups_encode(const optd_session_config_t *cfg);
 /* The session descriptor of API.md.  NULL when out of memory. */
 json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d);
+/* "aggregate": null (workers 0) or the object API.md 1.1 "Rounds" names:
+ * 0 or OPTD_EINVAL naming the field. */
+int optd_codec_aggregate_decode(const json_t *v, optd_aggregate_t *a, optd_err_t *err);
 /* The descriptor's "loss" object, or JSON null when no step carried one. */
 json_t *optd_codec_loss_encode(const optd_loss_summary_t *ls);
 /* Reads a "loss" object (as encoded above, or null) into *ls: 0 or

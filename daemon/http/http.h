@@ -111,6 +111,11 @@ typedef struct optd_req {
      * long as it is held); optd_http_charge_drop returns what is left. */
     size_t charge;
 
+    /* Waiting (wait.c): set while a handler waits for an event, and
+     * when the handler is called again to answer after it. */
+    struct optd_wait *wait;
+    bool suspended;          /* the handler suspended the connection: no answer yet */
+
     /* The response, built by a handler and queued by the server. */
     struct MHD_Response *resp;
     unsigned status;
@@ -206,6 +211,9 @@ void optd_http_reply_descriptor(optd_req_t *req, optd_session_t *s, unsigned sta
  * (hyperparameters, groups, schedule, max_grad_norm, labels, ttl_seconds)
  * when present in body; top-level hyperparameters also go into every group. */
 int optd_http_apply_config_fields(const json_t *body, optd_session_config_t *cfg, optd_err_t *err);
+/* 0, or OPTD_ELIMIT when a round of a->workers gradients of size values
+ * would be more than --max-params. */
+int optd_http_round_fits(optd_req_t *req, const optd_aggregate_t *a, size_t size, optd_err_t *err);
 /* The answer for an error returned by the store or a session. */
 void optd_http_store_error(optd_req_t *req, int rc, const optd_err_t *err);
 
@@ -220,6 +228,14 @@ void optd_route_session_delete(optd_req_t *req);
 void optd_route_params_get(optd_req_t *req);
 void optd_route_params_put(optd_req_t *req);
 void optd_route_step(optd_req_t *req);
+/* route_round.c: a step with a worker, on an aggregating session: its
+ * input in, s the session (the caller's reference).  Answers, or waits
+ * (req->wait) and answers in optd_route_contribute_finish. */
+void optd_route_contribute(optd_req_t *req, optd_session_t *s, const optd_step_input_t *in, const char *worker,
+                           bool return_none);
+void optd_route_contribute_finish(optd_req_t *req);
+/* A worker's name (the session-name rule) into out: 0 or OPTD_EINVAL. */
+int optd_route_worker_name(const char *v, char *out, optd_err_t *err);
 void optd_route_history_get(optd_req_t *req);
 void optd_route_state_get(optd_req_t *req);
 void optd_route_state_put(optd_req_t *req);
@@ -245,6 +261,45 @@ void optd_ui_free(optd_server_t *srv);
 bool optd_ui_path(const char *url);
 /* Adds the page's security headers (CSP, nosniff, ...) to req's answer. */
 void optd_ui_headers(optd_req_t *req);
+
+/* ---- wait.c: requests that wait without holding a thread ------------------- */
+
+/* Why a wait ended, beside the session's OPTD_WATCH_* events. */
+enum { OPTD_WAIT_TIMEOUT = 16, OPTD_WAIT_STOP = 17 };
+
+typedef struct optd_wait {
+    optd_watch_t watch;            /* on the session */
+    optd_server_t *srv;
+    optd_req_t *req;
+    optd_session_t *s;             /* a reference */
+    optd_round_outcome_t *outcome; /* a contribution's round (a reference), or NULL */
+    struct optd_wait *prev, *next; /* srv->waits, under srv->wait_mu */
+    struct optd_wait *expired;     /* the timer's own list */
+    bool listed;
+    int64_t deadline_ms;           /* monotonic */
+    int why;                       /* 0 while waiting (under srv->wait_mu) */
+    bool blocking;                 /* thread per connection: this thread waits on cv */
+    pthread_cond_t cv;
+    /* What the handler needs to answer afterwards. */
+    bool binary, return_none;
+} optd_wait_t;
+
+/* Starts / stops the timer thread (optd_http_start / optd_http_stop). */
+int optd_wait_init(optd_server_t *srv, optd_err_t *err);
+void optd_wait_shutdown(optd_server_t *srv);
+/* req waits at most secs seconds on s (referenced here) for its step to
+ * reach min_step (UINT64_MAX: not) or for outcome's round (NULL: none).
+ * Returns true when the handler must return without an answer (the
+ * connection is suspended; the handler is called again once it is
+ * resumed, with req->wait set); false when it answers now, with
+ * req->wait->why saying why the wait ended (0: it never began, the event
+ * had happened; with a thread per connection the wait happened here). */
+bool optd_wait_begin(optd_req_t *req, optd_session_t *s, uint64_t min_step, optd_round_outcome_t *outcome,
+                     uint64_t secs);
+/* Frees req->wait (after the answer, or when the request ends). */
+void optd_wait_end(optd_req_t *req);
+/* A stop: every waiting request is answered now (503). */
+void optd_wait_stop_all(optd_server_t *srv);
 
 /* ---- server.c ------------------------------------------------------------ */
 

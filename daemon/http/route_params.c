@@ -20,8 +20,46 @@ static bool wants_binary(optd_req_t *req)
     return accept && strcasestr(accept, "application/octet-stream") != NULL;
 }
 
+/* ?min_step=K&wait=SECONDS (API.md 1.1 "Waiting for parameters"): true
+ * when the request now waits (wait.c) or was answered; false to answer
+ * with the parameters as they are. */
+static bool long_poll(optd_req_t *req)
+{
+    if (req->wait) { /* resumed: the step came, the time ran out, or a stop */
+        int why = req->wait->why;
+        optd_wait_end(req);
+        if (why == OPTD_WAIT_STOP) {
+            optd_http_error(req, OPTD_EUNAVAIL, "the daemon is shutting down");
+            return true;
+        }
+        return false;
+    }
+    uint64_t min_step, secs;
+    if (!optd_req_query_u64(req, "min_step", 0, UINT64_MAX - 1, 0, &min_step) ||
+        !optd_req_query_u64(req, "wait", 0, 300, 0, &secs))
+        return true;
+    if (!optd_req_query(req, "min_step") || secs == 0)
+        return false;
+    optd_session_t *s = optd_req_session(req);
+    if (!s)
+        return true;
+    bool waiting = optd_wait_begin(req, s, min_step, NULL, secs);
+    optd_session_release(s);
+    if (waiting)
+        return true;
+    int why = req->wait ? req->wait->why : 0;
+    optd_wait_end(req);
+    if (why == OPTD_WAIT_STOP) {
+        optd_http_error(req, OPTD_EUNAVAIL, "the daemon is shutting down");
+        return true;
+    }
+    return false;
+}
+
 void optd_route_params_get(optd_req_t *req)
 {
+    if (long_poll(req))
+        return;
     optd_session_t *s = optd_req_session(req);
     if (!s)
         return;

@@ -29,7 +29,7 @@ void optd_http_reply_descriptor(optd_req_t *req, optd_session_t *s, unsigned sta
         return;
     }
     json_t *d = optd_codec_descriptor(s->name, &desc);
-    optd_session_config_free(&desc.cfg);
+    optd_session_desc_free(&desc);
     if (!d) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the descriptor");
         return;
@@ -58,9 +58,22 @@ int optd_http_apply_config_fields(const json_t *body, optd_session_config_t *cfg
         rc = optd_codec_labels_decode(v, cfg, err);
     if (!rc && (v = json_object_get(body, "ttl_seconds")))
         rc = optd_codec_ttl_decode(v, &cfg->ttl_seconds, err);
+    if (!rc && (v = json_object_get(body, "aggregate")))
+        rc = optd_codec_aggregate_decode(v, &cfg->aggregate, err);
     if (!rc)
         rc = optd_session_config_validate(cfg, err);
     return rc;
+}
+
+int optd_http_round_fits(optd_req_t *req, const optd_aggregate_t *a, size_t size, optd_err_t *err)
+{
+    size_t max = req->srv->cfg.max_params;
+    if (!max || !a->workers || size <= max / a->workers)
+        return 0;
+    return optd_err_set(err, OPTD_ELIMIT,
+                        "a round of %u workers holds %u gradients of %zu values, more than --max-params (%zu) "
+                        "allows; use fewer workers or a larger --max-params",
+                        a->workers, a->workers, size, max);
 }
 
 /* ---- create ---------------------------------------------------------------- */
@@ -81,7 +94,7 @@ static int charge_or_drop(optd_req_t *req, optd_session_t **s, size_t reserved, 
 
 static const char *const create_fields[] = {"name", "optimizer", "hyperparameters", "dtype", "params",
                                             "size", "from", "schedule", "max_grad_norm", "labels",
-                                            "ttl_seconds", "groups", NULL};
+                                            "ttl_seconds", "groups", "aggregate", NULL};
 
 /* A new session from "from": the source's image copied under its lock,
  * with the request's overrides.  0 and *out, or an error in err. */
@@ -130,6 +143,8 @@ static int fork_session(optd_req_t *req, const json_t *body, const char *name, o
     optd_session_config_free_labels(&img.cfg);
     img.cfg.ttl_seconds = 0;
     rc = optd_http_apply_config_fields(body, &img.cfg, err);
+    if (!rc)
+        rc = optd_http_round_fits(req, &img.cfg.aggregate, img.size, err);
     if (rc)
         goto out;
     snprintf(img.name, sizeof img.name, "%s", name);
@@ -198,6 +213,8 @@ static int new_session(optd_req_t *req, const json_t *body, const char *name, vo
         rc = optd_err_set(err, OPTD_ELIMIT, "%zu parameters are more than --max-params (%zu)", size, max);
         goto out;
     }
+    if ((rc = optd_http_round_fits(req, &cfg.aggregate, size, err)))
+        goto out;
     /* Reserved before anything is allocated: calloc hands out untouched
      * pages, so only the budget stands between a 201 and a later OOM. */
     size_t bytes = optd_session_bytes(&cfg, size, 0, req->srv->cfg.history);
@@ -454,6 +471,11 @@ static int read_patch(const json_t *body, optd_optim_kind_t kind, optd_dtype_t d
         if ((rc = optd_codec_ttl_decode(v, &p->ttl_seconds, err)))
             return rc;
     }
+    if ((v = json_object_get(body, "aggregate"))) {
+        p->set_aggregate = true;
+        if ((rc = optd_codec_aggregate_decode(v, &p->aggregate, err)))
+            return rc;
+    }
     return 0;
 }
 
@@ -481,10 +503,13 @@ void optd_route_session_patch(optd_req_t *req)
         rc = optd_session_copy_descriptor(s, &now, &err);
         optd_optim_kind_t kind = now.cfg.kind;
         optd_dtype_t dtype = now.cfg.dtype;
-        optd_session_config_free(&now.cfg);
+        size_t size = now.size;
+        optd_session_desc_free(&now);
         optd_session_patch_free(&p);
         if (!rc)
             rc = read_patch(body, kind, dtype, &p, &err);
+        if (!rc && p.set_aggregate)
+            rc = optd_http_round_fits(req, &p.aggregate, size, &err);
         if (!rc)
             rc = optd_session_patch(s, &p, &d, &err);
         if (rc == OPTD_ENOTFOUND) {
@@ -517,7 +542,7 @@ void optd_route_session_patch(optd_req_t *req)
     json_decref(doc);
 out:
     optd_session_patch_free(&p);
-    optd_session_config_free(&d.cfg);
+    optd_session_desc_free(&d);
     if (s)
         optd_session_release(s);
     json_decref(body);
@@ -652,7 +677,7 @@ void optd_route_sessions_list(optd_req_t *req)
             break;
         }
         bad |= json_array_append_new(arr, optd_codec_descriptor(list[i]->name, &desc));
-        optd_session_config_free(&desc.cfg);
+        optd_session_desc_free(&desc);
     }
     json_t *doc = bad ? NULL
                       : json_pack("{sOsoso}", "sessions", arr, "next_after",

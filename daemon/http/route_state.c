@@ -18,9 +18,14 @@ void optd_route_state_get(optd_req_t *req)
     optd_session_image_t img;
     memset(&img, 0, sizeof img);
     optd_err_t err = {0};
+    optd_session_desc_t now = {0}; /* for the pending round, which an image leaves out */
     int rc = optd_session_copy_image(s, &img, &err);
+    if (!rc)
+        rc = optd_session_copy_descriptor(s, &now, &err);
     optd_session_release(s);
     if (rc) {
+        optd_session_image_free(&img);
+        optd_session_desc_free(&now);
         optd_http_store_error(req, rc, &err);
         return;
     }
@@ -29,8 +34,13 @@ void optd_route_state_get(optd_req_t *req)
                                 .step = img.st.step,
                                 .created_ms = img.created_ms,
                                 .updated_ms = img.updated_ms,
-                                .loss = img.loss};
+                                .loss = img.loss,
+                                .round_on = now.round_on,
+                                .round_step = now.round_step,
+                                .round_n = now.round_n,
+                                .round_workers = now.round_workers};
     json_t *desc = optd_codec_descriptor(img.name, &view);
+    optd_session_desc_free(&now);
     if (!desc) {
         optd_session_image_free(&img);
         optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the state");
@@ -74,7 +84,7 @@ void optd_route_state_get(optd_req_t *req)
 static const char *const state_fields[] = {"name", "optimizer", "dtype", "size", "step",
                                            "hyperparameters", "schedule", "max_grad_norm", "labels",
                                            "ttl_seconds", "created_at", "updated_at", "loss", "params", "state",
-                                           "groups", NULL};
+                                           "groups", "aggregate", "round", NULL};
 
 /* Lists the buffers kind keeps ("exp_avg, exp_avg_sq") for messages. */
 static void buf_names(const optd_optim_desc_t *d, char *out, size_t cap)
@@ -246,6 +256,8 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
         (rc = optd_codec_time_decode(v, "updated_at", &img->updated_ms, err)))
         return rc;
     if ((rc = optd_codec_loss_decode(json_object_get(body, "loss"), &img->loss, err)))
+        return rc;
+    if ((rc = optd_http_round_fits(req, &img->cfg.aggregate, img->size, err)))
         return rc;
 
     if ((rc = optd_optim_state_init(&img->st, img->cfg.kind, img->cfg.dtype, img->size, &img->cfg.hp, err)))

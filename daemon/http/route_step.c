@@ -11,14 +11,14 @@
 #include "http.h"
 #include "numarray.h"
 
-static const char *const step_fields[] = {"gradient", "step", "loss", NULL};
+static const char *const step_fields[] = {"gradient", "step", "loss", "worker", NULL};
 
 /* Reads the JSON form: the gradient into *grad (malloc'd).  Big gradients
  * take numarray's fast path (parsed straight into the buffer, Jansson only
  * for the rest of the object); anything unusual takes Jansson for the whole
  * body, which also words the error.  Returns 1 when it already answered. */
 static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad, bool *has_expect,
-                       uint64_t *expect, bool *has_loss, double *loss, optd_err_t *err)
+                       uint64_t *expect, bool *has_loss, double *loss, char *worker, optd_err_t *err)
 {
     if (!(*grad = malloc(n * optd_dtype_size(dtype))))
         return optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu values", n);
@@ -70,6 +70,8 @@ static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **gra
             goto out;
         *has_loss = true;
     }
+    if ((v = json_object_get(body, "worker")) && (rc = optd_route_worker_name(json_string_value(v), worker, err)))
+        goto out;
 out:
     json_decref(body);
     return rc;
@@ -79,7 +81,7 @@ out:
  * JSON (then *grad_owned is the malloc'd gradient).  0, an error in err,
  * or 1 when it already answered. */
 static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad_owned,
-                      optd_step_input_t *in, uint64_t *expect, double *loss, optd_err_t *err)
+                      optd_step_input_t *in, uint64_t *expect, double *loss, char *worker, optd_err_t *err)
 {
     bool has_expect = false, has_loss = false;
     int rc;
@@ -102,7 +104,7 @@ static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad
         }
         in->grad = req->body;
     } else {
-        rc = decode_json(req, n, dtype, grad_owned, &has_expect, expect, &has_loss, loss, err);
+        rc = decode_json(req, n, dtype, grad_owned, &has_expect, expect, &has_loss, loss, worker, err);
         in->grad = *grad_owned;
         if (rc == 1) /* already answered */
             return 1;
@@ -121,11 +123,23 @@ static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad
     }
     in->expect_step = has_expect ? expect : NULL;
     in->loss = has_loss ? loss : NULL;
+    if (!rc && (h = optd_req_header(req, "Optd-Worker"))) {
+        char hw[OPTD_WORKER_NAME_MAX + 1];
+        rc = optd_route_worker_name(h, hw, err);
+        if (!rc && worker[0] && strcmp(hw, worker) != 0)
+            rc = optd_err_set(err, OPTD_EINVAL, "header Optd-Worker and field 'worker' disagree");
+        if (!rc)
+            memcpy(worker, hw, sizeof hw);
+    }
     return rc;
 }
 
 void optd_route_step(optd_req_t *req)
 {
+    if (req->wait) { /* a contribution's request, resumed */
+        optd_route_contribute_finish(req);
+        return;
+    }
     const char *ret = optd_req_query(req, "return");
     bool return_none = ret && strcmp(ret, "none") == 0;
     if (ret && !return_none && strcmp(ret, "params") != 0) {
@@ -147,12 +161,17 @@ void optd_route_step(optd_req_t *req)
     double loss = 0;
     bool binary = req->body_kind == OPTD_BODY_BINARY;
     optd_step_input_t in = {0};
-    int rc = read_input(req, n, dtype, &grad_owned, &in, &expect, &loss, &err);
+    char worker[OPTD_WORKER_NAME_MAX + 1] = "";
+    int rc = read_input(req, n, dtype, &grad_owned, &in, &expect, &loss, worker, &err);
     if (rc == 1)
         goto out;
     if (rc) {
         optd_http_error_from(req, &err);
         goto fail;
+    }
+    if (worker[0]) { /* one worker's part of a round (route_round.c) */
+        optd_route_contribute(req, s, &in, worker, return_none);
+        goto out;
     }
     if (!return_none && !(params = malloc(bytes))) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory for %zu parameters", n);

@@ -510,8 +510,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         too_large(req);
     else if (req->body_over_budget)
         busy(req);
-    else
+    else {
+        req->suspended = false;
         optd_router_dispatch(req);
+        if (req->suspended) /* waiting (wait.c): called again once resumed */
+            return MHD_YES;
+    }
     return queue(req);
 }
 
@@ -621,6 +625,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (req->resp)
         MHD_destroy_response(req->resp);
+    optd_wait_end(req);
     body_release(req);
     free(req);
     atomic_fetch_sub(&srv->in_flight, 1);
@@ -799,7 +804,12 @@ int optd_http_start(optd_server_t *srv, optd_err_t *err)
      * limit), and every waiting client's change joins the next round
      * (README Performance has the figures). */
     bool per_connection = srv->cfg.data_dir && srv->cfg.sync == OPTD_SYNC_ALWAYS;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    srv->per_connection = per_connection;
+    if ((rc = optd_wait_init(srv, err)))
+        return rc;
+    /* Waiting requests (wait.c) are suspended, except with a thread per
+     * connection, where they wait on their own thread. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     flags |= per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL : MHD_USE_EPOLL;
     if (family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -859,8 +869,12 @@ void optd_http_quiesce(optd_server_t *srv)
 
 void optd_http_stop(optd_server_t *srv)
 {
+    /* libmicrohttpd must not be stopped with a connection suspended:
+     * every waiting request is answered first. */
+    optd_wait_stop_all(srv);
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);
+    optd_wait_shutdown(srv);
     srv->mhd = NULL;
     if (srv->conns_mu_ready) {
         pthread_mutex_destroy(&srv->conns_mu);
