@@ -359,7 +359,7 @@ void optd_route_session_get(optd_req_t *req)
 }
 
 static const char *const patch_fields[] = {"hyperparameters", "schedule", "max_grad_norm", "labels",
-                                           "ttl_seconds", "optimizer", "dtype", "groups", NULL};
+                                           "ttl_seconds", "optimizer", "dtype", "groups", "aggregate", NULL};
 
 /* The hyperparameters object v onto hp, with the bit of each key given
  * (kind's table order) in *set. */

@@ -1,0 +1,516 @@
+"""Rounds (API.md 1.1 "Rounds: many workers, one session") and long polls
+("Waiting for parameters"), with real concurrent clients: every rule of the
+section; a round is bit for bit one plain step with the reduced gradient
+(summed in double in worker-name order, computed here) whatever the arrival
+order; retries, double counting, backup workers, staleness; 202 and a later
+completion; DELETE, PATCH and SIGTERM answering the waiting requests; long
+polls woken by a step; a restart with a round pending and the durability of
+applied rounds."""
+
+import random
+import re
+import struct
+import threading
+import time
+import unittest
+
+from harness import Daemon, DaemonTestCase
+
+BIN = {"Content-Type": "application/octet-stream"}
+RAW = {"Accept": "application/octet-stream"}
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def reduce_ref(grads_by_worker, dtype, mean=True):
+    """API.md's reduction: sum in double in ascending bytewise name order
+    (the first value, then each added), / N for mean, rounded once."""
+    names = sorted(grads_by_worker, key=lambda s: s.encode())
+    n = len(grads_by_worker[names[0]])
+    out = []
+    for i in range(n):
+        acc = float(grads_by_worker[names[0]][i])
+        for w in names[1:]:
+            acc += float(grads_by_worker[w][i])
+        if mean:
+            acc /= len(names)
+        out.append(f32(acc) if dtype == "float32" else acc)
+    return out
+
+
+def run_threads(fns):
+    """Runs each fn in its own thread, all started together; their results in order."""
+    out = [None] * len(fns)
+    start = threading.Barrier(len(fns))
+
+    def body(i, fn):
+        start.wait()
+        out[i] = fn()
+    ts = [threading.Thread(target=body, args=(i, fn)) for i, fn in enumerate(fns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return out
+
+
+def waiting(d):
+    """optd_requests_waiting from /metrics."""
+    return int(re.search(r"\noptd_requests_waiting (\d+)", d.get("/metrics").raw.decode()).group(1))
+
+
+class RoundsBase:
+    def assertError(self, r, status, code):
+        """As DaemonTestCase's, for the classes that start their own daemons."""
+        self.assertEqual(r.status, status, "want %d %s, got %r" % (status, code, r))
+        err = r.body.get("error") if isinstance(r.body, dict) else None
+        self.assertIsInstance(err, dict, r)
+        self.assertEqual(err.get("code"), code, r)
+        self.assertTrue(isinstance(err.get("message"), str) and err["message"].strip(), r)
+        return err
+
+    def make(self, name, workers=2, params=(1.0, -2.0, 0.5), optimizer="adam", **fields):
+        agg = {"workers": workers}
+        agg.update(fields.pop("agg", {}))
+        r = self.d.post("/v1/sessions", dict(name=name, optimizer=optimizer, params=list(params),
+                                             aggregate=agg, **fields))
+        self.assertEqual(r.status, 201, r)
+        return r.body
+
+    def contribute(self, name, worker, step, grad, wait=None, loss=None, **kw):
+        body = {"gradient": grad, "worker": worker, "step": step}
+        if loss is not None:
+            body["loss"] = loss
+        q = "" if wait is None else "?wait=%d" % wait
+        return self.d.post("/v1/sessions/%s/step%s" % (name, q), body, **kw)
+
+    def round_of(self, name):
+        return self.d.get("/v1/sessions/%s" % name).body["round"]
+
+    def wait_contributions(self, name, k):
+        """Until the pending round holds k contributions (a condition, not a time)."""
+        for _ in range(2000):
+            r = self.round_of(name)
+            if r and r["contributions"] >= k:
+                return r
+            time.sleep(0.005)
+        self.fail("the round never held %d contributions" % k)
+
+    def raw_params(self, name):
+        r = self.d.get("/v1/sessions/%s/params" % name, headers=RAW)
+        self.assertEqual(r.status, 200, r)
+        return r.raw
+
+
+class Rounds(RoundsBase, DaemonTestCase):
+    FLAGS = ["--threads", "4"]
+
+    def test_descriptor_shows_aggregate_and_round(self):
+        n = self.uname()
+        d = self.make(n, workers=3, agg={"reduce": "sum", "max_staleness": 2})
+        self.assertEqual(d["aggregate"], {"workers": 3, "reduce": "sum", "max_staleness": 2})
+        self.assertEqual(d["round"], {"step": 0, "contributions": 0, "workers": []})
+        plain = self.d.create(self.uname(), "sgd", size=2)
+        self.assertIsNone(plain["aggregate"])
+        self.assertIsNone(plain["round"])
+        self.assertEqual(self.contribute(n, "wb", 0, [1, 1, 1], wait=0).status, 202)
+        self.assertEqual(self.contribute(n, "wa", 0, [1, 1, 1], wait=0).status, 202)
+        self.assertEqual(self.round_of(n), {"step": 0, "contributions": 2, "workers": ["wa", "wb"]})
+        # PUT create takes it too; defaults filled in.
+        r = self.d.put("/v1/sessions/" + self.uname(), {"optimizer": "sgd", "size": 2, "aggregate": {"workers": 1}})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.body["aggregate"], {"workers": 1, "reduce": "mean", "max_staleness": 0})
+
+    def test_invalid_aggregate_refused(self):
+        for agg in [{"workers": 0}, {"workers": 1025}, {"workers": 2.5}, {}, {"workers": 2, "reduce": "max"},
+                    {"workers": 2, "max_staleness": -1}, {"workers": 2, "extra": 1}, [2], "yes"]:
+            n = self.uname()
+            r = self.d.post("/v1/sessions", {"name": n, "optimizer": "sgd", "size": 2, "aggregate": agg})
+            self.assertError(r, 400, "invalid_argument")
+            self.assertEqual(self.d.get("/v1/sessions/" + n).status, 404)
+
+    def test_worker_rules(self):
+        n = self.uname()
+        self.make(n)
+        # A plain step on an aggregating session, and a worker on a plain one.
+        self.assertError(self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1]}), 400, "invalid_argument")
+        self.assertError(self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1], "step": 0}),
+                         400, "invalid_argument")
+        p = self.uname()
+        self.d.create(p, "sgd", size=3)
+        self.assertError(self.contribute(p, "w1", 0, [1, 1, 1]), 400, "invalid_argument")
+        # worker needs step; names follow the session-name rule.
+        self.assertError(self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1], "worker": "w1"}),
+                         400, "invalid_argument")
+        for bad in ["", "-x", "a/b", "x" * 129, 7, None]:
+            r = self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1], "worker": bad, "step": 0})
+            self.assertError(r, 400, "invalid_argument")
+        self.assertError(self.contribute(n, "w1", 0, [1, 1, 1], wait=301), 400, "invalid_argument")
+        # Header and field must agree.
+        r = self.d.post("/v1/sessions/%s/step?wait=0" % n, {"gradient": [1, 1, 1], "worker": "w1", "step": 0},
+                        headers={"Optd-Worker": "w2"})
+        self.assertError(r, 400, "invalid_argument")
+        self.assertEqual(self.round_of(n)["contributions"], 0)
+        # A batch item on an aggregating session.
+        r = self.d.post("/v1/steps", {"steps": [{"session": n, "gradient": [1, 1, 1], "step": 0}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["results"][0]["error"]["code"], "invalid_argument")
+
+    def check_order_independent(self, dtype, workers, rounds):
+        rnd = random.Random(dtype)
+        size = 7
+        init = [rnd.uniform(-1, 1) for _ in range(size)]
+        if dtype == "float32":
+            init = [f32(x) for x in init]
+        agg_name, plain = self.uname("agg"), self.uname("plain")
+        self.make(agg_name, workers=len(workers), params=init, dtype=dtype, max_grad_norm=2.0,
+                  schedule={"type": "step", "step_size": 2, "gamma": 0.5})
+        self.d.create(plain, "adam", params=init, dtype=dtype, max_grad_norm=2.0,
+                      schedule={"type": "step", "step_size": 2, "gamma": 0.5})
+        for k in range(rounds):
+            grads = {w: [rnd.uniform(-3, 3) * 10 ** rnd.randint(-8, 2) for _ in range(size)] for w in workers}
+            if dtype == "float32":
+                grads = {w: [f32(x) for x in g] for w, g in grads.items()}
+            losses = {w: rnd.uniform(0, 2) for w in workers}
+            order = list(workers)
+            rnd.shuffle(order)
+            res = run_threads([(lambda w=w: self.contribute(agg_name, w, k, grads[w], loss=losses[w]))
+                               for w in order])
+            for r in res:
+                self.assertEqual(r.status, 200, r)
+            self.assertEqual(len({str(r.body) for r in res}), 1, "every request of a round gets the same answer")
+            red = reduce_ref(grads, dtype)
+            mean_loss = sum(losses[w] for w in sorted(workers, key=str.encode)) / len(workers)
+            r = self.d.post("/v1/sessions/%s/step" % plain, {"gradient": red, "loss": mean_loss})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(res[0].body, r.body)
+            self.assertEqual(self.raw_params(agg_name), self.raw_params(plain))
+        ha = self.d.get("/v1/sessions/%s/history" % agg_name).body["history"]
+        hp = self.d.get("/v1/sessions/%s/history" % plain).body["history"]
+        self.assertEqual([h.pop("contributions") for h in ha], [len(workers)] * rounds)
+        for a, b in zip(ha, hp):
+            a.pop("time"), b.pop("time")
+        self.assertEqual(ha, hp)
+
+    def test_round_is_bit_for_bit_a_plain_step_float64(self):
+        self.check_order_independent("float64", ["w3", "W1", "w10", "w2"], 6)
+
+    def test_round_is_bit_for_bit_a_plain_step_float32(self):
+        self.check_order_independent("float32", ["b", "a", "c"], 6)
+
+    def test_binary_contributions(self):
+        n, plain = self.uname(), self.uname()
+        self.make(n, workers=2, params=[0.0, 0.0], dtype="float32", optimizer="sgd",
+                  hyperparameters={"lr": 0.5})
+        self.d.create(plain, "sgd", params=[0.0, 0.0], dtype="float32", hyperparameters={"lr": 0.5})
+        g = {"x1": [f32(0.1), f32(-0.3)], "x2": [f32(0.7), f32(1e-3)]}
+
+        def send(w):
+            return self.d.post("/v1/sessions/%s/step" % n, struct.pack("<2f", *g[w]),
+                               headers=dict(BIN, **{"Optd-Worker": w, "Optd-Expect-Step": "0"}))
+        res = run_threads([lambda: send("x2"), lambda: send("x1")])
+        for r in res:
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.headers["Optd-Step"], "1")
+            self.assertEqual(r.headers["Optd-Dtype"], "float32")
+        self.assertEqual(res[0].raw, res[1].raw)
+        self.d.post("/v1/sessions/%s/step" % plain, {"gradient": reduce_ref(g, "float32")})
+        self.assertEqual(res[0].raw, self.raw_params(plain))
+        # Without Optd-Expect-Step: refused.
+        r = self.d.post("/v1/sessions/%s/step" % n, struct.pack("<2f", 1, 1), headers=dict(BIN, **{"Optd-Worker": "x1"}))
+        self.assertError(r, 400, "invalid_argument")
+
+    def test_sum_and_return_none(self):
+        n = self.uname()
+        self.make(n, workers=2, params=[0.0], optimizer="sgd", hyperparameters={"lr": 1.0}, agg={"reduce": "sum"})
+        res = run_threads([lambda: self.d.post("/v1/sessions/%s/step?return=none" % n,
+                                               {"gradient": [1.5], "worker": "a", "step": 0}),
+                           lambda: self.contribute(n, "b", 0, [2.0])])
+        self.assertEqual(res[0].body, {"step": 1})
+        self.assertEqual(res[1].body, {"step": 1, "params": [-3.5]})
+
+    def test_retry_replaces_its_first_contribution(self):
+        n, plain = self.uname(), self.uname()
+        self.make(n, workers=2)
+        self.d.create(plain, "adam", params=[1.0, -2.0, 0.5])
+        r = self.contribute(n, "w1", 0, [9.0, 9.0, 9.0], wait=0)
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(r.body, {"step": 0, "round": {"step": 0, "contributions": 1, "workers": ["w1"]}})
+        self.assertEqual(self.contribute(n, "w1", 0, [1.0, 2.0, 3.0], wait=0).status, 202)
+        self.assertEqual(self.round_of(n)["contributions"], 1)
+        r = self.contribute(n, "w2", 0, [3.0, 2.0, 1.0])
+        self.assertEqual(r.status, 200, r)
+        p = self.d.post("/v1/sessions/%s/step" % plain, {"gradient": [2.0, 2.0, 2.0]})
+        self.assertEqual(r.body, p.body)
+
+    def test_never_counted_twice(self):
+        n = self.uname()
+        self.make(n, workers=2, agg={"max_staleness": 3})
+        res = run_threads([lambda: self.contribute(n, "w1", 0, [1, 1, 1]),
+                           lambda: self.contribute(n, "w2", 0, [1, 1, 1])])
+        self.assertEqual([r.status for r in res], [200, 200])
+        # A retry of an applied contribution lies in the window but would count twice.
+        for w in ("w1", "w2"):
+            r = self.contribute(n, w, 0, [1, 1, 1], wait=0)
+            self.assertError(r, 409, "step_mismatch")
+            self.assertEqual(r.body["error"]["current_step"], 1)
+        self.assertEqual(self.round_of(n)["contributions"], 0)
+        # A stale-but-new contribution is fine: w3 computed at step 0.
+        self.assertEqual(self.contribute(n, "w3", 0, [1, 1, 1], wait=0).status, 202)
+        m = self.d.get("/metrics").raw.decode()
+        self.assertRegex(m, r'optd_contributions_refused_total\{reason="twice"\} [1-9]')
+
+    def test_staleness_window(self):
+        n = self.uname()
+        self.make(n, workers=1, agg={"max_staleness": 1})
+        self.assertEqual(self.contribute(n, "a", 0, [1, 1, 1]).body["step"], 1)
+        self.assertEqual(self.contribute(n, "b", 0, [1, 1, 1]).body["step"], 2)   # c - 1: in
+        for step in (0, 3, 99):                                                  # c - 2, ahead
+            r = self.contribute(n, "c", step, [1, 1, 1])
+            self.assertError(r, 409, "step_mismatch")
+            self.assertEqual(r.body["error"]["current_step"], 2)
+        s = self.uname()
+        self.make(s, workers=1)
+        self.contribute(s, "a", 0, [1, 1, 1])
+        r = self.contribute(s, "b", 0, [1, 1, 1])
+        self.assertError(r, 409, "step_mismatch")
+        m = self.d.get("/metrics").raw.decode()
+        self.assertRegex(m, r'optd_contributions_refused_total\{reason="stale"\} [1-9]')
+        self.assertRegex(m, r'optd_contributions_refused_total\{reason="too_late"\} [1-9]')
+
+    def test_backup_workers_late_ones_get_409(self):
+        n = self.uname()
+        self.make(n, workers=2)
+        res = run_threads([(lambda w=w: self.contribute(n, w, 0, [1, 1, 1])) for w in ("b1", "b2", "b3")])
+        self.assertEqual(sorted(r.status for r in res), [200, 200, 409], res)
+        late = [r for r in res if r.status == 409][0]
+        self.assertEqual(late.body["error"]["current_step"], 1)
+        self.assertEqual(self.d.get("/v1/sessions/" + n).body["step"], 1)
+
+    def test_202_then_the_round_completes(self):
+        n = self.uname()
+        self.make(n, workers=2)
+        r = self.contribute(n, "w1", 0, [1, 1, 1], wait=0)
+        self.assertEqual(r.status, 202)
+        got = {}
+        t = threading.Thread(target=lambda: got.update(
+            p=self.d.get("/v1/sessions/%s/params?min_step=1&wait=60" % n)))
+        t.start()
+        r2 = self.contribute(n, "w2", 0, [1, 1, 1])
+        t.join(60)
+        self.assertEqual(r2.status, 200, r2)
+        self.assertEqual(got["p"].status, 200)
+        self.assertEqual(got["p"].body, r2.body)
+
+    def test_wait_expiry_answers_202_and_the_contribution_stays(self):
+        n = self.uname()
+        self.make(n, workers=3)
+        r = self.contribute(n, "w1", 0, [1, 1, 1], wait=1)
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(r.body["round"]["workers"], ["w1"])
+        self.assertEqual(self.round_of(n)["workers"], ["w1"])
+
+    def test_delete_answers_waiting_requests_404(self):
+        n = self.uname()
+        self.make(n, workers=3)
+        got = []
+        ts = [threading.Thread(target=lambda w=w: got.append(self.contribute(n, w, 0, [1, 1, 1])))
+              for w in ("a", "b")]
+        for t in ts:
+            t.start()
+        self.wait_contributions(n, 2)
+        self.assertEqual(self.d.delete("/v1/sessions/" + n).status, 204)
+        for t in ts:
+            t.join(60)
+        for r in got:
+            self.assertError(r, 404, "not_found")
+
+    def test_patch_off_answers_409_and_drops_the_round(self):
+        n = self.uname()
+        self.make(n, workers=3)
+        got = []
+        t = threading.Thread(target=lambda: got.append(self.contribute(n, "a", 0, [1, 1, 1])))
+        t.start()
+        self.wait_contributions(n, 1)
+        r = self.d.patch("/v1/sessions/" + n, {"aggregate": None})
+        self.assertEqual(r.status, 200, r)
+        self.assertIsNone(r.body["aggregate"])
+        self.assertIsNone(r.body["round"])
+        t.join(60)
+        self.assertError(got[0], 409, "step_mismatch")
+        self.assertEqual(got[0].body["error"]["current_step"], 0)
+        # Now a plain session: plain steps go, workers are refused.
+        self.assertEqual(self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1]}).status, 200)
+        self.assertError(self.contribute(n, "a", 1, [1, 1, 1]), 400, "invalid_argument")
+        # And on again.
+        r = self.d.patch("/v1/sessions/" + n, {"aggregate": {"workers": 2}})
+        self.assertEqual(r.body["round"], {"step": 1, "contributions": 0, "workers": []})
+
+    def test_patch_lowering_workers_applies_the_round(self):
+        n, plain = self.uname(), self.uname()
+        self.make(n, workers=3)
+        self.d.create(plain, "adam", params=[1.0, -2.0, 0.5])
+        got = []
+        ts = [threading.Thread(target=lambda w=w, g=g: got.append(self.contribute(n, w, 0, g)))
+              for w, g in (("a", [1.0, 0.0, 2.0]), ("b", [3.0, 1.0, 0.0]))]
+        for t in ts:
+            t.start()
+        self.wait_contributions(n, 2)
+        r = self.d.patch("/v1/sessions/" + n, {"aggregate": {"workers": 2}})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["step"], 1)
+        for t in ts:
+            t.join(60)
+        p = self.d.post("/v1/sessions/%s/step" % plain, {"gradient": [2.0, 0.5, 1.0]})
+        self.assertEqual([x.body for x in got], [p.body, p.body])
+
+    def test_fork_copies_aggregate_not_the_round(self):
+        n = self.uname()
+        self.make(n, workers=2)
+        self.contribute(n, "a", 0, [1, 1, 1], wait=0)
+        f = self.uname()
+        r = self.d.post("/v1/sessions", {"name": f, "from": n})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.body["aggregate"], {"workers": 2, "reduce": "mean", "max_staleness": 0})
+        self.assertEqual(r.body["round"]["contributions"], 0)
+        # State export and import carry the aggregate.
+        st = self.d.get("/v1/sessions/%s/state" % n).body
+        self.assertEqual(st["round"]["workers"], ["a"])
+        imp = self.uname()
+        r = self.d.put("/v1/sessions/%s/state" % imp, st)
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.body["aggregate"], st["aggregate"])
+        self.assertEqual(r.body["round"]["contributions"], 0)
+
+    def test_min_step_long_poll(self):
+        n = self.uname()
+        self.d.create(n, "sgd", params=[1.0])
+        # Already there: at once.  Not there and no wait: at once with the current step.
+        self.assertEqual(self.d.get("/v1/sessions/%s/params?min_step=0&wait=60" % n).body["step"], 0)
+        self.assertEqual(self.d.get("/v1/sessions/%s/params?min_step=5" % n).body["step"], 0)
+        self.assertEqual(self.d.get("/v1/sessions/%s/params?min_step=5&wait=1" % n).body["step"], 0)
+        self.assertError(self.d.get("/v1/sessions/%s/params?min_step=1&wait=301" % n), 400, "invalid_argument")
+        self.assertError(self.d.get("/v1/sessions/%s/params?min_step=x&wait=1" % n), 400, "invalid_argument")
+        polls = run_threads([(lambda: self.d.get("/v1/sessions/%s/params?min_step=2&wait=120" % n))] * 8 +
+                            [lambda: [self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1.0]})
+                                      for _ in range(2)]])
+        for p in polls[:8]:
+            self.assertEqual(p.status, 200, p)
+            self.assertGreaterEqual(p.body["step"], 2)
+
+    def test_many_long_polls_hold_no_worker_thread(self):
+        """64 long polls on a daemon of 4 threads: steps still go through
+        and wake them all (a poll holding a thread would starve the step)."""
+        n = self.uname()
+        self.d.create(n, "sgd", params=[1.0])
+        fns = [(lambda: self.d.get("/v1/sessions/%s/params?min_step=1&wait=120" % n, timeout=130))] * 64
+        out = {}
+
+        def stepper():
+            for _ in range(500):
+                if waiting(self.d) >= 64:
+                    break
+                time.sleep(0.01)
+            return self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1.0]})
+        res = run_threads(fns + [stepper])
+        self.assertEqual(res[-1].status, 200)
+        for p in res[:-1]:
+            self.assertEqual((p.status, p.body["step"]), (200, 1))
+
+    def test_limits(self):
+        d = Daemon(flags=["--max-params", "100"])
+        d.start()
+        try:
+            r = d.post("/v1/sessions", {"name": "a", "optimizer": "sgd", "size": 40, "aggregate": {"workers": 3}})
+            self.assertEqual(r.status, 429, r)
+            self.assertEqual(r.body["error"]["code"], "resource_exhausted")
+            self.assertIn("--max-params", r.body["error"]["message"])
+            self.assertEqual(d.post("/v1/sessions", {"name": "b", "optimizer": "sgd", "size": 40,
+                                                     "aggregate": {"workers": 2}}).status, 201)
+            r = d.patch("/v1/sessions/b", {"aggregate": {"workers": 3}})
+            self.assertEqual(r.status, 429, r)
+            self.assertEqual(d.get("/v1/sessions/b").body["aggregate"]["workers"], 2)
+        finally:
+            d.stop()
+
+    def test_metrics(self):
+        n = self.uname()
+        self.make(n, workers=1)
+        self.contribute(n, "a", 0, [1, 1, 1])
+        m = self.d.get("/metrics").raw.decode()
+        self.assertRegex(m, r"optd_rounds_applied_total [1-9]")
+        self.assertRegex(m, r"optd_round_open_seconds_count [1-9]")
+        self.assertIn("optd_requests_waiting", m)
+
+
+class Stop(RoundsBase, unittest.TestCase):
+    def test_sigterm_answers_waiting_requests_503(self):
+        self.d = Daemon()
+        self.d.start()
+        self.make("s", workers=3)
+        self.d.create("p", "sgd", size=1)
+        got = []
+        ts = [threading.Thread(target=lambda: got.append(self.contribute("s", "a", 0, [1, 1, 1]))),
+              threading.Thread(target=lambda: got.append(
+                  self.d.get("/v1/sessions/p/params?min_step=5&wait=120")))]
+        for t in ts:
+            t.start()
+        self.wait_contributions("s", 1)
+        for _ in range(500):
+            if waiting(self.d) >= 2:
+                break
+            time.sleep(0.01)
+        self.d.stop()   # asserts exit 0 within the 5 s stop promise
+        for t in ts:
+            t.join(30)
+        self.assertEqual(sorted(r.status for r in got), [503, 503], got)
+
+
+class Durable(RoundsBase, unittest.TestCase):
+    def tearDown(self):
+        self.d.cleanup() if hasattr(self.d, "cleanup") else None
+
+    def run_restart(self, flags, crash):
+        self.d = Daemon(data_dir=True, flags=flags)
+        self.d.start()
+        self.make("r", workers=2, agg={"max_staleness": 2})
+        res = run_threads([lambda: self.contribute("r", "w1", 0, [1.0, 2.0, 3.0], loss=0.5),
+                           lambda: self.contribute("r", "w2", 0, [3.0, 2.0, 1.0], loss=1.5)])
+        self.assertEqual([r.status for r in res], [200, 200])
+        params = self.raw_params("r")
+        self.assertEqual(self.contribute("r", "w1", 1, [5.0, 5.0, 5.0], wait=0).status, 202)
+        if crash:
+            self.d.kill9()
+            self.d.start()
+        else:
+            self.d.restart()
+        desc = self.d.get("/v1/sessions/r").body
+        self.assertEqual(desc["step"], 1)
+        self.assertEqual(desc["aggregate"], {"workers": 2, "reduce": "mean", "max_staleness": 2})
+        self.assertEqual(desc["round"], {"step": 1, "contributions": 0, "workers": []})   # the pending one is gone
+        self.assertEqual(self.raw_params("r"), params)
+        h = self.d.get("/v1/sessions/r/history").body["history"]
+        self.assertEqual([(x["step"], x["contributions"], x["loss"]) for x in h], [(1, 2, 1.0)])
+        # Retries of what was applied are refused (never counted twice)...
+        for w in ("w1", "w2"):
+            self.assertError(self.contribute("r", w, 0, [1, 1, 1], wait=0), 409, "step_mismatch")
+        # ...and the retries of the lost pending contribution rebuild the round.
+        self.assertEqual(self.contribute("r", "w1", 1, [5.0, 5.0, 5.0], wait=0).status, 202)
+        r = self.contribute("r", "w2", 1, [1.0, 1.0, 1.0])
+        self.assertEqual((r.status, r.body["step"]), (200, 2))
+        self.d.stop()
+
+    def test_restart_with_a_round_pending(self):
+        self.run_restart([], crash=False)
+
+    def test_crash_with_a_round_pending_journal_replay(self):
+        self.run_restart(["--snapshot-interval", "3600"], crash=True)
+
+    def test_sync_always_applied_round_survives_kill9(self):
+        self.run_restart(["--sync", "always"], crash=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
