@@ -662,7 +662,7 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
     if (r.bad || nh > (r.len - r.off) / 41)
         return corrupt(img, err, "malformed history");
     if (nh > 0) {
-        img->history = malloc((size_t)nh * sizeof *img->history);
+        img->history = calloc((size_t)nh, sizeof *img->history);
         if (!img->history)
             goto nomem;
         img->n_history = nh;
