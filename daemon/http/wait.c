@@ -178,9 +178,9 @@ void optd_wait_shutdown(optd_server_t *srv)
 }
 
 /* Thread per connection: waits here; then libmicrohttpd's own idle clock
- * restarts, or it would close the connection for the time spent waiting
- * instead of sending the answer (0.9.75 resets it only when the timeout
- * goes from 0 to a value). */
+ * is restarted, so the time spent waiting never counts as the connection
+ * being idle (0.9.75 restarts it only when the timeout goes from 0 to a
+ * value, hence the two calls). */
 static void block_here(optd_wait_t *w)
 {
     optd_server_t *srv = w->srv;

@@ -468,6 +468,34 @@ class Stop(RoundsBase, unittest.TestCase):
         self.assertEqual(sorted(r.status for r in got), [503, 503], got)
 
 
+class Timeouts(RoundsBase, unittest.TestCase):
+    """A waiting request outlives --connection-timeout: neither the
+    slow-request watchdog nor libmicrohttpd's idle timeout cuts it, in the
+    thread-pool mode (suspended) and in the thread-per-connection mode of
+    --sync always (blocked on its own thread)."""
+
+    def check(self, **kw):
+        self.d = Daemon(flags=["--connection-timeout", "1"] + kw.pop("flags", []), **kw)
+        self.d.start()
+        try:
+            self.make("t", workers=2)
+            r = self.contribute("t", "a", 0, [1, 1, 1], wait=3)
+            self.assertEqual(r.status, 202, r)
+            self.d.create("p", "sgd", size=1)
+            r = self.d.get("/v1/sessions/p/params?min_step=1&wait=3")
+            self.assertEqual((r.status, r.body["step"]), (200, 0))
+            # The same connection goes on serving.
+            self.assertEqual(self.d.get("/v1/sessions/t").status, 200)
+        finally:
+            self.d.stop()
+
+    def test_pool_mode(self):
+        self.check()
+
+    def test_thread_per_connection_mode(self):
+        self.check(data_dir=True, flags=["--sync", "always"])
+
+
 class Durable(RoundsBase, unittest.TestCase):
     def tearDown(self):
         self.d.cleanup() if hasattr(self.d, "cleanup") else None
