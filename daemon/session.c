@@ -1054,6 +1054,7 @@ int optd_session_patch(optd_session_t *s, const optd_session_patch_t *p, optd_se
                        optd_err_t *err)
 {
     memset(out, 0, sizeof *out);
+    out->round_applied_ns = -1;
     optd_session_config_t merged = {0};
     int rc;
     pthread_mutex_lock(&s->mu);
@@ -1080,7 +1081,10 @@ int optd_session_patch(optd_session_t *s, const optd_session_patch_t *p, optd_se
         goto out;
     if ((rc = patch_merge(&merged, p, err)) || (rc = patch_install_locked(s, &merged, err)))
         goto out;
-    optd_session_aggregate_changed_locked(s);
+    int round_rc = 0;
+    out->round_applied_ns = optd_session_aggregate_changed_locked(s, &round_rc);
+    if (round_rc)
+        out->round_applied_ns = -1;
     if ((rc = optd_session_config_copy(&out->cfg, &s->cfg, err)))
         goto out;
     out->size = s->size;

@@ -87,6 +87,8 @@ typedef struct optd_session_desc {
     uint64_t round_step;
     size_t round_n;
     char (*round_workers)[OPTD_WORKER_NAME_MAX + 1];
+    int64_t round_applied_ns;      /* optd_session_patch: a round it applied stayed open
+                                      this long (ns); -1: none */
 } optd_session_desc_t;
 
 /* Frees what a descriptor copy holds (its cfg and round names). */
@@ -438,8 +440,10 @@ void optd_session_unwatch(optd_session_t *s, optd_watch_t *w);
 void optd_session_drop_round_locked(optd_session_t *s, int rc, const char *msg);
 void optd_session_wake_all_locked(optd_session_t *s, int why);
 /* With s->mu held, after its aggregate changed (PATCH): off drops the
- * round (409 to its requests); fewer workers than are in applies it now. */
-void optd_session_aggregate_changed_locked(optd_session_t *s);
+ * round (409 to its requests); fewer workers than are in applies it now,
+ * and then returns how long it stayed open (ns, and the outcome's rc in
+ * *rc); otherwise -1. */
+int64_t optd_session_aggregate_changed_locked(optd_session_t *s, int *rc);
 /* With s->mu held, after the step changed: wakes the watchers it reaches. */
 void optd_session_wake_step_locked(optd_session_t *s);
 /* The round as the descriptor shows it (with s->mu held). */

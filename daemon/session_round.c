@@ -183,20 +183,25 @@ static int64_t round_apply(optd_session_t *s, const optd_step_ctx_t *ctx)
     return open_ns;
 }
 
-void optd_session_aggregate_changed_locked(optd_session_t *s)
+int64_t optd_session_aggregate_changed_locked(optd_session_t *s, int *rc)
 {
     if (!s->round)
-        return;
+        return -1;
     if (s->cfg.aggregate.workers == 0) {
         optd_session_drop_round_locked(s, OPTD_ESTEP,
                                        "the session no longer aggregates (PATCH turned 'aggregate' off); "
                                        "the pending round was dropped");
-        return;
+        return -1;
     }
-    if (s->round->n >= s->cfg.aggregate.workers) {
-        optd_step_ctx_t ctx = {.pool = NULL, .dur = s->dur};
-        round_apply(s, &ctx);
-    }
+    if (s->round->n < s->cfg.aggregate.workers)
+        return -1;
+    optd_step_ctx_t ctx = {.pool = NULL, .dur = s->dur};
+    optd_round_outcome_t *o = s->round->outcome;
+    optd_round_outcome_retain(o);
+    int64_t open_ns = round_apply(s, &ctx);
+    *rc = o->rc;
+    optd_round_outcome_release(o);
+    return open_ns;
 }
 
 /* Refuses a contribution whose step is outside [c - max_staleness, c] or

@@ -533,6 +533,10 @@ void optd_route_session_patch(optd_req_t *req)
         optd_http_store_error(req, rc, &err);
         goto out;
     }
+    if (d.round_applied_ns >= 0) { /* fewer workers: the round it held was applied */
+        optd_metrics_step(&req->srv->metrics, d.cfg.kind);
+        optd_metrics_round(&req->srv->metrics, (double)d.round_applied_ns / 1e9);
+    }
     json_t *doc = optd_codec_descriptor(s->name, &d);
     if (!doc) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the descriptor");

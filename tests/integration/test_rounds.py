@@ -358,9 +358,12 @@ class Rounds(RoundsBase, DaemonTestCase):
         for t in ts:
             t.start()
         self.wait_contributions(n, 2)
+        before = self.d.get("/metrics").raw.decode()
         r = self.d.patch("/v1/sessions/" + n, {"aggregate": {"workers": 2}})
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body["step"], 1)
+        count = lambda m: int(re.search(r"\noptd_rounds_applied_total (\d+)", m).group(1))
+        self.assertEqual(count(self.d.get("/metrics").raw.decode()), count(before) + 1)
         for t in ts:
             t.join(60)
         p = self.d.post("/v1/sessions/%s/step" % plain, {"gradient": [2.0, 0.5, 1.0]})
