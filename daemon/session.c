@@ -697,12 +697,14 @@ int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd
                        uint64_t *step_out, void *params_out, optd_err_t *err)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = step_check_locked(s, in, step_out, err);
-    if (!rc && s->cfg.aggregate.workers && !in->n_workers)
-        rc = optd_err_set(err, OPTD_EINVAL,
-                          "session '%s' aggregates the steps of %u workers: a step needs 'worker' and 'step' "
-                          "(or the headers Optd-Worker and Optd-Expect-Step)",
-                          s->name, s->cfg.aggregate.workers);
+    /* Refused before anything else: it is no plain step, whatever its step. */
+    int rc = s->cfg.aggregate.workers && !in->n_workers && !s->deleted
+                 ? optd_err_set(err, OPTD_EINVAL,
+                                "session '%s' aggregates the gradients of %u workers: a step is one worker's "
+                                "contribution to .../step, with 'worker' and 'step' (or the headers Optd-Worker "
+                                "and Optd-Expect-Step), never a plain or batched step",
+                                s->name, s->cfg.aggregate.workers)
+                 : step_check_locked(s, in, step_out, err);
     if (rc)
         goto out;
     if ((rc = optd_session_apply_locked(s, ctx, in, err)))

@@ -129,21 +129,20 @@ void optd_route_contribute(optd_req_t *req, optd_session_t *s, const optd_step_i
         }
     }
     bool binary = req->body_kind == OPTD_BODY_BINARY;
-    if (optd_wait_begin(req, s, UINT64_MAX, res.outcome, atomic_load(&res.outcome->done) ? 0 : secs)) {
-        req->wait->binary = binary;
-        req->wait->return_none = return_none;
-        optd_round_outcome_release(res.outcome);
-        return; /* answered once resumed */
-    }
-    optd_round_outcome_release(res.outcome);
+    bool waiting = optd_wait_begin(req, s, UINT64_MAX, res.outcome,
+                                   atomic_load(&res.outcome->done) ? 0 : secs);
     if (req->wait) {
         req->wait->binary = binary;
         req->wait->return_none = return_none;
-        optd_route_contribute_finish(req);
+        if (!waiting)
+            optd_route_contribute_finish(req);
+    } else if (atomic_load_explicit(&res.outcome->done, memory_order_acquire)) {
+        answer_outcome(req, res.outcome, s->cfg.dtype, s->size, binary, return_none);
     } else { /* no memory to wait: answered as a wait of 0 */
         answer_pending(req, s);
     }
-    return;
+    optd_round_outcome_release(res.outcome);
+    return; /* when waiting: answered once resumed */
 fail_answered:
     atomic_fetch_add_explicit(&srv->metrics.step_errors, 1, memory_order_relaxed);
 }

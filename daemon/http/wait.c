@@ -64,8 +64,6 @@ static void on_wake(optd_watch_t *watch, int why)
  * and puts it on *ended; the caller finishes it with finish_ended. */
 static void end_later_locked(optd_wait_t *w, int why, optd_wait_t **ended)
 {
-    /* A blocking wait needs no unlinking before it is woken (its thread
-     * unlinks itself), but one path for both keeps this simple. */
     w->why = -why; /* ended, not yet resumed: keeps fire_locked away */
     if (w->prev)
         w->prev->next = w->next;

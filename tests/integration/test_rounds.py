@@ -138,6 +138,8 @@ class Rounds(RoundsBase, DaemonTestCase):
         self.assertError(self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1]}), 400, "invalid_argument")
         self.assertError(self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1], "step": 0}),
                          400, "invalid_argument")
+        self.assertError(self.d.post("/v1/sessions/%s/step" % n, {"gradient": [1, 1, 1], "step": 5}),
+                         400, "invalid_argument")
         p = self.uname()
         self.d.create(p, "sgd", size=3)
         self.assertError(self.contribute(p, "w1", 0, [1, 1, 1]), 400, "invalid_argument")
