@@ -152,6 +152,7 @@ static int fork_session(optd_req_t *req, const json_t *body, const char *name, o
     img.history = NULL;
     img.n_history = 0;
     memset(&img.loss, 0, sizeof img.loss); /* a fork's loss summary starts at null */
+    optd_worker_steps_free(&img.worker_steps); /* and its workers start afresh, as its history */
     img.created_ms = img.updated_ms = optd_now_ms();
     rc = optd_session_from_image_take(&img, req->srv->cfg.history, out, err);
     if (!rc) {
