@@ -440,6 +440,29 @@ class Rounds(RoundsBase, DaemonTestCase):
         finally:
             d.stop()
 
+    def test_contributions_are_reserved_under_max_memory(self):
+        d = Daemon(flags=["--max-memory", "2000000"])
+        d.start()
+        try:
+            self.d = d
+            r = d.post("/v1/sessions", {"name": "m", "optimizer": "sgd", "size": 100000, "aggregate": {"workers": 2}})
+            self.assertEqual(r.status, 201, r)
+            g = struct.pack("<100000d", *([0.5] * 100000))
+
+            def send(w):
+                return d.post("/v1/sessions/m/step?wait=0&return=none", g,
+                              headers=dict(BIN, **{"Optd-Worker": w, "Optd-Expect-Step": "0"}))
+            self.assertEqual(send("a").status, 202)
+            r = send("b")
+            self.assertError(r, 429, "resource_exhausted")
+            self.assertEqual(self.round_of("m")["workers"], ["a"])
+            # A DELETE gives the round's memory back with the session's.
+            self.assertEqual(d.delete("/v1/sessions/m").status, 204)
+            r = d.post("/v1/sessions", {"name": "m2", "optimizer": "sgd", "size": 200000})
+            self.assertEqual(r.status, 201, r)
+        finally:
+            d.stop()
+
     def test_metrics(self):
         n = self.uname()
         self.make(n, workers=1)
