@@ -68,28 +68,44 @@ void optd_round_sort(optd_round_t *r)
  * sequentially and nothing is allocated. */
 #define REDUCE_BLOCK 512
 
-#define REDUCE_BODY(T)                                                                             \
-    do {                                                                                           \
-        const T *const *g = (const T *const *)grads;                                               \
-        T *o = out;                                                                                \
+/* GCC's -O2 vectorizes only loops whose trip count needs no scalar
+ * epilogue (kernels_common.h says the same for the kernels): without this
+ * the reduction of 4 x 1M float32 took 15 ms. */
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+
+#define REDUCE_LOOPS(T)                                                                            \
+    static void first_##T(double *restrict acc, const T *restrict g, size_t m)                     \
+    {                                                                                              \
+        for (size_t i = 0; i < m; i++)                                                             \
+            acc[i] = (double)g[i];                                                                 \
+    }                                                                                              \
+    static void add_##T(double *restrict acc, const T *restrict g, size_t m)                       \
+    {                                                                                              \
+        for (size_t i = 0; i < m; i++)                                                             \
+            acc[i] += (double)g[i];                                                                \
+    }                                                                                              \
+    static void store_##T(T *restrict o, double *restrict acc, size_t m, bool mean, double n)      \
+    {                                                                                              \
+        if (mean)                                                                                  \
+            for (size_t i = 0; i < m; i++)                                                         \
+                acc[i] /= n;                                                                       \
+        for (size_t i = 0; i < m; i++)                                                             \
+            o[i] = (T)acc[i];                                                                      \
+    }                                                                                              \
+    static void reduce_##T(size_t size, const T *const *g, size_t n, bool mean, T *o)              \
+    {                                                                                              \
         double acc[REDUCE_BLOCK];                                                                  \
         for (size_t at = 0; at < size; at += REDUCE_BLOCK) {                                       \
             size_t m = size - at < REDUCE_BLOCK ? size - at : REDUCE_BLOCK;                        \
-            const T *g0 = g[0] + at;                                                               \
-            for (size_t i = 0; i < m; i++)                                                         \
-                acc[i] = (double)g0[i];                                                            \
-            for (size_t k = 1; k < n; k++) {                                                       \
-                const T *gk = g[k] + at;                                                           \
-                for (size_t i = 0; i < m; i++)                                                     \
-                    acc[i] += (double)gk[i];                                                       \
-            }                                                                                      \
-            if (mean)                                                                              \
-                for (size_t i = 0; i < m; i++)                                                     \
-                    acc[i] /= (double)n;                                                           \
-            for (size_t i = 0; i < m; i++)                                                         \
-                o[at + i] = (T)acc[i];                                                             \
+            first_##T(acc, g[0] + at, m);                                                          \
+            for (size_t k = 1; k < n; k++)                                                         \
+                add_##T(acc, g[k] + at, m);                                                        \
+            store_##T(o + at, acc, m, mean, (double)n);                                            \
         }                                                                                          \
-    } while (0)
+    }
+
+REDUCE_LOOPS(float)
+REDUCE_LOOPS(double)
 
 void optd_round_reduce(optd_dtype_t dtype, size_t size, const void *const *grads, size_t n,
                        optd_reduce_t reduce, void *out)
@@ -98,9 +114,9 @@ void optd_round_reduce(optd_dtype_t dtype, size_t size, const void *const *grads
     if (n == 0)
         return;
     if (dtype == OPTD_FLOAT32)
-        REDUCE_BODY(float);
+        reduce_float(size, (const float *const *)grads, n, mean, out);
     else
-        REDUCE_BODY(double);
+        reduce_double(size, (const double *const *)grads, n, mean, out);
 }
 
 /* ---- each worker's last applied step ------------------------------------------ */
