@@ -111,7 +111,8 @@ void optd_round_reduce(optd_dtype_t dtype, size_t size, const void *const *grads
                        optd_reduce_t reduce, void *out)
 {
     bool mean = reduce == OPTD_REDUCE_MEAN;
-    if (n == 0)
+    /* One gradient: (T)((double)g / 1) is g, bit for bit. */
+    if (n == 0 || (n == 1 && out == grads[0]))
         return;
     if (dtype == OPTD_FLOAT32)
         reduce_float(size, (const float *const *)grads, n, mean, out);

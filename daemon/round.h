@@ -39,6 +39,7 @@ typedef struct optd_contribution {
     bool has_loss;
     double loss;
     void *grad;              /* size elements of the session's dtype (malloc'd) */
+    bool want_params;        /* its request answers with the parameters (not ?return=none) */
 } optd_contribution_t;
 
 /* What every request of one round is answered with, shared by reference
@@ -50,7 +51,8 @@ typedef struct optd_round_outcome {
     int rc;                  /* 0: applied; else the error all requests get */
     optd_err_t err;
     uint64_t step;           /* applied: the new step; else the session's step then */
-    void *params;            /* applied: the parameters after it (malloc'd), or NULL */
+    void *params;            /* applied: the parameters after it (malloc'd), or NULL when
+                                no request of the round asked for them */
 } optd_round_outcome_t;
 
 /* A new outcome with one reference, or NULL (out of memory). */
@@ -66,6 +68,7 @@ typedef struct optd_round {
     size_t cap;              /* entries of `in` allocated */
     optd_contribution_t *in; /* in arrival order */
     size_t charged;          /* bytes reserved for it (--max-memory) */
+    bool want_params;        /* a request of it answers with the parameters */
     int64_t opened_ns;       /* monotonic, for the open-time metric */
     optd_round_outcome_t *outcome; /* the round's; waiting requests hold references */
 } optd_round_t;

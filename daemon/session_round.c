@@ -148,8 +148,10 @@ static int64_t round_apply(optd_session_t *s, const optd_step_ctx_t *ctx)
     optd_round_outcome_t *o = r->outcome;
     optd_round_sort(r);
     const void **grads = malloc(r->n * sizeof *grads);
-    void *params = malloc(grad_bytes(s));
-    if (!grads || !params) {
+    /* The parameters after the step are copied out only for requests that
+     * answer with them (a 1M-parameter copy per round otherwise). */
+    void *params = r->want_params ? malloc(grad_bytes(s)) : NULL;
+    if (!grads || (r->want_params && !params)) {
         free(grads);
         free(params);
         o->rc = optd_err_set(&o->err, OPTD_ENOMEM, "out of memory reducing a round of %zu", r->n);
@@ -170,7 +172,7 @@ static int64_t round_apply(optd_session_t *s, const optd_step_ctx_t *ctx)
             .grad = r->in[0].grad, .loss = n_loss ? &loss : NULL, .n_workers = r->n, .workers = r->in,
         };
         o->rc = optd_session_apply_locked(s, ctx, &in, &o->err);
-        if (!o->rc) {
+        if (!o->rc && params) {
             memcpy(params, s->params, grad_bytes(s));
             o->params = params;
         } else {
@@ -294,6 +296,7 @@ static int round_put(optd_session_t *s, const optd_contribution_t *c, optd_err_t
     slot->step = c->step;
     slot->has_loss = c->has_loss;
     slot->loss = c->loss;
+    r->want_params |= c->want_params;
     return 0;
 }
 

@@ -107,7 +107,8 @@ void optd_route_contribute(optd_req_t *req, optd_session_t *s, const optd_step_i
         goto fail_answered;
     }
     optd_contribution_t c = {.step = *in->expect_step, .has_loss = in->loss != NULL,
-                             .loss = in->loss ? *in->loss : 0, .grad = (void *)in->grad};
+                             .loss = in->loss ? *in->loss : 0, .grad = (void *)in->grad,
+                             .want_params = !return_none};
     snprintf(c.worker, sizeof c.worker, "%s", worker);
     optd_step_ctx_t ctx;
     optd_store_step_ctx(srv->store, &ctx);
