@@ -337,7 +337,8 @@ int optd_session_contribute(optd_session_t *s, const optd_step_ctx_t *ctx, const
         out->open_ns = round_apply(s, ctx);
         out->state = 1;
     }
-    s->updated_ms = optd_now_ms();
+    /* A pending contribution changes nothing durable (updated_at stays):
+     * the round lives in memory only until it is applied. */
 out:
     pthread_mutex_unlock(&s->mu);
     optd_session_touch(s);

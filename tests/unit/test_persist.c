@@ -1031,6 +1031,83 @@ static void v1_record(uint8_t *buf, size_t *off, uint32_t type, uint64_t lsn, co
 /* A journal written by 1.0 (format version 1: images, deltas carrying only
  * the newer history, deletes) still loads: a 1.0 data directory carries
  * over. */
+/* A round's contribution as the step handler makes it. */
+static int contribute_in(world_t *w, optd_session_t *s, const char *worker, uint64_t step, const double *g,
+                         optd_err_t *err)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(w->st, &ctx);
+    optd_contribution_t c = {.step = step, .grad = (void *)g, .has_loss = true, .loss = 0.25};
+    snprintf(c.worker, sizeof c.worker, "%s", worker);
+    optd_contrib_result_t res;
+    int rc = optd_session_contribute(s, &ctx, &c, &res, err);
+    if (!rc)
+        optd_round_outcome_release(res.outcome);
+    return rc;
+}
+
+/* Rounds: the aggregate, each worker's last applied step and the
+ * history's contributions come back from the journal (record type 6,
+ * after a crash) and from a snapshot (section 3); a pending round does
+ * not, and a retry of an applied contribution is still refused. */
+static void check_rounds_back(world_t *w, const uint8_t *want, size_t wl)
+{
+    optd_err_t err;
+    optd_session_t *s = optd_store_get(w->st, "agg");
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(s->st.step, 1);
+    ck_assert_ptr_null(s->round);
+    ck_assert_uint_eq(s->cfg.aggregate.workers, 2);
+    ck_assert_uint_eq(s->cfg.aggregate.max_staleness, 3);
+    uint64_t v;
+    ck_assert(optd_worker_steps_get(&s->worker_steps, "w1", &v) && v == 0);
+    ck_assert(optd_worker_steps_get(&s->worker_steps, "w2", &v) && v == 0);
+    ck_assert_uint_eq(s->history_len, 1);
+    ck_assert_uint_eq(s->history[s->history_head].contributions, 2);
+    size_t l;
+    uint8_t *got = image_of(w->st, "agg", &l);
+    ck_assert(l == wl && memcmp(got, want, l) == 0);
+    free(got);
+    double g[5] = {1, 2, 3, 4, 5};
+    ck_assert_int_eq(contribute_in(w, s, "w1", 0, g, &err), OPTD_ESTEP);
+    optd_session_release(s);
+}
+
+START_TEST(rounds_survive_a_crash_and_a_snapshot)
+{
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "rounds");
+    optd_err_t err;
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    optd_session_config_t cfg = {.kind = OPTD_ADAM, .dtype = OPTD_FLOAT64};
+    optd_hparams_default(cfg.kind, &cfg.hp);
+    cfg.aggregate = (optd_aggregate_t){.workers = 2, .reduce = OPTD_REDUCE_MEAN, .max_staleness = 3};
+    optd_session_t *s;
+    ck_assert_int_eq(optd_session_create("agg", &cfg, 5, NULL, 50, &s, &err), 0);
+    put(&w, s);
+    double g1[5] = {0.5, -1, 2, 0, 3}, g2[5] = {1, 1, 1, 1, -1};
+    ck_assert_int_eq(contribute_in(&w, s, "w2", 0, g2, &err), 0);
+    ck_assert_int_eq(contribute_in(&w, s, "w1", 0, g1, &err), 0);
+    ck_assert_uint_eq(s->st.step, 1);
+    ck_assert_int_eq(contribute_in(&w, s, "w1", 1, g1, &err), 0); /* pending, in memory only */
+    size_t wl;
+    uint8_t *want = image_bytes(s, &wl);
+    optd_session_release(s);
+    world_close(&w, false); /* crash: only the journal */
+    ck_assert_uint_eq(count_files(dir, ".snap"), 0);
+
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    check_rounds_back(&w, want, wl);
+    world_close(&w, true); /* a snapshot of it */
+    ck_assert_uint_ge(count_files(dir, ".snap"), 1);
+    world_open(&w, dir, OPTD_SYNC_INTERVAL);
+    check_rounds_back(&w, want, wl);
+    world_close(&w, false);
+    free(want);
+    rm_rf(dir);
+}
+END_TEST
 START_TEST(version_1_journal_loads)
 {
     char dir[64], dir2[64];
@@ -1138,6 +1215,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, group_commit_many_threads);
     tcase_add_test(tc, step_records_replay_same_bits);
     tcase_add_test(tc, version_1_journal_loads);
+    tcase_add_test(tc, rounds_survive_a_crash_and_a_snapshot);
     tcase_add_test(tc, write_failures_sync_always);
     tcase_add_test(tc, write_failures_sync_interval);
     suite_add_tcase(su, tc);
