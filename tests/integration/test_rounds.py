@@ -463,6 +463,45 @@ class Rounds(RoundsBase, DaemonTestCase):
         finally:
             d.stop()
 
+    def test_many_workers_with_retries_and_backups(self):
+        """6 worker threads on rounds of 4 (2 backups), each retrying some
+        contributions and waiting briefly on others, for 15 rounds: every
+        answer is a 200, a 202 or a 409; every round reduced exactly 4;
+        the step count is the number of rounds; nobody counted twice."""
+        n = self.uname()
+        self.make(n, workers=4, params=[0.0, 0.0], optimizer="sgd", agg={"max_staleness": 1})
+        rounds = 15
+        statuses = []
+        lock = threading.Lock()
+
+        def worker(i):
+            rnd = random.Random(i)
+            name = "w%d" % i
+            while True:
+                p = self.d.get("/v1/sessions/%s/params" % n).body
+                if p["step"] >= rounds:
+                    return
+                for attempt in range(rnd.choice([1, 1, 2])):   # sometimes a retry
+                    r = self.contribute(n, name, p["step"], [1.0, float(i)], wait=rnd.choice([0, 1, 5]))
+                    with lock:
+                        statuses.append(r.status)
+                if r.status == 202:
+                    self.d.get("/v1/sessions/%s/params?min_step=%d&wait=5" % (n, p["step"] + 1))
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(300)
+        h = self.d.get("/v1/sessions/%s/history" % n).body["history"]
+        self.assertGreaterEqual(len(h), rounds)
+        self.assertEqual([x["step"] for x in h], list(range(1, len(h) + 1)))
+        self.assertTrue(all(x["contributions"] == 4 for x in h), h)
+        self.assertIn(200, statuses)
+        self.assertLessEqual(set(statuses), {200, 202, 409}, statuses)
+        # The pending round (if any) holds distinct workers only.
+        r = self.round_of(n)
+        self.assertEqual(len(set(r["workers"])), r["contributions"])
+
     def test_metrics(self):
         n = self.uname()
         self.make(n, workers=1)
