@@ -514,7 +514,13 @@ class Rounds(RoundsBase, DaemonTestCase):
 
 class Stop(RoundsBase, unittest.TestCase):
     def test_sigterm_answers_waiting_requests_503(self):
-        self.d = Daemon()
+        self.check(Daemon())
+
+    def test_sigterm_answers_waiting_requests_503_thread_per_connection(self):
+        self.check(Daemon(data_dir=True, flags=["--sync", "always"]))
+
+    def check(self, d):
+        self.d = d
         self.d.start()
         self.make("s", workers=3)
         self.d.create("p", "sgd", size=1)
