@@ -331,7 +331,7 @@ class TableSharding(unittest.TestCase):
         for j in range(k):
             desc = Client(self.urls[j % 3]).get("tbl-adam.%d" % j)
             self.assertEqual((desc["size"], desc["row_size"]),
-                             (shard_rows(self.ROWS, k, j) * self.R, self.R))
+                             ((shard_rows(self.ROWS, k, j) + 1) * self.R, self.R))  # + spare
         self.assertEqual(sum(shard_rows(self.ROWS, k, j) for j in range(k)), self.ROWS)
         self.assert_same(table, ref)
         rng = np.random.default_rng(2)
@@ -348,6 +348,13 @@ class TableSharding(unittest.TestCase):
         self.assert_same(table, ref)
         # Pulls in any order, repeats included, answer the caller's order.
         self.assert_same(table, ref, [999, 0, 5, 5, 6, 999, 1, 500, 5])
+        # A row past the end is refused by the client (it would reach a
+        # shard's spare row), and nothing is sent.
+        for bad in (self.ROWS, -1):
+            with self.assertRaises(ValueError):
+                table.push([3, bad], np.zeros(2 * self.R, dtype=np.float32))
+            with self.assertRaises(ValueError):
+                table.pull([bad])
         self.assertEqual(table.open(), 30)
         self.assertEqual((table.rows, table.row_size, table.dtype), (self.ROWS, self.R, "float32"))
 

@@ -3,8 +3,10 @@ sessions, on one daemon, several daemons, or behind the sharding proxy.
 
 The mapping.  Row r of a table of n rows lives in the session NAME.j with
 j = r mod k, as that session's local row r div k.  So shard j holds the rows
-j, j + k, j + 2k, ...: (n - j + k - 1) div k of them, and consecutive rows
-(which a recommender's ids often are) land on different shards.
+j, j + k, j + 2k, ...: n_j = (n - j + k - 1) div k of them, and consecutive
+rows (which a recommender's ids often are) land on different shards.  Each
+shard session has one more row, its local row n_j, the spare (see below):
+it is (n_j + 1) x row_size values.
 
 Where the shards live.  ShardedTable(urls, name, shards=k):
   - urls a list of daemon URLs: shard j lives on urls[j mod len(urls)], so
@@ -20,11 +22,15 @@ Where the shards live.  ShardedTable(urls, name, shards=k):
 Pushes and pulls.  push(rows, gradient) groups the rows by shard (keeping
 their order within each shard, so a row listed twice is summed in the same
 order as on one unsharded session) and sends one rows step per shard, all
-shards concurrently from a thread pool.  By default every shard is stepped,
-the untouched ones with no rows: each shard's step count then stays the
-table's (the number of pushes), which sparse_adam's bias correction and
-adagrad's lr_decay read, so a sharded table's values are exactly those of
-one session stepped with the same pushes.  pull(rows) reads each shard's
+shards concurrently from a thread pool.  By default every shard is stepped on
+every push: each shard's step count then stays the table's (the number of
+pushes), which sparse_adam's bias correction and adagrad's lr_decay read, so
+a sharded table's values are exactly those of one session stepped with the
+same pushes.  A shard none of whose rows is in the push is stepped on its
+spare row with a zero gradient: a rows step lists at least one row, and a
+zero gradient on a row whose optimizer state is zero (the spare's, which
+only ever gets zeros) leaves the row and its state as they were under
+sparse_adam, adagrad and sgd, and counts the step.  pull(rows) reads each shard's
 rows concurrently and answers them in the caller's order.
 
 No atomicity across shards: a push that raises may have been applied on
@@ -39,7 +45,8 @@ from .client import Client, OptdError, _is_numpy, _np
 
 
 def shard_rows(n, k, j):
-    """How many of a table's n rows shard j of k holds."""
+    """How many of a table's n rows shard j of k holds (its spare row not
+    counted)."""
     return max(0, (n - j + k - 1) // k)
 
 
@@ -81,11 +88,14 @@ class ShardedTable:
 
     def _group(self, rows):
         """[(positions in `rows`, local rows)] per shard, order kept."""
+        if self.rows is None:
+            raise ValueError("the table's size is not known: create() or open() first")
         groups = [([], []) for _ in range(self.k)]
         for i, r in enumerate(rows):
             r = int(r)
-            if r < 0:
-                raise ValueError("row %d: rows are numbered from 0" % r)
+            if not 0 <= r < self.rows:
+                # (a row past the end would reach a shard's spare row)
+                raise ValueError("row %d: the table has rows 0..%d" % (r, self.rows - 1))
             pos, local = groups[r % self.k]
             pos.append(i)
             local.append(r // self.k)
@@ -117,7 +127,7 @@ class ShardedTable:
         self.rows, self.row_size = int(rows), int(row_size)
 
         def make(j):
-            n = shard_rows(self.rows, self.k, j)
+            n = shard_rows(self.rows, self.k, j) + 1  # + the spare row
             c = self.client_of(j)
             d = c.create(self.shard_name(j), optimizer, size=n * self.row_size,
                          row_size=self.row_size, hyperparameters=hyperparameters,
@@ -135,12 +145,14 @@ class ShardedTable:
         return descs
 
     def _shard_slice(self, table, j):
-        """Shard j's rows of a whole table (numpy or flat list)."""
+        """Shard j's rows of a whole table (numpy or flat list), and its
+        spare row's zeros."""
         R = self.row_size
         if _is_numpy(table):
-            return _np.ascontiguousarray(table.reshape(self.rows, R)[j::self.k]).ravel()
+            mine = table.reshape(self.rows, R)[j::self.k]
+            return _np.concatenate([mine.ravel(), _np.zeros(R, dtype=table.dtype)])
         flat = list(table)
-        return [v for r in range(j, self.rows, self.k) for v in flat[r * R:(r + 1) * R]]
+        return [v for r in range(j, self.rows, self.k) for v in flat[r * R:(r + 1) * R]] + [0.0] * R
 
     def open(self):
         """Reads the shards' descriptors (a table created elsewhere): sets
@@ -149,7 +161,7 @@ class ShardedTable:
                            for j in range(self.k)])
         self.row_size = descs[0].get("row_size", 1)
         self.dtype = descs[0]["dtype"]
-        self.rows = sum(descs[j]["size"] // self.row_size for j in range(self.k))
+        self.rows = sum(descs[j]["size"] // self.row_size - 1 for j in range(self.k))
         return descs[0]["step"]
 
     def delete(self):
@@ -196,9 +208,13 @@ class ShardedTable:
 
         calls = []
         for j, (pos, local) in enumerate(groups):
-            if not pos and not all_shards:
-                continue
-            grad_j = part(pos)
+            if not pos:
+                if not all_shards:
+                    continue
+                local = [shard_rows(self.rows, self.k, j)]  # the spare row
+                grad_j = (_np.zeros(R, dtype=gradient.dtype) if _is_numpy(gradient) else [0.0] * R)
+            else:
+                grad_j = part(pos)
             calls.append((j, (lambda j=j, local=local, grad_j=grad_j: self.client_of(j).step_rows(
                 self.shard_name(j), local, grad_j, expect_step=expect_step, loss=loss,
                 return_params=False))))
