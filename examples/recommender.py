@@ -19,8 +19,8 @@ daemon sums the two gradients, as PyTorch coalesces a sparse gradient.  A
 step moves len(batch) rows of each table, never the whole table.  After
 each epoch the held-out RMSE is printed beside the noise floor.
 
-    /usr/bin/python3 examples/recommender.py [--url URL[,URL...]] [--epochs 8]
-        [--shards 2] [--users 4000] [--items 2000] [--ratings 200000]
+    /usr/bin/python3 examples/recommender.py [--url URL[,URL...]] [--epochs 10]
+        [--shards 2] [--users 4000] [--items 2000] [--ratings 400000]
 
 --url: one optd (or the sharding proxy of deploy/nginx), or a
 comma-separated list of daemons to spread the shards over; without it a
@@ -126,14 +126,14 @@ def main():
                                   "(default: start build/optd)")
     ap.add_argument("--users", type=int, default=4000)
     ap.add_argument("--items", type=int, default=2000)
-    ap.add_argument("--ratings", type=int, default=200000)
+    ap.add_argument("--ratings", type=int, default=400000)
     ap.add_argument("--rank", type=int, default=8, help="rank of the generating model")
     ap.add_argument("--model-rank", type=int, default=8, help="row size of the tables")
     ap.add_argument("--noise", type=float, default=0.25)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--l2", type=float, default=0.02)
+    ap.add_argument("--l2", type=float, default=0.003)
     ap.add_argument("--init", type=float, default=0.1)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
