@@ -356,6 +356,15 @@ class TableSharding(unittest.TestCase):
             with self.assertRaises(ValueError):
                 table.pull([bad])
         self.assertEqual(table.open(), 30)
+        # Creating it again fails on the shards that exist and deletes
+        # nothing of the table that is there.
+        again = ShardedTable(self.urls, "tbl-adam", shards=k + 1)
+        with self.assertRaises(OptdError) as cm:
+            again.create(self.ROWS, self.R, "sparse_adam", dtype="float32")
+        self.assertEqual(cm.exception.code, "already_exists")
+        again.close()
+        self.assertEqual(sorted(self.where("tbl-adam")), ["tbl-adam.%d" % j for j in range(k)])
+        self.assertEqual(table.pull([5])[0], 30)
         self.assertEqual((table.rows, table.row_size, table.dtype), (self.ROWS, self.R, "float32"))
 
     def test_repeated_rows_summed_in_order(self):

@@ -121,7 +121,9 @@ class ShardedTable:
         """Creates the k shard sessions of a table of `rows` rows of
         `row_size` values (zeros, or `init`: rows x row_size values, a numpy
         array (sent in binary, so of the table's dtype) or a flat list).
-        If any create fails, the shards made are deleted and the error raised."""
+        If any create fails, the shards this call made are deleted (never
+        one that was there before: an existing shard is already_exists) and
+        the error raised."""
         if rows < self.k:
             raise ValueError("a table of %d rows cannot have %d shards" % (rows, self.k))
         self.rows, self.row_size = int(rows), int(row_size)
@@ -132,14 +134,20 @@ class ShardedTable:
             d = c.create(self.shard_name(j), optimizer, size=n * self.row_size,
                          row_size=self.row_size, hyperparameters=hyperparameters,
                          dtype=dtype, labels=labels)
+            made.append(j)
             if init is not None:
                 c.set_params(self.shard_name(j), self._shard_slice(init, j))
             return d
 
+        made = []  # list.append is atomic: the pool's threads share it
         try:
             descs = self._run([(j, (lambda j=j: make(j))) for j in range(self.k)])
         except BaseException:
-            self.delete()
+            try:
+                self._run([(j, (lambda j=j: self.client_of(j).delete(self.shard_name(j))))
+                           for j in made])
+            except OptdError:
+                pass  # the create's error is the one to report
             raise
         self.dtype = descs[0]["dtype"]
         return descs
