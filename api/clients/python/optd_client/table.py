@@ -33,6 +33,10 @@ only ever gets zeros) leaves the row and its state as they were under
 sparse_adam, adagrad and sgd, and counts the step.  pull(rows) reads each shard's
 rows concurrently and answers them in the caller's order.
 
+create() offers no max_grad_norm: each shard would clip its part of a push
+by that part's norm, not the push's, and the table would no longer be one
+session's.
+
 No atomicity across shards: a push that raises may have been applied on
 some shards and not others.  Pass expect_step (the table's step before the
 push) to make that visible: a shard already past it refuses with
