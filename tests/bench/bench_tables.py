@@ -19,8 +19,9 @@ different rows of the table, as a recommender's minibatches do.
   bytes    a daemon with --data-dir (under build/, a real disk) and --sync
            always: the process's write_bytes from /proc/PID/io over N rows
            steps on the 1M-row table, per step, against the rows' own
-           bytes (64 x 16 x 4 = 4,096; target <= 4x).  Everything the daemon
-           wrote meanwhile counts (journal, snapshots).
+           bytes (64 x 16 x 4 = 4,096; target <= 4x).  The runs start once
+           the create's own writes are over; everything the daemon writes
+           during the steps counts (journal, snapshots).
 
 Ratios are medians of the per-round ratios, all from the same run.
 
@@ -36,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -56,6 +58,18 @@ def write_bytes(pid):
             if line.startswith("write_bytes:"):
                 return int(line.split()[1])
     return 0
+
+
+def settle(pid, quiet=1.5, limit=120):
+    """Waits until the process has written nothing for `quiet` seconds (the
+    create's journal record and snapshot of a 200 MB table are not the
+    steps' to pay)."""
+    last, since, t0 = write_bytes(pid), time.monotonic(), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() - t0 < limit:
+        time.sleep(0.25)
+        now = write_bytes(pid)
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def bodies(path, table_rows, seed):
@@ -136,7 +150,8 @@ def durable_bytes(tmp, runs, steps):
         big = bodies(os.path.join(tmp, "durable.bin"), BIG, 3)
         hdr = "Optd-Rows: %d" % ROWS_PER_STEP
         path = "/v1/sessions/big/step?return=none"
-        loadgen(optd.port, path, big, hdr, count=50, mod=BODIES)  # past the create's writes
+        loadgen(optd.port, path, big, hdr, count=50, mod=BODIES)
+        settle(optd.pid())
         out = []
         for r in range(runs):
             log(f"tables durable run {r + 1}/{runs}")
