@@ -23,8 +23,12 @@
  * 2-core machine a spinning client would steal the server's CPU).
  *
  * Usage: loadgen [-c CONNS] [-d SECONDS | -n COUNT] [-R RATE] [-w WARMUP_S]
- *                [-m METHOD] [-p PATH] [-b BODY|@FILE] [-T CONTENT_TYPE] [-M MOD] [-C]
- *                HOST PORT
+ *                [-m METHOD] [-p PATH] [-b BODY|@FILE] [-B FILE] [-T CONTENT_TYPE]
+ *                [-H 'NAME: VALUE'] [-M MOD] [-C] HOST PORT
+ * -B FILE: a binary body (a rows step's uint64 row numbers and values),
+ * sent byte for byte, no "%d"; with -M MOD the file is MOD bodies of equal
+ * length and request v sends body v mod MOD (so that steps touch different
+ * rows, not the same cached ones).  -H: one more request header.
  * Prints one line: requests=N errors=N seconds=S rate=R p50_ms=.. p90_ms=..
  * p99_ms=.. p999_ms=.. max_ms=..  (errors: answers >= 400, broken
  * connections).  Exits 1 if any request failed. */
@@ -62,6 +66,8 @@ typedef struct conn {
 
 typedef struct opts {
     const char *host, *port, *method, *path, *body, *ctype;
+    const char *bin_body, *header; /* -B (bin_len bytes, NULs allowed), -H */
+    size_t bin_len;
     int conns;
     double duration, warmup, rate;
     long long count;
@@ -151,15 +157,23 @@ static void start(run_t *r, conn_t *c, int64_t intended)
     const opts_t *o = &r->o;
     long long v = o->per_conn ? (long long)(c - r->c) : o->mod > 0 ? r->counter % o->mod : r->counter;
     r->counter++;
-    size_t blen = o->body ? strlen(o->body) + 24 : 0;
-    size_t need = strlen(o->method) + strlen(o->path) + 24 + strlen(o->host) + 16 + 256 + blen;
+    size_t chunk = o->mod > 0 ? o->bin_len / (size_t)o->mod : o->bin_len;
+    size_t blen = o->bin_body ? chunk : o->body ? strlen(o->body) + 24 : 0;
+    size_t need = strlen(o->method) + strlen(o->path) + 24 + strlen(o->host) + 16 + 256 + blen
+                  + (o->header ? strlen(o->header) + 2 : 0);
     if (need > c->out_cap) {
         c->out = xrealloc(c->out, need);
         c->out_cap = need;
     }
     char *body = NULL;
     size_t body_len = 0;
-    if (o->body) {
+    if (o->bin_body) {
+        body = malloc(blen ? blen : 1);
+        if (!body)
+            die("loadgen: out of memory");
+        memcpy(body, o->bin_body + (size_t)(v % (o->mod > 0 ? o->mod : 1)) * chunk, chunk);
+        body_len = chunk;
+    } else if (o->body) {
         body = malloc(blen);
         if (!body)
             die("loadgen: out of memory");
@@ -169,7 +183,9 @@ static void start(run_t *r, conn_t *c, int64_t intended)
     p += sprintf(p, "%s ", o->method);
     p += fill(p, o->path, v);
     p += sprintf(p, " HTTP/1.1\r\nHost: %s:%s\r\n", o->host, o->port);
-    if (o->body)
+    if (o->header)
+        p += sprintf(p, "%s\r\n", o->header);
+    if (body)
         p += sprintf(p, "Content-Type: %s\r\nContent-Length: %zu\r\n", o->ctype, body_len);
     p += sprintf(p, "\r\n");
     if (body) {
@@ -256,13 +272,14 @@ static double pct(const double *v, size_t n, double q)
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen [-c CONNS] [-d SECONDS | -n COUNT] [-R RATE] [-w WARMUP] [-m METHOD]\n"
-                    "               [-p PATH] [-b BODY] [-T CONTENT_TYPE] [-M MOD] [-C] HOST PORT\n");
+                    "               [-p PATH] [-b BODY|@FILE] [-B FILE] [-T CONTENT_TYPE] [-H HEADER]\n"
+                    "               [-M MOD] [-C] HOST PORT\n");
     exit(2);
 }
 
 /* The whole of path as a NUL-terminated string (for -b @FILE: a body too
  * long for one command-line argument); exits on failure. */
-static char *read_file(const char *path)
+static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f || fseek(f, 0, SEEK_END) != 0) {
@@ -278,6 +295,8 @@ static char *read_file(const char *path)
     }
     buf[n] = '\0';
     fclose(f);
+    if (len)
+        *len = (size_t)n;
     return buf;
 }
 
@@ -288,7 +307,7 @@ int main(int argc, char **argv)
     opts_t *o = &r.o;
     *o = (opts_t){.method = "GET", .path = "/", .ctype = "application/json", .conns = 16, .duration = 5};
     int ch;
-    while ((ch = getopt(argc, argv, "c:d:n:R:w:m:p:b:T:M:C")) != -1) {
+    while ((ch = getopt(argc, argv, "c:d:n:R:w:m:p:b:B:H:T:M:C")) != -1) {
         switch (ch) {
         case 'c': o->conns = atoi(optarg); break;
         case 'd': o->duration = atof(optarg); break;
@@ -297,7 +316,9 @@ int main(int argc, char **argv)
         case 'w': o->warmup = atof(optarg); break;
         case 'm': o->method = optarg; break;
         case 'p': o->path = optarg; break;
-        case 'b': o->body = optarg[0] == '@' ? read_file(optarg + 1) : optarg; break;
+        case 'b': o->body = optarg[0] == '@' ? read_file(optarg + 1, NULL) : optarg; break;
+        case 'B': o->bin_body = read_file(optarg, &o->bin_len); break;
+        case 'H': o->header = optarg; break;
         case 'T': o->ctype = optarg; break;
         case 'M': o->mod = atoll(optarg); break;
         case 'C': o->per_conn = true; break;
@@ -306,6 +327,11 @@ int main(int argc, char **argv)
     }
     if (argc - optind != 2 || o->conns < 1 || o->rate < 0)
         usage();
+    if (o->bin_body && o->mod > 0 && o->bin_len % (size_t)o->mod != 0) {
+        fprintf(stderr, "loadgen: -B with -M %lld: the file's %zu bytes are not %lld equal bodies\n",
+                o->mod, o->bin_len, o->mod);
+        return 2;
+    }
     o->host = argv[optind];
     o->port = argv[optind + 1];
     signal(SIGPIPE, SIG_IGN);

@@ -316,6 +316,50 @@ class PythonClient(DaemonTestCase):
         finally:
             proxy.close()
 
+    def test_table_rows(self):
+        """create(row_size=), step_rows in JSON and binary (array and
+        numpy), read_rows and params(rows=) in JSON and binary, and the
+        retry of a rows step whose answer was lost."""
+        n = self.uname()
+        d = self.c.create(n, "sgd", size=12, row_size=3, hyperparameters={"lr": 0.5})
+        self.assertEqual((d["size"], d["row_size"]), (12, 3))
+        # Row 1 twice (summed), row 3 once; JSON answers the rows' values.
+        r = self.c.step_rows(n, [1, 3, 1], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0, 0.0, -1.0],
+                             expect_step=0)
+        self.assertEqual(r.step, 1)
+        r = self.c.step_rows(n, [0], array.array("d", [2.0, 4.0, 8.0]), expect_step=1,
+                             return_params=False)
+        self.assertEqual((r.step, r.params), (2, None))
+        want = {0: [-1.0, -2.0, -4.0], 1: [-1.0, -0.5, 0.0], 2: [0.0, 0.0, 0.0], 3: [-1.0, -1.0, -1.0]}
+        rows = [3, 0, 1, 2, 3]
+        self.assertEqual(self.c.read_rows(n, rows), (2, [v for i in rows for v in want[i]]))
+        self.assertEqual(self.c.params(n, rows=rows), (2, [v for i in rows for v in want[i]]))
+        step, vals = self.c.read_rows(n, [1], binary=True, numpy=False)
+        self.assertEqual((step, list(vals)), (2, want[1]))
+        step, vals = self.c.params(n, binary=True, numpy=False, rows=[2, 1])
+        self.assertEqual((step, list(vals)), (2, want[2] + want[1]))
+        with self.assertRaises(OptdError) as cm:
+            self.c.step_rows(n, [4], [1.0, 1.0, 1.0])
+        self.assertEqual(cm.exception.status, 400)
+        if np is not None:
+            r = self.c.step_rows(n, np.array([2]), np.array([2.0, 2.0, 2.0]), expect_step=2)
+            self.assertEqual(r.step, 3)
+            self.assertEqual(self.c.read_rows(n, np.array([2]))[1], [-1.0, -1.0, -1.0])
+        # A lost answer: retried under expect_step, applied once.
+        proxy = FaultProxy(self.d.port)
+        try:
+            c = Client("http://127.0.0.1:%d" % proxy.port, timeout=10, retries=2)
+            at = self.c.get(n)["step"]
+            proxy.drop_answers = 1
+            r = c.step_rows(n, [0], array.array("d", [0.0, 0.0, 2.0]), expect_step=at,
+                            return_params=False)
+            self.assertEqual(r.step, at + 1)
+            self.assertEqual(self.c.get(n)["step"], at + 1)
+            self.assertEqual(self.c.read_rows(n, [0])[1], [-1.0, -2.0, -5.0])
+            c.close()
+        finally:
+            proxy.close()
+
     def test_timeout_and_refused(self):
         silent = socket.socket()
         silent.bind(("127.0.0.1", 0))

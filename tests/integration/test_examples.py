@@ -9,7 +9,10 @@ README says they do (quick settings, well under a minute together).
 - optuna_study.py runs an Optuna study (TPE, MedianPruner) whose trials are
   sessions, and optd's sort=best_loss ranks first the trial Optuna found best;
 - torch_digits.py trains its CNN with torch.optim and RemoteOptimizer, both
-  to at least 90% test accuracy, one request a step (plus the schedule's).
+  to at least 90% test accuracy, one request a step (plus the schedule's);
+- recommender.py factorises its synthetic ratings with user and item tables
+  (sparse_adam, three shards each) to a held-out RMSE within 1.5x of the
+  noise floor (predicting 0 is about 4x), and deletes its tables.
 """
 
 import importlib.util
@@ -119,6 +122,23 @@ class Examples(DaemonTestCase):
         self.assertGreaterEqual(len(ranked), 2, out)
         self.assertEqual([float(x) for x in ranked], sorted(float(x) for x in ranked))
         self.assertEqual(self.d.get("/v1/sessions?label=study:smoke").body["sessions"], [])
+
+    def test_recommender(self):
+        out = self.run_example("examples/recommender.py", "--users", "600", "--items", "300",
+                               "--ratings", "40000", "--epochs", "4", "--batch", "256",
+                               "--shards", "3", "--lr", "0.03", "--prefix", "smoke-mf")
+        zero = float(re.search(r"predicting 0 \(the ratings' mean\): ([\d.]+)", out).group(1))
+        m = re.search(r"final held-out RMSE ([\d.]+) against the noise floor ([\d.]+): "
+                      r"[\d.]+x, after (\d+) steps", out)
+        self.assertTrue(m, out)
+        final, floor, steps = float(m.group(1)), float(m.group(2)), int(m.group(3))
+        self.assertGreater(zero, 3 * floor, out)
+        self.assertLess(final, 1.5 * floor, out)
+        self.assertGreaterEqual(final, 0.9 * floor, out)
+        self.assertEqual(steps, 4 * (36000 // 256 + 1))
+        # The tables are gone afterwards.
+        self.assertEqual(self.d.get("/v1/sessions?prefix=smoke-mf").body["sessions"], [])
+        self.assertRegex(out, r"tables: smoke-mf-users and smoke-mf-items, .* 3 shard\(s\) each")
 
 
 if __name__ == "__main__":

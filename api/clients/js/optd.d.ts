@@ -75,6 +75,7 @@ export interface CreateOptions extends ConfigOptions {
   dtype?: Dtype;
   groups?: { size: number; hyperparameters?: Hyperparameters }[];
   usePost?: boolean;
+  rowSize?: number;
 }
 
 export interface PatchOptions extends ConfigOptions {
@@ -123,6 +124,11 @@ export declare class Client {
   step(name: string, gradient: Float64Array, options?: StepOptions): Promise<StepResult<Float64Array>>;
   step(name: string, gradient: number[], options?: StepOptions): Promise<StepResult<number[]>>;
   setParams(name: string, params: Vector, options?: { expectStep?: number }): Promise<number>;
+  stepRows(name: string, rows: number[], gradient: Float32Array, options?: StepOptions): Promise<StepResult<Float32Array>>;
+  stepRows(name: string, rows: number[], gradient: Float64Array, options?: StepOptions): Promise<StepResult<Float64Array>>;
+  stepRows(name: string, rows: number[], gradient: number[], options?: StepOptions): Promise<StepResult<number[]>>;
+  readRows(name: string, rows: number[], options?: { binary?: false }): Promise<{ step: number; params: number[] }>;
+  readRows(name: string, rows: number[], options: { binary: true }): Promise<{ step: number; params: Float32Array | Float64Array }>;
   history(name: string, options?: { limit?: number; afterStep?: number }): Promise<HistoryEntry[]>;
   exportState(name: string): Promise<StateDocument>;
   importState(name: string, doc: Partial<StateDocument>): Promise<{ created: boolean; body: Descriptor | null }>;

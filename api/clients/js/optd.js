@@ -82,7 +82,7 @@ function checkDtype(resp, dtype, expected = undefined) {
 // (camelCase), and the API field each one is.
 const FIELDS = {
   hyperparameters: "hyperparameters", dtype: "dtype", schedule: "schedule", maxGradNorm: "max_grad_norm",
-  labels: "labels", ttlSeconds: "ttl_seconds", groups: "groups",
+  labels: "labels", ttlSeconds: "ttl_seconds", groups: "groups", rowSize: "row_size",
 };
 
 // The API body of options' known fields; any other key is a TypeError
@@ -317,6 +317,56 @@ export class Client {
       }
       throw e;
     }
+  }
+
+  // A rows step on a table (API.md "Tables"): only `rows` change (a row
+  // listed twice has its gradients summed in order).  gradient: rows.length
+  // x rowSize values, row after row: an array (JSON body) or a Float32Array
+  // / Float64Array of the session's dtype (binary body: the rows as
+  // little-endian uint64, then the values, with Optd-Rows).  Returns
+  // { step, params } with params as the daemon answers them (null with
+  // returnParams: false).
+  async stepRows(name, rows, gradient, { expectStep, loss, returnParams = true } = {}) {
+    const query = returnParams ? undefined : [["return", "none"]];
+    const retry = expectStep !== undefined ? RETRY_CAS : RETRY_NONE;
+    if (isTyped(gradient)) {
+      const dtype = gradient instanceof Float32Array ? "float32" : "float64";
+      const values = toLittleEndian(gradient);
+      const body = new Uint8Array(rows.length * 8 + values.length);
+      const view = new DataView(body.buffer);
+      rows.forEach((r, i) => view.setBigUint64(i * 8, BigInt(r), true));
+      body.set(values, rows.length * 8);
+      const headers = { Accept: "application/octet-stream", "Optd-Dtype": dtype, "Optd-Rows": String(rows.length) };
+      if (expectStep !== undefined) headers["Optd-Expect-Step"] = String(expectStep);
+      if (loss !== undefined) headers["Optd-Loss"] = String(loss);
+      const { resp } = await this.request("POST", Client.path(name, "/step"), { raw: body, headers, query, retry });
+      const buf = await resp.arrayBuffer();
+      const step = Number(resp.headers.get("Optd-Step"));
+      if (!returnParams || buf.byteLength === 0) return { step, params: null };
+      checkDtype(resp, resp.headers.get("Optd-Dtype") ?? dtype, dtype);
+      return { step, params: fromLittleEndian(buf, dtype) };
+    }
+    const body = { rows: Array.from(rows), gradient: Array.from(gradient) };
+    if (expectStep !== undefined) body.step = expectStep;
+    if (loss !== undefined) body.loss = loss;
+    const doc = await this.json("POST", Client.path(name, "/step"), { json: body, query, retry });
+    return { step: doc.step, params: returnParams ? doc.params ?? null : null };
+  }
+
+  // POST .../rows: { step, params } with rows.length x rowSize values in the
+  // order asked (any number of rows, repeats allowed); binary: true gives a
+  // Float32Array / Float64Array.
+  async readRows(name, rows, { binary = false } = {}) {
+    const json = { rows: Array.from(rows) };
+    if (!binary) {
+      const doc = await this.json("POST", Client.path(name, "/rows"), { json });
+      return { step: doc.step, params: doc.params };
+    }
+    const { resp } = await this.request("POST", Client.path(name, "/rows"),
+      { json, headers: { Accept: "application/octet-stream" } });
+    const buf = await resp.arrayBuffer();
+    const dtype = checkDtype(resp, resp.headers.get("Optd-Dtype") ?? (await this.get(name)).dtype);
+    return { step: Number(resp.headers.get("Optd-Step")), params: fromLittleEndian(buf, dtype) };
   }
 
   // PUT .../params: replaces the parameters, keeping the optimizer state

@@ -219,3 +219,24 @@ test("groups, binary setParams and typed arrays as their own bytes", async () =>
   assert.ok(back instanceof Float64Array);
   assert.deepEqual(back, v);
 });
+
+test("tables: rows steps in JSON and binary, reading rows", async () => {
+  const c = client();
+  const t = uname("js-table");
+  const d = await c.create(t, "sgd", { size: 12, rowSize: 3, dtype: "float32", hyperparameters: { lr: 0.5 } });
+  assert.equal(d.row_size, 3);
+  // JSON: row 1 twice (summed), row 3 once.
+  let r = await c.stepRows(t, [1, 3, 1], [1, 1, 1, 2, 2, 2, 1, 0, -1], { expectStep: 0, returnParams: false });
+  assert.deepEqual(r, { step: 1, params: null });
+  // Binary: rows as uint64, values as float32.
+  r = await c.stepRows(t, [0, 3], new Float32Array([2, 4, 8, 1, 1, 1]), { expectStep: 1, returnParams: false });
+  assert.equal(r.step, 2);
+  const all = await c.readRows(t, [3, 0, 1, 2, 3]);
+  assert.equal(all.step, 2);
+  assert.deepEqual(all.params, [-1.5, -1.5, -1.5, -1, -2, -4, -1, -0.5, 0, 0, 0, 0, -1.5, -1.5, -1.5]);
+  const bin = await c.readRows(t, [1], { binary: true });
+  assert.ok(bin.params instanceof Float32Array);
+  assert.deepEqual(Array.from(bin.params), [-1, -0.5, 0]);
+  await assert.rejects(c.stepRows(t, [4], [1, 1, 1]), (e) => e instanceof OptdError && e.status === 400);
+  await c.delete(t);
+});

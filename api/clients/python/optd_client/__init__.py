@@ -15,6 +15,7 @@ from .client import (
     UNSET,
     list_across,
 )
+from .table import ShardedTable, shard_rows
 
 __all__ = [
     "Client",
@@ -24,5 +25,7 @@ __all__ = [
     "StepResult",
     "UNSET",
     "list_across",
+    "ShardedTable",
+    "shard_rows",
 ]
 __version__ = "1.1.0"

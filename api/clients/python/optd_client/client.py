@@ -26,6 +26,7 @@ import json
 import select
 import socket
 import ssl as _ssl
+import struct
 import sys
 import threading
 import time
@@ -312,10 +313,12 @@ class Client:
 
     def create(self, name, optimizer=None, *, params=None, size=None, from_=None,
                hyperparameters=None, dtype=None, schedule=None, max_grad_norm=None,
-               labels=None, ttl_seconds=None, groups=None, use_post=False):
+               labels=None, ttl_seconds=None, groups=None, row_size=None, use_post=False):
         """Creates a session; returns its descriptor.
 
         Exactly one of params, size or from_ gives the initial parameters.
+        row_size: makes the session a table of size / row_size rows (API.md
+        "Tables"), stepped and read by rows (step_rows, read_rows).
         groups: [{"size": n, "hyperparameters": {...}}, ...] (parameter
         groups, each overriding hyperparameters key by key).
         By default it is PUT /v1/sessions/{name} (the form a sharding proxy
@@ -331,7 +334,8 @@ class Client:
             body["from"] = from_
         for key, value in (("hyperparameters", hyperparameters), ("dtype", dtype),
                            ("schedule", schedule), ("max_grad_norm", max_grad_norm),
-                           ("labels", labels), ("ttl_seconds", ttl_seconds), ("groups", groups)):
+                           ("labels", labels), ("ttl_seconds", ttl_seconds), ("groups", groups),
+                           ("row_size", row_size)):
             if value is not None:
                 body[key] = value
         if use_post:
@@ -423,14 +427,81 @@ class Client:
         """DELETE /v1/sessions/{name}."""
         self._request("DELETE", self._path(name), retry=_RETRY_NONE)
 
-    def params(self, name, binary=False, numpy=None):
+    def params(self, name, binary=False, numpy=None, rows=None):
         """GET .../params: (step, params).  binary=True asks for raw bytes and
         returns an array.array (or a numpy array with numpy=True, the
-        default when numpy is installed)."""
+        default when numpy is installed).  rows: on a table, only these rows
+        (?rows=, up to 1000; read_rows takes any number)."""
+        query = None
+        if rows is not None:
+            query = [("rows", ",".join(str(int(r)) for r in rows))]
         if not binary:
-            doc = self._json("GET", self._path(name, "/params"))
+            doc = self._json("GET", self._path(name, "/params"), query=query)
             return doc["step"], doc["params"]
-        _, resp, data, _ = self._request("GET", self._path(name, "/params"),
+        _, resp, data, _ = self._request("GET", self._path(name, "/params"), query=query,
+                                         headers={"Accept": "application/octet-stream"})
+        like_numpy = (_np is not None) if numpy is None else numpy
+        dtype = self._binary_dtype(resp, data, name)
+        return int(resp.getheader("Optd-Step")), _decode_binary(data, dtype, like_numpy)
+
+    def step_rows(self, name, rows, gradient, expect_step=None, loss=None, return_params=True):
+        """POST .../step on a table: updates only `rows` (0-based row
+        numbers; a row listed twice has its gradients summed in the order
+        given).  gradient: len(rows) x row_size values, row after row: a list
+        (JSON body {"rows", "gradient"}) or an array.array / numpy array of
+        the session's dtype (binary body: the rows as little-endian uint64,
+        then the values, with Optd-Rows).  Returns StepResult(step, params)
+        with params as the daemon answers them (None with
+        return_params=False, which asks ?return=none).  Retried like step()."""
+        try:
+            return self._step_rows(name, rows, gradient, expect_step, loss, return_params)
+        except OptdError as e:
+            # As in step(): a retry that finds the session one step past
+            # expect_step means the first attempt was applied.
+            if (e.code == "step_mismatch" and expect_step is not None and e.attempts > 0
+                    and e.current_step == expect_step + 1 and not return_params):
+                return StepResult(e.current_step, None)
+            raise
+
+    def _step_rows(self, name, rows, gradient, expect_step, loss, return_params):
+        rows = [int(r) for r in (rows.tolist() if _is_numpy(rows) else rows)]
+        binary = isinstance(gradient, array.array) or _is_numpy(gradient)
+        query = None if return_params else [("return", "none")]
+        retry = _RETRY_CAS if expect_step is not None else _RETRY_NONE
+        if binary:
+            values, dtype = _encode_binary(gradient)
+            headers = {"Accept": "application/octet-stream", "Optd-Dtype": dtype,
+                       "Optd-Rows": str(len(rows))}
+            if expect_step is not None:
+                headers["Optd-Expect-Step"] = str(int(expect_step))
+            if loss is not None:
+                headers["Optd-Loss"] = repr(float(loss))
+            raw = struct.pack("<%dQ" % len(rows), *rows) + values
+            _, resp, data, _ = self._request("POST", self._path(name, "/step"), raw_body=raw,
+                                             headers=headers, query=query, retry=retry)
+            params = None
+            if return_params and data:
+                self._binary_dtype(resp, data, name, expected=dtype)
+                params = _decode_binary(data, dtype, _is_numpy(gradient))
+            return StepResult(int(resp.getheader("Optd-Step")), params)
+        body = {"rows": rows, "gradient": list(gradient)}
+        if expect_step is not None:
+            body["step"] = int(expect_step)
+        if loss is not None:
+            body["loss"] = float(loss)
+        doc = self._json("POST", self._path(name, "/step"), body, query=query, retry=retry)
+        return StepResult(doc["step"], doc.get("params") if return_params else None)
+
+    def read_rows(self, name, rows, binary=False, numpy=None):
+        """POST .../rows {"rows": [...]}: (step, values) with len(rows) x
+        row_size values in the order asked (any number of rows, repeats
+        allowed).  binary=True asks for raw bytes (an array.array, or numpy
+        with numpy=True, the default when numpy is installed)."""
+        body = {"rows": [int(r) for r in (rows.tolist() if _is_numpy(rows) else rows)]}
+        if not binary:
+            doc = self._json("POST", self._path(name, "/rows"), body)
+            return doc["step"], doc["params"]
+        _, resp, data, _ = self._request("POST", self._path(name, "/rows"), json_body=body,
                                          headers={"Accept": "application/octet-stream"})
         like_numpy = (_np is not None) if numpy is None else numpy
         dtype = self._binary_dtype(resp, data, name)
