@@ -8,21 +8,25 @@
 """
 from .client import (
     Client,
+    Contribution,
     OptdError,
     OptdConnectionError,
     OptdTimeout,
     StepResult,
     UNSET,
+    Worker,
     list_across,
 )
 
 __all__ = [
     "Client",
+    "Contribution",
     "OptdError",
     "OptdConnectionError",
     "OptdTimeout",
     "StepResult",
     "UNSET",
+    "Worker",
     "list_across",
 ]
 __version__ = "1.1.0"
