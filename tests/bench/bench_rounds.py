@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+"""bench_rounds.py: rounds of workers on one session and long polls (issue
+13's targets, API.md 1.1 "Rounds" and "Waiting for parameters"), run by
+tests/bench/run.sh (`make bench`).  Every ratio is of two figures measured
+in the same run, interleaved.
+
+  big     4 workers (threads, one keep-alive connection each) x 1M float32
+          adam, binary: the time of one round (all 4 contributions sent at
+          once, until the last answer) against the time of 4 plain binary
+          steps sent the same way by the same workers on a plain session of
+          that size (target <= 1.5x);
+  small   4 worker processes x 10 float64 parameters (sgd, JSON,
+          ?return=none), closed loop: rounds/s against plain steps/s / 4
+          (each worker doing the same number of plain steps on a plain
+          session; target >= 0.8x);
+  polls   1000 connections waiting in GET .../params?min_step=<future>&wait=60
+          at once: the 10-element JSON steps/s of another client on one
+          connection (tests/bench/loadgen.c, closed loop) against the same
+          with none waiting (target >= 0.9x).  The polls are checked to be
+          still waiting (unanswered) when each measurement ends.
+
+Usage: bench_rounds.py [--quick]   (BUILD=dir in the environment)"""
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import BUILD, Client, fmt, log, spread, start_optd, summary_row  # noqa: E402
+
+LOADGEN = os.path.join(BUILD, "bench", "loadgen")
+WORKERS = 4
+BIG = 1 << 20
+POLLS = 1000
+
+
+def create(port, name, body):
+    c = Client(port)
+    st, _, data = c.request("PUT", "/v1/sessions/" + name, json.dumps(body))
+    c.close()
+    if st != 201:
+        raise RuntimeError("create %s: %d %s" % (name, st, data[:300]))
+
+
+# ---------------------------------------------------------------- big rounds
+
+class BigWorker(threading.Thread):
+    """One worker thread: on each go, sends one binary request (a plain step
+    or a contribution) on its own connection and reads the 4 MB answer."""
+
+    def __init__(self, port, rank, start, done):
+        super().__init__(daemon=True)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.rank = rank
+        self.grad = b"\x00\x00\x80\x3a" * BIG  # float32 2^-10, little-endian, each value
+        self.start_b, self.done_b = start, done
+        self.job = None
+        self.error = None
+
+    def run(self):
+        while True:
+            self.start_b.wait()
+            if self.job is None:
+                return
+            path, headers = self.job
+            try:
+                self.conn.request("POST", path, body=self.grad, headers=headers)
+                r = self.conn.getresponse()
+                data = r.read()
+                if r.status != 200 or len(data) != BIG * 4:
+                    raise RuntimeError("%s: %d %s" % (path, r.status, data[:200]))
+            except Exception as e:  # noqa: BLE001 - reported by the main thread
+                self.error = e
+            self.done_b.wait()
+
+
+def bench_big(port, rounds):
+    create(port, "big-plain", {"optimizer": "adam", "dtype": "float32", "size": BIG})
+    create(port, "big-rounds", {"optimizer": "adam", "dtype": "float32", "size": BIG,
+                                "aggregate": {"workers": WORKERS}})
+    start, done = threading.Barrier(WORKERS + 1), threading.Barrier(WORKERS + 1)
+    ws = [BigWorker(port, i, start, done) for i in range(WORKERS)]
+    for w in ws:
+        w.start()
+    base = {"Content-Type": "application/octet-stream", "Accept": "application/octet-stream",
+            "Optd-Dtype": "float32"}
+
+    def once(jobs):
+        for w, job in zip(ws, jobs):
+            w.job = job
+        t = time.perf_counter()
+        start.wait()
+        done.wait()
+        elapsed = time.perf_counter() - t
+        for w in ws:
+            if w.error:
+                raise RuntimeError("big worker %d: %s" % (w.rank, w.error))
+        return elapsed
+
+    plain, rnd, ratio = [], [], []
+    step = 0
+    for r in range(rounds + 1):  # the first of each is a warm-up
+        p = once([("/v1/sessions/big-plain/step", base)] * WORKERS)
+        q = once([("/v1/sessions/big-rounds/step",
+                   dict(base, **{"Optd-Worker": "w%d" % i, "Optd-Expect-Step": str(step)}))
+                  for i in range(WORKERS)])
+        step += 1
+        if r:
+            plain.append(p * 1000)
+            rnd.append(q * 1000)
+            ratio.append(q / p)
+    for w in ws:
+        w.job = None
+    start.wait()
+    return plain, rnd, ratio
+
+
+# ---------------------------------------------------------------- small rounds
+
+def small_worker(port, name, rank, count, rounds_mode, go, out):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    grad = [0.001 * (k + 1) for k in range(10)]
+    h = {"Content-Type": "application/json"}
+    path = "/v1/sessions/%s/step?return=none" % name
+    step = 0
+    go.wait()
+    t = time.perf_counter()
+    for _ in range(count):
+        body = {"gradient": grad}
+        if rounds_mode:
+            body["worker"], body["step"] = "w%d" % rank, step
+        conn.request("POST", path, body=json.dumps(body), headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            out.put(("error", "%d %s" % (r.status, data[:200])))
+            return
+        step = json.loads(data)["step"]
+    out.put((rank, time.perf_counter() - t))
+
+
+def run_small(port, name, count, rounds_mode):
+    """Seconds for WORKERS processes to make `count` requests each."""
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    ps = [ctx.Process(target=small_worker, args=(port, name, i, count, rounds_mode, go, out))
+          for i in range(WORKERS)]
+    for p in ps:
+        p.start()
+    time.sleep(0.2)
+    t = time.perf_counter()
+    go.set()
+    res = [out.get(timeout=300) for _ in ps]
+    elapsed = time.perf_counter() - t
+    for p in ps:
+        p.join()
+    for r in res:
+        if r[0] == "error":
+            raise RuntimeError("small %s worker: %s" % ("rounds" if rounds_mode else "plain", r[1]))
+    return elapsed
+
+
+def bench_small(port, rounds, count):
+    steps_s, rounds_s, ratio = [], [], []
+    for r in range(rounds):
+        create(port, "small-plain-%d" % r, {"optimizer": "sgd", "size": 10})
+        create(port, "small-rounds-%d" % r, {"optimizer": "sgd", "size": 10, "aggregate": {"workers": WORKERS}})
+        tp = run_small(port, "small-plain-%d" % r, count, False)
+        tr = run_small(port, "small-rounds-%d" % r, count, True)
+        steps_s.append(WORKERS * count / tp)
+        rounds_s.append(count / tr)
+        ratio.append(rounds_s[-1] / (steps_s[-1] / WORKERS))
+    return steps_s, rounds_s, ratio
+
+
+# ---------------------------------------------------------------- long polls
+
+def loadgen(port, seconds):
+    argv = [LOADGEN, "-c", "1", "-d", str(seconds), "-w", "0.3", "-m", "POST",
+            "-p", "/v1/sessions/poll-other/step?return=none",
+            "-b", json.dumps({"gradient": [0.001 * (k + 1) for k in range(10)]}),
+            "-T", "application/json", "127.0.0.1", str(port)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    m = re.search(r"rate=([\d.]+)", out.stdout)
+    if out.returncode != 0 or not m:
+        raise RuntimeError("loadgen failed: %s %s" % (out.stdout, out.stderr))
+    return float(m.group(1))
+
+
+def open_polls(port):
+    req = (b"GET /v1/sessions/poll-target/params?min_step=1000000000&wait=60 HTTP/1.1\r\n"
+           b"Host: 127.0.0.1\r\nAccept: application/json\r\n\r\n")
+    socks = []
+    for _ in range(POLLS):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(req)
+        socks.append(s)
+    return socks
+
+
+def still_waiting(socks):
+    """How many polls have had no answer (nothing to read) yet."""
+    n = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            s.recv(1)  # an answer, or the connection closed: not waiting
+        except BlockingIOError:
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def bench_polls(port, rounds, secs):
+    create(port, "poll-target", {"optimizer": "sgd", "size": 10})
+    create(port, "poll-other", {"optimizer": "sgd", "size": 10})
+    none, polled, ratio, waiting = [], [], [], []
+    for r in range(rounds):
+        a = loadgen(port, secs)
+        socks = open_polls(port)
+        time.sleep(0.5)  # every poll read and suspended
+        b = loadgen(port, secs)
+        waiting.append(still_waiting(socks))
+        for s in socks:
+            s.close()
+        none.append(a)
+        polled.append(b)
+        ratio.append(b / a)
+        time.sleep(0.3)
+    return none, polled, ratio, waiting
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    big_rounds, small_rounds, small_count, poll_rounds, secs = \
+        (3, 3, 500, 3, 1) if args.quick else (9, 5, 2000, 5, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        # --max-connections: the 1000 polls, the other client and some room.
+        optd = start_optd(tmp, os.cpu_count() or 1, ["--max-connections", "1100"])
+        try:
+            log("rounds: 4 x 1M float32 binary")
+            plain, rnd, big_ratio = bench_big(optd.port, big_rounds)
+            log("rounds: 4 x 10 params")
+            steps_s, rounds_s, small_ratio = bench_small(optd.port, small_rounds, small_count)
+            log("rounds: 1000 long polls")
+            none, polled, poll_ratio, waiting = bench_polls(optd.port, poll_rounds, secs)
+        finally:
+            optd.stop()
+    br, sr, pr = (statistics.median(x) for x in (big_ratio, small_ratio, poll_ratio))
+    print("## Rounds and long polls (issue 13)\n")
+    print("| what | median | range |")
+    print("| --- | ---: | ---: |")
+    print(f"| 4 plain binary 1M float32 adam steps, 4 workers at once | {fmt(statistics.median(plain))} ms "
+          f"| {spread(plain, ' ms')} |")
+    print(f"| one round of 4 binary 1M float32 contributions | {fmt(statistics.median(rnd))} ms "
+          f"| {spread(rnd, ' ms')} |")
+    print(f"| round / 4 plain steps (per-pair ratios) | {br:.2f}× | {spread(big_ratio, '×', 2)} |")
+    print(f"| plain 10-param steps/s, 4 worker processes | {fmt(statistics.median(steps_s))}/s "
+          f"| {spread(steps_s, '/s')} |")
+    print(f"| rounds/s of 4 workers, 10 params | {fmt(statistics.median(rounds_s))}/s | {spread(rounds_s, '/s')} |")
+    print(f"| rounds/s / (plain steps/s / 4) | {sr:.2f}× | {spread(small_ratio, '×', 2)} |")
+    print(f"| 10-param steps/s, 1 connection, no polls | {fmt(statistics.median(none))}/s | {spread(none, '/s')} |")
+    print(f"| same with {POLLS} long polls waiting | {fmt(statistics.median(polled))}/s | {spread(polled, '/s')} |")
+    print(f"| with polls / without | {pr:.2f}× | {spread(poll_ratio, '×', 2)} |")
+    print(f"\nPolls still waiting at the end of each measurement: {', '.join(map(str, waiting))} of {POLLS}.\n")
+    summary_row("round of 4 x 1M float32 binary contributions", rnd, " ms",
+                f"4 plain binary steps, 4 workers {fmt(statistics.median(plain))} ms", f"{br:.2f}×", "≤ 1.5×",
+                br <= 1.5)
+    summary_row("rounds/s, 4 workers x 10 params", rounds_s, "/s",
+                f"plain steps/s / 4 {fmt(statistics.median(steps_s) / WORKERS)}/s", f"{sr:.2f}×", "≥ 0.8×",
+                sr >= 0.8)
+    summary_row(f"10-param steps/s with {POLLS} long polls waiting (1 connection)", polled, "/s",
+                f"none waiting {fmt(statistics.median(none))}/s", f"{pr:.2f}×", "≥ 0.9×",
+                pr >= 0.9 and min(waiting) == POLLS)
+
+
+if __name__ == "__main__":
+    main()
