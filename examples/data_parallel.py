@@ -218,10 +218,10 @@ def main():
             client.delete(prefix + mode)
     print("digits, MLP 64-64-10 (%d parameters, float32), adam lr %g; %d workers x batch %d, "
           "%d epochs of each quarter" % (len(init), args.lr, WORKERS, args.batch, args.epochs))
-    print("%-32s %9s %7s %9s %9s %8s" % ("mode", "test acc", "steps", "gradients", "wasted", "wall"))
+    print("%-32s %9s %7s %9s %13s %8s" % ("mode", "test acc", "steps", "gradients", "wasted", "wall"))
     for label, acc, steps, computed, wasted, wall in rows:
-        print("%-32s %8.2f%% %7d %9d %8.1f%% %7.2fs" % (label, 100 * acc, steps, computed,
-                                                      100.0 * wasted / max(computed, 1), wall))
+        print("%-32s %8.2f%% %7d %9d %6d (%3.0f%%) %7.2fs" % (label, 100 * acc, steps, computed, wasted,
+                                                             100.0 * wasted / max(computed, 1), wall))
 
 
 if __name__ == "__main__":
