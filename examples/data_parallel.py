@@ -3,8 +3,9 @@
 digits through one optd session, each on its own quarter of the training
 data, in four ways, next to one process training on all of it:
 
-  baseline   one process, plain steps with 4x the batch (the run the others
-             try to match);
+  baseline   one process, plain steps with 4x the batch: each step's batch is
+             the four batches the workers take at that step (the run the
+             others try to match);
   async      4 workers, plain steps applied on arrival (Hogwild-style: a
              gradient may come from parameters a few steps old);
   cas        4 workers, each step carries the step its parameters came from
@@ -62,7 +63,9 @@ def to_vector(tensors):
 
 class Learner:
     """The model a worker computes gradients with, and its share of the
-    data, walked in batches in a fixed order (reshuffled each epoch)."""
+    data, walked in full batches in a fixed order (reshuffled each epoch;
+    the remainder is left out, as DataLoader's drop_last does, so that
+    every step's gradient is the mean of the same number of examples)."""
 
     def __init__(self, data, batch, seed):
         self.model = make_model(0)
@@ -72,7 +75,7 @@ class Learner:
         self.order, self.pos = None, len(self.X)
 
     def next_batch(self):
-        if self.pos >= len(self.X):
+        if self.pos + self.batch > len(self.X):
             self.order, self.pos = torch.randperm(len(self.X), generator=self.gen), 0
         idx = self.order[self.pos:self.pos + self.batch]
         self.pos += self.batch
@@ -144,25 +147,33 @@ def accuracy(params, test_set):
         return (model(X).argmax(1) == y).float().mean().item()
 
 
+def quarters(train_set):
+    X, y = train_set
+    return [(X[i::WORKERS], y[i::WORKERS]) for i in range(WORKERS)]
+
+
 def baseline(client, name, train_set, batch, steps, seed):
-    """One process, plain steps of WORKERS x batch examples from all the data."""
-    learner = Learner(train_set, batch * WORKERS, seed * 100 + 99)
+    """One process, plain steps of WORKERS x batch examples: each step's
+    batch is the four batches the four workers take at that step (the same
+    examples in the same order), so it sees exactly the data they see."""
+    learners = [Learner(q, batch, seed * 100 + rank) for rank, q in enumerate(quarters(train_set))]
     step, params = client.params(name, binary=True)
     t = time.perf_counter()
     for _ in range(steps):
-        grad, loss = learner.gradient(params, *learner.next_batch())
+        parts = [lr.next_batch() for lr in learners]
+        xb, yb = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        grad, loss = learners[0].gradient(params, xb, yb)
         r = client.step(name, grad, expect_step=step, loss=loss)
         step, params = r.step, r.params
     return params, steps, 0, time.perf_counter() - t
 
 
 def parallel(client, name, mode, train_set, batch, batches, slow, seed):
-    X, y = train_set
-    quarters = [(X[i::WORKERS], y[i::WORKERS]) for i in range(WORKERS)]
+    qs = quarters(train_set)
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     procs = [ctx.Process(target=run_worker,
-                         args=(client.base_url, name, mode, i, quarters[i], batch, batches, batches, slow,
+                         args=(client.base_url, name, mode, i, qs[i], batch, batches, batches, slow,
                                seed, out))
              for i in range(WORKERS)]
     t = time.perf_counter()
@@ -194,8 +205,7 @@ def main():
             raise SystemExit("unknown mode %r (modes: %s)" % (m, ", ".join(MODES)))
     torch.set_num_threads(1)
     train_set, test_set = load(args.seed)
-    per_quarter = (len(train_set[0]) + WORKERS - 1) // WORKERS
-    batches = args.epochs * ((per_quarter + args.batch - 1) // args.batch)
+    batches = args.epochs * (len(train_set[0]) // WORKERS // args.batch)
     init = to_vector(make_model(args.seed).parameters())
     rows = []
     with optd_local.connect(args.url) as client:
@@ -205,6 +215,7 @@ def main():
         params, steps, wasted, wall = baseline(client, name, train_set, args.batch, batches, args.seed)
         rows.append(("baseline (1 process, batch %d)" % (WORKERS * args.batch),
                      accuracy(params, test_set), steps, steps, wasted, wall))
+        base_params, diff = np.asarray(params), None
         for mode in modes:
             name = prefix + mode
             aggregate = {"rounds": {"workers": WORKERS}, "backup": {"workers": WORKERS - 1}}.get(mode)
@@ -214,6 +225,8 @@ def main():
             label = {"async": "async (plain steps)", "cas": "cas (Optd-Expect-Step)",
                      "rounds": "rounds of 4", "backup": "rounds of 3 + 1 backup, 1 slow"}[mode]
             rows.append((label, accuracy(params, test_set), steps, computed, wasted, wall))
+            if mode == "rounds":
+                diff = float(np.abs(np.asarray(params) - base_params).max())
         for mode in ["baseline"] + modes:
             client.delete(prefix + mode)
     print("digits, MLP 64-64-10 (%d parameters, float32), adam lr %g; %d workers x batch %d, "
@@ -222,6 +235,8 @@ def main():
     for label, acc, steps, computed, wasted, wall in rows:
         print("%-32s %8.2f%% %7d %9d %6d (%3.0f%%) %7.2fs" % (label, 100 * acc, steps, computed, wasted,
                                                              100.0 * wasted / max(computed, 1), wall))
+    if diff is not None:
+        print("largest parameter difference, rounds of 4 against the baseline: %.3g" % diff)
 
 
 if __name__ == "__main__":
