@@ -4,15 +4,17 @@
 tests/bench/run.sh (`make bench`).  Every ratio is of two figures measured
 in the same run, interleaved.
 
-  big     4 workers (threads, one keep-alive connection each) x 1M float32
-          adam, binary: the time of one round (all 4 contributions sent at
-          once, until the last answer) against the time of 4 plain binary
-          steps sent the same way by the same workers on a plain session of
-          that size (target <= 1.5x);
-  small   4 worker processes x 10 float64 parameters (sgd, JSON,
-          ?return=none), closed loop: rounds/s against plain steps/s / 4
-          (each worker doing the same number of plain steps on a plain
-          session; target >= 0.8x);
+  big     4 workers (one keep-alive connection each) x 1M float32 adam,
+          binary: the time of one round (the 4 contributions sent, until the
+          last answer is read) against the time of 4 plain binary steps sent
+          and read the same way on the same connections, on a plain session
+          of that size (target <= 1.5x);
+  small   4 workers x 10 float64 parameters (sgd, JSON, ?return=none), one
+          kept-alive connection each, all driven by one client thread with
+          raw sockets (so the client costs little and the same per request
+          in both): rounds/s (send the 4 contributions, read the 4 answers)
+          against plain steps/s / 4 (the 4 connections closed-loop on one
+          plain session, the same number of requests; target >= 0.8x);
   polls   1000 connections waiting in GET .../params?min_step=<future>&wait=60
           at once: the 10-element JSON steps/s of another client on one
           connection (tests/bench/loadgen.c, closed loop) against the same
@@ -25,7 +27,6 @@ Usage: bench_rounds.py [--quick]   (BUILD=dir in the environment)"""
 import argparse
 import http.client
 import json
-import multiprocessing
 import os
 import re
 import select
@@ -34,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,119 +56,155 @@ def create(port, name, body):
 
 # ---------------------------------------------------------------- big rounds
 
-class BigWorker(threading.Thread):
-    """One worker thread: on each go, sends one binary request (a plain step
-    or a contribution) on its own connection and reads the 4 MB answer."""
-
-    def __init__(self, port, rank, start, done):
-        super().__init__(daemon=True)
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        self.rank = rank
-        self.grad = b"\x00\x00\x80\x3a" * BIG  # float32 2^-10, little-endian, each value
-        self.start_b, self.done_b = start, done
-        self.job = None
-        self.error = None
-
-    def run(self):
-        while True:
-            self.start_b.wait()
-            if self.job is None:
-                return
-            path, headers = self.job
-            try:
-                self.conn.request("POST", path, body=self.grad, headers=headers)
-                r = self.conn.getresponse()
-                data = r.read()
-                if r.status != 200 or len(data) != BIG * 4:
-                    raise RuntimeError("%s: %d %s" % (path, r.status, data[:200]))
-            except Exception as e:  # noqa: BLE001 - reported by the main thread
-                self.error = e
-            self.done_b.wait()
+def big_answer(conn, out):
+    """Reads one binary answer of len(out) bytes into out (no copies past
+    the socket's); returns the status."""
+    while b"\r\n\r\n" not in conn.buf:
+        data = conn.sock.recv(65536)
+        if not data:
+            raise RuntimeError("the daemon closed the connection")
+        conn.buf += data
+    head, rest = conn.buf.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    status = int(head[9:12])
+    if status != 200 or length != len(out):
+        raise RuntimeError("big answer: %s" % head[:300])
+    view = memoryview(out)
+    got = min(len(rest), length)
+    view[:got] = rest[:got]
+    conn.buf = rest[got:]
+    while got < length:
+        n = conn.sock.recv_into(view[got:])
+        if not n:
+            raise RuntimeError("the daemon closed the connection")
+        got += n
+    return status
 
 
 def bench_big(port, rounds):
+    """Per round: the 4 workers' requests are sent, then the 4 answers read
+    (one thread; the daemon reads and answers each connection on its own,
+    so the order costs nothing), for 4 plain steps and for one round."""
     create(port, "big-plain", {"optimizer": "adam", "dtype": "float32", "size": BIG})
     create(port, "big-rounds", {"optimizer": "adam", "dtype": "float32", "size": BIG,
                                 "aggregate": {"workers": WORKERS}})
-    start, done = threading.Barrier(WORKERS + 1), threading.Barrier(WORKERS + 1)
-    ws = [BigWorker(port, i, start, done) for i in range(WORKERS)]
-    for w in ws:
-        w.start()
-    base = {"Content-Type": "application/octet-stream", "Accept": "application/octet-stream",
-            "Optd-Dtype": "float32"}
+    conns = [RawConn(port) for _ in range(WORKERS)]
+    grad = b"\x00\x00\x80\x3a" * BIG  # float32 2^-10, little-endian, each value
+    out = bytearray(BIG * 4)
+    head = ("POST /v1/sessions/%s/step HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/octet-stream\r\nAccept: application/octet-stream\r\n"
+            "Optd-Dtype: float32\r\nContent-Length: %d\r\n%s\r\n")
 
-    def once(jobs):
-        for w, job in zip(ws, jobs):
-            w.job = job
+    def once(heads):
         t = time.perf_counter()
-        start.wait()
-        done.wait()
-        elapsed = time.perf_counter() - t
-        for w in ws:
-            if w.error:
-                raise RuntimeError("big worker %d: %s" % (w.rank, w.error))
-        return elapsed
+        for c, h in zip(conns, heads):
+            c.sock.sendall(h)
+            c.sock.sendall(grad)
+        for c in conns:
+            big_answer(c, out)
+        return time.perf_counter() - t
 
     plain, rnd, ratio = [], [], []
-    step = 0
     for r in range(rounds + 1):  # the first of each is a warm-up
-        p = once([("/v1/sessions/big-plain/step", base)] * WORKERS)
-        q = once([("/v1/sessions/big-rounds/step",
-                   dict(base, **{"Optd-Worker": "w%d" % i, "Optd-Expect-Step": str(step)}))
-                  for i in range(WORKERS)])
-        step += 1
+        p = once([(head % ("big-plain", len(grad), "")).encode()] * WORKERS)
+        q = once([(head % ("big-rounds", len(grad), "Optd-Worker: w%d\r\nOptd-Expect-Step: %d\r\n" % (i, r))
+                   ).encode() for i in range(WORKERS)])
         if r:
             plain.append(p * 1000)
             rnd.append(q * 1000)
             ratio.append(q / p)
-    for w in ws:
-        w.job = None
-    start.wait()
+    for c in conns:
+        c.close()
     return plain, rnd, ratio
 
 
 # ---------------------------------------------------------------- small rounds
 
-def small_worker(port, name, rank, count, rounds_mode, go, out):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    grad = [0.001 * (k + 1) for k in range(10)]
-    h = {"Content-Type": "application/json"}
-    path = "/v1/sessions/%s/step?return=none" % name
-    step = 0
-    go.wait()
-    t = time.perf_counter()
-    for _ in range(count):
-        body = {"gradient": grad}
-        if rounds_mode:
-            body["worker"], body["step"] = "w%d" % rank, step
-        conn.request("POST", path, body=json.dumps(body), headers=h)
-        r = conn.getresponse()
-        data = r.read()
-        if r.status != 200:
-            out.put(("error", "%d %s" % (r.status, data[:200])))
-            return
-        step = json.loads(data)["step"]
-    out.put((rank, time.perf_counter() - t))
+class RawConn:
+    """A kept-alive loopback connection with as little client work per
+    request as Python allows (one send, reads until the whole answer), so
+    that the small figures are the daemon's, not the client's."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def send(self, path, body):
+        self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body))
+
+    def answer(self):
+        """(status, body) of the next answer."""
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", self.buf[:end])
+                total = end + 4 + (int(m.group(1)) if m else 0)
+                if len(self.buf) >= total:
+                    status, body = int(self.buf[9:12]), self.buf[end + 4:total]
+                    self.buf = self.buf[total:]
+                    return status, body
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError("the daemon closed the connection")
+            self.buf += data
+
+    def close(self):
+        self.sock.close()
 
 
-def run_small(port, name, count, rounds_mode):
-    """Seconds for WORKERS processes to make `count` requests each."""
-    ctx = multiprocessing.get_context("fork")
-    go, out = ctx.Event(), ctx.Queue()
-    ps = [ctx.Process(target=small_worker, args=(port, name, i, count, rounds_mode, go, out))
-          for i in range(WORKERS)]
-    for p in ps:
-        p.start()
-    time.sleep(0.2)
+GRAD10 = json.dumps([0.001 * (k + 1) for k in range(10)]).encode()
+
+
+def small_plain(port, name, count):
+    """Seconds for WORKERS connections, each closed-loop, to make `count`
+    plain steps each on one session (one thread drives all of them)."""
+    conns = [RawConn(port) for _ in range(WORKERS)]
+    path, body = b"/v1/sessions/%s/step?return=none" % name.encode(), b'{"gradient":%s}' % GRAD10
+    poller = select.poll()
+    by_fd = {}
+    for c in conns:
+        poller.register(c.sock, select.POLLIN)
+        by_fd[c.sock.fileno()] = c
+    left = {c: count for c in conns}
     t = time.perf_counter()
-    go.set()
-    res = [out.get(timeout=300) for _ in ps]
+    for c in conns:
+        c.send(path, body)
+    busy = WORKERS
+    while busy:
+        for fd, _ in poller.poll():
+            c = by_fd[fd]
+            st, data = c.answer()
+            if st != 200:
+                raise RuntimeError("plain step: %d %s" % (st, data[:200]))
+            left[c] -= 1
+            if left[c]:
+                c.send(path, body)
+            else:
+                busy -= 1
     elapsed = time.perf_counter() - t
-    for p in ps:
-        p.join()
-    for r in res:
-        if r[0] == "error":
-            raise RuntimeError("small %s worker: %s" % ("rounds" if rounds_mode else "plain", r[1]))
+    for c in conns:
+        c.close()
+    return elapsed
+
+
+def small_rounds(port, name, count):
+    """Seconds for WORKERS connections (workers w0..w3) to make `count`
+    rounds: each round sends the 4 contributions and reads the 4 answers."""
+    conns = [RawConn(port) for _ in range(WORKERS)]
+    path = b"/v1/sessions/%s/step?return=none" % name.encode()
+    t = time.perf_counter()
+    for step in range(count):
+        for i, c in enumerate(conns):
+            c.send(path, b'{"gradient":%s,"worker":"w%d","step":%d}' % (GRAD10, i, step))
+        for c in conns:
+            st, data = c.answer()
+            if st != 200:
+                raise RuntimeError("contribution: %d %s" % (st, data[:200]))
+    elapsed = time.perf_counter() - t
+    for c in conns:
+        c.close()
     return elapsed
 
 
@@ -177,8 +213,8 @@ def bench_small(port, rounds, count):
     for r in range(rounds):
         create(port, "small-plain-%d" % r, {"optimizer": "sgd", "size": 10})
         create(port, "small-rounds-%d" % r, {"optimizer": "sgd", "size": 10, "aggregate": {"workers": WORKERS}})
-        tp = run_small(port, "small-plain-%d" % r, count, False)
-        tr = run_small(port, "small-rounds-%d" % r, count, True)
+        tp = small_plain(port, "small-plain-%d" % r, count)
+        tr = small_rounds(port, "small-rounds-%d" % r, count)
         steps_s.append(WORKERS * count / tp)
         rounds_s.append(count / tr)
         ratio.append(rounds_s[-1] / (steps_s[-1] / WORKERS))
@@ -303,7 +339,7 @@ def main():
     print(f"| one round of 4 binary 1M float32 contributions | {fmt(statistics.median(rnd))} ms "
           f"| {spread(rnd, ' ms')} |")
     print(f"| round / 4 plain steps (per-pair ratios) | {br:.2f}× | {spread(big_ratio, '×', 2)} |")
-    print(f"| plain 10-param steps/s, 4 worker processes | {fmt(statistics.median(steps_s))}/s "
+    print(f"| plain 10-param steps/s, 4 connections on one session | {fmt(statistics.median(steps_s))}/s "
           f"| {spread(steps_s, '/s')} |")
     print(f"| rounds/s of 4 workers, 10 params | {fmt(statistics.median(rounds_s))}/s | {spread(rounds_s, '/s')} |")
     print(f"| rounds/s / (plain steps/s / 4) | {sr:.2f}× | {spread(small_ratio, '×', 2)} |")
