@@ -11,6 +11,7 @@ Client.contribute, Client.params(min_step=, wait=); API.md 1.1, "Rounds" and
   a round pending (the workers' repeats rebuild it).
 """
 
+import array
 import os
 import sys
 import threading
@@ -204,9 +205,11 @@ class WorkersOnOptd(DaemonTestCase):
         second worker completes the round."""
         n = self.uname()
         self.c.create(n, "sgd", params=[1.0, 1.0], hyperparameters={"lr": 1.0}, aggregate={"workers": 2})
-        first = self.c.contribute(n, "w0", 0, [1.0, 3.0], wait=0)
+        # Binary: the 202 is JSON whatever the request's body was.
+        first = self.c.contribute(n, "w0", 0, array.array("d", [1.0, 3.0]), wait=0)
         self.assertFalse(first.applied)
         self.assertEqual(first.step, 0)
+        self.assertEqual(first.round["contributions"], 1)
         self.assertEqual(self.c.get(n)["round"]["contributions"], 1)
         c0 = Client(self.url, timeout=30)
         w0 = c0.worker(n, "w0")
