@@ -14,6 +14,8 @@ data, in four ways, next to one process training on all of it:
   rounds     aggregate {"workers": 4}: each worker contributes its gradient
              for the step and the daemon applies their mean as one step, the
              same step the baseline takes with 4x the batch (API.md, Rounds);
+  slow       rounds of 4 while one worker is made slow: every round waits
+             for it;
   backup     aggregate {"workers": 3} with 4 workers while one of them is made
              slow: every round takes the first 3 gradients, the late ones are
              refused (409) and that worker fetches the parameters and goes on.
@@ -42,7 +44,7 @@ import optd_local
 from optd_client import Client, OptdError
 
 WORKERS = 4
-MODES = ("async", "cas", "rounds", "backup")
+MODES = ("async", "cas", "rounds", "slow", "backup")
 
 
 def load(seed):
@@ -99,8 +101,8 @@ def run_worker(url, session, mode, rank, data, batch, batches, target, slow, see
     client = Client(url, timeout=120)
     learner = Learner(data, batch, seed * 100 + rank)
     computed = wasted = 0
-    delay = slow if (mode == "backup" and rank == WORKERS - 1) else 0.0
-    if mode in ("rounds", "backup"):
+    delay = slow if (mode in ("slow", "backup") and rank == WORKERS - 1) else 0.0
+    if mode in ("rounds", "slow", "backup"):
         w = client.worker(session, "w%d" % rank, binary=True)
         while w.step < target:
             xb, yb = learner.next_batch()
@@ -218,12 +220,14 @@ def main():
         base_params, diff = np.asarray(params), None
         for mode in modes:
             name = prefix + mode
-            aggregate = {"rounds": {"workers": WORKERS}, "backup": {"workers": WORKERS - 1}}.get(mode)
+            aggregate = {"rounds": {"workers": WORKERS}, "slow": {"workers": WORKERS},
+                         "backup": {"workers": WORKERS - 1}}.get(mode)
             create(client, name, init, args.lr, aggregate)
             params, steps, computed, wasted, wall = parallel(client, name, mode, train_set, args.batch,
                                                              batches, args.slow_ms / 1000, args.seed)
             label = {"async": "async (plain steps)", "cas": "cas (Optd-Expect-Step)",
-                     "rounds": "rounds of 4", "backup": "rounds of 3 + 1 backup, 1 slow"}[mode]
+                     "rounds": "rounds of 4", "slow": "rounds of 4, 1 slow",
+                     "backup": "rounds of 3 + 1 backup, 1 slow"}[mode]
             rows.append((label, accuracy(params, test_set), steps, computed, wasted, wall))
             if mode == "rounds":
                 diff = float(np.abs(np.asarray(params) - base_params).max())

@@ -10,8 +10,8 @@ README says they do (quick settings, well under a minute together).
   sessions, and optd's sort=best_loss ranks first the trial Optuna found best;
 - torch_digits.py trains its CNN with torch.optim and RemoteOptimizer, both
   to at least 90% test accuracy, one request a step (plus the schedule's);
-- data_parallel.py runs 4 worker processes in its four modes (async, cas,
-  rounds, rounds with a backup and a slow worker): rounds waste no gradient,
+- data_parallel.py runs 4 worker processes in its modes (async, cas,
+  rounds, rounds with a slow worker, with and without a backup): rounds waste no gradient,
   take one step per round and reach the one-process baseline's accuracy.
 """
 
@@ -71,7 +71,7 @@ class Examples(DaemonTestCase):
         rows = {m[0].strip(): (float(m[1]), int(m[2]), int(m[3]), int(m[4]))
                 for m in re.findall(r"(?m)^(\D.*?)\s+([\d.]+)%\s+(\d+)\s+(\d+)\s+(\d+) \(", out)}
         self.assertEqual(sorted(rows), sorted(["baseline (1 process, batch 64)", "async (plain steps)",
-                                               "cas (Optd-Expect-Step)", "rounds of 4",
+                                               "cas (Optd-Expect-Step)", "rounds of 4", "rounds of 4, 1 slow",
                                                "rounds of 3 + 1 backup, 1 slow"]), out)
         base, rounds = rows["baseline (1 process, batch 64)"], rows["rounds of 4"]
         # Rounds of 4 take the baseline's number of steps, each the mean of
@@ -92,6 +92,7 @@ class Examples(DaemonTestCase):
         cas = rows["cas (Optd-Expect-Step)"]
         self.assertEqual(cas[1], 4 * base[1], out)
         self.assertEqual(cas[2], cas[1] + cas[3], out)  # every refused gradient computed again
+        self.assertEqual(rows["rounds of 4, 1 slow"][1:], rounds[1:], out)  # slower, the same rounds
         backup = rows["rounds of 3 + 1 backup, 1 slow"]
         self.assertEqual(backup[1], base[1], out)
         self.assertEqual(self.d.get("/v1/sessions?prefix=data-parallel-").body["sessions"], [])
