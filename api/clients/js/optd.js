@@ -13,8 +13,9 @@
 // .../state) are retried after a network failure or a 503; a step only when
 // expectStep is given, since the daemon's compare-and-swap then refuses a
 // second application (a retry that meets step_mismatch with currentStep ==
-// expectStep + 1 knows its first attempt was applied); create and delete are
-// never retried.
+// expectStep + 1 knows its first attempt was applied); a contribution to a
+// round always, since the daemon keys it by (worker, step) and never counts
+// a repeat twice; create and delete are never retried.
 
 export class OptdError extends Error {
   constructor(status, code, message, currentStep = undefined, body = undefined) {

@@ -13,6 +13,9 @@ repeating it cannot apply a change twice:
     compare-and-swap then refuses a second application, and a retry that
     meets step_mismatch with current_step == expect_step + 1 knows its first
     attempt was applied and fetches the parameters it produced;
+  - a contribution to a round (contribute, Worker) is always retried: the
+    daemon keys it by (worker, step), so a repeat replaces the pending one
+    or is refused once applied, never counted twice;
   - create, delete and steps without expect_step are never retried: once
     sent, the client cannot know whether they were applied.  To keep that
     rare, a kept-alive connection is checked before reuse and replaced if
