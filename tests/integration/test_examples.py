@@ -13,6 +13,9 @@ README says they do (quick settings, well under a minute together).
 - recommender.py factorises its synthetic ratings with user and item tables
   (sparse_adam, three shards each) to a held-out RMSE within 1.5x of the
   noise floor (predicting 0 is about 4x), and deletes its tables.
+- data_parallel.py runs 4 worker processes in its modes (async, cas,
+  rounds, rounds with a slow worker, with and without a backup): rounds waste no gradient,
+  take one step per round and reach the one-process baseline's accuracy.
 """
 
 import importlib.util
@@ -64,6 +67,38 @@ class Examples(DaemonTestCase):
         self.assertLessEqual(n, 2 + 2 * steps)
         self.assertRegex(out, r"largest parameter difference after the run: \S+")
         self.assertEqual(self.d.get("/v1/sessions?prefix=torch-digits-").body["sessions"], [])
+
+    @unittest.skipUnless(importlib.util.find_spec("torch"), "python3-torch missing (install-deps test)")
+    def test_data_parallel(self):
+        out = self.run_example("examples/data_parallel.py", "--epochs", "4", "--slow-ms", "5")
+        rows = {m[0].strip(): (float(m[1]), int(m[2]), int(m[3]), int(m[4]))
+                for m in re.findall(r"(?m)^(\D.*?)\s+([\d.]+)%\s+(\d+)\s+(\d+)\s+(\d+) \(", out)}
+        self.assertEqual(sorted(rows), sorted(["baseline (1 process, batch 64)", "async (plain steps)",
+                                               "cas (Optd-Expect-Step)", "rounds of 4", "rounds of 4, 1 slow",
+                                               "rounds of 3 + 1 backup, 1 slow"]), out)
+        base, rounds = rows["baseline (1 process, batch 64)"], rows["rounds of 4"]
+        # Rounds of 4 take the baseline's number of steps, each the mean of
+        # 4 gradients of 16 (the baseline's of 64), wasting none, and reach
+        # its accuracy (both runs are deterministic: the round's reduction
+        # is in worker-name order).
+        self.assertEqual(rounds[1], base[1], out)
+        self.assertEqual(rounds[2], 4 * base[1], out)
+        self.assertEqual(rounds[3], 0, out)
+        self.assertGreaterEqual(rounds[0], base[0] - 1.0, out)
+        self.assertGreaterEqual(rounds[0], 90.0, out)
+        # The baseline's batches are the workers' batches put together, so
+        # the two runs differ only in how the mean was rounded.
+        diff = float(re.search(r"largest parameter difference, rounds of 4 against the baseline: (\S+)", out).group(1))
+        self.assertLess(diff, 1e-3, out)
+        self.assertEqual(rows["async (plain steps)"][1], 4 * base[1], out)
+        self.assertEqual(rows["async (plain steps)"][3], 0, out)
+        cas = rows["cas (Optd-Expect-Step)"]
+        self.assertEqual(cas[1], 4 * base[1], out)
+        self.assertEqual(cas[2], cas[1] + cas[3], out)  # every refused gradient computed again
+        self.assertEqual(rows["rounds of 4, 1 slow"][1:], rounds[1:], out)  # slower, the same rounds
+        backup = rows["rounds of 3 + 1 backup, 1 slow"]
+        self.assertEqual(backup[1], base[1], out)
+        self.assertEqual(self.d.get("/v1/sessions?prefix=data-parallel-").body["sessions"], [])
 
     def test_figures(self):
         with tempfile.TemporaryDirectory() as d:

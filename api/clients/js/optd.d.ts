@@ -23,6 +23,18 @@ export interface Group {
   hyperparameters: Hyperparameters;
 }
 
+export interface Aggregate {
+  workers: number;
+  reduce?: "mean" | "sum";
+  max_staleness?: number;
+}
+
+export interface Round {
+  step: number;
+  contributions: number;
+  workers: string[];
+}
+
 export interface Descriptor {
   name: string;
   optimizer: OptimizerName;
@@ -35,6 +47,8 @@ export interface Descriptor {
   max_grad_norm: number | null;
   labels: Record<string, string>;
   ttl_seconds: number | null;
+  aggregate?: Required<Aggregate> | null;
+  round?: Round | null;
   created_at: string;
   updated_at: string;
   [field: string]: unknown;
@@ -74,12 +88,50 @@ export interface CreateOptions extends ConfigOptions {
   from?: string;
   dtype?: Dtype;
   groups?: { size: number; hyperparameters?: Hyperparameters }[];
+  aggregate?: Aggregate;
   usePost?: boolean;
   rowSize?: number;
 }
 
 export interface PatchOptions extends ConfigOptions {
   groups?: { hyperparameters?: Hyperparameters }[];
+  aggregate?: Aggregate | null;
+}
+
+export interface ParamsOptions {
+  minStep?: number;
+  wait?: number;
+}
+
+export interface ContributeOptions {
+  loss?: number;
+  wait?: number;
+}
+
+export type Contribution<P> =
+  | { applied: true; step: number; params: P | null }
+  | { applied: false; step: number | null; round: Round | null };
+
+export interface WorkerOptions {
+  wait?: number;
+  binary?: boolean;
+}
+
+export declare class Worker {
+  constructor(client: Client, session: string, name: string, options?: WorkerOptions);
+  readonly client: Client;
+  readonly session: string;
+  readonly name: string;
+  wait: number;
+  binary: boolean;
+  step: number | null;
+  params: number[] | Float32Array | Float64Array | null;
+  pushes: number;
+  applied: number;
+  refused: number;
+  pending: number;
+  pull(options?: ParamsOptions): Promise<{ step: number; params: number[] | Float32Array | Float64Array }>;
+  push(gradient: Vector, options?: { loss?: number }): Promise<boolean>;
 }
 
 export interface StepOptions {
@@ -118,8 +170,16 @@ export declare class Client {
   get(name: string): Promise<Descriptor>;
   patch(name: string, options?: PatchOptions): Promise<Descriptor>;
   delete(name: string): Promise<void>;
-  params(name: string, options?: { binary?: false }): Promise<{ step: number; params: number[] }>;
-  params(name: string, options: { binary: true }): Promise<{ step: number; params: Float32Array | Float64Array }>;
+  params(name: string, options?: { binary?: false } & ParamsOptions): Promise<{ step: number; params: number[] }>;
+  params(name: string, options: { binary: true } & ParamsOptions):
+    Promise<{ step: number; params: Float32Array | Float64Array }>;
+  contribute(name: string, worker: string, step: number, gradient: Float32Array,
+    options?: ContributeOptions): Promise<Contribution<Float32Array>>;
+  contribute(name: string, worker: string, step: number, gradient: Float64Array,
+    options?: ContributeOptions): Promise<Contribution<Float64Array>>;
+  contribute(name: string, worker: string, step: number, gradient: number[],
+    options?: ContributeOptions): Promise<Contribution<number[]>>;
+  worker(session: string, name: string, options?: WorkerOptions): Promise<Worker>;
   step(name: string, gradient: Float32Array, options?: StepOptions): Promise<StepResult<Float32Array>>;
   step(name: string, gradient: Float64Array, options?: StepOptions): Promise<StepResult<Float64Array>>;
   step(name: string, gradient: number[], options?: StepOptions): Promise<StepResult<number[]>>;

@@ -13,8 +13,9 @@
 // .../state) are retried after a network failure or a 503; a step only when
 // expectStep is given, since the daemon's compare-and-swap then refuses a
 // second application (a retry that meets step_mismatch with currentStep ==
-// expectStep + 1 knows its first attempt was applied); create and delete are
-// never retried.
+// expectStep + 1 knows its first attempt was applied); a contribution to a
+// round always, since the daemon keys it by (worker, step) and never counts
+// a repeat twice; create and delete are never retried.
 
 export class OptdError extends Error {
   constructor(status, code, message, currentStep = undefined, body = undefined) {
@@ -82,7 +83,7 @@ function checkDtype(resp, dtype, expected = undefined) {
 // (camelCase), and the API field each one is.
 const FIELDS = {
   hyperparameters: "hyperparameters", dtype: "dtype", schedule: "schedule", maxGradNorm: "max_grad_norm",
-  labels: "labels", ttlSeconds: "ttl_seconds", groups: "groups", rowSize: "row_size",
+  labels: "labels", ttlSeconds: "ttl_seconds", groups: "groups", rowSize: "row_size", aggregate: "aggregate",
 };
 
 // The API body of options' known fields; any other key is a TypeError
@@ -117,7 +118,10 @@ export class Client {
     return `/v1/sessions/${encodeURIComponent(name)}${tail}`;
   }
 
-  async request(method, path, { json, raw, headers = {}, query, retry = RETRY_SAFE } = {}) {
+  // timeoutMs: this request's limit instead of the client's (a long poll
+  // waits its wait plus the client's timeout).
+  async request(method, path, { json, raw, headers = {}, query, retry = RETRY_SAFE, timeoutMs } = {}) {
+    const limitMs = timeoutMs ?? this.timeoutMs;
     let url = this.baseUrl + path;
     if (query) {
       const q = new URLSearchParams();
@@ -139,7 +143,7 @@ export class Client {
     for (let attempt = 0; ; attempt++) {
       let resp;
       try {
-        resp = await fetch(url, { method, headers: hdrs, body, signal: AbortSignal.timeout(this.timeoutMs) });
+        resp = await fetch(url, { method, headers: hdrs, body, signal: AbortSignal.timeout(limitMs) });
       } catch (e) {
         const timedOut = e && (e.name === "TimeoutError" || e.name === "AbortError");
         if (retry !== RETRY_NONE && attempt < this.retries) {
@@ -147,7 +151,7 @@ export class Client {
           continue;
         }
         const err = new OptdError(null, timedOut ? "timeout" : "connection_error",
-          timedOut ? `no answer from ${this.baseUrl} within ${this.timeoutMs} ms`
+          timedOut ? `no answer from ${this.baseUrl} within ${limitMs} ms`
                    : `cannot reach ${this.baseUrl}: ${e.cause?.message ?? e.message}`);
         err.cause = e;
         err.attempts = attempt;
@@ -191,8 +195,10 @@ export class Client {
 
   // Creates a session and returns its descriptor.  options: params | size |
   // from, hyperparameters, dtype, schedule, maxGradNorm, labels, ttlSeconds,
-  // groups ([{ size, hyperparameters }]), usePost (POST /v1/sessions instead
-  // of PUT /v1/sessions/{name}, which is the form a sharding proxy can route).
+  // groups ([{ size, hyperparameters }]), aggregate ({ workers, reduce,
+  // max_staleness }: rounds of N workers, see contribute and Worker), usePost
+  // (POST /v1/sessions instead of PUT /v1/sessions/{name}, which is the form
+  // a sharding proxy can route).
   async create(name, optimizer, options = {}) {
     const body = apiFields(options, ["params", "size", "from", "usePost", ...Object.keys(FIELDS)], "create");
     if (optimizer !== undefined && optimizer !== null) body.optimizer = optimizer;
@@ -255,11 +261,12 @@ export class Client {
   get(name) { return this.json("GET", Client.path(name)); }
 
   // options: any of hyperparameters, schedule, maxGradNorm, labels,
-  // ttlSeconds, groups ([{ hyperparameters }], one per group); null removes
-  // where API.md allows.  The same names as create.
+  // ttlSeconds, groups ([{ hyperparameters }], one per group), aggregate;
+  // null removes where API.md allows (aggregate: null turns rounds off and
+  // drops the pending round).  The same names as create.
   async patch(name, options = {}) {
-    const body = apiFields(options, ["hyperparameters", "schedule", "maxGradNorm", "labels", "ttlSeconds", "groups"],
-      "patch");
+    const body = apiFields(options,
+      ["hyperparameters", "schedule", "maxGradNorm", "labels", "ttlSeconds", "groups", "aggregate"], "patch");
     return this.json("PATCH", Client.path(name), { json: body });
   }
 
@@ -269,10 +276,15 @@ export class Client {
   }
 
   // { step, params }; binary: true gives a Float64Array/Float32Array.
-  async params(name, { binary = false } = {}) {
-    if (!binary) return this.json("GET", Client.path(name, "/params"));
+  // minStep, wait (seconds): a long poll (API.md, Waiting for parameters):
+  // the answer comes once the step is >= minStep, or after wait seconds with
+  // whatever step the session is at; compare the step returned.
+  async params(name, { binary = false, minStep, wait } = {}) {
+    const query = [["min_step", minStep], ["wait", wait]];
+    const timeoutMs = wait ? this.timeoutMs + wait * 1000 : undefined;
+    if (!binary) return this.json("GET", Client.path(name, "/params"), { query, timeoutMs });
     const { resp } = await this.request("GET", Client.path(name, "/params"),
-      { headers: { Accept: "application/octet-stream" } });
+      { headers: { Accept: "application/octet-stream" }, query, timeoutMs });
     const buf = await resp.arrayBuffer();
     const step = Number(resp.headers.get("Optd-Step"));
     // Every binary answer of optd 1.1 names its dtype; an older daemon's
@@ -369,6 +381,58 @@ export class Client {
     return { step: Number(resp.headers.get("Optd-Step")), params: fromLittleEndian(buf, dtype) };
   }
 
+  // One worker's gradient for the round of an aggregating session (API.md,
+  // Rounds), computed from the parameters of `step`.  Resolves to
+  //   { applied: true, step, params }    the round was applied (200): the
+  //                                      new parameters, the same for all;
+  //   { applied: false, step, round }    still open after `wait` seconds
+  //                                      (202): the contribution stays in it.
+  // A contribution that cannot join (stale, a backup the round did not need,
+  // a repeat of one applied) rejects with OptdError step_mismatch and
+  // currentStep.  gradient: an array (JSON) or a typed array (binary).
+  // Retried after a network failure or a 503 like a read: the daemon keys a
+  // contribution by (worker, step), so a repeat replaces the pending one or
+  // is refused once applied, never counted twice.
+  async contribute(name, worker, step, gradient, { loss, wait } = {}) {
+    const query = [["wait", wait]];
+    const timeoutMs = this.timeoutMs + (wait ?? 60) * 1000;
+    const path = Client.path(name, "/step");
+    let resp;
+    if (isTyped(gradient)) {
+      const dtype = gradient instanceof Float32Array ? "float32" : "float64";
+      const headers = { Accept: "application/octet-stream", "Optd-Dtype": dtype,
+        "Optd-Worker": worker, "Optd-Expect-Step": String(step) };
+      if (loss !== undefined) headers["Optd-Loss"] = String(loss);
+      ({ resp } = await this.request("POST", path, { raw: toLittleEndian(gradient), headers, query, timeoutMs }));
+      if (resp.status === 200) {
+        const buf = await resp.arrayBuffer();
+        checkDtype(resp, resp.headers.get("Optd-Dtype") ?? dtype, dtype);
+        return { applied: true, step: Number(resp.headers.get("Optd-Step")), params: fromLittleEndian(buf, dtype) };
+      }
+    } else {
+      const body = { gradient: Array.from(gradient), worker, step };
+      if (loss !== undefined) body.loss = loss;
+      ({ resp } = await this.request("POST", path, { json: body, query, timeoutMs }));
+      if (resp.status === 200) {
+        const doc = await resp.json();
+        return { applied: true, step: doc.step, params: doc.params ?? null };
+      }
+    }
+    // 202: {"step": c, "round": {...}}.
+    const text = await resp.text();
+    const doc = (resp.headers.get("Content-Type") ?? "").includes("json") && text ? JSON.parse(text) : {};
+    const h = resp.headers.get("Optd-Step");
+    return { applied: false, step: doc.step ?? (h === null ? null : Number(h)), round: doc.round ?? null };
+  }
+
+  // A Worker: the loop of one data-parallel worker on `session`; resolves
+  // once it has fetched the parameters.
+  async worker(session, name, options = {}) {
+    const w = new Worker(this, session, name, options);
+    await w.pull();
+    return w;
+  }
+
   // PUT .../params: replaces the parameters, keeping the optimizer state
   // and the step; returns the step.  params: an array (JSON) or a
   // Float64Array / Float32Array of the session's dtype (binary).
@@ -396,6 +460,92 @@ export class Client {
     const { resp } = await this.request("PUT", Client.path(name, "/state"), { json: doc });
     const text = await resp.text();
     return { created: resp.status === 201, body: text ? JSON.parse(text) : null };
+  }
+}
+
+// One worker of a session created with aggregate: { workers: N, ... }:
+//
+//   const w = await client.worker("model", "w0");   // fetches the parameters
+//   for (const batch of batches) {
+//     const { grad, loss } = compute(w.params, batch);
+//     await w.push(grad, { loss });                  // w.step, w.params: the next ones
+//   }
+//
+// push() contributes the gradient for (name, w.step) and resolves once the
+// worker has parameters newer than those the gradient came from: on 200 the
+// round's; on 202 (round still open) it long-polls GET .../params?min_step=
+// c+1&wait=..., and when a poll ends without the round sends the same
+// contribution again (it replaces the pending one, or rebuilds the round
+// after a restart lost it); on 409 step_mismatch (stale, or a backup the
+// round did not need) it fetches the current parameters and goes on
+// (counted in `refused`).  Every send is keyed by (name, step): any repeat,
+// by the client's retries or by calling push again with the same gradient
+// after an error, is replaced or refused, never counted twice.
+export class Worker {
+  // options: wait (seconds a request waits for its round, default 60),
+  // binary (fetch the parameters as a typed array; a typed gradient sets it).
+  constructor(client, session, name, { wait = 60, binary = false } = {}) {
+    this.client = client;
+    this.session = session;
+    this.name = name;
+    this.wait = wait;
+    this.binary = binary;
+    this.step = null;
+    this.params = null;
+    this.pushes = 0;
+    this.applied = 0;
+    this.refused = 0;
+    this.pending = 0;
+  }
+
+  async pull({ minStep, wait } = {}) {
+    const p = await this.client.params(this.session, { binary: this.binary, minStep, wait });
+    this.step = p.step;
+    this.params = p.params;
+    return p;
+  }
+
+  // Resolves true if the gradient went into a round, false if it was
+  // refused as stale.
+  async push(gradient, { loss } = {}) {
+    this.pushes++;
+    this.binary = isTyped(gradient);
+    const step = this.step;
+    let wasPending = false;
+    for (;;) {
+      let r;
+      try {
+        r = await this.client.contribute(this.session, this.name, step, gradient, { loss, wait: this.wait });
+      } catch (e) {
+        if (!(e instanceof OptdError) || e.code !== "step_mismatch") throw e;
+        await this.pull();
+        // Sent again (after a 202, or by a retry after a lost answer) and
+        // refused: the round holding this gradient was applied in between.
+        if (wasPending || e.attempts > 0) {
+          this.applied++;
+          return true;
+        }
+        this.refused++;
+        return false;
+      }
+      if (r.applied) {
+        this.step = r.step;
+        this.params = r.params;
+        this.applied++;
+        return true;
+      }
+      this.pending++;
+      wasPending = true;
+      const target = (r.step ?? step) + 1;
+      const p = await this.client.params(this.session, { binary: this.binary, minStep: target, wait: this.wait });
+      if (p.step >= target) {
+        this.step = p.step;
+        this.params = p.params;
+        this.applied++;
+        return true;
+      }
+      // Still open after a whole wait: send again.
+    }
   }
 }
 

@@ -8,22 +8,26 @@
 """
 from .client import (
     Client,
+    Contribution,
     OptdError,
     OptdConnectionError,
     OptdTimeout,
     StepResult,
     UNSET,
+    Worker,
     list_across,
 )
 from .table import ShardedTable, shard_rows
 
 __all__ = [
     "Client",
+    "Contribution",
     "OptdError",
     "OptdConnectionError",
     "OptdTimeout",
     "StepResult",
     "UNSET",
+    "Worker",
     "list_across",
     "ShardedTable",
     "shard_rows",

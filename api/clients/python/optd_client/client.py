@@ -13,6 +13,9 @@ repeating it cannot apply a change twice:
     compare-and-swap then refuses a second application, and a retry that
     meets step_mismatch with current_step == expect_step + 1 knows its first
     attempt was applied and fetches the parameters it produced;
+  - a contribution to a round (contribute, Worker) is always retried: the
+    daemon keys it by (worker, step), so a repeat replaces the pending one
+    or is refused once applied, never counted twice;
   - create, delete and steps without expect_step are never retried: once
     sent, the client cannot know whether they were applied.  To keep that
     rare, a kept-alive connection is checked before reuse and replaced if
@@ -202,11 +205,17 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _send_once(self, method, path, body, headers, out=None):
+    def _send_once(self, method, path, body, headers, out=None, timeout=None):
         """One request/answer on the kept-alive connection: (status, response,
         bytes).  out: a writable buffer that a 200 answer of exactly its size
-        is read into (no new bytes object; the bytes returned are then b"")."""
+        is read into (no new bytes object; the bytes returned are then b"").
+        timeout: seconds for this answer (a long poll's wait plus the
+        client's timeout) instead of the client's."""
         conn = self._connection()
+        limit = self.timeout if timeout is None else timeout
+        conn.timeout = limit
+        if conn.sock is not None:
+            conn.sock.settimeout(limit)
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -222,7 +231,7 @@ class Client:
                 data = resp.read()
         except socket.timeout as e:
             self._drop_connection()
-            raise OptdTimeout("no answer from %s within %s s" % (self.base_url, self.timeout), e)
+            raise OptdTimeout("no answer from %s within %s s" % (self.base_url, limit), e)
         except (OSError, http.client.HTTPException) as e:
             self._drop_connection()
             raise OptdConnectionError("connection to %s failed: %s" % (self.base_url, e), e)
@@ -231,7 +240,7 @@ class Client:
         return resp.status, resp, data
 
     def _request(self, method, path, json_body=None, raw_body=None, headers=None,
-                 query=None, retry=_RETRY_SAFE, out=None):
+                 query=None, retry=_RETRY_SAFE, out=None, timeout=None):
         url = self._prefix + path
         if query:
             q = urllib.parse.urlencode([(k, v) for k, v in query if v is not None], doseq=True)
@@ -255,7 +264,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                status, resp, data = self._send_once(method, url, body, hdrs, out)
+                status, resp, data = self._send_once(method, url, body, hdrs, out, timeout)
             except OptdConnectionError:
                 if retry == _RETRY_NONE or attempt >= self.retries:
                     raise
@@ -313,7 +322,7 @@ class Client:
 
     def create(self, name, optimizer=None, *, params=None, size=None, from_=None,
                hyperparameters=None, dtype=None, schedule=None, max_grad_norm=None,
-               labels=None, ttl_seconds=None, groups=None, row_size=None, use_post=False):
+               labels=None, ttl_seconds=None, groups=None, row_size=None, aggregate=None, use_post=False):
         """Creates a session; returns its descriptor.
 
         Exactly one of params, size or from_ gives the initial parameters.
@@ -321,6 +330,9 @@ class Client:
         "Tables"), stepped and read by rows (step_rows, read_rows).
         groups: [{"size": n, "hyperparameters": {...}}, ...] (parameter
         groups, each overriding hyperparameters key by key).
+        aggregate: {"workers": N, "reduce": "mean"|"sum", "max_staleness": s}
+        makes a step a worker's contribution to a round of N (see
+        contribute() and Worker).
         By default it is PUT /v1/sessions/{name} (the form a sharding proxy
         can route); use_post=True sends POST /v1/sessions instead."""
         body = {}
@@ -335,7 +347,7 @@ class Client:
         for key, value in (("hyperparameters", hyperparameters), ("dtype", dtype),
                            ("schedule", schedule), ("max_grad_norm", max_grad_norm),
                            ("labels", labels), ("ttl_seconds", ttl_seconds), ("groups", groups),
-                           ("row_size", row_size)):
+                           ("row_size", row_size), ("aggregate", aggregate)):
             if value is not None:
                 body[key] = value
         if use_post:
@@ -410,15 +422,17 @@ class Client:
         return self._json("GET", self._path(name))
 
     def patch(self, name, *, hyperparameters=UNSET, schedule=UNSET, max_grad_norm=UNSET,
-              labels=UNSET, ttl_seconds=UNSET, groups=UNSET):
+              labels=UNSET, ttl_seconds=UNSET, groups=UNSET, aggregate=UNSET):
         """PATCH /v1/sessions/{name}; fields left UNSET are not sent, None
-        removes (schedule, max_grad_norm, ttl_seconds).  groups: one
+        removes (schedule, max_grad_norm, ttl_seconds, aggregate: None turns
+        rounds off and drops the pending round).  groups: one
         {"hyperparameters": {...}} per group (keys partial).  Returns the
         descriptor."""
         body = {}
         for key, value in (("hyperparameters", hyperparameters), ("schedule", schedule),
                            ("max_grad_norm", max_grad_norm), ("labels", labels),
-                           ("ttl_seconds", ttl_seconds), ("groups", groups)):
+                           ("ttl_seconds", ttl_seconds), ("groups", groups),
+                           ("aggregate", aggregate)):
             if value is not UNSET:
                 body[key] = value
         return self._json("PATCH", self._path(name), body)
@@ -427,18 +441,26 @@ class Client:
         """DELETE /v1/sessions/{name}."""
         self._request("DELETE", self._path(name), retry=_RETRY_NONE)
 
-    def params(self, name, binary=False, numpy=None, rows=None):
+    def params(self, name, binary=False, numpy=None, rows=None, min_step=None, wait=None):
         """GET .../params: (step, params).  binary=True asks for raw bytes and
         returns an array.array (or a numpy array with numpy=True, the
         default when numpy is installed).  rows: on a table, only these rows
-        (?rows=, up to 1000; read_rows takes any number)."""
-        query = None
+        (?rows=, up to 1000; read_rows takes any number).
+
+        min_step, wait: a long poll (API.md, Waiting for parameters): the
+        answer comes once the session's step is >= min_step, or after wait
+        seconds (0..300) with whatever step it is at; compare the step
+        returned.  The answer may take wait seconds plus the client's
+        timeout."""
+        query = [("min_step", min_step), ("wait", wait)]
         if rows is not None:
-            query = [("rows", ",".join(str(int(r)) for r in rows))]
+            query.append(("rows", ",".join(str(int(r)) for r in rows)))
+        timeout = self.timeout + wait if wait else None
         if not binary:
-            doc = self._json("GET", self._path(name, "/params"), query=query)
+            _, _, data, _ = self._request("GET", self._path(name, "/params"), query=query, timeout=timeout)
+            doc = json.loads(data.decode("utf-8"))
             return doc["step"], doc["params"]
-        _, resp, data, _ = self._request("GET", self._path(name, "/params"), query=query,
+        _, resp, data, _ = self._request("GET", self._path(name, "/params"), query=query, timeout=timeout,
                                          headers={"Accept": "application/octet-stream"})
         like_numpy = (_np is not None) if numpy is None else numpy
         dtype = self._binary_dtype(resp, data, name)
@@ -609,6 +631,68 @@ class Client:
                     return e.current_step, body
             raise
 
+    def contribute(self, name, worker, step, gradient, loss=None, wait=None):
+        """POST .../step on an aggregating session: one worker's gradient,
+        computed from the parameters of `step`, for the round (API.md,
+        Rounds).  Returns a Contribution:
+
+          applied True   the round is complete and applied (200): step and
+                         params are the new ones, the same for every worker;
+          applied False  the round was still open after `wait` seconds
+                         (202): step is the session's, the contribution
+                         stays in the round (wait_for or Worker.push go on).
+
+        A contribution that cannot join (a straggler, a backup worker, a
+        repeat of one already applied) raises OptdError step_mismatch with
+        current_step.  gradient: a list (JSON) or an array.array / numpy
+        array (binary; params come back the same way).  Retried after a
+        transport failure or a 503 like any idempotent request: the daemon
+        keys a contribution by (worker, step), so a repeat replaces the
+        pending one, or is refused once it was applied, never counted
+        twice."""
+        binary = isinstance(gradient, array.array) or _is_numpy(gradient)
+        query = [("wait", wait)]
+        timeout = self.timeout + (60 if wait is None else wait)
+        path = self._path(name, "/step")
+        if binary:
+            raw, dtype = _encode_binary(gradient)
+            headers = {"Accept": "application/octet-stream", "Optd-Dtype": dtype,
+                       "Optd-Worker": worker, "Optd-Expect-Step": str(int(step))}
+            if loss is not None:
+                headers["Optd-Loss"] = repr(float(loss))
+            status, resp, data, _ = self._request("POST", path, raw_body=raw, headers=headers, query=query,
+                                                  retry=_RETRY_SAFE, timeout=timeout)
+            if status == 200:
+                self._binary_dtype(resp, data, name, expected=dtype)
+                return Contribution(True, int(resp.getheader("Optd-Step")),
+                                    _decode_binary(data, dtype, _is_numpy(gradient)), None)
+            return self._pending(resp, data)
+        body = {"gradient": gradient.tolist() if _is_numpy(gradient) else list(gradient),
+                "worker": worker, "step": int(step)}
+        if loss is not None:
+            body["loss"] = float(loss)
+        status, resp, data, _ = self._request("POST", path, json_body=body, query=query,
+                                              retry=_RETRY_SAFE, timeout=timeout)
+        if status == 200:
+            doc = json.loads(data.decode("utf-8"))
+            return Contribution(True, doc["step"], doc.get("params"), None)
+        return self._pending(resp, data)
+
+    @staticmethod
+    def _pending(resp, data):
+        """The 202 of a contribution whose round is still open:
+        {"step": c, "round": {...}} (the step also in Optd-Step if a binary
+        answer carries one)."""
+        doc = {}
+        if data and "json" in (resp.getheader("Content-Type") or ""):
+            doc = json.loads(data.decode("utf-8"))
+        step = doc.get("step", resp.getheader("Optd-Step"))
+        return Contribution(False, None if step is None else int(step), None, doc.get("round"))
+
+    def worker(self, session, name, wait=60, binary=False, numpy=None):
+        """A Worker: the loop of one data-parallel worker on `session`."""
+        return Worker(self, session, name, wait=wait, binary=binary, numpy=numpy)
+
     def set_params(self, name, params, expect_step=None, dtype=None):
         """PUT .../params: replaces the parameters, keeping the optimizer
         state and the step; returns the step.  params: a list (JSON), an
@@ -644,6 +728,114 @@ class Client:
         (created, body) with created True for 201."""
         status, _, data, _ = self._request("PUT", self._path(name, "/state"), json_body=doc)
         return status == 201, (json.loads(data.decode("utf-8")) if data else None)
+
+
+class Contribution:
+    """The answer to contribute(): applied (the round was applied: step and
+    params are the new ones) or pending (step is the session's, params
+    None; round the descriptor's round if the daemon sent it)."""
+
+    __slots__ = ("applied", "step", "params", "round")
+
+    def __init__(self, applied, step, params, round_):
+        self.applied = applied
+        self.step = step
+        self.params = params
+        self.round = round_
+
+    def __repr__(self):
+        return "Contribution(applied=%r, step=%r)" % (self.applied, self.step)
+
+
+class Worker:
+    """One worker of a session created with aggregate={"workers": N, ...}:
+
+        w = client.worker("model", "w0")          # fetches the parameters
+        for x, y in batches:
+            grad, loss = compute(w.params, x, y)
+            w.push(grad, loss=loss)               # w.step, w.params: the next ones
+
+    push() contributes the gradient for (name, w.step) and returns once the
+    worker has parameters newer than the ones the gradient came from:
+
+      - 200: the round was applied; its parameters are the answer;
+      - 202: the round is still open (a slow worker): it long-polls
+        GET .../params?min_step=c+1&wait=..., and when a poll ends without
+        the round, sends the same contribution again (it replaces the
+        pending one; after a daemon restart, which loses pending rounds, it
+        rebuilds the round);
+      - 409 step_mismatch: the gradient was stale (a straggler, a backup
+        worker the round did not need): it fetches the current parameters
+        and goes on.  Counted in `refused`.
+
+    Every send is keyed by (name, step), so any repeat, by the client's
+    retries or by calling push() again with the same gradient after an
+    exception, is replaced or refused by the daemon, never counted twice.
+
+    Counters: pushes, applied (rounds this worker's gradient was known to be
+    in), refused (gradients computed in vain), pending (202 answers)."""
+
+    def __init__(self, client, session, name, wait=60, binary=False, numpy=None):
+        self.client = client
+        self.session = session
+        self.name = name
+        self.wait = wait
+        self._binary = binary
+        self._numpy = numpy
+        self.pushes = self.applied = self.refused = self.pending = 0
+        self.step = None
+        self.params = None
+        self.pull()
+
+    def pull(self, min_step=None, wait=None):
+        """Fetches the session's parameters into step and params (with
+        min_step, waits up to `wait` seconds for that step)."""
+        self.step, self.params = self.client.params(self.session, binary=self._binary, numpy=self._numpy,
+                                                    min_step=min_step, wait=wait)
+        return self.step, self.params
+
+    def push(self, gradient, loss=None):
+        """Contributes gradient (computed from self.params at self.step) and
+        moves to newer parameters.  Returns True if the gradient went into a
+        round, False if it was refused as stale."""
+        self.pushes += 1
+        self._binary = isinstance(gradient, array.array) or _is_numpy(gradient)
+        if self._binary:
+            self._numpy = _is_numpy(gradient)
+        step = self.step
+        was_pending = False
+        while True:
+            try:
+                r = self.client.contribute(self.session, self.name, step, gradient, loss=loss, wait=self.wait)
+            except OptdError as e:
+                if e.code != "step_mismatch":
+                    raise
+                self.pull()
+                if was_pending or e.attempts > 0:
+                    # Sent again (after a 202, or by a retry after a lost
+                    # answer) and refused: the round that held this gradient
+                    # was applied in between (or, rarely, lost in a restart
+                    # while the others went on without it).
+                    self.applied += 1
+                    return True
+                # Stale: the session moved on without this gradient.
+                self.refused += 1
+                return False
+            if r.applied:
+                self.step, self.params = r.step, r.params
+                self.applied += 1
+                return True
+            self.pending += 1
+            was_pending = True
+            target = (step if r.step is None else r.step) + 1
+            got, params = self.client.params(self.session, binary=self._binary, numpy=self._numpy,
+                                             min_step=target, wait=self.wait)
+            if got >= target:
+                self.step, self.params = got, params
+                self.applied += 1
+                return True
+            # Still open after a whole wait: send again (it replaces ours, or
+            # rebuilds the round if a restart lost it).
 
 
 def list_across(clients, prefix=None, labels=None, page_size=1000):
