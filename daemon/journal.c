@@ -80,6 +80,7 @@ struct optd_journal {
     int fd;
     uint64_t seq;
     uint64_t next_lsn;
+    uint64_t file_first_lsn; /* no record of the current file has a smaller LSN */
     uint64_t done_lsn;    /* every record up to this LSN has been through the writer */
     off_t off;            /* end of the last written record */
     off_t zeroed_end;     /* the file holds written zeros from off up to here */
@@ -492,6 +493,7 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, int64_t sync_e
     j->seq = seq;
     j->next_lsn = next_lsn ? next_lsn : 1;
     j->done_lsn = j->next_lsn - 1;
+    j->file_first_lsn = j->next_lsn;
     j->sync_every_ns = sync_every_ms * 1000000;
     j->synced_at_ns = optd_mono_ns();
     j->log = log;
@@ -650,15 +652,37 @@ int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err)
     int fd;
     int rc = create_file(j->dirfd, j->seq + 1, &fd, err);
     if (rc == 0) {
+        /* The zeros ahead were for appends: a file kept for replay needs
+         * none (a crash before this reaches the disk leaves zeros, which
+         * replay reads as the end anyway). */
+        if (!j->broken)
+            (void)!ftruncate(j->fd, j->off);
         close(j->fd);
         j->fd = fd;
         *old_seq = j->seq;
         j->seq++;
+        /* What is still queued goes to the new file: the boundary between
+         * the two is the first queued record's LSN (markers carry none). */
+        j->file_first_lsn = j->next_lsn;
+        for (jrec_t *r = j->head; r; r = r->next) {
+            if (!r->marker) {
+                j->file_first_lsn = r->lsn;
+                break;
+            }
+        }
         j->off = j->zeroed_end = OPTD_JOURNAL_HEADER;
         j->broken = false;
     }
     pthread_mutex_unlock(&j->mu);
     return rc;
+}
+
+uint64_t optd_journal_first_lsn(optd_journal_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    uint64_t lsn = j->file_first_lsn;
+    pthread_mutex_unlock(&j->mu);
+    return lsn;
 }
 
 uint64_t optd_journal_seq(optd_journal_t *j)

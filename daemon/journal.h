@@ -82,6 +82,11 @@ int optd_journal_sync(optd_journal_t *j, optd_err_t *err);
  * OPTD_EIO (appends continue in the old file). */
 int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err);
 
+/* No record in the file receiving appends now has an LSN below this (and
+ * every record of the files before it has), whatever was in flight when
+ * it was rotated to. */
+uint64_t optd_journal_first_lsn(optd_journal_t *j);
+
 /* The sequence number of the file receiving appends now. */
 uint64_t optd_journal_seq(optd_journal_t *j);
 

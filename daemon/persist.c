@@ -53,6 +53,14 @@ typedef struct unlink_list {
     size_t n, cap;
 } unlink_list_t;
 
+/* A journal file no longer appended to, kept while some session's
+ * snapshot does not yet hold a record in it. */
+typedef struct kept_journal {
+    uint64_t seq;
+    uint64_t end_lsn; /* every record in it has a smaller LSN */
+    uint64_t bytes;   /* its size on disk */
+} kept_journal_t;
+
 struct optd_persist {
     char *dir;
     int dirfd;               /* flock'ed: the directory itself is the lock */
@@ -72,8 +80,10 @@ struct optd_persist {
                                   rotating, so old journals never outlive an unlink */
     pthread_mutex_t flush_mu; /* one flush at a time; guards the fields below */
     optd_journal_t *journal; /* after load */
-    uint64_t *old_journals;  /* journal files to delete once snapshots cover them */
-    size_t n_old, cap_old;
+    kept_journal_t *kept;    /* journal files to delete once snapshots cover them, oldest first */
+    size_t n_kept, cap_kept;
+    uint64_t big_images;     /* bytes of the big sessions' images, as of the last flush */
+    uint64_t file_max_lsn;   /* while loading: the largest LSN in the file being replayed */
     uint64_t max_lsn;
     uint64_t max_journal_seq;
     size_t set_aside;
@@ -301,8 +311,15 @@ static int journal_delete(optd_persist_t *p, const char *name, bool async, optd_
                                &lsn, err);
 }
 
+/* The bytes a record of payload len takes in the journal file. */
+static uint64_t record_bytes(size_t len)
+{
+    return OPTD_JREC_HEADER + (uint64_t)len + 4;
+}
+
 /* With the session's mutex held, before the step is applied: its input. */
-static int dur_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err)
+static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec, uint64_t *lsn,
+                    optd_err_t *err)
 {
     optd_persist_t *p = ctx;
     *lsn = 0;
@@ -317,8 +334,9 @@ static int dur_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, opt
     } else {
         hl = step_head_encode(rec, head);
     }
-    int rc = journal_put(p, false, rec->n_workers ? OPTD_JREC_ROUND : OPTD_JREC_STEP, head, hl, rec->grad,
-                         rec->size * optd_dtype_size(rec->dtype), lsn, err);
+    size_t gl = rec->size * optd_dtype_size(rec->dtype);
+    int rc = journal_put(p, false, rec->n_workers ? OPTD_JREC_ROUND : OPTD_JREC_STEP, head, hl,
+                         rec->grad, gl, lsn, err);
     free(round_head);
     if (rc && p->mode == OPTD_SYNC_INTERVAL) {
         /* Interval mode promises the interval, not each step: the session
@@ -326,8 +344,11 @@ static int dur_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, opt
         optd_log(p->log, OPTD_LOG_ERROR, "persist: step of '%s' not journaled: %s", rec->name,
                  err->msg);
         *lsn = 0;
+        optd_session_add_delta_locked(s, 0, 0, false);
         return 0;
     }
+    if (rc == 0)
+        optd_session_add_delta_locked(s, *lsn, record_bytes(hl + gl), false);
     return rc;
 }
 
@@ -353,8 +374,10 @@ static int dur_commit(void *ctx, struct optd_session *s, optd_err_t *err)
     uint64_t lsn;
     rc = journal_put(p, false, OPTD_JREC_IMAGE, NULL, 0, buf, len, &lsn, err);
     free(buf);
-    if (rc == 0)
+    if (rc == 0) {
         optd_session_set_lsn_locked(s, lsn);
+        optd_session_add_delta_locked(s, lsn, record_bytes(len), true);
+    }
     return rc;
 }
 
@@ -488,9 +511,60 @@ void optd_persist_close(optd_persist_t *p)
     for (size_t i = 0; i < p->unlinks.n; i++)
         free(p->unlinks.names[i]);
     free(p->unlinks.names);
-    free(p->old_journals);
+    free(p->kept);
     free(p->dir);
     free(p);
+}
+
+/* ---- the journal files kept ------------------------------------------------------ */
+
+/* Journal file seq, whose records all have LSNs below end_lsn, joins the
+ * kept ones (the newest).  Out of memory it is simply never deleted:
+ * replay skips what snapshots hold. */
+static void kept_add(optd_persist_t *p, uint64_t seq, uint64_t end_lsn)
+{
+    if (p->n_kept == p->cap_kept) {
+        size_t cap = p->cap_kept ? p->cap_kept * 2 : 8;
+        kept_journal_t *g = realloc(p->kept, cap * sizeof *g);
+        if (!g)
+            return;
+        p->kept = g;
+        p->cap_kept = cap;
+    }
+    char name[40];
+    optd_journal_file_name(seq, name);
+    struct stat st;
+    uint64_t bytes = fstatat(p->dirfd, name, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
+    p->kept[p->n_kept++] = (kept_journal_t){seq, end_lsn, bytes};
+}
+
+/* Deletes the kept journal files whose every record is older than
+ * need_lsn, the oldest record a session still needs (the rest stay, in
+ * order). */
+static void kept_drop(optd_persist_t *p, uint64_t need_lsn)
+{
+    size_t n = 0, dropped = 0;
+    for (size_t i = 0; i < p->n_kept; i++) {
+        kept_journal_t *k = &p->kept[i];
+        if (k->end_lsn > need_lsn) {
+            p->kept[n++] = *k;
+            continue;
+        }
+        char name[40];
+        optd_journal_file_name(k->seq, name);
+        if (unlinkat(p->dirfd, name, 0) != 0 && errno != ENOENT) {
+            /* Kept on the list, to be retried: left behind, its records
+             * could bring back a session deleted in a file dropped since. */
+            optd_log(p->log, OPTD_LOG_WARN, "persist: cannot remove %s/%s: %s (will retry)",
+                     p->dir, name, strerror(errno));
+            p->kept[n++] = *k;
+            continue;
+        }
+        dropped++;
+    }
+    p->n_kept = n;
+    if (dropped)
+        optd_dir_sync(p->dirfd);
 }
 
 /* ---- load ------------------------------------------------------------------------- */
@@ -631,6 +705,8 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
     int rc = optd_session_replay_step(s, &rec, lsn, &err);
     free(aligned);
     free(ws);
+    if (rc <= 0) /* applied or refused as it was: a delta beside its snapshot */
+        optd_session_add_delta(s, lsn, record_bytes(len), false);
     if (rc < 0 && rc != OPTD_ENONFINITE)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: step record %llu of '%s' not replayed: %s",
                  (unsigned long long)lsn, name, err.msg);
@@ -644,6 +720,8 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
     optd_err_t err;
     if (lsn > p->max_lsn)
         p->max_lsn = lsn;
+    if (lsn > p->file_max_lsn)
+        p->file_max_lsn = lsn;
     if (type == OPTD_JREC_STEP || type == OPTD_JREC_ROUND) {
         replay_step(p, lsn, payload, len, type == OPTD_JREC_ROUND);
         return 0;
@@ -699,7 +777,9 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
                  (unsigned long long)lsn, err.msg);
         return 0;
     }
-    optd_session_set_lsn_locked(s, lsn); /* not shared yet; dirty: the next flush snapshots it */
+    /* Not shared yet; dirty, and whole: the next flush snapshots it. */
+    optd_session_set_lsn_locked(s, lsn);
+    optd_session_add_delta_locked(s, lsn, record_bytes(len), true);
     rc = optd_store_insert(p->store, s, true, NULL, &err);
     if (rc)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: session '%s' from the journal not loaded: %s",
@@ -825,6 +905,7 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
         char name[40];
         optd_journal_file_name(journals[i], name);
         size_t aside = 0;
+        p->file_max_lsn = 0;
         int r = optd_journal_replay(p->dirfd, name, p->log, replay_record, p, &aside, err);
         p->set_aside += aside;
         if (r) {
@@ -833,15 +914,14 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
         }
         if (journals[i] > p->max_journal_seq)
             p->max_journal_seq = journals[i];
+        /* The replayed journals stay until the sessions' snapshots hold
+         * what they need of them. */
+        kept_add(p, journals[i], p->file_max_lsn + 1);
     }
     atomic_store(&p->loading, false);
-    if (rc) {
-        free(journals);
+    free(journals);
+    if (rc)
         return rc;
-    }
-    /* The replayed journals stay until a flush has covered them. */
-    p->old_journals = journals;
-    p->n_old = p->cap_old = n_j;
 
     rc = optd_journal_open(p->dirfd, p->max_journal_seq + 1, p->max_lsn + 1,
                            p->mode == OPTD_SYNC_INTERVAL ? p->interval_ms : 0, p->log, &p->journal,
@@ -859,15 +939,22 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
 
 /* ---- flush: snapshots as the journal's compaction ------------------------------- */
 
+/* What a snapshot holds of its session: the state as of version, the
+ * journal records up to lsn, the deltas it makes moot. */
+typedef struct covered {
+    uint64_t version, lsn;
+    optd_session_deltas_t deltas;
+} covered_t;
+
 typedef struct flushed {
     optd_session_t *s;
-    uint64_t version;
+    covered_t cov;
 } flushed_t;
 
 /* A snapshot written to its temporary file, not yet synced or renamed. */
 typedef struct pending {
     optd_session_t *s; /* a reference */
-    uint64_t version;
+    covered_t cov;
     int fd;
 } pending_t;
 
@@ -887,6 +974,10 @@ typedef struct flush_ctx {
     size_t n_failed, cap_failed;
     size_t lost;             /* failed and not even remembered (out of memory) */
     bool aborted;            /* stopped at the deadline: the old journals stay */
+    uint64_t cut_lsn;        /* sessions with deltas older than this are snapshotted */
+    uint64_t need_lsn;       /* the oldest record a session left to its deltas needs */
+    uint64_t big_images;     /* bytes of the big sessions' images */
+    size_t deferred;         /* sessions left to their deltas */
 } flush_ctx_t;
 
 static void tmp_names(const char *name, char *file, char *tmp)
@@ -977,9 +1068,85 @@ static void finish_chunk(flush_ctx_t *fc)
             fc->done = g;
             fc->cap = cap;
         }
-        fc->done[fc->n++] = (flushed_t){s, pd->version};
+        fc->done[fc->n++] = (flushed_t){s, pd->cov};
     }
     fc->n_pend = 0;
+}
+
+/* ---- the policy: which changed sessions a flush snapshots ----
+ *
+ * A snapshot rewrites a session whole; its journal records since its last
+ * snapshot (the deltas) cost what changed.  A big session changed a little
+ * (a few rows of a table) is therefore left to its deltas until they are
+ * worth a rewrite, and the journal files holding them are kept until then:
+ * a file is deleted once every record in it is older than the oldest one a
+ * session still needs.  Replay already applies only the records newer than
+ * each snapshot. */
+
+/* Smaller sessions are snapshotted whenever they changed, as before: a
+ * snapshot costs them little, and the journal files can go at once. */
+#define DELTA_MIN_IMAGE ((size_t)1 << 20)
+/* A big session is snapshotted once its deltas reach this many times its
+ * image (Redis rewrites its AOF once it has grown by 100% the same way):
+ * its snapshots then cost no more bytes than its journal records, the disk
+ * holds at most twice its image, and a restart replays at most an image's
+ * worth of records. */
+#define DELTA_MAX_RATIO 1
+/* Journal files kept at most, however little they hold. */
+#define KEPT_MAX 256
+
+/* Whether a dirty session is snapshotted now: its deltas, its image's
+ * bytes (about), and cut_lsn (deltas older than it hold journal files
+ * beyond the budget). */
+static bool snapshot_due(const optd_session_deltas_t *d, size_t image, uint64_t cut_lsn)
+{
+    if (image < DELTA_MIN_IMAGE)
+        return true;
+    /* Its record is its image anyway (create, patch, import: rewriting it
+     * costs no more), or a change is in no record at all. */
+    if (d->images > 0 || d->unjournaled > 0 || d->first_lsn == 0)
+        return true;
+    if (d->bytes >= (uint64_t)image * DELTA_MAX_RATIO)
+        return true;
+    return d->first_lsn < cut_lsn;
+}
+
+/* The kept journal files may hold DELTA_MAX_RATIO times the big sessions'
+ * images (as the last flush counted them) and KEPT_MAX files: a session
+ * changed little but long (a table stepped now and then, beside busy small
+ * sessions) holds every file since its first delta, so beyond the budget
+ * the sessions whose deltas begin in the oldest files are snapshotted,
+ * and those files go.  Returns the LSN deltas older than which are due (0:
+ * none). */
+static uint64_t cut_lsn(const optd_persist_t *p)
+{
+    uint64_t budget = p->big_images * DELTA_MAX_RATIO, sum = 0;
+    for (size_t i = p->n_kept; i-- > 0;) {
+        sum += p->kept[i].bytes;
+        if (sum > budget || p->n_kept - i > KEPT_MAX)
+            return p->kept[i].end_lsn;
+    }
+    return 0;
+}
+
+/* Whether s, dirty, is to be snapshotted now or left to its deltas (its
+ * journal records beside its snapshot), and on the way what the policy
+ * needs to know of it. */
+static bool plan_one(flush_ctx_t *fc, optd_session_t *s)
+{
+    optd_session_deltas_t d;
+    size_t image;
+    bool dirty = optd_session_peek_dirty(s, &d, &image);
+    if (image >= DELTA_MIN_IMAGE)
+        fc->big_images += image;
+    if (!dirty)
+        return false;
+    if (snapshot_due(&d, image, fc->cut_lsn))
+        return true;
+    fc->deferred++;
+    if (d.first_lsn < fc->need_lsn)
+        fc->need_lsn = d.first_lsn;
+    return false;
 }
 
 static int flush_one(optd_session_t *s, void *arg)
@@ -988,16 +1155,18 @@ static int flush_one(optd_session_t *s, void *arg)
     optd_persist_t *p = fc->p;
     if (past_deadline(p))
         return 1; /* a stop: the journal holds everything, the snapshots can wait */
+    if (!plan_one(fc, s))
+        return 0;
     optd_err_t err;
     optd_session_image_t img;
-    uint64_t version, lsn;
-    int rc = optd_session_copy_if_dirty(s, &img, &version, &lsn, &err);
+    covered_t cov;
+    int rc = optd_session_copy_if_dirty(s, &img, &cov.version, &cov.lsn, &cov.deltas, &err);
     if (rc == 0)
         return 0;
     uint8_t *buf = NULL;
     size_t len = 0;
     if (rc == 1)
-        rc = optd_snapshot_encode(&img, lsn, &buf, &len, &err);
+        rc = optd_snapshot_encode(&img, cov.lsn, &buf, &len, &err);
     optd_session_image_free(&img);
     optd_session_retain(s);
     if (rc) {
@@ -1019,7 +1188,7 @@ static int flush_one(optd_session_t *s, void *arg)
     }
     /* Start writing it out now; finish_chunk waits for it. */
     sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    fc->pend[fc->n_pend++] = (pending_t){s, version, fd};
+    fc->pend[fc->n_pend++] = (pending_t){s, cov, fd};
     if (fc->n_pend == FLUSH_CHUNK)
         finish_chunk(fc);
     return 0;
@@ -1039,19 +1208,8 @@ static int rotate(optd_persist_t *p)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: journal rotation failed: %s", rerr.msg);
         return -1;
     }
-    if (rc == 0) {
-        if (p->n_old == p->cap_old) {
-            size_t cap = p->cap_old ? p->cap_old * 2 : 8;
-            uint64_t *g = realloc(p->old_journals, cap * sizeof *g);
-            if (g) {
-                p->old_journals = g;
-                p->cap_old = cap;
-            }
-        }
-        if (p->n_old < p->cap_old)
-            p->old_journals[p->n_old++] = old;
-        /* else the old file is simply kept: replay skips what snapshots cover */
-    }
+    if (rc == 0) /* the new file begins where the old one ends */
+        kept_add(p, old, optd_journal_first_lsn(p->journal));
     /* Deletes journaled in the old file finish their unlink first. */
     pthread_rwlock_wrlock(&p->removing);
     pthread_rwlock_unlock(&p->removing);
@@ -1090,20 +1248,6 @@ static size_t carry(optd_persist_t *p, flush_ctx_t *fc)
     return bad;
 }
 
-/* Deletes the journals the snapshots (and what was carried) cover. */
-static void drop_old_journals(optd_persist_t *p)
-{
-    for (size_t i = 0; i < p->n_old; i++) {
-        char name[40];
-        optd_journal_file_name(p->old_journals[i], name);
-        if (unlinkat(p->dirfd, name, 0) != 0 && errno != ENOENT)
-            optd_log(p->log, OPTD_LOG_WARN, "persist: cannot remove %s/%s: %s", p->dir, name,
-                     strerror(errno));
-    }
-    p->n_old = 0;
-    optd_dir_sync(p->dirfd);
-}
-
 int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
 {
     *written = 0;
@@ -1111,8 +1255,13 @@ int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
     size_t failed = 0;
     bool rotated = p->journal && rotate(p) == 0;
 
-    flush_ctx_t fc = {.p = p};
+    flush_ctx_t fc = {.p = p, .cut_lsn = cut_lsn(p), .need_lsn = UINT64_MAX};
     bool stopped = optd_store_foreach(p->store, flush_one, &fc) != 0;
+    if (!stopped)
+        p->big_images = fc.big_images;
+    /* Records appended since the journal was rotated are in the current
+     * file: they are the snapshotted sessions' deltas now. */
+    uint64_t later_from = p->journal ? optd_journal_first_lsn(p->journal) : 0;
     finish_chunk(&fc);
     stopped = stopped || fc.aborted;
     failed += fc.n_failed + fc.lost;
@@ -1132,7 +1281,8 @@ int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
     }
     for (size_t i = 0; i < fc.n; i++) {
         if (!src)
-            optd_session_mark_saved(fc.done[i].s, fc.done[i].version);
+            optd_session_mark_saved(fc.done[i].s, fc.done[i].cov.version, fc.done[i].cov.lsn,
+                                    &fc.done[i].cov.deltas, later_from);
         optd_session_release(fc.done[i].s);
     }
     free(fc.done);
@@ -1147,8 +1297,12 @@ int optd_persist_flush(optd_persist_t *p, size_t *written, optd_err_t *err)
             optd_session_release(fc.failed[i]);
         free(fc.failed);
     }
-    if (rotated && !stopped && !src && uncarried == 0 && p->n_old > 0)
-        drop_old_journals(p);
+    if (rotated && !stopped && !src && uncarried == 0)
+        kept_drop(p, fc.need_lsn);
+    if (fc.deferred)
+        optd_log(p->log, OPTD_LOG_DEBUG, "persist: %zu changed session%s left to their journal "
+                 "records; %zu journal file%s kept", fc.deferred, fc.deferred == 1 ? "" : "s",
+                 p->n_kept, p->n_kept == 1 ? "" : "s");
     pthread_mutex_unlock(&p->flush_mu);
     if (failed)
         return optd_err_set(err, OPTD_EIO, "%zu snapshot write%s failed; will retry", failed,

@@ -675,7 +675,7 @@ int optd_session_apply_locked(optd_session_t *s, const optd_step_ctx_t *ctx, con
             .time_ms = now, .n_workers = in->n_workers, .workers = in->workers,
         };
         uint64_t lsn;
-        if ((rc = dur->step(dur->ctx, &rec, &lsn, err)))
+        if ((rc = dur->step(dur->ctx, s, &rec, &lsn, err)))
             return rc;
         if (lsn) /* 0: not journaled (interval mode); the next snapshot covers it */
             s->lsn = lsn;
@@ -825,14 +825,55 @@ void optd_session_set_lsn_locked(optd_session_t *s, uint64_t lsn)
     s->lsn = lsn;
 }
 
+void optd_session_add_delta_locked(optd_session_t *s, uint64_t lsn, uint64_t bytes, bool whole)
+{
+    optd_session_deltas_t *d = &s->deltas;
+    if (lsn == 0) {
+        d->unjournaled++;
+        return;
+    }
+    if (whole) /* the image holds everything before it */
+        *d = (optd_session_deltas_t){.first_lsn = lsn};
+    if (d->first_lsn == 0)
+        d->first_lsn = lsn;
+    d->bytes += bytes;
+    d->images += whole;
+}
+
+void optd_session_add_delta(optd_session_t *s, uint64_t lsn, uint64_t bytes, bool whole)
+{
+    pthread_mutex_lock(&s->mu);
+    optd_session_add_delta_locked(s, lsn, bytes, whole);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static bool dirty_locked(const optd_session_t *s)
+{
+    return !s->deleted && s->version != s->saved_version;
+}
+
+bool optd_session_peek_dirty(optd_session_t *s, optd_session_deltas_t *deltas,
+                             size_t *image_bytes)
+{
+    pthread_mutex_lock(&s->mu);
+    bool dirty = dirty_locked(s);
+    if (!dirty)
+        s->deltas = (optd_session_deltas_t){0};
+    *deltas = s->deltas;
+    *image_bytes = optd_session_bytes_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return dirty;
+}
+
 int optd_session_copy_if_dirty(optd_session_t *s, optd_session_image_t *img, uint64_t *version,
-                               uint64_t *lsn, optd_err_t *err)
+                               uint64_t *lsn, optd_session_deltas_t *deltas, optd_err_t *err)
 {
     pthread_mutex_lock(&s->mu);
     int rc = 0;
-    if (!s->deleted && s->version != s->saved_version) {
+    if (dirty_locked(s)) {
         *version = s->version;
         *lsn = s->lsn;
+        *deltas = s->deltas;
         rc = optd_session_copy_image_locked(s, img, err);
         if (rc == 0)
             rc = 1;
@@ -841,11 +882,23 @@ int optd_session_copy_if_dirty(optd_session_t *s, optd_session_image_t *img, uin
     return rc;
 }
 
-void optd_session_mark_saved(optd_session_t *s, uint64_t version)
+void optd_session_mark_saved(optd_session_t *s, uint64_t version, uint64_t lsn,
+                             const optd_session_deltas_t *covered, uint64_t later_from)
 {
     pthread_mutex_lock(&s->mu);
     if (version > s->saved_version)
         s->saved_version = version;
+    optd_session_deltas_t *d = &s->deltas;
+    /* A whole image journaled since the copy started the deltas afresh;
+     * otherwise the covered records drop out and what came after stays. */
+    if (d->first_lsn == covered->first_lsn) {
+        d->bytes -= covered->bytes < d->bytes ? covered->bytes : d->bytes;
+        d->images -= covered->images < d->images ? covered->images : d->images;
+        d->unjournaled -= covered->unjournaled < d->unjournaled ? covered->unjournaled
+                                                                : d->unjournaled;
+        uint64_t next = lsn + 1 > later_from ? lsn + 1 : later_from;
+        d->first_lsn = s->lsn > lsn ? next : 0;
+    }
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -137,11 +137,12 @@ typedef struct optd_step_record {
  * when sessions live in memory only.  The store knows no files. */
 typedef struct optd_durability {
     void *ctx;
-    /* Called with s->mu held before a step is applied, with its input.
+    /* Called with s->mu held before a step of s is applied, with its input.
      * --sync always: returns 0 once the record is durable, or OPTD_EIO
      * (the step is then not applied).  --sync interval: queues it and
      * returns.  *lsn: the record's sequence number. */
-    int (*step)(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err);
+    int (*step)(void *ctx, struct optd_session *s, const optd_step_record_t *rec, uint64_t *lsn,
+                optd_err_t *err);
     /* Called with s->mu held after s changed as a whole (create, patch,
      * import); --sync always: 0 once durable, or OPTD_EIO (the caller then
      * undoes the change). */
@@ -195,6 +196,19 @@ typedef struct optd_watch {
     void (*wake)(struct optd_watch *w, int why);
 } optd_watch_t;
 
+/* The journal records that a session's snapshot on disk does not hold
+ * yet: the deltas beside that base image.  Kept by the persistence layer
+ * (optd_session_add_delta_locked, from its hooks and from replay) so that
+ * it can leave a big session whose changes are small to its journal
+ * records instead of rewriting it whole every flush. */
+typedef struct optd_session_deltas {
+    uint64_t first_lsn;   /* the oldest such record (0: none) */
+    uint64_t bytes;       /* their bytes in the journal */
+    uint64_t images;      /* how many of them are whole images (create, patch, import) */
+    uint64_t unjournaled; /* changes that no record holds (a failed append with
+                             --sync interval): only a snapshot can hold them */
+} optd_session_deltas_t;
+
 typedef struct optd_session {
     char name[OPTD_NAME_MAX + 1];
     atomic_int refs;               /* the store's reference plus one per user */
@@ -229,6 +243,7 @@ typedef struct optd_session {
     optd_round_t *round;           /* the pending round, or NULL (memory only) */
     optd_worker_steps_t worker_steps; /* each worker's last applied contribution step */
     optd_watch_t *watchers;        /* waiting requests (optd_session_watch) */
+    optd_session_deltas_t deltas;  /* persistence: the records since its snapshot */
 } optd_session_t;
 
 /* Current wall-clock time in Unix milliseconds. */
@@ -340,13 +355,29 @@ uint64_t optd_session_lsn(optd_session_t *s);
 /* With s->mu held: records that the session's last change is journal
  * record lsn. */
 void optd_session_set_lsn_locked(optd_session_t *s, uint64_t lsn);
+/* With s->mu held: journal record lsn (bytes long) holds a change of s;
+ * whole: the record is s's image, which makes every earlier record of s
+ * moot (a create, patch or import).  lsn 0: no record holds the change. */
+void optd_session_add_delta_locked(optd_session_t *s, uint64_t lsn, uint64_t bytes, bool whole);
+/* The same, taking s->mu (journal replay). */
+void optd_session_add_delta(optd_session_t *s, uint64_t lsn, uint64_t bytes, bool whole);
+/* Whether the session changed since its last optd_session_mark_saved (and
+ * is not deleted), with its deltas and about how many bytes its snapshot
+ * takes (optd_session_bytes).  A clean session's deltas are forgotten:
+ * what its records did is in its snapshot. */
+bool optd_session_peek_dirty(optd_session_t *s, optd_session_deltas_t *deltas,
+                             size_t *image_bytes);
 /* If the session changed since optd_session_mark_saved(version) (and is
- * not deleted): a full copy into img with its version and LSN, and 1; 0
- * when clean; OPTD_ENOMEM. */
+ * not deleted): a full copy into img with its version, LSN and deltas,
+ * and 1; 0 when clean; OPTD_ENOMEM. */
 int optd_session_copy_if_dirty(optd_session_t *s, optd_session_image_t *img, uint64_t *version,
-                               uint64_t *lsn, optd_err_t *err);
-/* Its state as of version is on disk (a snapshot was written). */
-void optd_session_mark_saved(optd_session_t *s, uint64_t version);
+                               uint64_t *lsn, optd_session_deltas_t *deltas, optd_err_t *err);
+/* Its state as of version, with the records up to lsn (the deltas a copy
+ * reported), is on disk: a snapshot was written.  Records appended since
+ * the copy have sequence numbers of at least later_from (the journal was
+ * rotated before the copy); they are the deltas now. */
+void optd_session_mark_saved(optd_session_t *s, uint64_t version, uint64_t lsn,
+                             const optd_session_deltas_t *covered, uint64_t later_from);
 /* Loaded from a snapshot with that LSN: clean.  Before it is shared. */
 void optd_session_mark_loaded(optd_session_t *s, uint64_t lsn);
 

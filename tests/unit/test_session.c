@@ -273,8 +273,10 @@ static int fake_commit(void *ctx, struct optd_session *s, optd_err_t *err)
 }
 
 /* A step is journaled as its input, before it is applied. */
-static int fake_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err)
+static int fake_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec, uint64_t *lsn,
+                     optd_err_t *err)
 {
+    (void)s;
     (void)rec;
     *lsn = 0;
     return fake_commit(ctx, NULL, err);
