@@ -212,8 +212,12 @@ static int zero_ahead(optd_journal_t *j, off_t end)
     off_t need = end + (off_t)OPTD_JOURNAL_RESERVE;
     if (need <= j->zeroed_end)
         return 0;
+    /* With a periodic sync (--sync interval) a round's fdatasync is rare,
+     * and zeros far ahead would mostly reach the disk before the records
+     * overwrite them, twice the bytes: only the reserve is kept ahead. */
+    off_t ahead = j->sync_every_ns > 0 ? (off_t)OPTD_JOURNAL_RESERVE : ZERO_AHEAD;
     off_t from, to;
-    if (end - j->off > ZERO_AHEAD) {
+    if (end - j->off > ahead) {
         /* A batch longer than a step is not written twice (a big session's
          * every step would double its I/O): the file grows with it, and
          * only the reserve is written after it. */
@@ -222,7 +226,7 @@ static int zero_ahead(optd_journal_t *j, off_t end)
     } else {
         /* After a big batch the zeros end before the records do. */
         from = j->zeroed_end > j->off ? j->zeroed_end : j->off;
-        to = (need + ZERO_AHEAD - 1) / ZERO_AHEAD * ZERO_AHEAD;
+        to = (need + ahead - 1) / ahead * ahead;
     }
     int rc = write_zeros(j->fd, from, to);
     if (rc == 0)

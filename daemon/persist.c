@@ -13,8 +13,11 @@
  * for each record's fsync round (group commit); --sync interval lets the
  * journal writer sync once per interval whatever the number of sessions.
  * Snapshots are the compaction: in the background a flush rotates the
- * journal, writes the changed sessions' snapshots and deletes the journals
- * they cover.  A session whose snapshot cannot be written is journaled
+ * journal, writes the snapshots of the changed sessions that are due and
+ * deletes the journals no session needs any more.  A big session changed a
+ * little (rows of a table) is left to its journal records since its
+ * snapshot, its deltas, until they are worth rewriting it (the policy
+ * below).  A session whose snapshot cannot be written is journaled
  * whole into the new journal instead, and a delete whose unlink failed is
  * journaled again there, so one bad file never keeps the others' journals.
  * Each snapshot carries the LSN of the session's last journal record, so
@@ -567,6 +570,72 @@ static void kept_drop(optd_persist_t *p, uint64_t need_lsn)
         optd_dir_sync(p->dirfd);
 }
 
+/* ---- the policy: which changed sessions a flush snapshots ----
+ *
+ * A snapshot rewrites a session whole; its journal records since its last
+ * snapshot (the deltas) cost what changed.  A big session changed a little
+ * (a few rows of a table) is therefore left to its deltas until they are
+ * worth a rewrite, and the journal files holding them are kept until then:
+ * a file is deleted once every record in it is older than the oldest one a
+ * session still needs.  Replay already applies only the records newer than
+ * each snapshot. */
+
+/* Smaller sessions are snapshotted whenever they changed, as before: a
+ * snapshot costs them little, and the journal files can go at once. */
+#define DELTA_MIN_IMAGE ((size_t)1 << 20)
+/* A big session is snapshotted once its deltas reach this many times its
+ * image (Redis rewrites its AOF once it has grown by a set percentage the
+ * same way): its snapshots then add a quarter to the bytes its journal
+ * records cost, which the records themselves cannot go below.  The price:
+ * the disk holds up to five times its image, and a restart replays up to
+ * four images' worth of records.  (At 1 the snapshots alone doubled the
+ * bytes written for a table stepped as fast as one client could.) */
+#define DELTA_MAX_RATIO 4
+/* Journal files kept at most, however little they hold. */
+#define KEPT_MAX 256
+
+/* Whether a dirty session is snapshotted now: its deltas, its image's
+ * bytes (about), and cut_lsn (deltas older than it hold journal files
+ * beyond the budget). */
+static bool snapshot_due(const optd_session_deltas_t *d, size_t image, uint64_t cut_lsn)
+{
+    if (image < DELTA_MIN_IMAGE)
+        return true;
+    /* Its record is its image anyway (create, patch, import: rewriting it
+     * costs no more), or a change is in no record at all. */
+    if (d->images > 0 || d->unjournaled > 0 || d->first_lsn == 0)
+        return true;
+    if (d->bytes >= (uint64_t)image * DELTA_MAX_RATIO)
+        return true;
+    return d->first_lsn < cut_lsn;
+}
+
+/* The kept journal files may hold DELTA_MAX_RATIO times the big sessions'
+ * images (as the last flush counted them) and KEPT_MAX files: a session
+ * changed little but long (a table stepped now and then, beside busy small
+ * sessions) holds every file since its first delta, so beyond the budget
+ * the sessions whose deltas begin in the oldest files are snapshotted,
+ * and those files go.  Returns the LSN deltas older than which are due (0:
+ * none). */
+static uint64_t cut_lsn(const optd_persist_t *p)
+{
+    uint64_t budget = p->big_images * DELTA_MAX_RATIO, sum = 0;
+    for (size_t i = p->n_kept; i-- > 0;) {
+        sum += p->kept[i].bytes;
+        if (sum > budget || p->n_kept - i > KEPT_MAX)
+            return p->kept[i].end_lsn;
+    }
+    return 0;
+}
+
+static int add_big_image(optd_session_t *s, void *arg)
+{
+    size_t image = optd_session_bytes_now(s);
+    if (image >= DELTA_MIN_IMAGE)
+        *(uint64_t *)arg += image;
+    return 0;
+}
+
 /* ---- load ------------------------------------------------------------------------- */
 
 static void set_aside(optd_persist_t *p, const char *file, const char *why)
@@ -922,6 +991,9 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
     free(journals);
     if (rc)
         return rc;
+    /* The budget of the kept journals from the start: a restart does not
+     * make every big session's snapshot due. */
+    optd_store_foreach(p->store, add_big_image, &p->big_images);
 
     rc = optd_journal_open(p->dirfd, p->max_journal_seq + 1, p->max_lsn + 1,
                            p->mode == OPTD_SYNC_INTERVAL ? p->interval_ms : 0, p->log, &p->journal,
@@ -1071,62 +1143,6 @@ static void finish_chunk(flush_ctx_t *fc)
         fc->done[fc->n++] = (flushed_t){s, pd->cov};
     }
     fc->n_pend = 0;
-}
-
-/* ---- the policy: which changed sessions a flush snapshots ----
- *
- * A snapshot rewrites a session whole; its journal records since its last
- * snapshot (the deltas) cost what changed.  A big session changed a little
- * (a few rows of a table) is therefore left to its deltas until they are
- * worth a rewrite, and the journal files holding them are kept until then:
- * a file is deleted once every record in it is older than the oldest one a
- * session still needs.  Replay already applies only the records newer than
- * each snapshot. */
-
-/* Smaller sessions are snapshotted whenever they changed, as before: a
- * snapshot costs them little, and the journal files can go at once. */
-#define DELTA_MIN_IMAGE ((size_t)1 << 20)
-/* A big session is snapshotted once its deltas reach this many times its
- * image (Redis rewrites its AOF once it has grown by 100% the same way):
- * its snapshots then cost no more bytes than its journal records, the disk
- * holds at most twice its image, and a restart replays at most an image's
- * worth of records. */
-#define DELTA_MAX_RATIO 1
-/* Journal files kept at most, however little they hold. */
-#define KEPT_MAX 256
-
-/* Whether a dirty session is snapshotted now: its deltas, its image's
- * bytes (about), and cut_lsn (deltas older than it hold journal files
- * beyond the budget). */
-static bool snapshot_due(const optd_session_deltas_t *d, size_t image, uint64_t cut_lsn)
-{
-    if (image < DELTA_MIN_IMAGE)
-        return true;
-    /* Its record is its image anyway (create, patch, import: rewriting it
-     * costs no more), or a change is in no record at all. */
-    if (d->images > 0 || d->unjournaled > 0 || d->first_lsn == 0)
-        return true;
-    if (d->bytes >= (uint64_t)image * DELTA_MAX_RATIO)
-        return true;
-    return d->first_lsn < cut_lsn;
-}
-
-/* The kept journal files may hold DELTA_MAX_RATIO times the big sessions'
- * images (as the last flush counted them) and KEPT_MAX files: a session
- * changed little but long (a table stepped now and then, beside busy small
- * sessions) holds every file since its first delta, so beyond the budget
- * the sessions whose deltas begin in the oldest files are snapshotted,
- * and those files go.  Returns the LSN deltas older than which are due (0:
- * none). */
-static uint64_t cut_lsn(const optd_persist_t *p)
-{
-    uint64_t budget = p->big_images * DELTA_MAX_RATIO, sum = 0;
-    for (size_t i = p->n_kept; i-- > 0;) {
-        sum += p->kept[i].bytes;
-        if (sum > budget || p->n_kept - i > KEPT_MAX)
-            return p->kept[i].end_lsn;
-    }
-    return 0;
 }
 
 /* Whether s, dirty, is to be snapshotted now or left to its deltas (its

@@ -30,7 +30,7 @@ export BUILD
 PY=/usr/bin/python3
 
 BENCHES="bench_optim bench_threads"
-PY_BENCHES="bench_http.py bench_sync.py bench_fleet.py bench_ui.py bench_list.py bench_durability.py bench_torch.py bench_tables.py bench_rounds.py"
+PY_BENCHES="bench_http.py bench_sync.py bench_fleet.py bench_ui.py bench_list.py bench_durability.py bench_torch.py bench_tables.py bench_tables_disk.py bench_rounds.py"
 
 # Helper programs the Python benchmarks drive (not benchmarks themselves, so
 # outside the Makefile's bench_* rule): the minimal libmicrohttpd server and
