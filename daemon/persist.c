@@ -109,6 +109,12 @@ static uint64_t get_le(const uint8_t *p, int bytes)
     return v;
 }
 
+/* The bytes a record of payload len takes in the journal file. */
+static uint64_t record_bytes(size_t len)
+{
+    return OPTD_JREC_HEADER + (uint64_t)len + 4;
+}
+
 /* Step record payload: u16 name length, name, u64 step, u8 dtype, u8
  * has_loss, f64 loss, i64 time_ms, u64 size, then the gradient. */
 #define STEP_FIXED (8 + 1 + 1 + 8 + 8 + 8)
@@ -312,12 +318,6 @@ static int journal_delete(optd_persist_t *p, const char *name, bool async, optd_
                                          (const uint8_t *)name, n, &lsn, err);
     return optd_journal_append(p->journal, OPTD_JREC_DELETE, len, 2, (const uint8_t *)name, n,
                                &lsn, err);
-}
-
-/* The bytes a record of payload len takes in the journal file. */
-static uint64_t record_bytes(size_t len)
-{
-    return OPTD_JREC_HEADER + (uint64_t)len + 4;
 }
 
 /* With the session's mutex held, before the step is applied: its input. */
@@ -774,11 +774,11 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
     int rc = optd_session_replay_step(s, &rec, lsn, &err);
     free(aligned);
     free(ws);
-    if (rc <= 0) /* applied or refused as it was: a delta beside its snapshot */
-        optd_session_add_delta(s, lsn, record_bytes(len), false);
     if (rc < 0 && rc != OPTD_ENONFINITE)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: step record %llu of '%s' not replayed: %s",
                  (unsigned long long)lsn, name, err.msg);
+    if (rc <= 0) /* applied or refused as it was: a delta beside its snapshot */
+        optd_session_add_delta(s, lsn, record_bytes(len), false);
     optd_session_release(s);
 }
 
@@ -787,10 +787,10 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
 {
     optd_persist_t *p = arg;
     optd_err_t err;
-    if (lsn > p->max_lsn)
-        p->max_lsn = lsn;
     if (lsn > p->file_max_lsn)
         p->file_max_lsn = lsn;
+    if (lsn > p->max_lsn)
+        p->max_lsn = lsn;
     if (type == OPTD_JREC_STEP || type == OPTD_JREC_ROUND) {
         replay_step(p, lsn, payload, len, type == OPTD_JREC_ROUND);
         return 0;
