@@ -630,7 +630,7 @@ static uint64_t cut_lsn(const optd_persist_t *p)
 
 static int add_big_image(optd_session_t *s, void *arg)
 {
-    size_t image = optd_session_bytes_now(s);
+    size_t image = optd_session_image_bytes(s);
     if (image >= DELTA_MIN_IMAGE)
         *(uint64_t *)arg += image;
     return 0;

@@ -852,6 +852,26 @@ static bool dirty_locked(const optd_session_t *s)
     return !s->deleted && s->version != s->saved_version;
 }
 
+/* What a snapshot of s takes, about: what it holds counted as
+ * optd_session_bytes does, with the history it has rather than all it may
+ * come to (a long --history would make every session look big). */
+static size_t image_bytes_locked(const optd_session_t *s)
+{
+    unsigned kept = 0;
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (s->st.buf[b])
+            kept |= 1u << b;
+    return optd_session_bytes(&s->cfg, s->size, kept, s->history_len);
+}
+
+size_t optd_session_image_bytes(optd_session_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t n = image_bytes_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 bool optd_session_peek_dirty(optd_session_t *s, optd_session_deltas_t *deltas,
                              size_t *image_bytes)
 {
@@ -860,7 +880,7 @@ bool optd_session_peek_dirty(optd_session_t *s, optd_session_deltas_t *deltas,
     if (!dirty)
         s->deltas = (optd_session_deltas_t){0};
     *deltas = s->deltas;
-    *image_bytes = optd_session_bytes_locked(s);
+    *image_bytes = image_bytes_locked(s);
     pthread_mutex_unlock(&s->mu);
     return dirty;
 }

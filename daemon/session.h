@@ -361,10 +361,12 @@ void optd_session_set_lsn_locked(optd_session_t *s, uint64_t lsn);
 void optd_session_add_delta_locked(optd_session_t *s, uint64_t lsn, uint64_t bytes, bool whole);
 /* The same, taking s->mu (journal replay). */
 void optd_session_add_delta(optd_session_t *s, uint64_t lsn, uint64_t bytes, bool whole);
+/* About how many bytes a snapshot of the session takes: its parameters,
+ * optimizer buffers and the history it has (optd_session_bytes). */
+size_t optd_session_image_bytes(optd_session_t *s);
 /* Whether the session changed since its last optd_session_mark_saved (and
- * is not deleted), with its deltas and about how many bytes its snapshot
- * takes (optd_session_bytes).  A clean session's deltas are forgotten:
- * what its records did is in its snapshot. */
+ * is not deleted), with its deltas and optd_session_image_bytes.  A clean
+ * session's deltas are forgotten: what its records did is in its snapshot. */
 bool optd_session_peek_dirty(optd_session_t *s, optd_session_deltas_t *deltas,
                              size_t *image_bytes);
 /* If the session changed since optd_session_mark_saved(version) (and is
