@@ -375,6 +375,62 @@ START_TEST(test_loss_summary)
 }
 END_TEST
 
+/* The deltas persistence keeps beside a snapshot: records since it, what
+ * a snapshot covers drops out, records that came during its write stay
+ * (from the new journal file on), a whole image starts them afresh, and a
+ * clean session has none. */
+START_TEST(deltas_beside_the_snapshot)
+{
+    optd_err_t err;
+    optd_session_config_t cfg = adam_cfg(OPTD_FLOAT64);
+    optd_session_t *s;
+    double p[3] = {1, 2, 3};
+    ck_assert_int_eq(optd_session_create("d", &cfg, 3, p, 3, &s, &err), 0);
+    optd_session_set_lsn_locked(s, 11);
+    optd_session_add_delta(s, 10, 100, false);
+    optd_session_add_delta(s, 11, 50, false);
+    optd_session_deltas_t d, cov;
+    size_t image;
+    ck_assert(optd_session_peek_dirty(s, &d, &image));
+    ck_assert(d.first_lsn == 10 && d.bytes == 150 && d.images == 0 && d.unjournaled == 0);
+    ck_assert_uint_ge(image, 3 * 3 * sizeof(double));
+
+    /* a flush copies it; a record comes in meanwhile (the journal was
+     * rotated at LSN 15), and a change no record holds */
+    optd_session_image_t img;
+    uint64_t version, lsn;
+    ck_assert_int_eq(optd_session_copy_if_dirty(s, &img, &version, &lsn, &cov, &err), 1);
+    optd_session_image_free(&img);
+    ck_assert(lsn == 11 && cov.first_lsn == 10 && cov.bytes == 150);
+    optd_session_set_lsn_locked(s, 20);
+    optd_session_add_delta(s, 20, 30, false);
+    optd_session_add_delta(s, 0, 0, false);
+    s->version++;
+    optd_session_mark_saved(s, version, lsn, &cov, 15);
+    ck_assert(optd_session_peek_dirty(s, &d, &image));
+    ck_assert(d.first_lsn == 15 && d.bytes == 30 && d.unjournaled == 1);
+
+    /* a whole image makes every earlier record moot, also against a copy
+     * taken before it */
+    ck_assert_int_eq(optd_session_copy_if_dirty(s, &img, &version, &lsn, &cov, &err), 1);
+    optd_session_image_free(&img);
+    optd_session_set_lsn_locked(s, 25);
+    optd_session_add_delta(s, 25, 1000, true);
+    s->version++;
+    optd_session_mark_saved(s, version, lsn, &cov, 22);
+    ck_assert(optd_session_peek_dirty(s, &d, &image));
+    ck_assert(d.first_lsn == 25 && d.bytes == 1000 && d.images == 1 && d.unjournaled == 0);
+
+    /* saved with nothing after it: clean, no deltas */
+    ck_assert_int_eq(optd_session_copy_if_dirty(s, &img, &version, &lsn, &cov, &err), 1);
+    optd_session_image_free(&img);
+    optd_session_mark_saved(s, version, lsn, &cov, 30);
+    ck_assert(!optd_session_peek_dirty(s, &d, &image));
+    ck_assert(d.first_lsn == 0 && d.bytes == 0 && d.images == 0);
+    optd_session_release(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("session");
@@ -386,6 +442,7 @@ int main(void)
     tcase_add_test(tc, history_ring);
     tcase_add_test(tc, image_round_trip);
     tcase_add_test(tc, failed_commit_changes_nothing);
+    tcase_add_test(tc, deltas_beside_the_snapshot);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
