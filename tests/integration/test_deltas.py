@@ -79,6 +79,13 @@ def wait_flush_left(d):
              lambda: left_count(d) >= since + 2)
 
 
+def wait_rotated(d):
+    """Until the journal moved on to a new file: a rotation syncs the file it
+    leaves, which holds every change answered so far."""
+    newest = journals(d)[-1]
+    wait_for("a journal rotation", lambda: journals(d)[-1] > newest)
+
+
 def step_bin(d, name, body, expect=None):
     h = {"Content-Type": "application/octet-stream"}
     if expect is not None:
@@ -319,6 +326,20 @@ class TableCrash(unittest.TestCase):
             self.assertEqual(core(d, "emb"), core(twin.d, "emb"), rnd)
         self.assertGreater(last, 0)
         self.assertGreater(left_count(d), 0, "the table was never left to its deltas")
+        # after the interval nothing acknowledged is lost: steps, the
+        # journal's rotation after them, kill -9
+        for k in range(last + 1, last + 41):
+            rows, g = rows_step(k)
+            for x in (d, twin.d):
+                r = x.post("/v1/sessions/emb/step?return=none",
+                           {"rows": rows, "gradient": g, "step": k - 1})
+                self.assertEqual(r.status, 200, r)
+        wait_rotated(d)
+        d.kill9()
+        d.start()
+        self.assertEqual(d.state("emb")["step"], last + 40)
+        self.assertEqual(params_raw(d, "emb"), params_raw(twin.d, "emb"))
+        self.assertEqual(core(d, "emb"), core(twin.d, "emb"))
         d.stop()
         twin.close()
 
