@@ -586,10 +586,9 @@ static void kept_drop(optd_persist_t *p, uint64_t need_lsn)
 /* A big session is snapshotted once its deltas reach this many times its
  * image (Redis rewrites its AOF once it has grown by a set percentage the
  * same way): its snapshots then add a quarter to the bytes its journal
- * records cost, which the records themselves cannot go below.  The price:
- * the disk holds up to five times its image, and a restart replays up to
- * four images' worth of records.  (At 1 the snapshots alone doubled the
- * bytes written for a table stepped as fast as one client could.) */
+ * records cost, which the records themselves cannot go below (at 1 they
+ * would double them).  The price: the disk holds up to five times its
+ * image, and a restart replays up to four images' worth of records. */
 #define DELTA_MAX_RATIO 4
 /* Journal files kept at most, however little they hold. */
 #define KEPT_MAX 256
