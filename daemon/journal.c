@@ -16,7 +16,9 @@
  * real (fallocate would leave unwritten extents, whose conversion is a
  * metadata change too): an fdatasync with no new size or extent to commit
  * flushes only the data, without a journal commit of the file system's
- * metadata.  Replay takes the zeros after the last record as the end.  If a write or sync fails, the file is cut back to where the
+ * metadata (1 MiB steps when each record waits for its sync; with a
+ * periodic sync only the reserve, see zero_ahead).  Replay takes the
+ * zeros after the last record as the end.  If a write or sync fails, the file is cut back to where the
  * batch began, so a record whose client was told 507 is never replayed; if
  * even that fails the journal refuses appends until it is rotated (the next
  * flush writes every session into its snapshot and starts a clean file).
