@@ -186,6 +186,12 @@ void optd_http_error_status(optd_req_t *req, unsigned status, const char *code, 
 /* Parses the body as a JSON object: the object (caller decrefs), or NULL
  * after answering 400 invalid_json. */
 json_t *optd_req_json_object(optd_req_t *req);
+/* The answer of a rows step or a read of rows (route_step.c): JSON
+ * {"step", "rows", "params"} (without rows and params when return_none),
+ * or in binary the n_rows * row_size values alone, with Optd-Step and
+ * Optd-Dtype.  Takes vals (malloc'd). */
+void optd_http_reply_rows(optd_req_t *req, bool binary, uint64_t step, const uint64_t *rows, size_t n_rows,
+                          optd_dtype_t dtype, size_t row_size, void *vals, bool return_none);
 /* The same for another buffer standing in for the body. */
 json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len);
 /* A query argument, or NULL. */

@@ -92,6 +92,11 @@ static const optd_hparam_desc_t hp_adadelta[] = {
     HP_REAL("lr", lr, 1.0), HP_REAL("rho", rho, 0.9), HP_REAL("eps", eps, 1e-6),
     HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
 };
+/* torch.optim.SparseAdam's keywords (it has no weight_decay or amsgrad). */
+static const optd_hparam_desc_t hp_sparse_adam[] = {
+    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
+    HP_BOOL("maximize", maximize, 0),
+};
 static const optd_hparam_desc_t hp_lion[] = {
     HP_REAL("lr", lr, 1e-4), HP_BETAS(0.9, 0.99), HP_REAL("weight_decay", weight_decay, 0),
     HP_BOOL("maximize", maximize, 0),
@@ -115,6 +120,8 @@ static const optd_optim_desc_t descs[OPTD_OPTIM_COUNT] = {
     DESC("adadelta", OPTD_ADADELTA, hp_adadelta,
          BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA), false),
     DESC("lion", OPTD_LION, hp_lion, BIT(OPTD_BUF_EXP_AVG), false),
+    DESC("sparse_adam", OPTD_SPARSE_ADAM, hp_sparse_adam,
+         BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ), false),
 };
 
 /* The buffers every step of a kind uses (allocated at init); the rest of
@@ -130,6 +137,7 @@ static const unsigned required_bufs[OPTD_OPTIM_COUNT] = {
     [OPTD_RADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
     [OPTD_ADADELTA] = BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA),
     [OPTD_LION] = BIT(OPTD_BUF_EXP_AVG),
+    [OPTD_SPARSE_ADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
 };
 
 static const char *const buf_names[OPTD_BUF_COUNT] = {
@@ -151,7 +159,7 @@ const optd_optim_desc_t *optd_optim_desc(optd_optim_kind_t kind)
 
 int optd_optim_lookup(const char *name, optd_optim_kind_t *out, optd_err_t *err)
 {
-    char list[160];
+    char list[192];
     size_t len = 0;
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
         if (name && strcmp(name, descs[k].name) == 0) {
@@ -644,6 +652,17 @@ static bool provably_finite(const optd_optim_state_t *st, optd_step_plan_t *pl)
         PNEW(CK(P * K(c[LION_DECAY])) + K(c[LION_LR]));
         break;
     }
+    case OPTD_SPARSE_ADAM: {
+        /* m + (g - m)*omb1 and v + (g*g - v)*omb2; numer = dm + m. */
+        double eps = K(c[SPADAM_EPS]), m = M(OPTD_BUF_EXP_AVG), v = M(OPTD_BUF_EXP_AVG_SQ);
+        double dm = CK(CK(G + m) * K(c[SPADAM_OMB1]));
+        OUT(OPTD_BUF_EXP_AVG, CK(m + dm));
+        double dv = CK(CK(CK(G * G) + v) * K(c[SPADAM_OMB2]));
+        OUT(OPTD_BUF_EXP_AVG_SQ, CK(v + dv));
+        CK(sqrt(CK(dv + v)) + eps);
+        PNEW(P + CK(K(c[SPADAM_NSS]) * DV(CK(dm + m), eps)));
+        break;
+    }
     case OPTD_ADAM:
     case OPTD_ADAMW:
     case OPTD_ADAMAX:
@@ -852,6 +871,12 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
         c[LION_B2] = b2;
         c[LION_OMB2] = 1 - b2;
         c[LION_LR] = lr;
+        break;
+    case OPTD_SPARSE_ADAM:
+        c[SPADAM_OMB1] = 1 - b1;
+        c[SPADAM_OMB2] = 1 - b2;
+        c[SPADAM_EPS] = hp->eps;
+        c[SPADAM_NSS] = -(lr * sqrt(1 - pow(b2, td)) / (1 - pow(b1, td)));
         break;
     case OPTD_OPTIM_COUNT: break;
     }
