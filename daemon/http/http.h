@@ -43,6 +43,7 @@ typedef enum optd_route {
     OPTD_R_STEP,           /* .../step */
     OPTD_R_HISTORY,        /* .../history */
     OPTD_R_STATE,          /* .../state */
+    OPTD_R_ROWS,           /* .../rows: read a table's rows (API.md 1.1, Tables) */
     OPTD_R_STEPS,          /* /v1/steps: a batch of steps over many sessions */
     OPTD_R_ROOT,           /* / (redirects to the page) */
     OPTD_R_UI              /* /ui and /ui/... (the page, route_ui.c) */
@@ -232,6 +233,7 @@ void optd_route_session_get(optd_req_t *req);
 void optd_route_session_patch(optd_req_t *req);
 void optd_route_session_delete(optd_req_t *req);
 void optd_route_params_get(optd_req_t *req);
+void optd_route_rows_post(optd_req_t *req);
 void optd_route_params_put(optd_req_t *req);
 void optd_route_step(optd_req_t *req);
 /* route_round.c: a step with a worker, on an aggregating session: its
