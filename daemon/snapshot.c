@@ -715,6 +715,7 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
         unsigned hl = (unsigned)r_u(&r, 1);
         h->has_loss = hl == 1;
         h->time_ms = (int64_t)r_u(&r, 8);
+        h->rows = 0; /* a rows step's count comes in section tag 4 */
         if (hl > 1 || (i > 0 && h->step <= img->history[i - 1].step))
             return corrupt(img, err, "malformed history");
     }
