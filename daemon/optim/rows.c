@@ -25,8 +25,14 @@ int optd_optim_rows_supported(optd_optim_kind_t kind, const optd_hparams_t *hp, 
     if (n_groups > 0)
         return optd_err_set(err, OPTD_EINVAL,
                             "a rows step needs a session without parameter groups");
+    const optd_optim_desc_t *d = optd_optim_desc(kind);
+    if (!d || !d->sparse_rows)
+        return optd_err_set(err, OPTD_EINVAL,
+                            "%s has no sparse rule: a rows step takes sparse_adam, adagrad "
+                            "(weight_decay 0) or sgd (momentum 0, weight_decay 0)",
+                            d ? d->name : "this optimizer");
+    /* The options PyTorch's sparse paths do not have. */
     switch (kind) {
-    case OPTD_SPARSE_ADAM: return 0;
     case OPTD_ADAGRAD:
         if (hp->weight_decay != 0)
             return optd_err_set(err, OPTD_EINVAL,
@@ -41,11 +47,7 @@ int optd_optim_rows_supported(optd_optim_kind_t kind, const optd_hparams_t *hp, 
                                 "sparse SGD); this session has momentum %g, weight_decay %g",
                                 hp->momentum, hp->weight_decay);
         return 0;
-    default:
-        return optd_err_set(err, OPTD_EINVAL,
-                            "%s has no sparse rule: a rows step takes sparse_adam, adagrad "
-                            "(weight_decay 0) or sgd (momentum 0, weight_decay 0)",
-                            optd_optim_desc(kind)->name);
+    default: return 0;
     }
 }
 

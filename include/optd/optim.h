@@ -110,7 +110,11 @@ typedef struct optd_optim_desc {
     size_t n_hparams;
     const optd_hparam_desc_t *hparams; /* in the order the API prints them */
     unsigned bufs;                     /* bit (1u << optd_buf_t) per buffer it may keep */
+    unsigned required_bufs;            /* those every step uses (allocated at init); the
+                                          rest of bufs an option switches on */
     bool has_mu_product;               /* nadam's scalar state */
+    bool sparse_rows;                  /* has PyTorch's sparse rule: takes rows steps
+                                          (within optd_optim_rows_supported's options) */
 } optd_optim_desc_t;
 
 /* The descriptor of kind (never NULL for kind < OPTD_OPTIM_COUNT). */
