@@ -8,7 +8,10 @@
  * PyTorch does not test for us: which optimizers and settings take rows,
  * rows out of range, repeats summed in the order given (bit for bit), rows
  * not listed left untouched bit for bit, a non-finite result refused with
- * nothing changed, and t counting every step. */
+ * nothing changed, and t counting every step.  Then the session layer: a
+ * rows step through optd_session_apply (the listed rows answered in order,
+ * a row out of range refused before anything), and snapshot section tag 4
+ * (row_size and the history's rows counts) through encode and decode. */
 #include <check.h>
 #include <dirent.h>
 #include <jansson.h>
@@ -18,6 +21,8 @@
 #include <string.h>
 
 #include "optd/optim.h"
+#include "session.h"
+#include "snapshot.h"
 
 static const char *rows_dir(void)
 {
@@ -359,6 +364,75 @@ START_TEST(test_clip_by_summed_norm)
 }
 END_TEST
 
+/* ---- the session layer: one apply, history, snapshot tag 4 ------------------ */
+
+static optd_session_t *table_session(size_t row_size)
+{
+    optd_session_config_t cfg = {0};
+    cfg.kind = OPTD_SPARSE_ADAM;
+    cfg.dtype = OPTD_FLOAT32;
+    cfg.row_size = row_size;
+    optd_hparams_default(cfg.kind, &cfg.hp);
+    optd_session_t *s;
+    optd_err_t err;
+    ck_assert_int_eq(optd_session_create("tbl", &cfg, 8, NULL, 10, &s, &err), 0);
+    return s;
+}
+
+START_TEST(test_session_rows_and_snapshot)
+{
+    optd_err_t err;
+    optd_session_config_t cfg = {0};
+    cfg.kind = OPTD_SGD;
+    cfg.row_size = 3;
+    optd_hparams_default(cfg.kind, &cfg.hp);
+    optd_session_t *bad;
+    ck_assert_int_eq(optd_session_create("bad", &cfg, 8, NULL, 10, &bad, &err), OPTD_EINVAL);
+    ck_assert_msg(strstr(err.msg, "multiple"), "%s", err.msg);
+
+    optd_session_t *s = table_session(2);
+    uint64_t rows[3] = {3, 0, 3}, step;
+    float g[6] = {1, 2, 3, 4, 5, 6}, out[6];
+    optd_step_input_t in = {.grad = g, .rows = rows, .n_rows = 3};
+    ck_assert_int_eq(optd_session_apply(s, NULL, &in, &step, out, &err), 0);
+    ck_assert_uint_eq(step, 1);
+    /* The answer is the listed rows, in the order listed. */
+    ck_assert(out[0] == out[4] && out[1] == out[5] && out[0] != 0);
+    uint64_t over = 4;
+    in.rows = &over;
+    in.n_rows = 1;
+    ck_assert_int_eq(optd_session_apply(s, NULL, &in, &step, NULL, &err), OPTD_EINVAL);
+    optd_step_input_t dense = {.grad = (float[8]){0}};
+    ck_assert_int_eq(optd_session_apply(s, NULL, &dense, &step, NULL, &err), 0);
+
+    optd_session_image_t img;
+    ck_assert_int_eq(optd_session_copy_image(s, &img, &err), 0);
+    ck_assert_uint_eq(img.n_history, 2);
+    ck_assert_uint_eq(img.history[0].rows, 3);
+    ck_assert_uint_eq(img.history[1].rows, 0);
+    uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(optd_snapshot_encode(&img, 7, &buf, &len, &err), 0);
+    optd_session_image_t back;
+    uint64_t lsn;
+    ck_assert_int_eq(optd_snapshot_decode(buf, len, &back, &lsn, &err), 0);
+    ck_assert_uint_eq(optd_session_row_size(&back.cfg), 2);
+    ck_assert_uint_eq(back.history[0].rows, 3);
+    ck_assert_uint_eq(back.history[1].rows, 0);
+    ck_assert_int_eq(memcmp(back.params, img.params, 8 * sizeof(float)), 0);
+    optd_session_image_free(&back);
+    free(buf);
+    /* A row size that does not divide the size is refused on load. */
+    img.cfg.row_size = 3;
+    ck_assert_int_eq(optd_snapshot_encode(&img, 7, &buf, &len, &err), 0);
+    ck_assert_int_eq(optd_snapshot_decode(buf, len, &back, &lsn, &err), OPTD_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "table"), "%s", err.msg);
+    free(buf);
+    optd_session_image_free(&img);
+    optd_session_release(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rows");
@@ -372,6 +446,7 @@ int main(void)
     tcase_add_test(tc, test_t_counts_every_step);
     tcase_add_test(tc, test_non_finite_refused_nothing_changed);
     tcase_add_test(tc, test_clip_by_summed_norm);
+    tcase_add_test(tc, test_session_rows_and_snapshot);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
