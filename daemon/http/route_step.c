@@ -176,6 +176,16 @@ static int rows_json(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, op
         in->loss = loss;
     json_decref(body);
     in->grad = ri->vals_owned;
+    /* As a plain JSON step: Optd-Expect-Step instead of "step", or agreeing. */
+    const char *h = optd_req_header(req, "Optd-Expect-Step");
+    uint64_t hv;
+    if (!rc && h && !(rc = optd_binary_header_u64(h, "Optd-Expect-Step", &hv, err))) {
+        if (in->expect_step && hv != *expect)
+            rc = optd_err_set(err, OPTD_EINVAL, "header Optd-Expect-Step (%llu) and field 'step' (%llu) disagree",
+                              (unsigned long long)hv, (unsigned long long)*expect);
+        *expect = hv;
+        in->expect_step = expect;
+    }
     return rc;
 }
 

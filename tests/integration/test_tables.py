@@ -128,6 +128,16 @@ class RowsSteps(DaemonTestCase):
         r = self.d.post("/v1/sessions/%s/step" % n, {"rows": [0], "gradient": [1, 1], "step": 0})
         self.assertError(r, 409, "step_mismatch")
         self.assertEqual(r.body["error"]["current_step"], 1)
+        # A JSON rows step may name its expected step in the header, as any JSON step.
+        r = self.d.post("/v1/sessions/%s/step" % n, {"rows": [0], "gradient": [1, 1]},
+                        headers={"Optd-Expect-Step": "0"})
+        self.assertError(r, 409, "step_mismatch")
+        r = self.d.post("/v1/sessions/%s/step" % n, {"rows": [0], "gradient": [1, 1], "step": 1},
+                        headers={"Optd-Expect-Step": "2"})
+        self.assertError(r, 400, "invalid_argument")
+        r = self.d.post("/v1/sessions/%s/step" % n, {"rows": [0], "gradient": [1, 1]},
+                        headers={"Optd-Expect-Step": "1"})
+        self.assertEqual(r.body["step"], 2, r)
 
     def test_refused_on_other_optimizers_and_settings(self):
         for opt, hp, word in [("adam", {}, "adam"), ("rmsprop", {}, "rmsprop"),
