@@ -200,13 +200,11 @@ static int rows_binary(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, 
     int rc = optd_binary_header_u64(optd_req_header(req, "Optd-Rows"), "Optd-Rows", &n, err);
     if (rc)
         return rc;
-    if (n == 0 || n > req->body_len / 8 || (req->body_len - n * 8) != n * R * es)
+    if (n == 0 || n > req->body_len / 8 / (1 + R * es / 8) || (req->body_len - n * 8) != n * R * es)
         return optd_err_set(err, OPTD_ESIZE,
-                            "the body holds %zu bytes; Optd-Rows %llu needs %llu (8 per row number, "
-                            "then %zu %s values per row)",
-                            req->body_len, (unsigned long long)n,
-                            (unsigned long long)(n <= req->body_len / 8 ? n * 8 + n * R * es : n * 8), R,
-                            optd_dtype_name(dtype));
+                            "the body holds %zu bytes; Optd-Rows %llu needs 8 bytes per row number, "
+                            "then %zu %s values per row",
+                            req->body_len, (unsigned long long)n, R, optd_dtype_name(dtype));
     if ((rc = optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, err)))
         return rc;
     if (!(ri->rows = malloc(n * sizeof *ri->rows)))
