@@ -95,13 +95,26 @@ static int rows_query_parse(const char *q, uint64_t n_table, uint64_t **rows, si
     return 0;
 }
 
-/* Answers the values of rows[0, n) of s (takes rows; releases s). */
+/* Answers the values of rows[0, n) of s (takes rows; releases s).  The
+ * copy and its text come out of --max-memory while the answer is held, as
+ * for the whole params: POST .../rows takes any number of rows. */
 static void reply_rows(optd_req_t *req, optd_session_t *s, uint64_t *rows, size_t n)
 {
     size_t R = optd_session_row_size(&s->cfg);
     optd_dtype_t dtype = s->cfg.dtype;
-    void *vals = malloc(n * R * optd_dtype_size(dtype) + 1);
-    if (!vals) {
+    size_t bytes = n * R * optd_dtype_size(dtype);
+    size_t text = wants_binary(req) ? 0 : n * R * (OPTD_DTOA_MAX + 1) + n * 21 + 64;
+    optd_err_t err = {0};
+    void *vals = NULL;
+    int rc = optd_store_borrow(req->srv->store, bytes + text, &err);
+    if (rc == 0) {
+        req->charge = bytes + text;
+        if (!(vals = malloc(bytes + 1)))
+            optd_http_charge_drop(req);
+    }
+    if (rc) {
+        optd_http_error(req, OPTD_ELIMIT, "reading %zu rows: %s", n, err.msg);
+    } else if (!vals) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory copying %zu rows", n);
     } else {
         uint64_t step = optd_session_copy_rows(s, rows, n, vals);

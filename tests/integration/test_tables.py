@@ -315,6 +315,22 @@ class RowsSteps(DaemonTestCase):
         self.assertError(self.d.put("/v1/sessions/%s/state" % self.uname(), bad), 400, "invalid_argument")
 
 
+class ReadingUnderTheBudget(DaemonTestCase):
+    """POST .../rows takes any number of rows: its copy and text count
+    against --max-memory like a read of the whole params, so a read too big
+    for what is left is 429, never an out-of-memory daemon."""
+    FLAGS = ["--max-memory", "10000000", "--history", "10"]
+
+    def test_a_read_beyond_the_budget_is_429(self):
+        n = self.uname()
+        self.d.create(n, "sgd", size=1000, row_size=10)
+        r = self.d.post("/v1/sessions/%s/rows" % n, {"rows": list(range(100)) * 1000})  # 100,000 rows
+        self.assertIn("rows", self.assertError(r, 429, "resource_exhausted")["message"])
+        r = self.d.post("/v1/sessions/%s/rows" % n, {"rows": list(range(100))})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(r.body["params"]), 1000)
+
+
 class Durability(unittest.TestCase):
     """Rows steps journaled as their input: after a restart (clean or kill
     -9) the table holds the same bits as a memory-only twin fed the same
