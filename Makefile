@@ -167,6 +167,7 @@ image-test:
 fixtures:
 	@deploy/install-deps.sh fixtures
 	/usr/bin/python3 tests/fixtures/generate.py
+	/usr/bin/python3 tests/fixtures/generate_rows.py
 
 # ---- fuzzing: libFuzzer (clang, Debian's libclang-rt-14-dev) ---------------
 # The daemon's sources are compiled again with clang under coverage

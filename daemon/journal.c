@@ -787,7 +787,7 @@ int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
         }
         uint32_t type = get_u32(h + 4);
         if (type != OPTD_JREC_IMAGE && type != OPTD_JREC_DELETE && type != OPTD_JREC_DELTA &&
-            type != OPTD_JREC_STEP && type != OPTD_JREC_ROUND) {
+            type != OPTD_JREC_STEP && type != OPTD_JREC_ROWS && type != OPTD_JREC_ROUND) {
             why = "unknown record type";
             break;
         }

@@ -34,6 +34,8 @@ enum {
                              entries newer than the session's previous record
                              (written by version 1 only; still replayed) */
     OPTD_JREC_STEP = 4,   /* payload: a step's input (persist.c, version 2) */
+    OPTD_JREC_ROWS = 5,   /* payload: a rows step's input: the step head, u64 n_rows,
+                             the rows (u64 each), their values (persist.c) */
     OPTD_JREC_ROUND = 6   /* payload: a round's reduced gradient, with its workers' steps (persist.c) */
 };
 

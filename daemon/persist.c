@@ -185,11 +185,14 @@ static size_t round_workers_decode(const uint8_t *b, size_t len, optd_step_recor
     return off;
 }
 
-/* Decodes a step record (rec->name points into name; a round's workers
- * into *ws, malloc'd): 0 or -1. */
-static int step_decode(const uint8_t *b, size_t len, bool round, optd_step_record_t *rec, char *name,
+/* Decodes a step record of type OPTD_JREC_STEP, OPTD_JREC_ROUND or
+ * OPTD_JREC_ROWS (rec->name points into name; a round's workers into *ws,
+ * malloc'd; a rows record's rows stay in the payload, little-endian at any
+ * offset, for the caller to read): 0 or -1. */
+static int step_decode(const uint8_t *b, size_t len, uint32_t type, optd_step_record_t *rec, char *name,
                        optd_contribution_t **ws)
 {
+    bool round = type == OPTD_JREC_ROUND, rows = type == OPTD_JREC_ROWS;
     *ws = NULL;
     rec->n_workers = 0;
     rec->workers = NULL;
@@ -220,6 +223,24 @@ static int step_decode(const uint8_t *b, size_t len, bool round, optd_step_recor
         p += used;
     }
     size_t esz = optd_dtype_size(rec->dtype);
+    rec->rows = NULL;
+    rec->n_rows = 0;
+    if (rows) {
+        /* rows_encode's layout; the values are n_rows * row_size of the
+         * session's dtype, which replay checks against the session. */
+        if (left < 8)
+            return -1;
+        uint64_t nr = get_le(p + STEP_FIXED, 8);
+        left -= 8;
+        if (nr == 0 || nr > left / 8 || (left - nr * 8) % esz != 0 ||
+            ((left - nr * 8) / esz) % nr != 0 || rec->size == 0)
+            return -1;
+        rec->n_rows = (size_t)nr;
+        rec->row_size = (left - nr * 8) / esz / nr;
+        rec->rows = (const uint64_t *)(const void *)(p + STEP_FIXED + 8);
+        rec->grad = p + STEP_FIXED + 8 + nr * 8;
+        return 0;
+    }
     if (rec->size == 0 || rec->size > left / esz || rec->size * esz != left)
         return -1;
     rec->grad = p + STEP_FIXED;
@@ -320,6 +341,26 @@ static int journal_delete(optd_persist_t *p, const char *name, bool async, optd_
                                &lsn, err);
 }
 
+/* A rows step's record (OPTD_JREC_ROWS): the step head, u64 n_rows, the
+ * rows (u64 little-endian each) and their values: the bytes of the rows
+ * touched, never the table's. */
+static int journal_rows(optd_persist_t *p, const optd_step_record_t *rec, const uint8_t *head,
+                        size_t hl, uint64_t *lsn, optd_err_t *err)
+{
+    size_t n = rec->n_rows;
+    uint8_t *buf = malloc(hl + 8 + n * 8);
+    if (!buf)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory journaling a step of %zu rows", n);
+    memcpy(buf, head, hl);
+    uint8_t *q = put_le(buf + hl, n, 8);
+    for (size_t i = 0; i < n; i++)
+        q = put_le(q, rec->rows[i], 8);
+    int rc = journal_put(p, false, OPTD_JREC_ROWS, buf, hl + 8 + n * 8, rec->grad,
+                         n * rec->row_size * optd_dtype_size(rec->dtype), lsn, err);
+    free(buf);
+    return rc;
+}
+
 /* With the session's mutex held, before the step is applied: its input. */
 static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec, uint64_t *lsn,
                     optd_err_t *err)
@@ -330,6 +371,7 @@ static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec,
         return 0;
     uint8_t fixed[2 + OPTD_NAME_MAX + STEP_FIXED], *head = fixed, *round_head = NULL;
     size_t hl;
+    int rc;
     if (rec->n_workers) {
         if (!(hl = round_head_encode(rec, &round_head)))
             return optd_err_set(err, OPTD_ENOMEM, "out of memory journaling a round");
@@ -337,9 +379,15 @@ static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec,
     } else {
         hl = step_head_encode(rec, head);
     }
-    size_t gl = rec->size * optd_dtype_size(rec->dtype);
-    int rc = journal_put(p, false, rec->n_workers ? OPTD_JREC_ROUND : OPTD_JREC_STEP, head, hl,
-                         rec->grad, gl, lsn, err);
+    /* What the record holds beside its head: a rows step's rows and their
+     * values (journal_rows), else the whole gradient. */
+    size_t esz = optd_dtype_size(rec->dtype);
+    size_t gl = rec->rows ? 8 + rec->n_rows * 8 + rec->n_rows * rec->row_size * esz : rec->size * esz;
+    if (rec->rows)
+        rc = journal_rows(p, rec, head, hl, lsn, err);
+    else
+        rc = journal_put(p, false, rec->n_workers ? OPTD_JREC_ROUND : OPTD_JREC_STEP, head, hl, rec->grad, gl,
+                         lsn, err);
     free(round_head);
     if (rc && p->mode == OPTD_SYNC_INTERVAL) {
         /* Interval mode promises the interval, not each step: the session
@@ -739,12 +787,14 @@ static int merge_history(optd_session_t *old, optd_session_image_t *img)
 
 /* A step record: applied through the session's own step if it follows
  * what was loaded so far (newer LSN, same step count). */
-static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload, size_t len, bool round)
+static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload, size_t len,
+                        uint32_t type)
 {
     optd_step_record_t rec;
     char name[OPTD_NAME_MAX + 1];
     optd_contribution_t *ws = NULL;
-    if (step_decode(payload, len, round, &rec, name, &ws) != 0) {
+    bool rows = type == OPTD_JREC_ROWS;
+    if (step_decode(payload, len, type, &rec, name, &ws) != 0) {
         optd_log(p->log, OPTD_LOG_ERROR, "persist: malformed step record %llu in journal",
                  (unsigned long long)lsn);
         return;
@@ -756,10 +806,21 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
     }
     /* The gradient sits in the file's bytes at any offset: the kernels
      * want it aligned for its dtype. */
-    size_t bytes = rec.size * optd_dtype_size(rec.dtype);
+    size_t bytes = (rows ? rec.n_rows * rec.row_size : rec.size) * optd_dtype_size(rec.dtype);
     void *aligned = NULL;
-    if ((uintptr_t)rec.grad % optd_dtype_size(rec.dtype) != 0) {
-        if (!(aligned = malloc(bytes))) {
+    uint64_t *row_list = NULL;
+    if (rows) {
+        /* The rows are little-endian in the file, at any offset. */
+        const uint8_t *at = (const uint8_t *)(const void *)rec.rows;
+        if ((row_list = malloc(rec.n_rows * sizeof *row_list)))
+            for (size_t i = 0; i < rec.n_rows; i++)
+                row_list[i] = get_le(at + 8 * i, 8);
+        rec.rows = row_list;
+    }
+    if ((rows && !row_list) || (uintptr_t)rec.grad % optd_dtype_size(rec.dtype) != 0) {
+        if (!(aligned = malloc(bytes)) || (rows && !row_list)) {
+            free(aligned);
+            free(row_list);
             optd_log(p->log, OPTD_LOG_ERROR, "persist: out of memory replaying record %llu",
                      (unsigned long long)lsn);
             optd_session_release(s);
@@ -773,6 +834,7 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
     int rc = optd_session_replay_step(s, &rec, lsn, &err);
     free(aligned);
     free(ws);
+    free(row_list);
     if (rc < 0 && rc != OPTD_ENONFINITE)
         optd_log(p->log, OPTD_LOG_ERROR, "persist: step record %llu of '%s' not replayed: %s",
                  (unsigned long long)lsn, name, err.msg);
@@ -790,8 +852,8 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
         p->file_max_lsn = lsn;
     if (lsn > p->max_lsn)
         p->max_lsn = lsn;
-    if (type == OPTD_JREC_STEP || type == OPTD_JREC_ROUND) {
-        replay_step(p, lsn, payload, len, type == OPTD_JREC_ROUND);
+    if (type == OPTD_JREC_STEP || type == OPTD_JREC_ROUND || type == OPTD_JREC_ROWS) {
+        replay_step(p, lsn, payload, len, type);
         return 0;
     }
     if (type == OPTD_JREC_DELETE) {

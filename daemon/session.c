@@ -204,6 +204,8 @@ int optd_session_config_validate(const optd_session_config_t *cfg, optd_err_t *e
     }
     if (cfg->aggregate.workers != 0 && (rc = optd_aggregate_validate(&cfg->aggregate, err)))
         return rc;
+    if (cfg->row_size > 1 && cfg->n_groups > 0)
+        return optd_err_set(err, OPTD_EINVAL, "groups: a session with row_size > 1 takes no groups");
     if (cfg->ttl_seconds < 0 || cfg->ttl_seconds > TTL_MAX)
         return optd_err_set(err, OPTD_EINVAL,
                             "ttl_seconds: must be between 0 and %lld (0 or null: no expiry)",
@@ -273,6 +275,9 @@ int optd_session_create(const char *name, const optd_session_config_t *cfg, size
         return optd_err_set(err, OPTD_ENONFINITE, "params: every value must be finite");
     if (cfg->n_groups > 0 && (rc = optd_groups_validate(cfg->kind, cfg->groups, cfg->n_groups, size, err)))
         return rc;
+    if (size % optd_session_row_size(cfg) != 0)
+        return optd_err_set(err, OPTD_EINVAL, "size: %zu is not a multiple of row_size (%zu)", size,
+                            optd_session_row_size(cfg));
 
     optd_session_t *s = session_alloc(name, history_cap);
     if (!s)
@@ -321,6 +326,9 @@ static int image_validate(const optd_session_image_t *img, optd_err_t *err)
         return rc;
     if (img->size == 0 || !img->params)
         return optd_err_set(err, OPTD_EINVAL, "params: a session needs at least one parameter");
+    if (img->size % optd_session_row_size(&img->cfg) != 0)
+        return optd_err_set(err, OPTD_EINVAL, "size: %zu is not a multiple of row_size (%zu)",
+                            img->size, optd_session_row_size(&img->cfg));
     if (img->st.kind != img->cfg.kind || img->st.dtype != img->cfg.dtype ||
         img->st.size != img->size)
         return optd_err_set(err, OPTD_EINVAL,
@@ -612,9 +620,12 @@ static int apply_locked(optd_session_t *s, struct optd_pool *pool, const optd_st
             return rc;
         }
     }
-    rc = optd_parallel_step_groups(pool, &s->st, &s->cfg.hp, s->cfg.groups, s->cfg.n_groups,
-                                   s->cfg.has_schedule ? &s->cfg.schedule : NULL,
-                                   s->cfg.max_grad_norm, s->params, grad, &info, err);
+    const optd_schedule_t *sched = s->cfg.has_schedule ? &s->cfg.schedule : NULL;
+    rc = in->rows ? optd_optim_step_rows(&s->st, &s->cfg.hp, sched, s->cfg.max_grad_norm,
+                                         optd_session_row_size(&s->cfg), s->params, in->rows, in->n_rows,
+                                         grad, &info, err)
+                  : optd_parallel_step_groups(pool, &s->st, &s->cfg.hp, s->cfg.groups, s->cfg.n_groups,
+                                              sched, s->cfg.max_grad_norm, s->params, grad, &info, err);
     if (rc) {
         if (in->n_workers) {
             optd_worker_steps_free(&s->worker_steps);
@@ -631,6 +642,7 @@ static int apply_locked(optd_session_t *s, struct optd_pool *pool, const optd_st
         .has_loss = loss != NULL,
         .time_ms = now,
         .contributions = (uint32_t)in->n_workers,
+        .rows = in->rows ? in->n_rows : 0,
     };
     history_push(s, &e);
     if (loss)
@@ -638,6 +650,15 @@ static int apply_locked(optd_session_t *s, struct optd_pool *pool, const optd_st
     s->updated_ms = now;
     s->version++;
     return 0;
+}
+
+/* With s->mu held: the values of rows[0, n_rows) (each below the number of
+ * rows), in the order listed, into out. */
+static void copy_rows_locked(const optd_session_t *s, const uint64_t *rows, size_t n_rows, void *out)
+{
+    size_t rb = optd_session_row_size(&s->cfg) * optd_dtype_size(s->cfg.dtype);
+    for (size_t i = 0; i < n_rows; i++)
+        memcpy((char *)out + i * rb, (const char *)s->params + (size_t)rows[i] * rb, rb);
 }
 
 /* With s->mu held: what must hold before a step is journaled or applied. */
@@ -654,6 +675,17 @@ static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uin
     }
     if (in->loss && !isfinite(*in->loss))
         return optd_err_set(err, OPTD_EINVAL, "loss: must be a finite number");
+    /* A rows step that cannot run is refused before it is journaled. */
+    int rc;
+    if (in->rows && (rc = optd_optim_rows_supported(s->cfg.kind, &s->cfg.hp, s->cfg.n_groups, err)))
+        return rc;
+    size_t n_table = s->size / optd_session_row_size(&s->cfg);
+    if (in->rows && in->n_rows == 0)
+        return optd_err_set(err, OPTD_EINVAL, "rows: a rows step lists at least one row");
+    for (size_t i = 0; in->rows && i < in->n_rows; i++)
+        if (in->rows[i] >= n_table)
+            return optd_err_set(err, OPTD_EINVAL, "rows[%zu] is %llu; the session has %zu rows (0 to %zu)",
+                                i, (unsigned long long)in->rows[i], n_table, n_table - 1);
     return history_reserve(s, err);
 }
 
@@ -671,7 +703,9 @@ int optd_session_apply_locked(optd_session_t *s, const optd_step_ctx_t *ctx, con
          * request may observe a state that is not yet on disk. */
         optd_step_record_t rec = {
             .name = s->name, .step = s->st.step, .dtype = s->cfg.dtype, .size = s->size,
-            .grad = in->grad, .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
+            .grad = in->grad, .rows = in->rows, .n_rows = in->n_rows,
+            .row_size = optd_session_row_size(&s->cfg),
+            .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
             .time_ms = now, .n_workers = in->n_workers, .workers = in->workers,
         };
         uint64_t lsn;
@@ -711,12 +745,24 @@ int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd
         goto out;
     if (step_out)
         *step_out = s->st.step;
-    if (params_out)
+    if (params_out && in->rows)
+        copy_rows_locked(s, in->rows, in->n_rows, params_out);
+    else if (params_out)
         memcpy(params_out, s->params, s->size * optd_dtype_size(s->cfg.dtype));
 out:
     pthread_mutex_unlock(&s->mu);
     optd_session_touch(s);
     return rc;
+}
+
+uint64_t optd_session_copy_rows(optd_session_t *s, const uint64_t *rows, size_t n_rows, void *out)
+{
+    pthread_mutex_lock(&s->mu);
+    copy_rows_locked(s, rows, n_rows, out);
+    uint64_t step = s->st.step;
+    pthread_mutex_unlock(&s->mu);
+    optd_session_touch(s);
+    return step;
 }
 
 int optd_session_set_params(optd_session_t *s, const void *params, const uint64_t *expect_step,
@@ -789,12 +835,14 @@ int optd_session_replay_step(optd_session_t *s, const optd_step_record_t *rec, u
     int rc = 1;
     if (lsn <= s->lsn || rec->step != s->st.step)
         goto out;
-    if (rec->dtype != s->cfg.dtype || rec->size != s->size) {
+    if (rec->dtype != s->cfg.dtype || rec->size != s->size ||
+        (rec->rows && rec->row_size != optd_session_row_size(&s->cfg))) {
         rc = optd_err_set(err, OPTD_EINVAL, "the record's dtype or size is not the session's");
         goto out;
     }
-    optd_step_input_t in = {.grad = rec->grad, .loss = rec->has_loss ? &rec->loss : NULL,
-                            .time_ms = rec->time_ms, .n_workers = rec->n_workers, .workers = rec->workers};
+    optd_step_input_t in = {.grad = rec->grad, .rows = rec->rows, .n_rows = rec->n_rows,
+                            .loss = rec->has_loss ? &rec->loss : NULL, .time_ms = rec->time_ms,
+                            .n_workers = rec->n_workers, .workers = rec->workers};
     if ((rc = step_check_locked(s, &in, NULL, err)))
         goto out;
     rc = apply_locked(s, NULL, &in, in.time_ms, err);

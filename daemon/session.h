@@ -49,7 +49,15 @@ typedef struct optd_session_config {
     size_t n_groups;      /* 0: no parameter groups (every parameter uses hp) */
     optd_group_t *groups; /* n_groups entries (malloc'd), each with every value in force */
     optd_aggregate_t aggregate; /* workers 0: a plain session (round.h) */
+    size_t row_size;      /* a table of size / row_size rows (API.md 1.1, Tables); 0 means 1.
+                             Set at create only: PATCH keeps it */
 } optd_session_config_t;
+
+/* The row size of cfg's sessions: 1 unless create gave one. */
+static inline size_t optd_session_row_size(const optd_session_config_t *cfg)
+{
+    return cfg->row_size > 1 ? cfg->row_size : 1;
+}
 
 typedef struct optd_history_entry {
     uint64_t step;
@@ -59,6 +67,7 @@ typedef struct optd_history_entry {
     bool has_loss;
     int64_t time_ms; /* Unix time in milliseconds */
     uint32_t contributions; /* a round's step: how many workers it reduced; 0: a plain step */
+    uint64_t rows;   /* a rows step: the rows it listed; 0: a dense step */
 } optd_history_entry_t;
 
 /* The losses the session's steps reported, kept since creation (not only
@@ -122,7 +131,10 @@ typedef struct optd_step_record {
     uint64_t step;        /* the session's step before it */
     optd_dtype_t dtype;
     size_t size;
-    const void *grad;     /* size elements of dtype */
+    const void *grad;     /* size elements of dtype; a rows step: n_rows * row_size */
+    const uint64_t *rows; /* a rows step: the rows listed (NULL: dense) */
+    size_t n_rows;
+    size_t row_size;      /* a rows step: the session's row size */
     bool has_loss;
     double loss;
     int64_t time_ms;      /* history time and updated_ms */
@@ -173,7 +185,11 @@ typedef struct optd_step_ctx {
 
 /* One step's input. */
 typedef struct optd_step_input {
-    const void *grad;              /* size elements of the session's dtype */
+    const void *grad;              /* size elements of the session's dtype, or with rows
+                                      n_rows * row_size of them, row after row */
+    const uint64_t *rows;          /* a rows step (API.md 1.1, Tables): the rows listed,
+                                      each below size / row_size; NULL: a dense step */
+    size_t n_rows;
     const uint64_t *expect_step;   /* NULL: whatever the step */
     const double *loss;            /* NULL: none */
     int64_t time_ms;               /* 0: now; replay passes the recorded time */
@@ -310,6 +326,9 @@ int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_e
 /* The same with s->mu already held by the caller (persistence, which reads
  * the version under the same hold). */
 int optd_session_copy_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
+/* Copies the values of rows[0, n_rows) (each below size / row_size, in the
+ * order listed: n_rows * row_size values) into out and returns the step. */
+uint64_t optd_session_copy_rows(optd_session_t *s, const uint64_t *rows, size_t n_rows, void *out);
 /* Copies params into out (size * dtype bytes) and returns the step. */
 uint64_t optd_session_copy_params(optd_session_t *s, void *out);
 /* History entries with step > after_step, the newest `limit` of them
@@ -324,7 +343,8 @@ int optd_session_copy_history(optd_session_t *s, uint64_t after_step, size_t lim
  * session's dtype.  If in->expect_step differs from the step, nothing is
  * applied and OPTD_ESTEP is returned with *step_out = the current step.
  * On success *step_out is the new step and, if params_out is non-NULL, the
- * updated params are copied there atomically with the update.  With
+ * updated params are copied there atomically with the update (a rows step:
+ * the values of the rows listed, in the order listed, n_rows * row_size).  With
  * ctx->dur the input is journaled before it is applied: a refusal after
  * that (non_finite) is deterministic, so replay refuses it the same way,
  * and there is nothing to undo.  Errors change nothing: OPTD_ESTEP,

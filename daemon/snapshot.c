@@ -185,7 +185,12 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
     wbuf_t w = {0};
     w_reserve(&w, 1024 + img->size * esz * (1 + nbufs) + img->n_history * 41);
     bool rounds = has_rounds(img);
-    unsigned n_sections = (img->loss.has ? 1 : 0) + (cfg->n_groups > 0 ? 1 : 0) + (rounds ? 1 : 0);
+    size_t n_rows_entries = 0;
+    for (size_t i = 0; i < img->n_history; i++)
+        n_rows_entries += img->history[i].rows > 0;
+    bool table = optd_session_row_size(cfg) > 1 || n_rows_entries > 0;
+    unsigned n_sections = (img->loss.has ? 1 : 0) + (cfg->n_groups > 0 ? 1 : 0) + (rounds ? 1 : 0) +
+                          (table ? 1 : 0);
     w_bytes(&w, OPTD_SNAP_MAGIC, 8);
     w_u32(&w, OPTD_SNAP_VERSION);
     w_u32(&w, n_sections ? OPTD_SNAP_F_SECTIONS : 0); /* flags */
@@ -261,6 +266,17 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
         w_rounds(&w, img);
         if (!w.oom)
             w_put_u32_at(w.p + at, (uint32_t)(w.len - at - 4));
+    }
+    if (table) {
+        w_u16(&w, OPTD_SNAP_SEC_TABLE);
+        w_u32(&w, (uint32_t)(8 + 4 + 12 * n_rows_entries));
+        w_u64(&w, optd_session_row_size(cfg));
+        w_u32(&w, (uint32_t)n_rows_entries);
+        for (size_t i = 0; i < img->n_history; i++)
+            if (img->history[i].rows > 0) {
+                w_u32(&w, (uint32_t)i);
+                w_u64(&w, img->history[i].rows);
+            }
     }
 
     if (w.oom) {
@@ -509,6 +525,25 @@ static const char *r_rounds(rbuf_t *r, optd_session_image_t *img, bool *oom)
     return r->bad ? "malformed rounds" : NULL;
 }
 
+/* The table section's payload (OPTD_SNAP_SEC_TABLE) into img. */
+static const char *r_table(rbuf_t *r, optd_session_image_t *img)
+{
+    uint64_t row_size = r_u(r, 8);
+    uint32_t n = (uint32_t)r_u(r, 4);
+    if (r->bad || row_size < 1 || row_size > img->size || img->size % row_size != 0 ||
+        n > img->n_history)
+        return "malformed table section";
+    img->cfg.row_size = (size_t)row_size;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (uint32_t)r_u(r, 4);
+        uint64_t rows = r_u(r, 8);
+        if (r->bad || i >= img->n_history || rows == 0)
+            return "malformed table section";
+        img->history[i].rows = rows;
+    }
+    return NULL;
+}
+
 /* The tagged sections (OPTD_SNAP_F_SECTIONS) into img: NULL, or why they
  * are refused (*oom on an allocation failure). */
 static const char *read_sections(rbuf_t *r, optd_session_image_t *img, bool *oom)
@@ -527,13 +562,17 @@ static const char *read_sections(rbuf_t *r, optd_session_image_t *img, bool *oom
             why = r_groups(r, img, oom);
         else if (tag == OPTD_SNAP_SEC_ROUNDS)
             why = r_rounds(r, img, oom);
+        else if (tag == OPTD_SNAP_SEC_TABLE)
+            why = r_table(r, img);
         else
             return "unknown section (written by a newer optd?)";
         if (why)
             return why;
         if (r->off - start != len)
-            return tag == OPTD_SNAP_SEC_LOSS ? "malformed loss summary"
-                   : tag == OPTD_SNAP_SEC_ROUNDS ? "malformed rounds" : "malformed groups";
+            return tag == OPTD_SNAP_SEC_LOSS     ? "malformed loss summary"
+                   : tag == OPTD_SNAP_SEC_ROUNDS ? "malformed rounds"
+                   : tag == OPTD_SNAP_SEC_TABLE  ? "malformed table section"
+                                                 : "malformed groups";
     }
     return r->bad ? "malformed sections" : NULL;
 }
@@ -676,6 +715,7 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
         unsigned hl = (unsigned)r_u(&r, 1);
         h->has_loss = hl == 1;
         h->time_ms = (int64_t)r_u(&r, 8);
+        h->rows = 0; /* a rows step's count comes in section tag 4 */
         if (hl > 1 || (i > 0 && h->step <= img->history[i - 1].step))
             return corrupt(img, err, "malformed history");
     }

@@ -34,6 +34,8 @@ enum {
     OPTD_SNAP_SEC_ROUNDS = 3, /* rounds: u32 workers (0: off), u8 reduce, u64 max_staleness;
                                  u32 n, then per worker str name, u64 last applied step;
                                  u32 m, then per round in the history u64 step, u32 contributions */
+    OPTD_SNAP_SEC_TABLE = 4,  /* tables (API.md 1.1): u64 row_size, u32 count, then per
+                                 history entry of a rows step u32 index, u64 rows */
 };
 
 /* Longest snapshot file name: "s-" + base32 of a 128-byte name + ".snap". */

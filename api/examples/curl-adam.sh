@@ -56,7 +56,14 @@ c -X PUT "$URL/v1/sessions/$S-fork" -H "$J" -d '{"from": "'"$S"'", "hyperparamet
 curl -fsS -H "$AUTH" "$URL/v1/sessions/$S/state" |
   curl -fsS -H "$AUTH" -X PUT "$URL/v1/sessions/$S-copy/state" -H "$J" --data-binary @-
 echo
-for name in "$S-copy" "$S-fork" "$S"; do
+# A table (API.md 1.1, Tables): 4 rows of 2; a step touches only the rows it
+# lists (row 3 twice: summed first), and rows are read back by number.
+c -X PUT "$URL/v1/sessions/$S-table" -H "$J" \
+  -d '{"optimizer": "sparse_adam", "size": 8, "row_size": 2, "hyperparameters": {"lr": 0.1}}'
+c -X POST "$URL/v1/sessions/$S-table/step" -H "$J" -d '{"rows": [3, 0, 3], "gradient": [1, 2, 3, 4, 5, 6]}'
+c "$URL/v1/sessions/$S-table/params?rows=0,3"
+c -X POST "$URL/v1/sessions/$S-table/rows" -H "$J" -d '{"rows": [1, 3]}'
+for name in "$S-table" "$S-copy" "$S-fork" "$S"; do
   curl -fsS -H "$AUTH" -X DELETE "$URL/v1/sessions/$name" -w "DELETE $name: %{http_code}\n"
 done
 echo done

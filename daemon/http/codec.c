@@ -499,6 +499,7 @@ json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d)
     bad |= json_object_set_new(o, "optimizer", json_string(optd_optim_desc(cfg->kind)->name));
     bad |= json_object_set_new(o, "dtype", json_string(optd_dtype_name(cfg->dtype)));
     bad |= json_object_set_new(o, "size", json_integer((json_int_t)d->size));
+    bad |= json_object_set_new(o, "row_size", json_integer((json_int_t)optd_session_row_size(cfg)));
     bad |= json_object_set_new(o, "step", json_integer((json_int_t)d->step));
     bad |= json_object_set_new(o, "hyperparameters", optd_codec_hparams_encode(cfg->kind, &cfg->hp));
     bad |= json_object_set_new(o, "groups", optd_codec_groups_encode(cfg));
@@ -520,6 +521,45 @@ json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d)
     return o;
 }
 
+int optd_codec_rows_decode(const json_t *v, uint64_t n_table, size_t max, uint64_t **out, size_t *n,
+                           optd_err_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    size_t len = json_array_size(v);
+    if (!json_is_array(v) || len == 0 || (max && len > max))
+        return max ? optd_err_set(err, OPTD_EINVAL, "'rows' must be an array of 1 to %zu row numbers", max)
+                   : optd_err_set(err, OPTD_EINVAL, "'rows' must be a non-empty array of row numbers");
+    uint64_t *rows = malloc(len * sizeof *rows);
+    if (!rows)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu rows", len);
+    for (size_t i = 0; i < len; i++) {
+        const json_t *x = json_array_get(v, i);
+        json_int_t r = json_is_integer(x) ? json_integer_value(x) : -1;
+        if (r < 0 || (uint64_t)r >= n_table) {
+            free(rows);
+            return optd_err_set(err, OPTD_EINVAL,
+                                "rows[%zu] must be a row number from 0 to %llu (the session has %llu rows)",
+                                i, (unsigned long long)(n_table - 1), (unsigned long long)n_table);
+        }
+        rows[i] = (uint64_t)r;
+    }
+    *out = rows;
+    *n = len;
+    return 0;
+}
+
+int optd_codec_row_size_decode(const json_t *v, size_t *out, optd_err_t *err)
+{
+    uint64_t u;
+    int rc = optd_codec_u64_decode(v, "row_size", &u, err);
+    if (!rc && (u < 1 || u > (uint64_t)1 << 40))
+        rc = optd_err_set(err, OPTD_EINVAL, "'row_size' must be an integer >= 1");
+    if (!rc)
+        *out = (size_t)u;
+    return rc;
+}
+
 void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, size_t n)
 {
     optd_sbuf_puts(b, "{\"history\":[");
@@ -536,6 +576,8 @@ void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, si
         }
         if (h[i].contributions)
             optd_sbuf_printf(b, ",\"contributions\":%u", (unsigned)h[i].contributions);
+        if (h[i].rows)
+            optd_sbuf_printf(b, ",\"rows\":%llu", (unsigned long long)h[i].rows);
         optd_sbuf_printf(b, ",\"time\":\"%s\"}", t);
     }
     optd_sbuf_puts(b, "]}");

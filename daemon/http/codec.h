@@ -38,6 +38,13 @@ int optd_codec_max_grad_norm_decode(const json_t *v, double *out, optd_err_t *er
 int optd_codec_ttl_decode(const json_t *v, int64_t *out, optd_err_t *err);
 /* An integer >= 0 (a JSON integer, or a real with an integral value). */
 int optd_codec_u64_decode(const json_t *v, const char *field, uint64_t *out, optd_err_t *err);
+/* "row_size": an integer >= 1 (API.md 1.1, Tables). */
+int optd_codec_row_size_decode(const json_t *v, size_t *out, optd_err_t *err);
+/* "rows" (API.md 1.1, Tables): an array of 1 to max (0: any number) row
+ * numbers, each an integer below n_table; *out malloc'd (caller frees), *n
+ * of them.  OPTD_EINVAL naming the first bad entry, or OPTD_ENOMEM. */
+int optd_codec_rows_decode(const json_t *v, uint64_t n_table, size_t max, uint64_t **out, size_t *n,
+                           optd_err_t *err);
 /* A finite number. */
 int optd_codec_number_decode(const json_t *v, const char *field, double *out, optd_err_t *err);
 /* "2026-11-28T12:00:00Z" (fractional seconds and +00:00 also taken). */

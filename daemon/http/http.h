@@ -43,6 +43,7 @@ typedef enum optd_route {
     OPTD_R_STEP,           /* .../step */
     OPTD_R_HISTORY,        /* .../history */
     OPTD_R_STATE,          /* .../state */
+    OPTD_R_ROWS,           /* .../rows: read a table's rows (API.md 1.1, Tables) */
     OPTD_R_STEPS,          /* /v1/steps: a batch of steps over many sessions */
     OPTD_R_ROOT,           /* / (redirects to the page) */
     OPTD_R_UI              /* /ui and /ui/... (the page, route_ui.c) */
@@ -186,6 +187,12 @@ void optd_http_error_status(optd_req_t *req, unsigned status, const char *code, 
 /* Parses the body as a JSON object: the object (caller decrefs), or NULL
  * after answering 400 invalid_json. */
 json_t *optd_req_json_object(optd_req_t *req);
+/* The answer of a rows step or a read of rows (route_step.c): JSON
+ * {"step", "rows", "params"} (without rows and params when return_none),
+ * or in binary the n_rows * row_size values alone, with Optd-Step and
+ * Optd-Dtype.  Takes vals (malloc'd). */
+void optd_http_reply_rows(optd_req_t *req, bool binary, uint64_t step, const uint64_t *rows, size_t n_rows,
+                          optd_dtype_t dtype, size_t row_size, void *vals, bool return_none);
 /* The same for another buffer standing in for the body. */
 json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len);
 /* A query argument, or NULL. */
@@ -226,6 +233,7 @@ void optd_route_session_get(optd_req_t *req);
 void optd_route_session_patch(optd_req_t *req);
 void optd_route_session_delete(optd_req_t *req);
 void optd_route_params_get(optd_req_t *req);
+void optd_route_rows_post(optd_req_t *req);
 void optd_route_params_put(optd_req_t *req);
 void optd_route_step(optd_req_t *req);
 /* route_round.c: a step with a worker, on an aggregating session: its

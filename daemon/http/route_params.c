@@ -56,6 +56,101 @@ static bool long_poll(optd_req_t *req)
     return false;
 }
 
+/* ---- reading rows (API.md 1.1, Tables) ---------------------------------------- */
+
+/* The most rows a GET ...?rows= lists (a URL's length is bounded; POST
+ * .../rows takes any number). */
+#define ROWS_QUERY_MAX 1000
+
+/* "3,17,42" into rows (malloc'd): 0, or OPTD_EINVAL naming the bad entry. */
+static int rows_query_parse(const char *q, uint64_t n_table, uint64_t **rows, size_t *n, optd_err_t *err)
+{
+    *rows = NULL;
+    *n = 0;
+    size_t cap = 1;
+    for (const char *c = q; *c; c++)
+        cap += *c == ',';
+    if (cap > ROWS_QUERY_MAX)
+        return optd_err_set(err, OPTD_EINVAL, "query 'rows' lists at most %d rows (POST .../rows takes any number)",
+                            ROWS_QUERY_MAX);
+    if (!(*rows = malloc(cap * sizeof **rows)))
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu rows", cap);
+    const char *p = q;
+    for (size_t i = 0; i < cap; i++) {
+        uint64_t r = 0;
+        const char *start = p;
+        while (*p >= '0' && *p <= '9' && r <= UINT64_MAX / 10)
+            r = r * 10 + (uint64_t)(*p++ - '0');
+        if (p == start || (*p != ',' && *p != '\0') || p - start > 19 || r >= n_table) {
+            free(*rows);
+            *rows = NULL;
+            return optd_err_set(err, OPTD_EINVAL,
+                                "query 'rows': entry %zu must be a row number from 0 to %llu (the session has %llu rows)",
+                                i, (unsigned long long)(n_table - 1), (unsigned long long)n_table);
+        }
+        (*rows)[i] = r;
+        p += *p == ',';
+    }
+    *n = cap;
+    return 0;
+}
+
+/* Answers the values of rows[0, n) of s (takes rows; releases s).  The
+ * copy and its text come out of --max-memory while the answer is held, as
+ * for the whole params: POST .../rows takes any number of rows. */
+static void reply_rows(optd_req_t *req, optd_session_t *s, uint64_t *rows, size_t n)
+{
+    size_t R = optd_session_row_size(&s->cfg);
+    optd_dtype_t dtype = s->cfg.dtype;
+    size_t bytes = n * R * optd_dtype_size(dtype);
+    size_t text = wants_binary(req) ? 0 : n * R * (OPTD_DTOA_MAX + 1) + n * 21 + 64;
+    optd_err_t err = {0};
+    void *vals = NULL;
+    int rc = optd_store_borrow(req->srv->store, bytes + text, &err);
+    if (rc == 0) {
+        req->charge = bytes + text;
+        if (!(vals = malloc(bytes + 1)))
+            optd_http_charge_drop(req);
+    }
+    if (rc) {
+        optd_http_error(req, OPTD_ELIMIT, "reading %zu rows: %s", n, err.msg);
+    } else if (!vals) {
+        optd_http_error(req, OPTD_ENOMEM, "out of memory copying %zu rows", n);
+    } else {
+        uint64_t step = optd_session_copy_rows(s, rows, n, vals);
+        optd_http_reply_rows(req, wants_binary(req), step, rows, n, dtype, R, vals, false);
+    }
+    free(rows);
+    optd_session_release(s);
+}
+
+static const char *const rows_fields[] = {"rows", NULL};
+
+void optd_route_rows_post(optd_req_t *req)
+{
+    optd_session_t *s = optd_req_session(req);
+    if (!s)
+        return;
+    json_t *body = optd_req_json_object(req);
+    if (!body || !optd_req_known_fields(req, body, rows_fields, "a rows request")) {
+        json_decref(body);
+        optd_session_release(s);
+        return;
+    }
+    optd_err_t err = {0};
+    uint64_t *rows;
+    size_t n;
+    int rc = optd_codec_rows_decode(json_object_get(body, "rows"), s->size / optd_session_row_size(&s->cfg), 0,
+                                    &rows, &n, &err);
+    json_decref(body);
+    if (rc) {
+        optd_http_error_from(req, &err);
+        optd_session_release(s);
+        return;
+    }
+    reply_rows(req, s, rows, n);
+}
+
 void optd_route_params_get(optd_req_t *req)
 {
     if (long_poll(req))
@@ -63,6 +158,19 @@ void optd_route_params_get(optd_req_t *req)
     optd_session_t *s = optd_req_session(req);
     if (!s)
         return;
+    const char *q = optd_req_query(req, "rows");
+    if (q) {
+        optd_err_t err = {0};
+        uint64_t *rows;
+        size_t nr;
+        if (rows_query_parse(q, s->size / optd_session_row_size(&s->cfg), &rows, &nr, &err)) {
+            optd_http_error_from(req, &err);
+            optd_session_release(s);
+            return;
+        }
+        reply_rows(req, s, rows, nr);
+        return;
+    }
     /* size and dtype are fixed for a session's life (import makes a new
      * session), so they are read without its lock. */
     size_t n = s->size;

@@ -94,7 +94,7 @@ static int charge_or_drop(optd_req_t *req, optd_session_t **s, size_t reserved, 
 
 static const char *const create_fields[] = {"name", "optimizer", "hyperparameters", "dtype", "params",
                                             "size", "from", "schedule", "max_grad_norm", "labels",
-                                            "ttl_seconds", "groups", "aggregate", NULL};
+                                            "ttl_seconds", "groups", "aggregate", "row_size", NULL};
 
 /* A new session from "from": the source's image copied under its lock,
  * with the request's overrides.  0 and *out, or an error in err. */
@@ -127,6 +127,16 @@ static int fork_session(optd_req_t *req, const json_t *body, const char *name, o
         if (!json_is_string(v) || strcmp(json_string_value(v), want) != 0) {
             rc = optd_err_set(err, OPTD_EINVAL, "'optimizer' must equal the source session's (%s) or be omitted",
                               want);
+            goto out;
+        }
+    }
+    if ((v = json_object_get(body, "row_size"))) {
+        size_t r = 0;
+        if ((rc = optd_codec_row_size_decode(v, &r, err)))
+            goto out;
+        if (r != optd_session_row_size(&img.cfg)) {
+            rc = optd_err_set(err, OPTD_EINVAL, "'row_size' must equal the source session's (%zu) or be omitted",
+                              optd_session_row_size(&img.cfg));
             goto out;
         }
     }
@@ -188,6 +198,10 @@ static int new_session(optd_req_t *req, const json_t *body, const char *name, vo
         return optd_err_set(err, OPTD_EINVAL, "'dtype' must be \"float64\" or \"float32\"");
     optd_hparams_default(cfg.kind, &cfg.hp);
     rc = optd_http_apply_config_fields(body, &cfg, err);
+    if (!rc && (v = json_object_get(body, "row_size")))
+        rc = optd_codec_row_size_decode(v, &cfg.row_size, err);
+    if (!rc && cfg.row_size > 1 && cfg.n_groups > 0)
+        rc = optd_err_set(err, OPTD_EINVAL, "'groups': a session with row_size > 1 takes no groups");
     if (rc)
         goto out;
     if (*fast_params) {

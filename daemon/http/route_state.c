@@ -84,7 +84,7 @@ void optd_route_state_get(optd_req_t *req)
 static const char *const state_fields[] = {"name", "optimizer", "dtype", "size", "step",
                                            "hyperparameters", "schedule", "max_grad_norm", "labels",
                                            "ttl_seconds", "created_at", "updated_at", "loss", "params", "state",
-                                           "groups", "aggregate", "round", NULL};
+                                           "groups", "aggregate", "round", "row_size", NULL};
 
 /* Lists the buffers kind keeps ("exp_avg, exp_avg_sq") for messages. */
 static void buf_names(const optd_optim_desc_t *d, char *out, size_t cap)
@@ -220,6 +220,8 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
         return optd_err_set(err, OPTD_EINVAL, "'dtype' must be \"float64\" or \"float32\"");
     optd_hparams_default(img->cfg.kind, &img->cfg.hp);
     if ((rc = optd_http_apply_config_fields(body, &img->cfg, err)))
+        return rc;
+    if ((v = json_object_get(body, "row_size")) && (rc = optd_codec_row_size_decode(v, &img->cfg.row_size, err)))
         return rc;
 
     if (!(v = json_object_get(body, "params")))

@@ -134,6 +134,233 @@ static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad
     return rc;
 }
 
+/* ---- rows steps (API.md 1.1, Tables) ---------------------------------------- */
+
+/* What a rows step asks: the rows (malloc'd) and their values (malloc'd
+ * for JSON; in the body for binary, where rows is the body's rows copied
+ * out of its little-endian bytes). */
+typedef struct rows_in {
+    uint64_t *rows;
+    size_t n_rows;
+    void *vals_owned;
+} rows_in_t;
+
+static const char *const rows_step_fields[] = {"rows", "gradient", "step", "loss", NULL};
+
+/* numarray's fast path for the gradient, as a plain step has it: the
+ * values parsed straight into ri->vals_owned, and the body without them
+ * for Jansson.  NULL (nothing kept) when anything in the body is unusual:
+ * Jansson then reads it whole and words any error. */
+static json_t *rows_json_fast(optd_req_t *req, const optd_session_t *s, rows_in_t *ri)
+{
+    const char *arr;
+    size_t arr_len, rest_len;
+    char *rest;
+    if (optd_numarray_locate_member(req->body, req->body_len, "gradient", &arr, &arr_len, &rest, &rest_len) != 1)
+        return NULL;
+    json_t *doc = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
+    free(rest);
+    size_t R = optd_session_row_size(&s->cfg);
+    optd_err_t ignored;
+    if (json_is_object(doc) && json_is_null(json_object_get(doc, "gradient")) &&
+        optd_codec_rows_decode(json_object_get(doc, "rows"), s->size / R, 0, &ri->rows, &ri->n_rows,
+                               &ignored) == 0 &&
+        (ri->vals_owned = malloc(ri->n_rows * R * optd_dtype_size(s->cfg.dtype))) &&
+        optd_numarray_parse_into(arr, arr_len, s->cfg.dtype, ri->vals_owned, ri->n_rows * R,
+                                 req->srv->pool) == 1)
+        return doc;
+    free(ri->rows);
+    free(ri->vals_owned);
+    memset(ri, 0, sizeof *ri);
+    json_decref(doc);
+    return NULL;
+}
+
+/* The JSON form (a rows step is small: its rows, not the table).  0, an
+ * error in err, or 1 when it already answered. */
+static int rows_json(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, optd_step_input_t *in,
+                     uint64_t *expect, double *loss, optd_err_t *err)
+{
+    json_t *body = rows_json_fast(req, s, ri);
+    bool fast = body != NULL;
+    if (!body && !(body = optd_req_json_object(req)))
+        return 1;
+    if (!optd_req_known_fields(req, body, rows_step_fields, "a rows step")) {
+        json_decref(body);
+        return 1;
+    }
+    size_t R = optd_session_row_size(&s->cfg);
+    int rc = fast ? 0
+                  : optd_codec_rows_decode(json_object_get(body, "rows"), s->size / R, 0, &ri->rows,
+                                           &ri->n_rows, err);
+    const json_t *v = json_object_get(body, "gradient");
+    if (!rc && !v)
+        rc = optd_err_set(err, OPTD_EINVAL, "'gradient' is required (len(rows) x row_size = %zu numbers)",
+                          ri->n_rows * R);
+    if (!rc && !fast && !(ri->vals_owned = malloc(ri->n_rows * R * optd_dtype_size(s->cfg.dtype))))
+        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu rows", ri->n_rows);
+    if (!rc && !fast)
+        rc = optd_numarray_decode_into(v, s->cfg.dtype, "gradient", ri->vals_owned, ri->n_rows * R, err);
+    if (!rc && (v = json_object_get(body, "step")) && !(rc = optd_codec_u64_decode(v, "step", expect, err)))
+        in->expect_step = expect;
+    if (!rc && (v = json_object_get(body, "loss")) && !(rc = optd_codec_number_decode(v, "loss", loss, err)))
+        in->loss = loss;
+    json_decref(body);
+    in->grad = ri->vals_owned;
+    /* As a plain JSON step: Optd-Expect-Step instead of "step", or agreeing. */
+    const char *h = optd_req_header(req, "Optd-Expect-Step");
+    uint64_t hv;
+    if (!rc && h && !(rc = optd_binary_header_u64(h, "Optd-Expect-Step", &hv, err))) {
+        if (in->expect_step && hv != *expect)
+            rc = optd_err_set(err, OPTD_EINVAL, "header Optd-Expect-Step (%llu) and field 'step' (%llu) disagree",
+                              (unsigned long long)hv, (unsigned long long)*expect);
+        *expect = hv;
+        in->expect_step = expect;
+    }
+    return rc;
+}
+
+/* The binary form: Optd-Rows: n, then n little-endian u64 rows and n x
+ * row_size values of the session's dtype. */
+static int rows_binary(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, optd_step_input_t *in,
+                       uint64_t *expect, double *loss, optd_err_t *err)
+{
+    uint64_t n;
+    optd_dtype_t dtype = s->cfg.dtype;
+    size_t R = optd_session_row_size(&s->cfg), es = optd_dtype_size(dtype);
+    int rc = optd_binary_header_u64(optd_req_header(req, "Optd-Rows"), "Optd-Rows", &n, err);
+    if (rc)
+        return rc;
+    if (n == 0 || n > req->body_len / 8 / (1 + R * es / 8) || (req->body_len - n * 8) != n * R * es)
+        return optd_err_set(err, OPTD_ESIZE,
+                            "the body holds %zu bytes; Optd-Rows %llu needs 8 bytes per row number, "
+                            "then %zu %s values per row",
+                            req->body_len, (unsigned long long)n, R, optd_dtype_name(dtype));
+    if ((rc = optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, err)))
+        return rc;
+    if (!(ri->rows = malloc(n * sizeof *ri->rows)))
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %llu rows", (unsigned long long)n);
+    ri->n_rows = (size_t)n;
+    const uint8_t *b = (const uint8_t *)req->body;
+    uint64_t n_table = s->size / R;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = 0;
+        for (int k = 7; k >= 0; k--)
+            r = r << 8 | b[8 * i + (size_t)k];
+        if (r >= n_table)
+            return optd_err_set(err, OPTD_EINVAL, "row %zu of the body is %llu; the session has %llu rows", i,
+                                (unsigned long long)r, (unsigned long long)n_table);
+        ri->rows[i] = r;
+    }
+    /* The body is malloc'd, so the values after n * 8 bytes are aligned. */
+    in->grad = req->body + n * 8;
+    if ((rc = optd_binary_gradient_check(in->grad, n * R * es, dtype, n * R, err)))
+        return rc;
+    const char *h;
+    if ((h = optd_req_header(req, "Optd-Expect-Step"))) {
+        if ((rc = optd_binary_header_u64(h, "Optd-Expect-Step", expect, err)))
+            return rc;
+        in->expect_step = expect;
+    }
+    if ((h = optd_req_header(req, "Optd-Loss"))) {
+        if ((rc = optd_binary_header_double(h, "Optd-Loss", loss, err)))
+            return rc;
+        in->loss = loss;
+    }
+    return 0;
+}
+
+/* The answer to a rows step or a read of rows: JSON {"step", "rows",
+ * "params"} (params: the listed rows' values), or the values alone in
+ * binary, with Optd-Step (and Optd-Dtype).  Takes vals. */
+void optd_http_reply_rows(optd_req_t *req, bool binary, uint64_t step, const uint64_t *rows, size_t n_rows,
+                          optd_dtype_t dtype, size_t row_size, void *vals, bool return_none)
+{
+    char stepstr[24];
+    *optd_fmt_uint(stepstr, step, 1) = '\0';
+    size_t n = n_rows * row_size;
+    if (binary) {
+        optd_http_reply_buf(req, 200, "application/octet-stream", return_none ? NULL : vals,
+                            return_none ? 0 : n * optd_dtype_size(dtype));
+        if (return_none)
+            free(vals);
+        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
+    } else {
+        optd_sbuf_t b;
+        optd_sbuf_init(&b);
+        optd_sbuf_reserve(&b, 64 + (return_none ? 0 : n_rows * 21 + n * (OPTD_DTOA_MAX + 1)));
+        optd_sbuf_puts(&b, "{\"step\":");
+        optd_sbuf_puts(&b, stepstr);
+        if (!return_none) {
+            optd_sbuf_puts(&b, ",\"rows\":[");
+            for (size_t i = 0; i < n_rows; i++) {
+                char num[24];
+                *optd_fmt_uint(num, rows[i], 1) = '\0';
+                if (i)
+                    optd_sbuf_puts(&b, ",");
+                optd_sbuf_puts(&b, num);
+            }
+            optd_sbuf_puts(&b, "],\"params\":");
+            optd_numarray_encode(&b, dtype, vals, n, req->srv->pool);
+        }
+        optd_sbuf_puts(&b, "}");
+        free(vals);
+        optd_http_reply_sbuf(req, 200, &b);
+    }
+    optd_http_header(req, "Optd-Step", stepstr);
+}
+
+/* A rows step on s (the caller's reference, released here). */
+static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none)
+{
+    optd_server_t *srv = req->srv;
+    bool binary = req->body_kind == OPTD_BODY_BINARY;
+    optd_dtype_t dtype = s->cfg.dtype;
+    size_t R = optd_session_row_size(&s->cfg);
+    optd_err_t err = {0};
+    rows_in_t ri = {0};
+    optd_step_input_t in = {0};
+    uint64_t expect = 0, step = 0;
+    double loss = 0;
+    void *vals = NULL;
+    int rc = binary ? rows_binary(req, s, &ri, &in, &expect, &loss, &err)
+                    : rows_json(req, s, &ri, &in, &expect, &loss, &err);
+    if (rc == 1)
+        goto out;
+    in.rows = ri.rows;
+    in.n_rows = ri.n_rows;
+    if (!rc && !(vals = malloc(ri.n_rows * R * optd_dtype_size(dtype))))
+        rc = optd_err_set(&err, OPTD_ENOMEM, "out of memory for %zu rows", ri.n_rows);
+    if (!rc)
+        rc = optd_store_step(srv->store, &s, &in, &step, vals, &err);
+    if (rc == OPTD_ESTEP)
+        optd_http_error_step(req, step, &err);
+    else if (rc)
+        optd_http_store_error(req, rc, &err);
+    if (rc) {
+        atomic_fetch_add_explicit(&srv->metrics.step_errors, 1, memory_order_relaxed);
+        goto out;
+    }
+    optd_metrics_step(&srv->metrics, s->cfg.kind);
+    optd_http_reply_rows(req, binary, step, ri.rows, ri.n_rows, dtype, R, vals, return_none);
+    vals = NULL;
+out:
+    free(vals);
+    free(ri.rows);
+    free(ri.vals_owned);
+    optd_session_release(s);
+}
+
+/* Whether a step request is a rows step: binary with Optd-Rows, or JSON
+ * naming "rows" (a plain step never does: its only key that could is
+ * refused as unknown, by the Jansson path too). */
+static bool is_rows_step(optd_req_t *req)
+{
+    if (req->body_kind == OPTD_BODY_BINARY)
+        return optd_req_header(req, "Optd-Rows") != NULL;
+    return req->body && memmem(req->body, req->body_len, "\"rows\"", 6) != NULL;
+}
+
 void optd_route_step(optd_req_t *req)
 {
     if (req->wait) { /* a contribution's request, resumed */
@@ -149,6 +376,10 @@ void optd_route_step(optd_req_t *req)
     optd_session_t *s = optd_req_session(req);
     if (!s)
         return;
+    if (is_rows_step(req)) {
+        route_rows_step(req, s, return_none);
+        return;
+    }
     optd_server_t *srv = req->srv;
     /* Fixed for the session's life (see route_params.c). */
     size_t n = s->size;

@@ -21,6 +21,8 @@
 typedef struct scratch {
     void *grad, *params;
     size_t cap; /* bytes each */
+    uint64_t *rows; /* a rows item (API.md 1.1, Tables): its rows, whose values params holds */
+    size_t n_rows;  /* 0: params holds the whole vector */
 } scratch_t;
 
 static bool scratch_fit(scratch_t *sc, size_t bytes)
@@ -43,6 +45,7 @@ static bool scratch_fit(scratch_t *sc, size_t bytes)
 typedef struct item {
     const char *session;
     const json_t *gradient;
+    const json_t *rows; /* a rows step, or NULL */
     bool has_expect, has_loss;
     uint64_t expect;
     double loss;
@@ -69,9 +72,7 @@ static int item_read(const json_t *v, size_t i, item_t *it, optd_err_t *err)
     if (!json_is_string(s) || !optd_session_name_valid(json_string_value(s)))
         return optd_err_set(err, OPTD_EINVAL, "steps[%zu].session must be a session name", i);
     it->session = json_string_value(s);
-    if (json_object_get(v, "rows"))
-        return optd_err_set(err, OPTD_EINVAL, "steps[%zu]: session '%s' is not a table (it has no "
-                            "row_size), so a step takes no 'rows'", i, it->session);
+    it->rows = json_object_get(v, "rows");
     if (json_object_get(v, "worker"))
         return optd_err_set(err, OPTD_EINVAL, "steps[%zu]: 'worker' is for sessions that aggregate "
                             "rounds, and a batch item cannot wait for a round", i);
@@ -104,11 +105,26 @@ static int item_apply(optd_req_t *req, const item_t *it, scratch_t *sc, optd_ses
     size_t bytes = s->size * optd_dtype_size(s->cfg.dtype); /* fixed for the session's life */
     if (!scratch_fit(sc, bytes))
         return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu parameters", s->size);
-    int rc = optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", sc->grad, s->size, err);
+    size_t n = s->size;
+    free(sc->rows);
+    sc->rows = NULL;
+    sc->n_rows = 0;
+    if (it->rows) {
+        /* As a JSON rows step takes it (route_step.c). */
+        size_t R = optd_session_row_size(&s->cfg);
+        int rc = optd_codec_rows_decode(it->rows, s->size / R, 0, &sc->rows, &sc->n_rows, err);
+        if (rc)
+            return rc;
+        n = sc->n_rows * R;
+        if (!scratch_fit(sc, n * optd_dtype_size(s->cfg.dtype)))
+            return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu rows", sc->n_rows);
+    }
+    int rc = optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", sc->grad, n, err);
     if (rc)
         return rc;
     optd_step_input_t in = {.grad = sc->grad, .expect_step = it->has_expect ? &it->expect : NULL,
-                            .loss = it->has_loss ? &it->loss : NULL};
+                            .loss = it->has_loss ? &it->loss : NULL, .rows = sc->rows,
+                            .n_rows = sc->n_rows};
     rc = optd_store_step(req->srv->store, sp, &in, step_out, sc->params, err);
     if (!rc)
         optd_metrics_step(&req->srv->metrics, (*sp)->cfg.kind);
@@ -117,7 +133,7 @@ static int item_apply(optd_req_t *req, const item_t *it, scratch_t *sc, optd_ses
 
 /* One result object appended to b. */
 static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_t *err,
-                       optd_session_t *s, uint64_t step, const void *params, bool return_none,
+                       optd_session_t *s, uint64_t step, const scratch_t *sc, bool return_none,
                        struct optd_pool *pool)
 {
     optd_sbuf_puts(b, "{\"session\":");
@@ -135,8 +151,15 @@ static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_
         optd_sbuf_puts(b, ",\"step\":");
         optd_sbuf_puts(b, num);
         if (!return_none) {
+            if (sc->n_rows) {
+                optd_sbuf_puts(b, ",\"rows\":[");
+                for (size_t i = 0; i < sc->n_rows; i++)
+                    optd_sbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)sc->rows[i]);
+                optd_sbuf_puts(b, "]");
+            }
             optd_sbuf_puts(b, ",\"params\":");
-            optd_numarray_encode(b, s->cfg.dtype, params, s->size, pool);
+            optd_numarray_encode(b, s->cfg.dtype, sc->params,
+                                 sc->n_rows ? sc->n_rows * optd_session_row_size(&s->cfg) : s->size, pool);
         }
     }
     optd_sbuf_puts(b, "}");
@@ -374,7 +397,7 @@ static void run_json_item(batch_t *bt, const json_t *v, size_t i)
         optd_sbuf_puts(&bt->out, ",");
     const json_t *name = json_is_object(v) ? json_object_get(v, "session") : NULL;
     put_result(&bt->out, json_is_string(name) ? json_string_value(name) : NULL, rc, &err, s, step,
-               bt->sc.params, bt->return_none, bt->req->srv->pool);
+               &bt->sc, bt->return_none, bt->req->srv->pool);
     if (s)
         optd_session_release(s);
 }
@@ -384,6 +407,7 @@ static void run_json_item(batch_t *bt, const json_t *v, size_t i)
 static void run_fast_item(batch_t *bt, const fast_scan_t *fs, size_t i)
 {
     const fast_item_t *fi = &fs->items[i];
+    bt->sc.n_rows = 0; /* the scanner reads no rows: params holds the whole vector */
     optd_err_t err = {0};
     uint64_t step = 0;
     int rc = 0;
@@ -409,7 +433,7 @@ static void run_fast_item(batch_t *bt, const fast_scan_t *fs, size_t i)
         atomic_fetch_add_explicit(&bt->req->srv->metrics.step_errors, 1, memory_order_relaxed);
     if (bt->n_done++)
         optd_sbuf_puts(&bt->out, ",");
-    put_result(&bt->out, fi->session, rc, &err, s, step, bt->sc.params, bt->return_none,
+    put_result(&bt->out, fi->session, rc, &err, s, step, &bt->sc, bt->return_none,
                bt->req->srv->pool);
     if (s)
         optd_session_release(s);
@@ -468,6 +492,7 @@ void optd_route_steps(optd_req_t *req)
     fast_scan_free(&fs);
     free(bt.sc.grad);
     free(bt.sc.params);
+    free(bt.sc.rows);
     if (answered) {
         optd_sbuf_free(&bt.out);
         return;

@@ -84,6 +84,7 @@ static const optd_route_def_t routes[] = {
     {OPTD_R_STEP, "/step", .under_session = true, .binary = true, .post = optd_route_step},
     {OPTD_R_HISTORY, "/history", .under_session = true, .get = optd_route_history_get},
     {OPTD_R_STATE, "/state", .under_session = true, .get = optd_route_state_get, .put = optd_route_state_put},
+    {OPTD_R_ROWS, "/rows", .under_session = true, .post = optd_route_rows_post},
 };
 
 static const char session_prefix[] = "/v1/sessions/";

@@ -29,6 +29,7 @@ enum { RADAM_WD, RADAM_B1, RADAM_OMB1, RADAM_B2, RADAM_OMB2, RADAM_BC1, RADAM_LR
        RADAM_SBC2, RADAM_EPS };
 enum { ADADELTA_WD, ADADELTA_RHO, ADADELTA_OMR, ADADELTA_EPS, ADADELTA_NLR };
 enum { LION_DECAY, LION_B1, LION_OMB1, LION_B2, LION_OMB2, LION_LR };
+enum { SPADAM_OMB1, SPADAM_OMB2, SPADAM_EPS, SPADAM_NSS };
 
 /* One update of plan's optimizer on n elements: p, g and the state buffers
  * buf[] (indexed by optd_buf_t, already offset to the range's start; NULL

@@ -146,13 +146,36 @@ BODY KN(adagrad_body)(size_t n, T *restrict p, const T *restrict g, T *restrict 
         seen[OPTD_BUF_SUM] = ms;
 }
 
+/* The rows rule (PyTorch's sparse path, weight_decay 0): p + (-clr)*(g/std),
+ * where the dense one is p + ((-clr)*g)/std (addcdiv). */
+BODY KN(adagrad_rows_body)(size_t n, T *restrict p, const T *restrict g, T *restrict sum, T gs,
+                           T eps, T nclr, MAGT *restrict seen, const bool track)
+{
+    MAGT mp = 0, ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        T d = g[i] * gs;
+        T s = sum[i] + d * d;
+        sum[i] = s;
+        T np = p[i] + nclr * (d / (SQRT(s) + eps));
+        p[i] = np;
+        KEEP_MAX(ms, s);
+        KEEP_MAX(mp, np);
+    }
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_SUM] = ms;
+}
+
 BODY KN(adagrad_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
                         size_t n, MAGT *seen, const bool track)
 {
     T gs = (T)pl->gscale, wd = (T)pl->c[ADAGRAD_WD], eps = (T)pl->c[ADAGRAD_EPS];
     T nclr = (T)pl->c[ADAGRAD_NCLR];
     T *sum = bufs[OPTD_BUF_SUM];
-    if (pl->c[ADAGRAD_WD] != 0.0)
+    if (pl->rows)
+        KN(adagrad_rows_body)(n, p, g, sum, gs, eps, nclr, seen, track);
+    else if (pl->c[ADAGRAD_WD] != 0.0)
         KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, true, track);
     else
         KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, false, track);
@@ -525,6 +548,52 @@ BODY KN(lion_pick)(const optd_step_plan_t *pl, void *const bufs[], T *restrict p
 
 KERNEL_ENTRY(lion)
 
+/* ---- sparse_adam ---------------------------------------------------------- */
+
+/* torch.optim.SparseAdam on the rows given (a dense step: every element):
+ * the moments move by their update values dm and dv, and numer and denom
+ * are rebuilt from those and the old moments, in PyTorch's order. */
+BODY KN(sparse_adam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
+                          T *restrict v, T gs, T omb1, T omb2, T eps, T nss, MAGT *restrict seen,
+                          const bool track)
+{
+    MAGT mp = 0, mm = 0, mv = 0;
+    for (size_t i = 0; i < n; i++) {
+        T d = g[i] * gs;
+        T m0 = m[i], v0 = v[i];
+        T dm = (d - m0) * omb1;
+        T m1 = m0 + dm;
+        m[i] = m1;
+        T dv = (d * d - v0) * omb2;
+        T v1 = v0 + dv;
+        v[i] = v1;
+        T numer = dm + m0;
+        T denom = SQRT(dv + v0) + eps;
+        T np = p[i] + nss * (numer / denom);
+        p[i] = np;
+        KEEP_MAX(mm, m1);
+        KEEP_MAX(mv, v1);
+        KEEP_MAX(mp, np);
+    }
+    if (track)
+        seen[SEEN_P] = mp;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG] = mm;
+    if (track)
+        seen[OPTD_BUF_EXP_AVG_SQ] = mv;
+}
+
+BODY KN(sparse_adam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
+                          size_t n, MAGT *seen, const bool track)
+{
+    T gs = (T)pl->gscale, omb1 = (T)pl->c[SPADAM_OMB1], omb2 = (T)pl->c[SPADAM_OMB2];
+    T eps = (T)pl->c[SPADAM_EPS], nss = (T)pl->c[SPADAM_NSS];
+    KN(sparse_adam_body)(n, p, g, bufs[OPTD_BUF_EXP_AVG], bufs[OPTD_BUF_EXP_AVG_SQ], gs, omb1, omb2,
+                         eps, nss, seen, track);
+}
+
+KERNEL_ENTRY(sparse_adam)
+
 /* ---- entry points ---------------------------------------------------------- */
 
 void KN(optd_kernel_apply)(const optd_step_plan_t *plan, void *const buf[OPTD_BUF_COUNT], T *p,
@@ -544,6 +613,7 @@ void KN(optd_kernel_apply)(const optd_step_plan_t *plan, void *const buf[OPTD_BU
     case OPTD_RADAM: KN(radam)(plan, buf, p, g, n, seen); break;
     case OPTD_ADADELTA: KN(adadelta)(plan, buf, p, g, n, seen); break;
     case OPTD_LION: KN(lion)(plan, buf, p, g, n, seen); break;
+    case OPTD_SPARSE_ADAM: KN(sparse_adam)(plan, buf, p, g, n, seen); break;
     case OPTD_OPTIM_COUNT: break;
     }
     for (int k = 0; seen && k <= OPTD_BUF_COUNT; k++) {

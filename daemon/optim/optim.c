@@ -92,45 +92,45 @@ static const optd_hparam_desc_t hp_adadelta[] = {
     HP_REAL("lr", lr, 1.0), HP_REAL("rho", rho, 0.9), HP_REAL("eps", eps, 1e-6),
     HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
 };
+/* torch.optim.SparseAdam's keywords (it has no weight_decay or amsgrad). */
+static const optd_hparam_desc_t hp_sparse_adam[] = {
+    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
+    HP_BOOL("maximize", maximize, 0),
+};
 static const optd_hparam_desc_t hp_lion[] = {
     HP_REAL("lr", lr, 1e-4), HP_BETAS(0.9, 0.99), HP_REAL("weight_decay", weight_decay, 0),
     HP_BOOL("maximize", maximize, 0),
 };
 
 #define BIT(b) (1u << (b))
-#define DESC(nm, k, list, bufs, mu) {nm, k, sizeof list / sizeof list[0], list, bufs, mu}
+/* One entry per optimizer: name, kind, hyperparameters, the buffers it may
+ * keep, those every step uses, nadam's scalar, a sparse rule for rows. */
+#define DESC(nm, k, list, bufs, req, mu, rows) {nm, k, sizeof list / sizeof list[0], list, bufs, req, mu, rows}
+#define ADAM_BUFS (BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ))
 
 static const optd_optim_desc_t descs[OPTD_OPTIM_COUNT] = {
-    DESC("sgd", OPTD_SGD, hp_sgd, BIT(OPTD_BUF_MOMENTUM_BUFFER), false),
-    DESC("adagrad", OPTD_ADAGRAD, hp_adagrad, BIT(OPTD_BUF_SUM), false),
+    DESC("sgd", OPTD_SGD, hp_sgd, BIT(OPTD_BUF_MOMENTUM_BUFFER), 0, false, true),
+    DESC("adagrad", OPTD_ADAGRAD, hp_adagrad, BIT(OPTD_BUF_SUM), BIT(OPTD_BUF_SUM), false, true),
     DESC("rmsprop", OPTD_RMSPROP, hp_rmsprop,
-         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_GRAD_AVG) | BIT(OPTD_BUF_MOMENTUM_BUFFER), false),
-    DESC("adam", OPTD_ADAM, hp_adam,
-         BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ) | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), false),
-    DESC("adamw", OPTD_ADAMW, hp_adamw,
-         BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ) | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), false),
-    DESC("adamax", OPTD_ADAMAX, hp_adamax, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF), false),
-    DESC("nadam", OPTD_NADAM, hp_nadam, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ), true),
-    DESC("radam", OPTD_RADAM, hp_radam, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ), false),
-    DESC("adadelta", OPTD_ADADELTA, hp_adadelta,
-         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA), false),
-    DESC("lion", OPTD_LION, hp_lion, BIT(OPTD_BUF_EXP_AVG), false),
+         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_GRAD_AVG) | BIT(OPTD_BUF_MOMENTUM_BUFFER),
+         BIT(OPTD_BUF_SQUARE_AVG), false, false),
+    DESC("adam", OPTD_ADAM, hp_adam, ADAM_BUFS | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), ADAM_BUFS, false, false),
+    DESC("adamw", OPTD_ADAMW, hp_adamw, ADAM_BUFS | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), ADAM_BUFS, false, false),
+    DESC("adamax", OPTD_ADAMAX, hp_adamax, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF),
+         BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF), false, false),
+    DESC("nadam", OPTD_NADAM, hp_nadam, ADAM_BUFS, ADAM_BUFS, true, false),
+    DESC("radam", OPTD_RADAM, hp_radam, ADAM_BUFS, ADAM_BUFS, false, false),
+    DESC("adadelta", OPTD_ADADELTA, hp_adadelta, BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA),
+         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA), false, false),
+    DESC("lion", OPTD_LION, hp_lion, BIT(OPTD_BUF_EXP_AVG), BIT(OPTD_BUF_EXP_AVG), false, false),
+    DESC("sparse_adam", OPTD_SPARSE_ADAM, hp_sparse_adam, ADAM_BUFS, ADAM_BUFS, false, true),
 };
 
-/* The buffers every step of a kind uses (allocated at init); the rest of
- * desc->bufs depends on options and is allocated by the first step using it. */
-static const unsigned required_bufs[OPTD_OPTIM_COUNT] = {
-    [OPTD_SGD] = 0,
-    [OPTD_ADAGRAD] = BIT(OPTD_BUF_SUM),
-    [OPTD_RMSPROP] = BIT(OPTD_BUF_SQUARE_AVG),
-    [OPTD_ADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
-    [OPTD_ADAMW] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
-    [OPTD_ADAMAX] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF),
-    [OPTD_NADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
-    [OPTD_RADAM] = BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ),
-    [OPTD_ADADELTA] = BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA),
-    [OPTD_LION] = BIT(OPTD_BUF_EXP_AVG),
-};
+/* The buffers every step of a kind uses (allocated at init). */
+static unsigned required_bufs(optd_optim_kind_t kind)
+{
+    return descs[kind].required_bufs;
+}
 
 static const char *const buf_names[OPTD_BUF_COUNT] = {
     [OPTD_BUF_MOMENTUM_BUFFER] = "momentum_buffer",
@@ -151,7 +151,7 @@ const optd_optim_desc_t *optd_optim_desc(optd_optim_kind_t kind)
 
 int optd_optim_lookup(const char *name, optd_optim_kind_t *out, optd_err_t *err)
 {
-    char list[160];
+    char list[192];
     size_t len = 0;
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
         if (name && strcmp(name, descs[k].name) == 0) {
@@ -327,7 +327,7 @@ int optd_optim_state_init(optd_optim_state_t *st, optd_optim_kind_t kind, optd_d
     st->size = size;
     st->mu_product = 1.0;
     for (int b = 0; b < OPTD_BUF_COUNT; b++) {
-        if (!(required_bufs[kind] & BIT(b)))
+        if (!(required_bufs(kind) & BIT(b)))
             continue;
         st->buf[b] = calloc(size, optd_dtype_size(dtype));
         if (!st->buf[b]) {
@@ -412,7 +412,7 @@ bool optd_all_finite(optd_dtype_t dtype, const void *v, size_t n)
 
 unsigned optd_optim_step_bufs(optd_optim_kind_t kind, const optd_hparams_t *hp)
 {
-    unsigned need = required_bufs[kind];
+    unsigned need = required_bufs(kind);
     switch (kind) {
     case OPTD_SGD:
         if (hp->momentum != 0)
@@ -644,6 +644,17 @@ static bool provably_finite(const optd_optim_state_t *st, optd_step_plan_t *pl)
         PNEW(CK(P * K(c[LION_DECAY])) + K(c[LION_LR]));
         break;
     }
+    case OPTD_SPARSE_ADAM: {
+        /* m + (g - m)*omb1 and v + (g*g - v)*omb2; numer = dm + m. */
+        double eps = K(c[SPADAM_EPS]), m = M(OPTD_BUF_EXP_AVG), v = M(OPTD_BUF_EXP_AVG_SQ);
+        double dm = CK(CK(G + m) * K(c[SPADAM_OMB1]));
+        OUT(OPTD_BUF_EXP_AVG, CK(m + dm));
+        double dv = CK(CK(CK(G * G) + v) * K(c[SPADAM_OMB2]));
+        OUT(OPTD_BUF_EXP_AVG_SQ, CK(v + dv));
+        CK(sqrt(CK(dv + v)) + eps);
+        PNEW(P + CK(K(c[SPADAM_NSS]) * DV(CK(dm + m), eps)));
+        break;
+    }
     case OPTD_ADAM:
     case OPTD_ADAMW:
     case OPTD_ADAMAX:
@@ -852,6 +863,12 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
         c[LION_B2] = b2;
         c[LION_OMB2] = 1 - b2;
         c[LION_LR] = lr;
+        break;
+    case OPTD_SPARSE_ADAM:
+        c[SPADAM_OMB1] = 1 - b1;
+        c[SPADAM_OMB2] = 1 - b2;
+        c[SPADAM_EPS] = hp->eps;
+        c[SPADAM_NSS] = -(lr * sqrt(1 - pow(b2, td)) / (1 - pow(b1, td)));
         break;
     case OPTD_OPTIM_COUNT: break;
     }
@@ -1073,7 +1090,7 @@ int optd_optim_state_validate(const optd_optim_state_t *st, optd_err_t *err)
     for (int b = 0; b < OPTD_BUF_COUNT; b++) {
         const char *name = buf_names[b];
         if (!st->buf[b]) {
-            if (st->step > 0 && (required_bufs[st->kind] & BIT(b)))
+            if (st->step > 0 && (required_bufs(st->kind) & BIT(b)))
                 return optd_err_set(err, OPTD_EINVAL,
                                     "state.%s is missing: %s keeps it from its first step, and this "
                                     "state is at step %llu",

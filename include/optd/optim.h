@@ -1,6 +1,6 @@
 /* optd/optim.h: the optimizer core, a pure library with no I/O and no locks.
  *
- * Ten optimizers exact to PyTorch's torch.optim (see OPTIMIZERS.md), for
+ * Eleven optimizers exact to PyTorch's torch.optim (see OPTIMIZERS.md), for
  * float32 and float64 parameters, with learning-rate schedules and gradient
  * clipping by global L2 norm.  The daemon is built on it; it is usable
  * in-process too (link build/liboptd.a).
@@ -53,6 +53,7 @@ typedef enum optd_optim_kind {
     OPTD_RADAM,
     OPTD_ADADELTA,
     OPTD_LION,
+    OPTD_SPARSE_ADAM,  /* torch.optim.SparseAdam: for tables stepped by rows */
     OPTD_OPTIM_COUNT
 } optd_optim_kind_t;
 
@@ -109,7 +110,11 @@ typedef struct optd_optim_desc {
     size_t n_hparams;
     const optd_hparam_desc_t *hparams; /* in the order the API prints them */
     unsigned bufs;                     /* bit (1u << optd_buf_t) per buffer it may keep */
+    unsigned required_bufs;            /* those every step uses (allocated at init); the
+                                          rest of bufs an option switches on */
     bool has_mu_product;               /* nadam's scalar state */
+    bool sparse_rows;                  /* has PyTorch's sparse rule: takes rows steps
+                                          (within optd_optim_rows_supported's options) */
 } optd_optim_desc_t;
 
 /* The descriptor of kind (never NULL for kind < OPTD_OPTIM_COUNT). */
@@ -263,6 +268,7 @@ typedef struct optd_step_plan {
     double mu_product_next;
     unsigned fresh;       /* buffers this plan created (bit per optd_buf_t) */
     unsigned writes;      /* what the step writes (bit per optd_buf_t, OPTD_BUF_COUNT: params) */
+    bool rows;            /* a rows step (optd_optim_step_rows): the sparse rules */
     bool careful;         /* the bound could not prove the step finite: check first */
     bool track;           /* keep what apply writes (see optd_optim_apply) */
     double next_bound[OPTD_BUF_COUNT + 1]; /* when not careful: bounds of what it writes, */
@@ -316,6 +322,31 @@ void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void
  * over, looser). */
 void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan,
                        const optd_step_seen_t *seen);
+
+/* ---- sparse rows (API.md 1.1, Tables; OPTIMIZERS.md, Sparse rows) ---------- */
+
+/* 0 when a rows step may run on st's optimizer with hp and n_groups
+ * groups (sparse_adam; adagrad with weight_decay 0; sgd with momentum 0 and
+ * weight_decay 0; no groups), else OPTD_EINVAL saying why. */
+int optd_optim_rows_supported(optd_optim_kind_t kind, const optd_hparams_t *hp, size_t n_groups,
+                              optd_err_t *err);
+
+/* One update that touches only the rows listed: the vector is st->size /
+ * row_size rows of row_size elements; rows[0, n_rows) are row numbers
+ * (each below st->size / row_size, repeats allowed) and grad holds
+ * n_rows * row_size values of st->dtype, row after row.  Repeated rows are
+ * summed in the order given, then, as optd_optim_step does: refuse a
+ * non-finite gradient, clip by the norm of the summed values, negate if
+ * maximize, and the sparse rule of st's optimizer on those rows only
+ * (params and state alike); st->step counts the step.  Cost and scratch
+ * memory are in proportion to n_rows * row_size, never to st->size.
+ * info->grad_norm is the norm of the summed values.  Errors change
+ * nothing: OPTD_EINVAL (optimizer or options without a sparse rule, a row
+ * out of range, no rows), OPTD_ENONFINITE, OPTD_ENOMEM. */
+int optd_optim_step_rows(optd_optim_state_t *st, const optd_hparams_t *hp,
+                         const optd_schedule_t *sched, double max_grad_norm, size_t row_size,
+                         void *params, const uint64_t *rows, size_t n_rows, const void *grad,
+                         optd_step_info_t *info, optd_err_t *err);
 
 /* ---- parameter groups (PyTorch's param_groups) ------------------------------ */
 

@@ -1,6 +1,7 @@
 /* fuzz_step.c: libFuzzer target for POST /v1/sessions/{name}/step bodies,
- * JSON and binary (application/octet-stream with the Optd-Expect-Step and
- * Optd-Loss headers).
+ * JSON (rows steps included: API.md 1.1, Tables) and binary
+ * (application/octet-stream with the Optd-Expect-Step and Optd-Loss
+ * headers).
  *
  * Input: one control byte, then the request.
  *   bits 0-1  the session's size: 1, 2, 3 or 5 parameters
@@ -151,13 +152,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_request(&srv, &r);
 
     /* A step that succeeded moved the session to step 1 and, unless
-     * ?return=none, answered with n finite parameters. */
+     * ?return=none, answered with n finite parameters (a rows step: the
+     * values of the rows it listed, one each, as the session's row_size
+     * is 1). */
     if (r.status == 200 && !binary) {
         json_t *doc = json_loads(r.resp, 0, NULL);
         if (json_integer_value(json_object_get(doc, "step")) != 1)
             fz_fail("a successful step answered %s", r.resp);
-        json_t *p = json_object_get(doc, "params");
-        if (ret && strcmp(ret, "none") == 0 ? p != NULL : json_array_size(p) != n)
+        json_t *p = json_object_get(doc, "params"), *rows = json_object_get(doc, "rows");
+        size_t want = rows ? json_array_size(rows) : n;
+        if (ret && strcmp(ret, "none") == 0 ? p != NULL || rows != NULL : json_array_size(p) != want)
             fz_fail("a successful step answered %s", r.resp);
         json_decref(doc);
     } else if (r.status == 200 && binary) {

@@ -100,15 +100,17 @@ static const char *const schedules[] = {
     "{\"type\":\"cosine\",\"t_max\":10,\"eta_min\":0.001,\"warmup_steps\":1}",
 };
 
-/* A session with parameter groups (the snapshot's groups section). */
-static void grouped_snapshot(optd_server_t *srv)
+/* A session made by create_doc and one step, with fixed times, as the
+ * snapshot file `file`. */
+static void made_snapshot(optd_server_t *srv, const char *name, const char *create_doc, const char *step_doc,
+                          const char *file)
 {
-    const char *doc = "{\"name\":\"grouped\",\"optimizer\":\"nadam\",\"params\":[0.5,-1.25,3.0],"
-                      "\"groups\":[{\"size\":1},{\"size\":2,\"hyperparameters\":{\"momentum_decay\":0.01}}]}";
-    if (request(srv, "POST", "/v1/sessions", doc, NULL) != 201 ||
-        request(srv, "POST", "/v1/sessions/grouped/step", "{\"gradient\":[0.1,-0.2,0.3]}", NULL) != 200)
-        fz_fail("gen_seeds: could not make the grouped session");
-    optd_session_t *s = optd_store_get(srv->store, "grouped");
+    char path[OPTD_NAME_MAX + 32];
+    snprintf(path, sizeof path, "/v1/sessions/%s/step", name);
+    if (request(srv, "POST", "/v1/sessions", create_doc, NULL) != 201 ||
+        request(srv, "POST", path, step_doc, NULL) != 200)
+        fz_fail("gen_seeds: could not make the session %s", name);
+    optd_session_t *s = optd_store_get(srv->store, name);
     pthread_mutex_lock(&s->mu);
     s->created_ms = 1795867200000;
     s->updated_ms = 1795867260000;
@@ -118,15 +120,29 @@ static void grouped_snapshot(optd_server_t *srv)
     optd_session_image_t img;
     optd_err_t err = {0};
     if (optd_session_copy_image(s, &img, &err) != 0)
-        fz_fail("gen_seeds: copying grouped: %s", err.msg);
+        fz_fail("gen_seeds: copying %s: %s", name, err.msg);
     optd_session_release(s);
     uint8_t *snap;
     size_t len;
     if (optd_snapshot_encode(&img, 3, &snap, &len, &err) != 0)
-        fz_fail("gen_seeds: encoding grouped: %s", err.msg);
-    put_file("snapshot", "groups-nadam.snap", snap, len);
+        fz_fail("gen_seeds: encoding %s: %s", name, err.msg);
+    put_file("snapshot", file, snap, len);
     free(snap);
     optd_session_image_free(&img);
+}
+
+/* A session with parameter groups (the snapshot's groups section), and a
+ * table stepped by rows (the table section: row_size, the history's rows). */
+static void section_snapshots(optd_server_t *srv)
+{
+    made_snapshot(srv, "grouped",
+                  "{\"name\":\"grouped\",\"optimizer\":\"nadam\",\"params\":[0.5,-1.25,3.0],"
+                  "\"groups\":[{\"size\":1},{\"size\":2,\"hyperparameters\":{\"momentum_decay\":0.01}}]}",
+                  "{\"gradient\":[0.1,-0.2,0.3]}", "groups-nadam.snap");
+    made_snapshot(srv, "table",
+                  "{\"name\":\"table\",\"optimizer\":\"sparse_adam\",\"params\":[0.5,-1.25,3.0,1,2,3],"
+                  "\"row_size\":2,\"dtype\":\"float32\"}",
+                  "{\"rows\":[2,0,2],\"gradient\":[0.1,-0.2,0.3,0.4,0.5,0.6]}", "table-sparse_adam.snap");
 }
 
 static void sessions(optd_server_t *srv)
@@ -214,7 +230,7 @@ static void sessions(optd_server_t *srv)
             optd_session_image_free(&img);
         }
     }
-    grouped_snapshot(srv);
+    section_snapshots(srv);
 }
 
 /* ---- step bodies --------------------------------------------------------------- */
@@ -245,6 +261,13 @@ static void step_seeds(void)
     put_step("json-escaped-key", 2, b, strlen(b));
     b = "{\"x\":\"\\\"]}\",\"gradient\":[1,2,3]}";
     put_step("json-unknown-field", 2, b, strlen(b));
+    /* Rows steps (API.md 1.1, Tables) on sgd, adagrad, and refused on adam. */
+    b = "{\"rows\":[0,2,0],\"gradient\":[1,2,3],\"step\":0,\"loss\":0.5}";
+    put_step("rows-sgd", 0x42, b, strlen(b));
+    b = "{\"rows\":[2],\"gradient\":[-1.5]}";
+    put_step("rows-adagrad", 0xc2, b, strlen(b));
+    b = "{\"rows\":[1],\"gradient\":[1]}";
+    put_step("rows-adam-refused", 0x02, b, strlen(b));
 
     /* Binary: "expect NUL loss NUL" then raw values. */
     for (unsigned ctl = 8; ctl < 256; ctl += 16 + 5) {
@@ -336,6 +359,8 @@ static void document_seeds(void)
         const char *body;
     } docs[] = {
         {"create-size", "{\"name\":\"z\",\"optimizer\":\"sgd\",\"size\":4,\"dtype\":\"float32\"}"},
+        {"create-table", "{\"name\":\"t\",\"optimizer\":\"sparse_adam\",\"size\":8,\"row_size\":4,"
+                         "\"dtype\":\"float32\"}"},
         {"create-groups", "{\"name\":\"g\",\"optimizer\":\"adamw\",\"size\":5,\"hyperparameters\":{\"lr\":0.01},"
                           "\"groups\":[{\"size\":2},{\"size\":3,\"hyperparameters\":{\"weight_decay\":0}}]}"},
         {"patch-groups", "{\"hyperparameters\":{\"lr\":0.5},\"groups\":[{},{\"hyperparameters\":{\"eps\":1e-6}}]}"},

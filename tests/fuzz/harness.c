@@ -237,7 +237,7 @@ void fz_request(optd_server_t *srv, fz_http_t *r)
     req.method = optd_method_parse(r->method);
     req.url = r->url;
     optd_router_match(&req);
-    if (req.route == OPTD_R_NONE || !(optd_router_allowed(req.route) & req.method))
+    if (req.route == OPTD_R_NONE || !(optd_router_allowed(req.def) & req.method))
         fz_fail("harness bug: %s %s is not a route", r->method, r->url);
     /* As server.c hands it over: a malloc'd, NUL-terminated copy. */
     req.body_kind = r->body_len == 0 && !r->binary ? OPTD_BODY_NONE

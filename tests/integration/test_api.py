@@ -27,6 +27,7 @@ DEFAULTS = {
               "maximize": False},
     "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0, "maximize": False},
     "lion": {"lr": 0.0001, "betas": [0.9, 0.99], "weight_decay": 0, "maximize": False},
+    "sparse_adam": {"lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8, "maximize": False},
 }
 
 BIN = {"Content-Type": "application/octet-stream", "Accept": "application/octet-stream"}
@@ -54,7 +55,7 @@ class Service(DaemonTestCase):
         self.assertIn("application/json", r.headers["Content-Type"])
         self.assertEqual(r.body, {"status": "ok"})
 
-    def test_optimizers_lists_all_ten_with_api_defaults(self):
+    def test_optimizers_lists_all_eleven_with_api_defaults(self):
         r = self.d.get("/v1/optimizers")
         self.assertEqual(r.status, 200, r)
         opts = r.body["optimizers"]

@@ -50,7 +50,7 @@ class CurlExamples(DaemonTestCase):
                        "/v1/sessions?", '"$URL/v1/sessions/$S"', "-X PATCH", "-X DELETE",
                        "-X PUT \"$URL/v1/sessions/$S-fork\"", "/params", "/step", "/history",
                        "/state\"", "-X PUT \"$URL/v1/sessions/$S-copy/state\"",
-                       "application/octet-stream"):
+                       "application/octet-stream", "/rows\"", "?rows="):
             self.assertIn(needle, text)
 
 

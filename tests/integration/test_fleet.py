@@ -159,7 +159,7 @@ class BatchSteps(DaemonTestCase):
             {"session": b, "gradient": [1, 1]},                      # wrong size
             {"session": b, "gradient": [1, 1, "x"]},
             {"session": b, "gradient": [1, 1, 1], "loss": None},
-            {"session": b, "gradient": [1, 1, 1], "rows": [0]},
+            {"session": b, "gradient": [1], "rows": [7]},            # row out of range
             {"session": b, "gradient": [1, 1, 1], "worker": "w1"},
             {"session": b, "gradient": [1, 1, 1], "extra": 1},
             {"session": "bad/name", "gradient": [1]},

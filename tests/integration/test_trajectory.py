@@ -28,7 +28,7 @@ class Trajectories(DaemonTestCase):
         self.assertGreaterEqual(len(FIXTURES), 20, "no PyTorch fixtures found")
         names = {json.load(open(f))["optimizer"] for f in FIXTURES}
         self.assertEqual(names, {"sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam",
-                                 "radam", "adadelta", "lion"})
+                                 "radam", "adadelta", "lion", "sparse_adam"})
 
     def run_case(self, path, binary):
         fx = json.load(open(path))

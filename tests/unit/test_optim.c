@@ -107,7 +107,7 @@ START_TEST(test_table)
 {
     static const char *names[OPTD_OPTIM_COUNT] = {"sgd",   "adagrad", "rmsprop", "adam",
                                                   "adamw", "adamax",  "nadam",   "radam",
-                                                  "adadelta", "lion"};
+                                                  "adadelta", "lion", "sparse_adam"};
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
         const optd_optim_desc_t *d = optd_optim_desc((optd_optim_kind_t)k);
         ck_assert_ptr_nonnull(d);
@@ -144,6 +144,7 @@ START_TEST(test_table)
         "lr betas eps weight_decay maximize",
         "lr rho eps weight_decay maximize",
         "lr betas weight_decay maximize",
+        "lr betas eps maximize",
     };
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
         const optd_optim_desc_t *d = optd_optim_desc((optd_optim_kind_t)k);

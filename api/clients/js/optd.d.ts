@@ -4,7 +4,7 @@
 
 export type Dtype = "float32" | "float64";
 export type OptimizerName =
-  | "sgd" | "adagrad" | "rmsprop" | "adam" | "adamw" | "adamax" | "nadam" | "radam" | "adadelta" | "lion";
+  | "sgd" | "adagrad" | "rmsprop" | "adam" | "adamw" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "sparse_adam";
 export type Vector = number[] | Float32Array | Float64Array;
 
 export type Hyperparameters = Record<string, number | boolean | [number, number]>;
