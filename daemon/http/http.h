@@ -116,6 +116,7 @@ typedef struct optd_req {
      * when the handler is called again to answer after it. */
     struct optd_wait *wait;
     bool suspended;          /* the handler suspended the connection: no answer yet */
+    bool peer_gone;          /* its wait ended as the client closed: closed without an answer */
 
     /* The response, built by a handler and queued by the server. */
     struct MHD_Response *resp;
@@ -273,7 +274,7 @@ void optd_ui_headers(optd_req_t *req);
 /* ---- wait.c: requests that wait without holding a thread ------------------- */
 
 /* Why a wait ended, beside the session's OPTD_WATCH_* events. */
-enum { OPTD_WAIT_TIMEOUT = 16, OPTD_WAIT_STOP = 17 };
+enum { OPTD_WAIT_TIMEOUT = 16, OPTD_WAIT_STOP = 17, OPTD_WAIT_GONE = 18 /* the client closed */ };
 
 typedef struct optd_wait {
     optd_watch_t watch;            /* on the session */
@@ -285,6 +286,7 @@ typedef struct optd_wait {
     struct optd_wait *expired;     /* the timer's own list */
     bool listed;
     int64_t deadline_ms;           /* monotonic */
+    int fd;                        /* the connection's socket (-1: unknown), probed while listed */
     int why;                       /* 0 while waiting (under srv->wait_mu) */
     bool blocking;                 /* thread per connection: this thread waits on cv */
     pthread_cond_t cv;

@@ -511,10 +511,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     else if (req->body_over_budget)
         busy(req);
     else {
+        /* A wait ended as its client closed (wait.c): no one to answer;
+         * MHD_NO has libmicrohttpd close the connection now. */
+        if (req->peer_gone)
+            return MHD_NO;
         req->suspended = false;
         optd_router_dispatch(req);
         if (req->suspended) /* waiting (wait.c): called again once resumed */
             return MHD_YES;
+        if (req->peer_gone) /* it waited on this thread (thread per connection) */
+            return MHD_NO;
     }
     return queue(req);
 }

@@ -17,7 +17,20 @@
  * session's mutex held).  The timer and a stop take wait_mu alone, mark
  * the waits they end, and take each session's mutex only after letting
  * wait_mu go, to unlink the watch before the request is resumed and its
- * wait freed. */
+ * wait freed.
+ *
+ * A suspended connection is out of libmicrohttpd's poll set, so it would
+ * not see its client close it (CLOSE_WAIT) before the wait ends, and the
+ * connection would keep its place in --max-connections until then (a
+ * client could fill the limit by opening and closing long polls).  So the
+ * timer also looks, once every PROBE_MS, at the sockets of every waiting
+ * request with one poll(2) for POLLRDHUP (the peer's FIN or reset): each
+ * found closed ends as OPTD_WAIT_GONE, and the server closes it without an
+ * answer.  One syscall per second whatever the number waiting, so waiting
+ * requests cost the others nothing measurable; the socket stays valid
+ * while its wait is listed (its connection suspended, or its thread here),
+ * which is why the poll runs under wait_mu. */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +46,8 @@ static bool fire_locked(optd_wait_t *w, int why)
     if (w->why)
         return false;
     w->why = why;
+    if (why == OPTD_WAIT_GONE)
+        w->req->peer_gone = true;
     if (w->listed) {
         if (w->prev)
             w->prev->next = w->next;
@@ -93,20 +108,68 @@ static void finish_ended(optd_server_t *srv, optd_wait_t *ended)
     }
 }
 
+/* How often the sockets of waiting requests are looked at (ms). */
+#define PROBE_MS 1000
+
+/* The pollfd array of the timer thread's probes, grown as needed. */
+typedef struct {
+    struct pollfd *fds;
+    optd_wait_t **of;
+    size_t cap;
+} probe_buf_t;
+
+/* With wait_mu held: ends (onto *ended) every waiting request whose
+ * client has closed its connection.  Without memory for the array it
+ * probes nothing this time (the waits still end at their deadlines). */
+static void probe_locked(optd_server_t *srv, probe_buf_t *pb, optd_wait_t **ended)
+{
+    size_t n = 0;
+    for (optd_wait_t *w = srv->waits; w; w = w->next) {
+        if (w->fd < 0)
+            continue;
+        if (n == pb->cap) {
+            size_t cap = pb->cap ? 2 * pb->cap : 256;
+            struct pollfd *fds = realloc(pb->fds, cap * sizeof *fds);
+            if (fds)
+                pb->fds = fds;
+            optd_wait_t **of = fds ? realloc(pb->of, cap * sizeof *of) : NULL;
+            if (!of)
+                break;
+            pb->of = of;
+            pb->cap = cap;
+        }
+        pb->fds[n] = (struct pollfd){.fd = w->fd, .events = POLLRDHUP};
+        pb->of[n++] = w;
+    }
+    if (n == 0 || poll(pb->fds, n, 0) <= 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (pb->fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+            end_later_locked(pb->of[i], OPTD_WAIT_GONE, ended);
+}
+
 static void *timer_main(void *arg)
 {
     optd_server_t *srv = arg;
+    probe_buf_t pb = {0};
+    int64_t probe_at = 0;
     pthread_mutex_lock(&srv->wait_mu);
     while (!srv->wait_quit) {
         int64_t now = optd_mono_ms(), next = INT64_MAX;
         optd_wait_t *ended = NULL, *w = srv->waits, *nx;
-        for (; w; w = nx) {
+        if (w && now >= probe_at) {
+            probe_locked(srv, &pb, &ended);
+            probe_at = now + PROBE_MS;
+        }
+        for (w = srv->waits; w; w = nx) {
             nx = w->next;
             if (w->deadline_ms <= now)
                 end_later_locked(w, OPTD_WAIT_TIMEOUT, &ended);
             else if (w->deadline_ms < next)
                 next = w->deadline_ms;
         }
+        if (srv->waits && probe_at < next)
+            next = probe_at;
         srv->wait_next_ms = next;
         if (ended) {
             pthread_mutex_unlock(&srv->wait_mu);
@@ -123,6 +186,8 @@ static void *timer_main(void *arg)
         }
     }
     pthread_mutex_unlock(&srv->wait_mu);
+    free(pb.fds);
+    free(pb.of);
     return NULL;
 }
 
@@ -207,6 +272,8 @@ bool optd_wait_begin(optd_req_t *req, optd_session_t *s, uint64_t min_step, optd
     w->watch.outcome = outcome;
     w->watch.wake = on_wake;
     w->deadline_ms = optd_mono_ms() + (int64_t)secs * 1000;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    w->fd = ci ? ci->connect_fd : -1;
     req->wait = w;
     if (secs == 0 || !srv->wait_ready) {
         w->why = OPTD_WAIT_TIMEOUT;

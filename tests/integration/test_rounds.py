@@ -615,5 +615,64 @@ class Durable(RoundsBase, unittest.TestCase):
         self.run_restart(["--sync", "always"], crash=True)
 
 
+class ClosedClients(RoundsBase, unittest.TestCase):
+    """A client that closes its connection while its request waits (a long
+    poll, a contribution) frees its place in --max-connections: the
+    daemon sees the close (its probe of waiting sockets), ends the wait
+    and closes the connection, instead of keeping it in CLOSE_WAIT until
+    the wait's end (300 s here).  So after N waiting clients closed, N
+    new connections are served with a limit below 2N, and a contribution
+    whose client left stays in its round.  Both server modes."""
+    N = 40
+
+    def tearDown(self):
+        self.d.stop()
+
+    def test_closed_waiters_free_their_connections(self):
+        self.check(Daemon(flags=["--max-connections", "50"]))
+
+    def test_closed_waiters_free_their_connections_thread_per_connection(self):
+        self.check(Daemon(data_dir=True, flags=["--sync", "always", "--max-connections", "50"]))
+
+    def until(self, cond, what):
+        for _ in range(3000):  # a condition, not a time
+            if cond():
+                return
+            time.sleep(0.01)
+        self.fail(what)
+
+    def check(self, d):
+        self.d = d
+        d.start()
+        self.make("s", workers=2)
+        d.create("p", "sgd", size=1)
+        body = b'{"gradient":[1,2,3],"worker":"gone","step":0}'
+        contribution = (b"POST /v1/sessions/s/step?wait=300 HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        poll = b"GET /v1/sessions/p/params?min_step=1000000&wait=300 HTTP/1.1\r\nHost: x\r\n\r\n"
+        for rnd in range(3):  # each time N more: without the fix the second cannot connect
+            socks = [d.raw_socket() for _ in range(self.N)]
+            for i, s in enumerate(socks):
+                s.sendall(contribution if rnd == 0 and i == 0 else poll)
+            self.until(lambda: waiting(d) == self.N, "the requests never all waited")
+            for s in socks:
+                s.close()
+            self.until(lambda: waiting(d) == 0, "closed clients' requests still wait")
+        # N + N connections at once, more than the limit of 50: served only
+        # if the closed ones are gone.
+        socks = [d.raw_socket() for _ in range(self.N)]
+        for s in socks:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for s in socks:
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200"))
+            s.close()
+        # The contribution stays in its round; its request is gone.
+        r = self.round_of("s")
+        self.assertEqual((r["contributions"], r["workers"]), (1, ["gone"]), r)
+        r = self.contribute("s", "other", 0, [3, 2, 1])
+        self.assertEqual((r.status, r.body["step"]), (200, 1), r)
+        d.assert_alive()
+
+
 if __name__ == "__main__":
     unittest.main()
