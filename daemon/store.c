@@ -115,14 +115,12 @@ void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx)
     ctx->dur = store->dur;
 }
 
-int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_input_t *in,
-                    uint64_t *step_out, void *params_out, optd_err_t *err)
+/* After an operation found *sp deleted: moves *sp (the caller's
+ * reference) to the session an import put in its place, if one did and it
+ * has the same shape (0); else OPTD_ENOTFOUND (rc, err as they were), or
+ * OPTD_ESIZE when the replacement's shape differs. */
+static int follow_replacement(optd_store_t *store, optd_session_t **sp, int rc, optd_err_t *err)
 {
-    optd_step_ctx_t ctx;
-    optd_store_step_ctx(store, &ctx);
-    int rc = optd_session_apply(*sp, &ctx, in, step_out, params_out, err);
-    if (rc != OPTD_ENOTFOUND)
-        return rc;
     optd_session_t *now = optd_store_get(store, (*sp)->name);
     if (!now || now == *sp) {
         if (now)
@@ -137,7 +135,36 @@ int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_in
     }
     optd_session_release(*sp);
     *sp = now;
-    return optd_session_apply(now, &ctx, in, step_out, params_out, err);
+    return 0;
+}
+
+int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_input_t *in,
+                    uint64_t *step_out, void *params_out, optd_err_t *err)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(store, &ctx);
+    int rc = optd_session_apply(*sp, &ctx, in, step_out, params_out, err);
+    /* Imports may follow one another: a few turns, as optd_store_remove. */
+    for (int turn = 0; turn < 8 && rc == OPTD_ENOTFOUND; turn++) {
+        if ((rc = follow_replacement(store, sp, rc, err)))
+            return rc;
+        rc = optd_session_apply(*sp, &ctx, in, step_out, params_out, err);
+    }
+    return rc;
+}
+
+int optd_store_contribute(optd_store_t *store, optd_session_t **sp, const optd_contribution_t *c,
+                          optd_contrib_result_t *out, optd_err_t *err)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(store, &ctx);
+    int rc = optd_session_contribute(*sp, &ctx, c, out, err);
+    for (int turn = 0; turn < 8 && rc == OPTD_ENOTFOUND; turn++) {
+        if ((rc = follow_replacement(store, sp, rc, err)))
+            return rc;
+        rc = optd_session_contribute(*sp, &ctx, c, out, err);
+    }
+    return rc;
 }
 
 /* ---- memory ------------------------------------------------------------------ */

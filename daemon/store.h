@@ -46,6 +46,11 @@ void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx);
  * gradient no longer fits.  Results and errors as optd_session_apply. */
 int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_input_t *in,
                     uint64_t *step_out, void *params_out, optd_err_t *err);
+/* optd_session_contribute on *sp, following an import that replaced it
+ * meanwhile exactly as optd_store_step does (a contribution is a step
+ * request too): *sp may then be the new session. */
+int optd_store_contribute(optd_store_t *store, optd_session_t **sp, const optd_contribution_t *c,
+                          optd_contrib_result_t *out, optd_err_t *err);
 
 /* ---- the memory budget (--max-memory) ----
  * Every byte a session can come to hold is reserved before it is

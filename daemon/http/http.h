@@ -238,9 +238,11 @@ void optd_route_rows_post(optd_req_t *req);
 void optd_route_params_put(optd_req_t *req);
 void optd_route_step(optd_req_t *req);
 /* route_round.c: a step with a worker, on an aggregating session: its
- * input in, s the session (the caller's reference).  Answers, or waits
- * (req->wait) and answers in optd_route_contribute_finish. */
-void optd_route_contribute(optd_req_t *req, optd_session_t *s, const optd_step_input_t *in, const char *worker,
+ * input in, *sp the session (the caller's reference, moved to the session
+ * that replaced it when an import did meanwhile: optd_store_contribute).
+ * Answers, or waits (req->wait) and answers in
+ * optd_route_contribute_finish. */
+void optd_route_contribute(optd_req_t *req, optd_session_t **sp, const optd_step_input_t *in, const char *worker,
                            bool return_none);
 void optd_route_contribute_finish(optd_req_t *req);
 /* A worker's name (the session-name rule) into out: 0 or OPTD_EINVAL. */

@@ -92,7 +92,7 @@ static void answer_pending(optd_req_t *req, optd_session_t *s)
     json_decref(doc);
 }
 
-void optd_route_contribute(optd_req_t *req, optd_session_t *s, const optd_step_input_t *in, const char *worker,
+void optd_route_contribute(optd_req_t *req, optd_session_t **sp, const optd_step_input_t *in, const char *worker,
                            bool return_none)
 {
     optd_server_t *srv = req->srv;
@@ -110,10 +110,9 @@ void optd_route_contribute(optd_req_t *req, optd_session_t *s, const optd_step_i
                              .loss = in->loss ? *in->loss : 0, .grad = (void *)in->grad,
                              .want_params = !return_none};
     snprintf(c.worker, sizeof c.worker, "%s", worker);
-    optd_step_ctx_t ctx;
-    optd_store_step_ctx(srv->store, &ctx);
     optd_contrib_result_t res;
-    int rc = optd_session_contribute(s, &ctx, &c, &res, &err);
+    int rc = optd_store_contribute(srv->store, sp, &c, &res, &err);
+    optd_session_t *s = *sp; /* the session applied to: an import may have replaced the first */
     if (rc == OPTD_ESTEP) {
         atomic_fetch_add_explicit(&srv->metrics.contributions_refused[res.refused], 1, memory_order_relaxed);
         optd_http_error_step(req, res.step, &err);

@@ -401,7 +401,7 @@ void optd_route_step(optd_req_t *req)
         goto fail;
     }
     if (worker[0]) { /* one worker's part of a round (route_round.c) */
-        optd_route_contribute(req, s, &in, worker, return_none);
+        optd_route_contribute(req, &s, &in, worker, return_none);
         goto out;
     }
     if (!return_none && !(params = malloc(bytes))) {

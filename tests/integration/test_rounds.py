@@ -7,6 +7,7 @@ completion; DELETE, PATCH and SIGTERM answering the waiting requests; long
 polls woken by a step; a restart with a round pending and the durability of
 applied rounds."""
 
+import json
 import random
 import re
 import struct
@@ -388,6 +389,57 @@ class Rounds(RoundsBase, DaemonTestCase):
         self.assertEqual(r.status, 201, r)
         self.assertEqual(r.body["aggregate"], st["aggregate"])
         self.assertEqual(r.body["round"]["contributions"], 0)
+
+    def test_contribution_racing_an_import_of_another_shape_follows(self):
+        """An import that changes the shape puts a new session in the old
+        one's place: a contribution that found the old one follows the new
+        one as a plain step does (applied when it fits, 400 size_mismatch
+        when it does not), never 404: the name never stopped existing."""
+        n = self.uname()
+        self.make(n, workers=1, params=(1.0, 2.0, 3.0), optimizer="sgd", agg={"max_staleness": 1 << 40})
+        a = self.d.get("/v1/sessions/%s/state" % n).body
+        other = self.uname()
+        self.make(other, workers=1, params=(1.0, 2.0, 3.0, 4.0), optimizer="sgd", agg={"max_staleness": 1 << 40})
+        b = self.d.get("/v1/sessions/%s/state" % other).body
+        done = threading.Event()
+        statuses = {}
+
+        def importer():
+            conn = self.d.new_connection()
+            try:
+                while not done.is_set():
+                    for st in (b, a):
+                        conn.request("PUT", "/v1/sessions/%s/state" % n, json.dumps(st),
+                                     {"Content-Type": "application/json"})
+                        r = conn.getresponse()
+                        r.read()
+                        assert r.status in (200, 201), r.status
+            finally:
+                conn.close()
+
+        def contributor(k):
+            conn = self.d.new_connection()
+            try:
+                for i in range(1500):
+                    body = {"gradient": [0.0, 0.0, 0.0], "worker": "w%d-%d" % (k, i), "step": 0}
+                    conn.request("POST", "/v1/sessions/%s/step?return=none&wait=0" % n, json.dumps(body),
+                                 {"Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    data = r.read()
+                    code = json.loads(data)["error"]["code"] if r.status >= 400 else ""
+                    statuses[(r.status, code)] = statuses.get((r.status, code), 0) + 1
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=importer)
+        t.start()
+        try:
+            run_threads([lambda: contributor(0), lambda: contributor(1)])
+        finally:
+            done.set()
+            t.join(60)
+        self.assertLessEqual(set(statuses), {(200, ""), (202, ""), (409, "step_mismatch"),
+                                             (400, "size_mismatch")}, statuses)
 
     def test_min_step_long_poll(self):
         n = self.uname()
