@@ -196,6 +196,17 @@ int optd_worker_steps_copy(optd_worker_steps_t *dst, const optd_worker_steps_t *
     return 0;
 }
 
+bool optd_worker_steps_maybe_forgotten(const optd_worker_steps_t *ws, uint64_t step, size_t keep)
+{
+    if (ws->n == 0 || ws->n < keep)
+        return false;
+    uint64_t oldest = ws->v[0].step;
+    for (size_t k = 1; k < ws->n; k++)
+        if (ws->v[k].step < oldest)
+            oldest = ws->v[k].step;
+    return step <= oldest;
+}
+
 size_t optd_worker_steps_keep(uint32_t workers)
 {
     /* Room for every worker of a round, its backups and a turnover of

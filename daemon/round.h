@@ -109,6 +109,12 @@ int optd_worker_steps_set(optd_worker_steps_t *ws, const char *worker, uint64_t 
 void optd_worker_steps_free(optd_worker_steps_t *ws);
 /* Deep copy: 0 or OPTD_ENOMEM. */
 int optd_worker_steps_copy(optd_worker_steps_t *dst, const optd_worker_steps_t *src, optd_err_t *err);
+/* Whether a worker absent from ws may have been forgotten with a step of
+ * at least `step`: ws holds `keep` entries or more (some may have gone)
+ * and step is not after the oldest step it still holds, which is at least
+ * every forgotten one's.  The caller refuses such a contribution: it
+ * might be a retry of one applied (it would count twice). */
+bool optd_worker_steps_maybe_forgotten(const optd_worker_steps_t *ws, uint64_t step, size_t keep);
 /* How many entries a session of `workers` keeps. */
 size_t optd_worker_steps_keep(uint32_t workers);
 

@@ -228,6 +228,19 @@ static int contribution_check(optd_session_t *s, const optd_contribution_t *c, o
                             "would count twice",
                             c->worker, (unsigned long long)last, (unsigned long long)c->step);
     }
+    /* A worker forgotten (past optd_worker_steps_keep names) must not
+     * count twice either: with a large max_staleness its retry of an
+     * applied contribution would otherwise be in the window again.  Only a
+     * stale contribution (before the oldest step kept) can be refused so. */
+    size_t keep = optd_worker_steps_keep(s->cfg.aggregate.workers);
+    if (!optd_worker_steps_get(&s->worker_steps, c->worker, &last) &&
+        optd_worker_steps_maybe_forgotten(&s->worker_steps, c->step, keep)) {
+        out->refused = OPTD_REFUSED_TWICE;
+        return optd_err_set(err, OPTD_ESTEP,
+                            "worker '%s' is not among the last %zu workers whose applied steps are kept, and "
+                            "its step %llu is not after the oldest of those: it may have been applied already",
+                            c->worker, keep, (unsigned long long)c->step);
+    }
     return 0;
 }
 

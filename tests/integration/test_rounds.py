@@ -441,6 +441,25 @@ class Rounds(RoundsBase, DaemonTestCase):
         self.assertLessEqual(set(statuses), {(200, ""), (202, ""), (409, "step_mismatch"),
                                              (400, "size_mismatch")}, statuses)
 
+    def test_forgotten_worker_cannot_count_twice(self):
+        """The session keeps the last applied step of at most
+        max(64, 4 x workers) worker names; with a large max_staleness a
+        forgotten worker's retry of an applied contribution is still in the
+        window, and must not be applied a second time."""
+        n = self.uname()
+        self.make(n, workers=1, params=(0.0,), optimizer="sgd", hyperparameters={"lr": 1.0}, agg={"max_staleness": 1 << 40})
+        r = self.contribute(n, "a", 0, [1.0])
+        self.assertEqual((r.status, r.body["step"]), (200, 1), r)
+        for i in range(64):  # 64 other names: "a", the oldest, is forgotten
+            r = self.contribute(n, "w%02d" % i, i + 1, [0.0])
+            self.assertEqual((r.status, r.body["step"]), (200, i + 2), r)
+        r = self.contribute(n, "a", 0, [1.0])  # a retry of its applied contribution
+        self.assertError(r, 409, "step_mismatch")
+        self.assertEqual(self.d.get("/v1/sessions/%s/params" % n).body, {"step": 65, "params": [-1.0]})
+        # A new worker at the current step is not refused.
+        r = self.contribute(n, "new", 65, [0.0])
+        self.assertEqual((r.status, r.body["step"]), (200, 66), r)
+
     def test_min_step_long_poll(self):
         n = self.uname()
         self.d.create(n, "sgd", params=[1.0])
