@@ -277,6 +277,27 @@ static int round_open(optd_session_t *s, optd_err_t *err)
     return 0;
 }
 
+/* Room for one more contribution: a PATCH that raised `workers` keeps
+ * the pending round, whose array was sized for the old number. */
+static int round_grow(optd_session_t *s, optd_round_t *r, optd_err_t *err)
+{
+    size_t cap = s->cfg.aggregate.workers > r->n ? s->cfg.aggregate.workers : r->n + 1;
+    size_t extra = (cap - r->cap) * sizeof(optd_contribution_t);
+    int rc = s->mem ? s->mem->reserve(s->mem->ctx, extra, err) : 0;
+    if (rc)
+        return optd_err_set(err, rc, "a contribution to the round of '%s': %s", s->name, err->msg);
+    optd_contribution_t *in = realloc(r->in, cap * sizeof *in);
+    if (!in) {
+        if (s->mem)
+            s->mem->unreserve(s->mem->ctx, extra);
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for the round of '%s'", s->name);
+    }
+    r->in = in;
+    r->cap = cap;
+    r->charged += extra;
+    return 0;
+}
+
 /* Puts c into the round: a worker already in has its contribution
  * replaced; a new one gets a buffer reserved against --max-memory. */
 static int round_put(optd_session_t *s, const optd_contribution_t *c, optd_err_t *err)
@@ -287,10 +308,11 @@ static int round_put(optd_session_t *s, const optd_contribution_t *c, optd_err_t
     if (at >= 0) {
         slot = &r->in[at];
     } else {
-        if (r->n >= r->cap) /* workers were lowered below the round: applied before this */
-            return optd_err_set(err, OPTD_EINTERNAL, "the round is full");
+        int rc = r->n >= r->cap ? round_grow(s, r, err) : 0;
+        if (rc)
+            return rc;
         size_t bytes = grad_bytes(s);
-        int rc = s->mem ? s->mem->reserve(s->mem->ctx, bytes, err) : 0;
+        rc = s->mem ? s->mem->reserve(s->mem->ctx, bytes, err) : 0;
         if (rc)
             return optd_err_set(err, rc, "a contribution to the round of '%s': %s", s->name, err->msg);
         void *g = malloc(bytes);

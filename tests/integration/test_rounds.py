@@ -460,6 +460,77 @@ class Rounds(RoundsBase, DaemonTestCase):
         r = self.contribute(n, "new", 65, [0.0])
         self.assertEqual((r.status, r.body["step"]), (200, 66), r)
 
+    def test_patch_raising_workers_keeps_room_in_the_pending_round(self):
+        """The pending round was sized for the workers of its opening: after
+        a PATCH raised them, the new workers' contributions were 500 "the
+        round is full"."""
+        n = self.uname()
+        self.make(n, workers=2, params=(0.0,), optimizer="sgd", hyperparameters={"lr": 1.0}, agg={"reduce": "sum"})
+        self.assertEqual(self.contribute(n, "a", 0, [1.0], wait=0).status, 202)
+        r = self.d.patch("/v1/sessions/" + n, {"aggregate": {"workers": 4, "reduce": "sum"}})
+        self.assertEqual(r.status, 200, r)
+        for w in ("b", "c"):
+            r = self.contribute(n, w, 0, [1.0], wait=0)
+            self.assertEqual(r.status, 202, r)
+        self.assertEqual(self.round_of(n)["workers"], ["a", "b", "c"])
+        r = self.contribute(n, "d", 0, [1.0])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, {"step": 1, "params": [-4.0]})
+
+    def test_patch_delete_and_polls_racing_contributions(self):
+        """Hostile interleavings: contributions (some waiting) and long
+        polls while PATCHes change the aggregate (workers up and down, off
+        and on) and the session is deleted and created again.  Every
+        answer is one the API allows, none hangs, and nothing is left
+        waiting after."""
+        n = self.uname()
+        self.make(n, workers=3, params=(0.0, 0.0), optimizer="sgd")
+        stop = threading.Event()
+        seen = {}
+        lock = threading.Lock()
+
+        def note(kind, r):
+            code = r.body["error"]["code"] if r.status >= 400 and isinstance(r.body, dict) else ""
+            if r.status >= 500:
+                code += ": " + r.body["error"]["message"]
+            with lock:
+                seen[(kind, r.status, code)] = seen.get((kind, r.status, code), 0) + 1
+
+        def admin():
+            k = 0
+            while not stop.is_set():
+                k += 1
+                agg = [{"workers": 2}, None, {"workers": 5, "max_staleness": 3}, {"workers": 1}][k % 4]
+                note("patch", self.d.patch("/v1/sessions/" + n, {"aggregate": agg}))
+                if k % 7 == 0:
+                    note("delete", self.d.delete("/v1/sessions/" + n))
+                    note("create", self.d.post("/v1/sessions", {"name": n, "optimizer": "sgd", "params": [0.0, 0.0],
+                                                               "aggregate": {"workers": 3}}))
+
+        def worker(w):
+            for i in range(60):
+                r = self.d.get("/v1/sessions/%s/params" % n)
+                step = r.body["step"] if r.status == 200 else 0
+                note("contrib", self.contribute(n, "w%d" % w, step, [0.5, -0.5], wait=i % 3))
+                if i % 10 == 0:
+                    note("poll", self.d.get("/v1/sessions/%s/params?min_step=%d&wait=1" % (n, step + 1)))
+
+        t = threading.Thread(target=admin)
+        t.start()
+        try:
+            run_threads([lambda w=w: worker(w) for w in range(6)])
+        finally:
+            stop.set()
+            t.join(60)
+        allowed = {("contrib", 200, ""), ("contrib", 202, ""), ("contrib", 409, "step_mismatch"),
+                   ("contrib", 404, "not_found"), ("contrib", 400, "invalid_argument"),
+                   ("poll", 200, ""), ("poll", 404, "not_found"),
+                   ("patch", 200, ""), ("patch", 404, "not_found"), ("delete", 200, ""), ("delete", 204, ""),
+                   ("create", 201, "")}
+        self.assertLessEqual(set(seen), allowed, seen)
+        self.assertEqual(waiting(self.d), 0)
+        self.d.assert_alive()
+
     def test_min_step_long_poll(self):
         n = self.uname()
         self.d.create(n, "sgd", params=[1.0])
