@@ -99,6 +99,13 @@ START_TEST(worker_steps_table)
     ck_assert_uint_eq(ws.n, 10);
     ck_assert(!optd_worker_steps_get(&ws, "w9", &v));
     ck_assert(optd_worker_steps_get(&ws, "new", &v) && v == 50);
+    /* w9 (step 0) is forgotten: a name not held, at or before the oldest
+     * step kept (w8's 1), may be it; after that step it cannot be; with
+     * room left (keep above n) nothing was forgotten. */
+    ck_assert(optd_worker_steps_maybe_forgotten(&ws, 0, 10));
+    ck_assert(optd_worker_steps_maybe_forgotten(&ws, 1, 10));
+    ck_assert(!optd_worker_steps_maybe_forgotten(&ws, 2, 10));
+    ck_assert(!optd_worker_steps_maybe_forgotten(&ws, 0, 11));
     optd_worker_steps_t copy;
     ck_assert_int_eq(optd_worker_steps_copy(&copy, &ws, &err), 0);
     ck_assert_uint_eq(copy.n, ws.n);
