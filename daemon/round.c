@@ -158,6 +158,9 @@ int optd_worker_steps_set(optd_worker_steps_t *ws, const char *worker, uint64_t 
         for (size_t k = 1; k < ws->n; k++)
             if (ws->v[k].step < ws->v[old].step)
                 old = k;
+        if (!ws->forgot || ws->v[old].step > ws->forgot_step)
+            ws->forgot_step = ws->v[old].step;
+        ws->forgot = true;
         memmove(ws->v + old, ws->v + old + 1, (ws->n - old - 1) * sizeof *ws->v);
         ws->n--;
         i = lower_bound(ws, worker);
@@ -187,6 +190,8 @@ void optd_worker_steps_free(optd_worker_steps_t *ws)
 int optd_worker_steps_copy(optd_worker_steps_t *dst, const optd_worker_steps_t *src, optd_err_t *err)
 {
     memset(dst, 0, sizeof *dst);
+    dst->forgot = src->forgot;
+    dst->forgot_step = src->forgot_step;
     if (src->n == 0)
         return 0;
     if (!(dst->v = malloc(src->n * sizeof *dst->v)))
@@ -198,6 +203,8 @@ int optd_worker_steps_copy(optd_worker_steps_t *dst, const optd_worker_steps_t *
 
 bool optd_worker_steps_maybe_forgotten(const optd_worker_steps_t *ws, uint64_t step, size_t keep)
 {
+    if (ws->forgot && step <= ws->forgot_step)
+        return true;
     if (ws->n == 0 || ws->n < keep)
         return false;
     uint64_t oldest = ws->v[0].step;

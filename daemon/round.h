@@ -97,6 +97,11 @@ typedef struct optd_worker_step {
 typedef struct optd_worker_steps {
     size_t n, cap;
     optd_worker_step_t *v;   /* sorted by worker (strcmp) */
+    /* The greatest step forgotten since this table was made (memory only:
+     * after a restart the rule on a full table stands in for it), so a
+     * PATCH raising `workers`, and with it `keep`, forgets nothing. */
+    bool forgot;
+    uint64_t forgot_step;
 } optd_worker_steps_t;
 
 /* The last applied step of worker: true and *step, or false. */
@@ -110,8 +115,9 @@ void optd_worker_steps_free(optd_worker_steps_t *ws);
 /* Deep copy: 0 or OPTD_ENOMEM. */
 int optd_worker_steps_copy(optd_worker_steps_t *dst, const optd_worker_steps_t *src, optd_err_t *err);
 /* Whether a worker absent from ws may have been forgotten with a step of
- * at least `step`: ws holds `keep` entries or more (some may have gone)
- * and step is not after the oldest step it still holds, which is at least
+ * at least `step`: step is not after the greatest step forgotten, or ws
+ * holds `keep` entries or more (some may have gone, before a restart) and
+ * step is not after the oldest step it still holds, which is at least
  * every forgotten one's.  The caller refuses such a contribution: it
  * might be a retry of one applied (it would count twice). */
 bool optd_worker_steps_maybe_forgotten(const optd_worker_steps_t *ws, uint64_t step, size_t keep);

@@ -456,6 +456,12 @@ class Rounds(RoundsBase, DaemonTestCase):
         r = self.contribute(n, "a", 0, [1.0])  # a retry of its applied contribution
         self.assertError(r, 409, "step_mismatch")
         self.assertEqual(self.d.get("/v1/sessions/%s/params" % n).body, {"step": 65, "params": [-1.0]})
+        # More workers keep more names, and still refuse the forgotten one.
+        r = self.d.patch("/v1/sessions/" + n, {"aggregate": {"workers": 100, "max_staleness": 1 << 40}})
+        self.assertEqual(r.status, 200, r)
+        self.assertError(self.contribute(n, "a", 0, [1.0], wait=0), 409, "step_mismatch")
+        r = self.d.patch("/v1/sessions/" + n, {"aggregate": {"workers": 1, "max_staleness": 1 << 40}})
+        self.assertEqual(r.status, 200, r)
         # A new worker at the current step is not refused.
         r = self.contribute(n, "new", 65, [0.0])
         self.assertEqual((r.status, r.body["step"]), (200, 66), r)
