@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,8 +87,9 @@ struct optd_journal {
     uint64_t done_lsn;    /* every record up to this LSN has been through the writer */
     off_t off;            /* end of the last written record */
     off_t zeroed_end;     /* the file holds written zeros from off up to here */
-    uint64_t records;     /* made durable, in all */
-    uint64_t rounds;      /* fdatasync rounds that made them so */
+    _Atomic uint64_t records; /* made durable, in all (atomic: counted by the writer
+                                 without the mutex, read by /metrics) */
+    _Atomic uint64_t rounds;  /* fdatasync rounds that made them so */
     uint64_t async_lost;  /* async records whose write failed */
     optd_logger_t *log;
     pthread_t thread;
@@ -528,29 +530,22 @@ int optd_journal_open(int dirfd, uint64_t seq, uint64_t next_lsn, int64_t sync_e
     return 0;
 }
 
-/* Frames r (type, payload) and queues it with the next LSN (also put in
- * *lsn: an async r may be freed by the writer as soon as the lock is let
- * go): 0, or OPTD_EIO once the journal stopped.  The payload's CRC is taken before the
- * lock; the header's (with the LSN handed out under it) is combined with
- * it there. */
-static int enqueue(optd_journal_t *j, jrec_t *r, uint64_t *lsn, optd_err_t *err)
+/* Frames r (type, payload) outside the lock: its payload's CRC, which
+ * stamp_locked combines with the header's once the LSN is known. */
+static uint32_t frame(jrec_t *r)
 {
-    uint32_t payload_crc = 0;
-    if (!r->marker) {
-        put_u32(r->hdr, OPTD_JREC_MAGIC);
-        put_u32(r->hdr + 4, r->type);
-        put_u64(r->hdr + 16, (uint64_t)(r->head_len + r->len));
-        payload_crc = crc_update((uint32_t)crc32(0L, NULL, 0), r->head, r->head_len);
-        payload_crc = crc_update(payload_crc, r->payload, r->len);
-    }
-    pthread_mutex_lock(&j->mu);
-    while (r->owned && j->queued_bytes > OPTD_JOURNAL_QUEUE_MAX && !j->stop)
-        pthread_cond_wait(&j->done, &j->mu);
-    if (j->stop) {
-        pthread_mutex_unlock(&j->mu);
-        return optd_err_set(err, OPTD_EIO,
-                            "the change could not be made durable: the journal is unavailable");
-    }
+    if (r->marker)
+        return 0;
+    put_u32(r->hdr, OPTD_JREC_MAGIC);
+    put_u32(r->hdr + 4, r->type);
+    put_u64(r->hdr + 16, (uint64_t)(r->head_len + r->len));
+    uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), r->head, r->head_len);
+    return crc_update(crc, r->payload, r->len);
+}
+
+/* With j->mu held: gives r the next LSN, finishes its CRC and queues it. */
+static void stamp_locked(optd_journal_t *j, jrec_t *r, uint32_t payload_crc)
+{
     if (r->owned)
         j->queued_bytes += r->len;
     if (!r->marker) {
@@ -560,13 +555,34 @@ static int enqueue(optd_journal_t *j, jrec_t *r, uint64_t *lsn, optd_err_t *err)
         put_u32(r->crc,
                 (uint32_t)crc32_combine(crc, payload_crc, (z_off_t)(r->head_len + r->len)));
     }
-    *lsn = r->lsn;
     if (j->tail)
         j->tail->next = r;
     else
         j->head = r;
     j->tail = r;
     j->queued++;
+}
+
+static int stopped(optd_err_t *err)
+{
+    return optd_err_set(err, OPTD_EIO, "the change could not be made durable: the journal is unavailable");
+}
+
+/* Queues r with the next LSN (also put in *lsn: an async r may be freed by
+ * the writer as soon as the lock is let go): 0, or OPTD_EIO once the
+ * journal stopped. */
+static int enqueue(optd_journal_t *j, jrec_t *r, uint64_t *lsn, optd_err_t *err)
+{
+    uint32_t payload_crc = frame(r);
+    pthread_mutex_lock(&j->mu);
+    while (r->owned && j->queued_bytes > OPTD_JOURNAL_QUEUE_MAX && !j->stop)
+        pthread_cond_wait(&j->done, &j->mu);
+    if (j->stop) {
+        pthread_mutex_unlock(&j->mu);
+        return stopped(err);
+    }
+    stamp_locked(j, r, payload_crc);
+    *lsn = r->lsn;
     pthread_cond_signal(&j->work);
     pthread_mutex_unlock(&j->mu);
     return 0;
@@ -621,6 +637,59 @@ int optd_journal_append_async(optd_journal_t *j, uint32_t type, const uint8_t *h
     int rc = enqueue(j, r, lsn, err);
     if (rc)
         free(r);
+    return rc;
+}
+
+int optd_journal_append_group(optd_journal_t *j, optd_journal_rec_t *recs, size_t n, optd_err_t *err)
+{
+    if (n == 0)
+        return 0;
+    jrec_t *rs = calloc(n, sizeof *rs);
+    uint32_t *crcs = malloc(n * sizeof *crcs);
+    if (!rs || !crcs) {
+        free(rs);
+        free(crcs);
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory journaling %zu changes", n);
+    }
+    size_t inited = 0;
+    int rc = 0;
+    for (; inited < n; inited++) {
+        jrec_t *r = &rs[inited];
+        *r = (jrec_t){.head = recs[inited].head, .head_len = recs[inited].head_len,
+                      .payload = recs[inited].body, .len = recs[inited].len, .type = recs[inited].type};
+        if (sem_init(&r->durable, 0, 0) != 0) {
+            rc = optd_err_set(err, OPTD_EIO, "the changes could not be made durable: %s", strerror(errno));
+            break;
+        }
+        crcs[inited] = frame(r);
+    }
+    if (rc == 0) {
+        /* All under one hold of the lock: the writer takes the queue whole,
+         * so the group lands in one write and one fdatasync, all or nothing. */
+        pthread_mutex_lock(&j->mu);
+        if (j->stop) {
+            rc = stopped(err);
+        } else {
+            for (size_t i = 0; i < n; i++)
+                stamp_locked(j, &rs[i], crcs[i]);
+            pthread_cond_signal(&j->work);
+        }
+        pthread_mutex_unlock(&j->mu);
+    }
+    int err_no = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        while (sem_wait(&rs[i].durable) != 0) /* only EINTR */
+            ;
+        if (rs[i].rc && !err_no)
+            err_no = rs[i].err_no ? rs[i].err_no : EIO;
+        recs[i].lsn = rs[i].lsn;
+    }
+    if (rc == 0 && err_no)
+        rc = optd_err_set(err, OPTD_EIO, "the change could not be made durable: %s", strerror(err_no));
+    for (size_t i = 0; i < inited; i++)
+        sem_destroy(&rs[i].durable);
+    free(rs);
+    free(crcs);
     return rc;
 }
 
@@ -689,6 +758,12 @@ uint64_t optd_journal_first_lsn(optd_journal_t *j)
     uint64_t lsn = j->file_first_lsn;
     pthread_mutex_unlock(&j->mu);
     return lsn;
+}
+
+void optd_journal_counts(optd_journal_t *j, uint64_t *records, uint64_t *rounds)
+{
+    *records = atomic_load(&j->records);
+    *rounds = atomic_load(&j->rounds);
 }
 
 uint64_t optd_journal_seq(optd_journal_t *j)

@@ -73,6 +73,26 @@ int optd_journal_append_async(optd_journal_t *j, uint32_t type, const uint8_t *h
                               size_t head_len, const uint8_t *body, size_t len, uint64_t *lsn,
                               optd_err_t *err);
 
+/* One record of a group (optd_journal_append_group): its type and payload
+ * (head then body, either may be empty), and once appended its LSN. */
+typedef struct optd_journal_rec {
+    uint32_t type;
+    const uint8_t *head;
+    size_t head_len;
+    const uint8_t *body;
+    size_t len;
+    uint64_t lsn;
+} optd_journal_rec_t;
+
+/* Appends recs[0..n) with consecutive LSNs and waits until they are
+ * durable.  They are queued together, so the writer takes them in one
+ * batch: one write and one fdatasync for the group (a batch of steps with
+ * --sync always), durable or cut off together.  0 with each lsn set, or
+ * OPTD_EIO / OPTD_ENOMEM (none of them will be replayed).  Nothing is
+ * copied.  Thread-safe. */
+int optd_journal_append_group(optd_journal_t *j, optd_journal_rec_t *recs, size_t n,
+                              optd_err_t *err);
+
 /* Waits until every record appended before the call is written and
  * synced: 0 or OPTD_EIO.  Thread-safe. */
 int optd_journal_sync(optd_journal_t *j, optd_err_t *err);
@@ -88,6 +108,10 @@ int optd_journal_rotate(optd_journal_t *j, uint64_t *old_seq, optd_err_t *err);
  * every record of the files before it has), whatever was in flight when
  * it was rotated to. */
 uint64_t optd_journal_first_lsn(optd_journal_t *j);
+
+/* How many records were made durable so far, and in how many fdatasync
+ * rounds (the group commit's measure; /metrics shows both). */
+void optd_journal_counts(optd_journal_t *j, uint64_t *records, uint64_t *rounds);
 
 /* The sequence number of the file receiving appends now. */
 uint64_t optd_journal_seq(optd_journal_t *j);
