@@ -403,6 +403,45 @@ static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec,
     return rc;
 }
 
+/* With the mutexes of the batch's sessions held, before any of its steps
+ * is applied: their inputs, as one group (--sync always: one fsync round
+ * for the batch, all durable or none), or queued one by one (interval). */
+static int dur_steps(void *ctx, const optd_step_record_t *recs, size_t n, uint64_t *lsns,
+                     optd_err_t *err)
+{
+    optd_persist_t *p = ctx;
+    memset(lsns, 0, n * sizeof *lsns);
+    if (atomic_load(&p->loading) || n == 0)
+        return 0;
+    if (p->mode == OPTD_SYNC_INTERVAL) {
+        for (size_t i = 0; i < n; i++)
+            dur_step(ctx, &recs[i], &lsns[i], err); /* never fails in interval mode */
+        return 0;
+    }
+    if (!p->journal)
+        return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
+    enum { HEAD = 2 + OPTD_NAME_MAX + STEP_FIXED };
+    uint8_t *heads = malloc(n * HEAD);
+    optd_journal_rec_t *jr = calloc(n, sizeof *jr);
+    int rc = 0;
+    if (!heads || !jr) {
+        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory journaling %zu steps", n);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        jr[i] = (optd_journal_rec_t){.type = OPTD_JREC_STEP, .head = heads + i * HEAD,
+                                     .head_len = step_head_encode(&recs[i], heads + i * HEAD),
+                                     .body = recs[i].grad,
+                                     .len = recs[i].size * optd_dtype_size(recs[i].dtype)};
+    rc = optd_journal_append_group(p->journal, jr, n, err);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        lsns[i] = jr[i].lsn;
+out:
+    free(heads);
+    free(jr);
+    return rc;
+}
+
 /* With s->mu held, after s changed as a whole (create, import, patch; or a
  * flush carrying a session it could not snapshot): its image. */
 static int dur_commit(void *ctx, struct optd_session *s, optd_err_t *err)
@@ -523,12 +562,20 @@ int optd_persist_open(const char *dir, optd_sync_mode_t mode, int64_t interval_m
     pthread_rwlock_init(&p->removing, NULL);
     p->dur.ctx = p;
     p->dur.step = dur_step;
+    p->dur.steps = dur_steps;
     p->dur.commit = dur_commit;
     p->dur.remove = dur_remove;
     p->dur.sync = dur_sync;
     optd_store_set_durability(store, &p->dur);
     *out = p;
     return 0;
+}
+
+void optd_persist_journal_counts(optd_persist_t *p, uint64_t *records, uint64_t *syncs)
+{
+    *records = *syncs = 0;
+    if (p->journal) /* opened by the load, before requests are served */
+        optd_journal_counts(p->journal, records, syncs);
 }
 
 int optd_persist_stop(optd_persist_t *p, double budget_s, size_t *written, optd_err_t *err)

@@ -68,6 +68,10 @@ void optd_persist_abort_flush(optd_persist_t *p);
  * replay.  0, or OPTD_EIO when the sync failed. */
 int optd_persist_stop(optd_persist_t *p, double budget_s, size_t *written, optd_err_t *err);
 
+/* The journal's records made durable so far and the fdatasync rounds that
+ * did it (0 and 0 before the load opened it). */
+void optd_persist_journal_counts(optd_persist_t *p, uint64_t *records, uint64_t *syncs);
+
 /* Releases the lock and frees p (call optd_persist_stop first). */
 void optd_persist_close(optd_persist_t *p);
 

@@ -763,6 +763,168 @@ uint64_t optd_session_copy_rows(optd_session_t *s, const uint64_t *rows, size_t 
     pthread_mutex_unlock(&s->mu);
     optd_session_touch(s);
     return step;
+
+/* ---- a batch of steps ---------------------------------------------------------- */
+
+/* A session of a batch and the step its next record applies at. */
+typedef struct batch_sess {
+    optd_session_t *s;
+    uint64_t next;
+} batch_sess_t;
+
+static int batch_sess_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const batch_sess_t *)a)->s, y = (uintptr_t)((const batch_sess_t *)b)->s;
+    return x < y ? -1 : x > y;
+}
+
+/* The batch's distinct sessions sorted by address: *ns of them. */
+static batch_sess_t *batch_sessions(const optd_batch_step_t *b, size_t n, size_t *ns)
+{
+    batch_sess_t *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!b[i].rc && b[i].s)
+            v[k++] = (batch_sess_t){.s = b[i].s};
+    qsort(v, k, sizeof *v, batch_sess_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || v[u - 1].s != v[i].s)
+            v[u++] = v[i];
+    *ns = u;
+    return v;
+}
+
+/* The journal step: records through dur->steps (or one by one through
+ * dur->step where a durability has no group hook). */
+static int batch_journal(const optd_durability_t *dur, const optd_step_record_t *recs, size_t n,
+                         uint64_t *lsns, optd_err_t *err)
+{
+    if (!dur || !dur->step) {
+        memset(lsns, 0, n * sizeof *lsns);
+        return 0;
+    }
+    if (dur->steps)
+        return dur->steps(dur->ctx, recs, n, lsns, err);
+    for (size_t i = 0; i < n; i++) {
+        int rc = dur->step(dur->ctx, &recs[i], &lsns[i], err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* With the batch's sessions locked: the checks before journaling, for each
+ * step in order; the ones that pass go into recs (who[r]: their index in
+ * b).  Returns how many. */
+static size_t batch_check(optd_batch_step_t *b, size_t n, batch_sess_t *ss, size_t ns,
+                          optd_step_record_t *recs, size_t *who)
+{
+    int64_t now = optd_now_ms();
+    size_t nr = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i].rc || !b[i].s)
+            continue;
+        batch_sess_t key = {.s = b[i].s};
+        batch_sess_t *bs = bsearch(&key, ss, ns, sizeof *ss, batch_sess_cmp);
+        optd_session_t *s = bs->s;
+        const optd_step_input_t *in = &b[i].in;
+        if (s->deleted) {
+            b[i].rc = optd_err_set(&b[i].err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
+        } else if (in->expect_step && *in->expect_step != bs->next) {
+            b[i].step = bs->next;
+            b[i].rc = optd_err_set(&b[i].err, OPTD_ESTEP, "expected step %llu but the session is at step %llu",
+                                   (unsigned long long)*in->expect_step, (unsigned long long)bs->next);
+        } else if (in->loss && !isfinite(*in->loss)) {
+            b[i].rc = optd_err_set(&b[i].err, OPTD_EINVAL, "loss: must be a finite number");
+        }
+        if (b[i].rc)
+            continue;
+        recs[nr] = (optd_step_record_t){
+            .name = s->name, .step = bs->next++, .dtype = s->cfg.dtype, .size = s->size,
+            .grad = in->grad, .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
+            .time_ms = in->time_ms ? in->time_ms : now,
+        };
+        who[nr++] = i;
+    }
+    return nr;
+}
+
+/* With the batch's sessions locked and its records journaled: step x's
+ * record rec applied by the rules of replay. */
+static void batch_apply_one(optd_batch_step_t *x, const optd_step_record_t *rec, uint64_t lsn,
+                            const optd_step_ctx_t *ctx)
+{
+    optd_session_t *s = x->s;
+    if (s->st.step != rec->step) {
+        x->step = s->st.step;
+        x->rc = optd_err_set(&x->err, OPTD_ESTEP,
+                             "this item was journaled to apply at step %llu, after an earlier item of "
+                             "the batch on '%s' that was refused; the session is at step %llu",
+                             (unsigned long long)rec->step, s->name, (unsigned long long)s->st.step);
+        return;
+    }
+    if (lsn)
+        s->lsn = lsn;
+    const optd_durability_t *dur = ctx ? ctx->dur : NULL;
+    int rc = history_reserve(s, &x->err);
+    if (!rc)
+        rc = apply_locked(s, ctx ? ctx->pool : NULL, rec->grad, rec->has_loss ? &rec->loss : NULL,
+                          rec->time_ms, &x->err);
+    if (rc && rc != OPTD_ENONFINITE && rc != OPTD_EINVAL && dur && dur->commit) {
+        /* Refused for a reason replay would not meet: the unchanged
+         * session is journaled whole after the batch's records, as in
+         * optd_session_apply. */
+        optd_err_t ignored;
+        dur->commit(dur->ctx, s, &ignored);
+    }
+    x->rc = rc;
+    if (rc)
+        return;
+    x->step = s->st.step;
+    if (x->params_out)
+        memcpy(x->params_out, s->params, s->size * optd_dtype_size(s->cfg.dtype));
+}
+
+void optd_session_apply_batch(optd_batch_step_t *b, size_t n, const optd_step_ctx_t *ctx)
+{
+    size_t ns = 0;
+    batch_sess_t *ss = batch_sessions(b, n, &ns);
+    optd_step_record_t *recs = malloc((n ? n : 1) * sizeof *recs);
+    uint64_t *lsns = malloc((n ? n : 1) * sizeof *lsns);
+    size_t *who = malloc((n ? n : 1) * sizeof *who);
+    if (!ss || !recs || !lsns || !who) {
+        for (size_t i = 0; i < n; i++)
+            if (!b[i].rc)
+                b[i].rc = optd_err_set(&b[i].err, OPTD_ENOMEM, "out of memory applying the batch");
+        goto out;
+    }
+    for (size_t k = 0; k < ns; k++) {
+        pthread_mutex_lock(&ss[k].s->mu);
+        ss[k].next = ss[k].s->st.step;
+    }
+    size_t nr = batch_check(b, n, ss, ns, recs, who);
+    optd_err_t jerr = {0};
+    if (nr && batch_journal(ctx ? ctx->dur : NULL, recs, nr, lsns, &jerr)) {
+        for (size_t r = 0; r < nr; r++) {
+            b[who[r]].rc = jerr.code ? jerr.code : OPTD_EIO;
+            b[who[r]].err = jerr;
+        }
+        nr = 0;
+    }
+    for (size_t r = 0; r < nr; r++)
+        batch_apply_one(&b[who[r]], &recs[r], lsns[r], ctx);
+    for (size_t k = 0; k < ns; k++)
+        pthread_mutex_unlock(&ss[k].s->mu);
+    for (size_t k = 0; k < ns; k++)
+        optd_session_touch(ss[k].s);
+out:
+    free(ss);
+    free(recs);
+    free(lsns);
+    free(who);
 }
 
 int optd_session_set_params(optd_session_t *s, const void *params, const uint64_t *expect_step,

@@ -155,6 +155,14 @@ typedef struct optd_durability {
      * returns.  *lsn: the record's sequence number. */
     int (*step)(void *ctx, struct optd_session *s, const optd_step_record_t *rec, uint64_t *lsn,
                 optd_err_t *err);
+    /* The same for a batch of steps (optd_session_apply_batch), called
+     * with all their sessions' mutexes held (ss[i]: record i's session):
+     * --sync always: the records are made durable together, in one fsync
+     * round: 0 once all are, or OPTD_EIO / OPTD_ENOMEM (none is; none is
+     * applied).  --sync interval: each is queued.  lsns[i]: record i's
+     * sequence number (0: not journaled). */
+    int (*steps)(void *ctx, struct optd_session *const *ss, const optd_step_record_t *recs, size_t n,
+                 uint64_t *lsns, optd_err_t *err);
     /* Called with s->mu held after s changed as a whole (create, patch,
      * import); --sync always: 0 once durable, or OPTD_EIO (the caller then
      * undoes the change). */
@@ -352,6 +360,29 @@ int optd_session_copy_history(optd_session_t *s, uint64_t after_step, size_t lim
  * OPTD_EIO (sync always: not durable). */
 int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
                        uint64_t *step_out, void *params_out, optd_err_t *err);
+
+/* One step of a batch (optd_session_apply_batch). */
+typedef struct optd_batch_step {
+    struct optd_session *s;    /* its session (a reference the caller holds) */
+    optd_step_input_t in;
+    void *params_out;          /* NULL, or room for the params after the step */
+    int rc;                    /* 0 or the step's error (in err); set on entry: skipped */
+    uint64_t step;             /* the step after it; with OPTD_ESTEP the current step */
+    optd_err_t err;
+} optd_batch_step_t;
+
+/* Applies b[0..n) in order, each as optd_session_apply would, but made
+ * durable together: the batch's sessions are locked (in address order, so
+ * batches and single steps never deadlock), every step that passes its
+ * checks (deleted, expected step, loss; a session's later steps are
+ * checked against the step its earlier ones lead to) is journaled through
+ * ctx->dur->steps in one group (with --sync always one fsync round), then
+ * each is applied by the rules of replay: a record applies only at the step
+ * it was journaled for, so a step that follows, on its session, one refused
+ * after journaling (non_finite) is refused too, with OPTD_ESTEP.  If the
+ * group cannot be made durable none of it is applied and each of its steps
+ * gets OPTD_EIO.  Each step's outcome is in b[i].rc, err, step. */
+void optd_session_apply_batch(optd_batch_step_t *b, size_t n, const optd_step_ctx_t *ctx);
 
 /* optd_session_apply in memory only, on the caller's thread, at the time
  * now (for tests and in-process use). */

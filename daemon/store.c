@@ -167,6 +167,64 @@ int optd_store_contribute(optd_store_t *store, optd_session_t **sp, const optd_c
     return rc;
 }
 
+/* An item of a batch refused because its session was deleted: moved onto
+ * the session now under its name when an import replaced it (true), as
+ * optd_store_step does for one step. */
+static bool batch_follow(optd_store_t *store, optd_batch_step_t *x)
+{
+    if (x->rc != OPTD_ENOTFOUND || !x->s)
+        return false;
+    optd_session_t *now = optd_store_get(store, x->s->name);
+    if (!now || now == x->s) {
+        if (now)
+            optd_session_release(now);
+        return false;
+    }
+    if (now->size != x->s->size || now->cfg.dtype != x->s->cfg.dtype) {
+        x->rc = optd_err_set(&x->err, OPTD_ESIZE,
+                             "session '%s' was replaced meanwhile by one of %zu %s parameters",
+                             now->name, now->size, optd_dtype_name(now->cfg.dtype));
+        optd_session_release(now);
+        return false;
+    }
+    optd_session_release(x->s);
+    x->s = now;
+    x->rc = 0;
+    return true;
+}
+
+void optd_store_step_batch(optd_store_t *store, optd_batch_step_t *b, size_t n)
+{
+    optd_step_ctx_t ctx;
+    optd_store_step_ctx(store, &ctx);
+    optd_session_apply_batch(b, n, &ctx);
+    /* Items that raced onto a session an import replaced go again, in
+     * their order, as a batch of their own (a second group commit, only in
+     * that race). */
+    size_t *idx = NULL, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i].rc != OPTD_ENOTFOUND)
+            continue;
+        if (!idx && !(idx = malloc(n * sizeof *idx)))
+            return; /* they keep their not_found */
+        if (batch_follow(store, &b[i]))
+            idx[m++] = i;
+    }
+    optd_batch_step_t *again = m ? malloc(m * sizeof *again) : NULL;
+    if (again) {
+        for (size_t k = 0; k < m; k++)
+            again[k] = b[idx[k]];
+        optd_session_apply_batch(again, m, &ctx);
+        for (size_t k = 0; k < m; k++)
+            b[idx[k]] = again[k];
+    } else {
+        for (size_t k = 0; k < m; k++)
+            b[idx[k]].rc = optd_err_set(&b[idx[k]].err, OPTD_ENOMEM, "out of memory applying the batch");
+    }
+    free(again);
+    free(idx);
+}
+
 /* ---- memory ------------------------------------------------------------------ */
 
 /* "1.5 GiB", "12.0 MiB", "512 bytes": for sentences a client reads. */

@@ -52,6 +52,13 @@ int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_in
 int optd_store_contribute(optd_store_t *store, optd_session_t **sp, const optd_contribution_t *c,
                           optd_contrib_result_t *out, optd_err_t *err);
 
+/* optd_session_apply_batch with the store's context: what POST /v1/steps
+ * does.  Each b[i].s is one of the store's sessions (the caller's
+ * reference); an item that raced onto a session an import replaced
+ * follows it as optd_store_step does (b[i].s is then the new one, whose
+ * reference the caller holds). */
+void optd_store_step_batch(optd_store_t *store, optd_batch_step_t *b, size_t n);
+
 /* ---- the memory budget (--max-memory) ----
  * Every byte a session can come to hold is reserved before it is
  * allocated (optd_session_bytes: params, the state buffers its options

@@ -358,6 +358,105 @@ START_TEST(failed_commit_changes_nothing)
 }
 END_TEST
 
+/* A durability hook for batches: counts its group calls and the records
+ * in them, and fails when told to. */
+typedef struct fake_group {
+    int fail;
+    int groups;
+    size_t records;
+    uint64_t steps[8]; /* each record's step, in order */
+} fake_group_t;
+
+static int fake_group_steps(void *ctx, const optd_step_record_t *recs, size_t n, uint64_t *lsns,
+                            optd_err_t *err)
+{
+    fake_group_t *f = ctx;
+    f->groups++;
+    if (f->fail)
+        return optd_err_set(err, OPTD_EIO, "disk full");
+    for (size_t i = 0; i < n; i++) {
+        if (f->records < 8)
+            f->steps[f->records] = recs[i].step;
+        f->records++;
+        lsns[i] = 0;
+    }
+    return 0;
+}
+
+static int fake_group_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err)
+{
+    (void)ctx;
+    (void)rec;
+    (void)err;
+    *lsn = 0;
+    return 0;
+}
+
+/* Steps of a batch on two sessions, some on the same one: journaled in one
+ * group at the steps they lead to, applied in order, each as a single step
+ * would be; when the group fails, nothing is applied. */
+START_TEST(batch_in_order_one_group)
+{
+    optd_err_t err;
+    fake_group_t f = {0};
+    optd_durability_t dur = {.ctx = &f, .step = fake_group_step, .steps = fake_group_steps};
+    optd_step_ctx_t ctx = {.dur = &dur};
+    optd_session_config_t cfg = adam_cfg(OPTD_FLOAT64);
+    optd_session_t *a, *b, *ref;
+    double p[2] = {1, 2};
+    ck_assert_int_eq(optd_session_create("a", &cfg, 2, p, 10, &a, &err), 0);
+    ck_assert_int_eq(optd_session_create("b", &cfg, 2, p, 10, &b, &err), 0);
+    ck_assert_int_eq(optd_session_create("r", &cfg, 2, p, 10, &ref, &err), 0);
+    double g[4][2] = {{0.5, -1}, {1, 1}, {-2, 0.25}, {3, 3}};
+    uint64_t one = 1, zero = 0, five = 5;
+    double out[4][2];
+    optd_batch_step_t bt[5] = {
+        {.s = a, .in = {.grad = g[0]}, .params_out = out[0]},
+        {.s = b, .in = {.grad = g[1], .expect_step = &zero}},
+        {.s = a, .in = {.grad = g[2], .expect_step = &one}, .params_out = out[2]}, /* after bt[0] */
+        {.s = a, .in = {.grad = g[3], .expect_step = &one}},  /* stale by then */
+        {.s = b, .in = {.grad = g[3], .expect_step = &five}}, /* wrong */
+    };
+    f.fail = 1;
+    optd_session_apply_batch(bt, 5, &ctx);
+    ck_assert_int_eq(f.groups, 1);
+    ck_assert_int_eq(bt[0].rc, OPTD_EIO);
+    ck_assert_int_eq(bt[1].rc, OPTD_EIO);
+    ck_assert_int_eq(bt[2].rc, OPTD_EIO);
+    ck_assert_int_eq(bt[3].rc, OPTD_ESTEP); /* refused before journaling: its own error */
+    ck_assert_uint_eq(bt[3].step, 2);
+    ck_assert_int_eq(bt[4].rc, OPTD_ESTEP);
+    ck_assert_uint_eq(bt[4].step, 1);
+    ck_assert_uint_eq(a->st.step, 0);
+    ck_assert_uint_eq(b->st.step, 0);
+
+    f.fail = 0;
+    for (int i = 0; i < 5; i++)
+        bt[i].rc = 0;
+    optd_session_apply_batch(bt, 5, &ctx);
+    ck_assert_int_eq(f.groups, 2);
+    ck_assert_uint_eq(f.records, 3);
+    ck_assert_uint_eq(f.steps[0], 0); /* a */
+    ck_assert_uint_eq(f.steps[1], 0); /* b */
+    ck_assert_uint_eq(f.steps[2], 1); /* a again */
+    ck_assert_int_eq(bt[0].rc, 0);
+    ck_assert_uint_eq(bt[0].step, 1);
+    ck_assert_int_eq(bt[1].rc, 0);
+    ck_assert_int_eq(bt[2].rc, 0);
+    ck_assert_uint_eq(bt[2].step, 2);
+    ck_assert_int_eq(bt[3].rc, OPTD_ESTEP);
+    ck_assert_int_eq(bt[4].rc, OPTD_ESTEP);
+    double r0[2], r2[2];
+    ck_assert_int_eq(optd_session_step(ref, g[0], NULL, NULL, NULL, r0, &err), 0);
+    ck_assert_int_eq(optd_session_step(ref, g[2], NULL, NULL, NULL, r2, &err), 0);
+    ck_assert_mem_eq(out[0], r0, sizeof r0);
+    ck_assert_mem_eq(out[2], r2, sizeof r2);
+    optd_session_release(a);
+    optd_session_release(b);
+    optd_session_release(ref);
+}
+END_TEST
+
 START_TEST(test_loss_summary)
 {
     optd_loss_summary_t ls = {0};
@@ -443,6 +542,7 @@ int main(void)
     tcase_add_test(tc, image_round_trip);
     tcase_add_test(tc, failed_commit_changes_nothing);
     tcase_add_test(tc, deltas_beside_the_snapshot);
+    tcase_add_test(tc, batch_in_order_one_group);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
