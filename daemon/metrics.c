@@ -209,6 +209,12 @@ int optd_metrics_render(optd_metrics_t *m, optd_store_t *store, char **out, size
     put(&t, "# HELP optd_snapshot_failures_total Periodic flushes in which a write failed.\n"
             "# TYPE optd_snapshot_failures_total counter\noptd_snapshot_failures_total %llu\n",
         ld(&m->snapshot_failures));
+    put(&t, "# HELP optd_journal_records_total Journal records made durable.\n"
+            "# TYPE optd_journal_records_total counter\noptd_journal_records_total %llu\n"
+            "# HELP optd_journal_syncs_total fdatasync rounds that made them durable (group commit: "
+            "records per round).\n"
+            "# TYPE optd_journal_syncs_total counter\noptd_journal_syncs_total %llu\n",
+        ld(&m->journal_records), ld(&m->journal_syncs));
     put(&t, "# HELP optd_uptime_seconds Seconds since the daemon started.\n"
             "# TYPE optd_uptime_seconds gauge\noptd_uptime_seconds %.3f\n",
         (double)(optd_now_ms() - m->started_ms) / 1000.0);

@@ -30,6 +30,8 @@ typedef struct optd_metrics {
     atomic_ullong expired_sessions;
     atomic_ullong snapshots_written;
     atomic_ullong snapshot_failures;
+    atomic_ullong journal_records;  /* copied from the journal when rendered */
+    atomic_ullong journal_syncs;
     atomic_long connections;
     /* Rounds (API.md 1.1): applied, contributions refused by reason
      * (optd_refusal_t: stale, too_late, twice), how long rounds stayed
