@@ -1,10 +1,13 @@
 /* route_steps.c: POST /v1/steps, many sessions stepped by one request (a
  * tuning fleet's whole population at once).
  *
- * The items are applied in order, each exactly as a JSON step on its own
- * session would be (optd_store_step), and each gets its own result: a
- * failing item changes nothing and stops nothing else.  Only a body that is
- * wrong as a whole is answered with an error status. */
+ * Three passes: every item is read (item_read, or the fast scanner) and
+ * prepared against its session (item_prepare: looked up, gradient decoded)
+ * without any lock; the prepared ones are applied together, in order, by
+ * optd_store_step_batch (their sessions locked, journaled as one group: one
+ * fsync round with --sync always); then each gets its result.  A failing
+ * item changes nothing and stops nothing else.  Only a body that is wrong
+ * as a whole is answered with an error status. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,47 +20,37 @@
 
 #define STEPS_MAX 10000
 
-/* The gradient and parameter buffers, reused from item to item. */
-typedef struct scratch {
-    void *grad, *params;
-    size_t cap; /* bytes each */
-    uint64_t *rows; /* a rows item (API.md 1.1, Tables): its rows, whose values params holds */
-    size_t n_rows;  /* 0: params holds the whole vector */
-} scratch_t;
-
-static bool scratch_fit(scratch_t *sc, size_t bytes)
-{
-    if (bytes <= sc->cap)
-        return true;
-    void *g = realloc(sc->grad, bytes);
-    if (!g)
-        return false;
-    sc->grad = g;
-    void *p = realloc(sc->params, bytes);
-    if (!p)
-        return false;
-    sc->params = p;
-    sc->cap = bytes;
-    return true;
-}
-
-/* What one item asks, read and checked before its session is touched. */
+/* What one item asks, read and checked before its session is touched;
+ * its gradient as a Jansson value (the slow path) or as the scanner's
+ * doubles (text: the item's own text, read again by Jansson when the
+ * doubles do not fit the session, so errors are worded by one path). */
 typedef struct item {
-    const char *session;
+    const char *session;      /* NULL: the item has no valid name */
     const json_t *gradient;
-    const json_t *rows; /* a rows step, or NULL */
+    bool scanned;             /* read by the scanner: its gradient is grad_f64 */
+    const double *grad_f64;
+    size_t grad_n;
+    const char *text;
+    size_t text_len;
+    json_t *own;              /* the item's own text as read by Jansson */
     bool has_expect, has_loss;
     uint64_t expect;
     double loss;
+    void *buf;                /* its gradient in the session's dtype, then room for params */
 } item_t;
 
 static const char *const item_fields[] = {"session", "gradient", "step", "loss", "rows", "worker", NULL};
 
+/* Reads item i from its JSON value v; errors as an item's result. */
 static int item_read(const json_t *v, size_t i, item_t *it, optd_err_t *err)
 {
-    memset(it, 0, sizeof *it);
+    it->gradient = NULL;
+    it->scanned = false;
+    it->has_expect = it->has_loss = false;
     if (!json_is_object(v))
         return optd_err_set(err, OPTD_EINVAL, "steps[%zu] must be an object", i);
+    const json_t *s = json_object_get(v, "session");
+    it->session = json_is_string(s) ? json_string_value(s) : NULL;
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)v, key, val) {
@@ -68,11 +61,11 @@ static int item_read(const json_t *v, size_t i, item_t *it, optd_err_t *err)
             return optd_err_set(err, OPTD_EINVAL, "steps[%zu]: unknown field '%.64s' (a step item takes "
                                 "session, gradient, step, loss)", i, key);
     }
-    const json_t *s = json_object_get(v, "session");
-    if (!json_is_string(s) || !optd_session_name_valid(json_string_value(s)))
+    if (!it->session || !optd_session_name_valid(it->session))
         return optd_err_set(err, OPTD_EINVAL, "steps[%zu].session must be a session name", i);
-    it->session = json_string_value(s);
-    it->rows = json_object_get(v, "rows");
+    if (json_object_get(v, "rows"))
+        return optd_err_set(err, OPTD_EINVAL, "steps[%zu]: session '%s' is not a table (it has no "
+                            "row_size), so a step takes no 'rows'", i, it->session);
     if (json_object_get(v, "worker"))
         return optd_err_set(err, OPTD_EINVAL, "steps[%zu]: 'worker' is for sessions that aggregate "
                             "rounds, and a batch item cannot wait for a round", i);
@@ -93,47 +86,9 @@ static int item_read(const json_t *v, size_t i, item_t *it, optd_err_t *err)
     return 0;
 }
 
-/* Applies one item; *step_out is the step after it (or the current step
- * with OPTD_ESTEP).  The parameters are left in sc->params. */
-static int item_apply(optd_req_t *req, const item_t *it, scratch_t *sc, optd_session_t **sp,
-                      uint64_t *step_out, optd_err_t *err)
-{
-    optd_session_t *s = optd_store_get(req->srv->store, it->session);
-    if (!s)
-        return optd_err_set(err, OPTD_ENOTFOUND, "no session named '%s'", it->session);
-    *sp = s;
-    size_t bytes = s->size * optd_dtype_size(s->cfg.dtype); /* fixed for the session's life */
-    if (!scratch_fit(sc, bytes))
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu parameters", s->size);
-    size_t n = s->size;
-    free(sc->rows);
-    sc->rows = NULL;
-    sc->n_rows = 0;
-    if (it->rows) {
-        /* As a JSON rows step takes it (route_step.c). */
-        size_t R = optd_session_row_size(&s->cfg);
-        int rc = optd_codec_rows_decode(it->rows, s->size / R, 0, &sc->rows, &sc->n_rows, err);
-        if (rc)
-            return rc;
-        n = sc->n_rows * R;
-        if (!scratch_fit(sc, n * optd_dtype_size(s->cfg.dtype)))
-            return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu rows", sc->n_rows);
-    }
-    int rc = optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", sc->grad, n, err);
-    if (rc)
-        return rc;
-    optd_step_input_t in = {.grad = sc->grad, .expect_step = it->has_expect ? &it->expect : NULL,
-                            .loss = it->has_loss ? &it->loss : NULL, .rows = sc->rows,
-                            .n_rows = sc->n_rows};
-    rc = optd_store_step(req->srv->store, sp, &in, step_out, sc->params, err);
-    if (!rc)
-        optd_metrics_step(&req->srv->metrics, (*sp)->cfg.kind);
-    return rc;
-}
-
 /* One result object appended to b. */
 static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_t *err,
-                       optd_session_t *s, uint64_t step, const scratch_t *sc, bool return_none,
+                       optd_session_t *s, uint64_t step, const void *params, bool return_none,
                        struct optd_pool *pool)
 {
     optd_sbuf_puts(b, "{\"session\":");
@@ -151,15 +106,8 @@ static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_
         optd_sbuf_puts(b, ",\"step\":");
         optd_sbuf_puts(b, num);
         if (!return_none) {
-            if (sc->n_rows) {
-                optd_sbuf_puts(b, ",\"rows\":[");
-                for (size_t i = 0; i < sc->n_rows; i++)
-                    optd_sbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)sc->rows[i]);
-                optd_sbuf_puts(b, "]");
-            }
             optd_sbuf_puts(b, ",\"params\":");
-            optd_numarray_encode(b, s->cfg.dtype, sc->params,
-                                 sc->n_rows ? sc->n_rows * optd_session_row_size(&s->cfg) : s->size, pool);
+            optd_numarray_encode(b, s->cfg.dtype, params, s->size, pool);
         }
     }
     optd_sbuf_puts(b, "}");
@@ -376,86 +324,127 @@ static int fast_scan(const char *body, size_t len, fast_scan_t *fs)
 typedef struct batch {
     optd_req_t *req;
     bool return_none;
-    scratch_t sc;
-    optd_sbuf_t out;
-    size_t n_done;
+    size_t n;
+    item_t *items;            /* n of them */
+    optd_batch_step_t *steps; /* n: items[i]'s step and its outcome */
+    json_t *body;             /* the slow path's document */
+    fast_scan_t fs;
 } batch_t;
 
-/* The slow path for item i given as a Jansson value. */
-static void run_json_item(batch_t *bt, const json_t *v, size_t i)
+static void batch_free(batch_t *bt)
 {
-    optd_err_t err = {0};
-    optd_session_t *s = NULL;
-    uint64_t step = 0;
-    item_t it;
-    int rc = item_read(v, i, &it, &err);
-    if (!rc)
-        rc = item_apply(bt->req, &it, &bt->sc, &s, &step, &err);
-    if (rc)
-        atomic_fetch_add_explicit(&bt->req->srv->metrics.step_errors, 1, memory_order_relaxed);
-    if (bt->n_done++)
-        optd_sbuf_puts(&bt->out, ",");
-    const json_t *name = json_is_object(v) ? json_object_get(v, "session") : NULL;
-    put_result(&bt->out, json_is_string(name) ? json_string_value(name) : NULL, rc, &err, s, step,
-               &bt->sc, bt->return_none, bt->req->srv->pool);
-    if (s)
-        optd_session_release(s);
+    for (size_t i = 0; i < bt->n; i++) {
+        json_decref(bt->items[i].own);
+        free(bt->items[i].buf);
+        if (bt->steps[i].s)
+            optd_session_release(bt->steps[i].s);
+    }
+    free(bt->items);
+    free(bt->steps);
+    json_decref(bt->body);
+    fast_scan_free(&bt->fs);
 }
 
-/* Item i as the scanner read it; back to the slow path when its gradient
- * does not fit the session as read. */
-static void run_fast_item(batch_t *bt, const fast_scan_t *fs, size_t i)
+static bool batch_alloc(batch_t *bt, size_t n)
 {
-    const fast_item_t *fi = &fs->items[i];
-    bt->sc.n_rows = 0; /* the scanner reads no rows: params holds the whole vector */
-    optd_err_t err = {0};
-    uint64_t step = 0;
-    int rc = 0;
-    optd_session_t *s = fi->has_grad ? optd_store_get(bt->req->srv->store, fi->session) : NULL;
-    if (fi->has_grad && !s) {
-        rc = optd_err_set(&err, OPTD_ENOTFOUND, "no session named '%s'", fi->session);
-    } else if (!s || fi->grad_n != s->size || !scratch_fit(&bt->sc, s->size * optd_dtype_size(s->cfg.dtype)) ||
-               !optd_numarray_from_f64(fs->vals + fi->grad_off, fi->grad_n, s->cfg.dtype, bt->sc.grad)) {
-        if (s)
-            optd_session_release(s);
-        json_t *v = json_loadb(fi->text, fi->text_len, JSON_REJECT_DUPLICATES, NULL);
-        run_json_item(bt, v, i);
-        json_decref(v);
-        return;
-    } else {
-        optd_step_input_t in = {.grad = bt->sc.grad, .expect_step = fi->has_expect ? &fi->expect : NULL,
-                                .loss = fi->has_loss ? &fi->loss : NULL};
-        rc = optd_store_step(bt->req->srv->store, &s, &in, &step, bt->sc.params, &err);
-        if (!rc)
-            optd_metrics_step(&bt->req->srv->metrics, s->cfg.kind);
-    }
-    if (rc)
-        atomic_fetch_add_explicit(&bt->req->srv->metrics.step_errors, 1, memory_order_relaxed);
-    if (bt->n_done++)
-        optd_sbuf_puts(&bt->out, ",");
-    put_result(&bt->out, fi->session, rc, &err, s, step, &bt->sc, bt->return_none,
-               bt->req->srv->pool);
-    if (s)
-        optd_session_release(s);
+    bt->n = n;
+    bt->items = calloc(n, sizeof *bt->items);
+    bt->steps = calloc(n, sizeof *bt->steps);
+    if (bt->items && bt->steps)
+        return true;
+    bt->n = 0;
+    return false;
 }
 
-/* The slow path for the whole body: false when it already answered. */
-static bool run_json(batch_t *bt)
+/* Item i as read by the scanner, read again from its own text by Jansson
+ * (when its gradient does not fit the session as read, or it has none),
+ * so that a refusal is worded as for any item. */
+static int item_reread(size_t i, item_t *it, optd_err_t *err)
 {
-    json_t *body = optd_req_json_object(bt->req);
-    if (!body)
+    it->own = json_loadb(it->text, it->text_len, JSON_REJECT_DUPLICATES, NULL);
+    return item_read(it->own, i, it, err);
+}
+
+/* Item i's gradient in the session's dtype into it->buf (size elements,
+ * then as many again for the params after the step). */
+static int item_gradient(size_t i, item_t *it, const optd_session_t *s, optd_err_t *err)
+{
+    size_t bytes = s->size * optd_dtype_size(s->cfg.dtype);
+    if (!(it->buf = malloc(2 * bytes)))
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu parameters", s->size);
+    if (it->scanned && it->grad_n == s->size &&
+        optd_numarray_from_f64(it->grad_f64, it->grad_n, s->cfg.dtype, it->buf))
+        return 0;
+    int rc;
+    if (it->scanned && (rc = item_reread(i, it, err)))
+        return rc;
+    return optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", it->buf, s->size, err);
+}
+
+/* Item i, read, against its session: found, its gradient decoded; on
+ * success step x is ready for the batch (x->s holds a reference). */
+static int item_prepare(batch_t *bt, size_t i, item_t *it, optd_batch_step_t *x)
+{
+    optd_session_t *s = optd_store_get(bt->req->srv->store, it->session);
+    if (!s)
+        return optd_err_set(&x->err, OPTD_ENOTFOUND, "no session named '%s'", it->session);
+    x->s = s;
+    int rc = item_gradient(i, it, s, &x->err);
+    if (rc)
+        return rc;
+    x->in = (optd_step_input_t){.grad = it->buf, .expect_step = it->has_expect ? &it->expect : NULL,
+                                .loss = it->has_loss ? &it->loss : NULL};
+    x->params_out = bt->return_none ? NULL : (char *)it->buf + s->size * optd_dtype_size(s->cfg.dtype);
+    return 0;
+}
+
+/* The items from the scanner. */
+static bool batch_from_scan(batch_t *bt)
+{
+    fast_scan_t *fs = &bt->fs;
+    if (!batch_alloc(bt, fs->n))
         return false;
-    const json_t *steps = steps_array(bt->req, body);
-    if (!steps) {
-        json_decref(body);
-        return false;
+    for (size_t i = 0; i < fs->n; i++) {
+        const fast_item_t *fi = &fs->items[i];
+        item_t *it = &bt->items[i];
+        *it = (item_t){.session = fi->session, .scanned = true, .grad_n = fi->grad_n,
+                       .grad_f64 = fi->grad_n ? fs->vals + fi->grad_off : NULL,
+                       .text = fi->text, .text_len = fi->text_len, .has_expect = fi->has_expect,
+                       .expect = fi->expect, .has_loss = fi->has_loss, .loss = fi->loss};
+        if (!fi->has_grad) /* the scanner saw no gradient: Jansson words it */
+            bt->steps[i].rc = item_reread(i, it, &bt->steps[i].err);
     }
-    size_t i;
-    const json_t *v;
-    json_array_foreach(steps, i, v)
-        run_json_item(bt, v, i);
-    json_decref(body);
     return true;
+}
+
+/* The items from Jansson (the slow path for the whole body): false when
+ * it already answered. */
+static bool batch_from_json(batch_t *bt)
+{
+    if (!(bt->body = optd_req_json_object(bt->req)))
+        return false;
+    const json_t *steps = steps_array(bt->req, bt->body);
+    if (!steps)
+        return false;
+    if (!batch_alloc(bt, json_array_size(steps))) {
+        optd_http_error(bt->req, OPTD_ENOMEM, "out of memory reading the batch");
+        return false;
+    }
+    for (size_t i = 0; i < bt->n; i++)
+        bt->steps[i].rc = item_read(json_array_get(steps, i), i, &bt->items[i], &bt->steps[i].err);
+    return true;
+}
+
+/* Results [from, to) appended to out. */
+static void put_results(const batch_t *bt, size_t from, size_t to, optd_sbuf_t *out)
+{
+    for (size_t i = from; i < to; i++) {
+        const optd_batch_step_t *x = &bt->steps[i];
+        if (i)
+            optd_sbuf_puts(out, ",");
+        put_result(out, bt->items[i].session, x->rc, &x->err, x->s, x->step, x->params_out,
+                   bt->return_none, bt->req->srv->pool);
+    }
 }
 
 void optd_route_steps(optd_req_t *req)
@@ -471,37 +460,41 @@ void optd_route_steps(optd_req_t *req)
         return;
     }
     batch_t bt = {.req = req, .return_none = return_none};
-    optd_sbuf_init(&bt.out);
-    fast_scan_t fs = {0};
-    int fast = fast_scan(req->body ? req->body : "", req->body_len, &fs);
-    if (fast < 0) {
-        fast_scan_free(&fs);
+    int fast = fast_scan(req->body ? req->body : "", req->body_len, &bt.fs);
+    if (fast < 0 || (fast && !batch_from_scan(&bt))) {
+        batch_free(&bt);
         optd_http_error(req, OPTD_ENOMEM, "out of memory reading the batch");
         return;
     }
-    if (fast)
-        optd_sbuf_reserve(&bt.out, 32 + fs.n * (return_none ? 48 : 48 + fs.n_vals / (fs.n ? fs.n : 1) * 25));
-    optd_sbuf_puts(&bt.out, "{\"results\":[");
-    bool answered = false;
-    if (fast) {
-        for (size_t i = 0; i < fs.n; i++)
-            run_fast_item(&bt, &fs, i);
-    } else {
-        answered = !run_json(&bt);
-    }
-    fast_scan_free(&fs);
-    free(bt.sc.grad);
-    free(bt.sc.params);
-    free(bt.sc.rows);
-    if (answered) {
-        optd_sbuf_free(&bt.out);
+    if (!fast && !batch_from_json(&bt)) {
+        batch_free(&bt);
         return;
     }
-    optd_sbuf_puts(&bt.out, "]}");
-    if (bt.out.failed) {
-        optd_sbuf_free(&bt.out);
+    for (size_t i = 0; i < bt.n; i++)
+        if (!bt.steps[i].rc)
+            bt.steps[i].rc = item_prepare(&bt, i, &bt.items[i], &bt.steps[i]);
+    optd_store_step_batch(req->srv->store, bt.steps, bt.n);
+    size_t n_vals = 0;
+    for (size_t i = 0; i < bt.n; i++) {
+        const optd_batch_step_t *x = &bt.steps[i];
+        if (x->rc)
+            atomic_fetch_add_explicit(&req->srv->metrics.step_errors, 1, memory_order_relaxed);
+        else
+            optd_metrics_step(&req->srv->metrics, x->s->cfg.kind);
+        if (!x->rc && !return_none)
+            n_vals += x->s->size;
+    }
+    optd_sbuf_t out;
+    optd_sbuf_init(&out);
+    optd_sbuf_reserve(&out, 32 + bt.n * 48 + n_vals * 25);
+    optd_sbuf_puts(&out, "{\"results\":[");
+    put_results(&bt, 0, bt.n, &out);
+    optd_sbuf_puts(&out, "]}");
+    batch_free(&bt);
+    if (out.failed) {
+        optd_sbuf_free(&out);
         optd_http_error(req, OPTD_ENOMEM, "out of memory writing the results");
         return;
     }
-    optd_http_reply_sbuf(req, 200, &bt.out);
+    optd_http_reply_sbuf(req, 200, &out);
 }

@@ -1,0 +1,222 @@
+"""POST /v1/steps with --sync always: one group commit for the batch.
+
+The 200 means every applied item is on disk, and the whole batch cost one
+fdatasync round (counted by the daemon's own optd_journal_syncs_total, the
+journal's rounds, not by timing).  A kill -9 right after the 200 loses none
+of it (compared with twin sessions stepped one request at a time); a disk
+that fails the group's write or sync gets 507 for the journaled items and
+changes nothing; items on one session within a batch apply in order, by the
+same rules the journal is replayed with."""
+import os
+import re
+import unittest
+
+from harness import Daemon
+from test_durability import shim_daemon
+
+
+def metric(d, name):
+    text = d.get("/metrics").raw.decode()
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    assert m, "no %s in /metrics" % name
+    return int(m.group(1))
+
+
+def state(d, name):
+    """The state to compare with a twin's: without the name and times."""
+    doc = d.get("/v1/sessions/%s/state" % name).body
+    for k in ("name", "created_at", "updated_at"):
+        doc.pop(k, None)
+    return doc
+
+
+def history(d, name):
+    """The history's entries without their times (a twin steps later)."""
+    doc = d.get("/v1/sessions/%s/history" % name).body
+    return [{k: v for k, v in e.items() if k != "time"} for e in doc["history"]]
+
+
+def without_session(item):
+    return {k: v for k, v in item.items() if k not in ("session", "step")}
+
+
+class GroupCommit(unittest.TestCase):
+    K = 8
+
+    def daemon(self, *flags):
+        d = Daemon(flags=["--sync", "always", *flags], data_dir=True)
+        self.addCleanup(d.cleanup)
+        d.start()
+        return d
+
+    def items(self, prefix, rounds=1):
+        """K sessions, each stepped `rounds` times, in a batch's order."""
+        return [{"session": "%s%d" % (prefix, k % self.K), "gradient": [0.5 + k, -1.0 - k, 0.25],
+                 "loss": 1.0 / (k + 1)} for k in range(self.K * rounds)]
+
+    def make(self, d, prefix, optimizer="adam"):
+        for k in range(self.K):
+            r = d.post("/v1/sessions", {"name": "%s%d" % (prefix, k), "optimizer": optimizer,
+                                        "params": [1.0, 2.0, 3.0]})
+            self.assertEqual(r.status, 201, r)
+
+    def one_by_one(self, d, items, prefix):
+        for it in items:
+            body = {"gradient": it["gradient"], "loss": it["loss"]}
+            name = prefix + it["session"][1:]
+            r = d.post("/v1/sessions/%s/step" % name, body)
+            self.assertEqual(r.status, 200, r)
+
+    def test_a_batch_costs_one_fsync_round(self):
+        d = self.daemon()
+        self.make(d, "b")
+        self.make(d, "t")
+        syncs, records = metric(d, "optd_journal_syncs_total"), metric(d, "optd_journal_records_total")
+        r = d.post("/v1/steps?return=none", {"steps": self.items("b")})
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(all("error" not in x for x in r.body["results"]), r.body)
+        self.assertEqual(metric(d, "optd_journal_records_total") - records, self.K)
+        self.assertEqual(metric(d, "optd_journal_syncs_total") - syncs, 1,
+                         "a batch of %d items should be made durable by one fsync round" % self.K)
+        # the same items as single steps, one after the other: a round each
+        syncs = metric(d, "optd_journal_syncs_total")
+        self.one_by_one(d, self.items("b"), "t")
+        self.assertEqual(metric(d, "optd_journal_syncs_total") - syncs, self.K)
+        # a batch stepping each session three times: still one round
+        syncs = metric(d, "optd_journal_syncs_total")
+        r = d.post("/v1/steps?return=none", {"steps": self.items("b", 3)})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(metric(d, "optd_journal_syncs_total") - syncs, 1)
+
+    def test_kill9_right_after_the_200_loses_nothing(self):
+        d = self.daemon()
+        self.make(d, "b")
+        self.make(d, "t")
+        items = self.items("b", 3)
+        items[5]["step"] = 0        # b5's first: at step 0, applies
+        items[5 + self.K]["step"] = 1  # b5's second: at the step the first led to
+        r = d.post("/v1/steps", {"steps": items})
+        self.assertEqual(r.status, 200, r)
+        steps = [x.get("step") for x in r.body["results"]]
+        self.assertEqual(steps, [1] * self.K + [2] * self.K + [3] * self.K)
+        d.kill9()
+        d.start()
+        self.one_by_one(d, items, "t")
+        for k in range(self.K):
+            self.assertEqual(state(d, "b%d" % k), state(d, "t%d" % k), k)
+            self.assertEqual(history(d, "b%d" % k), history(d, "t%d" % k), k)
+
+    def test_items_on_one_session_apply_in_order(self):
+        d = self.daemon()
+        self.make(d, "b", "sgd")
+        self.make(d, "t", "sgd")
+        items = [
+            {"session": "b0", "gradient": [1, 2, 3]},
+            {"session": "b1", "gradient": [1, 1, 1]},
+            {"session": "b0", "gradient": [-1, 0, 4], "step": 1},   # follows the first
+            {"session": "b0", "gradient": [9, 9, 9], "step": 1},    # stale by now
+            {"session": "b0", "gradient": [0.5, 0.5, 0.5], "loss": 2.0},
+            {"session": "b1", "gradient": [2, 2, 2], "step": 5},    # wrong
+        ]
+        r = d.post("/v1/steps", {"steps": items})
+        self.assertEqual(r.status, 200, r)
+        res = r.body["results"]
+        self.assertEqual([x.get("step") for x in res], [1, 1, 2, None, 3, None])
+        self.assertEqual((res[3]["error"]["code"], res[3]["error"]["current_step"]), ("step_mismatch", 2))
+        self.assertEqual((res[5]["error"]["code"], res[5]["error"]["current_step"]), ("step_mismatch", 1))
+        for it in (items[0], items[2], items[4]):
+            self.assertEqual(d.post("/v1/sessions/t0/step", without_session(it)).status, 200)
+        self.assertEqual(d.post("/v1/sessions/t1/step", {"gradient": [1, 1, 1]}).status, 200)
+        self.assertEqual(res[4]["params"], d.get("/v1/sessions/t0/params").body["params"])
+        d.kill9()
+        d.start()
+        for k in (0, 1):
+            self.assertEqual(state(d, "b%d" % k), state(d, "t%d" % k), k)
+
+    def test_an_item_refused_after_journaling_holds_back_its_sessions_later_items(self):
+        """A step that would overflow float32 is refused after its record is
+        journaled (replay refuses it the same way); the next item on that
+        session was journaled to follow it, so it is refused too, with
+        step_mismatch, and a restart replays to the same states."""
+        d = self.daemon()
+        r = d.post("/v1/sessions", {"name": "o", "optimizer": "sgd", "dtype": "float32",
+                                    "params": [3e38], "hyperparameters": {"lr": 1.0}})
+        self.assertEqual(r.status, 201, r)
+        self.make(d, "b", "sgd")
+        r = d.post("/v1/steps", {"steps": [
+            {"session": "o", "gradient": [-3e38]},
+            {"session": "b0", "gradient": [1, 1, 1]},
+            {"session": "o", "gradient": [1]},
+            {"session": "b0", "gradient": [1, 1, 1]},
+        ]})
+        self.assertEqual(r.status, 200, r)
+        res = r.body["results"]
+        self.assertEqual(res[0]["error"]["code"], "non_finite", res)
+        self.assertEqual((res[2]["error"]["code"], res[2]["error"]["current_step"]), ("step_mismatch", 0))
+        self.assertEqual([res[1]["step"], res[3]["step"]], [1, 2])
+        before = {n: state(d, n) for n in ("o", "b0")}
+        d.kill9()
+        d.start()
+        for n, doc in before.items():
+            self.assertEqual(state(d, n), doc, n)
+        # the session takes steps again as usual
+        self.assertEqual(d.post("/v1/steps", {"steps": [{"session": "o", "gradient": [1]}]})
+                         .body["results"][0]["step"], 1)
+
+
+class GroupCommitFailure(unittest.TestCase):
+    """The disk fails the batch's write or sync: the journaled items get
+    507 insufficient_storage and nothing changes; items refused before
+    journaling keep their own errors."""
+
+    def check(self, env):
+        d, ctl = shim_daemon(self, "always", env)
+        for name in ("a", "b", "ta", "tb"):
+            r = d.post("/v1/sessions", {"name": name, "optimizer": "adam", "params": [1.0, 2.0]})
+            self.assertEqual(r.status, 201, r)
+        for name in ("a", "ta"):
+            self.assertEqual(d.post("/v1/sessions/%s/step" % name, {"gradient": [1, 1]}).status, 200)
+        before = {n: (state(d, n), d.get("/v1/sessions/%s/history" % n).body) for n in ("a", "b")}
+        items = [
+            {"session": "a", "gradient": [0.5, -0.5], "loss": 1.0},
+            {"session": "nope", "gradient": [1, 1]},
+            {"session": "b", "gradient": [1, 2], "step": 3},
+            {"session": "b", "gradient": [1, 2], "step": 0},
+            {"session": "a", "gradient": [1, 2]},
+            {"session": "b", "gradient": [1, 2, 3]},
+        ]
+        open(ctl, "w").close()
+        r = d.post("/v1/steps", {"steps": items})
+        self.assertEqual(r.status, 200, r)
+        codes = [x.get("error", {}).get("code") for x in r.body["results"]]
+        self.assertEqual(codes, ["insufficient_storage", "not_found", "step_mismatch",
+                                 "insufficient_storage", "insufficient_storage", "size_mismatch"])
+        for n, (st, hist) in before.items():
+            self.assertEqual(state(d, n), st, n)
+            self.assertEqual(d.get("/v1/sessions/%s/history" % n).body, hist, n)
+        os.unlink(ctl)
+        d.kill9()  # nothing of the refused batch may come back
+        d._stopped = False
+        d.start()
+        for n, (st, _) in before.items():
+            self.assertEqual(state(d, n), st, n)
+        # the disk recovered: the same batch goes through, as single steps would
+        r = d.post("/v1/steps", {"steps": items})
+        self.assertEqual([x.get("step") for x in r.body["results"]], [2, None, None, 1, 3, None])
+        for it in (items[0], items[4]):
+            self.assertEqual(d.post("/v1/sessions/ta/step", without_session(it)).status, 200)
+        self.assertEqual(d.post("/v1/sessions/tb/step", {"gradient": [1, 2]}).status, 200)
+        self.assertEqual(state(d, "a"), state(d, "ta"))
+        self.assertEqual(state(d, "b"), state(d, "tb"))
+
+    def test_the_write_fails(self):
+        self.check({})
+
+    def test_the_sync_fails(self):
+        # the first write in the data directory (the batch's records) goes
+        # through, the fdatasync after it fails
+        self.check({"FAILIO_AFTER": "1", "FAILIO_ERRNO": "5"})
+
+
+if __name__ == "__main__":
+    unittest.main()
