@@ -661,17 +661,19 @@ static void copy_rows_locked(const optd_session_t *s, const uint64_t *rows, size
         memcpy((char *)out + i * rb, (const char *)s->params + (size_t)rows[i] * rb, rb);
 }
 
-/* With s->mu held: what must hold before a step is journaled or applied. */
-static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uint64_t *step_out,
-                             optd_err_t *err)
+/* With s->mu held: what must hold before a step is journaled, the
+ * session being at step `at` by then (a batch's later steps on a session
+ * are checked against the step its earlier ones lead to). */
+static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uint64_t at,
+                             uint64_t *step_out, optd_err_t *err)
 {
     if (s->deleted)
         return optd_err_set(err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
-    if (in->expect_step && *in->expect_step != s->st.step) {
+    if (in->expect_step && *in->expect_step != at) {
         if (step_out)
-            *step_out = s->st.step;
+            *step_out = at;
         return optd_err_set(err, OPTD_ESTEP, "expected step %llu but the session is at step %llu",
-                            (unsigned long long)*in->expect_step, (unsigned long long)s->st.step);
+                            (unsigned long long)*in->expect_step, (unsigned long long)at);
     }
     if (in->loss && !isfinite(*in->loss))
         return optd_err_set(err, OPTD_EINVAL, "loss: must be a finite number");
@@ -686,7 +688,7 @@ static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uin
         if (in->rows[i] >= n_table)
             return optd_err_set(err, OPTD_EINVAL, "rows[%zu] is %llu; the session has %zu rows (0 to %zu)",
                                 i, (unsigned long long)in->rows[i], n_table, n_table - 1);
-    return history_reserve(s, err);
+    return 0;
 }
 
 int optd_session_apply_locked(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
@@ -738,7 +740,7 @@ int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd
                                 "contribution to .../step, with 'worker' and 'step' (or the headers Optd-Worker "
                                 "and Optd-Expect-Step), never a plain or batched step",
                                 s->name, s->cfg.aggregate.workers)
-                 : step_check_locked(s, in, step_out, err);
+                 : step_check_locked(s, in, s->st.step, step_out, err);
     if (rc)
         goto out;
     if ((rc = optd_session_apply_locked(s, ctx, in, err)))
@@ -831,15 +833,7 @@ static size_t batch_check(optd_batch_step_t *b, size_t n, batch_sess_t *ss, size
         batch_sess_t *bs = bsearch(&key, ss, ns, sizeof *ss, batch_sess_cmp);
         optd_session_t *s = bs->s;
         const optd_step_input_t *in = &b[i].in;
-        if (s->deleted) {
-            b[i].rc = optd_err_set(&b[i].err, OPTD_ENOTFOUND, "session '%s' was deleted", s->name);
-        } else if (in->expect_step && *in->expect_step != bs->next) {
-            b[i].step = bs->next;
-            b[i].rc = optd_err_set(&b[i].err, OPTD_ESTEP, "expected step %llu but the session is at step %llu",
-                                   (unsigned long long)*in->expect_step, (unsigned long long)bs->next);
-        } else if (in->loss && !isfinite(*in->loss)) {
-            b[i].rc = optd_err_set(&b[i].err, OPTD_EINVAL, "loss: must be a finite number");
-        }
+        b[i].rc = step_check_locked(s, in, bs->next, &b[i].step, &b[i].err);
         if (b[i].rc)
             continue;
         recs[nr] = (optd_step_record_t){
@@ -1005,7 +999,7 @@ int optd_session_replay_step(optd_session_t *s, const optd_step_record_t *rec, u
     optd_step_input_t in = {.grad = rec->grad, .rows = rec->rows, .n_rows = rec->n_rows,
                             .loss = rec->has_loss ? &rec->loss : NULL, .time_ms = rec->time_ms,
                             .n_workers = rec->n_workers, .workers = rec->workers};
-    if ((rc = step_check_locked(s, &in, NULL, err)))
+    if ((rc = step_check_locked(s, &in, s->st.step, NULL, err)) || (rc = history_reserve(s, err)))
         goto out;
     rc = apply_locked(s, NULL, &in, in.time_ms, err);
     s->lsn = lsn; /* applied or refused, the record is accounted for */
