@@ -9,6 +9,7 @@ changes nothing; items on one session within a batch apply in order, by the
 same rules the journal is replayed with."""
 import os
 import re
+import threading
 import unittest
 
 from harness import Daemon
@@ -162,6 +163,45 @@ class GroupCommit(unittest.TestCase):
         # the session takes steps again as usual
         self.assertEqual(d.post("/v1/steps", {"steps": [{"session": "o", "gradient": [1]}]})
                          .body["results"][0]["step"], 1)
+
+    def test_crossing_batches_and_single_steps_all_finish(self):
+        """Batches naming the same sessions in opposite orders, and single
+        steps beside them: a batch locks its sessions in one global order,
+        so none waits on another for good, and every step counts once."""
+        d = self.daemon("--threads", "2")
+        self.make(d, "b", "sgd")
+        names = ["b%d" % k for k in range(self.K)]
+        errors = []
+
+        def batches(order):
+            try:
+                for _ in range(15):
+                    r = d.post("/v1/steps?return=none", {"steps": [
+                        {"session": n, "gradient": [0.0, 0.0, 0.0]} for n in order]}, timeout=60)
+                    assert r.status == 200 and all("step" in x for x in r.body["results"]), r
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        def singles():
+            try:
+                for i in range(30):
+                    r = d.post("/v1/sessions/%s/step" % names[i % self.K],
+                               {"gradient": [0.0, 0.0, 0.0]}, timeout=60)
+                    assert r.status == 200, r
+            except Exception as e:
+                errors.append(e)
+
+        ts = [threading.Thread(target=batches, args=(names,)),
+              threading.Thread(target=batches, args=(names[::-1],)),
+              threading.Thread(target=batches, args=(names[3:] + names[:3],)),
+              threading.Thread(target=singles)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        total = sum(d.get("/v1/sessions/" + n).body["step"] for n in names)
+        self.assertEqual(total, 3 * 15 * self.K + 30)
 
 
 class GroupCommitFailure(unittest.TestCase):
