@@ -741,6 +741,69 @@ START_TEST(journal_big_and_small_records)
 }
 END_TEST
 
+/* A batch of steps with --sync always: one fsync round for the whole
+ * batch (the journal's own count), and after a crash the sessions replay
+ * to the same bits, the items on one session in their order. */
+START_TEST(batch_one_group_replays_same_bits)
+{
+    char dir[64];
+    mktemp_dir(dir, sizeof dir, "jbatch");
+    world_t w;
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    optd_session_t *x = rich("x", OPTD_ADAM, OPTD_FLOAT64), *y = rich("y", OPTD_SGD, OPTD_FLOAT32);
+    put(&w, x);
+    put(&w, y);
+    double g64[3][5];
+    float g32[2][5];
+    for (int k = 0; k < 5; k++) {
+        for (int i = 0; i < 3; i++)
+            g64[i][k] = 0.1 * (k - i) + 0.05;
+        for (int i = 0; i < 2; i++)
+            g32[i][k] = (float)(0.2 * (i - k));
+    }
+    double loss = 0.75;
+    uint64_t one = 1;
+    optd_batch_step_t b[5] = {
+        {.s = x, .in = {.grad = g64[0], .loss = &loss}},
+        {.s = y, .in = {.grad = g32[0]}},
+        {.s = x, .in = {.grad = g64[1], .expect_step = &one}},
+        {.s = y, .in = {.grad = g32[1]}},
+        {.s = x, .in = {.grad = g64[2]}},
+    };
+    for (int i = 0; i < 5; i++)
+        optd_session_retain(b[i].s); /* the batch holds its own references */
+    uint64_t rec0, sync0, rec1, sync1;
+    optd_persist_journal_counts(w.p, &rec0, &sync0);
+    optd_store_step_batch(w.st, b, 5);
+    optd_persist_journal_counts(w.p, &rec1, &sync1);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_msg(b[i].rc == 0, "item %d: %s", i, b[i].err.msg);
+        optd_session_release(b[i].s);
+    }
+    ck_assert_uint_eq(b[4].step, 3);
+    ck_assert_uint_eq(b[3].step, 2);
+    ck_assert_uint_eq(rec1 - rec0, 5);
+    ck_assert_uint_eq(sync1 - sync0, 1);
+    size_t xl, yl, l;
+    uint8_t *xw = image_bytes(x, &xl), *yw = image_bytes(y, &yl);
+    optd_session_release(x);
+    optd_session_release(y);
+    world_close(&w, false); /* crash: the batch is in the journal only */
+
+    world_open(&w, dir, OPTD_SYNC_ALWAYS);
+    uint8_t *got = image_of(w.st, "x", &l);
+    ck_assert(l == xl && memcmp(got, xw, l) == 0);
+    free(got);
+    got = image_of(w.st, "y", &l);
+    ck_assert(l == yl && memcmp(got, yw, l) == 0);
+    free(got);
+    world_close(&w, true);
+    free(xw);
+    free(yw);
+    rm_rf(dir);
+}
+END_TEST
+
 typedef struct stepper {
     world_t *w;
     optd_session_t *s;
@@ -1213,6 +1276,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, journal_replay_torn_tail_and_stale_records);
     tcase_add_test(tc, journal_big_and_small_records);
     tcase_add_test(tc, group_commit_many_threads);
+    tcase_add_test(tc, batch_one_group_replays_same_bits);
     tcase_add_test(tc, step_records_replay_same_bits);
     tcase_add_test(tc, version_1_journal_loads);
     tcase_add_test(tc, rounds_survive_a_crash_and_a_snapshot);
