@@ -10,7 +10,9 @@ tests/bench/run.sh (`make bench`).
   batch    POST /v1/steps with 1000 items (every session once), ?return=none
            and with the parameters returned;
   nginx    `return 200` on one connection (the request-rate ceiling of a
-           well-kept server on this machine), when nginx is installed.
+           well-kept server on this machine), when nginx is installed;
+  always   the batch (?return=none) on a daemon with --sync always and a
+           data directory: one fsync round per batch (group commit).
 
 The figure is session-steps per second; the ratio is batch / single, the
 median of the per-round ratios (target >= 20x).
@@ -57,13 +59,18 @@ def main():
     rounds, secs = (3, 1) if args.quick else (7, 2)
     with tempfile.TemporaryDirectory() as tmp:
         optd = start_optd(tmp, os.cpu_count() or 1)
+        always = start_optd(tmp, os.cpu_count() or 1,
+                            ["--sync", "always", "--data-dir", os.path.join(tmp, "data")])
         nginx = bench_http.start_nginx(tmp, 1)
         try:
-            c = Client(optd.port)
-            for i in range(SESSIONS):
-                st, _, data = c.request("PUT", "/v1/sessions/f%d" % i,
-                                        json.dumps({"optimizer": "sgd", "size": SIZE}))
-                assert st == 201, data
+            for port in (always.port, optd.port):
+                c = Client(port)
+                for i in range(SESSIONS):
+                    st, _, data = c.request("PUT", "/v1/sessions/f%d" % i,
+                                            json.dumps({"optimizer": "sgd", "size": SIZE}))
+                    assert st == 201, data
+                if port == always.port:
+                    c.close()
             grad = [0.001 * (k + 1) for k in range(SIZE)]
             single = os.path.join(tmp, "single.json")
             with open(single, "w") as f:
@@ -75,7 +82,8 @@ def main():
             st, _, data = c.request("POST", "/v1/steps", open(batch).read())
             assert st == 200 and b'"error"' not in data, data[:300]
             c.close()
-            res = {"single": [], "batch": [], "batch_params": [], "nginx": [], "ratio": []}
+            res = {"single": [], "batch": [], "batch_params": [], "nginx": [], "ratio": [],
+                   "always": []}
             for r in range(rounds):
                 log(f"fleet round {r + 1}/{rounds}")
                 s = loadgen(optd.port, secs, "/v1/sessions/f%d/step?return=none", single, SESSIONS)
@@ -87,8 +95,10 @@ def main():
                 res["ratio"].append(b / s)
                 if nginx:
                     res["nginx"].append(loadgen(nginx.port, secs, "/", None))
+                res["always"].append(loadgen(always.port, secs, "/v1/steps?return=none", batch) * SESSIONS)
         finally:
             optd.stop()
+            always.stop()
             if nginx:
                 nginx.stop()
     med = {k: statistics.median(v) for k, v in res.items() if v}
@@ -100,6 +110,8 @@ def main():
     print(f"| POST /v1/steps, 1000 items, ?return=none | {fmt(med['batch'])} | {spread(res['batch'])} |")
     print(f"| POST /v1/steps, 1000 items, with params | {fmt(med['batch_params'])} | "
           f"{spread(res['batch_params'])} |")
+    print(f"| POST /v1/steps, 1000 items, ?return=none, --sync always (one fsync a batch) | "
+          f"{fmt(med['always'])} | {spread(res['always'])} |")
     if res["nginx"]:
         print(f"| nginx `return 200` requests/s, same connection count | {fmt(med['nginx'])} | "
               f"{spread(res['nginx'])} |")
