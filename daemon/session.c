@@ -691,6 +691,20 @@ static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uin
     return 0;
 }
 
+/* The record that journals step input in, applying at step `at`, at time
+ * now (what replay gets back: single and batch steps alike). */
+static optd_step_record_t step_record(const optd_session_t *s, const optd_step_input_t *in,
+                                      uint64_t at, int64_t now)
+{
+    return (optd_step_record_t){
+        .name = s->name, .step = at, .dtype = s->cfg.dtype, .size = s->size,
+        .grad = in->grad, .rows = in->rows, .n_rows = in->n_rows,
+        .row_size = optd_session_row_size(&s->cfg),
+        .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
+        .time_ms = now, .n_workers = in->n_workers, .workers = in->workers,
+    };
+}
+
 int optd_session_apply_locked(optd_session_t *s, const optd_step_ctx_t *ctx, const optd_step_input_t *in,
                               optd_err_t *err)
 {
@@ -703,13 +717,7 @@ int optd_session_apply_locked(optd_session_t *s, const optd_step_ctx_t *ctx, con
         /* The input goes to the journal first (with --sync always it is
          * durable when this returns); the mutex stays held, so no other
          * request may observe a state that is not yet on disk. */
-        optd_step_record_t rec = {
-            .name = s->name, .step = s->st.step, .dtype = s->cfg.dtype, .size = s->size,
-            .grad = in->grad, .rows = in->rows, .n_rows = in->n_rows,
-            .row_size = optd_session_row_size(&s->cfg),
-            .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
-            .time_ms = now, .n_workers = in->n_workers, .workers = in->workers,
-        };
+        optd_step_record_t rec = step_record(s, in, s->st.step, now);
         uint64_t lsn;
         if ((rc = dur->step(dur->ctx, s, &rec, &lsn, err)))
             return rc;
@@ -836,11 +844,7 @@ static size_t batch_check(optd_batch_step_t *b, size_t n, batch_sess_t *ss, size
         b[i].rc = step_check_locked(s, in, bs->next, &b[i].step, &b[i].err);
         if (b[i].rc)
             continue;
-        recs[nr] = (optd_step_record_t){
-            .name = s->name, .step = bs->next++, .dtype = s->cfg.dtype, .size = s->size,
-            .grad = in->grad, .has_loss = in->loss != NULL, .loss = in->loss ? *in->loss : 0.0,
-            .time_ms = in->time_ms ? in->time_ms : now,
-        };
+        recs[nr] = step_record(s, in, bs->next++, in->time_ms ? in->time_ms : now);
         who[nr++] = i;
     }
     return nr;
