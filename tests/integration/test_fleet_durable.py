@@ -203,6 +203,62 @@ class GroupCommit(unittest.TestCase):
         total = sum(d.get("/v1/sessions/" + n).body["step"] for n in names)
         self.assertEqual(total, 3 * 15 * self.K + 30)
 
+    def test_items_follow_a_session_an_import_replaced(self):
+        """Imports that change a session's shape put a new session in its
+        place; a batch item that raced onto the old one follows the new
+        one (or is size_mismatch when its gradient no longer fits), as a
+        single step does: never not_found, never a 5xx."""
+        d = self.daemon()
+        for name, size in (("r2", 2), ("r3", 3), ("r", 2), ("other", 2)):
+            r = d.post("/v1/sessions", {"name": name, "optimizer": "sgd", "params": [1.0] * size})
+            self.assertEqual(r.status, 201, r)
+        shapes = [d.get("/v1/sessions/r3/state").body, d.get("/v1/sessions/r2/state").body]
+        errors, seen = [], set()
+
+        def imports():
+            try:
+                for i in range(40):
+                    r = d.put("/v1/sessions/r/state", shapes[i % 2], timeout=60)
+                    assert r.status == 200, r
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        t = threading.Thread(target=imports)
+        t.start()
+        while t.is_alive():
+            # the items on "other" between make the window in which an
+            # import may replace "r" after its item was prepared
+            r = d.post("/v1/steps?return=none", {"steps": [{"session": "r", "gradient": [0.5, 0.5]}] +
+                                                 [{"session": "other", "gradient": [0, 0]}] * 3000 +
+                                                 [{"session": "r", "gradient": [0.5, 0.5]}]}, timeout=60)
+            self.assertEqual(r.status, 200, r)
+            res = r.body["results"]
+            self.assertTrue(all("step" in x for x in res[1:-1]))
+            for x in (res[0], res[-1]):
+                seen.add("step" if "step" in x else x["error"]["code"])
+        t.join()
+        self.assertEqual(errors, [])
+        self.assertLessEqual(seen, {"step", "size_mismatch"})
+
+
+class IntervalMode(unittest.TestCase):
+    def test_a_batch_survives_a_clean_restart(self):
+        """With --sync interval a batch's records are queued, not waited
+        for; a SIGTERM syncs them, and the restart has them all."""
+        d = Daemon(flags=["--sync", "interval"], data_dir=True)
+        self.addCleanup(d.cleanup)
+        d.start()
+        for name in ("a", "b"):
+            self.assertEqual(d.post("/v1/sessions", {"name": name, "optimizer": "adam",
+                                                     "params": [1.0, 2.0]}).status, 201)
+        r = d.post("/v1/steps", {"steps": [{"session": "ab"[k % 2], "gradient": [k, 1.0], "loss": k}
+                                           for k in range(9)]})
+        self.assertEqual([x["step"] for x in r.body["results"]], [1, 1, 2, 2, 3, 3, 4, 4, 5])
+        want = {n: (state(d, n), history(d, n)) for n in ("a", "b")}
+        d.restart()
+        for n, (st, hist) in want.items():
+            self.assertEqual((state(d, n), history(d, n)), (st, hist), n)
+
 
 class GroupCommitFailure(unittest.TestCase):
     """The disk fails the batch's write or sync: the journaled items get
