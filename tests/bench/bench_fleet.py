@@ -12,7 +12,12 @@ tests/bench/run.sh (`make bench`).
   nginx    `return 200` on one connection (the request-rate ceiling of a
            well-kept server on this machine), when nginx is installed;
   always   the batch (?return=none) on a daemon with --sync always and a
-           data directory: one fsync round per batch (group commit).
+           data directory: one fsync round per batch (group commit);
+  threads  the batch with its parameters returned (1000 items, and 10000:
+           each session ten times) on a daemon with --threads 1 beside the
+           one with --threads <CPUs>: the batch is read, prepared and printed
+           over the threads, so the ratio is what they add (per-round ratio,
+           median).
 
 The figure is session-steps per second; the ratio is batch / single, the
 median of the per-round ratios (target >= 20x).
@@ -58,20 +63,26 @@ def main():
     args = ap.parse_args()
     rounds, secs = (3, 1) if args.quick else (7, 2)
     with tempfile.TemporaryDirectory() as tmp:
-        optd = start_optd(tmp, os.cpu_count() or 1)
-        always = start_optd(tmp, os.cpu_count() or 1,
+        threads = os.cpu_count() or 1
+        optd = start_optd(tmp, threads)
+        optd1 = start_optd(tmp, 1)
+        always = start_optd(tmp, threads,
                             ["--sync", "always", "--data-dir", os.path.join(tmp, "data")])
         nginx = bench_http.start_nginx(tmp, 1)
         try:
-            for port in (always.port, optd.port):
+            for port in (always.port, optd1.port, optd.port):
                 c = Client(port)
                 for i in range(SESSIONS):
                     st, _, data = c.request("PUT", "/v1/sessions/f%d" % i,
                                             json.dumps({"optimizer": "sgd", "size": SIZE}))
                     assert st == 201, data
-                if port == always.port:
+                if port != optd.port:
                     c.close()
             grad = [0.001 * (k + 1) for k in range(SIZE)]
+            batch10k = os.path.join(tmp, "batch10k.json")
+            with open(batch10k, "w") as f:
+                json.dump({"steps": [{"session": "f%d" % (i % SESSIONS), "gradient": grad}
+                                     for i in range(10 * SESSIONS)]}, f)
             single = os.path.join(tmp, "single.json")
             with open(single, "w") as f:
                 json.dump({"gradient": grad}, f)
@@ -83,7 +94,8 @@ def main():
             assert st == 200 and b'"error"' not in data, data[:300]
             c.close()
             res = {"single": [], "batch": [], "batch_params": [], "nginx": [], "ratio": [],
-                   "always": []}
+                   "always": [], "t1": [], "tn": [], "t1_10k": [], "tn_10k": [], "tratio": [],
+                   "tratio_10k": []}
             for r in range(rounds):
                 log(f"fleet round {r + 1}/{rounds}")
                 s = loadgen(optd.port, secs, "/v1/sessions/f%d/step?return=none", single, SESSIONS)
@@ -96,8 +108,15 @@ def main():
                 if nginx:
                     res["nginx"].append(loadgen(nginx.port, secs, "/", None))
                 res["always"].append(loadgen(always.port, secs, "/v1/steps?return=none", batch) * SESSIONS)
+                for body, k, n in ((batch, "", SESSIONS), (batch10k, "_10k", 10 * SESSIONS)):
+                    one = loadgen(optd1.port, secs, "/v1/steps", body) * n
+                    many = loadgen(optd.port, secs, "/v1/steps", body) * n
+                    res["t1" + k].append(one)
+                    res["tn" + k].append(many)
+                    res["tratio" + k].append(many / one)
         finally:
             optd.stop()
+            optd1.stop()
             always.stop()
             if nginx:
                 nginx.stop()
@@ -116,11 +135,20 @@ def main():
         print(f"| nginx `return 200` requests/s, same connection count | {fmt(med['nginx'])} | "
               f"{spread(res['nginx'])} |")
     print(f"\nbatch / single: {ratio:.1f}x (median of {rounds} per-round ratios; target >= 20x)\n")
+    print(f"| batch with params, read/prepared/printed over threads | --threads 1 | --threads {threads} "
+          f"| ratio (median of per-round) |")
+    print("| --- | --- | --- | --- |")
+    for k, what in (("", "1000 items"), ("_10k", "10000 items")):
+        print(f"| {what} | {fmt(med['t1' + k])} ({spread(res['t1' + k])}) | "
+              f"{fmt(med['tn' + k])} ({spread(res['tn' + k])}) | {med['tratio' + k]:.2f}x |")
+    print()
     peer = f"single steps {fmt(med['single'])}/s"
     if res["nginx"]:
         peer += f"; nginx {fmt(med['nginx'])} req/s"
     summary_row("fleet: session-steps/s, batches of 1000 (1 connection)", res["batch"], "/s", peer,
                 f"{ratio:.1f}×", "≥ 20×", ratio >= 20)
+    summary_row(f"fleet: batch of 10000 with params, --threads {threads}", res["tn_10k"], "/s",
+                f"--threads 1 {fmt(med['t1_10k'])}/s", f"{med['tratio_10k']:.2f}×", "—", None)
 
 
 if __name__ == "__main__":
