@@ -428,12 +428,16 @@ static int dur_steps(void *ctx, const optd_step_record_t *recs, size_t n, uint64
         rc = optd_err_set(err, OPTD_ENOMEM, "out of memory journaling %zu steps", n);
         goto out;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (recs[i].n_workers) /* a batch takes no round's contributions */
+            rc = optd_err_set(err, OPTD_EINTERNAL, "a round's step reached the batch journal");
+    for (size_t i = 0; i < n && rc == 0; i++)
         jr[i] = (optd_journal_rec_t){.type = OPTD_JREC_STEP, .head = heads + i * HEAD,
                                      .head_len = step_head_encode(&recs[i], heads + i * HEAD),
                                      .body = recs[i].grad,
                                      .len = recs[i].size * optd_dtype_size(recs[i].dtype)};
-    rc = optd_journal_append_group(p->journal, jr, n, err);
+    if (rc == 0)
+        rc = optd_journal_append_group(p->journal, jr, n, err);
     for (size_t i = 0; rc == 0 && i < n; i++)
         lsns[i] = jr[i].lsn;
 out:

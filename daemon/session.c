@@ -691,6 +691,17 @@ static int step_check_locked(optd_session_t *s, const optd_step_input_t *in, uin
     return 0;
 }
 
+/* A plain or batched step on a session that aggregates workers' rounds:
+ * refused before anything else, whatever its step. */
+static int aggregating_refusal(const optd_session_t *s, optd_err_t *err)
+{
+    return optd_err_set(err, OPTD_EINVAL,
+                        "session '%s' aggregates the gradients of %u workers: a step is one worker's "
+                        "contribution to .../step, with 'worker' and 'step' (or the headers Optd-Worker "
+                        "and Optd-Expect-Step), never a plain or batched step",
+                        s->name, s->cfg.aggregate.workers);
+}
+
 /* The record that journals step input in, applying at step `at`, at time
  * now (what replay gets back: single and batch steps alike). */
 static optd_step_record_t step_record(const optd_session_t *s, const optd_step_input_t *in,
@@ -743,11 +754,7 @@ int optd_session_apply(optd_session_t *s, const optd_step_ctx_t *ctx, const optd
     pthread_mutex_lock(&s->mu);
     /* Refused before anything else: it is no plain step, whatever its step. */
     int rc = s->cfg.aggregate.workers && !in->n_workers && !s->deleted
-                 ? optd_err_set(err, OPTD_EINVAL,
-                                "session '%s' aggregates the gradients of %u workers: a step is one worker's "
-                                "contribution to .../step, with 'worker' and 'step' (or the headers Optd-Worker "
-                                "and Optd-Expect-Step), never a plain or batched step",
-                                s->name, s->cfg.aggregate.workers)
+                 ? aggregating_refusal(s, err)
                  : step_check_locked(s, in, s->st.step, step_out, err);
     if (rc)
         goto out;
@@ -841,7 +848,10 @@ static size_t batch_check(optd_batch_step_t *b, size_t n, batch_sess_t *ss, size
         batch_sess_t *bs = bsearch(&key, ss, ns, sizeof *ss, batch_sess_cmp);
         optd_session_t *s = bs->s;
         const optd_step_input_t *in = &b[i].in;
-        b[i].rc = step_check_locked(s, in, bs->next, &b[i].step, &b[i].err);
+        if (s->cfg.aggregate.workers && !s->deleted)
+            b[i].rc = aggregating_refusal(s, &b[i].err);
+        else
+            b[i].rc = step_check_locked(s, in, bs->next, &b[i].step, &b[i].err);
         if (b[i].rc)
             continue;
         recs[nr] = step_record(s, in, bs->next++, in->time_ms ? in->time_ms : now);
@@ -869,8 +879,7 @@ static void batch_apply_one(optd_batch_step_t *x, const optd_step_record_t *rec,
     const optd_durability_t *dur = ctx ? ctx->dur : NULL;
     int rc = history_reserve(s, &x->err);
     if (!rc)
-        rc = apply_locked(s, ctx ? ctx->pool : NULL, rec->grad, rec->has_loss ? &rec->loss : NULL,
-                          rec->time_ms, &x->err);
+        rc = apply_locked(s, ctx ? ctx->pool : NULL, &x->in, rec->time_ms, &x->err);
     if (rc && rc != OPTD_ENONFINITE && rc != OPTD_EINVAL && dur && dur->commit) {
         /* Refused for a reason replay would not meet: the unchanged
          * session is journaled whole after the batch's records, as in
@@ -881,6 +890,7 @@ static void batch_apply_one(optd_batch_step_t *x, const optd_step_record_t *rec,
     x->rc = rc;
     if (rc)
         return;
+    optd_session_wake_step_locked(s);
     x->step = s->st.step;
     if (x->params_out)
         memcpy(x->params_out, s->params, s->size * optd_dtype_size(s->cfg.dtype));
