@@ -403,11 +403,35 @@ static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec,
     return rc;
 }
 
+/* A batch step's record head into a malloc'd buffer: the step head, and
+ * for a rows step its rows (as journal_rows writes them); *type and
+ * *body_len set.  NULL when out of memory. */
+static uint8_t *batch_head(const optd_step_record_t *rec, size_t *hl, uint32_t *type, size_t *body_len)
+{
+    size_t esz = optd_dtype_size(rec->dtype), n = rec->rows ? rec->n_rows : 0;
+    uint8_t *h = malloc(2 + OPTD_NAME_MAX + STEP_FIXED + (rec->rows ? 8 + n * 8 : 0));
+    if (!h)
+        return NULL;
+    *hl = step_head_encode(rec, h);
+    *type = OPTD_JREC_STEP;
+    *body_len = rec->size * esz;
+    if (rec->rows) {
+        uint8_t *q = put_le(h + *hl, n, 8);
+        for (size_t k = 0; k < n; k++)
+            q = put_le(q, rec->rows[k], 8);
+        *hl += 8 + n * 8;
+        *type = OPTD_JREC_ROWS;
+        *body_len = n * rec->row_size * esz;
+    }
+    return h;
+}
+
 /* With the mutexes of the batch's sessions held, before any of its steps
  * is applied: their inputs, as one group (--sync always: one fsync round
- * for the batch, all durable or none), or queued one by one (interval). */
-static int dur_steps(void *ctx, const optd_step_record_t *recs, size_t n, uint64_t *lsns,
-                     optd_err_t *err)
+ * for the batch, all durable or none), or queued one by one (interval).
+ * Each record counts as a delta of its session, as dur_step's do. */
+static int dur_steps(void *ctx, optd_session_t *const *ss, const optd_step_record_t *recs, size_t n,
+                     uint64_t *lsns, optd_err_t *err)
 {
     optd_persist_t *p = ctx;
     memset(lsns, 0, n * sizeof *lsns);
@@ -415,33 +439,36 @@ static int dur_steps(void *ctx, const optd_step_record_t *recs, size_t n, uint64
         return 0;
     if (p->mode == OPTD_SYNC_INTERVAL) {
         for (size_t i = 0; i < n; i++)
-            dur_step(ctx, &recs[i], &lsns[i], err); /* never fails in interval mode */
+            dur_step(ctx, ss[i], &recs[i], &lsns[i], err); /* never fails in interval mode */
         return 0;
     }
     if (!p->journal)
         return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
-    enum { HEAD = 2 + OPTD_NAME_MAX + STEP_FIXED };
-    uint8_t *heads = malloc(n * HEAD);
     optd_journal_rec_t *jr = calloc(n, sizeof *jr);
-    int rc = 0;
-    if (!heads || !jr) {
-        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory journaling %zu steps", n);
-        goto out;
-    }
-    for (size_t i = 0; i < n && rc == 0; i++)
-        if (recs[i].n_workers) /* a batch takes no round's contributions */
+    int rc = jr ? 0 : optd_err_set(err, OPTD_ENOMEM, "out of memory journaling %zu steps", n);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (recs[i].n_workers) { /* a batch takes no round's contributions */
             rc = optd_err_set(err, OPTD_EINTERNAL, "a round's step reached the batch journal");
-    for (size_t i = 0; i < n && rc == 0; i++)
-        jr[i] = (optd_journal_rec_t){.type = OPTD_JREC_STEP, .head = heads + i * HEAD,
-                                     .head_len = step_head_encode(&recs[i], heads + i * HEAD),
-                                     .body = recs[i].grad,
-                                     .len = recs[i].size * optd_dtype_size(recs[i].dtype)};
+            break;
+        }
+        size_t hl, bl;
+        uint32_t type;
+        uint8_t *h = batch_head(&recs[i], &hl, &type, &bl);
+        if (!h) {
+            rc = optd_err_set(err, OPTD_ENOMEM, "out of memory journaling %zu steps", n);
+            break;
+        }
+        jr[i] = (optd_journal_rec_t){.type = type, .head = h, .head_len = hl, .body = recs[i].grad,
+                                     .len = bl};
+    }
     if (rc == 0)
         rc = optd_journal_append_group(p->journal, jr, n, err);
-    for (size_t i = 0; rc == 0 && i < n; i++)
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         lsns[i] = jr[i].lsn;
-out:
-    free(heads);
+        optd_session_add_delta_locked(ss[i], lsns[i], record_bytes(jr[i].head_len + jr[i].len), false);
+    }
+    for (size_t i = 0; jr && i < n; i++)
+        free((void *)jr[i].head);
     free(jr);
     return rc;
 }

@@ -780,6 +780,7 @@ uint64_t optd_session_copy_rows(optd_session_t *s, const uint64_t *rows, size_t 
     pthread_mutex_unlock(&s->mu);
     optd_session_touch(s);
     return step;
+}
 
 /* ---- a batch of steps ---------------------------------------------------------- */
 
@@ -816,21 +817,24 @@ static batch_sess_t *batch_sessions(const optd_batch_step_t *b, size_t n, size_t
 
 /* The journal step: records through dur->steps (or one by one through
  * dur->step where a durability has no group hook). */
-static int batch_journal(const optd_durability_t *dur, const optd_step_record_t *recs, size_t n,
-                         uint64_t *lsns, optd_err_t *err)
+static int batch_journal(const optd_durability_t *dur, const optd_batch_step_t *b, const size_t *who,
+                         const optd_step_record_t *recs, size_t n, uint64_t *lsns, optd_err_t *err)
 {
-    if (!dur || !dur->step) {
-        memset(lsns, 0, n * sizeof *lsns);
+    memset(lsns, 0, n * sizeof *lsns);
+    if (!dur || !dur->step)
         return 0;
-    }
+    optd_session_t **ss = malloc(n * sizeof *ss);
+    if (!ss)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory journaling the batch");
+    for (size_t r = 0; r < n; r++)
+        ss[r] = b[who[r]].s;
+    int rc = 0;
     if (dur->steps)
-        return dur->steps(dur->ctx, recs, n, lsns, err);
-    for (size_t i = 0; i < n; i++) {
-        int rc = dur->step(dur->ctx, &recs[i], &lsns[i], err);
-        if (rc)
-            return rc;
-    }
-    return 0;
+        rc = dur->steps(dur->ctx, ss, recs, n, lsns, err);
+    for (size_t r = 0; !dur->steps && r < n && !rc; r++)
+        rc = dur->step(dur->ctx, ss[r], &recs[r], &lsns[r], err);
+    free(ss);
+    return rc;
 }
 
 /* With the batch's sessions locked: the checks before journaling, for each
@@ -892,7 +896,9 @@ static void batch_apply_one(optd_batch_step_t *x, const optd_step_record_t *rec,
         return;
     optd_session_wake_step_locked(s);
     x->step = s->st.step;
-    if (x->params_out)
+    if (x->params_out && x->in.rows)
+        copy_rows_locked(s, x->in.rows, x->in.n_rows, x->params_out);
+    else if (x->params_out)
         memcpy(x->params_out, s->params, s->size * optd_dtype_size(s->cfg.dtype));
 }
 
@@ -915,7 +921,7 @@ void optd_session_apply_batch(optd_batch_step_t *b, size_t n, const optd_step_ct
     }
     size_t nr = batch_check(b, n, ss, ns, recs, who);
     optd_err_t jerr = {0};
-    if (nr && batch_journal(ctx ? ctx->dur : NULL, recs, nr, lsns, &jerr)) {
+    if (nr && batch_journal(ctx ? ctx->dur : NULL, b, who, recs, nr, lsns, &jerr)) {
         for (size_t r = 0; r < nr; r++) {
             b[who[r]].rc = jerr.code ? jerr.code : OPTD_EIO;
             b[who[r]].err = jerr;

@@ -33,6 +33,9 @@ typedef struct item {
     const char *text;
     size_t text_len;
     json_t *own;              /* the item's own text as read by Jansson */
+    const json_t *rows;       /* a rows step (API.md 1.1, Tables), or NULL */
+    uint64_t *row_list;       /* its rows, decoded against the session (malloc'd) */
+    size_t n_rows;
     bool has_expect, has_loss;
     uint64_t expect;
     double loss;
@@ -45,6 +48,7 @@ static const char *const item_fields[] = {"session", "gradient", "step", "loss",
 static int item_read(const json_t *v, size_t i, item_t *it, optd_err_t *err)
 {
     it->gradient = NULL;
+    it->rows = NULL;
     it->scanned = false;
     it->has_expect = it->has_loss = false;
     if (!json_is_object(v))
@@ -63,9 +67,7 @@ static int item_read(const json_t *v, size_t i, item_t *it, optd_err_t *err)
     }
     if (!it->session || !optd_session_name_valid(it->session))
         return optd_err_set(err, OPTD_EINVAL, "steps[%zu].session must be a session name", i);
-    if (json_object_get(v, "rows"))
-        return optd_err_set(err, OPTD_EINVAL, "steps[%zu]: session '%s' is not a table (it has no "
-                            "row_size), so a step takes no 'rows'", i, it->session);
+    it->rows = json_object_get(v, "rows");
     if (json_object_get(v, "worker"))
         return optd_err_set(err, OPTD_EINVAL, "steps[%zu]: 'worker' is for sessions that aggregate "
                             "rounds, and a batch item cannot wait for a round", i);
@@ -86,10 +88,11 @@ static int item_read(const json_t *v, size_t i, item_t *it, optd_err_t *err)
     return 0;
 }
 
-/* One result object appended to b. */
+/* One result object appended to b: for a rows step (rows, n_rows) the
+ * rows and their values. */
 static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_t *err,
-                       optd_session_t *s, uint64_t step, const void *params, bool return_none,
-                       struct optd_pool *pool)
+                       optd_session_t *s, uint64_t step, const void *params, const uint64_t *rows,
+                       size_t n_rows, bool return_none, struct optd_pool *pool)
 {
     optd_sbuf_puts(b, "{\"session\":");
     if (name)
@@ -106,8 +109,20 @@ static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_
         optd_sbuf_puts(b, ",\"step\":");
         optd_sbuf_puts(b, num);
         if (!return_none) {
+            if (rows) {
+                optd_sbuf_puts(b, ",\"rows\":[");
+                for (size_t i = 0; i < n_rows; i++) {
+                    char r[24];
+                    *optd_fmt_uint(r, rows[i], 1) = '\0';
+                    if (i)
+                        optd_sbuf_puts(b, ",");
+                    optd_sbuf_puts(b, r);
+                }
+                optd_sbuf_puts(b, "]");
+            }
             optd_sbuf_puts(b, ",\"params\":");
-            optd_numarray_encode(b, s->cfg.dtype, params, s->size, pool);
+            optd_numarray_encode(b, s->cfg.dtype, params,
+                                 rows ? n_rows * optd_session_row_size(&s->cfg) : s->size, pool);
         }
     }
     optd_sbuf_puts(b, "}");
@@ -412,6 +427,7 @@ static void batch_free(batch_t *bt)
     for (size_t i = 0; i < bt->n; i++) {
         json_decref(bt->items[i].own);
         free(bt->items[i].buf);
+        free(bt->items[i].row_list);
         if (bt->steps[i].s)
             optd_session_release(bt->steps[i].s);
     }
@@ -441,20 +457,21 @@ static int item_reread(size_t i, item_t *it, optd_err_t *err)
     return item_read(it->own, i, it, err);
 }
 
-/* Item i's gradient in the session's dtype into it->buf (size elements,
- * then as many again for the params after the step). */
-static int item_gradient(size_t i, item_t *it, const optd_session_t *s, optd_err_t *err)
+/* Item i's gradient in the session's dtype into it->buf (n elements: the
+ * session's size, or a rows step's rows times the row size; then as many
+ * again for the params after the step). */
+static int item_gradient(size_t i, item_t *it, const optd_session_t *s, size_t n, optd_err_t *err)
 {
-    size_t bytes = s->size * optd_dtype_size(s->cfg.dtype);
+    size_t bytes = n * optd_dtype_size(s->cfg.dtype);
     if (!(it->buf = malloc(2 * bytes)))
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu parameters", s->size);
-    if (it->scanned && it->grad_n == s->size &&
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu parameters", n);
+    if (it->scanned && it->grad_n == n &&
         optd_numarray_from_f64(it->grad_f64, it->grad_n, s->cfg.dtype, it->buf))
         return 0;
     int rc;
     if (it->scanned && (rc = item_reread(i, it, err)))
         return rc;
-    return optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", it->buf, s->size, err);
+    return optd_numarray_decode_into(it->gradient, s->cfg.dtype, "gradient", it->buf, n, err);
 }
 
 /* Item i, read, against its session: found, its gradient decoded; on
@@ -465,12 +482,21 @@ static int item_prepare(batch_t *bt, size_t i, item_t *it, optd_batch_step_t *x)
     if (!s)
         return optd_err_set(&x->err, OPTD_ENOTFOUND, "no session named '%s'", it->session);
     x->s = s;
-    int rc = item_gradient(i, it, s, &x->err);
-    if (rc)
+    size_t n = s->size;
+    int rc;
+    if (it->rows) {
+        /* As a JSON rows step takes it (route_step.c). */
+        size_t R = optd_session_row_size(&s->cfg);
+        if ((rc = optd_codec_rows_decode(it->rows, s->size / R, 0, &it->row_list, &it->n_rows, &x->err)))
+            return rc;
+        n = it->n_rows * R;
+    }
+    if ((rc = item_gradient(i, it, s, n, &x->err)))
         return rc;
     x->in = (optd_step_input_t){.grad = it->buf, .expect_step = it->has_expect ? &it->expect : NULL,
-                                .loss = it->has_loss ? &it->loss : NULL};
-    x->params_out = bt->return_none ? NULL : (char *)it->buf + s->size * optd_dtype_size(s->cfg.dtype);
+                                .loss = it->has_loss ? &it->loss : NULL, .rows = it->row_list,
+                                .n_rows = it->n_rows};
+    x->params_out = bt->return_none ? NULL : (char *)it->buf + n * optd_dtype_size(s->cfg.dtype);
     return 0;
 }
 
@@ -518,6 +544,7 @@ static void put_results(const batch_t *bt, size_t from, size_t to, optd_sbuf_t *
         if (i)
             optd_sbuf_puts(out, ",");
         put_result(out, bt->items[i].session, x->rc, &x->err, x->s, x->step, x->params_out,
+                   x->in.rows, x->in.n_rows,
                    bt->return_none, bt->req->srv->pool);
     }
 }
@@ -538,8 +565,9 @@ static void print_task(void *arg, unsigned c)
     size_t from = chunk_start(bt->n, bt->chunks, c), to = chunk_start(bt->n, bt->chunks, c + 1);
     size_t n_vals = 0;
     for (size_t i = from; i < to; i++)
-        if (!bt->steps[i].rc && !bt->return_none)
-            n_vals += bt->steps[i].s->size;
+        if (!bt->steps[i].rc && !bt->return_none) /* a rows step prints its rows' values */
+            n_vals += bt->steps[i].in.rows ? bt->steps[i].in.n_rows * (20 + optd_session_row_size(&bt->steps[i].s->cfg))
+                                           : bt->steps[i].s->size;
     optd_sbuf_reserve(part, 16 + (to - from) * 48 + n_vals * 25);
     if (c == 0)
         optd_sbuf_puts(part, "{\"results\":[");

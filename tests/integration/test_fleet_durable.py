@@ -203,6 +203,28 @@ class GroupCommit(unittest.TestCase):
         total = sum(d.get("/v1/sessions/" + n).body["step"] for n in names)
         self.assertEqual(total, 3 * 15 * self.K + 30)
 
+    def test_rows_items_in_the_group_replay_after_kill9(self):
+        """Rows steps of a table journal as rows records in the batch's one
+        group, beside dense steps; a restart replays them to the same state."""
+        d = self.daemon()
+        r = d.post("/v1/sessions", {"name": "t", "optimizer": "sparse_adam", "size": 12, "row_size": 3})
+        self.assertEqual(r.status, 201, r)
+        self.make(d, "b")
+        syncs = metric(d, "optd_journal_syncs_total")
+        r = d.post("/v1/steps", {"steps": [
+            {"session": "t", "rows": [1, 3], "gradient": [1, 2, 3, 4, 5, 6]},
+            {"session": "b0", "gradient": [1, 1, 1]},
+            {"session": "t", "rows": [3], "gradient": [0.5, 0.5, 0.5], "loss": 1.5}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([x.get("step") for x in r.body["results"]], [1, 1, 2])
+        self.assertEqual(r.body["results"][2]["rows"], [3])
+        self.assertEqual(metric(d, "optd_journal_syncs_total") - syncs, 1)
+        want = {n: state(d, n) for n in ("t", "b0")}
+        d.kill9()
+        d.start()
+        for n, doc in want.items():
+            self.assertEqual(state(d, n), doc, n)
+
     def test_items_follow_a_session_an_import_replaced(self):
         """Imports that change a session's shape put a new session in its
         place; a batch item that raced onto the old one follows the new

@@ -367,9 +367,10 @@ typedef struct fake_group {
     uint64_t steps[8]; /* each record's step, in order */
 } fake_group_t;
 
-static int fake_group_steps(void *ctx, const optd_step_record_t *recs, size_t n, uint64_t *lsns,
-                            optd_err_t *err)
+static int fake_group_steps(void *ctx, struct optd_session *const *ss, const optd_step_record_t *recs,
+                            size_t n, uint64_t *lsns, optd_err_t *err)
 {
+    (void)ss;
     fake_group_t *f = ctx;
     f->groups++;
     if (f->fail)
@@ -383,8 +384,10 @@ static int fake_group_steps(void *ctx, const optd_step_record_t *recs, size_t n,
     return 0;
 }
 
-static int fake_group_step(void *ctx, const optd_step_record_t *rec, uint64_t *lsn, optd_err_t *err)
+static int fake_group_step(void *ctx, struct optd_session *s, const optd_step_record_t *rec, uint64_t *lsn,
+                           optd_err_t *err)
 {
+    (void)s;
     (void)ctx;
     (void)rec;
     (void)err;
