@@ -17,9 +17,14 @@
 #include "session.h"
 
 #define OPTD_SNAP_MAGIC "OPTDSNAP"
+#define OPTD_SNAP_MAGIC_LEN 8u   /* the magic's bytes (no NUL) */
 #define OPTD_SNAP_VERSION 1u
-#define OPTD_SNAP_HEADER 24u  /* magic, version, flags, body length */
-#define OPTD_SNAP_TRAILER 4u  /* CRC-32 */
+#define OPTD_SNAP_HEADER 24u     /* magic, u32 version, u32 flags, u64 body length */
+#define OPTD_SNAP_BODY_LEN_AT 16u /* where in the header the body length is */
+#define OPTD_SNAP_TRAILER 4u     /* CRC-32 of header and body */
+/* One history entry: u64 step, f64 lr, f64 grad_norm, f64 loss, u8 has_loss,
+ * i64 time_ms. */
+#define OPTD_SNAP_HISTORY_ENTRY (8u + 8u + 8u + 8u + 1u + 8u)
 
 /* Header flag: tagged sections follow the state buffers (u16 count, then
  * per section u16 tag, u32 length, payload).  Written only when a session
@@ -37,6 +42,12 @@ enum {
     OPTD_SNAP_SEC_TABLE = 4,  /* tables (API.md 1.1): u64 row_size, u32 count, then per
                                  history entry of a rows step u32 index, u64 rows */
 };
+/* The loss section's payload length: u8 1, f64, u64, f64, u64. */
+#define OPTD_SNAP_SEC_LOSS_LEN (1u + 8u + 8u + 8u + 8u)
+/* The table section's payload: OPTD_SNAP_TABLE_FIXED bytes (u64 row_size,
+ * u32 count), then OPTD_SNAP_TABLE_ENTRY bytes an entry (u32 index, u64 rows). */
+#define OPTD_SNAP_TABLE_FIXED (8u + 4u)
+#define OPTD_SNAP_TABLE_ENTRY (4u + 8u)
 
 /* Longest snapshot file name: "s-" + base32 of a 128-byte name + ".snap". */
 #define OPTD_SNAP_FILE_MAX 224

@@ -242,6 +242,7 @@ int main(void)
 {
     Suite *s = suite_create("format");
     TCase *tc = tcase_create("golden");
+    tcase_set_timeout(tc, 120); /* fdatasync on a loaded machine */
     tcase_add_test(tc, test_snapshot_golden_rich);
     tcase_add_test(tc, test_snapshot_golden_rounds);
     tcase_add_test(tc, test_snapshot_golden_table);
