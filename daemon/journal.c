@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "bytes.h"
 #include "clock.h"
 #include "fileio.h"
 
@@ -51,7 +52,7 @@ typedef struct jrec {
     size_t head_len;
     const uint8_t *payload;
     size_t len;
-    uint8_t crc[4];
+    uint8_t crc[OPTD_JREC_TRAILER];
     uint64_t lsn;
     uint32_t type;
     bool marker;          /* no bytes: optd_journal_sync's place in the queue */
@@ -95,50 +96,22 @@ struct optd_journal {
     pthread_t thread;
 };
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-
-static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        size_t k = n > (1u << 30) ? (1u << 30) : n;
-        crc = (uint32_t)crc32(crc, p, (uInt)k);
-        p += k;
-        n -= k;
-    }
-    return crc;
-}
-
 void optd_journal_file_name(uint64_t seq, char *out)
 {
-    snprintf(out, 40, "journal-%016llx.log", (unsigned long long)seq);
+    snprintf(out, OPTD_JOURNAL_NAME_SIZE, OPTD_JOURNAL_NAME_PREFIX "%016llx" OPTD_JOURNAL_NAME_SUFFIX,
+             (unsigned long long)seq);
 }
 
 int optd_journal_parse_name(const char *name, uint64_t *seq)
 {
-    if (strlen(name) != 28 || strncmp(name, "journal-", 8) != 0 || strcmp(name + 24, ".log") != 0)
+    const size_t digits_at = sizeof OPTD_JOURNAL_NAME_PREFIX - 1;
+    const size_t suffix_at = digits_at + OPTD_JOURNAL_NAME_DIGITS;
+    if (strlen(name) != OPTD_JOURNAL_NAME_LEN ||
+        strncmp(name, OPTD_JOURNAL_NAME_PREFIX, digits_at) != 0 ||
+        strcmp(name + suffix_at, OPTD_JOURNAL_NAME_SUFFIX) != 0)
         return -1;
     uint64_t v = 0;
-    for (int i = 8; i < 24; i++) {
+    for (size_t i = digits_at; i < suffix_at; i++) {
         char c = name[i];
         int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
         if (d < 0)
@@ -152,16 +125,16 @@ int optd_journal_parse_name(const char *name, uint64_t *seq)
 /* Creates journal file seq with its header, durable (file and directory). */
 static int create_file(int dirfd, uint64_t seq, int *fd_out, optd_err_t *err)
 {
-    char name[40];
+    char name[OPTD_JOURNAL_NAME_SIZE];
     optd_journal_file_name(seq, name);
     int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return optd_err_set(err, OPTD_EIO, "cannot create journal %s: %s", name, strerror(errno));
     uint8_t hdr[OPTD_JOURNAL_HEADER];
-    memcpy(hdr, OPTD_JOURNAL_MAGIC, 8);
-    put_u32(hdr + 8, OPTD_JOURNAL_VERSION);
-    put_u32(hdr + 12, 0);
-    put_u64(hdr + 16, seq);
+    memcpy(hdr, OPTD_JOURNAL_MAGIC, OPTD_JOURNAL_MAGIC_LEN);
+    optd_le_put32(hdr + OPTD_JOURNAL_VERSION_AT, OPTD_JOURNAL_VERSION);
+    optd_le_put32(hdr + OPTD_JOURNAL_FLAGS_AT, 0);
+    optd_le_put64(hdr + OPTD_JOURNAL_SEQ_AT, seq);
     int rc = optd_file_write_all(fd, hdr, sizeof hdr);
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -errno;
@@ -179,11 +152,15 @@ static int create_file(int dirfd, uint64_t seq, int *fd_out, optd_err_t *err)
 /* How far ahead of the records a journal file is zero-filled, at least. */
 #define ZERO_AHEAD ((off_t)1 << 20)
 
+/* The most one pwrite is asked for (Linux writes at most about 2 GiB at
+ * a time anyway). */
+#define WRITE_PIECE ((size_t)1 << 30)
+
 static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 {
     const uint8_t *p = buf;
     while (n > 0) {
-        ssize_t w = pwrite(fd, p, n > (1u << 30) ? (1u << 30) : n, off);
+        ssize_t w = pwrite(fd, p, n > WRITE_PIECE ? WRITE_PIECE : n, off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -269,7 +246,7 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no,
     size_t total = 0;
     for (jrec_t *r = batch; r; r = r->next)
         if (!r->marker)
-            total += OPTD_JREC_HEADER + r->head_len + r->len + 4;
+            total += OPTD_JREC_HEADER + r->head_len + r->len + OPTD_JREC_TRAILER;
     int rc = zero_ahead(j, j->off + (off_t)total);
     if (rc) {
         /* No room for more: what may use the reserve goes in it, if it
@@ -281,7 +258,7 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no,
                 r->rc = OPTD_EIO;
                 r->err_no = e;
             } else if (!r->marker) {
-                total += OPTD_JREC_HEADER + r->head_len + r->len + 4;
+                total += OPTD_JREC_HEADER + r->head_len + r->len + OPTD_JREC_TRAILER;
             }
         }
         if (j->off + (off_t)total > j->zeroed_end) {
@@ -308,8 +285,8 @@ static int write_batch(optd_journal_t *j, jrec_t *batch, bool sync, int *err_no,
         if (r->len)
             memcpy(buf + o, r->payload, r->len);
         o += r->len;
-        memcpy(buf + o, r->crc, 4);
-        o += 4;
+        memcpy(buf + o, r->crc, OPTD_JREC_TRAILER);
+        o += OPTD_JREC_TRAILER;
         n++;
     }
     if (total)
@@ -536,11 +513,11 @@ static uint32_t frame(jrec_t *r)
 {
     if (r->marker)
         return 0;
-    put_u32(r->hdr, OPTD_JREC_MAGIC);
-    put_u32(r->hdr + 4, r->type);
-    put_u64(r->hdr + 16, (uint64_t)(r->head_len + r->len));
-    uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), r->head, r->head_len);
-    return crc_update(crc, r->payload, r->len);
+    optd_le_put32(r->hdr + OPTD_JREC_MAGIC_AT, OPTD_JREC_MAGIC);
+    optd_le_put32(r->hdr + OPTD_JREC_TYPE_AT, r->type);
+    optd_le_put64(r->hdr + OPTD_JREC_LEN_AT, (uint64_t)(r->head_len + r->len));
+    uint32_t crc = optd_crc32(0, r->head, r->head_len);
+    return optd_crc32(crc, r->payload, r->len);
 }
 
 /* With j->mu held: gives r the next LSN, finishes its CRC and queues it. */
@@ -550,9 +527,9 @@ static void stamp_locked(optd_journal_t *j, jrec_t *r, uint32_t payload_crc)
         j->queued_bytes += r->len;
     if (!r->marker) {
         r->lsn = j->next_lsn++;
-        put_u64(r->hdr + 8, r->lsn);
-        uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), r->hdr, OPTD_JREC_HEADER);
-        put_u32(r->crc,
+        optd_le_put64(r->hdr + OPTD_JREC_LSN_AT, r->lsn);
+        uint32_t crc = optd_crc32(0, r->hdr, OPTD_JREC_HEADER);
+        optd_le_put32(r->crc,
                 (uint32_t)crc32_combine(crc, payload_crc, (z_off_t)(r->head_len + r->len)));
     }
     if (j->tail)
@@ -801,6 +778,142 @@ void optd_journal_close(optd_journal_t *j)
 
 /* ---- replay ----------------------------------------------------------------------- */
 
+/* Why a journal file's header is refused, or NULL. */
+static const char *header_fault(const uint8_t *buf, size_t len)
+{
+    if (len < OPTD_JOURNAL_HEADER)
+        return "truncated header";
+    if (memcmp(buf, OPTD_JOURNAL_MAGIC, OPTD_JOURNAL_MAGIC_LEN) != 0)
+        return "wrong magic";
+    uint32_t version = optd_le_get32(buf + OPTD_JOURNAL_VERSION_AT);
+    if (version < OPTD_JOURNAL_VERSION_MIN || version > OPTD_JOURNAL_VERSION)
+        return "unknown format version";
+    return NULL;
+}
+
+/* A file whose header is refused is renamed aside whole. */
+static void set_aside_whole(int dirfd, const char *name, const char *why, optd_logger_t *log,
+                            size_t *set_aside)
+{
+    char aside[300];
+    int e = optd_file_set_aside(dirfd, name, aside, sizeof aside);
+    optd_log(log, OPTD_LOG_ERROR, "journal %s: %s; %s", name, why,
+             e ? "could not be renamed aside" : "renamed aside");
+    if (e == 0 && set_aside)
+        (*set_aside)++;
+}
+
+static bool known_type(uint32_t type)
+{
+    return type == OPTD_JREC_IMAGE || type == OPTD_JREC_DELETE || type == OPTD_JREC_DELTA ||
+           type == OPTD_JREC_STEP || type == OPTD_JREC_ROWS || type == OPTD_JREC_ROUND;
+}
+
+/* Where the records stop, as the scan of a file found it. */
+typedef struct scan {
+    size_t off;       /* end of the last good record */
+    const char *why;  /* what follows it, when not just the zeros ahead */
+    bool short_tail;  /* it is a record cut short (a crash mid-append) */
+    int stop;         /* fn's non-zero answer, which ended the scan */
+} scan_t;
+
+/* Checks the record at off (before zeros_from, where only zeros follow):
+ * NULL with *plen, or why it is refused (*short_tail when cut short). */
+static const char *record_fault(const uint8_t *buf, size_t len, size_t off, uint64_t *plen,
+                                bool *short_tail)
+{
+    size_t left = len - off;
+    if (left < OPTD_JREC_HEADER) {
+        *short_tail = true;
+        return "torn record header";
+    }
+    const uint8_t *h = buf + off;
+    *plen = optd_le_get64(h + OPTD_JREC_LEN_AT);
+    if (optd_le_get32(h + OPTD_JREC_MAGIC_AT) != OPTD_JREC_MAGIC)
+        return "bad record magic";
+    if (*plen > left - OPTD_JREC_HEADER || left - OPTD_JREC_HEADER - *plen < OPTD_JREC_TRAILER) {
+        *short_tail = true;
+        return "torn record";
+    }
+    uint32_t crc = optd_crc32(0, h, OPTD_JREC_HEADER + *plen);
+    if (crc != optd_le_get32(h + OPTD_JREC_HEADER + *plen))
+        return "bad record checksum";
+    if (!known_type(optd_le_get32(h + OPTD_JREC_TYPE_AT)))
+        return "unknown record type";
+    return NULL;
+}
+
+/* Damage found where the zeros written ahead begin inside the record (its
+ * header, or before the end its header declares) is a record cut short by
+ * a crash mid-write, not damage. */
+static bool torn_into_zeros(const uint8_t *buf, size_t len, size_t off, size_t zeros_from)
+{
+    size_t left = len - off;
+    uint64_t plen = left >= OPTD_JREC_HEADER ? optd_le_get64(buf + off + OPTD_JREC_LEN_AT) : 0;
+    return off + OPTD_JREC_HEADER > zeros_from ||
+           (optd_le_get32(buf + off + OPTD_JREC_MAGIC_AT) == OPTD_JREC_MAGIC && plen <= left &&
+            off + OPTD_JREC_HEADER + plen + OPTD_JREC_TRAILER > zeros_from);
+}
+
+/* Calls fn for each good record after the header, in order, up to the
+ * zeros written ahead or the first bad one. */
+static scan_t scan_records(const uint8_t *buf, size_t len,
+                           int (*fn)(void *arg, uint32_t type, uint64_t lsn,
+                                     const uint8_t *payload, size_t len),
+                           void *arg)
+{
+    /* The writer zero-fills ahead of its records: where they stop, only
+     * zeros follow (and a record may itself end in zero bytes). */
+    size_t zeros_from = len;
+    while (zeros_from > OPTD_JOURNAL_HEADER && buf[zeros_from - 1] == 0)
+        zeros_from--;
+    scan_t sc = {.off = OPTD_JOURNAL_HEADER};
+    while (sc.off < zeros_from) {
+        uint64_t plen = 0;
+        sc.why = record_fault(buf, len, sc.off, &plen, &sc.short_tail);
+        if (sc.why)
+            break;
+        const uint8_t *h = buf + sc.off;
+        sc.stop = fn(arg, optd_le_get32(h + OPTD_JREC_TYPE_AT), optd_le_get64(h + OPTD_JREC_LSN_AT),
+                     h + OPTD_JREC_HEADER, (size_t)plen);
+        if (sc.stop)
+            return sc;
+        sc.off += OPTD_JREC_HEADER + (size_t)plen + OPTD_JREC_TRAILER;
+    }
+    if (sc.why && !sc.short_tail && torn_into_zeros(buf, len, sc.off, zeros_from)) {
+        sc.why = "torn record";
+        sc.short_tail = true;
+    }
+    return sc;
+}
+
+/* Cuts the file after the last good record.  A short tail is what a crash
+ * mid-append leaves; anything else is damage: a copy of the whole file is
+ * kept first. */
+static void cut_tail(int dirfd, const char *name, const uint8_t *buf, size_t len,
+                     const scan_t *sc, optd_logger_t *log, size_t *set_aside)
+{
+    bool kept = false;
+    if (!sc->short_tail) {
+        char aside[300];
+        snprintf(aside, sizeof aside, "%s.damaged-copy", name);
+        if (optd_file_write_synced(dirfd, aside, buf, len) == 0) {
+            char final[320];
+            kept = optd_file_set_aside(dirfd, aside, final, sizeof final) == 0;
+            if (kept && set_aside)
+                (*set_aside)++;
+        }
+    }
+    int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    bool cut = fd >= 0 && ftruncate(fd, (off_t)sc->off) == 0 && fdatasync(fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    optd_log(log, sc->short_tail ? OPTD_LOG_WARN : OPTD_LOG_ERROR,
+             "journal %s: %s at offset %zu of %zu; %s%s", name, sc->why, sc->off, len,
+             cut ? "truncated after the last good record" : "could not truncate it",
+             sc->short_tail ? "" : (kept ? " (damaged copy kept)" : " (no copy could be kept)"));
+}
+
 int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
                         int (*fn)(void *arg, uint32_t type, uint64_t lsn, const uint8_t *payload,
                                   size_t len),
@@ -811,103 +924,15 @@ int optd_journal_replay(int dirfd, const char *name, optd_logger_t *log,
     int rc = optd_file_read_all(dirfd, name, &buf, &len);
     if (rc)
         return optd_err_set(err, OPTD_EIO, "cannot read journal %s: %s", name, strerror(-rc));
-
-    const char *why = NULL;
-    if (len < OPTD_JOURNAL_HEADER)
-        why = "truncated header";
-    else if (memcmp(buf, OPTD_JOURNAL_MAGIC, 8) != 0)
-        why = "wrong magic";
-    else if (get_u32(buf + 8) < OPTD_JOURNAL_VERSION_MIN || get_u32(buf + 8) > OPTD_JOURNAL_VERSION)
-        why = "unknown format version";
+    const char *why = header_fault(buf, len);
     if (why) {
-        char aside[300];
-        int e = optd_file_set_aside(dirfd, name, aside, sizeof aside);
-        optd_log(log, OPTD_LOG_ERROR, "journal %s: %s; %s", name, why,
-                 e ? "could not be renamed aside" : "renamed aside");
-        if (e == 0 && set_aside)
-            (*set_aside)++;
+        set_aside_whole(dirfd, name, why, log, set_aside);
         free(buf);
         return 0;
     }
-
-    /* The writer zero-fills ahead of its records: where they stop, only
-     * zeros follow (and a record may itself end in zero bytes). */
-    size_t zeros_from = len;
-    while (zeros_from > OPTD_JOURNAL_HEADER && buf[zeros_from - 1] == 0)
-        zeros_from--;
-    size_t off = OPTD_JOURNAL_HEADER;
-    bool short_tail = false;
-    while (off < zeros_from) {
-        size_t left = len - off;
-        if (left < OPTD_JREC_HEADER) {
-            why = "torn record header";
-            short_tail = true;
-            break;
-        }
-        const uint8_t *h = buf + off;
-        uint64_t plen = get_u64(h + 16);
-        if (get_u32(h) != OPTD_JREC_MAGIC) {
-            why = "bad record magic";
-            break;
-        }
-        if (plen > left - OPTD_JREC_HEADER || left - OPTD_JREC_HEADER - plen < 4) {
-            why = "torn record";
-            short_tail = true;
-            break;
-        }
-        uint32_t crc = crc_update((uint32_t)crc32(0L, NULL, 0), h, OPTD_JREC_HEADER + plen);
-        if (crc != get_u32(h + OPTD_JREC_HEADER + plen)) {
-            why = "bad record checksum";
-            break;
-        }
-        uint32_t type = get_u32(h + 4);
-        if (type != OPTD_JREC_IMAGE && type != OPTD_JREC_DELETE && type != OPTD_JREC_DELTA &&
-            type != OPTD_JREC_STEP && type != OPTD_JREC_ROWS && type != OPTD_JREC_ROUND) {
-            why = "unknown record type";
-            break;
-        }
-        int stop = fn(arg, type, get_u64(h + 8), h + OPTD_JREC_HEADER, (size_t)plen);
-        if (stop) {
-            free(buf);
-            return stop;
-        }
-        off += OPTD_JREC_HEADER + (size_t)plen + 4;
-    }
-    if (why && !short_tail) {
-        /* A record cut short by a crash mid-write, in a file zero-filled
-         * ahead: the trailing zeros begin inside it (its header, or before
-         * the end its header declares). */
-        size_t left = len - off;
-        uint64_t plen = left >= OPTD_JREC_HEADER ? get_u64(buf + off + 16) : 0;
-        if (off + OPTD_JREC_HEADER > zeros_from ||
-            (get_u32(buf + off) == OPTD_JREC_MAGIC && plen <= left && off + OPTD_JREC_HEADER + plen + 4 > zeros_from)) {
-            why = "torn record";
-            short_tail = true;
-        }
-    }
-    if (why) {
-        /* A short tail is what a crash mid-append leaves: cut it.  Anything
-         * else is damage: keep a copy of the whole file first. */
-        bool kept = false;
-        if (!short_tail) {
-            char aside[300];
-            snprintf(aside, sizeof aside, "%s.damaged-copy", name);
-            if (optd_file_write_synced(dirfd, aside, buf, len) == 0) {
-                char final[320];
-                kept = optd_file_set_aside(dirfd, aside, final, sizeof final) == 0;
-                if (kept && set_aside)
-                    (*set_aside)++;
-            }
-        }
-        int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-        bool cut = fd >= 0 && ftruncate(fd, (off_t)off) == 0 && fdatasync(fd) == 0;
-        if (fd >= 0)
-            close(fd);
-        optd_log(log, short_tail ? OPTD_LOG_WARN : OPTD_LOG_ERROR,
-                 "journal %s: %s at offset %zu of %zu; %s%s", name, why, off, len,
-                 cut ? "truncated after the last good record" : "could not truncate it",
-                 short_tail ? "" : (kept ? " (damaged copy kept)" : " (no copy could be kept)"));
-    }
+    scan_t sc = scan_records(buf, len, fn, arg);
+    if (!sc.stop && sc.why)
+        cut_tail(dirfd, name, buf, len, &sc, log, set_aside);
     free(buf);
-    return 0;
+    return sc.stop;
 }

@@ -21,11 +21,30 @@
 #include "optd/error.h"
 
 #define OPTD_JOURNAL_MAGIC "OPTDJRNL"
+#define OPTD_JOURNAL_MAGIC_LEN 8u   /* the magic's bytes (no NUL) */
 #define OPTD_JOURNAL_VERSION 2u     /* written; version 1 files are still read */
 #define OPTD_JOURNAL_VERSION_MIN 1u
-#define OPTD_JOURNAL_HEADER 24u   /* file: magic, version, flags, sequence */
-#define OPTD_JREC_HEADER 24u      /* record: magic, type, lsn, payload length */
+#define OPTD_JOURNAL_HEADER 24u   /* file: magic, u32 version, u32 flags, u64 sequence */
+#define OPTD_JOURNAL_VERSION_AT 8u /* where in the file header each field is */
+#define OPTD_JOURNAL_FLAGS_AT 12u
+#define OPTD_JOURNAL_SEQ_AT 16u
+#define OPTD_JREC_HEADER 24u      /* record: u32 magic, u32 type, u64 lsn, u64 payload length */
+#define OPTD_JREC_MAGIC_AT 0u     /* where in the record header each field is */
+#define OPTD_JREC_TYPE_AT 4u
+#define OPTD_JREC_LSN_AT 8u
+#define OPTD_JREC_LEN_AT 16u
+#define OPTD_JREC_TRAILER 4u      /* after the payload: CRC-32 of header and payload */
 #define OPTD_JREC_MAGIC 0x4A524543u /* "CERJ" little-endian: "JREC" read backwards */
+
+/* Journal file names: "journal-" + 16 lowercase hex digits of the sequence
+ * number + ".log" (OPTD_JOURNAL_NAME_LEN bytes); a buffer for one holds
+ * OPTD_JOURNAL_NAME_SIZE bytes. */
+#define OPTD_JOURNAL_NAME_PREFIX "journal-"
+#define OPTD_JOURNAL_NAME_SUFFIX ".log"
+#define OPTD_JOURNAL_NAME_DIGITS 16u
+#define OPTD_JOURNAL_NAME_LEN \
+    (sizeof OPTD_JOURNAL_NAME_PREFIX - 1 + OPTD_JOURNAL_NAME_DIGITS + sizeof OPTD_JOURNAL_NAME_SUFFIX - 1)
+#define OPTD_JOURNAL_NAME_SIZE 40
 
 enum {
     OPTD_JREC_IMAGE = 1,  /* payload: a snapshot (snapshot.h) */
@@ -120,7 +139,7 @@ uint64_t optd_journal_seq(optd_journal_t *j);
  * were made durable in how many fsync rounds, and closes the file. */
 void optd_journal_close(optd_journal_t *j);
 
-/* "journal-<16 hex digits>.log"; out holds 40 bytes. */
+/* "journal-<16 hex digits>.log"; out holds OPTD_JOURNAL_NAME_SIZE bytes. */
 void optd_journal_file_name(uint64_t seq, char *out);
 /* Parses such a name: 0 and *seq, or -1. */
 int optd_journal_parse_name(const char *name, uint64_t *seq);
