@@ -58,6 +58,29 @@ enum {
     OPTD_JREC_ROUND = 6   /* payload: a round's reduced gradient, with its workers' steps (persist.c) */
 };
 
+/* A step record's payload (persist.c): u16 name length, the name, then
+ * OPTD_JSTEP_FIXED bytes (u64 step, u8 dtype 0 float32 / 1 float64, u8
+ * has_loss, f64 loss, i64 time_ms, u64 size), then the gradient.  The
+ * offsets are from the start of that fixed part. */
+#define OPTD_JSTEP_FIXED (8u + 1u + 1u + 8u + 8u + 8u)
+#define OPTD_JSTEP_DTYPE_AT 8u
+#define OPTD_JSTEP_HAS_LOSS_AT 9u
+#define OPTD_JSTEP_LOSS_AT 10u
+#define OPTD_JSTEP_TIME_AT 18u
+#define OPTD_JSTEP_SIZE_AT 26u
+/* A rows record puts u64 n_rows and the rows (u64 each) between the fixed
+ * part and the values; a round record puts u16 n and per worker
+ * OPTD_JROUND_WORKER_FIXED bytes plus its name (u16 name length, name, u64
+ * step).  A delete's payload is u16 name length and the name. */
+#define OPTD_JROUND_COUNT 2u /* a round record's u16 n */
+#define OPTD_JROUND_WORKER_FIXED (2u + 8u)
+#define OPTD_JNAME_LEN 2u   /* the u16 length before a session's or worker's name */
+#define OPTD_JROWS_COUNT 8u /* a rows record's u64 n_rows */
+#define OPTD_JROW 8u        /* one row index (u64) */
+/* The longest step head (name length, name, fixed part); OPTD_NAME_MAX is
+ * session.h's. */
+#define OPTD_JSTEP_HEAD_MAX (OPTD_JNAME_LEN + OPTD_NAME_MAX + OPTD_JSTEP_FIXED)
+
 /* Zero bytes kept written ahead of the records for deletes only: on a full
  * disk, a delete still fits in space the file already has. */
 #define OPTD_JOURNAL_RESERVE ((size_t)64 * 1024)

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "clock.h"
 #include "fileio.h"
 #include "journal.h"
@@ -92,47 +93,29 @@ struct optd_persist {
     size_t set_aside;
 };
 
-/* ---- little-endian fields of the step and delete records ---------------------- */
-
-static uint8_t *put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-    return p + bytes;
-}
-
-static uint64_t get_le(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
+/* ---- the step and delete records (layout: journal.h) ------------------------- */
 
 /* The bytes a record of payload len takes in the journal file. */
 static uint64_t record_bytes(size_t len)
 {
-    return OPTD_JREC_HEADER + (uint64_t)len + 4;
+    return OPTD_JREC_HEADER + (uint64_t)len + OPTD_JREC_TRAILER;
 }
 
-/* Step record payload: u16 name length, name, u64 step, u8 dtype, u8
- * has_loss, f64 loss, i64 time_ms, u64 size, then the gradient. */
-#define STEP_FIXED (8 + 1 + 1 + 8 + 8 + 8)
 
 static size_t step_head_encode(const optd_step_record_t *rec, uint8_t *out)
 {
     size_t n = strlen(rec->name);
-    uint8_t *p = put_le(out, n, 2);
+    uint8_t *p = optd_le_put(out, n, 2);
     memcpy(p, rec->name, n);
     p += n;
-    p = put_le(p, rec->step, 8);
+    p = optd_le_put(p, rec->step, 8);
     *p++ = rec->dtype == OPTD_FLOAT64 ? 1 : 0;
     *p++ = rec->has_loss ? 1 : 0;
     uint64_t bits;
     memcpy(&bits, &rec->loss, 8);
-    p = put_le(p, bits, 8);
-    p = put_le(p, (uint64_t)rec->time_ms, 8);
-    p = put_le(p, rec->size, 8);
+    p = optd_le_put(p, bits, 8);
+    p = optd_le_put(p, (uint64_t)rec->time_ms, 8);
+    p = optd_le_put(p, rec->size, 8);
     return (size_t)(p - out);
 }
 
@@ -142,17 +125,17 @@ static size_t step_head_encode(const optd_step_record_t *rec, uint8_t *out)
  * a stack): *out, its length returned, or 0 when out of memory. */
 static size_t round_head_encode(const optd_step_record_t *rec, uint8_t **out)
 {
-    size_t cap = 2 + OPTD_NAME_MAX + STEP_FIXED + 2 + rec->n_workers * (2 + OPTD_WORKER_NAME_MAX + 8);
+    size_t cap = OPTD_JSTEP_HEAD_MAX + OPTD_JROUND_COUNT + rec->n_workers * (OPTD_JROUND_WORKER_FIXED + OPTD_WORKER_NAME_MAX);
     uint8_t *h = malloc(cap);
     if (!(*out = h))
         return 0;
     size_t hl = step_head_encode(rec, h);
-    uint8_t *p = put_le(h + hl, rec->n_workers, 2);
+    uint8_t *p = optd_le_put(h + hl, rec->n_workers, OPTD_JROUND_COUNT);
     for (size_t i = 0; i < rec->n_workers; i++) {
         size_t n = strlen(rec->workers[i].worker);
-        p = put_le(p, n, 2);
+        p = optd_le_put(p, n, 2);
         memcpy(p, rec->workers[i].worker, n);
-        p = put_le(p + n, rec->workers[i].step, 8);
+        p = optd_le_put(p + n, rec->workers[i].step, 8);
     }
     return (size_t)(p - h);
 }
@@ -164,21 +147,21 @@ static size_t round_workers_decode(const uint8_t *b, size_t len, optd_step_recor
                                    optd_contribution_t **ws)
 {
     *ws = NULL;
-    if (len < 2)
+    if (len < OPTD_JROUND_COUNT)
         return 0;
-    size_t n = (size_t)get_le(b, 2), off = 2;
+    size_t n = (size_t)optd_le_get(b, OPTD_JROUND_COUNT), off = OPTD_JROUND_COUNT;
     if (n == 0 || n > OPTD_ROUND_WORKERS_MAX || !(*ws = calloc(n, sizeof **ws)))
         return 0;
     for (size_t i = 0; i < n; i++) {
-        size_t k = len - off >= 2 ? (size_t)get_le(b + off, 2) : 0;
-        if (k == 0 || k > OPTD_WORKER_NAME_MAX || len - off < 2 + k + 8) {
+        size_t k = len - off >= OPTD_JNAME_LEN ? (size_t)optd_le_get(b + off, 2) : 0;
+        if (k == 0 || k > OPTD_WORKER_NAME_MAX || len - off < OPTD_JROUND_WORKER_FIXED + k) {
             free(*ws);
             *ws = NULL;
             return 0;
         }
-        memcpy((*ws)[i].worker, b + off + 2, k);
-        (*ws)[i].step = get_le(b + off + 2 + k, 8);
-        off += 2 + k + 8;
+        memcpy((*ws)[i].worker, b + off + OPTD_JNAME_LEN, k);
+        (*ws)[i].step = optd_le_get(b + off + OPTD_JNAME_LEN + k, 8);
+        off += OPTD_JROUND_WORKER_FIXED + k;
     }
     rec->n_workers = n;
     rec->workers = *ws;
@@ -196,27 +179,27 @@ static int step_decode(const uint8_t *b, size_t len, uint32_t type, optd_step_re
     *ws = NULL;
     rec->n_workers = 0;
     rec->workers = NULL;
-    if (len < 2)
+    if (len < OPTD_JNAME_LEN)
         return -1;
-    size_t n = (size_t)get_le(b, 2);
-    if (n == 0 || n > OPTD_NAME_MAX || len < 2 + n + STEP_FIXED)
+    size_t n = (size_t)optd_le_get(b, 2);
+    if (n == 0 || n > OPTD_NAME_MAX || len < OPTD_JNAME_LEN + n + OPTD_JSTEP_FIXED)
         return -1;
-    memcpy(name, b + 2, n);
+    memcpy(name, b + OPTD_JNAME_LEN, n);
     name[n] = 0;
-    const uint8_t *p = b + 2 + n;
+    const uint8_t *p = b + OPTD_JNAME_LEN + n;
     rec->name = name;
-    rec->step = get_le(p, 8);
-    if (p[8] > 1 || p[9] > 1)
+    rec->step = optd_le_get(p, 8);
+    if (p[OPTD_JSTEP_DTYPE_AT] > 1 || p[OPTD_JSTEP_HAS_LOSS_AT] > 1)
         return -1;
-    rec->dtype = p[8] ? OPTD_FLOAT64 : OPTD_FLOAT32;
-    rec->has_loss = p[9];
-    uint64_t bits = get_le(p + 10, 8);
+    rec->dtype = p[OPTD_JSTEP_DTYPE_AT] ? OPTD_FLOAT64 : OPTD_FLOAT32;
+    rec->has_loss = p[OPTD_JSTEP_HAS_LOSS_AT];
+    uint64_t bits = optd_le_get(p + OPTD_JSTEP_LOSS_AT, 8);
     memcpy(&rec->loss, &bits, 8);
-    rec->time_ms = (int64_t)get_le(p + 18, 8);
-    rec->size = (size_t)get_le(p + 26, 8);
-    size_t left = len - 2 - n - STEP_FIXED;
+    rec->time_ms = (int64_t)optd_le_get(p + OPTD_JSTEP_TIME_AT, 8);
+    rec->size = (size_t)optd_le_get(p + OPTD_JSTEP_SIZE_AT, 8);
+    size_t left = len - OPTD_JNAME_LEN - n - OPTD_JSTEP_FIXED;
     if (round) {
-        size_t used = round_workers_decode(p + STEP_FIXED, left, rec, ws);
+        size_t used = round_workers_decode(p + OPTD_JSTEP_FIXED, left, rec, ws);
         if (!used)
             return -1;
         left -= used;
@@ -228,22 +211,22 @@ static int step_decode(const uint8_t *b, size_t len, uint32_t type, optd_step_re
     if (rows) {
         /* rows_encode's layout; the values are n_rows * row_size of the
          * session's dtype, which replay checks against the session. */
-        if (left < 8)
+        if (left < OPTD_JROWS_COUNT)
             return -1;
-        uint64_t nr = get_le(p + STEP_FIXED, 8);
-        left -= 8;
-        if (nr == 0 || nr > left / 8 || (left - nr * 8) % esz != 0 ||
-            ((left - nr * 8) / esz) % nr != 0 || rec->size == 0)
+        uint64_t nr = optd_le_get(p + OPTD_JSTEP_FIXED, 8);
+        left -= OPTD_JROWS_COUNT;
+        if (nr == 0 || nr > left / OPTD_JROW || (left - nr * OPTD_JROW) % esz != 0 ||
+            ((left - nr * OPTD_JROW) / esz) % nr != 0 || rec->size == 0)
             return -1;
         rec->n_rows = (size_t)nr;
-        rec->row_size = (left - nr * 8) / esz / nr;
-        rec->rows = (const uint64_t *)(const void *)(p + STEP_FIXED + 8);
-        rec->grad = p + STEP_FIXED + 8 + nr * 8;
+        rec->row_size = (left - nr * OPTD_JROW) / esz / nr;
+        rec->rows = (const uint64_t *)(const void *)(p + OPTD_JSTEP_FIXED + OPTD_JROWS_COUNT);
+        rec->grad = p + OPTD_JSTEP_FIXED + OPTD_JROWS_COUNT + nr * OPTD_JROW;
         return 0;
     }
     if (rec->size == 0 || rec->size > left / esz || rec->size * esz != left)
         return -1;
-    rec->grad = p + STEP_FIXED;
+    rec->grad = p + OPTD_JSTEP_FIXED;
     return 0;
 }
 
@@ -331,13 +314,13 @@ static int journal_delete(optd_persist_t *p, const char *name, bool async, optd_
     if (!p->journal)
         return optd_err_set(err, OPTD_EIO, "persistence is not ready (journal not open)");
     size_t n = strlen(name);
-    uint8_t len[2];
-    put_le(len, n, 2);
+    uint8_t len[OPTD_JNAME_LEN];
+    optd_le_put(len, n, OPTD_JNAME_LEN);
     uint64_t lsn;
     if (async)
-        return optd_journal_append_async(p->journal, OPTD_JREC_DELETE, len, 2,
+        return optd_journal_append_async(p->journal, OPTD_JREC_DELETE, len, sizeof len,
                                          (const uint8_t *)name, n, &lsn, err);
-    return optd_journal_append(p->journal, OPTD_JREC_DELETE, len, 2, (const uint8_t *)name, n,
+    return optd_journal_append(p->journal, OPTD_JREC_DELETE, len, sizeof len, (const uint8_t *)name, n,
                                &lsn, err);
 }
 
@@ -348,14 +331,14 @@ static int journal_rows(optd_persist_t *p, const optd_step_record_t *rec, const 
                         size_t hl, uint64_t *lsn, optd_err_t *err)
 {
     size_t n = rec->n_rows;
-    uint8_t *buf = malloc(hl + 8 + n * 8);
+    uint8_t *buf = malloc(hl + OPTD_JROWS_COUNT + n * OPTD_JROW);
     if (!buf)
         return optd_err_set(err, OPTD_ENOMEM, "out of memory journaling a step of %zu rows", n);
     memcpy(buf, head, hl);
-    uint8_t *q = put_le(buf + hl, n, 8);
+    uint8_t *q = optd_le_put(buf + hl, n, 8);
     for (size_t i = 0; i < n; i++)
-        q = put_le(q, rec->rows[i], 8);
-    int rc = journal_put(p, false, OPTD_JREC_ROWS, buf, hl + 8 + n * 8, rec->grad,
+        q = optd_le_put(q, rec->rows[i], 8);
+    int rc = journal_put(p, false, OPTD_JREC_ROWS, buf, hl + OPTD_JROWS_COUNT + n * OPTD_JROW, rec->grad,
                          n * rec->row_size * optd_dtype_size(rec->dtype), lsn, err);
     free(buf);
     return rc;
@@ -369,7 +352,7 @@ static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec,
     *lsn = 0;
     if (atomic_load(&p->loading))
         return 0;
-    uint8_t fixed[2 + OPTD_NAME_MAX + STEP_FIXED], *head = fixed, *round_head = NULL;
+    uint8_t fixed[OPTD_JSTEP_HEAD_MAX], *head = fixed, *round_head = NULL;
     size_t hl;
     int rc;
     if (rec->n_workers) {
@@ -382,7 +365,7 @@ static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec,
     /* What the record holds beside its head: a rows step's rows and their
      * values (journal_rows), else the whole gradient. */
     size_t esz = optd_dtype_size(rec->dtype);
-    size_t gl = rec->rows ? 8 + rec->n_rows * 8 + rec->n_rows * rec->row_size * esz : rec->size * esz;
+    size_t gl = rec->rows ? OPTD_JROWS_COUNT + rec->n_rows * OPTD_JROW + rec->n_rows * rec->row_size * esz : rec->size * esz;
     if (rec->rows)
         rc = journal_rows(p, rec, head, hl, lsn, err);
     else
@@ -409,17 +392,17 @@ static int dur_step(void *ctx, optd_session_t *s, const optd_step_record_t *rec,
 static uint8_t *batch_head(const optd_step_record_t *rec, size_t *hl, uint32_t *type, size_t *body_len)
 {
     size_t esz = optd_dtype_size(rec->dtype), n = rec->rows ? rec->n_rows : 0;
-    uint8_t *h = malloc(2 + OPTD_NAME_MAX + STEP_FIXED + (rec->rows ? 8 + n * 8 : 0));
+    uint8_t *h = malloc(OPTD_JSTEP_HEAD_MAX + (rec->rows ? OPTD_JROWS_COUNT + n * OPTD_JROW : 0));
     if (!h)
         return NULL;
     *hl = step_head_encode(rec, h);
     *type = OPTD_JREC_STEP;
     *body_len = rec->size * esz;
     if (rec->rows) {
-        uint8_t *q = put_le(h + *hl, n, 8);
+        uint8_t *q = optd_le_put(h + *hl, n, 8);
         for (size_t k = 0; k < n; k++)
-            q = put_le(q, rec->rows[k], 8);
-        *hl += 8 + n * 8;
+            q = optd_le_put(q, rec->rows[k], 8);
+        *hl += OPTD_JROWS_COUNT + n * OPTD_JROW;
         *type = OPTD_JREC_ROWS;
         *body_len = n * rec->row_size * esz;
     }
@@ -660,7 +643,7 @@ static void kept_add(optd_persist_t *p, uint64_t seq, uint64_t end_lsn)
         p->kept = g;
         p->cap_kept = cap;
     }
-    char name[40];
+    char name[OPTD_JOURNAL_NAME_SIZE];
     optd_journal_file_name(seq, name);
     struct stat st;
     uint64_t bytes = fstatat(p->dirfd, name, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
@@ -679,7 +662,7 @@ static void kept_drop(optd_persist_t *p, uint64_t need_lsn)
             p->kept[n++] = *k;
             continue;
         }
-        char name[40];
+        char name[OPTD_JOURNAL_NAME_SIZE];
         optd_journal_file_name(k->seq, name);
         if (unlinkat(p->dirfd, name, 0) != 0 && errno != ENOENT) {
             /* Kept on the list, to be retried: left behind, its records
@@ -892,7 +875,7 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
         const uint8_t *at = (const uint8_t *)(const void *)rec.rows;
         if ((row_list = malloc(rec.n_rows * sizeof *row_list)))
             for (size_t i = 0; i < rec.n_rows; i++)
-                row_list[i] = get_le(at + 8 * i, 8);
+                row_list[i] = optd_le_get(at + OPTD_JROW * i, 8);
         rec.rows = row_list;
     }
     if ((rows && !row_list) || (uintptr_t)rec.grad % optd_dtype_size(rec.dtype) != 0) {
@@ -936,13 +919,13 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
     }
     if (type == OPTD_JREC_DELETE) {
         char name[OPTD_NAME_MAX + 1];
-        size_t n = len >= 2 ? (size_t)payload[0] | (size_t)payload[1] << 8 : 0;
-        if (len < 2 || n != len - 2 || n > OPTD_NAME_MAX) {
+        size_t n = len >= OPTD_JNAME_LEN ? (size_t)optd_le_get(payload, OPTD_JNAME_LEN) : 0;
+        if (len < OPTD_JNAME_LEN || n != len - OPTD_JNAME_LEN || n > OPTD_NAME_MAX) {
             optd_log(p->log, OPTD_LOG_ERROR, "persist: malformed delete record %llu in journal",
                      (unsigned long long)lsn);
             return 0;
         }
-        memcpy(name, payload + 2, n);
+        memcpy(name, payload + OPTD_JNAME_LEN, n);
         name[n] = 0;
         optd_session_t *s = optd_store_get(p->store, name);
         bool newer = s && optd_session_lsn(s) < lsn;
@@ -1110,7 +1093,7 @@ int optd_persist_load(optd_persist_t *p, optd_persist_stats_t *stats, optd_err_t
     if (n_j > 1)
         qsort(journals, n_j, sizeof *journals, cmp_u64);
     for (size_t i = 0; i < n_j && rc == 0; i++) {
-        char name[40];
+        char name[OPTD_JOURNAL_NAME_SIZE];
         optd_journal_file_name(journals[i], name);
         size_t aside = 0;
         p->file_max_lsn = 0;
