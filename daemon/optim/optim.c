@@ -734,6 +734,78 @@ static int alloc_missing(optd_optim_state_t *st, unsigned need, const optd_hpara
     return 0;
 }
 
+/* Adam's and AdamW's scalars at step td with learning rate lr (AdamW
+ * decays the parameters, Adam adds wd * p to the gradient). */
+static void plan_adam(optd_optim_kind_t kind, const optd_hparams_t *hp, double lr, double td,
+                      optd_step_plan_t *plan)
+{
+    const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
+    double *c = plan->c;
+    double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
+    plan->use_amsgrad = hp->amsgrad;
+    c[ADAM_WD] = kind == OPTD_ADAM ? wd : 0.0;
+    c[ADAM_DECAY] = kind == OPTD_ADAMW ? 1 - lr * wd : 1.0;
+    c[ADAM_B1] = b1;
+    c[ADAM_OMB1] = 1 - b1;
+    c[ADAM_B2] = b2;
+    c[ADAM_OMB2] = 1 - b2;
+    c[ADAM_SBC2] = sqrt(bc2);
+    c[ADAM_EPS] = hp->eps;
+    c[ADAM_NSS] = -(lr / bc1);
+}
+
+/* NAdam's scalars at step td: its momentum schedule mu, and the product
+ * of the mus so far (mu_product, rounded to the session's dtype) taken one
+ * step on into plan->mu_product_next. */
+static void plan_nadam(const optd_optim_state_t *st, const optd_hparams_t *hp, double lr,
+                       double td, double mu_product, optd_step_plan_t *plan)
+{
+    const double b1 = hp->betas[0], b2 = hp->betas[1];
+    double *c = plan->c;
+    double md = hp->momentum_decay;
+    double mu = b1 * (1. - 0.5 * pow(0.96, td * md));
+    double mu_next = b1 * (1. - 0.5 * pow(0.96, (td + 1) * md));
+    /* mu_product is a tensor of the session's dtype: mu_product *= mu
+     * rounds mu and the product to it. */
+    double mp = st->dtype == OPTD_FLOAT32 ? (double)((float)mu_product * (float)mu)
+                                          : mu_product * mu;
+    double mp_next = mp * mu_next;
+    plan->mu_product_next = mp;
+    c[NADAM_WD] = hp->weight_decay;
+    c[NADAM_B1] = b1;
+    c[NADAM_OMB1] = 1 - b1;
+    c[NADAM_B2] = b2;
+    c[NADAM_OMB2] = 1 - b2;
+    c[NADAM_BC2] = 1 - pow(b2, td);
+    c[NADAM_EPS] = hp->eps;
+    c[NADAM_CG] = -lr * (1. - mu) / (1. - mp);
+    c[NADAM_CM] = (-lr * mu_next) / (1. - mp_next);
+}
+
+/* RAdam's scalars at step td: whether the variance is tractable yet
+ * (rho_t > 5) and, if so, the rectification term. */
+static void plan_radam(const optd_hparams_t *hp, double lr, double td, optd_step_plan_t *plan)
+{
+    const double b1 = hp->betas[0], b2 = hp->betas[1];
+    double *c = plan->c;
+    double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
+    double rho_inf = 2 / (1 - b2) - 1;
+    double rho_t = rho_inf - 2 * td * pow(b2, td) / bc2;
+    plan->radam_rect = rho_t > 5.;
+    c[RADAM_WD] = hp->weight_decay;
+    c[RADAM_B1] = b1;
+    c[RADAM_OMB1] = 1 - b1;
+    c[RADAM_B2] = b2;
+    c[RADAM_OMB2] = 1 - b2;
+    c[RADAM_BC1] = bc1;
+    c[RADAM_LR] = lr;
+    c[RADAM_RECT] = plan->radam_rect ? sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
+                                            ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                                     : 0.0;
+    c[RADAM_SBC2] = sqrt(bc2);
+    c[RADAM_EPS] = hp->eps;
+}
+
 /* The per-step scalars of one update (or of one group's) with hp, in
  * double; mu_product is nadam's product so far (the group's). */
 static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
@@ -787,20 +859,9 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
         c[RMSPROP_NLR] = -lr;
         break;
     case OPTD_ADAM:
-    case OPTD_ADAMW: {
-        double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
-        plan->use_amsgrad = hp->amsgrad;
-        c[ADAM_WD] = st->kind == OPTD_ADAM ? wd : 0.0;
-        c[ADAM_DECAY] = st->kind == OPTD_ADAMW ? 1 - lr * wd : 1.0;
-        c[ADAM_B1] = b1;
-        c[ADAM_OMB1] = 1 - b1;
-        c[ADAM_B2] = b2;
-        c[ADAM_OMB2] = 1 - b2;
-        c[ADAM_SBC2] = sqrt(bc2);
-        c[ADAM_EPS] = hp->eps;
-        c[ADAM_NSS] = -(lr / bc1);
+    case OPTD_ADAMW:
+        plan_adam(st->kind, hp, lr, td, plan);
         break;
-    }
     case OPTD_ADAMAX:
         c[ADAMAX_WD] = wd;
         c[ADAMAX_B1] = b1;
@@ -809,46 +870,12 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
         c[ADAMAX_EPS] = hp->eps;
         c[ADAMAX_NCLR] = -(lr / (1 - pow(b1, td)));
         break;
-    case OPTD_NADAM: {
-        double md = hp->momentum_decay;
-        double mu = b1 * (1. - 0.5 * pow(0.96, td * md));
-        double mu_next = b1 * (1. - 0.5 * pow(0.96, (td + 1) * md));
-        /* mu_product is a tensor of the session's dtype: mu_product *= mu
-         * rounds mu and the product to it. */
-        double mp = st->dtype == OPTD_FLOAT32 ? (double)((float)mu_product * (float)mu)
-                                              : mu_product * mu;
-        double mp_next = mp * mu_next;
-        plan->mu_product_next = mp;
-        c[NADAM_WD] = wd;
-        c[NADAM_B1] = b1;
-        c[NADAM_OMB1] = 1 - b1;
-        c[NADAM_B2] = b2;
-        c[NADAM_OMB2] = 1 - b2;
-        c[NADAM_BC2] = 1 - pow(b2, td);
-        c[NADAM_EPS] = hp->eps;
-        c[NADAM_CG] = -lr * (1. - mu) / (1. - mp);
-        c[NADAM_CM] = (-lr * mu_next) / (1. - mp_next);
+    case OPTD_NADAM:
+        plan_nadam(st, hp, lr, td, mu_product, plan);
         break;
-    }
-    case OPTD_RADAM: {
-        double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
-        double rho_inf = 2 / (1 - b2) - 1;
-        double rho_t = rho_inf - 2 * td * pow(b2, td) / bc2;
-        plan->radam_rect = rho_t > 5.;
-        c[RADAM_WD] = wd;
-        c[RADAM_B1] = b1;
-        c[RADAM_OMB1] = 1 - b1;
-        c[RADAM_B2] = b2;
-        c[RADAM_OMB2] = 1 - b2;
-        c[RADAM_BC1] = bc1;
-        c[RADAM_LR] = lr;
-        c[RADAM_RECT] = plan->radam_rect ? sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
-                                                ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-                                         : 0.0;
-        c[RADAM_SBC2] = sqrt(bc2);
-        c[RADAM_EPS] = hp->eps;
+    case OPTD_RADAM:
+        plan_radam(hp, lr, td, plan);
         break;
-    }
     case OPTD_ADADELTA:
         c[ADADELTA_WD] = wd;
         c[ADADELTA_RHO] = hp->rho;
