@@ -21,6 +21,9 @@ int optd_dir_sync(int dirfd);
 /* Renames dirfd/name to "<name>.damaged-<UTC time>" (with -N appended if
  * that exists), never deleting anything; newname receives the new name.
  * 0 or -errno. */
+/* Room for such a new name (or a copy's "<name>.damaged-copy"): a file
+ * name (at most 255 bytes) and the suffix. */
+#define OPTD_ASIDE_NAME_SIZE 400
 int optd_file_set_aside(int dirfd, const char *name, char *newname, size_t cap);
 
 #endif

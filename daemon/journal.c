@@ -795,7 +795,7 @@ static const char *header_fault(const uint8_t *buf, size_t len)
 static void set_aside_whole(int dirfd, const char *name, const char *why, optd_logger_t *log,
                             size_t *set_aside)
 {
-    char aside[300];
+    char aside[OPTD_ASIDE_NAME_SIZE];
     int e = optd_file_set_aside(dirfd, name, aside, sizeof aside);
     optd_log(log, OPTD_LOG_ERROR, "journal %s: %s; %s", name, why,
              e ? "could not be renamed aside" : "renamed aside");
@@ -895,10 +895,10 @@ static void cut_tail(int dirfd, const char *name, const uint8_t *buf, size_t len
 {
     bool kept = false;
     if (!sc->short_tail) {
-        char aside[300];
+        char aside[OPTD_ASIDE_NAME_SIZE];
         snprintf(aside, sizeof aside, "%s.damaged-copy", name);
         if (optd_file_write_synced(dirfd, aside, buf, len) == 0) {
-            char final[320];
+            char final[OPTD_ASIDE_NAME_SIZE];
             kept = optd_file_set_aside(dirfd, aside, final, sizeof final) == 0;
             if (kept && set_aside)
                 (*set_aside)++;

@@ -748,7 +748,7 @@ static int add_big_image(optd_session_t *s, void *arg)
 
 static void set_aside(optd_persist_t *p, const char *file, const char *why)
 {
-    char newname[400];
+    char newname[OPTD_ASIDE_NAME_SIZE];
     int e = optd_file_set_aside(p->dirfd, file, newname, sizeof newname);
     if (e == 0) {
         p->set_aside++;
@@ -1021,11 +1021,12 @@ static int list_dir(optd_persist_t *p, char ***snaps_out, size_t *n_snaps_out,
     while (rc == 0 && (e = readdir(d)) != NULL) {
         const char *n = e->d_name;
         uint64_t seq;
-        if (strncmp(n, "s-", 2) == 0 && has_suffix(n, ".snap.tmp")) {
+        bool snap = strncmp(n, OPTD_SNAP_FILE_PREFIX, sizeof OPTD_SNAP_FILE_PREFIX - 1) == 0;
+        if (snap && has_suffix(n, OPTD_SNAP_FILE_SUFFIX OPTD_SNAP_TMP_SUFFIX)) {
             /* A write that never reached its rename: not data, just debris. */
             if (unlinkat(p->dirfd, n, 0) == 0)
                 optd_log(p->log, OPTD_LOG_INFO, "persist: removed unfinished %s/%s", p->dir, n);
-        } else if (strncmp(n, "s-", 2) == 0 && has_suffix(n, ".snap")) {
+        } else if (snap && has_suffix(n, OPTD_SNAP_FILE_SUFFIX)) {
             if (n_snaps == cap_snaps) {
                 cap_snaps = cap_snaps ? cap_snaps * 2 : 64;
                 char **g = realloc(snaps, cap_snaps * sizeof *g);
@@ -1177,7 +1178,7 @@ typedef struct flush_ctx {
 static void tmp_names(const char *name, char *file, char *tmp)
 {
     optd_snapshot_file_name(name, file);
-    snprintf(tmp, OPTD_SNAP_FILE_MAX + 8, "%s.tmp", file);
+    snprintf(tmp, OPTD_SNAP_TMP_SIZE, "%s" OPTD_SNAP_TMP_SUFFIX, file);
 }
 
 static void push_ref(optd_session_t ***v, size_t *n, size_t *cap, optd_session_t *s, size_t *lost)
@@ -1222,7 +1223,7 @@ static void finish_chunk(flush_ctx_t *fc)
     for (size_t i = 0; i < fc->n_pend; i++) {
         pending_t *pd = &fc->pend[i];
         optd_session_t *s = pd->s;
-        char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_FILE_MAX + 8];
+        char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_TMP_SIZE];
         tmp_names(s->name, file, tmp);
         if (past_deadline(p)) {
             close(pd->fd);
@@ -1311,7 +1312,7 @@ static int flush_one(optd_session_t *s, void *arg)
         snap_failed(fc, s, err.msg);
         return 0;
     }
-    char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_FILE_MAX + 8];
+    char file[OPTD_SNAP_FILE_MAX + 1], tmp[OPTD_SNAP_TMP_SIZE];
     tmp_names(s->name, file, tmp);
     int fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     rc = fd < 0 ? -errno : optd_file_write_all(fd, buf, len);

@@ -524,13 +524,17 @@ static const char *r_schedule_and_sizes(rbuf_t *r, optd_session_image_t *img, me
     return NULL;
 }
 
+/* Room for an optimizer's name: longer than any (a longer one is refused
+ * as malformed). */
+#define OPTIM_NAME_SIZE 32
+
 /* What w_meta wrote: into img's name and config, *lsn and m. */
 static const char *r_meta(rbuf_t *r, optd_session_image_t *img, uint64_t *lsn, meta_t *m)
 {
     *lsn = optd_r_u(r, 8);
     if (!optd_r_str_into(r, img->name, sizeof img->name))
         return "malformed session name";
-    char kind_name[32];
+    char kind_name[OPTIM_NAME_SIZE];
     if (!optd_r_str_into(r, kind_name, sizeof kind_name))
         return "malformed optimizer name";
     optd_session_config_t *cfg = &img->cfg;
@@ -692,8 +696,8 @@ void optd_snapshot_file_name(const char *name, char *out)
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
     size_t n = strnlen(name, OPTD_NAME_MAX);
     char *o = out;
-    *o++ = 's';
-    *o++ = '-';
+    memcpy(o, OPTD_SNAP_FILE_PREFIX, sizeof OPTD_SNAP_FILE_PREFIX - 1);
+    o += sizeof OPTD_SNAP_FILE_PREFIX - 1;
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
@@ -706,5 +710,5 @@ void optd_snapshot_file_name(const char *name, char *out)
     }
     if (bits > 0)
         *o++ = alphabet[(acc << (5 - bits)) & 31];
-    memcpy(o, ".snap", 6);
+    memcpy(o, OPTD_SNAP_FILE_SUFFIX, sizeof OPTD_SNAP_FILE_SUFFIX);
 }

@@ -49,8 +49,16 @@ enum {
 #define OPTD_SNAP_TABLE_FIXED (8u + 4u)
 #define OPTD_SNAP_TABLE_ENTRY (4u + 8u)
 
+/* Snapshot file names: OPTD_SNAP_FILE_PREFIX + base32 of the session name
+ * + OPTD_SNAP_FILE_SUFFIX; a snapshot being written has OPTD_SNAP_TMP_SUFFIX
+ * appended until its rename. */
+#define OPTD_SNAP_FILE_PREFIX "s-"
+#define OPTD_SNAP_FILE_SUFFIX ".snap"
+#define OPTD_SNAP_TMP_SUFFIX ".tmp"
 /* Longest snapshot file name: "s-" + base32 of a 128-byte name + ".snap". */
 #define OPTD_SNAP_FILE_MAX 224
+/* A buffer for the name of a snapshot being written (name, ".tmp", NUL). */
+#define OPTD_SNAP_TMP_SIZE (OPTD_SNAP_FILE_MAX + 8)
 
 /* Encodes img with journal sequence number lsn into a malloc'd buffer
  * (*out, *len; caller frees).  0 or OPTD_ENOMEM. */

@@ -136,6 +136,11 @@ int optd_codec_groups_apply(const json_t *v, optd_session_config_t *cfg, optd_er
     return 0;
 }
 
+/* The largest integral JSON real taken as an integer: a double below
+ * 2^63 (about 9.223e18) with a margin, so its conversion to int64_t (or
+ * uint64_t) cannot overflow. */
+#define REAL_INT_LIMIT 9.2e18
+
 int optd_codec_u64_decode(const json_t *v, const char *field, uint64_t *out, optd_err_t *err)
 {
     if (json_is_integer(v)) {
@@ -147,7 +152,7 @@ int optd_codec_u64_decode(const json_t *v, const char *field, uint64_t *out, opt
     }
     if (json_is_real(v)) {
         double d = json_real_value(v);
-        if (d >= 0 && d < 9.2e18 && d == floor(d)) {
+        if (d >= 0 && d < REAL_INT_LIMIT && d == floor(d)) {
             *out = (uint64_t)d;
             return 0;
         }
@@ -173,7 +178,7 @@ static int sched_int(const json_t *v, const char *field, int64_t *out, optd_err_
     }
     if (json_is_real(v)) {
         double d = json_real_value(v);
-        if (isfinite(d) && d == floor(d) && fabs(d) < 9.2e18) {
+        if (isfinite(d) && d == floor(d) && fabs(d) < REAL_INT_LIMIT) {
             *out = (int64_t)d;
             return 0;
         }
