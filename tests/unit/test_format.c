@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "journal.h"
 #include "session.h"
 #include "snapshot.h"
@@ -238,6 +239,57 @@ START_TEST(test_journal_golden)
 }
 END_TEST
 
+/* bytes.c: the codec's rules that every format relies on. */
+START_TEST(test_bytes_codec)
+{
+    uint8_t b[8];
+    ck_assert_ptr_eq(optd_le_put(b, 0x0102030405060708ull, 8), b + 8);
+    ck_assert_uint_eq(b[0], 0x08);
+    ck_assert_uint_eq(b[7], 0x01);
+    ck_assert_uint_eq(optd_le_get64(b), 0x0102030405060708ull);
+    ck_assert_uint_eq(optd_le_get(b, 3), 0x060708u);
+    /* zlib's CRC-32 check value, continued in pieces, and n == 0. */
+    ck_assert_uint_eq(optd_crc32(0, "123456789", 9), 0xCBF43926u);
+    ck_assert_uint_eq(optd_crc32(optd_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u);
+    ck_assert_uint_eq(optd_crc32(0x1234, NULL, 0), 0x1234);
+
+    optd_wbuf_t w = {0};
+    optd_w_u16(&w, 0xBEEF);
+    size_t at = optd_w_hole32(&w);
+    optd_w_str(&w, "ab");
+    optd_w_f64(&w, -2.5);
+    optd_w_patch32(&w, at, 7);
+    ck_assert(!w.oom);
+    ck_assert_uint_eq(w.len, 2 + 4 + 2 + 2 + 8);
+
+    optd_rbuf_t r = {.p = w.p, .len = w.len};
+    ck_assert_uint_eq(optd_r_u(&r, 2), 0xBEEF);
+    ck_assert_uint_eq(optd_r_u(&r, 4), 7);
+    char s[3];
+    ck_assert(optd_r_str_into(&r, s, sizeof s));
+    ck_assert_str_eq(s, "ab");
+    ck_assert(optd_r_f64(&r) == -2.5);
+    ck_assert(!r.bad);
+    ck_assert_uint_eq(optd_r_left(&r), 0);
+    /* Past the end: bad, and it stays bad (zeros from then on). */
+    ck_assert_uint_eq(optd_r_u(&r, 1), 0);
+    ck_assert(r.bad);
+    r.off = 0;
+    ck_assert_uint_eq(optd_r_u(&r, 2), 0);
+    /* A string that does not fit its buffer is refused, not cut. */
+    optd_rbuf_t r2 = {.p = w.p + 6, .len = 4};
+    char tiny[2];
+    ck_assert(!optd_r_str_into(&r2, tiny, sizeof tiny));
+    ck_assert(r2.bad);
+    /* An array longer than the bytes left is refused before any malloc. */
+    optd_rbuf_t r3 = {.p = w.p, .len = w.len};
+    bool oom = false;
+    ck_assert_ptr_null(optd_r_array(&r3, 3, 8, &oom));
+    ck_assert(r3.bad && !oom);
+    free(w.p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("format");
@@ -247,6 +299,7 @@ int main(void)
     tcase_add_test(tc, test_snapshot_golden_rounds);
     tcase_add_test(tc, test_snapshot_golden_table);
     tcase_add_test(tc, test_journal_golden);
+    tcase_add_test(tc, test_bytes_codec);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
