@@ -9,11 +9,20 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The most one write(2) is asked for (Linux writes at most about 2 GiB at
+ * a time anyway). */
+#define WRITE_PIECE ((size_t)1 << 30)
+/* How much more a read buffer grows than doubling, when a file grew since
+ * its fstat. */
+#define READ_GROW 4096
+/* How many "-N" names optd_file_set_aside tries within one second. */
+#define ASIDE_TRIES 1000
+
 int optd_file_write_all(int fd, const void *buf, size_t n)
 {
     const uint8_t *p = buf;
     while (n > 0) {
-        ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
+        ssize_t w = write(fd, p, n > WRITE_PIECE ? WRITE_PIECE : n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -50,14 +59,14 @@ int optd_file_read_all(int dirfd, const char *name, uint8_t **out, size_t *len)
     for (;;) {
         if (got == cap) {
             /* The file grew since fstat (it should not; read it anyway). */
-            uint8_t *b = realloc(buf, cap * 2 + 4096);
+            uint8_t *b = realloc(buf, cap * 2 + READ_GROW);
             if (!b) {
                 free(buf);
                 close(fd);
                 return -ENOMEM;
             }
             buf = b;
-            cap = cap * 2 + 4096;
+            cap = cap * 2 + READ_GROW;
         }
         ssize_t r = read(fd, buf + got, cap - got);
         if (r < 0) {
@@ -105,7 +114,7 @@ int optd_file_set_aside(int dirfd, const char *name, char *newname, size_t cap)
     gmtime_r(&now, &tm);
     char stamp[32];
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-    for (int i = 0; i < 1000; i++) {
+    for (int i = 0; i < ASIDE_TRIES; i++) {
         if (i == 0)
             snprintf(newname, cap, "%s.damaged-%s", name, stamp);
         else

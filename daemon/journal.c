@@ -174,7 +174,7 @@ static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 
 static int write_zeros(int fd, off_t from, off_t to)
 {
-    static const uint8_t zeros[65536];
+    static const uint8_t zeros[64 * 1024]; /* written this much at a time */
     for (off_t o = from; o < to;) {
         size_t k = to - o > (off_t)sizeof zeros ? sizeof zeros : (size_t)(to - o);
         int rc = pwrite_all(fd, zeros, k, o);
