@@ -119,6 +119,11 @@ void optd_w_patch32(optd_wbuf_t *w, size_t at, uint32_t v)
         optd_le_put32(w->p + at, v);
 }
 
+void optd_w_patch_len32(optd_wbuf_t *w, size_t at)
+{
+    optd_w_patch32(w, at, (uint32_t)(w->len - at - sizeof(uint32_t)));
+}
+
 /* ---- reader ---- */
 
 const uint8_t *optd_r_take(optd_rbuf_t *r, size_t n)

@@ -56,6 +56,9 @@ void optd_w_array(optd_wbuf_t *w, const void *v, size_t n, size_t esz);
 size_t optd_w_hole32(optd_wbuf_t *w);
 /* Stores v at offset at (from optd_w_hole32), unless the writer failed. */
 void optd_w_patch32(optd_wbuf_t *w, size_t at, uint32_t v);
+/* Stores there the length of what was written after the hole: a
+ * section's length written before its payload. */
+void optd_w_patch_len32(optd_wbuf_t *w, size_t at);
 
 static inline void optd_w_u8(optd_wbuf_t *w, unsigned v) { optd_w_u(w, v, 1); }
 static inline void optd_w_u16(optd_wbuf_t *w, unsigned v) { optd_w_u(w, v, 2); }

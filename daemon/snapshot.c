@@ -26,7 +26,6 @@ static void w_array(wbuf_t *w, optd_dtype_t dtype, const void *v, size_t n)
     optd_w_array(w, v, n, optd_dtype_size(dtype));
 }
 
-
 /* Hyperparameters: a count, then name, type and two f64 values each. */
 static void w_hparams(wbuf_t *w, const optd_optim_desc_t *d, const optd_hparams_t *hp)
 {
@@ -213,13 +212,13 @@ static void w_sections(wbuf_t *w, const optd_session_image_t *img, unsigned n_se
         optd_w_u16(w, OPTD_SNAP_SEC_GROUPS);
         size_t at = optd_w_hole32(w);
         w_groups(w, img);
-        optd_w_patch32(w, at, (uint32_t)(w->len - at - 4));
+        optd_w_patch_len32(w, at);
     }
     if (has_rounds(img)) {
         optd_w_u16(w, OPTD_SNAP_SEC_ROUNDS);
         size_t at = optd_w_hole32(w);
         w_rounds(w, img);
-        optd_w_patch32(w, at, (uint32_t)(w->len - at - 4));
+        optd_w_patch_len32(w, at);
     }
     if (has_table(img)) {
         size_t n = rows_entries(img);
