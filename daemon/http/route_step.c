@@ -352,13 +352,23 @@ out:
 }
 
 /* Whether a step request is a rows step: binary with Optd-Rows, or JSON
- * naming "rows" (a plain step never does: its only key that could is
- * refused as unknown, by the Jansson path too). */
+ * with the key "rows" (a plain step never has it: the key is refused as
+ * unknown, by the Jansson path too).  A key is a string followed by a
+ * colon: the string "rows" as a value (a worker may be named rows) is
+ * followed by a comma or a brace, and stays a plain step. */
 static bool is_rows_step(optd_req_t *req)
 {
     if (req->body_kind == OPTD_BODY_BINARY)
         return optd_req_header(req, "Optd-Rows") != NULL;
-    return req->body && memmem(req->body, req->body_len, "\"rows\"", 6) != NULL;
+    const char *p = req->body, *end = req->body + req->body_len;
+    while (p && (p = memmem(p, (size_t)(end - p), "\"rows\"", 6))) {
+        p += 6;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        if (p < end && *p == ':')
+            return true;
+    }
+    return false;
 }
 
 void optd_route_step(optd_req_t *req)
