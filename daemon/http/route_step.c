@@ -329,7 +329,8 @@ static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none
         goto out;
     in.rows = ri.rows;
     in.n_rows = ri.n_rows;
-    if (!rc && !(vals = malloc(ri.n_rows * R * optd_dtype_size(dtype))))
+    /* ?return=none answers no values: none are copied out. */
+    if (!rc && !return_none && !(vals = malloc(ri.n_rows * R * optd_dtype_size(dtype))))
         rc = optd_err_set(&err, OPTD_ENOMEM, "out of memory for %zu rows", ri.n_rows);
     if (!rc)
         rc = optd_store_step(srv->store, &s, &in, &step, vals, &err);
