@@ -323,8 +323,14 @@ static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none
     uint64_t expect = 0, step = 0;
     double loss = 0;
     void *vals = NULL;
-    int rc = binary ? rows_binary(req, s, &ri, &in, &expect, &loss, &err)
-                    : rows_json(req, s, &ri, &in, &expect, &loss, &err);
+    /* A round reduces whole gradients: a rows step is never a worker's
+     * contribution, by header as by field ("worker" is refused as unknown
+     * in the JSON form), rather than a plain rows step that ignores it. */
+    int rc = optd_req_header(req, "Optd-Worker")
+                 ? optd_err_set(&err, OPTD_EINVAL, "a rows step cannot be a worker's contribution to a round "
+                                                   "(header Optd-Worker): rounds take whole gradients")
+             : binary ? rows_binary(req, s, &ri, &in, &expect, &loss, &err)
+                      : rows_json(req, s, &ri, &in, &expect, &loss, &err);
     if (rc == 1)
         goto out;
     in.rows = ri.rows;

@@ -60,6 +60,22 @@ class Hostile(DaemonTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body["rows"], [1])
 
+    def test_a_rows_step_is_no_contribution(self):
+        # Optd-Worker on a rows step is refused, as the field "worker" is,
+        # on a plain table (where it was ignored and the step applied) and
+        # on an aggregating one.
+        body = rows_body([1], [1, 1, 1, 1])
+        hdr = dict(BIN, **{"Optd-Rows": "1", "Optd-Worker": "w1", "Optd-Expect-Step": "0"})
+        for agg in (None, {"workers": 2}):
+            n = self.table(**({"aggregate": agg} if agg else {}))
+            before = state(self.d, n)
+            r = self.d.post("/v1/sessions/%s/step" % n, body, headers=hdr)
+            self.assertIn("Optd-Worker", self.assertError(r, 400, "invalid_argument")["message"])
+            r = self.d.post("/v1/sessions/%s/step" % n, {"rows": [1], "gradient": [1, 1, 1, 1]},
+                            headers={"Optd-Worker": "w1"})
+            self.assertIn("Optd-Worker", self.assertError(r, 400, "invalid_argument")["message"])
+            self.unchanged(n, before)
+
     def test_json_row_numbers_out_of_every_range(self):
         n = self.table()
         before = state(self.d, n)
