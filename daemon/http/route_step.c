@@ -158,13 +158,20 @@ static json_t *rows_json_fast(optd_req_t *req, const optd_session_t *s, rows_in_
     char *rest;
     if (optd_numarray_locate_member(req->body, req->body_len, "gradient", &arr, &arr_len, &rest, &rest_len) != 1)
         return NULL;
-    json_t *doc = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
-    free(rest);
+    /* The rows too are read from the text, not as a JSON value each. */
+    const char *rows_arr;
+    size_t rows_len, rest2_len;
+    char *rest2 = NULL;
+    json_t *doc = NULL;
     size_t R = optd_session_row_size(&s->cfg);
     optd_err_t ignored;
+    if (optd_numarray_locate_member(rest, rest_len, "rows", &rows_arr, &rows_len, &rest2, &rest2_len) == 1 &&
+        optd_codec_rows_parse(rows_arr, rows_len, s->size / R, &ri->rows, &ri->n_rows, &ignored) == 0)
+        doc = json_loadb(rest2, rest2_len, JSON_REJECT_DUPLICATES, NULL);
+    free(rest2);
+    free(rest);
     if (json_is_object(doc) && json_is_null(json_object_get(doc, "gradient")) &&
-        optd_codec_rows_decode(json_object_get(doc, "rows"), s->size / R, 0, &ri->rows, &ri->n_rows,
-                               &ignored) == 0 &&
+        json_is_null(json_object_get(doc, "rows")) &&
         (ri->vals_owned = malloc(ri->n_rows * R * optd_dtype_size(s->cfg.dtype))) &&
         optd_numarray_parse_into(arr, arr_len, s->cfg.dtype, ri->vals_owned, ri->n_rows * R,
                                  req->srv->pool) == 1)

@@ -217,6 +217,54 @@ class Hostile(DaemonTestCase):
         self.assertEqual(state(self.d, third), state(self.d, twin))
 
 
+def peak_rss_kib(d):
+    with open("/proc/%d/status" % d.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+class RowsByTheMillion(DaemonTestCase):
+    """POST .../rows takes any number of rows: five million of them (a 10
+    MB body) are read from the text, 8 bytes each, not as a Jansson value
+    each (some 250 MB, outside --max-memory), and the answer that does not
+    fit the budget is 429."""
+    FLAGS = ["--max-memory", "100000000"]
+
+    def test_five_million_rows(self):
+        n = self.uname()
+        self.d.create(n, "sgd", size=64, row_size=4)
+        base = peak_rss_kib(self.d)
+        body = b'{"rows": [' + b"0," * 4999999 + b"0]}"
+        r = self.d.post("/v1/sessions/%s/rows" % n, body, headers={"Content-Type": "application/json"},
+                        timeout=120)
+        self.assertIn("5000000 rows", self.assertError(r, 429, "resource_exhausted")["message"])
+        # the body, its rows and the daemon's own: well under Jansson's 250 MB
+        self.assertLess(peak_rss_kib(self.d) - base, 120 * 1024)
+
+    def test_the_text_read_as_jansson_would(self):
+        n = self.uname()
+        self.d.create(n, "sgd", params=[float(i) for i in range(8)], row_size=2)
+        url = "/v1/sessions/%s/rows" % n
+        for text, rows in (('{"rows":[3,0,3]}', [3, 0, 3]), ('{ "rows" : [ 1 ,\n2 ] }', [1, 2]),
+                           ('{"rows": [0]}', [0])):
+            r = self.d.post(url, text.encode(), headers={"Content-Type": "application/json"})
+            self.assertEqual(r.status, 200, (text, r))
+            self.assertEqual(r.body["rows"], rows)
+        for text, code in (('{"rows": []}', "invalid_argument"), ('{"rows": [4]}', "invalid_argument"),
+                           ('{"rows": [-1]}', "invalid_argument"), ('{"rows": [1.0]}', "invalid_argument"),
+                           ('{"rows": [1e0]}', "invalid_argument"), ('{"rows": ["1"]}', "invalid_argument"),
+                           ('{"rows": [18446744073709551615]}', "invalid_argument"),
+                           ('{"rows": [01]}', "invalid_json"), ('{"rows": [1,,2]}', "invalid_json"),
+                           ('{"rows": [1,]}', "invalid_json"), ('{"rows": [1 2]}', "invalid_json"),
+                           ('{"rows": [1], "x": 1}', "invalid_argument"),
+                           ('{"rows": [1], "rows": [2]}', "invalid_json"), ('{"rows": [1]', "invalid_json"),
+                           ('{"rows": 1}', "invalid_argument"), ('{}', "invalid_argument")):
+            r = self.d.post(url, text.encode(), headers={"Content-Type": "application/json"})
+            self.assertError(r, 400, code)
+
+
 class FailingDisk(unittest.TestCase):
     """A batch mixing rows and dense items on one table, --sync always:
     the disk fails, every journaled item is 507 and nothing changes, even
