@@ -8,12 +8,15 @@ Every refusal leaves the session exactly as it was.
 
 import json
 import os
+import random
 import struct
 import sys
+import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import DaemonTestCase  # noqa: E402
+from harness import Daemon, DaemonTestCase  # noqa: E402
 from test_durability import shim_daemon  # noqa: E402
 
 BIN = {"Content-Type": "application/octet-stream", "Accept": "application/octet-stream"}
@@ -304,6 +307,113 @@ class FailingDisk(unittest.TestCase):
         d.start()
         self.assertEqual(state(d, "t")["params"], state(d, "twin")["params"])
         self.assertEqual(state(d, "t")["state"], state(d, "twin")["state"])
+
+
+TABLE = {"optimizer": "sparse_adam", "size": 64, "row_size": 4, "dtype": "float32"}
+
+
+def mixed_items(session, n, seed):
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        if i % 4 == 3:
+            items.append({"session": session, "gradient": [0.001 * (i % 9)] * 64})
+        else:
+            k = rng.randint(1, 4)
+            items.append({"session": session, "rows": [rng.randrange(16) for _ in range(k)],
+                          "gradient": [0.01 * (i % 13 - 6)] * (4 * k)})
+    return items
+
+
+class Races(unittest.TestCase):
+    """Batches mixing rows and dense items, single rows steps, reads of
+    rows, and deletes with re-creates, all at once on --threads 2 with
+    --sync always; then kill -9 and restart."""
+
+    def test_batches_steps_and_deletes_at_once(self):
+        d = Daemon(flags=["--sync", "always", "--threads", "2"], data_dir=True)
+        self.addCleanup(d.cleanup)
+        d.start()
+        names = ["t%d" % i for i in range(4)]
+        for n in names:
+            self.assertEqual(d.put("/v1/sessions/" + n, TABLE).status, 201)
+        bad = []
+
+        def batcher(seed):
+            rng = random.Random(seed)
+            for _ in range(20):
+                items = [dict(it, session=rng.choice(names)) for it in mixed_items("x", rng.randint(1, 200), seed)]
+                r = d.post("/v1/steps", {"steps": items})
+                if r.status != 200:
+                    bad.append(r)
+                    continue
+                bad.extend(x for x in r.body["results"] if x.get("error", {}).get("code", "not_found") != "not_found")
+
+        def single(seed):
+            rng = random.Random(seed)
+            for _ in range(150):
+                r = d.post("/v1/sessions/%s/step" % rng.choice(names), {"rows": [rng.randrange(16)], "gradient": [1, 2, 3, 4]})
+                if r.status not in (200, 404):
+                    bad.append(r)
+
+        def deleter(seed):
+            rng = random.Random(seed)
+            for _ in range(40):
+                n = rng.choice(names)
+                d.delete("/v1/sessions/" + n)
+                r = d.put("/v1/sessions/" + n, TABLE)
+                if r.status not in (201, 409):
+                    bad.append(r)
+                r = d.get("/v1/sessions/%s/params?rows=1,2,3" % n)
+                if r.status not in (200, 404):
+                    bad.append(r)
+
+        threads = [threading.Thread(target=f, args=(i,)) for i, f in enumerate([batcher, batcher, single, single, deleter])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(bad, [])
+        before = {n: state(d, n) for n in names}
+        d.kill9()
+        d._stopped = False
+        d.start()
+        self.assertEqual({n: state(d, n) for n in names}, before)
+
+    def test_kill9_during_a_big_batch(self):
+        # Whatever moment the kill lands, the table comes back as a replay
+        # of whole batches: the group commit is all of a batch or none.
+        d = Daemon(flags=["--sync", "always"], data_dir=True)
+        self.addCleanup(d.cleanup)
+        d.start()
+        self.assertEqual(d.put("/v1/sessions/t", TABLE).status, 201)
+        items = mixed_items("t", 10000, 3)
+        body = json.dumps({"steps": items}).encode()
+        applied = []
+
+        def send():
+            try:
+                d.post("/v1/steps?return=none", body, headers={"Content-Type": "application/json"}, timeout=60)
+            except Exception:  # noqa: BLE001 - the kill cuts the connection
+                pass
+        for delay in (0.05, 0.15, 0.3, 0.5):
+            th = threading.Thread(target=send)
+            th.start()
+            time.sleep(delay)
+            d.kill9()
+            th.join()
+            d._stopped = False
+            d.start()
+            k = d.get("/v1/sessions/t").body["step"]
+            self.assertEqual((k - sum(applied)) % len(items), 0, k)
+            applied.append(k - sum(applied))
+        self.assertEqual(d.put("/v1/sessions/twin", TABLE).status, 201)
+        for a in applied:
+            if a:
+                r = d.post("/v1/steps?return=none", {"steps": [dict(it, session="twin") for it in items]})
+                self.assertEqual(r.status, 200)
+        a, b = state(d, "t"), state(d, "twin")
+        self.assertEqual((a["step"], a["params"], a["state"]), (b["step"], b["params"], b["state"]))
 
 
 if __name__ == "__main__":
