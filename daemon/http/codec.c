@@ -554,6 +554,56 @@ int optd_codec_rows_decode(const json_t *v, uint64_t n_table, size_t max, uint64
     return 0;
 }
 
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+int optd_codec_rows_parse(const char *arr, size_t len, uint64_t n_table, uint64_t **out, size_t *n,
+                          optd_err_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    const char *p = arr, *end = arr + len;
+    if (len < 2 || *p != '[' || end[-1] != ']')
+        return optd_err_set(err, OPTD_EINVAL, "'rows' must be a non-empty array of row numbers");
+    size_t cap = 1; /* one more entry than commas: counted first, allocated once */
+    for (const char *c = arr; c < end; c++)
+        cap += *c == ',';
+    if (skip_ws(p + 1, end - 1) == end - 1)
+        return optd_err_set(err, OPTD_EINVAL, "'rows' must be a non-empty array of row numbers");
+    uint64_t *rows = malloc(cap * sizeof *rows);
+    if (!rows)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for %zu rows", cap);
+    p++;
+    size_t i = 0;
+    for (;; i++) {
+        p = skip_ws(p, end);
+        const char *start = p;
+        uint64_t r = 0;
+        while (p < end && *p >= '0' && *p <= '9' && p - start < 20)
+            r = r * 10 + (uint64_t)(*p++ - '0');
+        /* 19 digits at most (no wrap), no leading zero (not JSON) */
+        bool ok = p > start && p - start <= 19 && !(*start == '0' && p - start > 1) && r < n_table;
+        p = skip_ws(p, end);
+        if (!ok || i >= cap || (*p != ',' && p != end - 1)) {
+            free(rows);
+            return optd_err_set(err, OPTD_EINVAL,
+                                "rows[%zu] must be a row number from 0 to %llu (the session has %llu rows)",
+                                i, (unsigned long long)(n_table - 1), (unsigned long long)n_table);
+        }
+        rows[i] = r;
+        if (p == end - 1)
+            break;
+        p++;
+    }
+    *out = rows;
+    *n = i + 1;
+    return 0;
+}
+
 int optd_codec_row_size_decode(const json_t *v, size_t *out, optd_err_t *err)
 {
     uint64_t u;

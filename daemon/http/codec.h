@@ -43,6 +43,13 @@ int optd_codec_row_size_decode(const json_t *v, size_t *out, optd_err_t *err);
 /* "rows" (API.md 1.1, Tables): an array of 1 to max (0: any number) row
  * numbers, each an integer below n_table; *out malloc'd (caller frees), *n
  * of them.  OPTD_EINVAL naming the first bad entry, or OPTD_ENOMEM. */
+/* The same from the text of the array, arr[0, len) from its '[' to its
+ * ']', read without a JSON value per entry (Jansson's are some 25 times the
+ * text's bytes: a body of row numbers would be held many times over, outside
+ * --max-memory).  An entry that is no plain integer below n_table is
+ * OPTD_EINVAL naming it, as above (the caller tells invalid JSON apart). */
+int optd_codec_rows_parse(const char *arr, size_t len, uint64_t n_table, uint64_t **out, size_t *n,
+                          optd_err_t *err);
 int optd_codec_rows_decode(const json_t *v, uint64_t n_table, size_t max, uint64_t **out, size_t *n,
                            optd_err_t *err);
 /* A finite number. */

@@ -126,25 +126,47 @@ static void reply_rows(optd_req_t *req, optd_session_t *s, uint64_t *rows, size_
 
 static const char *const rows_fields[] = {"rows", NULL};
 
+/* The rows of a POST .../rows body: its "rows" array read from the text
+ * (any number of rows, each 8 bytes here rather than a JSON value), the
+ * rest by Jansson.  0, 1 when it already answered, or an error in err. */
+static int rows_post_read(optd_req_t *req, uint64_t n_table, uint64_t **rows, size_t *n, optd_err_t *err)
+{
+    const char *body = req->body ? req->body : "", *arr;
+    size_t arr_len, rest_len;
+    char *rest = NULL;
+    int rc = optd_numarray_locate_member(body, req->body_len, "rows", &arr, &arr_len, &rest, &rest_len);
+    if (rc < 0)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory reading the rows");
+    json_t *doc = rc == 1 ? optd_req_json_object_of(req, rest, rest_len) : optd_req_json_object(req);
+    free(rest);
+    if (!doc || !optd_req_known_fields(req, doc, rows_fields, "a rows request")) {
+        json_decref(doc);
+        return 1;
+    }
+    if (rc == 1) {
+        rc = optd_codec_rows_parse(arr, arr_len, n_table, rows, n, err);
+        size_t bad;
+        if (rc == OPTD_EINVAL && !optd_json_valid(body, req->body_len, &bad))
+            rc = optd_err_set(err, OPTD_EJSON, "the body is not valid JSON (at byte %zu)", bad);
+    } else {
+        rc = optd_codec_rows_decode(json_object_get(doc, "rows"), n_table, 0, rows, n, err);
+    }
+    json_decref(doc);
+    return rc;
+}
+
 void optd_route_rows_post(optd_req_t *req)
 {
     optd_session_t *s = optd_req_session(req);
     if (!s)
         return;
-    json_t *body = optd_req_json_object(req);
-    if (!body || !optd_req_known_fields(req, body, rows_fields, "a rows request")) {
-        json_decref(body);
-        optd_session_release(s);
-        return;
-    }
     optd_err_t err = {0};
-    uint64_t *rows;
-    size_t n;
-    int rc = optd_codec_rows_decode(json_object_get(body, "rows"), s->size / optd_session_row_size(&s->cfg), 0,
-                                    &rows, &n, &err);
-    json_decref(body);
+    uint64_t *rows = NULL;
+    size_t n = 0;
+    int rc = rows_post_read(req, s->size / optd_session_row_size(&s->cfg), &rows, &n, &err);
     if (rc) {
-        optd_http_error_from(req, &err);
+        if (rc != 1)
+            optd_http_error_from(req, &err);
         optd_session_release(s);
         return;
     }

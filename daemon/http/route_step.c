@@ -158,13 +158,20 @@ static json_t *rows_json_fast(optd_req_t *req, const optd_session_t *s, rows_in_
     char *rest;
     if (optd_numarray_locate_member(req->body, req->body_len, "gradient", &arr, &arr_len, &rest, &rest_len) != 1)
         return NULL;
-    json_t *doc = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
-    free(rest);
+    /* The rows too are read from the text, not as a JSON value each. */
+    const char *rows_arr;
+    size_t rows_len, rest2_len;
+    char *rest2 = NULL;
+    json_t *doc = NULL;
     size_t R = optd_session_row_size(&s->cfg);
     optd_err_t ignored;
+    if (optd_numarray_locate_member(rest, rest_len, "rows", &rows_arr, &rows_len, &rest2, &rest2_len) == 1 &&
+        optd_codec_rows_parse(rows_arr, rows_len, s->size / R, &ri->rows, &ri->n_rows, &ignored) == 0)
+        doc = json_loadb(rest2, rest2_len, JSON_REJECT_DUPLICATES, NULL);
+    free(rest2);
+    free(rest);
     if (json_is_object(doc) && json_is_null(json_object_get(doc, "gradient")) &&
-        optd_codec_rows_decode(json_object_get(doc, "rows"), s->size / R, 0, &ri->rows, &ri->n_rows,
-                               &ignored) == 0 &&
+        json_is_null(json_object_get(doc, "rows")) &&
         (ri->vals_owned = malloc(ri->n_rows * R * optd_dtype_size(s->cfg.dtype))) &&
         optd_numarray_parse_into(arr, arr_len, s->cfg.dtype, ri->vals_owned, ri->n_rows * R,
                                  req->srv->pool) == 1)
@@ -323,13 +330,20 @@ static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none
     uint64_t expect = 0, step = 0;
     double loss = 0;
     void *vals = NULL;
-    int rc = binary ? rows_binary(req, s, &ri, &in, &expect, &loss, &err)
-                    : rows_json(req, s, &ri, &in, &expect, &loss, &err);
+    /* A round reduces whole gradients: a rows step is never a worker's
+     * contribution, by header as by field ("worker" is refused as unknown
+     * in the JSON form), rather than a plain rows step that ignores it. */
+    int rc = optd_req_header(req, "Optd-Worker")
+                 ? optd_err_set(&err, OPTD_EINVAL, "a rows step cannot be a worker's contribution to a round "
+                                                   "(header Optd-Worker): rounds take whole gradients")
+             : binary ? rows_binary(req, s, &ri, &in, &expect, &loss, &err)
+                      : rows_json(req, s, &ri, &in, &expect, &loss, &err);
     if (rc == 1)
         goto out;
     in.rows = ri.rows;
     in.n_rows = ri.n_rows;
-    if (!rc && !(vals = malloc(ri.n_rows * R * optd_dtype_size(dtype))))
+    /* ?return=none answers no values: none are copied out. */
+    if (!rc && !return_none && !(vals = malloc(ri.n_rows * R * optd_dtype_size(dtype))))
         rc = optd_err_set(&err, OPTD_ENOMEM, "out of memory for %zu rows", ri.n_rows);
     if (!rc)
         rc = optd_store_step(srv->store, &s, &in, &step, vals, &err);
@@ -352,13 +366,23 @@ out:
 }
 
 /* Whether a step request is a rows step: binary with Optd-Rows, or JSON
- * naming "rows" (a plain step never does: its only key that could is
- * refused as unknown, by the Jansson path too). */
+ * with the key "rows" (a plain step never has it: the key is refused as
+ * unknown, by the Jansson path too).  A key is a string followed by a
+ * colon: the string "rows" as a value (a worker may be named rows) is
+ * followed by a comma or a brace, and stays a plain step. */
 static bool is_rows_step(optd_req_t *req)
 {
     if (req->body_kind == OPTD_BODY_BINARY)
         return optd_req_header(req, "Optd-Rows") != NULL;
-    return req->body && memmem(req->body, req->body_len, "\"rows\"", 6) != NULL;
+    const char *p = req->body, *end = req->body + req->body_len;
+    while (p && (p = memmem(p, (size_t)(end - p), "\"rows\"", 6))) {
+        p += 6;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        if (p < end && *p == ':')
+            return true;
+    }
+    return false;
 }
 
 void optd_route_step(optd_req_t *req)

@@ -57,12 +57,56 @@ typedef struct row_at {
     size_t at;
 } row_at_t;
 
-static int row_at_cmp(const void *a, const void *b)
+static inline bool row_at_less(row_at_t x, row_at_t y)
 {
-    const row_at_t *x = a, *y = b;
-    if (x->row != y->row)
-        return x->row < y->row ? -1 : 1;
-    return x->at < y->at ? -1 : x->at > y->at;
+    return x.row < y.row || (x.row == y.row && x.at < y.at);
+}
+
+/* Sorts v[0, n) by row, then place: a quicksort typed for row_at_t (qsort's
+ * calls through a comparator and its byte-wise moves of 16-byte elements
+ * were most of a 64-row step), insertion below 24 elements.  Every key is
+ * distinct (the places are), so no run of equal keys can degrade it; the
+ * smaller side recurses, the larger loops, so the depth is O(log n). */
+static void rows_sort(row_at_t *v, size_t n)
+{
+    while (n > 24) {
+        size_t mid = n / 2;
+        /* the median of the first, middle and last to v[mid] */
+        if (row_at_less(v[mid], v[0])) { row_at_t t = v[mid]; v[mid] = v[0]; v[0] = t; }
+        if (row_at_less(v[n - 1], v[mid])) {
+            row_at_t t = v[mid]; v[mid] = v[n - 1]; v[n - 1] = t;
+            if (row_at_less(v[mid], v[0])) { t = v[mid]; v[mid] = v[0]; v[0] = t; }
+        }
+        row_at_t pivot = v[mid];
+        size_t i = 0, j = n - 1;
+        for (;;) { /* Hoare: v[0] <= pivot <= v[n - 1] bound both scans */
+            while (row_at_less(v[i], pivot))
+                i++;
+            while (row_at_less(pivot, v[j]))
+                j--;
+            if (i >= j)
+                break;
+            row_at_t t = v[i]; v[i] = v[j]; v[j] = t;
+            i++;
+            j--;
+        }
+        size_t left = j + 1; /* v[0, left) <= pivot <= v[left, n) */
+        if (left < n - left) {
+            rows_sort(v, left);
+            v += left;
+            n -= left;
+        } else {
+            rows_sort(v + left, n - left);
+            n = left;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        row_at_t x = v[i];
+        size_t j = i;
+        for (; j > 0 && row_at_less(x, v[j - 1]); j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
 }
 
 /* dst[i] += src[i] in the dtype, i < n. */
@@ -81,41 +125,29 @@ static void add_into(optd_dtype_t dtype, void *dst, const void *src, size_t n)
     }
 }
 
-/* The coalesced gradient: the distinct rows in ascending order (*uniq,
- * *n_uniq) and their values (*vals, row after row), each the sum of that
- * row's values in the order given.  0 or OPTD_ENOMEM. */
-static int coalesce(optd_dtype_t dtype, size_t row_size, const uint64_t *rows, size_t n_rows,
-                    const void *grad, uint64_t **uniq, void **vals, size_t *n_uniq, optd_err_t *err)
+/* The coalesced gradient: the distinct rows in ascending order (uniq,
+ * *n_uniq) and their values (vals, row after row), each the sum of that
+ * row's values in the order given.  order, uniq and vals have room for
+ * n_rows each. */
+static void coalesce(optd_dtype_t dtype, size_t row_size, const uint64_t *rows, size_t n_rows,
+                     const void *grad, row_at_t *order, uint64_t *uniq, void *vals, size_t *n_uniq)
 {
-    size_t es = optd_dtype_size(dtype), rb = row_size * es;
-    row_at_t *order = malloc(n_rows * sizeof *order);
-    *uniq = malloc(n_rows * sizeof **uniq);
-    *vals = malloc(n_rows * rb);
-    if (!order || !*uniq || !*vals) {
-        free(order);
-        free(*uniq);
-        free(*vals);
-        *uniq = NULL;
-        *vals = NULL;
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu rows", n_rows);
-    }
+    size_t rb = row_size * optd_dtype_size(dtype);
     for (size_t i = 0; i < n_rows; i++)
         order[i] = (row_at_t){.row = rows[i], .at = i};
-    qsort(order, n_rows, sizeof *order, row_at_cmp);
+    rows_sort(order, n_rows);
     size_t u = 0;
     for (size_t i = 0; i < n_rows; i++) {
         const char *src = (const char *)grad + order[i].at * rb;
         if (i > 0 && order[i].row == order[i - 1].row) {
-            add_into(dtype, (char *)*vals + (u - 1) * rb, src, row_size);
+            add_into(dtype, (char *)vals + (u - 1) * rb, src, row_size);
             continue;
         }
-        (*uniq)[u] = order[i].row;
-        memcpy((char *)*vals + u * rb, src, rb);
+        uniq[u] = order[i].row;
+        memcpy((char *)vals + u * rb, src, rb);
         u++;
     }
-    free(order);
     *n_uniq = u;
-    return 0;
 }
 
 /* The scratch copies of the touched rows: slot k (OPTD_BUF_COUNT: the
@@ -125,6 +157,16 @@ static void rows_copy(optd_optim_state_t *st, void *params, void *slot[OPTD_BUF_
                       const uint64_t *uniq, size_t n_uniq, size_t row_size, bool in)
 {
     size_t rb = row_size * optd_dtype_size(st->dtype);
+    if (in) {
+        /* On a big table every row is a cache (and TLB) miss: asking for
+         * them all before the first copy waits for them together rather
+         * than one after another. */
+        for (int k = 0; k <= OPTD_BUF_COUNT; k++) {
+            const char *table = k == OPTD_BUF_COUNT ? params : st->buf[k];
+            for (size_t j = 0; slot[k] && j < n_uniq; j++)
+                __builtin_prefetch(table + (size_t)uniq[j] * rb);
+        }
+    }
     for (int k = 0; k <= OPTD_BUF_COUNT; k++) {
         if (!slot[k])
             continue;
@@ -202,20 +244,34 @@ int optd_optim_step_rows(optd_optim_state_t *st, const optd_hparams_t *hp,
                             st->size);
     if ((rc = rows_check(rows, n_rows, st->size / row_size, err)))
         return rc;
-    if (n_rows > SIZE_MAX / row_size / sizeof(double))
-        return optd_err_set(err, OPTD_ENOMEM, "a gradient of %zu rows does not fit in memory", n_rows);
     if (!optd_all_finite(st->dtype, grad, n_rows * row_size))
         return optd_err_set(err, OPTD_ENONFINITE, "the gradient contains NaN or infinite values");
-    uint64_t *uniq = NULL;
-    void *vals = NULL;
+    /* One block per step for all its scratch: the sort's pairs, the
+     * distinct rows, their summed values, and the copies of the touched
+     * rows of the parameters and of each state buffer (room for n_rows
+     * rows each: repeats only make it larger than needed). */
+    size_t es = optd_dtype_size(st->dtype), rb = row_size * es;
+    unsigned kept = BIT(OPTD_BUF_COUNT);
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (st->buf[b])
+            kept |= BIT(b);
+    size_t n_slots = (size_t)__builtin_popcount(kept);
+    if (n_rows > SIZE_MAX / (sizeof(row_at_t) + sizeof(uint64_t) + (1 + n_slots) * rb))
+        return optd_err_set(err, OPTD_ENOMEM, "a gradient of %zu rows does not fit in memory", n_rows);
+    /* The 8-byte parts first, so that every part is aligned for its type. */
+    char *block = malloc(n_rows * ((1 + n_slots) * rb + sizeof(row_at_t) + sizeof(uint64_t)));
+    if (!block)
+        return optd_err_set(err, OPTD_ENOMEM, "out of memory for the %zu rows of a step", n_rows);
+    row_at_t *order = (row_at_t *)block;
+    uint64_t *uniq = (uint64_t *)(order + n_rows);
+    void *vals = uniq + n_rows;
+    char *scratch = (char *)vals + n_rows * rb;
     size_t n_uniq = 0;
-    if ((rc = coalesce(st->dtype, row_size, rows, n_rows, grad, &uniq, &vals, &n_uniq, err)))
-        return rc;
-    size_t n = n_uniq * row_size, es = optd_dtype_size(st->dtype);
+    coalesce(st->dtype, row_size, rows, n_rows, grad, order, uniq, vals, &n_uniq);
+    size_t n = n_uniq * row_size;
     bool finite = true;
     double sumsq = optd_grad_sumsq(st->dtype, vals, 0, n, &finite);
     void *slot[OPTD_BUF_COUNT + 1] = {0};
-    char *scratch = NULL;
     optd_step_plan_t plan;
     if (!finite) {
         /* Finite values whose sum overflows. */
@@ -226,15 +282,6 @@ int optd_optim_step_rows(optd_optim_state_t *st, const optd_hparams_t *hp,
     if ((rc = optd_optim_plan(st, hp, sched, max_grad_norm, sumsq, &plan, err)))
         goto out;
     plan.rows = true;
-    unsigned kept = BIT(OPTD_BUF_COUNT);
-    for (int b = 0; b < OPTD_BUF_COUNT; b++)
-        if (st->buf[b])
-            kept |= BIT(b);
-    if (!(scratch = malloc((size_t)__builtin_popcount(kept) * n * es))) {
-        optd_optim_abort(st, &plan);
-        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory for the %zu rows of a step", n_uniq);
-        goto out;
-    }
     size_t used = 0;
     for (int k = 0; k <= OPTD_BUF_COUNT; k++)
         if (kept & BIT(k))
@@ -261,8 +308,6 @@ int optd_optim_step_rows(optd_optim_state_t *st, const optd_hparams_t *hp,
         info->grad_norm = plan.grad_norm;
     }
 out:
-    free(scratch);
-    free(uniq);
-    free(vals);
+    free(block);
     return rc;
 }

@@ -270,6 +270,59 @@ START_TEST(test_repeats_summed_and_others_untouched)
 }
 END_TEST
 
+/* Thousands of rows with repeats, in every order the sort meets (random,
+ * ascending, descending, all one row): the same bits as the gradient
+ * coalesced by hand, summed in the order given, listing each row once. */
+START_TEST(test_many_repeats_coalesced_in_order)
+{
+    enum { N = 5000, ROWS = 50, R = 3 };
+    static uint64_t rows[N], once[ROWS];
+    static float g[N * R], sum[ROWS * R];
+    for (int shape = 0; shape < 4; shape++) {
+        unsigned seed = 7;
+        for (int i = 0; i < N; i++) {
+            seed = seed * 1103515245u + 12345u;
+            rows[i] = shape == 0 ? (seed >> 8) % ROWS : shape == 1 ? (uint64_t)i * ROWS / N
+                      : shape == 2 ? (uint64_t)(N - 1 - i) * ROWS / N : 17;
+            for (int j = 0; j < R; j++)
+                g[i * R + j] = (float)((int)((seed >> (4 + j)) % 2001) - 1000) * 1e-3f;
+        }
+        bool seen[ROWS] = {0};
+        size_t n_once = 0;
+        memset(sum, 0, sizeof sum);
+        for (int i = 0; i < N; i++) {
+            uint64_t r = rows[i];
+            for (int j = 0; j < R; j++)
+                sum[r * R + j] = seen[r] ? sum[r * R + j] + g[i * R + j] : g[i * R + j];
+            if (!seen[r])
+                once[n_once++] = r;
+            seen[r] = true;
+        }
+        static float gonce[ROWS * R];
+        for (size_t k = 0; k < n_once; k++)
+            memcpy(gonce + k * R, sum + once[k] * R, R * sizeof(float));
+        optd_hparams_t hp;
+        optd_hparams_default(OPTD_SPARSE_ADAM, &hp);
+        optd_optim_state_t a, b;
+        optd_err_t err;
+        ck_assert_int_eq(optd_optim_state_init(&a, OPTD_SPARSE_ADAM, OPTD_FLOAT32, ROWS * R, &hp, &err), 0);
+        ck_assert_int_eq(optd_optim_state_init(&b, OPTD_SPARSE_ADAM, OPTD_FLOAT32, ROWS * R, &hp, &err), 0);
+        float pa[ROWS * R], pb[ROWS * R];
+        for (int i = 0; i < ROWS * R; i++)
+            pa[i] = pb[i] = (float)i * 0.01f;
+        optd_step_info_t ia, ib;
+        ck_assert_int_eq(optd_optim_step_rows(&a, &hp, NULL, 0, R, pa, rows, N, g, &ia, &err), 0);
+        ck_assert_int_eq(optd_optim_step_rows(&b, &hp, NULL, 0, R, pb, once, n_once, gonce, &ib, &err), 0);
+        ck_assert_int_eq(memcmp(pa, pb, sizeof pa), 0);
+        for (int buf = 0; buf < OPTD_BUF_COUNT; buf++)
+            if (a.buf[buf])
+                ck_assert_int_eq(memcmp(a.buf[buf], b.buf[buf], sizeof pa), 0);
+        optd_optim_state_free(&a);
+        optd_optim_state_free(&b);
+    }
+}
+END_TEST
+
 /* sparse_adam's dense step is the rows step with every row listed once. */
 START_TEST(test_dense_sparse_adam_is_every_row)
 {
@@ -442,6 +495,7 @@ int main(void)
     tcase_add_test(tc, test_which_optimizers);
     tcase_add_test(tc, test_rows_out_of_range_change_nothing);
     tcase_add_test(tc, test_repeats_summed_and_others_untouched);
+    tcase_add_test(tc, test_many_repeats_coalesced_in_order);
     tcase_add_test(tc, test_dense_sparse_adam_is_every_row);
     tcase_add_test(tc, test_t_counts_every_step);
     tcase_add_test(tc, test_non_finite_refused_nothing_changed);
