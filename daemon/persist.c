@@ -47,6 +47,7 @@
 #include "clock.h"
 #include "fileio.h"
 #include "journal.h"
+#include "session_internal.h"
 #include "snapshot.h"
 
 /* Names whose delete is journaled but whose snapshot file may still be

@@ -9,7 +9,7 @@
  * not yet on disk, and a 507 comes before anything changed.  Other changes
  * (config, create, import) call the hook after the change, still under the
  * mutex, and undo it if the hook fails. */
-#include "session.h"
+#include "session_internal.h"
 
 #include "parallel.h"
 

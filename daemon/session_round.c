@@ -7,7 +7,7 @@
  * the result through the one apply every step takes (journal, clipping,
  * schedule, history).  Waiting requests are optd_watch_t entries, woken by
  * the change itself: a step, a round resolved, the session gone. */
-#include "session.h"
+#include "session_internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "index.h"
+#include "session_internal.h"
 
 struct optd_store {
     pthread_rwlock_t lock;

@@ -28,7 +28,7 @@ typedef struct optd_store_limits {
 int optd_store_new(const optd_store_limits_t *limits, optd_store_t **out, optd_err_t *err);
 /* Drops the store's references (sessions still held by users live on). */
 void optd_store_free(optd_store_t *store);
-void optd_store_set_durability(optd_store_t *store, const optd_durability_t *dur);
+void optd_store_set_durability(optd_store_t *store, const struct optd_durability *dur);
 /* The pool big updates of the sessions inserted from now on are spread
  * over (parallel.h); NULL (the default): each update on its caller's thread.
  * Set it before sessions are inserted; the store does not own it. */

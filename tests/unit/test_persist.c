@@ -21,6 +21,7 @@
 
 #include "journal.h"
 #include "persist.h"
+#include "session_internal.h"
 #include "snapshot.h"
 
 static char failio_ctl[256]; /* exists while faults are on */

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "round.h"
-#include "session.h"
+#include "session_internal.h"
 
 START_TEST(reduce_f64_order_and_mean)
 {

@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "optd/optim.h"
-#include "session.h"
+#include "session_internal.h"
 #include "snapshot.h"
 
 static const char *rows_dir(void)

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "session.h"
+#include "session_internal.h"
 
 static optd_session_config_t adam_cfg(optd_dtype_t dtype)
 {

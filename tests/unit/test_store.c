@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "session_internal.h"
 #include "store.h"
 
 static optd_session_t *mk(const char *name, size_t size, optd_optim_kind_t kind)
