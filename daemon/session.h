@@ -184,12 +184,12 @@ typedef struct optd_session {
     char name[OPTD_NAME_MAX + 1];
     atomic_int refs;               /* the store's reference plus one per user */
     atomic_llong accessed_ms;      /* last read or write, for ttl expiry */
-    UT_hash_handle hh;             /* the store's table; guarded by its lock */
+    UT_hash_handle hh;             /* store: its table; guarded by its lock */
 
-    const struct optd_durability *dur; /* set by the store on insert, for whole-session
+    const struct optd_durability *dur; /* store: set on insert, for whole-session
                                       changes (config); NULL: memory only.  A step
                                       gets its hook in its optd_step_ctx_t. */
-    const struct optd_mem_account *mem; /* where `charged` was reserved; NULL: not counted */
+    const struct optd_mem_account *mem; /* store: where `charged` was reserved; NULL: not counted */
     pthread_mutex_t mu;            /* guards everything below */
     size_t charged;                /* bytes reserved for this session, returned to mem
                                       when the session is freed (optd_session_bytes) */
@@ -207,13 +207,13 @@ typedef struct optd_session {
     size_t history_alloc;          /* entries allocated, <= history_cap */
     size_t history_head;           /* index of the oldest entry */
     size_t history_len;
-    uint64_t version;              /* bumped by every change (persistence: dirty tracking) */
-    uint64_t saved_version;        /* version last made durable */
+    uint64_t version;              /* persistence: bumped by every change (dirty tracking) */
+    uint64_t saved_version;        /* persistence: version last made durable */
     uint64_t lsn;                  /* persistence: sequence number of the last
                                       journal record of this session (0: none) */
-    optd_round_t *round;           /* the pending round, or NULL (memory only) */
-    optd_worker_steps_t worker_steps; /* each worker's last applied contribution step */
-    optd_watch_t *watchers;        /* waiting requests (optd_session_watch) */
+    optd_round_t *round;           /* rounds: the pending round, or NULL (memory only) */
+    optd_worker_steps_t worker_steps; /* rounds: each worker's last applied contribution step */
+    optd_watch_t *watchers;        /* rounds: waiting requests (optd_session_watch) */
     optd_session_deltas_t deltas;  /* persistence: the records since its snapshot */
 } optd_session_t;
 
