@@ -18,7 +18,7 @@
 
 #include "bytes.h"
 #include "journal.h"
-#include "session.h"
+#include "session_internal.h"
 #include "snapshot.h"
 
 #ifndef GOLDEN_DIR

@@ -14,7 +14,7 @@
 
 #include "journal.h"
 #include "persist.h"
-#include "session.h"
+#include "session_internal.h"
 #include "store.h"
 
 #define GOLDEN "tests/unit/golden/journal_records.bin"
