@@ -2,8 +2,8 @@
  * its element-wise kernels (kernels_f32.c, kernels_f64.c, both instances of
  * kernels_tmpl.h).
  *
- * optim.c computes every per-step scalar in double and stores it in
- * optd_step_plan_t.c[] at the index named below for the plan's optimizer;
+ * optim.c computes every per-step scalar in double and stores it in the
+ * plan's optd_plan_scalars_t (optd/optim.h), in its optimizer's struct;
  * the kernels round each one once to the session's dtype and then do all
  * element-wise arithmetic in that dtype. */
 #ifndef OPTD_OPTIM_KERNELS_H
@@ -13,23 +13,6 @@
 #include <stddef.h>
 
 #include "optd/optim.h"
-
-/* Indices into optd_step_plan_t.c, one list per optimizer.  "wd" is the
- * coupled weight decay added to g (0 skips it), "nlr" a negated step size
- * (PyTorch's alpha/value arguments), "decay" a decoupled 1 - lr*wd. */
-enum { SGD_WD, SGD_MOM, SGD_DAMP1, SGD_NLR };
-enum { ADAGRAD_WD, ADAGRAD_EPS, ADAGRAD_NCLR };
-enum { RMSPROP_WD, RMSPROP_ALPHA, RMSPROP_OMA, RMSPROP_EPS, RMSPROP_MOM, RMSPROP_NLR };
-enum { ADAM_WD, ADAM_DECAY, ADAM_B1, ADAM_OMB1, ADAM_B2, ADAM_OMB2, ADAM_SBC2, ADAM_EPS,
-       ADAM_NSS };
-enum { ADAMAX_WD, ADAMAX_B1, ADAMAX_OMB1, ADAMAX_B2, ADAMAX_EPS, ADAMAX_NCLR };
-enum { NADAM_WD, NADAM_B1, NADAM_OMB1, NADAM_B2, NADAM_OMB2, NADAM_BC2, NADAM_EPS, NADAM_CG,
-       NADAM_CM };
-enum { RADAM_WD, RADAM_B1, RADAM_OMB1, RADAM_B2, RADAM_OMB2, RADAM_BC1, RADAM_LR, RADAM_RECT,
-       RADAM_SBC2, RADAM_EPS };
-enum { ADADELTA_WD, ADADELTA_RHO, ADADELTA_OMR, ADADELTA_EPS, ADADELTA_NLR };
-enum { LION_DECAY, LION_B1, LION_OMB1, LION_B2, LION_OMB2, LION_LR };
-enum { SPADAM_OMB1, SPADAM_OMB2, SPADAM_EPS, SPADAM_NSS };
 
 /* One update of plan's optimizer on n elements: p, g and the state buffers
  * buf[] (indexed by optd_buf_t, already offset to the range's start; NULL

@@ -98,10 +98,10 @@ BODY KN(sgd_body)(size_t n, T *restrict p, const T *restrict g, T *restrict buf,
 BODY KN(sgd_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
                     MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[SGD_WD], mom = (T)pl->c[SGD_MOM];
-    T damp1 = (T)pl->c[SGD_DAMP1], nlr = (T)pl->c[SGD_NLR];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.sgd.wd, mom = (T)pl->sc.sgd.mom;
+    T damp1 = (T)pl->sc.sgd.damp1, nlr = (T)pl->sc.sgd.nlr;
     T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
-    bool use_wd = pl->c[SGD_WD] != 0.0;
+    bool use_wd = pl->sc.sgd.wd != 0.0;
     int mode = !pl->use_momentum ? 0 : pl->first_momentum ? 1 : 2;
 #define SGD(w, m, nv) KN(sgd_body)(n, p, g, buf, gs, wd, mom, damp1, nlr, seen, w, m, nv, track)
     if (mode == 0) {
@@ -170,12 +170,12 @@ BODY KN(adagrad_rows_body)(size_t n, T *restrict p, const T *restrict g, T *rest
 BODY KN(adagrad_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
                         size_t n, MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[ADAGRAD_WD], eps = (T)pl->c[ADAGRAD_EPS];
-    T nclr = (T)pl->c[ADAGRAD_NCLR];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.adagrad.wd, eps = (T)pl->sc.adagrad.eps;
+    T nclr = (T)pl->sc.adagrad.nclr;
     T *sum = bufs[OPTD_BUF_SUM];
     if (pl->rows)
         KN(adagrad_rows_body)(n, p, g, sum, gs, eps, nclr, seen, track);
-    else if (pl->c[ADAGRAD_WD] != 0.0)
+    else if (pl->sc.adagrad.wd != 0.0)
         KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, true, track);
     else
         KN(adagrad_body)(n, p, g, sum, gs, wd, eps, nclr, seen, false, track);
@@ -232,12 +232,12 @@ BODY KN(rmsprop_body)(size_t n, T *restrict p, const T *restrict g, T *restrict 
 BODY KN(rmsprop_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
                         size_t n, MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[RMSPROP_WD], alpha = (T)pl->c[RMSPROP_ALPHA];
-    T oma = (T)pl->c[RMSPROP_OMA], eps = (T)pl->c[RMSPROP_EPS], mom = (T)pl->c[RMSPROP_MOM];
-    T nlr = (T)pl->c[RMSPROP_NLR];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.rmsprop.wd, alpha = (T)pl->sc.rmsprop.alpha;
+    T oma = (T)pl->sc.rmsprop.oma, eps = (T)pl->sc.rmsprop.eps, mom = (T)pl->sc.rmsprop.mom;
+    T nlr = (T)pl->sc.rmsprop.nlr;
     T *sq = bufs[OPTD_BUF_SQUARE_AVG], *ga = bufs[OPTD_BUF_GRAD_AVG];
     T *buf = bufs[OPTD_BUF_MOMENTUM_BUFFER];
-    bool use_wd = pl->c[RMSPROP_WD] != 0.0;
+    bool use_wd = pl->sc.rmsprop.wd != 0.0;
 #define RMS(w, c, m) \
     KN(rmsprop_body)(n, p, g, sq, ga, buf, gs, wd, alpha, oma, eps, mom, nlr, seen, w, c, m, track)
     if (use_wd) {
@@ -302,13 +302,13 @@ BODY KN(adam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m, 
 BODY KN(adam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
                      MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[ADAM_WD], decay = (T)pl->c[ADAM_DECAY];
-    T b1 = (T)pl->c[ADAM_B1], omb1 = (T)pl->c[ADAM_OMB1];
-    T b2 = (T)pl->c[ADAM_B2], omb2 = (T)pl->c[ADAM_OMB2];
-    T sbc2 = (T)pl->c[ADAM_SBC2], eps = (T)pl->c[ADAM_EPS], nss = (T)pl->c[ADAM_NSS];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.adam.wd, decay = (T)pl->sc.adam.decay;
+    T b1 = (T)pl->sc.adam.b1, omb1 = (T)pl->sc.adam.omb1;
+    T b2 = (T)pl->sc.adam.b2, omb2 = (T)pl->sc.adam.omb2;
+    T sbc2 = (T)pl->sc.adam.sbc2, eps = (T)pl->sc.adam.eps, nss = (T)pl->sc.adam.nss;
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
     T *vmax = bufs[OPTD_BUF_MAX_EXP_AVG_SQ];
-    bool use_wd = pl->c[ADAM_WD] != 0.0, decoupled = pl->kind == OPTD_ADAMW;
+    bool use_wd = pl->sc.adam.wd != 0.0, decoupled = pl->kind == OPTD_ADAMW;
 #define ADAM(w, dc, a)                                                                      \
     KN(adam_body)(n, p, g, m, v, vmax, gs, wd, decay, b1, omb1, b2, omb2, sbc2, eps, nss, seen, \
                   w, dc, a, track)
@@ -357,11 +357,11 @@ BODY KN(adamax_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m
 BODY KN(adamax_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
                        MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[ADAMAX_WD];
-    T b1 = (T)pl->c[ADAMAX_B1], omb1 = (T)pl->c[ADAMAX_OMB1], b2 = (T)pl->c[ADAMAX_B2];
-    T eps = (T)pl->c[ADAMAX_EPS], nclr = (T)pl->c[ADAMAX_NCLR];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.adamax.wd;
+    T b1 = (T)pl->sc.adamax.b1, omb1 = (T)pl->sc.adamax.omb1, b2 = (T)pl->sc.adamax.b2;
+    T eps = (T)pl->sc.adamax.eps, nclr = (T)pl->sc.adamax.nclr;
     T *m = bufs[OPTD_BUF_EXP_AVG], *ei = bufs[OPTD_BUF_EXP_INF];
-    if (pl->c[ADAMAX_WD] != 0.0)
+    if (pl->sc.adamax.wd != 0.0)
         KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, true, track);
     else
         KN(adamax_body)(n, p, g, m, ei, gs, wd, b1, omb1, b2, eps, nclr, seen, false, track);
@@ -402,13 +402,13 @@ BODY KN(nadam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
 BODY KN(nadam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
                       MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[NADAM_WD];
-    T b1 = (T)pl->c[NADAM_B1], omb1 = (T)pl->c[NADAM_OMB1];
-    T b2 = (T)pl->c[NADAM_B2], omb2 = (T)pl->c[NADAM_OMB2];
-    T bc2 = (T)pl->c[NADAM_BC2], eps = (T)pl->c[NADAM_EPS];
-    T cg = (T)pl->c[NADAM_CG], cm = (T)pl->c[NADAM_CM];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.nadam.wd;
+    T b1 = (T)pl->sc.nadam.b1, omb1 = (T)pl->sc.nadam.omb1;
+    T b2 = (T)pl->sc.nadam.b2, omb2 = (T)pl->sc.nadam.omb2;
+    T bc2 = (T)pl->sc.nadam.bc2, eps = (T)pl->sc.nadam.eps;
+    T cg = (T)pl->sc.nadam.cg, cm = (T)pl->sc.nadam.cm;
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
-    if (pl->c[NADAM_WD] != 0.0)
+    if (pl->sc.nadam.wd != 0.0)
         KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, true, track);
     else
         KN(nadam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc2, eps, cg, cm, seen, false, track);
@@ -455,13 +455,13 @@ BODY KN(radam_body)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
 BODY KN(radam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g, size_t n,
                       MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[RADAM_WD];
-    T b1 = (T)pl->c[RADAM_B1], omb1 = (T)pl->c[RADAM_OMB1];
-    T b2 = (T)pl->c[RADAM_B2], omb2 = (T)pl->c[RADAM_OMB2];
-    T bc1 = (T)pl->c[RADAM_BC1], lr = (T)pl->c[RADAM_LR], rect = (T)pl->c[RADAM_RECT];
-    T sbc2 = (T)pl->c[RADAM_SBC2], eps = (T)pl->c[RADAM_EPS];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.radam.wd;
+    T b1 = (T)pl->sc.radam.b1, omb1 = (T)pl->sc.radam.omb1;
+    T b2 = (T)pl->sc.radam.b2, omb2 = (T)pl->sc.radam.omb2;
+    T bc1 = (T)pl->sc.radam.bc1, lr = (T)pl->sc.radam.lr, rect = (T)pl->sc.radam.rect;
+    T sbc2 = (T)pl->sc.radam.sbc2, eps = (T)pl->sc.radam.eps;
     T *m = bufs[OPTD_BUF_EXP_AVG], *v = bufs[OPTD_BUF_EXP_AVG_SQ];
-    bool use_wd = pl->c[RADAM_WD] != 0.0;
+    bool use_wd = pl->sc.radam.wd != 0.0;
 #define RADAM(w, r) \
     KN(radam_body)(n, p, g, m, v, gs, wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps, seen, w, r, track)
     if (use_wd) {
@@ -507,10 +507,10 @@ BODY KN(adadelta_body)(size_t n, T *restrict p, const T *restrict g, T *restrict
 BODY KN(adadelta_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
                          size_t n, MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, wd = (T)pl->c[ADADELTA_WD], rho = (T)pl->c[ADADELTA_RHO];
-    T omr = (T)pl->c[ADADELTA_OMR], eps = (T)pl->c[ADADELTA_EPS], nlr = (T)pl->c[ADADELTA_NLR];
+    T gs = (T)pl->gscale, wd = (T)pl->sc.adadelta.wd, rho = (T)pl->sc.adadelta.rho;
+    T omr = (T)pl->sc.adadelta.omr, eps = (T)pl->sc.adadelta.eps, nlr = (T)pl->sc.adadelta.nlr;
     T *sq = bufs[OPTD_BUF_SQUARE_AVG], *acc = bufs[OPTD_BUF_ACC_DELTA];
-    if (pl->c[ADADELTA_WD] != 0.0)
+    if (pl->sc.adadelta.wd != 0.0)
         KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, true, track);
     else
         KN(adadelta_body)(n, p, g, sq, acc, gs, wd, rho, omr, eps, nlr, seen, false, track);
@@ -523,9 +523,9 @@ KERNEL_ENTRY(adadelta)
 BODY KN(lion_pick)(const optd_step_plan_t *pl, void *const bufs[], T *restrict p,
                      const T *restrict g, size_t n, MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, decay = (T)pl->c[LION_DECAY];
-    T b1 = (T)pl->c[LION_B1], omb1 = (T)pl->c[LION_OMB1];
-    T b2 = (T)pl->c[LION_B2], omb2 = (T)pl->c[LION_OMB2], lr = (T)pl->c[LION_LR];
+    T gs = (T)pl->gscale, decay = (T)pl->sc.lion.decay;
+    T b1 = (T)pl->sc.lion.b1, omb1 = (T)pl->sc.lion.omb1;
+    T b2 = (T)pl->sc.lion.b2, omb2 = (T)pl->sc.lion.omb2, lr = (T)pl->sc.lion.lr;
     T *restrict m = bufs[OPTD_BUF_EXP_AVG];
     MAGT mp = 0, mm = 0;
     for (size_t i = 0; i < n; i++) {
@@ -586,8 +586,8 @@ BODY KN(sparse_adam_body)(size_t n, T *restrict p, const T *restrict g, T *restr
 BODY KN(sparse_adam_pick)(const optd_step_plan_t *pl, void *const bufs[], T *p, const T *g,
                           size_t n, MAGT *seen, const bool track)
 {
-    T gs = (T)pl->gscale, omb1 = (T)pl->c[SPADAM_OMB1], omb2 = (T)pl->c[SPADAM_OMB2];
-    T eps = (T)pl->c[SPADAM_EPS], nss = (T)pl->c[SPADAM_NSS];
+    T gs = (T)pl->gscale, omb1 = (T)pl->sc.sparse_adam.omb1, omb2 = (T)pl->sc.sparse_adam.omb2;
+    T eps = (T)pl->sc.sparse_adam.eps, nss = (T)pl->sc.sparse_adam.nss;
     KN(sparse_adam_body)(n, p, g, bufs[OPTD_BUF_EXP_AVG], bufs[OPTD_BUF_EXP_AVG_SQ], gs, omb1, omb2,
                          eps, nss, seen, track);
 }

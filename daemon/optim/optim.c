@@ -527,53 +527,53 @@ static double bavg(bound_t *bp, double m, double k1, double k2, double d)
 static void bound_adam_family(bound_t *bp, const optd_step_plan_t *pl, double P, double G)
 {
     bound_t b = *bp;
-    const double *c = pl->c;
+    const optd_plan_scalars_t *sc = &pl->sc;
     switch (pl->kind) {
     case OPTD_ADAM:
     case OPTD_ADAMW: {
-        double pv = pl->kind == OPTD_ADAMW ? CK(P * K(c[ADAM_DECAY])) : P;
-        double D = c[ADAM_WD] != 0 ? CK(G + CK(K(c[ADAM_WD]) * pv)) : G;
-        double eps = K(c[ADAM_EPS]);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAM_B1]), K(c[ADAM_OMB1]), D));
+        double pv = pl->kind == OPTD_ADAMW ? CK(P * K(sc->adam.decay)) : P;
+        double D = sc->adam.wd != 0 ? CK(G + CK(K(sc->adam.wd) * pv)) : G;
+        double eps = K(sc->adam.eps);
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->adam.b1), K(sc->adam.omb1), D));
         double v = OUT(OPTD_BUF_EXP_AVG_SQ,
-                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[ADAM_B2]), CK(K(c[ADAM_OMB2]) * D), D));
+                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(sc->adam.b2), CK(K(sc->adam.omb2) * D), D));
         if (pl->use_amsgrad) {
             double x = M(OPTD_BUF_MAX_EXP_AVG_SQ);
             v = OUT(OPTD_BUF_MAX_EXP_AVG_SQ, x != x ? x : x > v ? x : v);
         }
-        CK(DV(sqrt(CK(v)), K(c[ADAM_SBC2])) + eps);
-        PNEW(pv + DV(CK(K(c[ADAM_NSS]) * m), eps));
+        CK(DV(sqrt(CK(v)), K(sc->adam.sbc2)) + eps);
+        PNEW(pv + DV(CK(K(sc->adam.nss) * m), eps));
         break;
     }
     case OPTD_ADAMAX: {
-        double D = c[ADAMAX_WD] != 0 ? CK(G + CK(K(c[ADAMAX_WD]) * P)) : G;
-        double eps = K(c[ADAMAX_EPS]);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[ADAMAX_B1]), K(c[ADAMAX_OMB1]), D));
-        OUT(OPTD_BUF_EXP_INF, CK(CK(M(OPTD_BUF_EXP_INF) * K(c[ADAMAX_B2])) + CK(D + eps)));
-        PNEW(P + DV(CK(K(c[ADAMAX_NCLR]) * m), eps));
+        double D = sc->adamax.wd != 0 ? CK(G + CK(K(sc->adamax.wd) * P)) : G;
+        double eps = K(sc->adamax.eps);
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->adamax.b1), K(sc->adamax.omb1), D));
+        OUT(OPTD_BUF_EXP_INF, CK(CK(M(OPTD_BUF_EXP_INF) * K(sc->adamax.b2)) + CK(D + eps)));
+        PNEW(P + DV(CK(K(sc->adamax.nclr) * m), eps));
         break;
     }
     case OPTD_NADAM: {
-        double D = c[NADAM_WD] != 0 ? CK(G + CK(K(c[NADAM_WD]) * P)) : G;
-        double eps = K(c[NADAM_EPS]);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[NADAM_B1]), K(c[NADAM_OMB1]), D));
+        double D = sc->nadam.wd != 0 ? CK(G + CK(K(sc->nadam.wd) * P)) : G;
+        double eps = K(sc->nadam.eps);
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->nadam.b1), K(sc->nadam.omb1), D));
         double v = OUT(OPTD_BUF_EXP_AVG_SQ,
-                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[NADAM_B2]), CK(K(c[NADAM_OMB2]) * D), D));
-        CK(sqrt(DV(v, K(c[NADAM_BC2]))) + eps);
-        double p1 = CK(P + DV(CK(K(c[NADAM_CG]) * D), eps));
-        PNEW(p1 + DV(CK(K(c[NADAM_CM]) * m), eps));
+                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(sc->nadam.b2), CK(K(sc->nadam.omb2) * D), D));
+        CK(sqrt(DV(v, K(sc->nadam.bc2))) + eps);
+        double p1 = CK(P + DV(CK(K(sc->nadam.cg) * D), eps));
+        PNEW(p1 + DV(CK(K(sc->nadam.cm) * m), eps));
         break;
     }
     case OPTD_RADAM: {
-        double D = c[RADAM_WD] != 0 ? CK(G + CK(K(c[RADAM_WD]) * P)) : G;
-        double eps = K(c[RADAM_EPS]);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(c[RADAM_B1]), K(c[RADAM_OMB1]), D));
-        OUT(OPTD_BUF_EXP_AVG_SQ, bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(c[RADAM_B2]), CK(K(c[RADAM_OMB2]) * D), D));
-        double bcm = DV(m, K(c[RADAM_BC1]));
-        double step = CK(bcm * K(c[RADAM_LR]));
+        double D = sc->radam.wd != 0 ? CK(G + CK(K(sc->radam.wd) * P)) : G;
+        double eps = K(sc->radam.eps);
+        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->radam.b1), K(sc->radam.omb1), D));
+        OUT(OPTD_BUF_EXP_AVG_SQ, bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(sc->radam.b2), CK(K(sc->radam.omb2) * D), D));
+        double bcm = DV(m, K(sc->radam.bc1));
+        double step = CK(bcm * K(sc->radam.lr));
         if (pl->radam_rect) {
-            double ad = CK(DV(1.0, eps) * K(c[RADAM_SBC2]));
-            step = CK(CK(step * ad) * K(c[RADAM_RECT]));
+            double ad = CK(DV(1.0, eps) * K(sc->radam.sbc2));
+            step = CK(CK(step * ad) * K(sc->radam.rect));
         }
         PNEW(P + step);
         break;
@@ -586,73 +586,73 @@ static void bound_adam_family(bound_t *bp, const optd_step_plan_t *pl, double P,
 static bool provably_finite(const optd_optim_state_t *st, optd_step_plan_t *pl)
 {
     bound_t b = {.dtype = st->dtype, .st = st, .fresh = pl->fresh};
-    const double *c = pl->c;
+    const optd_plan_scalars_t *sc = &pl->sc;
     const double P = M(OPTD_BUF_COUNT);
     const double G = CK(pl->grad_norm * K(pl->gscale)); /* |g * gs| */
     switch (pl->kind) {
     case OPTD_SGD: {
-        double D = c[SGD_WD] != 0 ? CK(G + CK(K(c[SGD_WD]) * P)) : G, d = D;
+        double D = sc->sgd.wd != 0 ? CK(G + CK(K(sc->sgd.wd) * P)) : G, d = D;
         if (pl->use_momentum) {
-            double mom = K(c[SGD_MOM]);
+            double mom = K(sc->sgd.mom);
             double B = OUT(OPTD_BUF_MOMENTUM_BUFFER,
-                           pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(c[SGD_DAMP1]), D));
+                           pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(sc->sgd.damp1), D));
             d = pl->use_nesterov ? CK(D + CK(mom * B)) : B;
         }
-        PNEW(P + CK(K(c[SGD_NLR]) * d));
+        PNEW(P + CK(K(sc->sgd.nlr) * d));
         break;
     }
     case OPTD_ADAGRAD: {
-        double D = c[ADAGRAD_WD] != 0 ? CK(G + CK(K(c[ADAGRAD_WD]) * P)) : G;
-        double eps = K(c[ADAGRAD_EPS]);
+        double D = sc->adagrad.wd != 0 ? CK(G + CK(K(sc->adagrad.wd) * P)) : G;
+        double eps = K(sc->adagrad.eps);
         double S = OUT(OPTD_BUF_SUM, CK(M(OPTD_BUF_SUM) + CK(D * D)));
         CK(sqrt(S) + eps);
-        PNEW(P + DV(CK(K(c[ADAGRAD_NCLR]) * D), eps));
+        PNEW(P + DV(CK(K(sc->adagrad.nclr) * D), eps));
         break;
     }
     case OPTD_RMSPROP: {
-        if (pl->use_centered || c[RMSPROP_OMA] < 0)
+        if (pl->use_centered || sc->rmsprop.oma < 0)
             return false;
-        double D = c[RMSPROP_WD] != 0 ? CK(G + CK(K(c[RMSPROP_WD]) * P)) : G;
-        double eps = K(c[RMSPROP_EPS]);
+        double D = sc->rmsprop.wd != 0 ? CK(G + CK(K(sc->rmsprop.wd) * P)) : G;
+        double eps = K(sc->rmsprop.eps);
         double S = OUT(OPTD_BUF_SQUARE_AVG,
-                       bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(c[RMSPROP_ALPHA]), CK(K(c[RMSPROP_OMA]) * D), D));
+                       bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(sc->rmsprop.alpha), CK(K(sc->rmsprop.oma) * D), D));
         CK(sqrt(S) + eps);
         if (pl->use_momentum) {
             double B = OUT(OPTD_BUF_MOMENTUM_BUFFER,
-                           CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(c[RMSPROP_MOM])) + DV(D, eps)));
-            PNEW(P + CK(K(c[RMSPROP_NLR]) * B));
+                           CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(sc->rmsprop.mom)) + DV(D, eps)));
+            PNEW(P + CK(K(sc->rmsprop.nlr) * B));
         } else {
-            PNEW(P + DV(CK(K(c[RMSPROP_NLR]) * D), eps));
+            PNEW(P + DV(CK(K(sc->rmsprop.nlr) * D), eps));
         }
         break;
     }
     case OPTD_ADADELTA: {
-        double D = c[ADADELTA_WD] != 0 ? CK(G + CK(K(c[ADADELTA_WD]) * P)) : G;
-        double eps = K(c[ADADELTA_EPS]), rho = K(c[ADADELTA_RHO]), omr = K(c[ADADELTA_OMR]);
+        double D = sc->adadelta.wd != 0 ? CK(G + CK(K(sc->adadelta.wd) * P)) : G;
+        double eps = K(sc->adadelta.eps), rho = K(sc->adadelta.rho), omr = K(sc->adadelta.omr);
         double s = OUT(OPTD_BUF_SQUARE_AVG, bavg(&b, M(OPTD_BUF_SQUARE_AVG), rho, CK(omr * D), D));
         CK(s + eps);
         double a = M(OPTD_BUF_ACC_DELTA);
         double delta = CK(DV(sqrt(CK(a + eps)), sqrt(eps)) * D);
         OUT(OPTD_BUF_ACC_DELTA, bavg(&b, a, rho, CK(omr * delta), delta));
-        PNEW(P + CK(K(c[ADADELTA_NLR]) * delta));
+        PNEW(P + CK(K(sc->adadelta.nlr) * delta));
         break;
     }
     case OPTD_LION: {
         double m = M(OPTD_BUF_EXP_AVG);
-        bavg(&b, m, K(c[LION_B1]), K(c[LION_OMB1]), G);
-        OUT(OPTD_BUF_EXP_AVG, bavg(&b, m, K(c[LION_B2]), K(c[LION_OMB2]), G));
-        PNEW(CK(P * K(c[LION_DECAY])) + K(c[LION_LR]));
+        bavg(&b, m, K(sc->lion.b1), K(sc->lion.omb1), G);
+        OUT(OPTD_BUF_EXP_AVG, bavg(&b, m, K(sc->lion.b2), K(sc->lion.omb2), G));
+        PNEW(CK(P * K(sc->lion.decay)) + K(sc->lion.lr));
         break;
     }
     case OPTD_SPARSE_ADAM: {
         /* m + (g - m)*omb1 and v + (g*g - v)*omb2; numer = dm + m. */
-        double eps = K(c[SPADAM_EPS]), m = M(OPTD_BUF_EXP_AVG), v = M(OPTD_BUF_EXP_AVG_SQ);
-        double dm = CK(CK(G + m) * K(c[SPADAM_OMB1]));
+        double eps = K(sc->sparse_adam.eps), m = M(OPTD_BUF_EXP_AVG), v = M(OPTD_BUF_EXP_AVG_SQ);
+        double dm = CK(CK(G + m) * K(sc->sparse_adam.omb1));
         OUT(OPTD_BUF_EXP_AVG, CK(m + dm));
-        double dv = CK(CK(CK(G * G) + v) * K(c[SPADAM_OMB2]));
+        double dv = CK(CK(CK(G * G) + v) * K(sc->sparse_adam.omb2));
         OUT(OPTD_BUF_EXP_AVG_SQ, CK(v + dv));
         CK(sqrt(CK(dv + v)) + eps);
-        PNEW(P + CK(K(c[SPADAM_NSS]) * DV(CK(dm + m), eps)));
+        PNEW(P + CK(K(sc->sparse_adam.nss) * DV(CK(dm + m), eps)));
         break;
     }
     case OPTD_ADAM:
@@ -740,18 +740,18 @@ static void plan_adam(optd_optim_kind_t kind, const optd_hparams_t *hp, double l
                       optd_step_plan_t *plan)
 {
     const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
-    double *c = plan->c;
+    optd_plan_scalars_t *sc = &plan->sc;
     double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
     plan->use_amsgrad = hp->amsgrad;
-    c[ADAM_WD] = kind == OPTD_ADAM ? wd : 0.0;
-    c[ADAM_DECAY] = kind == OPTD_ADAMW ? 1 - lr * wd : 1.0;
-    c[ADAM_B1] = b1;
-    c[ADAM_OMB1] = 1 - b1;
-    c[ADAM_B2] = b2;
-    c[ADAM_OMB2] = 1 - b2;
-    c[ADAM_SBC2] = sqrt(bc2);
-    c[ADAM_EPS] = hp->eps;
-    c[ADAM_NSS] = -(lr / bc1);
+    sc->adam.wd = kind == OPTD_ADAM ? wd : 0.0;
+    sc->adam.decay = kind == OPTD_ADAMW ? 1 - lr * wd : 1.0;
+    sc->adam.b1 = b1;
+    sc->adam.omb1 = 1 - b1;
+    sc->adam.b2 = b2;
+    sc->adam.omb2 = 1 - b2;
+    sc->adam.sbc2 = sqrt(bc2);
+    sc->adam.eps = hp->eps;
+    sc->adam.nss = -(lr / bc1);
 }
 
 /* NAdam's scalars at step td: its momentum schedule mu, and the product
@@ -761,7 +761,7 @@ static void plan_nadam(const optd_optim_state_t *st, const optd_hparams_t *hp, d
                        double td, double mu_product, optd_step_plan_t *plan)
 {
     const double b1 = hp->betas[0], b2 = hp->betas[1];
-    double *c = plan->c;
+    optd_plan_scalars_t *sc = &plan->sc;
     double md = hp->momentum_decay;
     double mu = b1 * (1. - 0.5 * pow(0.96, td * md));
     double mu_next = b1 * (1. - 0.5 * pow(0.96, (td + 1) * md));
@@ -771,15 +771,15 @@ static void plan_nadam(const optd_optim_state_t *st, const optd_hparams_t *hp, d
                                           : mu_product * mu;
     double mp_next = mp * mu_next;
     plan->mu_product_next = mp;
-    c[NADAM_WD] = hp->weight_decay;
-    c[NADAM_B1] = b1;
-    c[NADAM_OMB1] = 1 - b1;
-    c[NADAM_B2] = b2;
-    c[NADAM_OMB2] = 1 - b2;
-    c[NADAM_BC2] = 1 - pow(b2, td);
-    c[NADAM_EPS] = hp->eps;
-    c[NADAM_CG] = -lr * (1. - mu) / (1. - mp);
-    c[NADAM_CM] = (-lr * mu_next) / (1. - mp_next);
+    sc->nadam.wd = hp->weight_decay;
+    sc->nadam.b1 = b1;
+    sc->nadam.omb1 = 1 - b1;
+    sc->nadam.b2 = b2;
+    sc->nadam.omb2 = 1 - b2;
+    sc->nadam.bc2 = 1 - pow(b2, td);
+    sc->nadam.eps = hp->eps;
+    sc->nadam.cg = -lr * (1. - mu) / (1. - mp);
+    sc->nadam.cm = (-lr * mu_next) / (1. - mp_next);
 }
 
 /* RAdam's scalars at step td: whether the variance is tractable yet
@@ -787,23 +787,23 @@ static void plan_nadam(const optd_optim_state_t *st, const optd_hparams_t *hp, d
 static void plan_radam(const optd_hparams_t *hp, double lr, double td, optd_step_plan_t *plan)
 {
     const double b1 = hp->betas[0], b2 = hp->betas[1];
-    double *c = plan->c;
+    optd_plan_scalars_t *sc = &plan->sc;
     double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
     double rho_inf = 2 / (1 - b2) - 1;
     double rho_t = rho_inf - 2 * td * pow(b2, td) / bc2;
     plan->radam_rect = rho_t > 5.;
-    c[RADAM_WD] = hp->weight_decay;
-    c[RADAM_B1] = b1;
-    c[RADAM_OMB1] = 1 - b1;
-    c[RADAM_B2] = b2;
-    c[RADAM_OMB2] = 1 - b2;
-    c[RADAM_BC1] = bc1;
-    c[RADAM_LR] = lr;
-    c[RADAM_RECT] = plan->radam_rect ? sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
+    sc->radam.wd = hp->weight_decay;
+    sc->radam.b1 = b1;
+    sc->radam.omb1 = 1 - b1;
+    sc->radam.b2 = b2;
+    sc->radam.omb2 = 1 - b2;
+    sc->radam.bc1 = bc1;
+    sc->radam.lr = lr;
+    sc->radam.rect = plan->radam_rect ? sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
                                             ((rho_inf - 4) * (rho_inf - 2) * rho_t))
                                      : 0.0;
-    c[RADAM_SBC2] = sqrt(bc2);
-    c[RADAM_EPS] = hp->eps;
+    sc->radam.sbc2 = sqrt(bc2);
+    sc->radam.eps = hp->eps;
 }
 
 /* The per-step scalars of one update (or of one group's) with hp, in
@@ -816,7 +816,7 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
     const double lr = optd_schedule_lr(sched, hp->lr, t);
     const double td = (double)t;
     const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
-    double *c = plan->c;
+    optd_plan_scalars_t *sc = &plan->sc;
 
     plan->kind = st->kind;
     plan->dtype = st->dtype;
@@ -838,37 +838,37 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
     case OPTD_SGD:
         plan->use_momentum = hp->momentum != 0;
         plan->use_nesterov = hp->nesterov;
-        c[SGD_WD] = wd;
-        c[SGD_MOM] = hp->momentum;
-        c[SGD_DAMP1] = 1 - hp->dampening;
-        c[SGD_NLR] = -lr;
+        sc->sgd.wd = wd;
+        sc->sgd.mom = hp->momentum;
+        sc->sgd.damp1 = 1 - hp->dampening;
+        sc->sgd.nlr = -lr;
         break;
     case OPTD_ADAGRAD:
-        c[ADAGRAD_WD] = wd;
-        c[ADAGRAD_EPS] = hp->eps;
-        c[ADAGRAD_NCLR] = -(lr / (1 + (td - 1) * hp->lr_decay));
+        sc->adagrad.wd = wd;
+        sc->adagrad.eps = hp->eps;
+        sc->adagrad.nclr = -(lr / (1 + (td - 1) * hp->lr_decay));
         break;
     case OPTD_RMSPROP:
         plan->use_momentum = hp->momentum > 0;
         plan->use_centered = hp->centered;
-        c[RMSPROP_WD] = wd;
-        c[RMSPROP_ALPHA] = hp->alpha;
-        c[RMSPROP_OMA] = 1 - hp->alpha;
-        c[RMSPROP_EPS] = hp->eps;
-        c[RMSPROP_MOM] = hp->momentum;
-        c[RMSPROP_NLR] = -lr;
+        sc->rmsprop.wd = wd;
+        sc->rmsprop.alpha = hp->alpha;
+        sc->rmsprop.oma = 1 - hp->alpha;
+        sc->rmsprop.eps = hp->eps;
+        sc->rmsprop.mom = hp->momentum;
+        sc->rmsprop.nlr = -lr;
         break;
     case OPTD_ADAM:
     case OPTD_ADAMW:
         plan_adam(st->kind, hp, lr, td, plan);
         break;
     case OPTD_ADAMAX:
-        c[ADAMAX_WD] = wd;
-        c[ADAMAX_B1] = b1;
-        c[ADAMAX_OMB1] = 1 - b1;
-        c[ADAMAX_B2] = b2;
-        c[ADAMAX_EPS] = hp->eps;
-        c[ADAMAX_NCLR] = -(lr / (1 - pow(b1, td)));
+        sc->adamax.wd = wd;
+        sc->adamax.b1 = b1;
+        sc->adamax.omb1 = 1 - b1;
+        sc->adamax.b2 = b2;
+        sc->adamax.eps = hp->eps;
+        sc->adamax.nclr = -(lr / (1 - pow(b1, td)));
         break;
     case OPTD_NADAM:
         plan_nadam(st, hp, lr, td, mu_product, plan);
@@ -877,25 +877,25 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
         plan_radam(hp, lr, td, plan);
         break;
     case OPTD_ADADELTA:
-        c[ADADELTA_WD] = wd;
-        c[ADADELTA_RHO] = hp->rho;
-        c[ADADELTA_OMR] = 1 - hp->rho;
-        c[ADADELTA_EPS] = hp->eps;
-        c[ADADELTA_NLR] = -lr;
+        sc->adadelta.wd = wd;
+        sc->adadelta.rho = hp->rho;
+        sc->adadelta.omr = 1 - hp->rho;
+        sc->adadelta.eps = hp->eps;
+        sc->adadelta.nlr = -lr;
         break;
     case OPTD_LION:
-        c[LION_DECAY] = 1 - lr * wd;
-        c[LION_B1] = b1;
-        c[LION_OMB1] = 1 - b1;
-        c[LION_B2] = b2;
-        c[LION_OMB2] = 1 - b2;
-        c[LION_LR] = lr;
+        sc->lion.decay = 1 - lr * wd;
+        sc->lion.b1 = b1;
+        sc->lion.omb1 = 1 - b1;
+        sc->lion.b2 = b2;
+        sc->lion.omb2 = 1 - b2;
+        sc->lion.lr = lr;
         break;
     case OPTD_SPARSE_ADAM:
-        c[SPADAM_OMB1] = 1 - b1;
-        c[SPADAM_OMB2] = 1 - b2;
-        c[SPADAM_EPS] = hp->eps;
-        c[SPADAM_NSS] = -(lr * sqrt(1 - pow(b2, td)) / (1 - pow(b1, td)));
+        sc->sparse_adam.omb1 = 1 - b1;
+        sc->sparse_adam.omb2 = 1 - b2;
+        sc->sparse_adam.eps = hp->eps;
+        sc->sparse_adam.nss = -(lr * sqrt(1 - pow(b2, td)) / (1 - pow(b1, td)));
         break;
     case OPTD_OPTIM_COUNT: break;
     }

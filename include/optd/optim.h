@@ -255,6 +255,45 @@ int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
  *   optd_optim_commit once (step count, nadam's mu_product, the bounds)
  * optd_optim_step is exactly these on the whole range.  A plan that is
  * dropped without commit is undone with optd_optim_abort. */
+/* The scalars of one step of each optimizer, computed in double by
+ * optd_optim_plan and rounded once to the dtype by the kernels.  One
+ * struct per optimizer, so a scalar read for the wrong optimizer does not
+ * compile.  "wd" is the coupled weight decay added to g (0 skips it),
+ * "nlr"/"nss"/"nclr" a negated step size (PyTorch's alpha/value
+ * arguments), "decay" a decoupled 1 - lr*wd, "omX" 1 - X. */
+typedef union optd_plan_scalars {
+    struct {
+        double wd, mom, damp1, nlr;
+    } sgd;
+    struct {
+        double wd, eps, nclr;
+    } adagrad;
+    struct {
+        double wd, alpha, oma, eps, mom, nlr;
+    } rmsprop;
+    struct {
+        double wd, decay, b1, omb1, b2, omb2, sbc2, eps, nss;
+    } adam; /* adam and adamw */
+    struct {
+        double wd, b1, omb1, b2, eps, nclr;
+    } adamax;
+    struct {
+        double wd, b1, omb1, b2, omb2, bc2, eps, cg, cm;
+    } nadam;
+    struct {
+        double wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps;
+    } radam;
+    struct {
+        double wd, rho, omr, eps, nlr;
+    } adadelta;
+    struct {
+        double decay, b1, omb1, b2, omb2, lr;
+    } lion;
+    struct {
+        double omb1, omb2, eps, nss;
+    } sparse_adam;
+} optd_plan_scalars_t;
+
 typedef struct optd_step_plan {
     optd_optim_kind_t kind;
     optd_dtype_t dtype;
@@ -264,7 +303,7 @@ typedef struct optd_step_plan {
     double gscale;        /* clip coefficient, negated when maximize */
     bool first_momentum;  /* sgd: momentum_buffer starts as g this step */
     bool use_momentum, use_nesterov, use_centered, use_amsgrad, radam_rect;
-    double c[16];         /* per-optimizer scalars, in double (see optim.c) */
+    optd_plan_scalars_t sc; /* the optimizer's own scalars */
     double mu_product_next;
     unsigned fresh;       /* buffers this plan created (bit per optd_buf_t) */
     unsigned writes;      /* what the step writes (bit per optd_buf_t, OPTD_BUF_COUNT: params) */
