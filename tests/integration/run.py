@@ -25,9 +25,10 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULT_TAG = "@@optd-itest-result@@ "
 # Slow modules first so two workers finish together.
-SLOW_FIRST = ["test_crash", "test_limits", "test_ttl", "test_examples", "test_trajectory",
-              "test_durability", "test_concurrency", "test_curl_examples", "test_state",
-              "test_auth_tls", "test_errors"]
+SLOW_FIRST = ["test_deltas", "test_examples", "test_durability", "test_crash", "test_store_faults",
+              "test_ui", "test_torch", "test_concurrency", "test_slow_requests", "test_rounds",
+              "test_tables_attack", "test_limits", "test_ttl", "test_trajectory",
+              "test_curl_examples", "test_state", "test_auth_tls", "test_errors"]
 
 
 class CountingResult(unittest.TextTestResult):
