@@ -374,6 +374,8 @@ static bool is_rows_step(optd_req_t *req)
 {
     if (req->body_kind == OPTD_BODY_BINARY)
         return optd_req_header(req, "Optd-Rows") != NULL;
+    if (!req->body) /* no body: a plain step, refused as such */
+        return false;
     const char *p = req->body, *end = req->body + req->body_len;
     while (p && (p = memmem(p, (size_t)(end - p), "\"rows\"", 6))) {
         p += 6;
