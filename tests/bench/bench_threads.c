@@ -24,7 +24,7 @@
 #include <time.h>
 
 #include "parallel.h"
-#include "session.h"
+#include "session_internal.h"
 
 #define MAX_RUNS 64
 
