@@ -61,7 +61,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all binaries deps deps-build run check unit integration san-check bench fixtures figures image-test clean help \
+.PHONY: all binaries bench-bin deps deps-build run check unit integration san-check bench fixtures figures image-test clean help \
         fuzz fuzz-smoke fuzz-build fuzz-seeds ftoa-exhaustive
 .DEFAULT_GOAL := all
 
@@ -145,6 +145,10 @@ ftoa-exhaustive: $(BUILD)/libdaemon.a
 # the fuzz smoke run; tests/run-check.sh ends with the total of all tests.
 check: deps
 	@MAKE="$(MAKE)" tests/run-check.sh
+
+# The benchmarks' C programs, built by check too so an interface change
+# that breaks them is caught before `make bench` runs.
+bench-bin: $(BENCH_BIN)
 
 bench: deps
 	@deploy/install-deps.sh bench

@@ -16,7 +16,7 @@ LOG=build/check.log
 : > "$LOG"
 
 status=0
-for part in "all unit integration" "SAN=1 all unit integration" "fuzz-smoke"; do
+for part in "all bench-bin unit integration" "SAN=1 all unit integration" "fuzz-smoke"; do
     # shellcheck disable=SC2086
     if ! $MAKE --no-print-directory $part 2>&1 | tee -a "$LOG"; then
         status=1
