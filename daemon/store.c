@@ -116,6 +116,12 @@ void optd_store_step_ctx(const optd_store_t *store, optd_step_ctx_t *ctx)
     ctx->dur = store->dur;
 }
 
+/* How many imports in a row an operation follows before it gives up with
+ * not_found.  Each turn means another import completed meanwhile, so the
+ * bound is only reached under a storm of imports of one name; a few turns
+ * were not enough with three importers on two cores. */
+#define FOLLOW_TURNS 64
+
 /* After an operation found *sp deleted: moves *sp (the caller's
  * reference) to the session an import put in its place, if one did and it
  * has the same shape (0); else OPTD_ENOTFOUND (rc, err as they were), or
@@ -145,8 +151,7 @@ int optd_store_step(optd_store_t *store, optd_session_t **sp, const optd_step_in
     optd_step_ctx_t ctx;
     optd_store_step_ctx(store, &ctx);
     int rc = optd_session_apply(*sp, &ctx, in, step_out, params_out, err);
-    /* Imports may follow one another: a few turns, as optd_store_remove. */
-    for (int turn = 0; turn < 8 && rc == OPTD_ENOTFOUND; turn++) {
+    for (int turn = 0; turn < FOLLOW_TURNS && rc == OPTD_ENOTFOUND; turn++) {
         if ((rc = follow_replacement(store, sp, rc, err)))
             return rc;
         rc = optd_session_apply(*sp, &ctx, in, step_out, params_out, err);
@@ -160,7 +165,7 @@ int optd_store_contribute(optd_store_t *store, optd_session_t **sp, const optd_c
     optd_step_ctx_t ctx;
     optd_store_step_ctx(store, &ctx);
     int rc = optd_session_contribute(*sp, &ctx, c, out, err);
-    for (int turn = 0; turn < 8 && rc == OPTD_ENOTFOUND; turn++) {
+    for (int turn = 0; turn < FOLLOW_TURNS && rc == OPTD_ENOTFOUND; turn++) {
         if ((rc = follow_replacement(store, sp, rc, err)))
             return rc;
         rc = optd_session_contribute(*sp, &ctx, c, out, err);
@@ -168,30 +173,22 @@ int optd_store_contribute(optd_store_t *store, optd_session_t **sp, const optd_c
     return rc;
 }
 
-/* An item of a batch refused because its session was deleted: moved onto
- * the session now under its name when an import replaced it (true), as
- * optd_store_step does for one step. */
-static bool batch_follow(optd_store_t *store, optd_batch_step_t *x)
+/* Applies the items idx[0..m) of b again, in their order, as a batch of
+ * their own (a second group commit, only in an import race). */
+static void apply_again(optd_batch_step_t *b, const size_t *idx, size_t m, const optd_step_ctx_t *ctx)
 {
-    if (x->rc != OPTD_ENOTFOUND || !x->s)
-        return false;
-    optd_session_t *now = optd_store_get(store, x->s->name);
-    if (!now || now == x->s) {
-        if (now)
-            optd_session_release(now);
-        return false;
+    optd_batch_step_t *again = malloc(m * sizeof *again);
+    if (!again) {
+        for (size_t k = 0; k < m; k++)
+            b[idx[k]].rc = optd_err_set(&b[idx[k]].err, OPTD_ENOMEM, "out of memory applying the batch");
+        return;
     }
-    if (now->size != x->s->size || now->cfg.dtype != x->s->cfg.dtype) {
-        x->rc = optd_err_set(&x->err, OPTD_ESIZE,
-                             "session '%s' was replaced meanwhile by one of %zu %s parameters",
-                             now->name, now->size, optd_dtype_name(now->cfg.dtype));
-        optd_session_release(now);
-        return false;
-    }
-    optd_session_release(x->s);
-    x->s = now;
-    x->rc = 0;
-    return true;
+    for (size_t k = 0; k < m; k++)
+        again[k] = b[idx[k]];
+    optd_session_apply_batch(again, m, ctx);
+    for (size_t k = 0; k < m; k++)
+        b[idx[k]] = again[k];
+    free(again);
 }
 
 void optd_store_step_batch(optd_store_t *store, optd_batch_step_t *b, size_t n)
@@ -199,30 +196,24 @@ void optd_store_step_batch(optd_store_t *store, optd_batch_step_t *b, size_t n)
     optd_step_ctx_t ctx;
     optd_store_step_ctx(store, &ctx);
     optd_session_apply_batch(b, n, &ctx);
-    /* Items that raced onto a session an import replaced go again, in
-     * their order, as a batch of their own (a second group commit, only in
-     * that race). */
-    size_t *idx = NULL, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (b[i].rc != OPTD_ENOTFOUND)
-            continue;
-        if (!idx && !(idx = malloc(n * sizeof *idx)))
-            return; /* they keep their not_found */
-        if (batch_follow(store, &b[i]))
-            idx[m++] = i;
+    /* Items that raced onto a session an import replaced follow it, as
+     * optd_store_step does, and go again; while imports keep replacing,
+     * for a few turns. */
+    size_t *idx = NULL;
+    for (int turn = 0; turn < FOLLOW_TURNS; turn++) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (b[i].rc != OPTD_ENOTFOUND || !b[i].s)
+                continue;
+            if (!idx && !(idx = malloc(n * sizeof *idx)))
+                return; /* they keep their not_found */
+            if (!(b[i].rc = follow_replacement(store, &b[i].s, b[i].rc, &b[i].err)))
+                idx[m++] = i;
+        }
+        if (!m)
+            break;
+        apply_again(b, idx, m, &ctx);
     }
-    optd_batch_step_t *again = m ? malloc(m * sizeof *again) : NULL;
-    if (again) {
-        for (size_t k = 0; k < m; k++)
-            again[k] = b[idx[k]];
-        optd_session_apply_batch(again, m, &ctx);
-        for (size_t k = 0; k < m; k++)
-            b[idx[k]] = again[k];
-    } else {
-        for (size_t k = 0; k < m; k++)
-            b[idx[k]].rc = optd_err_set(&b[idx[k]].err, OPTD_ENOMEM, "out of memory applying the batch");
-    }
-    free(again);
     free(idx);
 }
 
