@@ -1071,6 +1071,16 @@ void optd_session_add_delta(optd_session_t *s, uint64_t lsn, uint64_t bytes, boo
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The buffers st holds now (bit 1u << optd_buf_t each). */
+static unsigned kept_bufs(const optd_optim_state_t *st)
+{
+    unsigned kept = 0;
+    for (int b = 0; b < OPTD_BUF_COUNT; b++)
+        if (st->buf[b])
+            kept |= 1u << b;
+    return kept;
+}
+
 static bool dirty_locked(const optd_session_t *s)
 {
     return !s->deleted && s->version != s->saved_version;
@@ -1081,11 +1091,7 @@ static bool dirty_locked(const optd_session_t *s)
  * come to (a long --history would make every session look big). */
 static size_t image_bytes_locked(const optd_session_t *s)
 {
-    unsigned kept = 0;
-    for (int b = 0; b < OPTD_BUF_COUNT; b++)
-        if (s->st.buf[b])
-            kept |= 1u << b;
-    return optd_session_bytes(&s->cfg, s->size, kept, s->history_len);
+    return optd_session_bytes(&s->cfg, s->size, kept_bufs(&s->st), s->history_len);
 }
 
 size_t optd_session_image_bytes(optd_session_t *s)
@@ -1221,11 +1227,7 @@ size_t optd_session_bytes(const optd_session_config_t *cfg, size_t size, unsigne
 
 size_t optd_session_bytes_locked(const optd_session_t *s)
 {
-    unsigned kept = 0;
-    for (int b = 0; b < OPTD_BUF_COUNT; b++)
-        if (s->st.buf[b])
-            kept |= 1u << b;
-    return optd_session_bytes(&s->cfg, s->size, kept, s->history_cap);
+    return optd_session_bytes(&s->cfg, s->size, kept_bufs(&s->st), s->history_cap);
 }
 
 size_t optd_session_bytes_now(optd_session_t *s)
