@@ -3,51 +3,19 @@
 //   OPTD_URL=http://127.0.0.1:PORT node --test api/clients/js/test/
 //
 // Without OPTD_URL the tests start a daemon themselves from OPTD_BIN
-// (default build/optd) on a free loopback port and stop it at the end.
-import { test, before, after } from "node:test";
+// (default build/optd) on a free loopback port and stop it at the end
+// (test/daemon.js).
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
+import { freePort, useDaemon } from "./daemon.js";
 import { Client, OptdError, listAcross } from "../optd.js";
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
-let base = process.env.OPTD_URL;
-let child = null;
-const token = process.env.OPTD_TOKEN || undefined;
+const d = useDaemon();
 let counter = 0;
 const uname = (p = "js") => `${p}-${process.pid}-${++counter}`;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-before(async () => {
-  if (base) return;
-  const bin = path.resolve(repo, process.env.OPTD_BIN || "build/optd");
-  const port = await freePort();
-  child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--log-level", "warn"], { stdio: ["ignore", "ignore", "inherit"] });
-  base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try { if ((await fetch(base + "/healthz")).ok) return; } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`optd at ${bin} did not answer /healthz`);
-});
-
-after(async () => {
-  if (!child) return;
-  const exited = new Promise((r) => child.once("exit", (code) => r(code)));
-  child.kill("SIGTERM");
-  assert.equal(await exited, 0, "optd exits 0 on SIGTERM");
-});
-
-const client = () => new Client(base, { token, timeoutMs: 10000 });
+const client = () => new Client(d.base, { token: d.token, timeoutMs: 10000 });
 
 test("health, metrics, optimizers", async () => {
   const c = client();
