@@ -32,20 +32,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
-from benchlib import Client, fmt, log, spread, start_optd, stats, summary_row  # noqa: E402
+from benchlib import Client, fmt, log, spread, start_optd, stats, summary_row, write_bytes  # noqa: E402
 from pipeline import pipelined  # noqa: E402
 
 N_PARAMS = 1 << 20
 STEPS = 30
 MANY = 30000
-
-
-def write_bytes(pid):
-    with open("/proc/%d/io" % pid) as f:
-        for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
 
 
 def bytes_per_step(tmp):

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import BUILD, ROOT, Client, fmt, log, spread, start_optd, summary_row  # noqa: E402
+from benchlib import BUILD, Client, ROOT, fmt, log, spread, start_optd, summary_row, write_bytes  # noqa: E402
 
 LOADGEN = os.path.join(BUILD, "bench", "loadgen")
 R = 16
@@ -50,14 +50,6 @@ ROWS_PER_STEP = 64
 BIG, SMALL = 1 << 20, 1000
 BODIES = 256
 ROW_BYTES = ROWS_PER_STEP * R * 4
-
-
-def write_bytes(pid):
-    with open("/proc/%d/io" % pid) as f:
-        for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
 
 
 def settle(pid, quiet=1.5, limit=120):

@@ -33,19 +33,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import Client, fmt, log, spread, start_optd, stats, summary_row  # noqa: E402
+from benchlib import Client, fmt, log, start_optd, stats, summary_row, write_bytes  # noqa: E402
 
 R = 16
 BATCH = 64
 INTERVAL = 1.0
-
-
-def write_bytes(pid):
-    with open("/proc/%d/io" % pid) as f:
-        for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
 
 
 def bodies(rows, n=512, seed=14):

@@ -66,6 +66,16 @@ def summary_row(figure, values, unit, peer, ratio, target, met, digits=None):
         f.write("\t".join(c.replace("\t", " ") for c in cells) + "\n")
 
 
+def write_bytes(pid):
+    """What the process has caused to be written to disk so far (write_bytes
+    of /proc/PID/io: the bytes the page cache sent to the device for it)."""
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
