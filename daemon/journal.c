@@ -811,7 +811,8 @@ static void set_aside_whole(int dirfd, const char *name, const char *why, optd_l
 static bool known_type(uint32_t type)
 {
     return type == OPTD_JREC_IMAGE || type == OPTD_JREC_DELETE || type == OPTD_JREC_DELTA ||
-           type == OPTD_JREC_STEP || type == OPTD_JREC_ROWS || type == OPTD_JREC_ROUND;
+           type == OPTD_JREC_STEP || type == OPTD_JREC_ROWS || type == OPTD_JREC_ROUND ||
+           type == OPTD_JREC_CONFIG;
 }
 
 /* Where the records stop, as the scan of a file found it. */

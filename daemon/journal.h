@@ -55,7 +55,9 @@ enum {
     OPTD_JREC_STEP = 4,   /* payload: a step's input (persist.c, version 2) */
     OPTD_JREC_ROWS = 5,   /* payload: a rows step's input: the step head, u64 n_rows,
                              the rows (u64 each), their values (persist.c) */
-    OPTD_JREC_ROUND = 6   /* payload: a round's reduced gradient, with its workers' steps (persist.c) */
+    OPTD_JREC_ROUND = 6,  /* payload: a round's reduced gradient, with its workers' steps (persist.c) */
+    OPTD_JREC_CONFIG = 7  /* payload: a session's configuration after a PATCH (a snapshot with
+                             OPTD_SNAP_F_CONFIG: no history, parameters or buffers) */
 };
 
 /* A step record's payload (persist.c): u16 name length, the name, then

@@ -486,6 +486,33 @@ static int dur_commit(void *ctx, struct optd_session *s, optd_err_t *err)
     return rc;
 }
 
+/* With s->mu held, after only s's configuration changed (a PATCH): the
+ * configuration, a record of a few hundred bytes whatever the session's
+ * size, replayed onto the session its earlier records rebuild. */
+static int dur_commit_config(void *ctx, struct optd_session *s, optd_err_t *err)
+{
+    optd_persist_t *p = ctx;
+    if (atomic_load(&p->loading))
+        return 0;
+    optd_session_image_t img;
+    int rc = optd_session_config_image_locked(s, &img, err);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (rc == 0)
+        rc = optd_snapshot_encode_config(&img, &buf, &len, err);
+    optd_session_image_free(&img);
+    if (rc)
+        return rc;
+    uint64_t lsn;
+    rc = journal_put(p, false, OPTD_JREC_CONFIG, NULL, 0, buf, len, &lsn, err);
+    free(buf);
+    if (rc == 0) {
+        optd_session_set_lsn_locked(s, lsn);
+        optd_session_add_delta_locked(s, lsn, record_bytes(len), false);
+    }
+    return rc;
+}
+
 /* The session was marked deleted (with its mutex held): journal the delete
  * (durably, unless batched), then remove its snapshot file; if that fails
  * the delete stays journaled and the unlink is retried by each flush. */
@@ -579,6 +606,7 @@ int optd_persist_open(const char *dir, optd_sync_mode_t mode, int64_t interval_m
     p->dur.step = dur_step;
     p->dur.steps = dur_steps;
     p->dur.commit = dur_commit;
+    p->dur.commit_config = dur_commit_config;
     p->dur.remove = dur_remove;
     p->dur.sync = dur_sync;
     optd_store_set_durability(store, &p->dur);
@@ -905,6 +933,29 @@ static void replay_step(optd_persist_t *p, uint64_t lsn, const uint8_t *payload,
     optd_session_release(s);
 }
 
+/* A config record: onto the session the earlier records rebuilt. */
+static void replay_config(optd_persist_t *p, uint64_t lsn, const uint8_t *payload, size_t len)
+{
+    optd_session_image_t img;
+    optd_err_t err;
+    if (optd_snapshot_decode_config(payload, len, &img, &err)) {
+        optd_log(p->log, OPTD_LOG_ERROR, "persist: config record %llu in journal not loaded: %s",
+                 (unsigned long long)lsn, err.msg);
+        return;
+    }
+    optd_session_t *s = optd_store_get(p->store, img.name);
+    if (s) { /* else deleted later, or created in a record that was lost */
+        int rc = optd_session_replay_config(s, &img, lsn, &err);
+        if (rc < 0)
+            optd_log(p->log, OPTD_LOG_ERROR, "persist: config record %llu of '%s' not replayed: %s",
+                     (unsigned long long)lsn, img.name, err.msg);
+        if (rc == 0) /* a delta beside its snapshot */
+            optd_session_add_delta(s, lsn, record_bytes(len), false);
+        optd_session_release(s);
+    }
+    optd_session_image_free(&img);
+}
+
 static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *payload,
                          size_t len)
 {
@@ -916,6 +967,10 @@ static int replay_record(void *arg, uint32_t type, uint64_t lsn, const uint8_t *
         p->max_lsn = lsn;
     if (type == OPTD_JREC_STEP || type == OPTD_JREC_ROUND || type == OPTD_JREC_ROWS) {
         replay_step(p, lsn, payload, len, type);
+        return 0;
+    }
+    if (type == OPTD_JREC_CONFIG) {
+        replay_config(p, lsn, payload, len);
         return 0;
     }
     if (type == OPTD_JREC_DELETE) {

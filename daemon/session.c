@@ -512,6 +512,25 @@ nomem:
     return optd_err_set(err, OPTD_ENOMEM, "out of memory copying session '%s'", s->name);
 }
 
+int optd_session_config_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err)
+{
+    memset(img, 0, sizeof *img);
+    memcpy(img->name, s->name, sizeof img->name);
+    int rc = optd_session_config_copy(&img->cfg, &s->cfg, err);
+    if (rc)
+        return rc;
+    img->size = s->size;
+    img->st.kind = s->cfg.kind;
+    img->st.dtype = s->cfg.dtype;
+    img->st.size = s->size;
+    img->st.step = s->st.step;
+    img->st.mu_product = s->st.mu_product;
+    img->created_ms = s->created_ms;
+    img->updated_ms = s->updated_ms;
+    img->loss = s->loss;
+    return 0;
+}
+
 int optd_session_copy_image(optd_session_t *s, optd_session_image_t *img, optd_err_t *err)
 {
     pthread_mutex_lock(&s->mu);
@@ -1028,6 +1047,38 @@ out:
     return rc;
 }
 
+static bool same_group_sizes(const optd_session_config_t *a, const optd_session_config_t *b);
+
+int optd_session_replay_config(optd_session_t *s, const optd_session_image_t *img, uint64_t lsn,
+                               optd_err_t *err)
+{
+    optd_session_config_t fresh;
+    int rc = optd_session_config_copy(&fresh, &img->cfg, err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->mu);
+    rc = 1;
+    if (lsn <= s->lsn)
+        goto out;
+    if (img->st.step != s->st.step || img->size != s->size || img->cfg.kind != s->cfg.kind ||
+        img->cfg.dtype != s->cfg.dtype || !same_group_sizes(&img->cfg, &s->cfg)) {
+        rc = optd_err_set(err, OPTD_EINVAL, "the record is of a session at step %llu of %zu %s parameters; "
+                          "'%s' is at step %llu of %zu %s parameters",
+                          (unsigned long long)img->st.step, img->size, optd_dtype_name(img->cfg.dtype), s->name,
+                          (unsigned long long)s->st.step, s->size, optd_dtype_name(s->cfg.dtype));
+        goto out;
+    }
+    if ((rc = patch_install_locked(s, &fresh, err)))
+        goto out;
+    s->updated_ms = img->updated_ms;
+    s->lsn = lsn;
+out:
+    pthread_mutex_unlock(&s->mu);
+    if (rc)
+        optd_session_config_free(&fresh);
+    return rc;
+}
+
 int optd_session_commit(optd_session_t *s, const optd_durability_t *dur, optd_err_t *err)
 {
     pthread_mutex_lock(&s->mu);
@@ -1335,7 +1386,10 @@ static int patch_install_locked(optd_session_t *s, optd_session_config_t *merged
     s->charged = s->mem ? charge : 0;
     s->updated_ms = optd_now_ms();
     s->version++;
-    if (s->dur && s->dur->commit && (rc = s->dur->commit(s->dur->ctx, s, err))) {
+    /* Only the configuration changed: a config record, not the image. */
+    int (*commit)(void *, struct optd_session *, optd_err_t *) =
+        !s->dur ? NULL : s->dur->commit_config ? s->dur->commit_config : s->dur->commit;
+    if (commit && (rc = commit(s->dur->ctx, s, err))) {
         s->cfg = old;
         s->updated_ms = old_updated;
         s->version--;

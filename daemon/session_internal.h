@@ -54,6 +54,10 @@ typedef struct optd_durability {
      * import); --sync always: 0 once durable, or OPTD_EIO (the caller then
      * undoes the change). */
     int (*commit)(void *ctx, struct optd_session *s, optd_err_t *err);
+    /* The same after only s's configuration changed (a PATCH): what it
+     * journals is the configuration, not the parameters and buffers.  NULL:
+     * commit serves. */
+    int (*commit_config)(void *ctx, struct optd_session *s, optd_err_t *err);
     /* The session named name was deleted (or expired): forget it on disk.
      * batch: may return before the deletion is durable; the caller then
      * calls sync once for all of them (ttl expiry). */
@@ -140,6 +144,10 @@ size_t optd_session_bytes_locked(const optd_session_t *s);
  * the version under the same hold). */
 int optd_session_copy_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
 
+/* The same without history, parameters or buffers (img->params NULL):
+ * the configuration, size, step and times, for a config record. */
+int optd_session_config_image_locked(optd_session_t *s, optd_session_image_t *img, optd_err_t *err);
+
 /* Replaces the configuration (optimizer, dtype and the group sizes must be
  * unchanged; cfg is copied): 0, OPTD_EINVAL, OPTD_ENOMEM, OPTD_ENOTFOUND
  * (deleted), OPTD_EIO. */
@@ -157,6 +165,14 @@ bool optd_session_is_deleted(optd_session_t *s);
  * this step), or the step's error (OPTD_ENONFINITE: refused, as it was). */
 int optd_session_replay_step(optd_session_t *s, const optd_step_record_t *rec, uint64_t lsn,
                              optd_err_t *err);
+/* Journal replay of a config record (img from
+ * optd_snapshot_decode_config) with sequence number lsn: s takes img's
+ * configuration and updated time, only if lsn is newer than its last
+ * record.  0 applied, 1 skipped (stale), OPTD_EINVAL when the record is not
+ * at s's step or not of its shape (optimizer, dtype, size, groups), or the
+ * installation's error (OPTD_ENOMEM, OPTD_ELIMIT). */
+int optd_session_replay_config(optd_session_t *s, const optd_session_image_t *img, uint64_t lsn,
+                               optd_err_t *err);
 /* Journals the session whole again through dur->commit (its snapshot could
  * not be written, and the journal holding its records is to go): 0
  * (also when it is deleted) or the hook's error. */

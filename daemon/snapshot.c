@@ -122,11 +122,11 @@ static unsigned count_sections(const optd_session_image_t *img)
 
 /* The header: magic, version, flags and a body length patched in by
  * w_finish. */
-static void w_header(wbuf_t *w, unsigned n_sections)
+static void w_header(wbuf_t *w, unsigned n_sections, uint32_t flags)
 {
     optd_w_bytes(w, OPTD_SNAP_MAGIC, OPTD_SNAP_MAGIC_LEN);
     optd_w_u32(w, OPTD_SNAP_VERSION);
-    optd_w_u32(w, n_sections ? OPTD_SNAP_F_SECTIONS : 0); /* flags */
+    optd_w_u32(w, flags | (n_sections ? OPTD_SNAP_F_SECTIONS : 0));
     optd_w_u64(w, 0); /* body length, filled in by w_finish */
 }
 
@@ -243,8 +243,10 @@ static void w_finish(wbuf_t *w)
     optd_w_u32(w, optd_crc32(0, w->p, w->len));
 }
 
-int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t **out,
-                         size_t *len, optd_err_t *err)
+/* A snapshot of img, or with config only its configuration (no
+ * history, parameters or buffers). */
+static int encode(const optd_session_image_t *img, uint64_t lsn, bool config, uint8_t **out, size_t *len,
+                  optd_err_t *err)
 {
     *out = NULL;
     *len = 0;
@@ -252,14 +254,21 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
     unsigned nbufs = 0;
     for (int b = 0; b < OPTD_BUF_COUNT; b++)
         nbufs += img->st.buf[b] != NULL;
+    optd_session_image_t head;
+    if (config) { /* the sections' per-entry parts (table) follow the history: none */
+        head = *img;
+        head.n_history = 0;
+        img = &head;
+    }
     wbuf_t w = {0};
-    optd_w_reserve(&w, ENCODE_SLACK + img->size * esz * (1 + nbufs) +
+    optd_w_reserve(&w, ENCODE_SLACK + (config ? 0 : img->size * esz * (1 + nbufs)) +
                            img->n_history * OPTD_SNAP_HISTORY_ENTRY);
     unsigned n_sections = count_sections(img);
-    w_header(&w, n_sections);
+    w_header(&w, n_sections, config ? OPTD_SNAP_F_CONFIG : 0);
     w_meta(&w, img, lsn);
     w_labels_history(&w, img);
-    w_state(&w, img);
+    if (!config)
+        w_state(&w, img);
     w_sections(&w, img, n_sections);
     w_finish(&w);
     if (w.oom) {
@@ -269,6 +278,18 @@ int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t 
     *out = w.p;
     *len = w.len;
     return 0;
+}
+
+int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t **out,
+                         size_t *len, optd_err_t *err)
+{
+    return encode(img, lsn, false, out, len, err);
+}
+
+int optd_snapshot_encode_config(const optd_session_image_t *img, uint8_t **out, size_t *len,
+                                optd_err_t *err)
+{
+    return encode(img, 0, true, out, len, err);
 }
 
 /* ---- reader ---------------------------------------------------------------------- */
@@ -480,7 +501,7 @@ static int check_frame(const uint8_t *buf, size_t len, uint32_t *flags, size_t *
     *end = OPTD_SNAP_HEADER + (size_t)body;
     if (optd_crc32(0, buf, *end) != optd_le_get32(buf + *end))
         return optd_err_set(err, OPTD_ECORRUPT, "bad checksum");
-    if (*flags & ~OPTD_SNAP_F_SECTIONS)
+    if (*flags & ~(OPTD_SNAP_F_SECTIONS | OPTD_SNAP_F_CONFIG))
         return optd_err_set(err, OPTD_ECORRUPT, "unknown flags");
     return 0;
 }
@@ -652,8 +673,10 @@ static const char *check_image(const rbuf_t *r, const optd_session_image_t *img,
     return NULL;
 }
 
-int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *img, uint64_t *lsn,
-                         optd_err_t *err)
+/* A snapshot (config false) or a configuration (config true; see
+ * optd_snapshot_decode_config); either refuses the other. */
+static int decode(const uint8_t *buf, size_t len, bool config, optd_session_image_t *img, uint64_t *lsn,
+                  optd_err_t *err)
 {
     memset(img, 0, sizeof *img);
     *lsn = 0;
@@ -662,6 +685,9 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
     int rc = check_frame(buf, len, &flags, &end, err);
     if (rc)
         return rc;
+    if (!(flags & OPTD_SNAP_F_CONFIG) != !config)
+        return optd_err_set(err, OPTD_ECORRUPT, "%s",
+                            config ? "not a configuration record" : "a configuration record, not a snapshot");
     /* From here on the bytes are what was written; anything wrong means a
      * writer bug or a deliberate forgery, and is refused the same way.
      * Each step reads its part and says why it refuses it, if it does. */
@@ -674,8 +700,18 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
         why = r_labels(&r, &img->cfg, &oom);
     if (!why)
         why = r_history(&r, img, &oom);
-    if (!why)
+    if (!why && config && img->n_history)
+        why = "a configuration record with history entries";
+    if (!why && !config)
         why = r_state(&r, img, &m, &oom);
+    if (!why && config) { /* what r_state sets but the arrays */
+        img->size = (size_t)m.size;
+        img->st.kind = img->cfg.kind;
+        img->st.dtype = img->cfg.dtype;
+        img->st.size = img->size;
+        img->st.step = m.step;
+        img->st.mu_product = m.mu_product;
+    }
     if (!why && (flags & OPTD_SNAP_F_SECTIONS))
         why = read_sections(&r, img, &oom);
     if (!why)
@@ -686,6 +722,19 @@ int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *i
         return optd_err_set(err, OPTD_ENOMEM, "out of memory decoding a snapshot");
     }
     return why ? corrupt(img, err, why) : 0;
+}
+
+int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *img, uint64_t *lsn,
+                         optd_err_t *err)
+{
+    return decode(buf, len, false, img, lsn, err);
+}
+
+int optd_snapshot_decode_config(const uint8_t *buf, size_t len, optd_session_image_t *img,
+                                optd_err_t *err)
+{
+    uint64_t lsn;
+    return decode(buf, len, true, img, &lsn, err);
 }
 
 /* ---- file names ------------------------------------------------------------------ */

@@ -32,6 +32,11 @@
  * 1.1 fields stay readable by 1.0; a tag this optd does not know is
  * refused as a file from a newer optd. */
 #define OPTD_SNAP_F_SECTIONS 1u
+/* Header flag: a configuration only (a journal config record, written for
+ * a PATCH): the metadata, labels and sections, with no history entries,
+ * parameters or state buffers.  Never a file: optd_snapshot_decode refuses
+ * it, optd_snapshot_decode_config takes only it. */
+#define OPTD_SNAP_F_CONFIG 2u
 enum {
     OPTD_SNAP_SEC_LOSS = 1,   /* u8 1, f64 last, u64 last_step, f64 best, u64 best_step */
     OPTD_SNAP_SEC_GROUPS = 2, /* parameter groups: u32 count, then per group u64 size,
@@ -65,12 +70,23 @@ enum {
 int optd_snapshot_encode(const optd_session_image_t *img, uint64_t lsn, uint8_t **out,
                          size_t *len, optd_err_t *err);
 
+/* The same with OPTD_SNAP_F_CONFIG: img's history, parameters and
+ * buffers are not written (img may have none: its st.buf[] say nothing
+ * then).  The bytes of a journal config record. */
+int optd_snapshot_encode_config(const optd_session_image_t *img, uint8_t **out, size_t *len,
+                                optd_err_t *err);
+
 /* Decodes buf into img (owned by the caller afterwards: free with
  * optd_session_image_free) and *lsn.  0, OPTD_ECORRUPT with the reason in
  * err ("truncated", "bad checksum", "unknown format version 7", ...), or
  * OPTD_ENOMEM.  On error img is left empty. */
 int optd_snapshot_decode(const uint8_t *buf, size_t len, optd_session_image_t *img, uint64_t *lsn,
                          optd_err_t *err);
+/* The same for a configuration (OPTD_SNAP_F_CONFIG, and only that): img
+ * gets the name, configuration, size, step, times and sections' contents;
+ * no history, parameters or buffers (img->params NULL). */
+int optd_snapshot_decode_config(const uint8_t *buf, size_t len, optd_session_image_t *img,
+                                optd_err_t *err);
 
 /* The file name of session name: "s-" + lowercase RFC 4648 base32 of the
  * name (no padding) + ".snap".  Only [a-z2-7] from the name reach the disk,

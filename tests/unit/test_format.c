@@ -188,6 +188,63 @@ START_TEST(test_snapshot_golden_table)
 }
 END_TEST
 
+/* The config record a PATCH journals (OPTD_SNAP_F_CONFIG): golden bytes;
+ * decoded, the configuration comes back whole with no arrays; and neither
+ * decoder takes the other's bytes (a config record is never a snapshot
+ * file, nor a snapshot a config record). */
+START_TEST(test_config_record_golden)
+{
+    optd_session_t *s = rich();
+    optd_session_image_t img;
+    optd_err_t err;
+    pthread_mutex_lock(&s->mu);
+    ck_assert_int_eq(optd_session_config_image_locked(s, &img, &err), 0);
+    pthread_mutex_unlock(&s->mu);
+    img.created_ms = 1700000000000;
+    img.updated_ms = 1700000000500;
+    ck_assert_ptr_null(img.params);
+    uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(optd_snapshot_encode_config(&img, &buf, &len, &err), 0);
+    golden("config_rich.bin", buf, len);
+    ck_assert_uint_lt(len, 1024); /* whatever the session's size (758 bytes here) */
+
+    optd_session_image_t back;
+    ck_assert_msg(optd_snapshot_decode_config(buf, len, &back, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(back.name, "golden-rich");
+    ck_assert_ptr_null(back.params);
+    ck_assert_uint_eq(back.n_history, 0);
+    ck_assert_uint_eq(back.size, 5);
+    ck_assert_uint_eq(back.st.step, 3);
+    ck_assert_uint_eq(back.cfg.n_groups, 2);
+    ck_assert(back.cfg.groups[1].hp.lr == img.cfg.groups[1].hp.lr);
+    ck_assert(back.cfg.has_schedule && back.cfg.schedule.t_max == 100);
+    ck_assert_uint_eq(back.cfg.n_labels, 2);
+    ck_assert_int_eq(back.updated_ms, 1700000000500);
+    uint8_t *again;
+    size_t again_len;
+    ck_assert_int_eq(optd_snapshot_encode_config(&back, &again, &again_len, &err), 0);
+    ck_assert_uint_eq(again_len, len);
+    ck_assert_int_eq(memcmp(again, buf, len), 0);
+    free(again);
+    optd_session_image_free(&back);
+
+    uint64_t lsn;
+    ck_assert_int_eq(optd_snapshot_decode(buf, len, &back, &lsn, &err), OPTD_ECORRUPT);
+    ck_assert_str_eq(err.msg, "a configuration record, not a snapshot");
+    free(buf);
+    optd_session_image_t whole;
+    fixed_image(s, &whole);
+    ck_assert_int_eq(optd_snapshot_encode(&whole, 0, &buf, &len, &err), 0);
+    ck_assert_int_eq(optd_snapshot_decode_config(buf, len, &back, &err), OPTD_ECORRUPT);
+    ck_assert_str_eq(err.msg, "not a configuration record");
+    free(buf);
+    optd_session_image_free(&whole);
+    optd_session_image_free(&img);
+    optd_session_release(s);
+}
+END_TEST
+
 static int replay_one(void *arg, uint32_t type, uint64_t lsn, const uint8_t *payload, size_t len)
 {
     size_t *seen = arg;
@@ -298,6 +355,7 @@ int main(void)
     tcase_add_test(tc, test_snapshot_golden_rich);
     tcase_add_test(tc, test_snapshot_golden_rounds);
     tcase_add_test(tc, test_snapshot_golden_table);
+    tcase_add_test(tc, test_config_record_golden);
     tcase_add_test(tc, test_journal_golden);
     tcase_add_test(tc, test_bytes_codec);
     suite_add_tcase(s, tc);
