@@ -92,6 +92,33 @@ static void decode_one(const uint8_t *buf, size_t len)
         fz_fail("optd_snapshot_decode refused without a reason");
     }
     optd_session_image_free(&img);
+    /* The same bytes as a PATCH's config record (flag bit 1): refused with
+     * a reason, or a configuration whose encoding is stable over a round
+     * trip (as a snapshot's: missing hyperparameters take defaults). */
+    rc = optd_snapshot_decode_config(buf, len, &img, &err);
+    if (rc == 0) {
+        optd_session_image_t again;
+        uint8_t *b1 = NULL, *b2 = NULL;
+        size_t n1 = 0, n2 = 0;
+        if (img.params || img.n_history)
+            fz_fail("a config record decoded with parameters or history");
+        if (optd_snapshot_encode_config(&img, &b1, &n1, &err) != 0)
+            fz_fail("cannot encode a decoded config record: %s", err.msg);
+        if (optd_snapshot_decode_config(b1, n1, &again, &err) != 0)
+            fz_fail("a re-encoded config record does not decode: %s", err.msg);
+        if (optd_snapshot_encode_config(&again, &b2, &n2, &err) != 0)
+            fz_fail("cannot encode a decoded config record: %s", err.msg);
+        if (n1 != n2 || memcmp(b1, b2, n1) != 0)
+            fz_fail("config record encoding is not stable over a round trip (%zu vs %zu bytes)", n1, n2);
+        free(b1);
+        free(b2);
+        optd_session_image_free(&again);
+    } else if (rc != OPTD_ECORRUPT) {
+        fz_fail("optd_snapshot_decode_config returned %d (%s)", rc, err.msg);
+    } else if (!err.msg[0]) {
+        fz_fail("optd_snapshot_decode_config refused without a reason");
+    }
+    optd_session_image_free(&img);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
