@@ -251,7 +251,9 @@ int optd_optim_step_rows(optd_optim_state_t *st, const optd_hparams_t *hp,
      * rows of the parameters and of each state buffer (room for n_rows
      * rows each: repeats only make it larger than needed). */
     size_t es = optd_dtype_size(st->dtype), rb = row_size * es;
-    unsigned kept = BIT(OPTD_BUF_COUNT);
+    /* The buffers the step will have: those held, and those its plan
+     * starts (an import at step 0 may leave them all out). */
+    unsigned kept = BIT(OPTD_BUF_COUNT) | optd_optim_step_bufs(st->kind, hp);
     for (int b = 0; b < OPTD_BUF_COUNT; b++)
         if (st->buf[b])
             kept |= BIT(b);

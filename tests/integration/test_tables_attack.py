@@ -228,6 +228,53 @@ def peak_rss_kib(d):
     raise AssertionError("no VmHWM")
 
 
+class RowsStepAfterStep0ImportWithoutBuffers(DaemonTestCase):
+    """A state import at step 0 may leave out the optimizer's buffers (the
+    first step starts them).  A dense step then starts them, but a rows
+    step on sparse_adam or adagrad read the missing buffer (NULL) and
+    killed the daemon (SIGSEGV; UBSan: kernels_tmpl.h, load of null
+    pointer): found by the differential tester, in every binary since
+    tables.  The rows step starts them as the dense step does, answering
+    what the same rows step on a freshly created twin answers."""
+
+    def check(self, optimizer, state, hyperparameters=None):
+        n = self.uname()
+        twin = self.uname()
+        doc = {"name": n, "optimizer": optimizer, "dtype": "float64", "size": 12, "row_size": 3,
+               "step": 0, "params": [0.25] * 12, "state": state}
+        if hyperparameters:
+            doc["hyperparameters"] = hyperparameters
+        r = self.d.put("/v1/sessions/%s/state" % n, doc)
+        self.assertEqual(r.status, 201, r)
+        self.d.create(twin, optimizer, params=[0.25] * 12, row_size=3,
+                      **({"hyperparameters": hyperparameters} if hyperparameters else {}))
+        step = {"rows": [1, 3, 1], "gradient": [0.1, -0.2, 0.3, 0.5, 0.0, -1.0, 0.1, 0.1, 0.1]}
+        got = self.d.post("/v1/sessions/%s/step" % n, step)
+        want = self.d.post("/v1/sessions/%s/step" % twin, step)
+        self.assertEqual(want.status, 200, want)
+        self.assertEqual((got.status, got.raw), (want.status, want.raw))
+        self.d.assert_alive()
+        # and the state it started is the twin's
+        a = self.d.get("/v1/sessions/%s/state" % n).body
+        b = self.d.get("/v1/sessions/%s/state" % twin).body
+        self.assertEqual(a["state"], b["state"])
+
+    def test_sparse_adam_no_state(self):
+        self.check("sparse_adam", {})
+
+    def test_sparse_adam_only_exp_avg(self):
+        self.check("sparse_adam", {"exp_avg": [0.0] * 12})
+
+    def test_sparse_adam_only_exp_avg_sq(self):
+        self.check("sparse_adam", {"exp_avg_sq": [0.0] * 12})
+
+    def test_adagrad_no_state(self):
+        self.check("adagrad", {})
+
+    def test_adagrad_no_state_with_initial_accumulator(self):
+        self.check("adagrad", {}, {"initial_accumulator_value": 0.5})
+
+
 class RowsByTheMillion(DaemonTestCase):
     """POST .../rows takes any number of rows: five million of them (a 10
     MB body) are read from the text, 8 bytes each, not as a Jansson value

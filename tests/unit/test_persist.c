@@ -377,16 +377,26 @@ START_TEST(groups_round_trip_and_flags)
     }
     world_close(&w, false);
 
-    /* An unknown flag bit (with a right checksum) is refused. */
+    /* An unknown flag bit (with a right checksum) is refused; bit 1, a
+     * PATCH's config record, is never a snapshot. */
     optd_session_image_t img;
     uint64_t lsn;
     optd_err_t err;
-    want[OPTD_NADAM][12] |= 2;
-    uint32_t crc = (uint32_t)crc32(0L, want[OPTD_NADAM], (uInt)(wlen[OPTD_NADAM] - 4));
-    for (int i = 0; i < 4; i++)
-        want[OPTD_NADAM][wlen[OPTD_NADAM] - 4 + i] = (uint8_t)(crc >> (8 * i));
-    ck_assert_int_eq(optd_snapshot_decode(want[OPTD_NADAM], wlen[OPTD_NADAM], &img, &lsn, &err), OPTD_ECORRUPT);
-    ck_assert_str_eq(err.msg, "unknown flags");
+    const struct {
+        uint8_t bit;
+        const char *why;
+    } flags[] = {{4, "unknown flags"}, {2, "a configuration record, not a snapshot"}};
+    for (size_t f = 0; f < sizeof flags / sizeof flags[0]; f++) {
+        uint8_t *b = malloc(wlen[OPTD_NADAM]);
+        memcpy(b, want[OPTD_NADAM], wlen[OPTD_NADAM]);
+        b[12] |= flags[f].bit;
+        uint32_t crc = (uint32_t)crc32(0L, b, (uInt)(wlen[OPTD_NADAM] - 4));
+        for (int i = 0; i < 4; i++)
+            b[wlen[OPTD_NADAM] - 4 + i] = (uint8_t)(crc >> (8 * i));
+        ck_assert_int_eq(optd_snapshot_decode(b, wlen[OPTD_NADAM], &img, &lsn, &err), OPTD_ECORRUPT);
+        ck_assert_str_eq(err.msg, flags[f].why);
+        free(b);
+    }
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
         free(want[k]);
     free(pb);
