@@ -15,9 +15,7 @@
 #include <string.h>
 
 #include "optd/optim.h"
-#include "optim/kernels.h"
-
-#define BIT(b) (1u << (b))
+#include "optim/optimizer.h"
 
 int optd_optim_rows_supported(optd_optim_kind_t kind, const optd_hparams_t *hp, size_t n_groups,
                               optd_err_t *err)
@@ -32,23 +30,8 @@ int optd_optim_rows_supported(optd_optim_kind_t kind, const optd_hparams_t *hp, 
                             "(weight_decay 0) or sgd (momentum 0, weight_decay 0)",
                             d ? d->name : "this optimizer");
     /* The options PyTorch's sparse paths do not have. */
-    switch (kind) {
-    case OPTD_ADAGRAD:
-        if (hp->weight_decay != 0)
-            return optd_err_set(err, OPTD_EINVAL,
-                                "a rows step on adagrad needs weight_decay 0 (PyTorch's sparse "
-                                "Adagrad has none); this session has weight_decay %g",
-                                hp->weight_decay);
-        return 0;
-    case OPTD_SGD:
-        if (hp->momentum != 0 || hp->weight_decay != 0)
-            return optd_err_set(err, OPTD_EINVAL,
-                                "a rows step on sgd needs momentum 0 and weight_decay 0 (PyTorch's "
-                                "sparse SGD); this session has momentum %g, weight_decay %g",
-                                hp->momentum, hp->weight_decay);
-        return 0;
-    default: return 0;
-    }
+    const optd_optimizer_t *o = optd_optimizer(kind);
+    return o->rows_options ? o->rows_options(hp, err) : 0;
 }
 
 /* A listed row and where it was listed, sorted by row, then by place. */
@@ -288,10 +271,7 @@ int optd_optim_step_rows(optd_optim_state_t *st, const optd_hparams_t *hp,
             slot[k] = scratch + (used++) * n * es;
     rows_copy(st, params, slot, uniq, n_uniq, row_size, true);
     double seen[OPTD_BUF_COUNT + 1];
-    if (st->dtype == OPTD_FLOAT32)
-        optd_kernel_apply_f32(&plan, slot, slot[OPTD_BUF_COUNT], vals, n, seen);
-    else
-        optd_kernel_apply_f64(&plan, slot, slot[OPTD_BUF_COUNT], vals, n, seen);
+    optd_optimizer(st->kind)->kernel[st->dtype](&plan, slot, slot[OPTD_BUF_COUNT], vals, n, seen);
     bool ok = true;
     for (int k = 0; k <= OPTD_BUF_COUNT; k++)
         ok &= seen[k] == -1.0 || isfinite(seen[k]);
