@@ -57,6 +57,7 @@ const optd_optimizer_t optd_optimizer_adagrad = {
     .desc = {.name = "adagrad", .kind = OPTD_ADAGRAD, HPARAMS(hp_adagrad),
              .bufs = BIT(OPTD_BUF_SUM), .required_bufs = BIT(OPTD_BUF_SUM), .sparse_rows = true},
     .rows_options = adagrad_rows_options,
+    .rows_note = "weight_decay 0",
     .plan = adagrad_plan,
     .bound = adagrad_bound,
     .kernel = OPTD_KERNELS(adagrad),

@@ -1,4 +1,4 @@
-/* opt_lion.c: Lion (Chen et al. 2023, as lion-pytorch), with decoupled
+/* opt_lion.c: Lion (Chen et al., 2023; OPTIMIZERS.md), with decoupled
  * weight decay. */
 #ifndef T /* ---- the descriptor, the plan and the bound ------------------------- */
 #include "optim/optimizer.h"

@@ -81,6 +81,7 @@ const optd_optimizer_t optd_optimizer_sgd = {
     .option_bufs = sgd_option_bufs,
     .validate = sgd_validate,
     .rows_options = sgd_rows_options,
+    .rows_note = "momentum 0, weight_decay 0",
     .momentum_from_grad = true,
     .plan = sgd_plan,
     .bound = sgd_bound,

@@ -82,6 +82,7 @@ typedef struct optd_optimizer {
     /* With desc.sparse_rows: the options its sparse rule does not take,
      * 0 or OPTD_EINVAL (NULL: it takes them all). */
     int (*rows_options)(const optd_hparams_t *hp, optd_err_t *err);
+    const char *rows_note; /* what rows_options asks, for messages: "weight_decay 0" */
     /* sgd: momentum_buffer starts as the gradient, on each group's first
      * step with momentum (optd_group_state_t.momentum_started). */
     bool momentum_from_grad;

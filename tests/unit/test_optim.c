@@ -130,7 +130,10 @@ START_TEST(test_descriptors)
         ck_assert_msg((o->desc.required_bufs & ~bufs) == 0, "%s: required_bufs", names[k]);
         ck_assert_msg(!o->option_bufs || (o->option_bufs(&all) & ~bufs) == 0, "%s: option_bufs",
                       names[k]);
-        ck_assert_msg(o->desc.sparse_rows || !o->rows_options, "%s: rows_options", names[k]);
+        ck_assert_msg(o->desc.sparse_rows || (!o->rows_options && !o->rows_note), "%s: rows_options",
+                      names[k]);
+        ck_assert_msg(!o->rows_options == !o->rows_note, "%s: rows_note says what rows_options asks",
+                      names[k]);
         ck_assert_msg(!o->momentum_from_grad || (bufs & (1u << OPTD_BUF_MOMENTUM_BUFFER)),
                       "%s: momentum_from_grad", names[k]);
     }
