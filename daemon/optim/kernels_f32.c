@@ -1,9 +1,10 @@
-/* kernels_f32.c: the float32 instance of the update kernels (kernels_tmpl.h). */
+/* kernels_f32.c: the float32 instance of the passes of kernels_tmpl.h. */
 #include "optim/kernels_common.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
 
 #define T float
 #define SFX f32
-#define SQRT sqrtf
-#define MAGT int32_t
-#define MAG_MASK 0x7fffffff
 #include "optim/kernels_tmpl.h"

@@ -1,9 +1,10 @@
-/* kernels_f64.c: the float64 instance of the update kernels (kernels_tmpl.h). */
+/* kernels_f64.c: the float64 instance of the passes of kernels_tmpl.h. */
 #include "optim/kernels_common.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
 
 #define T double
 #define SFX f64
-#define SQRT sqrt
-#define MAGT int64_t
-#define MAG_MASK 0x7fffffffffffffff
 #include "optim/kernels_tmpl.h"

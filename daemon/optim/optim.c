@@ -1,11 +1,12 @@
-/* optim.c: the optimizer core around the kernels: the one table of
- * optimizers and hyperparameters, validation, state buffers and the checks
- * of an imported state, and the step split into sumsq / plan / check /
- * apply / commit (include/optd/optim.h), with the O(1) bound that spares
- * almost every step the check that it stays finite.
+/* optim.c: the optimizer core around the optimizers: the table of their
+ * descriptors, validation, state buffers and the checks of an imported
+ * state, and the step split into sumsq / plan / check / apply / commit
+ * (include/optd/optim.h), with the O(1) bound that spares almost every
+ * step the check that it stays finite.
  *
  * Everything here runs once per step or per session and works in double;
- * the per-element work is in kernels_tmpl.h. */
+ * what is an optimizer's own (its scalars, plan, bound and kernel) is in
+ * its file, opt_NAME.c, reached through its descriptor (optimizer.h). */
 #include "optd/optim.h"
 
 #include <float.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "optim/kernels.h"
+#include "optim/optimizer.h"
 
 /* ---- dtypes ------------------------------------------------------------ */
 
@@ -44,92 +46,21 @@ int optd_dtype_parse(const char *name, optd_dtype_t *out)
 
 /* ---- the table ------------------------------------------------------------ */
 
-#define HP_REAL(name, field, d) {name, OPTD_HP_REAL, offsetof(optd_hparams_t, field), {d, 0}}
-#define HP_BOOL(name, field, d) {name, OPTD_HP_BOOL, offsetof(optd_hparams_t, field), {d, 0}}
-#define HP_BETAS(d0, d1) {"betas", OPTD_HP_PAIR, offsetof(optd_hparams_t, betas), {d0, d1}}
+#define OPTD_OPTIMIZER_ENTRY_(KIND, name) [OPTD_##KIND] = &optd_optimizer_##name,
+static const optd_optimizer_t *const optimizers[OPTD_OPTIM_COUNT] = {
+    OPTD_OPTIMIZERS(OPTD_OPTIMIZER_ENTRY_)
+};
+#undef OPTD_OPTIMIZER_ENTRY_
 
-/* Each list is in PyTorch's keyword order, the order the API prints. */
-static const optd_hparam_desc_t hp_sgd[] = {
-    HP_REAL("lr", lr, 1e-3), HP_REAL("momentum", momentum, 0),
-    HP_REAL("dampening", dampening, 0), HP_REAL("weight_decay", weight_decay, 0),
-    HP_BOOL("nesterov", nesterov, 0), HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_adagrad[] = {
-    HP_REAL("lr", lr, 1e-2), HP_REAL("lr_decay", lr_decay, 0),
-    HP_REAL("weight_decay", weight_decay, 0),
-    HP_REAL("initial_accumulator_value", initial_accumulator_value, 0),
-    HP_REAL("eps", eps, 1e-10), HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_rmsprop[] = {
-    HP_REAL("lr", lr, 1e-2), HP_REAL("alpha", alpha, 0.99), HP_REAL("eps", eps, 1e-8),
-    HP_REAL("weight_decay", weight_decay, 0), HP_REAL("momentum", momentum, 0),
-    HP_BOOL("centered", centered, 0), HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_adam[] = {
-    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
-    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("amsgrad", amsgrad, 0),
-    HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_adamw[] = {
-    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
-    HP_REAL("weight_decay", weight_decay, 1e-2), HP_BOOL("amsgrad", amsgrad, 0),
-    HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_adamax[] = {
-    HP_REAL("lr", lr, 2e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
-    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_nadam[] = {
-    HP_REAL("lr", lr, 2e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
-    HP_REAL("weight_decay", weight_decay, 0), HP_REAL("momentum_decay", momentum_decay, 4e-3),
-    HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_radam[] = {
-    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
-    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_adadelta[] = {
-    HP_REAL("lr", lr, 1.0), HP_REAL("rho", rho, 0.9), HP_REAL("eps", eps, 1e-6),
-    HP_REAL("weight_decay", weight_decay, 0), HP_BOOL("maximize", maximize, 0),
-};
-/* torch.optim.SparseAdam's keywords (it has no weight_decay or amsgrad). */
-static const optd_hparam_desc_t hp_sparse_adam[] = {
-    HP_REAL("lr", lr, 1e-3), HP_BETAS(0.9, 0.999), HP_REAL("eps", eps, 1e-8),
-    HP_BOOL("maximize", maximize, 0),
-};
-static const optd_hparam_desc_t hp_lion[] = {
-    HP_REAL("lr", lr, 1e-4), HP_BETAS(0.9, 0.99), HP_REAL("weight_decay", weight_decay, 0),
-    HP_BOOL("maximize", maximize, 0),
-};
-
-#define BIT(b) (1u << (b))
-/* One entry per optimizer: name, kind, hyperparameters, the buffers it may
- * keep, those every step uses, nadam's scalar, a sparse rule for rows. */
-#define DESC(nm, k, list, bufs, req, mu, rows) {nm, k, sizeof list / sizeof list[0], list, bufs, req, mu, rows}
-#define ADAM_BUFS (BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_AVG_SQ))
-
-static const optd_optim_desc_t descs[OPTD_OPTIM_COUNT] = {
-    DESC("sgd", OPTD_SGD, hp_sgd, BIT(OPTD_BUF_MOMENTUM_BUFFER), 0, false, true),
-    DESC("adagrad", OPTD_ADAGRAD, hp_adagrad, BIT(OPTD_BUF_SUM), BIT(OPTD_BUF_SUM), false, true),
-    DESC("rmsprop", OPTD_RMSPROP, hp_rmsprop,
-         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_GRAD_AVG) | BIT(OPTD_BUF_MOMENTUM_BUFFER),
-         BIT(OPTD_BUF_SQUARE_AVG), false, false),
-    DESC("adam", OPTD_ADAM, hp_adam, ADAM_BUFS | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), ADAM_BUFS, false, false),
-    DESC("adamw", OPTD_ADAMW, hp_adamw, ADAM_BUFS | BIT(OPTD_BUF_MAX_EXP_AVG_SQ), ADAM_BUFS, false, false),
-    DESC("adamax", OPTD_ADAMAX, hp_adamax, BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF),
-         BIT(OPTD_BUF_EXP_AVG) | BIT(OPTD_BUF_EXP_INF), false, false),
-    DESC("nadam", OPTD_NADAM, hp_nadam, ADAM_BUFS, ADAM_BUFS, true, false),
-    DESC("radam", OPTD_RADAM, hp_radam, ADAM_BUFS, ADAM_BUFS, false, false),
-    DESC("adadelta", OPTD_ADADELTA, hp_adadelta, BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA),
-         BIT(OPTD_BUF_SQUARE_AVG) | BIT(OPTD_BUF_ACC_DELTA), false, false),
-    DESC("lion", OPTD_LION, hp_lion, BIT(OPTD_BUF_EXP_AVG), BIT(OPTD_BUF_EXP_AVG), false, false),
-    DESC("sparse_adam", OPTD_SPARSE_ADAM, hp_sparse_adam, ADAM_BUFS, ADAM_BUFS, false, true),
-};
+const optd_optimizer_t *optd_optimizer(optd_optim_kind_t kind)
+{
+    return optimizers[kind];
+}
 
 /* The buffers every step of a kind uses (allocated at init). */
 static unsigned required_bufs(optd_optim_kind_t kind)
 {
-    return descs[kind].required_bufs;
+    return optimizers[kind]->desc.required_bufs;
 }
 
 static const char *const buf_names[OPTD_BUF_COUNT] = {
@@ -146,7 +77,7 @@ static const char *const buf_names[OPTD_BUF_COUNT] = {
 
 const optd_optim_desc_t *optd_optim_desc(optd_optim_kind_t kind)
 {
-    return (unsigned)kind < OPTD_OPTIM_COUNT ? &descs[kind] : NULL;
+    return (unsigned)kind < OPTD_OPTIM_COUNT ? &optimizers[kind]->desc : NULL;
 }
 
 int optd_optim_lookup(const char *name, optd_optim_kind_t *out, optd_err_t *err)
@@ -154,11 +85,12 @@ int optd_optim_lookup(const char *name, optd_optim_kind_t *out, optd_err_t *err)
     char list[192];
     size_t len = 0;
     for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
-        if (name && strcmp(name, descs[k].name) == 0) {
+        const char *kname = optimizers[k]->desc.name;
+        if (name && strcmp(name, kname) == 0) {
             *out = (optd_optim_kind_t)k;
             return 0;
         }
-        int w = snprintf(list + len, sizeof list - len, "%s%s", k ? ", " : "", descs[k].name);
+        int w = snprintf(list + len, sizeof list - len, "%s%s", k ? ", " : "", kname);
         if (w > 0 && (size_t)w < sizeof list - len)
             len += (size_t)w;
     }
@@ -271,12 +203,8 @@ int optd_hparams_validate(optd_optim_kind_t kind, const optd_hparams_t *hp, optd
         if (rc)
             return rc;
     }
-    if (kind == OPTD_SGD && hp->nesterov && !(hp->momentum > 0 && hp->dampening == 0))
-        return optd_err_set(err, OPTD_EINVAL,
-                            "nesterov requires momentum > 0 and dampening = 0 "
-                            "(momentum is %g, dampening %g)",
-                            hp->momentum, hp->dampening);
-    return 0;
+    const optd_optimizer_t *o = optd_optimizer(kind);
+    return o->validate ? o->validate(hp, err) : 0;
 }
 
 int optd_clip_validate(double max_grad_norm, optd_err_t *err)
@@ -336,9 +264,9 @@ int optd_optim_state_init(optd_optim_state_t *st, optd_optim_kind_t kind, optd_d
                                 buf_names[b]);
         }
     }
-    double iav = hp ? hp->initial_accumulator_value : 0.0;
-    if (kind == OPTD_ADAGRAD)
-        fill_value(dtype, st->buf[OPTD_BUF_SUM], size, iav);
+    /* adagrad's sum starts at initial_accumulator_value. */
+    if (st->buf[OPTD_BUF_SUM])
+        fill_value(dtype, st->buf[OPTD_BUF_SUM], size, hp ? hp->initial_accumulator_value : 0.0);
     return 0;
 }
 
@@ -412,26 +340,8 @@ bool optd_all_finite(optd_dtype_t dtype, const void *v, size_t n)
 
 unsigned optd_optim_step_bufs(optd_optim_kind_t kind, const optd_hparams_t *hp)
 {
-    unsigned need = required_bufs(kind);
-    switch (kind) {
-    case OPTD_SGD:
-        if (hp->momentum != 0)
-            need |= BIT(OPTD_BUF_MOMENTUM_BUFFER);
-        break;
-    case OPTD_RMSPROP:
-        if (hp->centered)
-            need |= BIT(OPTD_BUF_GRAD_AVG);
-        if (hp->momentum > 0)
-            need |= BIT(OPTD_BUF_MOMENTUM_BUFFER);
-        break;
-    case OPTD_ADAM:
-    case OPTD_ADAMW:
-        if (hp->amsgrad)
-            need |= BIT(OPTD_BUF_MAX_EXP_AVG_SQ);
-        break;
-    default: break;
-    }
-    return need;
+    const optd_optimizer_t *o = optd_optimizer(kind);
+    return o->desc.required_bufs | (o->option_bufs ? o->option_bufs(hp) : 0);
 }
 
 /* Rounds v to the session's dtype (a value PyTorch holds in a tensor). */
@@ -445,7 +355,8 @@ static double to_dtype(optd_dtype_t dtype, double v)
 /* A step's values are bounded from what the last step left (st->bound: the
  * largest magnitude of the parameters and of every buffer), the gradient's
  * L2 norm (which bounds its largest element) and the plan's scalars rounded
- * to the dtype, following each rule's operations in the kernels' order with
+ * to the dtype, by each optimizer's bound function (in its file), which
+ * follows its kernel's operations in order with
  * |a + b| <= |a| + |b|, |a * b| = |a| |b| and |a / b| <= |a| / (the least
  * the divisor can be: eps, as every divisor is a non-negative value plus
  * eps, or a scalar).  If every intermediate stays below half the dtype's
@@ -453,31 +364,20 @@ static double to_dtype(optd_dtype_t dtype, double v)
  * step computes can be infinite, and none can be NaN: NaN needs an
  * infinity, 0/0 (excluded by eps > 0) or the root of a negative number (the
  * buffers under roots hold sums of squares, which import keeps
- * non-negative).  rmsprop's centered variant takes a root of a difference
- * and alpha > 1 makes square_avg's update subtract, so those always take
- * the careful path. */
-typedef struct bound {
-    optd_dtype_t dtype;
-    const optd_optim_state_t *st;
-    unsigned fresh;
-    double worst;
-    bool bad;
-    double out[OPTD_BUF_COUNT + 1]; /* the bound of what the step writes to k */
-    unsigned out_set;               /* bit per k of out[] */
-} bound_t;
-
-/* Records v as the bound of what the step writes to array k.  Handed on,
- * it is raised by 2^-20, more than a dozen roundings of float32 (2^-24
- * each) can add to the value computed, so it stays a bound step after
- * step. */
-static double bout(bound_t *b, int k, double v)
+ * non-negative).  A rule it cannot bound (rmsprop's centered variant takes
+ * a root of a difference) has its bound function answer false: such steps
+ * always take the careful path. */
+double optd_bound_out(optd_bound_t *b, int k, double v)
 {
+    /* Handed on, v is raised by 2^-20, more than a dozen roundings of
+     * float32 (2^-24 each) can add to the value computed, so it stays a
+     * bound step after step. */
     b->out[k] = v * (1 + 0x1p-20);
     b->out_set |= BIT(k);
     return v;
 }
 
-static double bchk(bound_t *b, double x)
+double optd_bound_chk(optd_bound_t *b, double x)
 {
     if (x != x)
         b->bad = true;
@@ -486,198 +386,46 @@ static double bchk(bound_t *b, double x)
     return x;
 }
 
-/* |c| as the kernels use it (rounded once to the dtype). */
-static double bk(const bound_t *b, double c)
+double optd_bound_k(const optd_bound_t *b, double c)
 {
     return fabs(to_dtype(b->dtype, c));
 }
 
-/* What buffer k (OPTD_BUF_COUNT: the params) holds at most; NaN if unknown. */
-static double bmax(const bound_t *b, int k)
+double optd_bound_max(const optd_bound_t *b, int k)
 {
     if (k < OPTD_BUF_COUNT && (b->fresh & BIT(k)))
         return k == OPTD_BUF_SUM ? NAN : 0.0; /* adagrad's starts at a value */
     return (b->st->bound_known & BIT(k)) ? b->st->bound[k] : NAN;
 }
 
-static double bdiv(bound_t *b, double num, double den_least)
+double optd_bound_div(optd_bound_t *b, double num, double den_least)
 {
     if (!(den_least > 0))
         b->bad = true;
-    return bchk(b, num / den_least);
+    return optd_bound_chk(b, num / den_least);
 }
 
-#define CK(x) bchk(&b, (x))
-#define K(x) bk(&b, (x))
-#define M(k) bmax(&b, (k))
-#define DV(num, den) bdiv(&b, (num), (den))
-#define OUT(k, v) bout(&b, (k), (v))
-#define PNEW(v) OUT(OPTD_BUF_COUNT, CK(v))
-
-/* A running average m*b1 + omb1*d (or a sum of squares with d2 = d*d). */
-static double bavg(bound_t *bp, double m, double k1, double k2, double d)
+double optd_bound_avg(optd_bound_t *b, double m, double k1, double k2, double d)
 {
-    bound_t b = *bp;
-    double r = CK(CK(m * k1) + CK(k2 * d));
-    *bp = b;
-    return r;
-}
-
-/* The bound of adam, adamw, adamax, nadam and radam (see provably_finite). */
-static void bound_adam_family(bound_t *bp, const optd_step_plan_t *pl, double P, double G)
-{
-    bound_t b = *bp;
-    const optd_plan_scalars_t *sc = &pl->sc;
-    switch (pl->kind) {
-    case OPTD_ADAM:
-    case OPTD_ADAMW: {
-        double pv = pl->kind == OPTD_ADAMW ? CK(P * K(sc->adam.decay)) : P;
-        double D = sc->adam.wd != 0 ? CK(G + CK(K(sc->adam.wd) * pv)) : G;
-        double eps = K(sc->adam.eps);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->adam.b1), K(sc->adam.omb1), D));
-        double v = OUT(OPTD_BUF_EXP_AVG_SQ,
-                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(sc->adam.b2), CK(K(sc->adam.omb2) * D), D));
-        if (pl->use_amsgrad) {
-            double x = M(OPTD_BUF_MAX_EXP_AVG_SQ);
-            v = OUT(OPTD_BUF_MAX_EXP_AVG_SQ, x != x ? x : x > v ? x : v);
-        }
-        CK(DV(sqrt(CK(v)), K(sc->adam.sbc2)) + eps);
-        PNEW(pv + DV(CK(K(sc->adam.nss) * m), eps));
-        break;
-    }
-    case OPTD_ADAMAX: {
-        double D = sc->adamax.wd != 0 ? CK(G + CK(K(sc->adamax.wd) * P)) : G;
-        double eps = K(sc->adamax.eps);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->adamax.b1), K(sc->adamax.omb1), D));
-        OUT(OPTD_BUF_EXP_INF, CK(CK(M(OPTD_BUF_EXP_INF) * K(sc->adamax.b2)) + CK(D + eps)));
-        PNEW(P + DV(CK(K(sc->adamax.nclr) * m), eps));
-        break;
-    }
-    case OPTD_NADAM: {
-        double D = sc->nadam.wd != 0 ? CK(G + CK(K(sc->nadam.wd) * P)) : G;
-        double eps = K(sc->nadam.eps);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->nadam.b1), K(sc->nadam.omb1), D));
-        double v = OUT(OPTD_BUF_EXP_AVG_SQ,
-                       bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(sc->nadam.b2), CK(K(sc->nadam.omb2) * D), D));
-        CK(sqrt(DV(v, K(sc->nadam.bc2))) + eps);
-        double p1 = CK(P + DV(CK(K(sc->nadam.cg) * D), eps));
-        PNEW(p1 + DV(CK(K(sc->nadam.cm) * m), eps));
-        break;
-    }
-    case OPTD_RADAM: {
-        double D = sc->radam.wd != 0 ? CK(G + CK(K(sc->radam.wd) * P)) : G;
-        double eps = K(sc->radam.eps);
-        double m = OUT(OPTD_BUF_EXP_AVG, bavg(&b, M(OPTD_BUF_EXP_AVG), K(sc->radam.b1), K(sc->radam.omb1), D));
-        OUT(OPTD_BUF_EXP_AVG_SQ, bavg(&b, M(OPTD_BUF_EXP_AVG_SQ), K(sc->radam.b2), CK(K(sc->radam.omb2) * D), D));
-        double bcm = DV(m, K(sc->radam.bc1));
-        double step = CK(bcm * K(sc->radam.lr));
-        if (pl->radam_rect) {
-            double ad = CK(DV(1.0, eps) * K(sc->radam.sbc2));
-            step = CK(CK(step * ad) * K(sc->radam.rect));
-        }
-        PNEW(P + step);
-        break;
-    }
-    default: break;
-    }
-    *bp = b;
+    return CK(CK(m * k1) + CK(k2 * d));
 }
 
 static bool provably_finite(const optd_optim_state_t *st, optd_step_plan_t *pl)
 {
-    bound_t b = {.dtype = st->dtype, .st = st, .fresh = pl->fresh};
-    const optd_plan_scalars_t *sc = &pl->sc;
-    const double P = M(OPTD_BUF_COUNT);
-    const double G = CK(pl->grad_norm * K(pl->gscale)); /* |g * gs| */
-    switch (pl->kind) {
-    case OPTD_SGD: {
-        double D = sc->sgd.wd != 0 ? CK(G + CK(K(sc->sgd.wd) * P)) : G, d = D;
-        if (pl->use_momentum) {
-            double mom = K(sc->sgd.mom);
-            double B = OUT(OPTD_BUF_MOMENTUM_BUFFER,
-                           pl->first_momentum ? D : bavg(&b, M(OPTD_BUF_MOMENTUM_BUFFER), mom, K(sc->sgd.damp1), D));
-            d = pl->use_nesterov ? CK(D + CK(mom * B)) : B;
-        }
-        PNEW(P + CK(K(sc->sgd.nlr) * d));
-        break;
-    }
-    case OPTD_ADAGRAD: {
-        double D = sc->adagrad.wd != 0 ? CK(G + CK(K(sc->adagrad.wd) * P)) : G;
-        double eps = K(sc->adagrad.eps);
-        double S = OUT(OPTD_BUF_SUM, CK(M(OPTD_BUF_SUM) + CK(D * D)));
-        CK(sqrt(S) + eps);
-        PNEW(P + DV(CK(K(sc->adagrad.nclr) * D), eps));
-        break;
-    }
-    case OPTD_RMSPROP: {
-        if (pl->use_centered || sc->rmsprop.oma < 0)
-            return false;
-        double D = sc->rmsprop.wd != 0 ? CK(G + CK(K(sc->rmsprop.wd) * P)) : G;
-        double eps = K(sc->rmsprop.eps);
-        double S = OUT(OPTD_BUF_SQUARE_AVG,
-                       bavg(&b, M(OPTD_BUF_SQUARE_AVG), K(sc->rmsprop.alpha), CK(K(sc->rmsprop.oma) * D), D));
-        CK(sqrt(S) + eps);
-        if (pl->use_momentum) {
-            double B = OUT(OPTD_BUF_MOMENTUM_BUFFER,
-                           CK(CK(M(OPTD_BUF_MOMENTUM_BUFFER) * K(sc->rmsprop.mom)) + DV(D, eps)));
-            PNEW(P + CK(K(sc->rmsprop.nlr) * B));
-        } else {
-            PNEW(P + DV(CK(K(sc->rmsprop.nlr) * D), eps));
-        }
-        break;
-    }
-    case OPTD_ADADELTA: {
-        double D = sc->adadelta.wd != 0 ? CK(G + CK(K(sc->adadelta.wd) * P)) : G;
-        double eps = K(sc->adadelta.eps), rho = K(sc->adadelta.rho), omr = K(sc->adadelta.omr);
-        double s = OUT(OPTD_BUF_SQUARE_AVG, bavg(&b, M(OPTD_BUF_SQUARE_AVG), rho, CK(omr * D), D));
-        CK(s + eps);
-        double a = M(OPTD_BUF_ACC_DELTA);
-        double delta = CK(DV(sqrt(CK(a + eps)), sqrt(eps)) * D);
-        OUT(OPTD_BUF_ACC_DELTA, bavg(&b, a, rho, CK(omr * delta), delta));
-        PNEW(P + CK(K(sc->adadelta.nlr) * delta));
-        break;
-    }
-    case OPTD_LION: {
-        double m = M(OPTD_BUF_EXP_AVG);
-        bavg(&b, m, K(sc->lion.b1), K(sc->lion.omb1), G);
-        OUT(OPTD_BUF_EXP_AVG, bavg(&b, m, K(sc->lion.b2), K(sc->lion.omb2), G));
-        PNEW(CK(P * K(sc->lion.decay)) + K(sc->lion.lr));
-        break;
-    }
-    case OPTD_SPARSE_ADAM: {
-        /* m + (g - m)*omb1 and v + (g*g - v)*omb2; numer = dm + m. */
-        double eps = K(sc->sparse_adam.eps), m = M(OPTD_BUF_EXP_AVG), v = M(OPTD_BUF_EXP_AVG_SQ);
-        double dm = CK(CK(G + m) * K(sc->sparse_adam.omb1));
-        OUT(OPTD_BUF_EXP_AVG, CK(m + dm));
-        double dv = CK(CK(CK(G * G) + v) * K(sc->sparse_adam.omb2));
-        OUT(OPTD_BUF_EXP_AVG_SQ, CK(v + dv));
-        CK(sqrt(CK(dv + v)) + eps);
-        PNEW(P + CK(K(sc->sparse_adam.nss) * DV(CK(dm + m), eps)));
-        break;
-    }
-    case OPTD_ADAM:
-    case OPTD_ADAMW:
-    case OPTD_ADAMAX:
-    case OPTD_NADAM:
-    case OPTD_RADAM: bound_adam_family(&b, pl, P, G); break;
-    case OPTD_OPTIM_COUNT: return false;
-    }
+    optd_bound_t bound = {.dtype = st->dtype, .st = st, .fresh = pl->fresh}, *b = &bound;
+    b->P = M(OPTD_BUF_COUNT);
+    b->G = CK(pl->grad_norm * K(pl->gscale)); /* |g * gs| */
+    if (!optd_optimizer(pl->kind)->bound(b, pl))
+        return false;
     double limit = (st->dtype == OPTD_FLOAT32 ? FLT_MAX : DBL_MAX) * 0.5;
-    if (b.bad || !(b.worst < limit))
+    if (b->bad || !(b->worst < limit))
         return false;
     /* What this step leaves is bounded by what it was proved with: the
      * next step's bound, with no pass over the values. */
-    memcpy(pl->next_bound, b.out, sizeof b.out);
-    pl->next_known = b.out_set;
+    memcpy(pl->next_bound, b->out, sizeof b->out);
+    pl->next_known = b->out_set;
     return true;
 }
-
-#undef CK
-#undef K
-#undef M
-#undef DV
-#undef OUT
-#undef PNEW
 
 /* 0, or OPTD_ENONFINITE when the scheduled lr of hp for the next step or
  * the gradient's squared norm is not finite. */
@@ -734,89 +482,15 @@ static int alloc_missing(optd_optim_state_t *st, unsigned need, const optd_hpara
     return 0;
 }
 
-/* Adam's and AdamW's scalars at step td with learning rate lr (AdamW
- * decays the parameters, Adam adds wd * p to the gradient). */
-static void plan_adam(optd_optim_kind_t kind, const optd_hparams_t *hp, double lr, double td,
-                      optd_step_plan_t *plan)
-{
-    const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
-    optd_plan_scalars_t *sc = &plan->sc;
-    double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
-    plan->use_amsgrad = hp->amsgrad;
-    sc->adam.wd = kind == OPTD_ADAM ? wd : 0.0;
-    sc->adam.decay = kind == OPTD_ADAMW ? 1 - lr * wd : 1.0;
-    sc->adam.b1 = b1;
-    sc->adam.omb1 = 1 - b1;
-    sc->adam.b2 = b2;
-    sc->adam.omb2 = 1 - b2;
-    sc->adam.sbc2 = sqrt(bc2);
-    sc->adam.eps = hp->eps;
-    sc->adam.nss = -(lr / bc1);
-}
-
-/* NAdam's scalars at step td: its momentum schedule mu, and the product
- * of the mus so far (mu_product, rounded to the session's dtype) taken one
- * step on into plan->mu_product_next. */
-static void plan_nadam(const optd_optim_state_t *st, const optd_hparams_t *hp, double lr,
-                       double td, double mu_product, optd_step_plan_t *plan)
-{
-    const double b1 = hp->betas[0], b2 = hp->betas[1];
-    optd_plan_scalars_t *sc = &plan->sc;
-    double md = hp->momentum_decay;
-    double mu = b1 * (1. - 0.5 * pow(0.96, td * md));
-    double mu_next = b1 * (1. - 0.5 * pow(0.96, (td + 1) * md));
-    /* mu_product is a tensor of the session's dtype: mu_product *= mu
-     * rounds mu and the product to it. */
-    double mp = st->dtype == OPTD_FLOAT32 ? (double)((float)mu_product * (float)mu)
-                                          : mu_product * mu;
-    double mp_next = mp * mu_next;
-    plan->mu_product_next = mp;
-    sc->nadam.wd = hp->weight_decay;
-    sc->nadam.b1 = b1;
-    sc->nadam.omb1 = 1 - b1;
-    sc->nadam.b2 = b2;
-    sc->nadam.omb2 = 1 - b2;
-    sc->nadam.bc2 = 1 - pow(b2, td);
-    sc->nadam.eps = hp->eps;
-    sc->nadam.cg = -lr * (1. - mu) / (1. - mp);
-    sc->nadam.cm = (-lr * mu_next) / (1. - mp_next);
-}
-
-/* RAdam's scalars at step td: whether the variance is tractable yet
- * (rho_t > 5) and, if so, the rectification term. */
-static void plan_radam(const optd_hparams_t *hp, double lr, double td, optd_step_plan_t *plan)
-{
-    const double b1 = hp->betas[0], b2 = hp->betas[1];
-    optd_plan_scalars_t *sc = &plan->sc;
-    double bc1 = 1 - pow(b1, td), bc2 = 1 - pow(b2, td);
-    double rho_inf = 2 / (1 - b2) - 1;
-    double rho_t = rho_inf - 2 * td * pow(b2, td) / bc2;
-    plan->radam_rect = rho_t > 5.;
-    sc->radam.wd = hp->weight_decay;
-    sc->radam.b1 = b1;
-    sc->radam.omb1 = 1 - b1;
-    sc->radam.b2 = b2;
-    sc->radam.omb2 = 1 - b2;
-    sc->radam.bc1 = bc1;
-    sc->radam.lr = lr;
-    sc->radam.rect = plan->radam_rect ? sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
-                                            ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-                                     : 0.0;
-    sc->radam.sbc2 = sqrt(bc2);
-    sc->radam.eps = hp->eps;
-}
-
 /* The per-step scalars of one update (or of one group's) with hp, in
- * double; mu_product is nadam's product so far (the group's). */
+ * double; mu_product is nadam's product so far (the group's),
+ * momentum_fresh whether the (group's) momentum buffer starts now. */
 static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
                          const optd_schedule_t *sched, double max_grad_norm, double grad_sumsq,
-                         double mu_product, optd_step_plan_t *plan)
+                         double mu_product, bool momentum_fresh, optd_step_plan_t *plan)
 {
     const uint64_t t = st->step + 1;
     const double lr = optd_schedule_lr(sched, hp->lr, t);
-    const double td = (double)t;
-    const double b1 = hp->betas[0], b2 = hp->betas[1], wd = hp->weight_decay;
-    optd_plan_scalars_t *sc = &plan->sc;
 
     plan->kind = st->kind;
     plan->dtype = st->dtype;
@@ -833,72 +507,10 @@ static void plan_scalars(const optd_optim_state_t *st, const optd_hparams_t *hp,
     }
     plan->gscale = hp->maximize ? -gs : gs;
     plan->mu_product_next = mu_product;
+    optd_plan_in_t in = {.st = st, .hp = hp, .lr = lr, .td = (double)t,
+                         .mu_product = mu_product, .momentum_fresh = momentum_fresh};
+    optd_optimizer(st->kind)->plan(&in, plan);
 
-    switch (st->kind) {
-    case OPTD_SGD:
-        plan->use_momentum = hp->momentum != 0;
-        plan->use_nesterov = hp->nesterov;
-        sc->sgd.wd = wd;
-        sc->sgd.mom = hp->momentum;
-        sc->sgd.damp1 = 1 - hp->dampening;
-        sc->sgd.nlr = -lr;
-        break;
-    case OPTD_ADAGRAD:
-        sc->adagrad.wd = wd;
-        sc->adagrad.eps = hp->eps;
-        sc->adagrad.nclr = -(lr / (1 + (td - 1) * hp->lr_decay));
-        break;
-    case OPTD_RMSPROP:
-        plan->use_momentum = hp->momentum > 0;
-        plan->use_centered = hp->centered;
-        sc->rmsprop.wd = wd;
-        sc->rmsprop.alpha = hp->alpha;
-        sc->rmsprop.oma = 1 - hp->alpha;
-        sc->rmsprop.eps = hp->eps;
-        sc->rmsprop.mom = hp->momentum;
-        sc->rmsprop.nlr = -lr;
-        break;
-    case OPTD_ADAM:
-    case OPTD_ADAMW:
-        plan_adam(st->kind, hp, lr, td, plan);
-        break;
-    case OPTD_ADAMAX:
-        sc->adamax.wd = wd;
-        sc->adamax.b1 = b1;
-        sc->adamax.omb1 = 1 - b1;
-        sc->adamax.b2 = b2;
-        sc->adamax.eps = hp->eps;
-        sc->adamax.nclr = -(lr / (1 - pow(b1, td)));
-        break;
-    case OPTD_NADAM:
-        plan_nadam(st, hp, lr, td, mu_product, plan);
-        break;
-    case OPTD_RADAM:
-        plan_radam(hp, lr, td, plan);
-        break;
-    case OPTD_ADADELTA:
-        sc->adadelta.wd = wd;
-        sc->adadelta.rho = hp->rho;
-        sc->adadelta.omr = 1 - hp->rho;
-        sc->adadelta.eps = hp->eps;
-        sc->adadelta.nlr = -lr;
-        break;
-    case OPTD_LION:
-        sc->lion.decay = 1 - lr * wd;
-        sc->lion.b1 = b1;
-        sc->lion.omb1 = 1 - b1;
-        sc->lion.b2 = b2;
-        sc->lion.omb2 = 1 - b2;
-        sc->lion.lr = lr;
-        break;
-    case OPTD_SPARSE_ADAM:
-        sc->sparse_adam.omb1 = 1 - b1;
-        sc->sparse_adam.omb2 = 1 - b2;
-        sc->sparse_adam.eps = hp->eps;
-        sc->sparse_adam.nss = -(lr * sqrt(1 - pow(b2, td)) / (1 - pow(b1, td)));
-        break;
-    case OPTD_OPTIM_COUNT: break;
-    }
     plan->mu_product_next = to_dtype(st->dtype, plan->mu_product_next);
     plan->writes = optd_optim_step_bufs(st->kind, hp) | BIT(OPTD_BUF_COUNT);
 }
@@ -915,13 +527,14 @@ int optd_optim_plan(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
     rc = alloc_missing(st, optd_optim_step_bufs(st->kind, hp), hp, NULL, 0, &plan->fresh, err);
     if (rc)
         return rc;
-    plan_scalars(st, hp, sched, max_grad_norm, grad_sumsq, st->mu_product, plan);
-    plan->first_momentum = st->kind == OPTD_SGD && (plan->fresh & BIT(OPTD_BUF_MOMENTUM_BUFFER));
+    plan_scalars(st, hp, sched, max_grad_norm, grad_sumsq, st->mu_product,
+                 (plan->fresh & BIT(OPTD_BUF_MOMENTUM_BUFFER)) != 0, plan);
     plan->careful = !provably_finite(st, plan);
-    /* Coupled weight decay adds wd * p to the gradient, so a bound carried
-     * over on the parameters feeds itself (through exp_avg and the like)
-     * and loosens geometrically: such steps measure what they write. */
-    plan->track = !plan->careful && hp->weight_decay != 0 && st->kind != OPTD_ADAMW && st->kind != OPTD_LION;
+    /* Coupled weight decay (the plan set track) adds wd * p to the
+     * gradient, so a bound carried over on the parameters feeds itself
+     * (through exp_avg and the like) and loosens geometrically: such steps
+     * measure what they write. */
+    plan->track = plan->track && !plan->careful;
     return 0;
 }
 
@@ -951,10 +564,7 @@ static void bufs_at(const optd_optim_state_t *st, size_t lo, void *bufs[OPTD_BUF
 static void kernel(const optd_step_plan_t *plan, optd_dtype_t dtype, void *const bufs[OPTD_BUF_COUNT],
                    void *params, const void *grad, size_t n, double seen[OPTD_BUF_COUNT + 1])
 {
-    if (dtype == OPTD_FLOAT32)
-        optd_kernel_apply_f32(plan, bufs, params, grad, n, seen);
-    else
-        optd_kernel_apply_f64(plan, bufs, params, grad, n, seen);
+    optd_optimizer(plan->kind)->kernel[dtype](plan, bufs, params, grad, n, seen);
 }
 
 void optd_optim_apply(const optd_step_plan_t *plan, optd_optim_state_t *st, void *params,
@@ -1047,7 +657,7 @@ void optd_optim_commit(optd_optim_state_t *st, const optd_step_plan_t *plan,
                        const optd_step_seen_t *seen)
 {
     st->step = plan->t;
-    if (st->kind == OPTD_NADAM)
+    if (optd_optimizer(st->kind)->desc.has_mu_product)
         st->mu_product = plan->mu_product_next;
     if (!seen) {
         /* Proved finite and not measured: what it wrote is bounded by the
@@ -1202,7 +812,7 @@ int optd_optim_state_set_groups(optd_optim_state_t *st, const optd_group_t *grou
     for (size_t g = 0; g < n_groups; g++) {
         size_t hi = lo + groups[g].size;
         gs[g].mu_product = st->mu_product;
-        gs[g].momentum_started = st->kind == OPTD_SGD && mom && hi <= st->size &&
+        gs[g].momentum_started = optd_optimizer(st->kind)->momentum_from_grad && mom && hi <= st->size &&
                                  any_nonzero(st->dtype, mom, lo, hi);
         lo = hi;
     }
@@ -1232,18 +842,17 @@ int optd_optim_plan_groups(optd_optim_state_t *st, const optd_group_t *groups, s
         return rc;
     for (size_t g = 0; g < n_groups; g++) {
         memset(&plans[g], 0, sizeof plans[g]);
-        plan_scalars(st, &groups[g].hp, sched, max_grad_norm, grad_sumsq, st->groups[g].mu_product,
-                     &plans[g]);
         /* A group's momentum buffer starts as g on its own first update
          * with momentum, as PyTorch's per-parameter buffer does. */
-        plans[g].first_momentum = plans[g].use_momentum && st->kind == OPTD_SGD &&
-                                  !st->groups[g].momentum_started;
+        plan_scalars(st, &groups[g].hp, sched, max_grad_norm, grad_sumsq, st->groups[g].mu_product,
+                     !st->groups[g].momentum_started, &plans[g]);
         /* The O(1) bound is proved for one set of scalars over the whole
          * vector: a grouped step always checks its values first
          * (optd_optim_check over every group's range) and hands no bound
          * on.  plans[0] alone owns the fresh buffers, so that
          * optd_optim_abort(st, &plans[0]) frees them once. */
         plans[g].careful = true;
+        plans[g].track = false;
         plans[g].fresh = g == 0 ? fresh : 0;
     }
     return 0;
@@ -1282,14 +891,15 @@ bool optd_optim_check_groups(const optd_step_plan_t *plans, const optd_group_t *
 void optd_optim_commit_groups(optd_optim_state_t *st, const optd_step_plan_t *plans,
                               size_t n_groups)
 {
+    const optd_optimizer_t *o = optd_optimizer(st->kind);
     st->step = plans[0].t;
     for (size_t g = 0; g < n_groups; g++) {
-        if (st->kind == OPTD_NADAM)
+        if (o->desc.has_mu_product)
             st->groups[g].mu_product = plans[g].mu_product_next;
-        if (st->kind == OPTD_SGD && plans[g].use_momentum)
+        if (o->momentum_from_grad && (plans[g].writes & BIT(OPTD_BUF_MOMENTUM_BUFFER)))
             st->groups[g].momentum_started = true;
     }
-    if (st->kind == OPTD_NADAM)
+    if (o->desc.has_mu_product)
         st->mu_product = st->groups[0].mu_product;
     /* Groups write parts of a buffer with different scalars: no bound of
      * the whole is handed on, so the next ungrouped step (after the groups

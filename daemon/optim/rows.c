@@ -11,13 +11,35 @@
  * itself is never walked. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "optd/optim.h"
-#include "optim/kernels.h"
+#include "optim/optimizer.h"
 
-#define BIT(b) (1u << (b))
+/* "sparse_adam, adagrad (weight_decay 0) or sgd (momentum 0, weight_decay
+ * 0)": the optimizers with a sparse rule, the last kind first, each with
+ * the options its rule needs. */
+static const char *sparse_list(char *buf, size_t cap)
+{
+    size_t len = 0, n = 0, total = 0;
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++)
+        total += optd_optimizer((optd_optim_kind_t)k)->desc.sparse_rows;
+    buf[0] = '\0';
+    for (int k = OPTD_OPTIM_COUNT - 1; k >= 0; k--) {
+        const optd_optimizer_t *o = optd_optimizer((optd_optim_kind_t)k);
+        if (!o->desc.sparse_rows)
+            continue;
+        n++;
+        const char *sep = n == 1 ? "" : n == total ? " or " : ", ";
+        int w = o->rows_note ? snprintf(buf + len, cap - len, "%s%s (%s)", sep, o->desc.name, o->rows_note)
+                             : snprintf(buf + len, cap - len, "%s%s", sep, o->desc.name);
+        if (w > 0 && (size_t)w < cap - len)
+            len += (size_t)w;
+    }
+    return buf;
+}
 
 int optd_optim_rows_supported(optd_optim_kind_t kind, const optd_hparams_t *hp, size_t n_groups,
                               optd_err_t *err)
@@ -26,29 +48,14 @@ int optd_optim_rows_supported(optd_optim_kind_t kind, const optd_hparams_t *hp, 
         return optd_err_set(err, OPTD_EINVAL,
                             "a rows step needs a session without parameter groups");
     const optd_optim_desc_t *d = optd_optim_desc(kind);
-    if (!d || !d->sparse_rows)
-        return optd_err_set(err, OPTD_EINVAL,
-                            "%s has no sparse rule: a rows step takes sparse_adam, adagrad "
-                            "(weight_decay 0) or sgd (momentum 0, weight_decay 0)",
-                            d ? d->name : "this optimizer");
-    /* The options PyTorch's sparse paths do not have. */
-    switch (kind) {
-    case OPTD_ADAGRAD:
-        if (hp->weight_decay != 0)
-            return optd_err_set(err, OPTD_EINVAL,
-                                "a rows step on adagrad needs weight_decay 0 (PyTorch's sparse "
-                                "Adagrad has none); this session has weight_decay %g",
-                                hp->weight_decay);
-        return 0;
-    case OPTD_SGD:
-        if (hp->momentum != 0 || hp->weight_decay != 0)
-            return optd_err_set(err, OPTD_EINVAL,
-                                "a rows step on sgd needs momentum 0 and weight_decay 0 (PyTorch's "
-                                "sparse SGD); this session has momentum %g, weight_decay %g",
-                                hp->momentum, hp->weight_decay);
-        return 0;
-    default: return 0;
+    if (!d || !d->sparse_rows) {
+        char list[256];
+        return optd_err_set(err, OPTD_EINVAL, "%s has no sparse rule: a rows step takes %s",
+                            d ? d->name : "this optimizer", sparse_list(list, sizeof list));
     }
+    /* The options PyTorch's sparse paths do not have. */
+    const optd_optimizer_t *o = optd_optimizer(kind);
+    return o->rows_options ? o->rows_options(hp, err) : 0;
 }
 
 /* A listed row and where it was listed, sorted by row, then by place. */
@@ -290,10 +297,7 @@ int optd_optim_step_rows(optd_optim_state_t *st, const optd_hparams_t *hp,
             slot[k] = scratch + (used++) * n * es;
     rows_copy(st, params, slot, uniq, n_uniq, row_size, true);
     double seen[OPTD_BUF_COUNT + 1];
-    if (st->dtype == OPTD_FLOAT32)
-        optd_kernel_apply_f32(&plan, slot, slot[OPTD_BUF_COUNT], vals, n, seen);
-    else
-        optd_kernel_apply_f64(&plan, slot, slot[OPTD_BUF_COUNT], vals, n, seen);
+    optd_optimizer(st->kind)->kernel[st->dtype](&plan, slot, slot[OPTD_BUF_COUNT], vals, n, seen);
     bool ok = true;
     for (int k = 0; k <= OPTD_BUF_COUNT; k++)
         ok &= seen[k] == -1.0 || isfinite(seen[k]);

@@ -42,20 +42,30 @@ int optd_dtype_parse(const char *name, optd_dtype_t *out); /* 0 or OPTD_EINVAL *
 
 /* ---- optimizers and their hyperparameters ------------------------------ */
 
+/* Every optimizer, as X(KIND, name): its kind is OPTD_KIND and its
+ * descriptor optd_optimizer_name, defined in daemon/optim/opt_*.c with
+ * all that is its own (see daemon/optim/optimizer.h).  The kinds are
+ * numbered in this order (snapshots name the optimizer, so the order is
+ * not stored anywhere). */
+#define OPTD_OPTIMIZERS(X)  \
+    X(SGD, sgd)             \
+    X(ADAGRAD, adagrad)     \
+    X(RMSPROP, rmsprop)     \
+    X(ADAM, adam)           \
+    X(ADAMW, adamw)         \
+    X(ADAMAX, adamax)       \
+    X(NADAM, nadam)         \
+    X(RADAM, radam)         \
+    X(ADADELTA, adadelta)   \
+    X(LION, lion)           \
+    X(SPARSE_ADAM, sparse_adam) /* torch.optim.SparseAdam: for tables stepped by rows */
+
+#define OPTD_OPTIM_KIND_(KIND, name) OPTD_##KIND,
 typedef enum optd_optim_kind {
-    OPTD_SGD = 0,
-    OPTD_ADAGRAD,
-    OPTD_RMSPROP,
-    OPTD_ADAM,
-    OPTD_ADAMW,
-    OPTD_ADAMAX,
-    OPTD_NADAM,
-    OPTD_RADAM,
-    OPTD_ADADELTA,
-    OPTD_LION,
-    OPTD_SPARSE_ADAM,  /* torch.optim.SparseAdam: for tables stepped by rows */
+    OPTD_OPTIMIZERS(OPTD_OPTIM_KIND_)
     OPTD_OPTIM_COUNT
 } optd_optim_kind_t;
+#undef OPTD_OPTIM_KIND_
 
 /* The union of every optimizer's hyperparameters, under PyTorch's keyword
  * names.  Each optimizer reads only the fields its descriptor lists. */
@@ -255,43 +265,12 @@ int optd_optim_step(optd_optim_state_t *st, const optd_hparams_t *hp, const optd
  *   optd_optim_commit once (step count, nadam's mu_product, the bounds)
  * optd_optim_step is exactly these on the whole range.  A plan that is
  * dropped without commit is undone with optd_optim_abort. */
-/* The scalars of one step of each optimizer, computed in double by
- * optd_optim_plan and rounded once to the dtype by the kernels.  One
- * struct per optimizer, so a scalar read for the wrong optimizer does not
- * compile.  "wd" is the coupled weight decay added to g (0 skips it),
- * "nlr"/"nss"/"nclr" a negated step size (PyTorch's alpha/value
- * arguments), "decay" a decoupled 1 - lr*wd, "omX" 1 - X. */
-typedef union optd_plan_scalars {
-    struct {
-        double wd, mom, damp1, nlr;
-    } sgd;
-    struct {
-        double wd, eps, nclr;
-    } adagrad;
-    struct {
-        double wd, alpha, oma, eps, mom, nlr;
-    } rmsprop;
-    struct {
-        double wd, decay, b1, omb1, b2, omb2, sbc2, eps, nss;
-    } adam; /* adam and adamw */
-    struct {
-        double wd, b1, omb1, b2, eps, nclr;
-    } adamax;
-    struct {
-        double wd, b1, omb1, b2, omb2, bc2, eps, cg, cm;
-    } nadam;
-    struct {
-        double wd, b1, omb1, b2, omb2, bc1, lr, rect, sbc2, eps;
-    } radam;
-    struct {
-        double wd, rho, omr, eps, nlr;
-    } adadelta;
-    struct {
-        double decay, b1, omb1, b2, omb2, lr;
-    } lion;
-    struct {
-        double omb1, omb2, eps, nss;
-    } sparse_adam;
+/* The scalars of one step, computed in double by optd_optim_plan and
+ * rounded once to the dtype by the kernel: each optimizer's own struct,
+ * private to its file (a scalar read for the wrong optimizer does not
+ * compile), kept here as opaque bytes. */
+typedef struct optd_plan_scalars {
+    unsigned char opaque[128];
 } optd_plan_scalars_t;
 
 typedef struct optd_step_plan {
@@ -301,9 +280,7 @@ typedef struct optd_step_plan {
     double lr;
     double grad_norm;
     double gscale;        /* clip coefficient, negated when maximize */
-    bool first_momentum;  /* sgd: momentum_buffer starts as g this step */
-    bool use_momentum, use_nesterov, use_centered, use_amsgrad, radam_rect;
-    optd_plan_scalars_t sc; /* the optimizer's own scalars */
+    optd_plan_scalars_t sc; /* the optimizer's own scalars and options */
     double mu_product_next;
     unsigned fresh;       /* buffers this plan created (bit per optd_buf_t) */
     unsigned writes;      /* what the step writes (bit per optd_buf_t, OPTD_BUF_COUNT: params) */

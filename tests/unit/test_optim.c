@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "optd/optim.h"
+#include "optim/optimizer.h"
 
 /* Huge allocations below must fail with NULL under ASan too, not abort. */
 const char *__asan_default_options(void);
@@ -102,6 +103,42 @@ static double sgn(double x)
 }
 
 /* ---- the table ------------------------------------------------------------------ */
+
+/* Every kind of OPTD_OPTIMIZERS has a complete descriptor: what the
+ * compiler cannot check of a designated initializer (a member left out is
+ * NULL or 0, silently). */
+START_TEST(test_descriptors)
+{
+#define NAME_(KIND, name) [OPTD_##KIND] = #name,
+    static const char *const names[OPTD_OPTIM_COUNT] = {OPTD_OPTIMIZERS(NAME_)};
+#undef NAME_
+    optd_hparams_t all;
+    memset(&all, 0, sizeof all);
+    all.momentum = 0.9, all.centered = all.amsgrad = all.nesterov = true;
+    for (int k = 0; k < OPTD_OPTIM_COUNT; k++) {
+        const optd_optimizer_t *o = optd_optimizer((optd_optim_kind_t)k);
+        ck_assert_ptr_nonnull(o);
+        ck_assert_ptr_eq(&o->desc, optd_optim_desc((optd_optim_kind_t)k));
+        ck_assert_int_eq(o->desc.kind, k);
+        ck_assert_ptr_nonnull(o->desc.name);
+        ck_assert_str_eq(o->desc.name, names[k]);
+        ck_assert_uint_gt(o->desc.n_hparams, 0);
+        ck_assert_ptr_nonnull(o->desc.hparams);
+        ck_assert_msg(o->plan && o->bound, "%s: plan and bound", names[k]);
+        ck_assert_msg(o->kernel[OPTD_FLOAT32] && o->kernel[OPTD_FLOAT64], "%s: kernels", names[k]);
+        unsigned bufs = o->desc.bufs;
+        ck_assert_msg((o->desc.required_bufs & ~bufs) == 0, "%s: required_bufs", names[k]);
+        ck_assert_msg(!o->option_bufs || (o->option_bufs(&all) & ~bufs) == 0, "%s: option_bufs",
+                      names[k]);
+        ck_assert_msg(o->desc.sparse_rows || (!o->rows_options && !o->rows_note), "%s: rows_options",
+                      names[k]);
+        ck_assert_msg(!o->rows_options == !o->rows_note, "%s: rows_note says what rows_options asks",
+                      names[k]);
+        ck_assert_msg(!o->momentum_from_grad || (bufs & (1u << OPTD_BUF_MOMENTUM_BUFFER)),
+                      "%s: momentum_from_grad", names[k]);
+    }
+}
+END_TEST
 
 START_TEST(test_table)
 {
@@ -1380,6 +1417,7 @@ int main(void)
 {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("table");
+    tcase_add_test(tc, test_descriptors);
     tcase_add_test(tc, test_table);
     tcase_add_test(tc, test_defaults);
     suite_add_tcase(s, tc);
