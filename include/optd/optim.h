@@ -1,6 +1,7 @@
 /* optd/optim.h: the optimizer core, a pure library with no I/O and no locks.
  *
- * Eleven optimizers exact to PyTorch's torch.optim (see OPTIMIZERS.md), for
+ * Eleven optimizers following PyTorch's torch.optim rules (OPTIMIZERS.md; within its
+ * tolerance of PyTorch 1.13, not bit for bit: README, Exactness), for
  * float32 and float64 parameters, with learning-rate schedules and gradient
  * clipping by global L2 norm.  The daemon is built on it; it is usable
  * in-process too (link build/liboptd.a).
