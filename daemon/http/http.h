@@ -170,6 +170,21 @@ void optd_http_reply_sbuf(optd_req_t *req, unsigned status, optd_sbuf_t *b); /* 
 void optd_http_charge_drop(optd_req_t *req);
 void optd_http_reply_json(optd_req_t *req, unsigned status, const json_t *doc);
 void optd_http_reply_empty(optd_req_t *req, unsigned status);
+/* What a step answers (and every request answered as one: a rows step, a
+ * round's outcome, a read of rows, GET and PUT params). */
+typedef struct optd_step_answer {
+    uint64_t step;
+    const uint64_t *rows;  /* a rows step's or read's rows, or NULL */
+    size_t n_rows;
+    optd_dtype_t dtype;
+    void *params;          /* n values of dtype, malloc'd, taken; NULL: none (?return=none, a PUT) */
+    size_t n;
+    bool release_copy;     /* params' bytes are in req->charge: returned once the JSON text is built */
+} optd_step_answer_t;
+/* The one encoder of step answers: JSON {"step"[, "rows"], "params"} (the
+ * members printed by optd_codec_step_members), or in binary the values
+ * alone with Optd-Dtype; Optd-Step either way. */
+void optd_http_reply_step(optd_req_t *req, bool binary, const optd_step_answer_t *a);
 /* An error body {"error":{"code","message"}} for an optd error code. */
 void optd_http_error(optd_req_t *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -188,12 +203,6 @@ void optd_http_error_status(optd_req_t *req, unsigned status, const char *code, 
 /* Parses the body as a JSON object: the object (caller decrefs), or NULL
  * after answering 400 invalid_json. */
 json_t *optd_req_json_object(optd_req_t *req);
-/* The answer of a rows step or a read of rows (route_step.c): JSON
- * {"step", "rows", "params"} (without rows and params when return_none),
- * or in binary the n_rows * row_size values alone, with Optd-Step and
- * Optd-Dtype.  Takes vals (malloc'd). */
-void optd_http_reply_rows(optd_req_t *req, bool binary, uint64_t step, const uint64_t *rows, size_t n_rows,
-                          optd_dtype_t dtype, size_t row_size, void *vals, bool return_none);
 /* The same for another buffer standing in for the body. */
 json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len);
 /* A query argument, or NULL. */

@@ -118,7 +118,8 @@ static void reply_rows(optd_req_t *req, optd_session_t *s, uint64_t *rows, size_
         optd_http_error(req, OPTD_ENOMEM, "out of memory copying %zu rows", n);
     } else {
         uint64_t step = optd_session_copy_rows(s, rows, n, vals);
-        optd_http_reply_rows(req, wants_binary(req), step, rows, n, dtype, R, vals, false);
+        optd_http_reply_step(req, wants_binary(req), &(optd_step_answer_t){.step = step, .rows = rows, .n_rows = n,
+                                                                        .dtype = dtype, .params = vals, .n = n * R});
     }
     free(rows);
     optd_session_release(s);
@@ -219,26 +220,8 @@ void optd_route_params_get(optd_req_t *req)
     }
     uint64_t step = optd_session_copy_params(s, buf);
     optd_session_release(s);
-    char stepstr[24];
-    snprintf(stepstr, sizeof stepstr, "%llu", (unsigned long long)step);
-    if (binary) {
-        optd_http_reply_buf(req, 200, "application/octet-stream", buf, bytes);
-        optd_http_header(req, "Optd-Step", stepstr);
-        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
-        optd_http_charge_drop(req);
-        return;
-    }
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_printf(&b, "{\"step\":%s,\"params\":", stepstr);
-    optd_numarray_encode(&b, dtype, buf, n, req->srv->pool);
-    optd_sbuf_puts(&b, "}");
-    free(buf);
-    /* The copy is gone; the text stays counted while the answer is held. */
-    optd_store_unreserve(req->srv->store, bytes);
-    req->charge -= bytes;
-    optd_http_reply_sbuf(req, 200, &b);
-    optd_http_header(req, "Optd-Step", stepstr);
+    optd_http_reply_step(req, binary, &(optd_step_answer_t){.step = step, .dtype = dtype, .params = buf, .n = n,
+                                                          .release_copy = true});
     optd_http_charge_drop(req);
 }
 
@@ -330,13 +313,7 @@ void optd_route_params_put(optd_req_t *req)
         optd_http_store_error(req, rc, &err);
         goto out;
     }
-    char stepstr[24];
-    *optd_fmt_uint(stepstr, step, 1) = '\0';
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_printf(&b, "{\"step\":%s}", stepstr);
-    optd_http_reply_sbuf(req, 200, &b);
-    optd_http_header(req, "Optd-Step", stepstr);
+    optd_http_reply_step(req, false, &(optd_step_answer_t){.step = step, .dtype = dtype});
 out:
     free(owned);
     optd_session_release(s);

@@ -277,46 +277,6 @@ static int rows_binary(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, 
     return 0;
 }
 
-/* The answer to a rows step or a read of rows: JSON {"step", "rows",
- * "params"} (params: the listed rows' values), or the values alone in
- * binary, with Optd-Step (and Optd-Dtype).  Takes vals. */
-void optd_http_reply_rows(optd_req_t *req, bool binary, uint64_t step, const uint64_t *rows, size_t n_rows,
-                          optd_dtype_t dtype, size_t row_size, void *vals, bool return_none)
-{
-    char stepstr[24];
-    *optd_fmt_uint(stepstr, step, 1) = '\0';
-    size_t n = n_rows * row_size;
-    if (binary) {
-        optd_http_reply_buf(req, 200, "application/octet-stream", return_none ? NULL : vals,
-                            return_none ? 0 : n * optd_dtype_size(dtype));
-        if (return_none)
-            free(vals);
-        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
-    } else {
-        optd_sbuf_t b;
-        optd_sbuf_init(&b);
-        optd_sbuf_reserve(&b, 64 + (return_none ? 0 : n_rows * 21 + n * (OPTD_DTOA_MAX + 1)));
-        optd_sbuf_puts(&b, "{\"step\":");
-        optd_sbuf_puts(&b, stepstr);
-        if (!return_none) {
-            optd_sbuf_puts(&b, ",\"rows\":[");
-            for (size_t i = 0; i < n_rows; i++) {
-                char num[24];
-                *optd_fmt_uint(num, rows[i], 1) = '\0';
-                if (i)
-                    optd_sbuf_puts(&b, ",");
-                optd_sbuf_puts(&b, num);
-            }
-            optd_sbuf_puts(&b, "],\"params\":");
-            optd_numarray_encode(&b, dtype, vals, n, req->srv->pool);
-        }
-        optd_sbuf_puts(&b, "}");
-        free(vals);
-        optd_http_reply_sbuf(req, 200, &b);
-    }
-    optd_http_header(req, "Optd-Step", stepstr);
-}
-
 /* A rows step on s (the caller's reference, released here). */
 static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none)
 {
@@ -356,7 +316,8 @@ static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none
         goto out;
     }
     optd_metrics_step(&srv->metrics, s->cfg.kind);
-    optd_http_reply_rows(req, binary, step, ri.rows, ri.n_rows, dtype, R, vals, return_none);
+    optd_http_reply_step(req, binary, &(optd_step_answer_t){.step = step, .rows = ri.rows, .n_rows = ri.n_rows,
+                                                          .dtype = dtype, .params = vals, .n = ri.n_rows * R});
     vals = NULL;
 out:
     free(vals);
@@ -411,7 +372,6 @@ void optd_route_step(optd_req_t *req)
     size_t n = s->size;
     optd_dtype_t dtype = s->cfg.dtype;
     size_t bytes = n * optd_dtype_size(dtype);
-
     optd_err_t err = {0};
     void *grad_owned = NULL, *params = NULL;
     uint64_t expect = 0, step = 0;
@@ -445,31 +405,8 @@ void optd_route_step(optd_req_t *req)
     }
     optd_metrics_step(&srv->metrics, s->cfg.kind); /* s: the session applied to */
 
-    char stepstr[24];
-    *optd_fmt_uint(stepstr, step, 1) = '\0';
-    if (binary) {
-        if (return_none)
-            optd_http_reply_buf(req, 200, "application/octet-stream", NULL, 0);
-        else
-            optd_http_reply_buf(req, 200, "application/octet-stream", params, bytes);
-        params = NULL;
-        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
-    } else {
-        optd_sbuf_t b;
-        optd_sbuf_init(&b);
-        /* The whole answer's room at once: growing it as it is written cost
-         * a realloc and a copy per small step. */
-        optd_sbuf_reserve(&b, 64 + (return_none ? 0 : n * (OPTD_DTOA_MAX + 1)));
-        optd_sbuf_puts(&b, "{\"step\":");
-        optd_sbuf_puts(&b, stepstr);
-        if (!return_none) {
-            optd_sbuf_puts(&b, ",\"params\":");
-            optd_numarray_encode(&b, dtype, params, n, srv->pool);
-        }
-        optd_sbuf_puts(&b, "}");
-        optd_http_reply_sbuf(req, 200, &b);
-    }
-    optd_http_header(req, "Optd-Step", stepstr);
+    optd_http_reply_step(req, binary, &(optd_step_answer_t){.step = step, .dtype = dtype, .params = params, .n = n});
+    params = NULL;
     goto out;
 fail:
     atomic_fetch_add_explicit(&srv->metrics.step_errors, 1, memory_order_relaxed);

@@ -104,26 +104,9 @@ static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_
         optd_http_put_error_object(b, err->code ? err->code : rc, err->msg,
                                    rc == OPTD_ESTEP ? &step : NULL);
     } else {
-        char num[24];
-        *optd_fmt_uint(num, step, 1) = '\0';
-        optd_sbuf_puts(b, ",\"step\":");
-        optd_sbuf_puts(b, num);
-        if (!return_none) {
-            if (rows) {
-                optd_sbuf_puts(b, ",\"rows\":[");
-                for (size_t i = 0; i < n_rows; i++) {
-                    char r[24];
-                    *optd_fmt_uint(r, rows[i], 1) = '\0';
-                    if (i)
-                        optd_sbuf_puts(b, ",");
-                    optd_sbuf_puts(b, r);
-                }
-                optd_sbuf_puts(b, "]");
-            }
-            optd_sbuf_puts(b, ",\"params\":");
-            optd_numarray_encode(b, s->cfg.dtype, params,
-                                 rows ? n_rows * optd_session_row_size(&s->cfg) : s->size, pool);
-        }
+        optd_sbuf_puts(b, ",");
+        optd_codec_step_members(b, step, rows, n_rows, s->cfg.dtype, return_none ? NULL : params,
+                                rows ? n_rows * optd_session_row_size(&s->cfg) : s->size, pool);
     }
     optd_sbuf_puts(b, "}");
 }
