@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "doc.h"
 #include "optd/error.h"
 #include "server.h"
 #include "session.h"
@@ -200,18 +201,13 @@ void optd_http_error_status(optd_req_t *req, unsigned status, const char *code, 
 
 /* ---- request helpers (request.c) ----------------------------------------- */
 
-/* Parses the body as a JSON object: the object (caller decrefs), or NULL
- * after answering 400 invalid_json. */
-json_t *optd_req_json_object(optd_req_t *req);
-/* The same for another buffer standing in for the body. */
-json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len);
+/* Reads the body as the document spec describes (doc.h): 0, or the error
+ * to answer in err (a binary body too: invalid_argument).  Always
+ * optd_doc_free doc. */
+int optd_req_doc(optd_req_t *req, const optd_doc_spec_t *spec, optd_doc_t *doc, optd_err_t *err);
 /* A query argument, or NULL. */
 const char *optd_req_query(optd_req_t *req, const char *key);
 const char *optd_req_header(optd_req_t *req, const char *key);
-/* Answers 400 invalid_argument and returns false when obj has a key not in
- * the NULL-terminated list allowed. */
-bool optd_req_known_fields(optd_req_t *req, const json_t *obj, const char *const *allowed,
-                           const char *what);
 /* The session named by the URL with a reference (release it), or NULL after
  * answering 404 (or 400 for an invalid name).  Touches it (ttl). */
 optd_session_t *optd_req_session(optd_req_t *req);
