@@ -7,6 +7,14 @@
 
 #include "http/doc.h"
 
+/* The huge allocation of test_rows_out_of_memory must fail with NULL under
+ * ASan too, not abort. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+
 static const char *const step_fields[] = {"gradient", "step", "loss", "worker", NULL};
 
 static optd_doc_spec_t fixed_spec(double *out, size_t n)
