@@ -1,7 +1,9 @@
 /* codec.c: JSON documents <-> session structs (see codec.h). */
 #include "codec.h"
 
+#include "dtoa.h"
 #include "fmt.h"
+#include "numarray.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -636,4 +638,34 @@ void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, si
         optd_sbuf_printf(b, ",\"time\":\"%s\"}", t);
     }
     optd_sbuf_puts(b, "]}");
+}
+
+/* ---- step answers ---------------------------------------------------------- */
+
+void optd_codec_step_members(optd_sbuf_t *b, uint64_t step, const uint64_t *rows, size_t n_rows,
+                             optd_dtype_t dtype, const void *params, size_t n, struct optd_pool *pool)
+{
+    char num[24];
+    *optd_fmt_uint(num, step, 1) = '\0';
+    optd_sbuf_puts(b, "\"step\":");
+    optd_sbuf_puts(b, num);
+    if (!params)
+        return;
+    if (rows) {
+        optd_sbuf_puts(b, ",\"rows\":[");
+        for (size_t i = 0; i < n_rows; i++) {
+            *optd_fmt_uint(num, rows[i], 1) = '\0';
+            if (i)
+                optd_sbuf_puts(b, ",");
+            optd_sbuf_puts(b, num);
+        }
+        optd_sbuf_puts(b, "]");
+    }
+    optd_sbuf_puts(b, ",\"params\":");
+    optd_numarray_encode(b, dtype, params, n, pool);
+}
+
+size_t optd_codec_step_answer_bytes(size_t n_rows, size_t n, bool with_params)
+{
+    return 64 + (with_params ? n_rows * 21 + n * (OPTD_DTOA_MAX + 1) : 0);
 }

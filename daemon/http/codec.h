@@ -73,6 +73,18 @@ json_t *optd_codec_loss_encode(const optd_loss_summary_t *ls);
 /* Reads a "loss" object (as encoded above, or null) into *ls: 0 or
  * OPTD_EINVAL. */
 int optd_codec_loss_decode(const json_t *v, optd_loss_summary_t *ls, optd_err_t *err);
+/* The members of a step answer, the one printer of every answer that
+ * carries a step and its parameters (a step, a rows step, a round's
+ * outcome, a batch item, GET and PUT params): "step":N, then, when params
+ * is not NULL, "rows":[...] (when rows is not NULL) and "params":[...]
+ * (n values of dtype, printed over pool when long; NULL: this thread).
+ * The caller writes the braces around them. */
+struct optd_pool;
+void optd_codec_step_members(optd_sbuf_t *b, uint64_t step, const uint64_t *rows, size_t n_rows,
+                             optd_dtype_t dtype, const void *params, size_t n, struct optd_pool *pool);
+/* Room for those members, reserved at once: growing the buffer as it is
+ * written cost a realloc and a copy per small step. */
+size_t optd_codec_step_answer_bytes(size_t n_rows, size_t n, bool with_params);
 /* {"history": [...]} appended to b. */
 void optd_codec_history_encode(optd_sbuf_t *b, const optd_history_entry_t *h, size_t n);
 

@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "doc.h"
 #include "optd/error.h"
 #include "server.h"
 #include "session.h"
@@ -170,6 +171,21 @@ void optd_http_reply_sbuf(optd_req_t *req, unsigned status, optd_sbuf_t *b); /* 
 void optd_http_charge_drop(optd_req_t *req);
 void optd_http_reply_json(optd_req_t *req, unsigned status, const json_t *doc);
 void optd_http_reply_empty(optd_req_t *req, unsigned status);
+/* What a step answers (and every request answered as one: a rows step, a
+ * round's outcome, a read of rows, GET and PUT params). */
+typedef struct optd_step_answer {
+    uint64_t step;
+    const uint64_t *rows;  /* a rows step's or read's rows, or NULL */
+    size_t n_rows;
+    optd_dtype_t dtype;
+    void *params;          /* n values of dtype, malloc'd, taken; NULL: none (?return=none, a PUT) */
+    size_t n;
+    bool release_copy;     /* params' bytes are in req->charge: returned once the JSON text is built */
+} optd_step_answer_t;
+/* The one encoder of step answers: JSON {"step"[, "rows"], "params"} (the
+ * members printed by optd_codec_step_members), or in binary the values
+ * alone with Optd-Dtype; Optd-Step either way. */
+void optd_http_reply_step(optd_req_t *req, bool binary, const optd_step_answer_t *a);
 /* An error body {"error":{"code","message"}} for an optd error code. */
 void optd_http_error(optd_req_t *req, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -185,24 +201,13 @@ void optd_http_error_status(optd_req_t *req, unsigned status, const char *code, 
 
 /* ---- request helpers (request.c) ----------------------------------------- */
 
-/* Parses the body as a JSON object: the object (caller decrefs), or NULL
- * after answering 400 invalid_json. */
-json_t *optd_req_json_object(optd_req_t *req);
-/* The answer of a rows step or a read of rows (route_step.c): JSON
- * {"step", "rows", "params"} (without rows and params when return_none),
- * or in binary the n_rows * row_size values alone, with Optd-Step and
- * Optd-Dtype.  Takes vals (malloc'd). */
-void optd_http_reply_rows(optd_req_t *req, bool binary, uint64_t step, const uint64_t *rows, size_t n_rows,
-                          optd_dtype_t dtype, size_t row_size, void *vals, bool return_none);
-/* The same for another buffer standing in for the body. */
-json_t *optd_req_json_object_of(optd_req_t *req, const char *buf, size_t len);
+/* Reads the body as the document spec describes (doc.h): 0, or the error
+ * to answer in err (a binary body too: invalid_argument).  Always
+ * optd_doc_free doc. */
+int optd_req_doc(optd_req_t *req, const optd_doc_spec_t *spec, optd_doc_t *doc, optd_err_t *err);
 /* A query argument, or NULL. */
 const char *optd_req_query(optd_req_t *req, const char *key);
 const char *optd_req_header(optd_req_t *req, const char *key);
-/* Answers 400 invalid_argument and returns false when obj has a key not in
- * the NULL-terminated list allowed. */
-bool optd_req_known_fields(optd_req_t *req, const json_t *obj, const char *const *allowed,
-                           const char *what);
 /* The session named by the URL with a reference (release it), or NULL after
  * answering 404 (or 400 for an invalid name).  Touches it (ttl). */
 optd_session_t *optd_req_session(optd_req_t *req);

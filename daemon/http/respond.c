@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
+#include "fmt.h"
 #include "http.h"
 
 static void set_response(optd_req_t *req, unsigned status, struct MHD_Response *resp, size_t len)
@@ -210,4 +212,30 @@ void optd_http_header(optd_req_t *req, const char *name, const char *value)
 {
     if (req->resp)
         MHD_add_response_header(req->resp, name, value);
+}
+
+void optd_http_reply_step(optd_req_t *req, bool binary, const optd_step_answer_t *a)
+{
+    char stepstr[24];
+    *optd_fmt_uint(stepstr, a->step, 1) = '\0';
+    size_t bytes = a->n * optd_dtype_size(a->dtype);
+    if (binary) {
+        optd_http_reply_buf(req, 200, "application/octet-stream", a->params, a->params ? bytes : 0);
+        optd_http_header(req, "Optd-Dtype", optd_dtype_name(a->dtype));
+    } else {
+        optd_sbuf_t b;
+        optd_sbuf_init(&b);
+        optd_sbuf_reserve(&b, optd_codec_step_answer_bytes(a->rows ? a->n_rows : 0, a->n, a->params != NULL));
+        optd_sbuf_puts(&b, "{");
+        optd_codec_step_members(&b, a->step, a->rows, a->n_rows, a->dtype, a->params, a->n, req->srv->pool);
+        optd_sbuf_puts(&b, "}");
+        free(a->params);
+        if (a->params && a->release_copy && req->charge >= bytes) {
+            /* The copy is gone; the text stays counted while the answer is held. */
+            optd_store_unreserve(req->srv->store, bytes);
+            req->charge -= bytes;
+        }
+        optd_http_reply_sbuf(req, 200, &b);
+    }
+    optd_http_header(req, "Optd-Step", stepstr);
 }

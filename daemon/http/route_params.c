@@ -118,7 +118,8 @@ static void reply_rows(optd_req_t *req, optd_session_t *s, uint64_t *rows, size_
         optd_http_error(req, OPTD_ENOMEM, "out of memory copying %zu rows", n);
     } else {
         uint64_t step = optd_session_copy_rows(s, rows, n, vals);
-        optd_http_reply_rows(req, wants_binary(req), step, rows, n, dtype, R, vals, false);
+        optd_http_reply_step(req, wants_binary(req), &(optd_step_answer_t){.step = step, .rows = rows, .n_rows = n,
+                                                                        .dtype = dtype, .params = vals, .n = n * R});
     }
     free(rows);
     optd_session_release(s);
@@ -126,32 +127,18 @@ static void reply_rows(optd_req_t *req, optd_session_t *s, uint64_t *rows, size_
 
 static const char *const rows_fields[] = {"rows", NULL};
 
-/* The rows of a POST .../rows body: its "rows" array read from the text
- * (any number of rows, each 8 bytes here rather than a JSON value), the
- * rest by Jansson.  0, 1 when it already answered, or an error in err. */
+/* The rows of a POST .../rows body (any number of rows, each 8 bytes here
+ * rather than a JSON value: doc.h).  0 or an error in err. */
 static int rows_post_read(optd_req_t *req, uint64_t n_table, uint64_t **rows, size_t *n, optd_err_t *err)
 {
-    const char *body = req->body ? req->body : "", *arr;
-    size_t arr_len, rest_len;
-    char *rest = NULL;
-    int rc = optd_numarray_locate_member(body, req->body_len, "rows", &arr, &arr_len, &rest, &rest_len);
-    if (rc < 0)
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory reading the rows");
-    json_t *doc = rc == 1 ? optd_req_json_object_of(req, rest, rest_len) : optd_req_json_object(req);
-    free(rest);
-    if (!doc || !optd_req_known_fields(req, doc, rows_fields, "a rows request")) {
-        json_decref(doc);
-        return 1;
-    }
-    if (rc == 1) {
-        rc = optd_codec_rows_parse(arr, arr_len, n_table, rows, n, err);
-        size_t bad;
-        if (rc == OPTD_EINVAL && !optd_json_valid(body, req->body_len, &bad))
-            rc = optd_err_set(err, OPTD_EJSON, "the body is not valid JSON (at byte %zu)", bad);
-    } else {
-        rc = optd_codec_rows_decode(json_object_get(doc, "rows"), n_table, 0, rows, n, err);
-    }
-    json_decref(doc);
+    const optd_doc_spec_t spec = {.what = "a rows request", .fields = rows_fields, .size = OPTD_DOC_ROWS,
+                                  .rows_key = "rows", .n_table = n_table};
+    optd_doc_t doc;
+    int rc = optd_req_doc(req, &spec, &doc, err);
+    *rows = doc.rows;
+    *n = doc.n_rows;
+    doc.rows = NULL;
+    optd_doc_free(&doc);
     return rc;
 }
 
@@ -165,8 +152,8 @@ void optd_route_rows_post(optd_req_t *req)
     size_t n = 0;
     int rc = rows_post_read(req, s->size / optd_session_row_size(&s->cfg), &rows, &n, &err);
     if (rc) {
-        if (rc != 1)
-            optd_http_error_from(req, &err);
+        optd_http_error_from(req, &err);
+        free(rows);
         optd_session_release(s);
         return;
     }
@@ -219,54 +206,31 @@ void optd_route_params_get(optd_req_t *req)
     }
     uint64_t step = optd_session_copy_params(s, buf);
     optd_session_release(s);
-    char stepstr[24];
-    snprintf(stepstr, sizeof stepstr, "%llu", (unsigned long long)step);
-    if (binary) {
-        optd_http_reply_buf(req, 200, "application/octet-stream", buf, bytes);
-        optd_http_header(req, "Optd-Step", stepstr);
-        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
-        optd_http_charge_drop(req);
-        return;
-    }
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_printf(&b, "{\"step\":%s,\"params\":", stepstr);
-    optd_numarray_encode(&b, dtype, buf, n, req->srv->pool);
-    optd_sbuf_puts(&b, "}");
-    free(buf);
-    /* The copy is gone; the text stays counted while the answer is held. */
-    optd_store_unreserve(req->srv->store, bytes);
-    req->charge -= bytes;
-    optd_http_reply_sbuf(req, 200, &b);
-    optd_http_header(req, "Optd-Step", stepstr);
+    optd_http_reply_step(req, binary, &(optd_step_answer_t){.step = step, .dtype = dtype, .params = buf, .n = n,
+                                                          .release_copy = true});
     optd_http_charge_drop(req);
 }
 
 static const char *const put_fields[] = {"params", "step", NULL};
 
 /* The JSON form {"params": [...], "step": c}: the values into params (n of
- * dtype).  0, an error in err, or 1 when it already answered. */
+ * dtype), by the reader's fast path when it can.  0 or an error in err. */
 static int decode_put_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void *params, bool *has_expect,
                            uint64_t *expect, optd_err_t *err)
 {
-    json_t *body = optd_req_json_object(req);
-    if (!body)
-        return 1;
-    int rc = 0;
-    if (!optd_req_known_fields(req, body, put_fields, "a params request")) {
-        json_decref(body);
-        return 1;
-    }
-    const json_t *v = json_object_get(body, "params");
-    if (!v)
+    const optd_doc_spec_t spec = {.what = "a params request", .fields = put_fields, .size = OPTD_DOC_FIXED,
+                                  .array = "params", .dtype = dtype, .into = params, .n = n,
+                                  .pool = req->srv->pool};
+    optd_doc_t doc;
+    int rc = optd_req_doc(req, &spec, &doc, err);
+    const json_t *v;
+    if (!rc && !doc.has_array)
         rc = optd_err_set(err, OPTD_EINVAL, "'params' is required (an array of %zu numbers)", n);
-    else
-        rc = optd_numarray_decode_into(v, dtype, "params", params, n, err);
-    if (!rc && (v = json_object_get(body, "step"))) {
+    if (!rc && (v = json_object_get(doc.obj, "step"))) {
         rc = optd_codec_u64_decode(v, "step", expect, err);
         *has_expect = true;
     }
-    json_decref(body);
+    optd_doc_free(&doc);
     return rc;
 }
 
@@ -314,8 +278,6 @@ void optd_route_params_put(optd_req_t *req)
     } else {
         rc = decode_put_json(req, n, dtype, owned, &has_expect, &expect, &err);
         params = owned;
-        if (rc == 1)
-            goto out;
     }
     if (rc) {
         optd_http_error_from(req, &err);
@@ -330,13 +292,7 @@ void optd_route_params_put(optd_req_t *req)
         optd_http_store_error(req, rc, &err);
         goto out;
     }
-    char stepstr[24];
-    *optd_fmt_uint(stepstr, step, 1) = '\0';
-    optd_sbuf_t b;
-    optd_sbuf_init(&b);
-    optd_sbuf_printf(&b, "{\"step\":%s}", stepstr);
-    optd_http_reply_sbuf(req, 200, &b);
-    optd_http_header(req, "Optd-Step", stepstr);
+    optd_http_reply_step(req, false, &(optd_step_answer_t){.step = step, .dtype = dtype});
 out:
     free(owned);
     optd_session_release(s);

@@ -39,33 +39,15 @@ static void answer_outcome(optd_req_t *req, const optd_round_outcome_t *o, optd_
         optd_http_store_error(req, o->rc, &o->err);
         return;
     }
-    char stepstr[24];
-    *optd_fmt_uint(stepstr, o->step, 1) = '\0';
     size_t bytes = n * optd_dtype_size(dtype);
-    if (binary) {
-        void *copy = return_none ? NULL : malloc(bytes ? bytes : 1);
-        if (!return_none && !copy) {
-            optd_http_error(req, OPTD_ENOMEM, "out of memory for %zu parameters", n);
-            return;
-        }
-        if (copy)
-            memcpy(copy, o->params, bytes);
-        optd_http_reply_buf(req, 200, "application/octet-stream", copy, return_none ? 0 : bytes);
-        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
-    } else {
-        optd_sbuf_t b;
-        optd_sbuf_init(&b);
-        optd_sbuf_reserve(&b, 64 + (return_none ? 0 : n * (OPTD_DTOA_MAX + 1)));
-        optd_sbuf_puts(&b, "{\"step\":");
-        optd_sbuf_puts(&b, stepstr);
-        if (!return_none) {
-            optd_sbuf_puts(&b, ",\"params\":");
-            optd_numarray_encode(&b, dtype, o->params, n, req->srv->pool);
-        }
-        optd_sbuf_puts(&b, "}");
-        optd_http_reply_sbuf(req, 200, &b);
+    void *copy = return_none ? NULL : malloc(bytes ? bytes : 1);
+    if (!return_none && !copy) {
+        optd_http_error(req, OPTD_ENOMEM, "out of memory for %zu parameters", n);
+        return;
     }
-    optd_http_header(req, "Optd-Step", stepstr);
+    if (copy)
+        memcpy(copy, o->params, bytes);
+    optd_http_reply_step(req, binary, &(optd_step_answer_t){.step = o->step, .dtype = dtype, .params = copy, .n = n});
 }
 
 /* 202 {"step": c, "round": {...}}: the round is still gathering; this

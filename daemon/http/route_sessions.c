@@ -176,13 +176,11 @@ out:
     return rc;
 }
 
-/* A new session from "params" or "size"; *fast_params, when not NULL, is
- * "params" already read (of the body's dtype, fast_n of them; see
- * read_create_body): it is taken over (set to NULL) once the other fields
- * are valid, and stays the caller's to free otherwise. */
-static int new_session(optd_req_t *req, const json_t *body, const char *name, void **fast_params,
-                       size_t fast_n, optd_session_t **out, optd_err_t *err)
+/* A new session from "params" or "size" (doc: the create document, whose
+ * "params" the reader may have read already). */
+static int new_session(optd_req_t *req, optd_doc_t *doc, const char *name, optd_session_t **out, optd_err_t *err)
 {
+    const json_t *body = doc->obj;
     optd_session_config_t cfg = {0};
     void *params = NULL;
     size_t size = 0;
@@ -204,15 +202,8 @@ static int new_session(optd_req_t *req, const json_t *body, const char *name, vo
         rc = optd_err_set(err, OPTD_EINVAL, "'groups': a session with row_size > 1 takes no groups");
     if (rc)
         goto out;
-    if (*fast_params) {
-        params = *fast_params; /* taken over here, so every way out frees it once */
-        size = fast_n;
-        *fast_params = NULL;
-    } else if ((v = json_object_get(body, "params"))) {
-        rc = optd_numarray_decode(v, cfg.dtype, "params", &params, &size, err);
-        if (rc == OPTD_ENONFINITE)
-            rc = optd_err_set(err, OPTD_EINVAL, "%s", err->msg);
-        if (rc)
+    if ((v = json_object_get(body, "params"))) {
+        if ((rc = optd_doc_take_values(doc, v, cfg.dtype, &params, &size, err)))
             goto out;
     } else {
         uint64_t u;
@@ -246,60 +237,29 @@ out:
     return rc;
 }
 
-/* The create body as a JSON object, or NULL when it already answered.  A
- * "params" array is read by numarray's fast path, straight into a buffer
- * of the session's dtype (*params, malloc'd, *n of them; "params" is then
- * null in the object), as Jansson takes ~700 ms and ~40 MB more for 1M
- * numbers.
- * Whatever the fast path does not take is read by Jansson whole, which
- * also words any error. */
-static json_t *read_create_body(optd_req_t *req, void **params, size_t *n)
-{
-    *params = NULL;
-    const char *arr;
-    size_t arr_len, rest_len;
-    char *rest;
-    int rc = req->body_kind == OPTD_BODY_BINARY ? 0
-             : optd_numarray_locate_member(req->body ? req->body : "", req->body_len, "params", &arr, &arr_len,
-                                           &rest, &rest_len);
-    if (rc == 1) {
-        /* Only the plain case: no repeated key (which of two counts is for
-         * Jansson to decide, reading the whole body), no other source, a
-         * valid dtype. */
-        json_t *doc = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
-        free(rest);
-        optd_dtype_t dtype = OPTD_FLOAT64;
-        const json_t *dt = json_object_get(doc, "dtype");
-        if (json_is_object(doc) && json_is_null(json_object_get(doc, "params")) &&
-            !json_object_get(doc, "size") && !json_object_get(doc, "from") &&
-            (!dt || (json_is_string(dt) && optd_dtype_parse(json_string_value(dt), &dtype) == 0))) {
-            rc = optd_numarray_parse_new(arr, arr_len, dtype, req->srv->cfg.max_params, req->srv->pool, params,
-                                         n);
-            if (rc == 1)
-                return doc;
-        }
-        json_decref(doc);
-    }
-    if (rc < 0) {
-        optd_http_error(req, OPTD_ENOMEM, "out of memory reading 'params'");
-        return NULL;
-    }
-    return optd_req_json_object(req);
-}
+/* Members whose presence makes a create read its body by Jansson whole:
+ * with another source than "params", which of them counts is its to say. */
+static const char *const create_slow_if[] = {"size", "from", NULL};
 
 void optd_route_sessions_create(optd_req_t *req)
 {
-    void *fast_params;
-    size_t fast_n = 0;
-    json_t *body = read_create_body(req, &fast_params, &fast_n);
-    if (!body)
-        return;
+    /* "params" is read by the reader's fast path when it can, straight into
+     * a buffer of the session's dtype, as Jansson takes ~700 ms and ~40 MB
+     * more for 1M numbers. */
+    const optd_doc_spec_t spec = {.what = "a create request", .fields = create_fields, .size = OPTD_DOC_BY_DOC,
+                                  .array = "params", .dtype = OPTD_FLOAT64, .dtype_member = "dtype",
+                                  .slow_if = create_slow_if, .max_n = req->srv->cfg.max_params,
+                                  .pool = req->srv->pool};
+    optd_doc_t doc;
     optd_err_t err = {0};
     optd_session_t *s = NULL;
     char name[OPTD_NAME_MAX + 1];
-    int rc;
-    if (!optd_req_known_fields(req, body, create_fields, "a create request"))
+    int rc = optd_req_doc(req, &spec, &doc, &err);
+    const json_t *body = doc.obj;
+    if (rc) {
+        optd_http_error_from(req, &err);
         goto out;
+    }
 
     const json_t *jn = json_object_get(body, "name");
     if (req->route == OPTD_R_SESSION) {
@@ -336,7 +296,7 @@ void optd_route_sessions_create(optd_req_t *req)
         goto out;
     }
     rc = json_object_get(body, "from") ? fork_session(req, body, name, &s, &err)
-                                       : new_session(req, body, name, &fast_params, fast_n, &s, &err);
+                                       : new_session(req, &doc, name, &s, &err);
     if (rc) {
         optd_http_store_error(req, rc, &err);
         goto out;
@@ -358,8 +318,7 @@ void optd_route_sessions_create(optd_req_t *req)
 out:
     if (s)
         optd_session_release(s);
-    free(fast_params);
-    json_decref(body);
+    optd_doc_free(&doc);
 }
 
 /* ---- get, patch, delete --------------------------------------------------- */
@@ -501,16 +460,18 @@ static int read_patch(const json_t *body, optd_optim_kind_t kind, optd_dtype_t d
  * the merge: then the body is read again. */
 void optd_route_session_patch(optd_req_t *req)
 {
-    json_t *body = optd_req_json_object(req);
-    if (!body)
-        return;
+    const optd_doc_spec_t spec = {.what = "a patch request", .fields = patch_fields};
+    optd_doc_t doc;
     optd_session_t *s = NULL;
     optd_session_patch_t p = {0};
     optd_session_desc_t d = {0};
     optd_err_t err = {0};
-    int rc = 0;
-    if (!optd_req_known_fields(req, body, patch_fields, "a patch request"))
+    int rc = optd_req_doc(req, &spec, &doc, &err);
+    const json_t *body = doc.obj;
+    if (rc) {
+        optd_http_error_from(req, &err);
         goto out;
+    }
     if (!(s = optd_req_session(req)))
         goto out;
     for (int attempt = 0; attempt < 8; attempt++) {
@@ -552,19 +513,19 @@ void optd_route_session_patch(optd_req_t *req)
         optd_metrics_step(&req->srv->metrics, d.cfg.kind);
         optd_metrics_round(&req->srv->metrics, (double)d.round_applied_ns / 1e9);
     }
-    json_t *doc = optd_codec_descriptor(s->name, &d);
-    if (!doc) {
+    json_t *desc = optd_codec_descriptor(s->name, &d);
+    if (!desc) {
         optd_http_error(req, OPTD_ENOMEM, "out of memory encoding the descriptor");
         goto out;
     }
-    optd_http_reply_json(req, 200, doc);
-    json_decref(doc);
+    optd_http_reply_json(req, 200, desc);
+    json_decref(desc);
 out:
     optd_session_patch_free(&p);
     optd_session_desc_free(&d);
     if (s)
         optd_session_release(s);
-    json_decref(body);
+    optd_doc_free(&doc);
 }
 
 void optd_route_session_delete(optd_req_t *req)

@@ -98,52 +98,21 @@ static void buf_names(const optd_optim_desc_t *d, char *out, size_t cap)
         snprintf(out + n, cap - n, "%smu_product", n ? ", " : "");
 }
 
-/* The arrays of a state document that numarray's fast path reads straight
- * from the body, each left as null in the JSON the rest is read from (see
- * read_state_body).  Where a decode finds such a null, it parses the span
- * of the same name; anything it cannot account for, and any error, is
- * DECLINED: the import starts over from the whole body read by Jansson,
- * which also words every error as before. */
-#define DECLINED 1
-#define ANSWERED 2
-#define MAX_STATE_ARRAYS (OPTD_BUF_COUNT + 2)
-
-typedef struct state_fast {
-    optd_pool_t *pool;
-    optd_numarray_span_t params;
-    optd_numarray_span_t st[MAX_STATE_ARRAYS];
-    size_t n_st;
-} state_fast_t;
-
-static const optd_numarray_span_t *span_named(const optd_numarray_span_t *sp, size_t n, const char *key)
-{
-    size_t len = strlen(key);
-    for (size_t i = 0; i < n; i++)
-        if (sp[i].key_len == len && memcmp(sp[i].key, key, len) == 0)
-            return &sp[i];
-    return NULL;
-}
-
 /* A grouped nadam's "mu_product": one number per group (or one number for
  * all), rounded to the dtype, into img->st.groups. */
-static int decode_group_mu(const json_t *val, const state_fast_t *fast, optd_session_image_t *img,
-                           optd_err_t *err)
+static int decode_group_mu(const json_t *val, optd_doc_t *doc, optd_session_image_t *img, optd_err_t *err)
 {
     size_t n = img->st.n_groups;
     double *mu = calloc(n, sizeof *mu);
     if (!mu)
         return optd_err_set(err, OPTD_ENOMEM, "out of memory for state.mu_product");
     int rc = 0;
-    if (fast && json_is_null(val)) {
-        const optd_numarray_span_t *sp = span_named(fast->st, fast->n_st, "mu_product");
-        if (!sp || !optd_numarray_parse_into(sp->arr, sp->len, OPTD_FLOAT64, mu, n, fast->pool))
-            rc = DECLINED;
-    } else if (json_is_number(val)) {
+    if (json_is_number(val)) {
         rc = optd_codec_number_decode(val, "state.mu_product", &mu[0], err);
         for (size_t g = 1; g < n; g++)
             mu[g] = mu[0];
     } else {
-        rc = optd_numarray_decode_into(val, OPTD_FLOAT64, "state.mu_product", mu, n, err);
+        rc = optd_doc_values_into(doc, "mu_product", val, OPTD_FLOAT64, "state.mu_product", mu, n, err);
     }
     for (size_t g = 0; rc == 0 && g < n; g++)
         img->st.groups[g].mu_product = img->cfg.dtype == OPTD_FLOAT32 ? (double)(float)mu[g] : mu[g];
@@ -154,7 +123,7 @@ static int decode_group_mu(const json_t *val, const state_fast_t *fast, optd_ses
 }
 
 /* Fills img.st from the "state" object v (after optd_optim_state_init). */
-static int decode_state(const json_t *v, const state_fast_t *fast, optd_session_image_t *img, optd_err_t *err)
+static int decode_state(const json_t *v, optd_doc_t *doc, optd_session_image_t *img, optd_err_t *err)
 {
     if (!v || json_is_null(v))
         return 0;
@@ -165,7 +134,7 @@ static int decode_state(const json_t *v, const state_fast_t *fast, optd_session_
     json_t *val;
     json_object_foreach((json_t *)v, key, val) {
         if (strcmp(key, "mu_product") == 0 && d->has_mu_product && img->cfg.n_groups > 0) {
-            int rc = decode_group_mu(val, fast, img, err);
+            int rc = decode_group_mu(val, doc, img, err);
             if (rc)
                 return rc;
             continue;
@@ -187,27 +156,28 @@ static int decode_state(const json_t *v, const state_fast_t *fast, optd_session_
         }
         if (!img->st.buf[k] && !(img->st.buf[k] = malloc(img->size * optd_dtype_size(img->cfg.dtype))))
             return optd_err_set(err, OPTD_ENOMEM, "out of memory for state '%s'", key);
-        if (fast && json_is_null(val)) {
-            const optd_numarray_span_t *sp = span_named(fast->st, fast->n_st, key);
-            if (!sp || !optd_numarray_parse_into(sp->arr, sp->len, img->cfg.dtype, img->st.buf[k], img->size,
-                                                 fast->pool))
-                return DECLINED;
-            continue;
-        }
         char field[80];
         snprintf(field, sizeof field, "state.%s", key);
-        int rc = optd_numarray_decode_into(val, img->cfg.dtype, field, img->st.buf[k], img->size, err);
+        int rc = optd_doc_values_into(doc, key, val, img->cfg.dtype, field, img->st.buf[k], img->size, err);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-/* Builds the image an import document describes (fast: see state_fast_t;
- * NULL when body is the whole document). */
-static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t *fast, optd_session_image_t *img,
-                         optd_err_t *err)
+/* What an import decodes into. */
+typedef struct import_ctx {
+    optd_req_t *req;
+    optd_session_image_t *img;
+} import_ctx_t;
+
+/* Builds the image an import document describes (optd_doc_decode's
+ * decode: its arrays read through the reader). */
+static int decode_import(optd_doc_t *doc, void *ctx, optd_err_t *err)
 {
+    optd_req_t *req = ((import_ctx_t *)ctx)->req;
+    optd_session_image_t *img = ((import_ctx_t *)ctx)->img;
+    const json_t *body = doc->obj;
     const json_t *v = json_object_get(body, "optimizer");
     int rc;
     if (!json_is_string(v))
@@ -226,14 +196,8 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
 
     if (!(v = json_object_get(body, "params")))
         return optd_err_set(err, OPTD_EINVAL, "'params' is required (an array of numbers)");
-    if (fast && json_is_null(v)) {
-        rc = optd_numarray_parse_new(fast->params.arr, fast->params.len, img->cfg.dtype, 0, fast->pool,
-                                     &img->params, &img->size);
-        if (rc != 1)
-            return rc < 0 ? optd_err_set(err, OPTD_ENOMEM, "out of memory reading 'params'") : DECLINED;
-    } else if ((rc = optd_numarray_decode(v, img->cfg.dtype, "params", &img->params, &img->size, err))) {
-        return rc == OPTD_ENONFINITE ? optd_err_set(err, OPTD_EINVAL, "%s", err->msg) : rc;
-    }
+    if ((rc = optd_doc_take_values(doc, v, img->cfg.dtype, &img->params, &img->size, err)))
+        return rc;
     uint64_t u = 0;
     if ((v = json_object_get(body, "size"))) {
         if ((rc = optd_codec_u64_decode(v, "size", &u, err)))
@@ -272,7 +236,7 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
         img->st.mu_product = NAN;
     img->st.step = u;
     if ((rc = optd_optim_state_set_groups(&img->st, img->cfg.groups, img->cfg.n_groups, err)) ||
-        (rc = decode_state(json_object_get(body, "state"), fast, img, err)))
+        (rc = decode_state(json_object_get(body, "state"), doc, img, err)))
         return rc;
     if (isnan(img->st.mu_product) && u == 0)
         img->st.mu_product = 1.0;
@@ -291,90 +255,24 @@ static int decode_import(optd_req_t *req, const json_t *body, const state_fast_t
     return rc;
 }
 
-/* The fast path's reading of a state document: its one top-level array
- * ("params") and the arrays of its "state" object located in the body,
- * the rest read by Jansson with those arrays as null.  NULL when the body
- * does not fit (a top-level array other than "params", a repeated key
- * anywhere, anything the loose scan does not follow): then the caller
- * reads the whole body.  Jansson takes ~1.3 s for a 1M-parameter Adam
- * state; this, ~0.1 s. */
-static json_t *read_state_fast(optd_req_t *req, state_fast_t *fast)
+/* Back to an empty image (its name kept), for decode_import's second run. */
+static void import_reset(void *ctx)
 {
-    const char *body = req->body ? req->body : "";
-    size_t len = req->body_len, n_top = 0;
-    optd_numarray_span_t top[2];
-    if (req->body_kind == OPTD_BODY_BINARY || !optd_numarray_find_arrays(body, len, NULL, top, 2, &n_top) ||
-        n_top != 1 || top[0].key_len != 6 || memcmp(top[0].key, "params", 6) != 0)
-        return NULL;
-    fast->pool = req->srv->pool;
-    fast->params = top[0];
-    if (!optd_numarray_find_arrays(body, len, "state", fast->st, MAX_STATE_ARRAYS, &fast->n_st))
-        fast->n_st = 0; /* no "state" object, or one the scan does not follow: Jansson reads its arrays */
-    /* All spans in body order: "params" goes before or after the state's. */
-    optd_numarray_span_t all[MAX_STATE_ARRAYS + 1];
-    size_t n = 0, i = 0;
-    for (; i < fast->n_st && fast->st[i].arr < top[0].arr; i++)
-        all[n++] = fast->st[i];
-    all[n++] = top[0];
-    for (; i < fast->n_st; i++)
-        all[n++] = fast->st[i];
-    char *rest;
-    size_t rest_len;
-    if (optd_numarray_without(body, len, all, n, &rest, &rest_len) != 1)
-        return NULL;
-    json_t *doc = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
-    free(rest);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        return NULL;
-    }
-    return doc;
+    optd_session_image_t *img = ((import_ctx_t *)ctx)->img;
+    char name[OPTD_NAME_MAX + 1];
+    memcpy(name, img->name, sizeof name);
+    optd_session_image_free(img);
+    memset(img, 0, sizeof *img);
+    memcpy(img->name, name, sizeof name);
 }
 
-/* Whether every member of body is a field of a state document. */
-static bool only_state_fields(const json_t *body)
+/* A state document: "params" and the buffers of "state" read from the
+ * text as decode_import asks for them (Jansson takes ~1.3 s for a
+ * 1M-parameter Adam state; this, ~0.1 s). */
+static optd_doc_spec_t state_spec(optd_req_t *req)
 {
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)body, key, val) {
-        const char *const *f = state_fields;
-        while (*f && strcmp(*f, key) != 0)
-            f++;
-        if (!*f)
-            return false;
-    }
-    return true;
-}
-
-/* Reads the document (fast when it can) and builds the image: 0, an error
- * in err, or ANSWERED. */
-static int import_image(optd_req_t *req, optd_session_image_t *img, optd_err_t *err)
-{
-    state_fast_t fast;
-    json_t *body = read_state_fast(req, &fast);
-    if (body) {
-        int rc = only_state_fields(body) ? decode_import(req, body, &fast, img, err) : DECLINED;
-        json_decref(body);
-        if (rc == 0)
-            return 0;
-        /* Any error, or anything the fast path could not account for:
-         * start over from the whole body, as if it had not been tried. */
-        char name[OPTD_NAME_MAX + 1];
-        memcpy(name, img->name, sizeof name);
-        optd_session_image_free(img);
-        memset(img, 0, sizeof *img);
-        memcpy(img->name, name, sizeof name);
-        *err = (optd_err_t){0};
-    }
-    if (!(body = optd_req_json_object(req)))
-        return ANSWERED;
-    if (!optd_req_known_fields(req, body, state_fields, "a state document")) {
-        json_decref(body);
-        return ANSWERED;
-    }
-    int rc = decode_import(req, body, NULL, img, err);
-    json_decref(body);
-    return rc;
+    return (optd_doc_spec_t){.what = "a state document", .fields = state_fields, .size = OPTD_DOC_LAZY,
+                             .array = "params", .nested_key = "state", .pool = req->srv->pool};
 }
 
 void optd_route_state_put(optd_req_t *req)
@@ -383,21 +281,22 @@ void optd_route_state_put(optd_req_t *req)
     memset(&img, 0, sizeof img);
     optd_session_t *s = NULL;
     optd_err_t err = {0};
+    const optd_doc_spec_t spec = state_spec(req);
     if (req->name_too_long || !optd_session_name_valid(req->name)) {
         /* After the body's own checks, as before: a bad body wins. */
-        json_t *body = optd_req_json_object(req);
-        if (!body)
-            return;
-        if (optd_req_known_fields(req, body, state_fields, "a state document"))
+        optd_doc_t doc;
+        if (optd_req_doc(req, &spec, &doc, &err))
+            optd_http_error_from(req, &err);
+        else
             optd_http_error(req, OPTD_EINVAL,
                             "invalid session name: names match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
-        json_decref(body);
+        optd_doc_free(&doc);
         return;
     }
     snprintf(img.name, sizeof img.name, "%s", req->name); /* the URL's name wins */
-    int rc = import_image(req, &img, &err);
-    if (rc == ANSWERED)
-        goto out;
+    import_ctx_t ctx = {req, &img};
+    int rc = optd_doc_decode(req->body ? req->body : "", req->body_len, &spec, decode_import, import_reset, &ctx,
+                             &err);
     if (!rc)
         rc = optd_session_from_image_take(&img, req->srv->cfg.history, &s, &err);
     bool replaced = false;

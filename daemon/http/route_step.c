@@ -13,73 +13,34 @@
 
 static const char *const step_fields[] = {"gradient", "step", "loss", "worker", NULL};
 
-/* Reads the JSON form: the gradient into *grad (malloc'd).  Big gradients
- * take numarray's fast path (parsed straight into the buffer, Jansson only
- * for the rest of the object); anything unusual takes Jansson for the whole
- * body, which also words the error.  Returns 1 when it already answered. */
+/* Reads the JSON form: the gradient into *grad (malloc'd), by the reader's
+ * fast path when it can (doc.h). */
 static int decode_json(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad, bool *has_expect,
                        uint64_t *expect, bool *has_loss, double *loss, char *worker, optd_err_t *err)
 {
     if (!(*grad = malloc(n * optd_dtype_size(dtype))))
         return optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu values", n);
-    char *rest = NULL;
-    size_t rest_len = 0;
-    json_t *body = NULL;
-    int fast = req->body_kind == OPTD_BODY_BINARY
-                   ? 0
-                   : optd_numarray_fast_member(req->body ? req->body : "", req->body_len, "gradient", dtype,
-                                               *grad, n, req->srv->pool, &rest, &rest_len);
-    if (fast < 0)
-        return optd_err_set(err, OPTD_ENOMEM, "out of memory reading the gradient");
-    if (fast == 2) /* the usual small step: {"gradient": [...]} and nothing else */
-        return 0;
-    if (fast == 1) {
-        /* A rest that is no JSON object: the whole body, read below, words
-         * the error at its true line and column.  A repeated key: Jansson,
-         * reading the whole body, decides which one counts. */
-        body = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
-        free(rest);
-        if (!json_is_object(body) || !json_is_null(json_object_get(body, "gradient"))) {
-            json_decref(body);
-            body = NULL;
-            fast = 0;
-        }
-    }
-    if (!body && !(body = optd_req_json_object(req)))
-        return 1;
-    int rc = 0;
-    if (!optd_req_known_fields(req, body, step_fields, "a step request")) {
-        json_decref(body);
-        return 1;
-    }
-    const json_t *v = json_object_get(body, "gradient");
-    if (!v) {
+    const optd_doc_spec_t spec = {.what = "a step request", .fields = step_fields, .size = OPTD_DOC_FIXED,
+                                  .array = "gradient", .dtype = dtype, .into = *grad, .n = n,
+                                  .pool = req->srv->pool};
+    optd_doc_t doc;
+    int rc = optd_req_doc(req, &spec, &doc, err);
+    if (!rc && !doc.has_array)
         rc = optd_err_set(err, OPTD_EINVAL, "'gradient' is required (an array of %zu numbers)", n);
-        goto out;
-    }
-    if (!fast && (rc = optd_numarray_decode_into(v, dtype, "gradient", *grad, n, err)))
-        goto out;
     /* API.md 1.1: present means a number; null is refused, not ignored. */
-    if ((v = json_object_get(body, "step"))) {
-        if ((rc = optd_codec_u64_decode(v, "step", expect, err)))
-            goto out;
+    const json_t *v;
+    if (!rc && (v = json_object_get(doc.obj, "step")) && !(rc = optd_codec_u64_decode(v, "step", expect, err)))
         *has_expect = true;
-    }
-    if ((v = json_object_get(body, "loss"))) {
-        if ((rc = optd_codec_number_decode(v, "loss", loss, err)))
-            goto out;
+    if (!rc && (v = json_object_get(doc.obj, "loss")) && !(rc = optd_codec_number_decode(v, "loss", loss, err)))
         *has_loss = true;
-    }
-    if ((v = json_object_get(body, "worker")) && (rc = optd_route_worker_name(json_string_value(v), worker, err)))
-        goto out;
-out:
-    json_decref(body);
+    if (!rc && (v = json_object_get(doc.obj, "worker")))
+        rc = optd_route_worker_name(json_string_value(v), worker, err);
+    optd_doc_free(&doc);
     return rc;
 }
 
 /* The step's inputs, read from a binary body and its headers, or from
- * JSON (then *grad_owned is the malloc'd gradient).  0, an error in err,
- * or 1 when it already answered. */
+ * JSON (then *grad_owned is the malloc'd gradient).  0 or an error in err. */
 static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad_owned,
                       optd_step_input_t *in, uint64_t *expect, double *loss, char *worker, optd_err_t *err)
 {
@@ -106,8 +67,6 @@ static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad
     } else {
         rc = decode_json(req, n, dtype, grad_owned, &has_expect, expect, &has_loss, loss, worker, err);
         in->grad = *grad_owned;
-        if (rc == 1) /* already answered */
-            return 1;
         /* A JSON step may name its expected step in the header instead of
          * "step"; both at once must agree. */
         if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
@@ -147,72 +106,32 @@ typedef struct rows_in {
 
 static const char *const rows_step_fields[] = {"rows", "gradient", "step", "loss", NULL};
 
-/* numarray's fast path for the gradient, as a plain step has it: the
- * values parsed straight into ri->vals_owned, and the body without them
- * for Jansson.  NULL (nothing kept) when anything in the body is unusual:
- * Jansson then reads it whole and words any error. */
-static json_t *rows_json_fast(optd_req_t *req, const optd_session_t *s, rows_in_t *ri)
-{
-    const char *arr;
-    size_t arr_len, rest_len;
-    char *rest;
-    if (optd_numarray_locate_member(req->body, req->body_len, "gradient", &arr, &arr_len, &rest, &rest_len) != 1)
-        return NULL;
-    /* The rows too are read from the text, not as a JSON value each. */
-    const char *rows_arr;
-    size_t rows_len, rest2_len;
-    char *rest2 = NULL;
-    json_t *doc = NULL;
-    size_t R = optd_session_row_size(&s->cfg);
-    optd_err_t ignored;
-    if (optd_numarray_locate_member(rest, rest_len, "rows", &rows_arr, &rows_len, &rest2, &rest2_len) == 1 &&
-        optd_codec_rows_parse(rows_arr, rows_len, s->size / R, &ri->rows, &ri->n_rows, &ignored) == 0)
-        doc = json_loadb(rest2, rest2_len, JSON_REJECT_DUPLICATES, NULL);
-    free(rest2);
-    free(rest);
-    if (json_is_object(doc) && json_is_null(json_object_get(doc, "gradient")) &&
-        json_is_null(json_object_get(doc, "rows")) &&
-        (ri->vals_owned = malloc(ri->n_rows * R * optd_dtype_size(s->cfg.dtype))) &&
-        optd_numarray_parse_into(arr, arr_len, s->cfg.dtype, ri->vals_owned, ri->n_rows * R,
-                                 req->srv->pool) == 1)
-        return doc;
-    free(ri->rows);
-    free(ri->vals_owned);
-    memset(ri, 0, sizeof *ri);
-    json_decref(doc);
-    return NULL;
-}
-
-/* The JSON form (a rows step is small: its rows, not the table).  0, an
- * error in err, or 1 when it already answered. */
+/* The JSON form (a rows step is small: its rows, not the table), its rows
+ * and values read from the text by the reader's fast path when it can. */
 static int rows_json(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, optd_step_input_t *in,
                      uint64_t *expect, double *loss, optd_err_t *err)
 {
-    json_t *body = rows_json_fast(req, s, ri);
-    bool fast = body != NULL;
-    if (!body && !(body = optd_req_json_object(req)))
-        return 1;
-    if (!optd_req_known_fields(req, body, rows_step_fields, "a rows step")) {
-        json_decref(body);
-        return 1;
-    }
     size_t R = optd_session_row_size(&s->cfg);
-    int rc = fast ? 0
-                  : optd_codec_rows_decode(json_object_get(body, "rows"), s->size / R, 0, &ri->rows,
-                                           &ri->n_rows, err);
-    const json_t *v = json_object_get(body, "gradient");
-    if (!rc && !v)
+    const optd_doc_spec_t spec = {.what = "a rows step", .fields = rows_step_fields, .size = OPTD_DOC_ROWS,
+                                  .array = "gradient", .dtype = s->cfg.dtype, .rows_key = "rows",
+                                  .n_table = s->size / R, .row_size = R, .pool = req->srv->pool};
+    optd_doc_t doc;
+    int rc = optd_req_doc(req, &spec, &doc, err);
+    /* The rows and values are the caller's from here, whatever comes next. */
+    ri->rows = doc.rows;
+    ri->n_rows = doc.n_rows;
+    ri->vals_owned = doc.values;
+    doc.rows = NULL;
+    doc.values = NULL;
+    if (!rc && !doc.has_array)
         rc = optd_err_set(err, OPTD_EINVAL, "'gradient' is required (len(rows) x row_size = %zu numbers)",
                           ri->n_rows * R);
-    if (!rc && !fast && !(ri->vals_owned = malloc(ri->n_rows * R * optd_dtype_size(s->cfg.dtype))))
-        rc = optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu rows", ri->n_rows);
-    if (!rc && !fast)
-        rc = optd_numarray_decode_into(v, s->cfg.dtype, "gradient", ri->vals_owned, ri->n_rows * R, err);
-    if (!rc && (v = json_object_get(body, "step")) && !(rc = optd_codec_u64_decode(v, "step", expect, err)))
+    const json_t *v;
+    if (!rc && (v = json_object_get(doc.obj, "step")) && !(rc = optd_codec_u64_decode(v, "step", expect, err)))
         in->expect_step = expect;
-    if (!rc && (v = json_object_get(body, "loss")) && !(rc = optd_codec_number_decode(v, "loss", loss, err)))
+    if (!rc && (v = json_object_get(doc.obj, "loss")) && !(rc = optd_codec_number_decode(v, "loss", loss, err)))
         in->loss = loss;
-    json_decref(body);
+    optd_doc_free(&doc);
     in->grad = ri->vals_owned;
     /* As a plain JSON step: Optd-Expect-Step instead of "step", or agreeing. */
     const char *h = optd_req_header(req, "Optd-Expect-Step");
@@ -277,46 +196,6 @@ static int rows_binary(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, 
     return 0;
 }
 
-/* The answer to a rows step or a read of rows: JSON {"step", "rows",
- * "params"} (params: the listed rows' values), or the values alone in
- * binary, with Optd-Step (and Optd-Dtype).  Takes vals. */
-void optd_http_reply_rows(optd_req_t *req, bool binary, uint64_t step, const uint64_t *rows, size_t n_rows,
-                          optd_dtype_t dtype, size_t row_size, void *vals, bool return_none)
-{
-    char stepstr[24];
-    *optd_fmt_uint(stepstr, step, 1) = '\0';
-    size_t n = n_rows * row_size;
-    if (binary) {
-        optd_http_reply_buf(req, 200, "application/octet-stream", return_none ? NULL : vals,
-                            return_none ? 0 : n * optd_dtype_size(dtype));
-        if (return_none)
-            free(vals);
-        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
-    } else {
-        optd_sbuf_t b;
-        optd_sbuf_init(&b);
-        optd_sbuf_reserve(&b, 64 + (return_none ? 0 : n_rows * 21 + n * (OPTD_DTOA_MAX + 1)));
-        optd_sbuf_puts(&b, "{\"step\":");
-        optd_sbuf_puts(&b, stepstr);
-        if (!return_none) {
-            optd_sbuf_puts(&b, ",\"rows\":[");
-            for (size_t i = 0; i < n_rows; i++) {
-                char num[24];
-                *optd_fmt_uint(num, rows[i], 1) = '\0';
-                if (i)
-                    optd_sbuf_puts(&b, ",");
-                optd_sbuf_puts(&b, num);
-            }
-            optd_sbuf_puts(&b, "],\"params\":");
-            optd_numarray_encode(&b, dtype, vals, n, req->srv->pool);
-        }
-        optd_sbuf_puts(&b, "}");
-        free(vals);
-        optd_http_reply_sbuf(req, 200, &b);
-    }
-    optd_http_header(req, "Optd-Step", stepstr);
-}
-
 /* A rows step on s (the caller's reference, released here). */
 static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none)
 {
@@ -338,8 +217,6 @@ static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none
                                                    "(header Optd-Worker): rounds take whole gradients")
              : binary ? rows_binary(req, s, &ri, &in, &expect, &loss, &err)
                       : rows_json(req, s, &ri, &in, &expect, &loss, &err);
-    if (rc == 1)
-        goto out;
     in.rows = ri.rows;
     in.n_rows = ri.n_rows;
     /* ?return=none answers no values: none are copied out. */
@@ -356,7 +233,8 @@ static void route_rows_step(optd_req_t *req, optd_session_t *s, bool return_none
         goto out;
     }
     optd_metrics_step(&srv->metrics, s->cfg.kind);
-    optd_http_reply_rows(req, binary, step, ri.rows, ri.n_rows, dtype, R, vals, return_none);
+    optd_http_reply_step(req, binary, &(optd_step_answer_t){.step = step, .rows = ri.rows, .n_rows = ri.n_rows,
+                                                          .dtype = dtype, .params = vals, .n = ri.n_rows * R});
     vals = NULL;
 out:
     free(vals);
@@ -411,7 +289,6 @@ void optd_route_step(optd_req_t *req)
     size_t n = s->size;
     optd_dtype_t dtype = s->cfg.dtype;
     size_t bytes = n * optd_dtype_size(dtype);
-
     optd_err_t err = {0};
     void *grad_owned = NULL, *params = NULL;
     uint64_t expect = 0, step = 0;
@@ -420,8 +297,6 @@ void optd_route_step(optd_req_t *req)
     optd_step_input_t in = {0};
     char worker[OPTD_WORKER_NAME_MAX + 1] = "";
     int rc = read_input(req, n, dtype, &grad_owned, &in, &expect, &loss, worker, &err);
-    if (rc == 1)
-        goto out;
     if (rc) {
         optd_http_error_from(req, &err);
         goto fail;
@@ -445,31 +320,8 @@ void optd_route_step(optd_req_t *req)
     }
     optd_metrics_step(&srv->metrics, s->cfg.kind); /* s: the session applied to */
 
-    char stepstr[24];
-    *optd_fmt_uint(stepstr, step, 1) = '\0';
-    if (binary) {
-        if (return_none)
-            optd_http_reply_buf(req, 200, "application/octet-stream", NULL, 0);
-        else
-            optd_http_reply_buf(req, 200, "application/octet-stream", params, bytes);
-        params = NULL;
-        optd_http_header(req, "Optd-Dtype", optd_dtype_name(dtype));
-    } else {
-        optd_sbuf_t b;
-        optd_sbuf_init(&b);
-        /* The whole answer's room at once: growing it as it is written cost
-         * a realloc and a copy per small step. */
-        optd_sbuf_reserve(&b, 64 + (return_none ? 0 : n * (OPTD_DTOA_MAX + 1)));
-        optd_sbuf_puts(&b, "{\"step\":");
-        optd_sbuf_puts(&b, stepstr);
-        if (!return_none) {
-            optd_sbuf_puts(&b, ",\"params\":");
-            optd_numarray_encode(&b, dtype, params, n, srv->pool);
-        }
-        optd_sbuf_puts(&b, "}");
-        optd_http_reply_sbuf(req, 200, &b);
-    }
-    optd_http_header(req, "Optd-Step", stepstr);
+    optd_http_reply_step(req, binary, &(optd_step_answer_t){.step = step, .dtype = dtype, .params = params, .n = n});
+    params = NULL;
     goto out;
 fail:
     atomic_fetch_add_explicit(&srv->metrics.step_errors, 1, memory_order_relaxed);

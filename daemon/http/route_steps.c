@@ -104,36 +104,16 @@ static void put_result(optd_sbuf_t *b, const char *name, int rc, const optd_err_
         optd_http_put_error_object(b, err->code ? err->code : rc, err->msg,
                                    rc == OPTD_ESTEP ? &step : NULL);
     } else {
-        char num[24];
-        *optd_fmt_uint(num, step, 1) = '\0';
-        optd_sbuf_puts(b, ",\"step\":");
-        optd_sbuf_puts(b, num);
-        if (!return_none) {
-            if (rows) {
-                optd_sbuf_puts(b, ",\"rows\":[");
-                for (size_t i = 0; i < n_rows; i++) {
-                    char r[24];
-                    *optd_fmt_uint(r, rows[i], 1) = '\0';
-                    if (i)
-                        optd_sbuf_puts(b, ",");
-                    optd_sbuf_puts(b, r);
-                }
-                optd_sbuf_puts(b, "]");
-            }
-            optd_sbuf_puts(b, ",\"params\":");
-            optd_numarray_encode(b, s->cfg.dtype, params,
-                                 rows ? n_rows * optd_session_row_size(&s->cfg) : s->size, pool);
-        }
+        optd_sbuf_puts(b, ",");
+        optd_codec_step_members(b, step, rows, n_rows, s->cfg.dtype, return_none ? NULL : params,
+                                rows ? n_rows * optd_session_row_size(&s->cfg) : s->size, pool);
     }
     optd_sbuf_puts(b, "}");
 }
 
 /* The body's "steps" array, or NULL when it already answered. */
-static const json_t *steps_array(optd_req_t *req, json_t *body)
+static const json_t *steps_array(optd_req_t *req, const json_t *body)
 {
-    static const char *const fields[] = {"steps", NULL};
-    if (!optd_req_known_fields(req, body, fields, "a batch of steps"))
-        return NULL;
     const json_t *steps = json_object_get(body, "steps");
     if (!json_is_array(steps)) {
         optd_http_error(req, OPTD_EINVAL, "'steps' is required: an array of 1..%d step items", STEPS_MAX);
@@ -416,7 +396,7 @@ typedef struct batch {
     size_t n;
     item_t *items;            /* n of them */
     optd_batch_step_t *steps; /* n: items[i]'s step and its outcome */
-    json_t *body;             /* the slow path's document */
+    optd_doc_t doc;           /* the slow path's document */
     fast_scan_t fs;
     unsigned chunks;          /* the items cut into this many pool tasks */
     optd_sbuf_t *parts;       /* chunks of results, printed over the pool */
@@ -433,7 +413,7 @@ static void batch_free(batch_t *bt)
     }
     free(bt->items);
     free(bt->steps);
-    json_decref(bt->body);
+    optd_doc_free(&bt->doc);
     fast_scan_free(&bt->fs);
 }
 
@@ -453,7 +433,7 @@ static bool batch_alloc(batch_t *bt, size_t n)
  * so that a refusal is worded as for any item. */
 static int item_reread(size_t i, item_t *it, optd_err_t *err)
 {
-    it->own = json_loadb(it->text, it->text_len, JSON_REJECT_DUPLICATES, NULL);
+    it->own = optd_doc_parse_part(it->text, it->text_len);
     return item_read(it->own, i, it, err);
 }
 
@@ -522,9 +502,14 @@ static bool batch_from_scan(batch_t *bt)
  * it already answered. */
 static bool batch_from_json(batch_t *bt)
 {
-    if (!(bt->body = optd_req_json_object(bt->req)))
+    static const char *const fields[] = {"steps", NULL};
+    const optd_doc_spec_t spec = {.what = "a batch of steps", .fields = fields};
+    optd_err_t err = {0};
+    if (optd_req_doc(bt->req, &spec, &bt->doc, &err)) {
+        optd_http_error_from(bt->req, &err);
         return false;
-    const json_t *steps = steps_array(bt->req, bt->body);
+    }
+    const json_t *steps = steps_array(bt->req, bt->doc.obj);
     if (!steps)
         return false;
     if (!batch_alloc(bt, json_array_size(steps))) {

@@ -63,7 +63,7 @@ static void state_round_trip(optd_server_t *srv, const char *name)
     fz_http_done(&get2);
 }
 
-/* Whenever the create's fast path would take "params" (route_sessions.c:
+/* Whenever the create's fast path would take "params" (doc.c, BY_DOC:
  * located, the rest an object with "params" null, the array parsed), the
  * body must mean the same to Jansson, value for value, with the
  * differences fuzz_step.c lists let through (integers beyond int64, NUL

@@ -15,8 +15,8 @@
  *
  * Each input runs against a fresh store holding that one session, so runs
  * are independent.  Besides the sanitizers and the answer checks of
- * harness.c, JSON bodies get a differential check: whenever numarray's fast
- * path takes the gradient, Jansson's reading of the same body must agree,
+ * harness.c, JSON bodies get a differential check: whenever the document
+ * reader's fast path (doc.h) takes the gradient, Jansson's reading of the same body must agree,
  * value for value (see check_fast_path), and no step may leave a NaN or an
  * infinity in the session. */
 #include <math.h>
@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "http/doc.h"
 #include "http/numarray.h"
 
 static const size_t sizes[4] = {1, 2, 3, 5};
@@ -39,27 +40,21 @@ static void check_fast_path(const uint8_t *body, size_t len, optd_dtype_t dtype,
 {
     char *text = fz_strndup(body, len); /* the daemon's bodies are NUL-terminated */
     double fast[8];
-    char *rest = NULL;
-    size_t rest_len = 0;
-    int rc = optd_numarray_fast_member(text, len, "gradient", dtype, fast, n, NULL, &rest, &rest_len);
-    if (rc < 0)
-        fz_fail("optd_numarray_fast_member: out of memory");
-    if (rc == 0) {
-        free(text);
-        return;
-    }
-    /* What route_step.c does next: the fast result counts when the body was
-     * only the gradient (rc 2: Jansson must then read exactly one member,
-     * checked below), or when the rest is a JSON object whose "gradient" is
-     * the null put in its place. */
-    bool only = rc == 2;
-    bool used = only;
-    if (!only) {
-        json_t *r = json_loadb(rest, rest_len, JSON_REJECT_DUPLICATES, NULL);
-        used = json_is_object(r) && json_is_null(json_object_get(r, "gradient"));
-        json_decref(r);
-        free(rest);
-    }
+    /* The reader the step handler uses (doc.h): its fast path's result
+     * counts when it took the body (doc.fast), the body then being only
+     * the gradient (no other member: doc.obj NULL, Jansson must then read
+     * exactly one member, checked below) or a rest whose "gradient" is the
+     * null put in its place, with known fields. */
+    static const char *const fields[] = {"gradient", "step", "loss", "worker", NULL};
+    const optd_doc_spec_t spec = {.what = "a step request", .fields = fields, .size = OPTD_DOC_FIXED,
+                                  .array = "gradient", .dtype = dtype, .into = fast, .n = n};
+    optd_doc_t d;
+    optd_err_t derr = {0};
+    int rc = optd_doc_read(text, len, &spec, &d, &derr);
+    if (rc == OPTD_ENOMEM)
+        fz_fail("optd_doc_read: out of memory");
+    bool used = rc == 0 && d.fast, only = used && !d.obj;
+    optd_doc_free(&d);
     if (!used) {
         free(text);
         return;

@@ -104,6 +104,22 @@ class Metrics(DaemonTestCase):
         self.assertEqual(value(s4, "optd_steps_total", optimizer="lion"),
                          value(s3, "optd_steps_total", optimizer="lion"))
 
+    def test_refused_steps_counted(self):
+        # "Step requests refused or failed": a step refused for its JSON
+        # counts as one refused for its values (it did not, before the
+        # document reader: its handler had answered already).
+        self.d.create("m-e", "sgd", size=2)
+        self.d.create("m-t", "sgd", size=4, row_size=2)
+        bodies = [("m-e", '{"gradient": [1, 2'), ("m-e", '{"gradient": [1, 2], "x": 1}'),
+                  ("m-e", '{"gradient": [1, 2], "gradient": [1, 2]}'), ("m-e", '{"gradient": [1]}'),
+                  ("m-t", '{"rows": [0], "gradient": [1, 2], "x": 1}'), ("m-t", '{"rows": [0], "gradient": [1')]
+        for name, body in bodies:
+            _, s0 = self.scrape()
+            r = self.d.post("/v1/sessions/%s/step" % name, body, headers={"Content-Type": "application/json"})
+            self.assertEqual(r.status, 400, (body, r))
+            _, s1 = self.scrape()
+            self.assertEqual(value(s1, "optd_step_errors_total"), value(s0, "optd_step_errors_total") + 1, body)
+
 
 if __name__ == "__main__":
     unittest.main()

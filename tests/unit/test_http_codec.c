@@ -629,6 +629,29 @@ START_TEST(test_json_valid_against_jansson)
 }
 END_TEST
 
+/* The one printer of step answers: the bytes API.md shows. */
+START_TEST(test_codec_step_members)
+{
+    optd_sbuf_t b;
+    optd_sbuf_init(&b);
+    double p[2] = {0.5, -1.25};
+    optd_codec_step_members(&b, 7, NULL, 0, OPTD_FLOAT64, p, 2, NULL);
+    ck_assert_str_eq(b.p, "\"step\":7,\"params\":[0.5,-1.25]");
+    optd_sbuf_free(&b);
+    optd_sbuf_init(&b);
+    uint64_t rows[2] = {3, 0};
+    float f[4] = {1, 2, 3, 0.1f};
+    optd_codec_step_members(&b, 12345678901234ULL, rows, 2, OPTD_FLOAT32, f, 4, NULL);
+    ck_assert_str_eq(b.p, "\"step\":12345678901234,\"rows\":[3,0],\"params\":[1.0,2.0,3.0,0.100000001]");
+    optd_sbuf_free(&b);
+    /* ?return=none, and a PUT: the step alone, rows or not. */
+    optd_sbuf_init(&b);
+    optd_codec_step_members(&b, 0, rows, 2, OPTD_FLOAT32, NULL, 4, NULL);
+    ck_assert_str_eq(b.p, "\"step\":0");
+    optd_sbuf_free(&b);
+}
+END_TEST
+
 START_TEST(test_sbuf_json_writer)
 {
     json_t *v = json_pack("{sfsfsssbsn}", "a", 0.1, "b", 1.0, "s", "q\"\\\n\x01", "t", 1, "z");
@@ -693,6 +716,7 @@ int main(void)
     tcase_add_test(tc, test_numarray_find_arrays_and_without);
     tcase_add_test(tc, test_json_valid_against_jansson);
     tcase_add_test(tc, test_sbuf_json_writer);
+    tcase_add_test(tc, test_codec_step_members);
     tcase_add_test(tc, test_codec_schedule_and_time);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
