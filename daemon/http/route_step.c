@@ -48,11 +48,10 @@ static int read_input(optd_req_t *req, size_t n, optd_dtype_t dtype, void **grad
     int rc;
     const char *h;
     if (req->body_kind == OPTD_BODY_BINARY) {
-        /* Length first (a wrong length stays size_mismatch, as in 1.0),
-         * then the dtype the body says it holds, then its values. */
-        size_t bytes = n * optd_dtype_size(dtype);
-        rc = req->body_len != bytes ? optd_binary_gradient_check(req->body, req->body_len, dtype, n, err)
-                                    : optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, err);
+        /* The dtype the body says it holds first (numpy's float64 sent to
+         * a float32 session is that mistake, whatever its length: API.md
+         * 1.1), then its length (size_mismatch, as in 1.0) and values. */
+        rc = optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, err);
         if (!rc)
             rc = optd_binary_gradient_check(req->body, req->body_len, dtype, n, err);
         if (!rc && (h = optd_req_header(req, "Optd-Expect-Step"))) {
@@ -155,6 +154,8 @@ static int rows_binary(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, 
     optd_dtype_t dtype = s->cfg.dtype;
     size_t R = optd_session_row_size(&s->cfg), es = optd_dtype_size(dtype);
     int rc = optd_binary_header_u64(optd_req_header(req, "Optd-Rows"), "Optd-Rows", &n, err);
+    if (!rc) /* before the length, as for a dense step */
+        rc = optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, err);
     if (rc)
         return rc;
     if (n == 0 || n > req->body_len / 8 / (1 + R * es / 8) || (req->body_len - n * 8) != n * R * es)
@@ -162,8 +163,6 @@ static int rows_binary(optd_req_t *req, const optd_session_t *s, rows_in_t *ri, 
                             "the body holds %zu bytes; Optd-Rows %llu needs 8 bytes per row number, "
                             "then %zu %s values per row",
                             req->body_len, (unsigned long long)n, R, optd_dtype_name(dtype));
-    if ((rc = optd_binary_dtype_check(optd_req_header(req, "Optd-Dtype"), dtype, err)))
-        return rc;
     if (!(ri->rows = malloc(n * sizeof *ri->rows)))
         return optd_err_set(err, OPTD_ENOMEM, "out of memory for %llu rows", (unsigned long long)n);
     ri->n_rows = (size_t)n;

@@ -184,7 +184,10 @@ class PythonClient(DaemonTestCase):
         self.assertEqual(self.c.history(f)[0]["loss"], 1.25)
         with self.assertRaises(OptdError) as cm:
             self.c.step(f, array.array("d", [0.5, 1.0]))
-        self.assertEqual(cm.exception.code, "size_mismatch")
+        # the client names the dtype it sends: a differing Optd-Dtype is
+        # invalid_argument whatever the length (API.md 1.1)
+        self.assertEqual(cm.exception.code, "invalid_argument")
+        self.assertIn("float64", str(cm.exception))
 
     def test_binary_dtype_named(self):
         """8 float32 values are the 32 bytes of 4 float64: the client says
