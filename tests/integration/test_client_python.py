@@ -22,6 +22,11 @@ try:
 except ImportError:  # the client works without numpy; those tests skip
     np = None
 
+try:
+    import torch
+except ImportError:  # torch tensors are taken as numpy arrays; those tests skip
+    torch = None
+
 
 class FaultProxy:
     """A loopback TCP proxy in front of the daemon that counts connections
@@ -359,6 +364,52 @@ class PythonClient(DaemonTestCase):
             c.close()
         finally:
             proxy.close()
+
+    @unittest.skipUnless(torch is not None and np is not None, "needs python3-torch and numpy")
+    def test_torch_tensors_go_in_as_numpy(self):
+        """An nn.Embedding(sparse=True) user hands the gradient's own
+        tensors to step_rows, ShardedTable and step: they go out in binary
+        as numpy would (before, a 2-D tensor was "2 gradient values for 2
+        rows of 4" in ShardedTable.push and "Tensor is not JSON
+        serializable" in step_rows), and the table follows
+        torch.optim.SparseAdam."""
+        from optd_client import ShardedTable
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(10, 4, sparse=True)
+        ref = torch.nn.Embedding(10, 4, sparse=True)
+        ref.weight.data.copy_(emb.weight.data)
+        opt = torch.optim.SparseAdam(ref.parameters(), lr=0.1)
+        n = self.uname()
+        self.c.create(n, "sparse_adam", size=40, row_size=4, dtype="float32", hyperparameters={"lr": 0.1})
+        self.c.set_params(n, emb.weight)  # a Parameter that requires grad
+        table = ShardedTable("http://127.0.0.1:%d" % self.d.port, self.uname(), shards=3)
+        table.create(10, 4, "sparse_adam", hyperparameters={"lr": 0.1}, dtype="float32", init=emb.weight)
+        try:
+            for k in range(3):
+                ids = torch.tensor([[1, 7, 1], [k, 9, 2]])
+                opt.zero_grad()
+                ref(ids).pow(2).sum().backward()
+                opt.step()
+                emb.zero_grad()
+                emb(ids).pow(2).sum().backward()
+                g = emb.weight.grad
+                r = self.c.step_rows(n, g._indices()[0], g._values(), expect_step=k)
+                self.assertEqual(r.step, k + 1)
+                self.assertEqual(table.push(g._indices()[0], g._values(), expect_step=k), k + 1)
+                with torch.no_grad():
+                    emb.weight.copy_(torch.from_numpy(self.c.params(n, binary=True)[1].reshape(10, 4)))
+            want = ref.weight.detach().numpy()
+            self.assertTrue(np.allclose(self.c.params(n, binary=True)[1].reshape(10, 4), want,
+                                        rtol=2e-5, atol=1e-6))
+            self.assertTrue(np.allclose(table.pull(torch.arange(10))[1].reshape(10, 4), want,
+                                        rtol=2e-5, atol=1e-6))
+        finally:
+            table.delete()
+            table.close()
+        dense = self.uname()
+        self.c.create(dense, "sgd", params=torch.tensor([1.0, 2.0]), hyperparameters={"lr": 0.5})
+        r = self.c.step(dense, torch.tensor([2.0, 2.0], dtype=torch.float64), expect_step=0)
+        self.assertEqual(list(r.params), [0.0, 1.0])
 
     def test_timeout_and_refused(self):
         silent = socket.socket()
