@@ -243,6 +243,12 @@ class PythonClient(DaemonTestCase):
         self.assertEqual(names, ["%s%d" % (prefix, i) for i in range(5)])
         even = [s["name"] for s in self.c.iter_sessions(prefix=prefix, labels={"parity": "even"})]
         self.assertEqual(even, [prefix + "0", prefix + "2", prefix + "4"])
+        odd = [s["name"] for s in self.c.iter_sessions(prefix=prefix, labels=["parity:odd"])]
+        self.assertEqual(odd, [prefix + "1", prefix + "3"])
+        # A label without its value said so (it was "not enough values to unpack").
+        for bad in (["parity"], "parity:odd"):
+            with self.assertRaisesRegex(ValueError, "key:value"):
+                self.c.list_sessions(prefix=prefix, labels=bad)
 
     def test_state_fork(self):
         n = self.uname()

@@ -423,6 +423,9 @@ class Client:
     def _list_query(limit, after, prefix, labels):
         q = [("limit", limit), ("after", after), ("prefix", prefix)]
         if labels:
+            if isinstance(labels, str) or (not isinstance(labels, dict)
+                                           and any(":" not in str(l) for l in labels)):
+                raise ValueError("labels must be a dict or a list of 'key:value' strings, got %r" % (labels,))
             items = labels.items() if isinstance(labels, dict) else [l.split(":", 1) for l in labels]
             q.extend(("label", "%s:%s" % (k, v)) for k, v in items)
         return q
