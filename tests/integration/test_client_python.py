@@ -436,6 +436,27 @@ class PythonClient(DaemonTestCase):
             Client("http://127.0.0.1:%d" % port, timeout=2, retries=1, backoff=0.01).health()
 
 
+class PythonClientEarlyAnswer(DaemonTestCase):
+    """A body over --max-body-bytes is refused from its headers (413) and
+    the connection closed before the body is read: the client used to die
+    of EPIPE while still sending and raise connection_error (Broken pipe),
+    every time for a 8 MB body, instead of the daemon's answer."""
+    FLAGS = ["--max-body-bytes", "100000", "--max-body-memory", "100000"]
+
+    def test_413_is_read_after_a_broken_pipe(self):
+        c = Client("http://127.0.0.1:%d" % self.d.port, timeout=10)
+        n = self.uname()
+        c.create(n, "sgd", size=10)
+        big = array.array("d", bytes(8 * 1000000))
+        for _ in range(3):
+            for call in (lambda: c.set_params(n, big), lambda: c.step(n, big, expect_step=0)):
+                with self.assertRaises(OptdError) as cm:
+                    call()
+                self.assertEqual((cm.exception.status, cm.exception.code), (413, "payload_too_large"))
+        self.assertEqual(c.get(n)["step"], 0)  # and the connection after it works
+        c.close()
+
+
 class PythonClientAuth(DaemonTestCase):
     TOKEN = "s3cret-token"
 

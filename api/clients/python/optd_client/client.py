@@ -226,8 +226,22 @@ class Client:
         if conn.sock is not None:
             conn.sock.settimeout(limit)
         try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
+            early = None
+            try:
+                conn.request(method, path, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # The daemon answers some requests from their headers alone
+                # (413 over --max-body-bytes, 401, 503) and closes without
+                # reading the body: its answer is waiting to be read.
+                if not body:
+                    raise
+                early = e
+            try:
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                if early is not None:
+                    raise early
+                raise
             if out is not None and resp.status == 200 and resp.length == len(out):
                 view, got = memoryview(out), 0
                 while got < len(out):
