@@ -283,6 +283,28 @@ class ResumeAfterCrash(DaemonTestCase):
 
 
 @unittest.skipUnless(torch is not None, "python3-torch is not installed (deploy/install-deps.sh test)")
+class CreateFailsHalfway(DaemonTestCase):
+    """The session is created with `size` (zeros), then the parameters are
+    written: when that write fails (here 413, a model over
+    --max-body-bytes) the session used to stay behind at step 0 holding
+    zeros, and the next run resumed it, zeroing the model's weights."""
+    FLAGS = ["--max-body-bytes", "100000", "--max-body-memory", "100000"]
+
+    def test_no_zero_session_left_to_resume(self):
+        url = "http://127.0.0.1:%d" % self.d.port
+        name = self.uname()
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = torch.nn.Linear(200, 200)  # 40,200 float32: 160 KB
+            before = [p.detach().clone() for p in model.parameters()]
+            with self.assertRaises(Exception):
+                RemoteOptimizer(model.parameters(), "adam", url=url, name=name)
+            self.assertEqual(self.d.get("/v1/sessions/" + name).status, 404)
+            for p, q in zip(before, model.parameters()):
+                self.assertTrue(torch.equal(p, q))
+
+
+@unittest.skipUnless(torch is not None, "python3-torch is not installed (deploy/install-deps.sh test)")
 class PipInstall(DaemonTestCase):
     def test_installs_in_a_fresh_venv_and_works(self):
         with tempfile.TemporaryDirectory() as tmp:
