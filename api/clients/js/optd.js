@@ -150,9 +150,15 @@ export class Client {
           await sleep(this.backoffMs * 2 ** attempt);
           continue;
         }
+        // fetch cannot read an answer sent before the body was all written:
+        // optd refuses some requests from their headers and closes.
+        const cut = body !== undefined && ["EPIPE", "ECONNRESET"].includes(e.cause?.code);
         const err = new OptdError(null, timedOut ? "timeout" : "connection_error",
           timedOut ? `no answer from ${this.baseUrl} within ${limitMs} ms`
-                   : `cannot reach ${this.baseUrl}: ${e.cause?.message ?? e.message}`);
+            : cut ? `${this.baseUrl} closed the connection while the body was being sent ` +
+                    `(${e.cause.message}): optd refuses that way, before reading it, a body over ` +
+                    `its --max-body-bytes (413) or one that --max-body-memory cannot hold now (503)`
+            : `cannot reach ${this.baseUrl}: ${e.cause?.message ?? e.message}`);
         err.cause = e;
         err.attempts = attempt;
         throw err;

@@ -148,6 +148,22 @@ test("network errors and timeouts are OptdError", async () => {
   }
 });
 
+test("a body cut off by an early answer says why, not 'cannot reach'", async () => {
+  // As fetch sees optd refuse a body over --max-body-bytes (413 from the
+  // headers, then the connection closed with the body unread): EPIPE or
+  // ECONNRESET while sending, the answer lost (measured: write EPIPE).
+  const early = createServer((sock) => sock.once("data", () => sock.destroy()));
+  await new Promise((r) => early.listen(0, "127.0.0.1", r));
+  try {
+    const c = new Client(`http://127.0.0.1:${early.address().port}`, { retries: 0, timeoutMs: 5000 });
+    await assert.rejects(c.step("s", new Float64Array(2000000)),
+      (e) => e instanceof OptdError && e.code === "connection_error" && /max-body-bytes/.test(e.message));
+  } finally {
+    early.close();
+    early.unref();
+  }
+});
+
 test("one naming style: camelCase options in create and patch, others refused", async () => {
   const c = client();
   const n = uname();
