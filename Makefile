@@ -42,6 +42,9 @@ CXXFLAGS += -std=c++17 -fno-exceptions -fno-rtti -Wall -Wextra -Werror -pthread 
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 CFLAGS += -DOPTD_VERSION='"$(VERSION)"'
+# The files that print it are rebuilt when VERSION changes (the flag alone
+# is no prerequisite: a bump kept the old string in their objects).
+$(BUILD)/daemon/config.o $(BUILD)/daemon/metrics.o $(BUILD)/daemon/main.o: VERSION
 
 # The optimizer core: pure, no I/O (liboptd.a, usable in-process).
 CORE_SRC := daemon/error.c $(wildcard daemon/optim/*.c)

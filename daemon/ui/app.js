@@ -322,7 +322,10 @@
     try {
       body = await get("sessions/" + encodeURIComponent(name) + "/history" + q);
     } catch (e) {
-      if (e instanceof ApiError && e.status === 404) {
+      /* 404: deleted since the link was made; 400: a name no session can
+       * have (a typo in a deep link).  Either way the chip is struck
+       * through and the others' curves are drawn. */
+      if (e instanceof ApiError && (e.status === 404 || e.status === 400)) {
         p.gone = true;
         renderPicked();
         return;

@@ -22,6 +22,11 @@ try:
 except ImportError:  # the client works without numpy; those tests skip
     np = None
 
+try:
+    import torch
+except ImportError:  # torch tensors are taken as numpy arrays; those tests skip
+    torch = None
+
 
 class FaultProxy:
     """A loopback TCP proxy in front of the daemon that counts connections
@@ -241,6 +246,12 @@ class PythonClient(DaemonTestCase):
         self.assertEqual(names, ["%s%d" % (prefix, i) for i in range(5)])
         even = [s["name"] for s in self.c.iter_sessions(prefix=prefix, labels={"parity": "even"})]
         self.assertEqual(even, [prefix + "0", prefix + "2", prefix + "4"])
+        odd = [s["name"] for s in self.c.iter_sessions(prefix=prefix, labels=["parity:odd"])]
+        self.assertEqual(odd, [prefix + "1", prefix + "3"])
+        # A label without its value said so (it was "not enough values to unpack").
+        for bad in (["parity"], "parity:odd"):
+            with self.assertRaisesRegex(ValueError, "key:value"):
+                self.c.list_sessions(prefix=prefix, labels=bad)
 
     def test_state_fork(self):
         n = self.uname()
@@ -363,6 +374,52 @@ class PythonClient(DaemonTestCase):
         finally:
             proxy.close()
 
+    @unittest.skipUnless(torch is not None and np is not None, "needs python3-torch and numpy")
+    def test_torch_tensors_go_in_as_numpy(self):
+        """An nn.Embedding(sparse=True) user hands the gradient's own
+        tensors to step_rows, ShardedTable and step: they go out in binary
+        as numpy would (before, a 2-D tensor was "2 gradient values for 2
+        rows of 4" in ShardedTable.push and "Tensor is not JSON
+        serializable" in step_rows), and the table follows
+        torch.optim.SparseAdam."""
+        from optd_client import ShardedTable
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(10, 4, sparse=True)
+        ref = torch.nn.Embedding(10, 4, sparse=True)
+        ref.weight.data.copy_(emb.weight.data)
+        opt = torch.optim.SparseAdam(ref.parameters(), lr=0.1)
+        n = self.uname()
+        self.c.create(n, "sparse_adam", size=40, row_size=4, dtype="float32", hyperparameters={"lr": 0.1})
+        self.c.set_params(n, emb.weight)  # a Parameter that requires grad
+        table = ShardedTable("http://127.0.0.1:%d" % self.d.port, self.uname(), shards=3)
+        table.create(10, 4, "sparse_adam", hyperparameters={"lr": 0.1}, dtype="float32", init=emb.weight)
+        try:
+            for k in range(3):
+                ids = torch.tensor([[1, 7, 1], [k, 9, 2]])
+                opt.zero_grad()
+                ref(ids).pow(2).sum().backward()
+                opt.step()
+                emb.zero_grad()
+                emb(ids).pow(2).sum().backward()
+                g = emb.weight.grad
+                r = self.c.step_rows(n, g._indices()[0], g._values(), expect_step=k)
+                self.assertEqual(r.step, k + 1)
+                self.assertEqual(table.push(g._indices()[0], g._values(), expect_step=k), k + 1)
+                with torch.no_grad():
+                    emb.weight.copy_(torch.from_numpy(self.c.params(n, binary=True)[1].reshape(10, 4)))
+            want = ref.weight.detach().numpy()
+            self.assertTrue(np.allclose(self.c.params(n, binary=True)[1].reshape(10, 4), want,
+                                        rtol=2e-5, atol=1e-6))
+            self.assertTrue(np.allclose(table.pull(torch.arange(10))[1].reshape(10, 4), want,
+                                        rtol=2e-5, atol=1e-6))
+        finally:
+            table.delete()
+            table.close()
+        dense = self.uname()
+        self.c.create(dense, "sgd", params=torch.tensor([1.0, 2.0]), hyperparameters={"lr": 0.5})
+        r = self.c.step(dense, torch.tensor([2.0, 2.0], dtype=torch.float64), expect_step=0)
+        self.assertEqual(list(r.params), [0.0, 1.0])
+
     def test_timeout_and_refused(self):
         silent = socket.socket()
         silent.bind(("127.0.0.1", 0))
@@ -380,6 +437,27 @@ class PythonClient(DaemonTestCase):
         s.close()
         with self.assertRaises(OptdConnectionError):
             Client("http://127.0.0.1:%d" % port, timeout=2, retries=1, backoff=0.01).health()
+
+
+class PythonClientEarlyAnswer(DaemonTestCase):
+    """A body over --max-body-bytes is refused from its headers (413) and
+    the connection closed before the body is read: the client used to die
+    of EPIPE while still sending and raise connection_error (Broken pipe),
+    every time for a 8 MB body, instead of the daemon's answer."""
+    FLAGS = ["--max-body-bytes", "100000", "--max-body-memory", "100000"]
+
+    def test_413_is_read_after_a_broken_pipe(self):
+        c = Client("http://127.0.0.1:%d" % self.d.port, timeout=10)
+        n = self.uname()
+        c.create(n, "sgd", size=10)
+        big = array.array("d", bytes(8 * 1000000))
+        for _ in range(3):
+            for call in (lambda: c.set_params(n, big), lambda: c.step(n, big, expect_step=0)):
+                with self.assertRaises(OptdError) as cm:
+                    call()
+                self.assertEqual((cm.exception.status, cm.exception.code), (413, "payload_too_large"))
+        self.assertEqual(c.get(n)["step"], 0)  # and the connection after it works
+        c.close()
 
 
 class PythonClientAuth(DaemonTestCase):

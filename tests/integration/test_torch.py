@@ -228,6 +228,83 @@ class RemoteOptimizerTest(DaemonTestCase):
 
 
 @unittest.skipUnless(torch is not None, "python3-torch is not installed (deploy/install-deps.sh test)")
+class ResumeAfterCrash(DaemonTestCase):
+    """README's resume recipe as a user runs it: a durable daemon is killed
+    (kill -9, --sync always) in the middle of a OneCycleLR run; a new
+    process makes a fresh model and RemoteOptimizer of the same name (which
+    resume the parameters and the step from the session), a fresh scheduler,
+    loads the optimizer's and the scheduler's state_dict saved with the
+    step, and goes on alike with torch.optim.AdamW that never stopped.
+    Without the checkpoint the groups' values are the constructor's and the
+    fresh scheduler's (the session holds only what the last step used), so
+    the next step would silently run at the scheduler's first lr."""
+    DATA_DIR = True
+    FLAGS = ["--sync", "always"]
+
+    def test_kill9_then_resume_with_scheduler_matches_torch(self):
+        torch.set_num_threads(1)
+        url = lambda: "http://127.0.0.1:%d" % self.d.port
+        name = self.uname()
+        a, b = make_model(), make_model()
+        ta = torch.optim.AdamW(two_groups(a, lr=0.001), lr=0.01, weight_decay=0.05)
+        rb = RemoteOptimizer(two_groups(b, lr=0.001), "adamw", url=url(), name=name, lr=0.01,
+                             weight_decay=0.05)
+        one_cycle = lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.01, 0.001], total_steps=60)
+        sa, sb = one_cycle(ta), one_cycle(rb)
+        x, y = data()
+        for _ in range(25):
+            for m, o, s in ((a, ta, sa), (b, rb, sb)):
+                train_step(m, o, x, y)
+                s.step()
+        ckpt = {"opt": rb.state_dict(), "sched": sb.state_dict()}
+        at_kill = [p.detach().clone() for p in b.parameters()]
+        self.d.kill9()
+        self.d.start(port=self.d.port)
+        c = make_model(seed=7)
+        rc = RemoteOptimizer(two_groups(c, lr=0.001), "adamw", url=url(), name=name, lr=0.01,
+                             weight_decay=0.05)
+        self.assertEqual(rc._step, 25)
+        for pk, pc in zip(at_kill, c.parameters()):
+            self.assertTrue(torch.equal(pk, pc))
+        sc = one_cycle(rc)
+        self.assertNotEqual(rc.param_groups[0]["lr"], ta.param_groups[0]["lr"])  # the trap
+        rc.load_state_dict(ckpt["opt"])
+        sc.load_state_dict(ckpt["sched"])
+        self.assertEqual([g["lr"] for g in rc.param_groups], [g["lr"] for g in ta.param_groups])
+        for k in range(35):
+            train_step(a, ta, x, y)
+            train_step(c, rc, x, y)
+            sa.step()
+            sc.step()
+            for (n, pa), pc in zip(a.named_parameters(), c.parameters()):
+                self.assertTrue(close32(pc.detach(), pa.detach()),
+                                "step %d after resume: %s differs by %g" % (k + 1, n, (pa - pc).abs().max().item()))
+        self.assertEqual(self.d.get("/v1/sessions/" + name).body["step"], 60)
+
+
+@unittest.skipUnless(torch is not None, "python3-torch is not installed (deploy/install-deps.sh test)")
+class CreateFailsHalfway(DaemonTestCase):
+    """The session is created with `size` (zeros), then the parameters are
+    written: when that write fails (here 413, a model over
+    --max-body-bytes) the session used to stay behind at step 0 holding
+    zeros, and the next run resumed it, zeroing the model's weights."""
+    FLAGS = ["--max-body-bytes", "100000", "--max-body-memory", "100000"]
+
+    def test_no_zero_session_left_to_resume(self):
+        url = "http://127.0.0.1:%d" % self.d.port
+        name = self.uname()
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = torch.nn.Linear(200, 200)  # 40,200 float32: 160 KB
+            before = [p.detach().clone() for p in model.parameters()]
+            with self.assertRaises(Exception):
+                RemoteOptimizer(model.parameters(), "adam", url=url, name=name)
+            self.assertEqual(self.d.get("/v1/sessions/" + name).status, 404)
+            for p, q in zip(before, model.parameters()):
+                self.assertTrue(torch.equal(p, q))
+
+
+@unittest.skipUnless(torch is not None, "python3-torch is not installed (deploy/install-deps.sh test)")
 class PipInstall(DaemonTestCase):
     def test_installs_in_a_fresh_venv_and_works(self):
         with tempfile.TemporaryDirectory() as tmp:

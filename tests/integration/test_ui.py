@@ -326,6 +326,17 @@ class Page(unittest.TestCase):
         _driver.find_element("id", "log-scale").click()
         self.assertEqual(console_errors(_driver), [])
 
+    def test_deep_link_with_a_bad_name_still_draws_the_others(self):
+        """A deep link naming a session deleted since (404) and a typo no
+        session can be named (400): both chips are struck through and the
+        good one is drawn.  The 400 used to reject the curves' Promise.all,
+        so nothing was drawn at all."""
+        self.open("?session=cmp-a&session=a%20b&session=no-such")
+        self.wait_points({"cmp-a · loss": 41, "a b · loss": 0, "no-such · loss": 0})
+        wait(lambda: js("return [...document.querySelectorAll('#picked .chip.gone .chip-name')]"
+                        ".map(e => e.textContent)") == ["a b", "no-such"], "strike the bad names through")
+        self.assertGreater(js(INK), 200, "the chart's canvas is blank")
+
     def test_label_with_html_is_text_and_runs_nothing(self):
         self.open("?session=cmp-c")
         wait(lambda: "cmp-c" in rows(), "list cmp-c")

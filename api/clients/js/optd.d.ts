@@ -164,7 +164,8 @@ export declare class Client {
   create(name: string, optimizer?: OptimizerName | null, options?: CreateOptions): Promise<Descriptor>;
   fork(source: string, name: string, options?: ConfigOptions): Promise<Descriptor>;
   listSessions(options?: { limit?: number; after?: string; prefix?: string;
-    labels?: Record<string, string> | string[] }): Promise<{ sessions: Descriptor[]; next_after: string | null }>;
+    labels?: Record<string, string> | string[]; sort?: "name" | "best_loss" | "last_loss"; offset?: number }):
+    Promise<{ sessions: Descriptor[]; next_after: string | null; next_offset: number | null }>;
   iterSessions(options?: { prefix?: string; labels?: Record<string, string> | string[];
     pageSize?: number }): AsyncGenerator<Descriptor>;
   get(name: string): Promise<Descriptor>;
@@ -184,6 +185,9 @@ export declare class Client {
   step(name: string, gradient: Float64Array, options?: StepOptions): Promise<StepResult<Float64Array>>;
   step(name: string, gradient: number[], options?: StepOptions): Promise<StepResult<number[]>>;
   setParams(name: string, params: Vector, options?: { expectStep?: number }): Promise<number>;
+  steps(items: { session: string; gradient: Vector; step?: number; loss?: number; rows?: number[] }[],
+    options?: { returnParams?: boolean }): Promise<({ session: string; step: number; params?: number[]; rows?: number[] } |
+    { session: string; error: { code: string; message: string; current_step?: number } })[]>;
   stepRows(name: string, rows: number[], gradient: Float32Array, options?: StepOptions): Promise<StepResult<Float32Array>>;
   stepRows(name: string, rows: number[], gradient: Float64Array, options?: StepOptions): Promise<StepResult<Float64Array>>;
   stepRows(name: string, rows: number[], gradient: number[], options?: StepOptions): Promise<StepResult<number[]>>;

@@ -150,9 +150,15 @@ export class Client {
           await sleep(this.backoffMs * 2 ** attempt);
           continue;
         }
+        // fetch cannot read an answer sent before the body was all written:
+        // optd refuses some requests from their headers and closes.
+        const cut = body !== undefined && ["EPIPE", "ECONNRESET"].includes(e.cause?.code);
         const err = new OptdError(null, timedOut ? "timeout" : "connection_error",
           timedOut ? `no answer from ${this.baseUrl} within ${limitMs} ms`
-                   : `cannot reach ${this.baseUrl}: ${e.cause?.message ?? e.message}`);
+            : cut ? `${this.baseUrl} closed the connection while the body was being sent ` +
+                    `(${e.cause.message}): optd refuses that way, before reading it, a body over ` +
+                    `its --max-body-bytes (413) or one that --max-body-memory cannot hold now (503)`
+            : `cannot reach ${this.baseUrl}: ${e.cause?.message ?? e.message}`);
         err.cause = e;
         err.attempts = attempt;
         throw err;
@@ -238,8 +244,16 @@ export class Client {
   }
 
   // One page: { sessions, next_after }.  labels: object or ["k:v", ...].
-  listSessions({ limit, after, prefix, labels } = {}) {
-    const query = [["limit", limit], ["after", after], ["prefix", prefix]];
+  // sort: "name" (default), "best_loss" or "last_loss" (ascending by the
+  // loss summary; page on with offset = the answer's next_offset).  Any
+  // other option is a TypeError (an ignored sort would rank by name).
+  listSessions({ limit, after, prefix, labels, sort, offset, ...rest } = {}) {
+    const unknown = Object.keys(rest);
+    if (unknown.length) {
+      throw new TypeError(`listSessions: unknown option '${unknown[0]}' ` +
+        "(options: limit, after, prefix, labels, sort, offset)");
+    }
+    const query = [["limit", limit], ["after", after], ["prefix", prefix], ["sort", sort], ["offset", offset]];
     if (labels) {
       const items = Array.isArray(labels) ? labels : Object.entries(labels).map(([k, v]) => `${k}:${v}`);
       for (const l of items) query.push(["label", l]);
@@ -329,6 +343,19 @@ export class Client {
       }
       throw e;
     }
+  }
+
+  // POST /v1/steps: a fleet's step, many sessions in one request, applied
+  // in order.  items: [{ session, gradient (array or typed array), step?,
+  // loss?, rows? }].  Returns one result per item, in order: { session,
+  // step, params } or { session, error: { code, message, current_step? } }
+  // (an item's failure is its own, never a throw).  Retried after a broken
+  // connection only when every item carries step (then a retry is safe).
+  async steps(items, { returnParams = true } = {}) {
+    const body = { steps: items.map((it) => (isTyped(it.gradient) ? { ...it, gradient: Array.from(it.gradient) } : it)) };
+    const query = returnParams ? undefined : [["return", "none"]];
+    const retry = items.every((it) => it.step !== undefined) ? RETRY_CAS : RETRY_NONE;
+    return (await this.json("POST", "/v1/steps", { json: body, query, retry })).results;
   }
 
   // A rows step on a table (API.md "Tables"): only `rows` change (a row

@@ -114,6 +114,33 @@ test("list, iterate, labels", async () => {
   assert.deepEqual(even, [0, 2, 4].map((i) => `${prefix}${i}`));
 });
 
+test("a fleet: steps() in one request, ranked with sort=best_loss", async () => {
+  // listSessions used to drop sort and offset without a word (ranked by
+  // name), and the JS client had no POST /v1/steps.
+  const c = client();
+  const prefix = uname("fleet") + "-";
+  const names = [0, 1, 2].map((i) => `${prefix}${i}`);
+  for (const n of names) await c.create(n, "sgd", { params: [1, 2], hyperparameters: { lr: 0.5 } });
+  const res = await c.steps([
+    { session: names[0], gradient: [1, 1], step: 0, loss: 3 },
+    { session: names[1], gradient: new Float64Array([2, 2]), step: 0, loss: 1 },
+    { session: names[2], gradient: [1, 1], step: 5, loss: 2 },
+    { session: names[2], gradient: [1, 1], loss: 2 },
+  ]);
+  assert.deepEqual(res.slice(0, 2), [{ session: names[0], step: 1, params: [0.5, 1.5] },
+    { session: names[1], step: 1, params: [0, 1] }]);
+  assert.equal(res[2].error.code, "step_mismatch");
+  assert.equal(res[3].step, 1);
+  const none = await c.steps([{ session: names[0], gradient: [0, 0], step: 1 }], { returnParams: false });
+  assert.deepEqual(none.map((r) => [r.session, r.step, r.params]), [[names[0], 2, undefined]]);
+  const page = await c.listSessions({ prefix, sort: "best_loss", limit: 2 });
+  assert.deepEqual(page.sessions.map((s) => s.name), [names[1], names[2]]);
+  assert.equal(page.next_offset, 2);
+  const rest = await c.listSessions({ prefix, sort: "best_loss", limit: 2, offset: page.next_offset });
+  assert.deepEqual(rest.sessions.map((s) => s.name), [names[0]]);
+  assert.throws(() => c.listSessions({ prefix, sortBy: "best_loss" }), /unknown option 'sortBy'/);
+});
+
 test("state export/import and fork", async () => {
   const c = client();
   const n = uname();
@@ -145,6 +172,22 @@ test("network errors and timeouts are OptdError", async () => {
   } finally {
     silent.close();
     silent.unref();
+  }
+});
+
+test("a body cut off by an early answer says why, not 'cannot reach'", async () => {
+  // As fetch sees optd refuse a body over --max-body-bytes (413 from the
+  // headers, then the connection closed with the body unread): EPIPE or
+  // ECONNRESET while sending, the answer lost (measured: write EPIPE).
+  const early = createServer((sock) => sock.once("data", () => sock.destroy()));
+  await new Promise((r) => early.listen(0, "127.0.0.1", r));
+  try {
+    const c = new Client(`http://127.0.0.1:${early.address().port}`, { retries: 0, timeoutMs: 5000 });
+    await assert.rejects(c.step("s", new Float64Array(2000000)),
+      (e) => e instanceof OptdError && e.code === "connection_error" && /max-body-bytes/.test(e.message));
+  } finally {
+    early.close();
+    early.unref();
   }
 });
 

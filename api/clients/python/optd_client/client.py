@@ -102,6 +102,15 @@ def _is_numpy(x):
     return _np is not None and isinstance(x, _np.ndarray)
 
 
+def _from_torch(x):
+    """A torch tensor as the numpy array of its values (no copy for a CPU
+    tensor), so that it goes out in binary as numpy does; anything else as
+    it is.  torch is not imported: a tensor is known by its type's module."""
+    if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
+
+
 def _encode_binary(values):
     """Little-endian bytes and the dtype name of an array.array or ndarray."""
     if _is_numpy(values):
@@ -217,8 +226,22 @@ class Client:
         if conn.sock is not None:
             conn.sock.settimeout(limit)
         try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
+            early = None
+            try:
+                conn.request(method, path, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # The daemon answers some requests from their headers alone
+                # (413 over --max-body-bytes, 401, 503) and closes without
+                # reading the body: its answer is waiting to be read.
+                if not body:
+                    raise
+                early = e
+            try:
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                if early is not None:
+                    raise early
+                raise
             if out is not None and resp.status == 200 and resp.length == len(out):
                 view, got = memoryview(out), 0
                 while got < len(out):
@@ -338,6 +361,7 @@ class Client:
         body = {}
         if optimizer is not None:
             body["optimizer"] = optimizer
+        params = _from_torch(params)
         if params is not None:
             body["params"] = list(params.tolist() if _is_numpy(params) else params)
         if size is not None:
@@ -413,6 +437,9 @@ class Client:
     def _list_query(limit, after, prefix, labels):
         q = [("limit", limit), ("after", after), ("prefix", prefix)]
         if labels:
+            if isinstance(labels, str) or (not isinstance(labels, dict)
+                                           and any(":" not in str(l) for l in labels)):
+                raise ValueError("labels must be a dict or a list of 'key:value' strings, got %r" % (labels,))
             items = labels.items() if isinstance(labels, dict) else [l.split(":", 1) for l in labels]
             q.extend(("label", "%s:%s" % (k, v)) for k, v in items)
         return q
@@ -486,6 +513,7 @@ class Client:
             raise
 
     def _step_rows(self, name, rows, gradient, expect_step, loss, return_params):
+        rows, gradient = _from_torch(rows), _from_torch(gradient)
         rows = [int(r) for r in (rows.tolist() if _is_numpy(rows) else rows)]
         binary = isinstance(gradient, array.array) or _is_numpy(gradient)
         query = None if return_params else [("return", "none")]
@@ -519,6 +547,7 @@ class Client:
         row_size values in the order asked (any number of rows, repeats
         allowed).  binary=True asks for raw bytes (an array.array, or numpy
         with numpy=True, the default when numpy is installed)."""
+        rows = _from_torch(rows)
         body = {"rows": [int(r) for r in (rows.tolist() if _is_numpy(rows) else rows)]}
         if not binary:
             doc = self._json("POST", self._path(name, "/rows"), body)
@@ -549,6 +578,7 @@ class Client:
         of the session's dtype (binary body; params come back the same way).
         expect_step: the step the session should be at; the daemon refuses
         with step_mismatch otherwise, which makes retries safe."""
+        gradient = _from_torch(gradient)
         binary = isinstance(gradient, array.array) or _is_numpy(gradient)
         query = None if return_params else [("return", "none")]
         retry = _RETRY_CAS if expect_step is not None else _RETRY_NONE
@@ -600,6 +630,7 @@ class Client:
         or {"session", "error": {"code", "message", ...}}: an item's failure
         is its own, never an exception.  Retried after a broken connection
         only when every item carries "step" (then a retry is safe)."""
+        items = [dict(it, gradient=_from_torch(it["gradient"])) if "gradient" in it else it for it in items]
         body = {"steps": [dict(it, gradient=it["gradient"].tolist()) if _is_numpy(it.get("gradient"))
                           else it for it in items]}
         query = None if return_params else [("return", "none")]
@@ -650,6 +681,7 @@ class Client:
         keys a contribution by (worker, step), so a repeat replaces the
         pending one, or is refused once it was applied, never counted
         twice."""
+        gradient = _from_torch(gradient)
         binary = isinstance(gradient, array.array) or _is_numpy(gradient)
         query = [("wait", wait)]
         timeout = self.timeout + (60 if wait is None else wait)
@@ -697,6 +729,7 @@ class Client:
         """PUT .../params: replaces the parameters, keeping the optimizer
         state and the step; returns the step.  params: a list (JSON), an
         array.array / numpy array (binary), or bytes with dtype given."""
+        params = _from_torch(params)
         if isinstance(params, (bytes, bytearray, memoryview)):
             if dtype not in ("float32", "float64"):
                 raise ValueError("raw bytes need dtype='float32' or 'float64'")
@@ -799,6 +832,7 @@ class Worker:
         moves to newer parameters.  Returns True if the gradient went into a
         round, False if it was refused as stale."""
         self.pushes += 1
+        gradient = _from_torch(gradient)
         self._binary = isinstance(gradient, array.array) or _is_numpy(gradient)
         if self._binary:
             self._numpy = _is_numpy(gradient)

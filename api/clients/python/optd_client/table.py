@@ -45,7 +45,7 @@ step_mismatch instead of applying the push twice.
 import array
 import concurrent.futures
 
-from .client import Client, OptdError, _is_numpy, _np
+from .client import Client, OptdError, _from_torch, _is_numpy, _np
 
 
 def shard_rows(n, k, j):
@@ -131,6 +131,7 @@ class ShardedTable:
         if rows < self.k:
             raise ValueError("a table of %d rows cannot have %d shards" % (rows, self.k))
         self.rows, self.row_size = int(rows), int(row_size)
+        init = _from_torch(init)
 
         def make(j):
             n = shard_rows(self.rows, self.k, j) + 1  # + the spare row
@@ -206,6 +207,7 @@ class ShardedTable:
         have rows in this push (fine for sgd, whose rule has no step count).
         Returns the table's step after the push (the largest the shards
         answered; they are equal unless someone else stepped a shard)."""
+        rows, gradient = _from_torch(rows), _from_torch(gradient)
         groups = self._group(rows)
         R = self._row_size_for(rows, gradient)
         if _is_numpy(gradient):
@@ -251,7 +253,7 @@ class ShardedTable:
         otherwise a flat list.  step: the smallest step of the shards read."""
         if binary is None:
             binary = _np is not None
-        groups = self._group(rows)
+        groups = self._group(_from_torch(rows))
         answers = self._run([(j, (lambda j=j, local=local: self.client_of(j).read_rows(
             self.shard_name(j), local, binary=binary, numpy=binary and _np is not None)))
             for j, (pos, local) in enumerate(groups) if pos])

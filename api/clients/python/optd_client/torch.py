@@ -143,9 +143,18 @@ class RemoteOptimizer(torch.optim.Optimizer):
                       for n, g in zip(sizes, self.param_groups)]
             self._client.create(self._name, self._optimizer, size=sum(sizes), dtype=want_dtype,
                                 groups=groups, schedule=schedule, max_grad_norm=max_grad_norm)
-            flat = self._flat(lambda p: p.detach()).cpu()
-            self._client.set_params(self._name, memoryview(flat.numpy()).cast("B"), expect_step=0,
-                                    dtype=want_dtype)
+            try:
+                flat = self._flat(lambda p: p.detach()).cpu()
+                self._client.set_params(self._name, memoryview(flat.numpy()).cast("B"), expect_step=0,
+                                        dtype=want_dtype)
+            except BaseException:
+                # Without its parameters the session holds zeros, and the
+                # next run would resume them into the model: take it back.
+                try:
+                    self._client.delete(self._name)
+                except OptdError:
+                    pass  # the first error is the one to report
+                raise
             self._sent = [self._group_values(g) for g in self.param_groups]
             return
         have = [g["size"] for g in (d.get("groups") or [{"size": d["size"]}])]
