@@ -528,6 +528,15 @@ json_t *optd_codec_descriptor(const char *name, const optd_session_desc_t *d)
     return o;
 }
 
+int optd_codec_rows_values_check(size_t got, const char *field, size_t n_rows, size_t row_size,
+                                 optd_err_t *err)
+{
+    if (got == n_rows * row_size)
+        return 0;
+    return optd_err_set(err, OPTD_ESIZE, "'%s' has %zu elements; %zu rows of row_size %zu need %zu", field, got,
+                        n_rows, row_size, n_rows * row_size);
+}
+
 int optd_codec_rows_decode(const json_t *v, uint64_t n_table, size_t max, uint64_t **out, size_t *n,
                            optd_err_t *err)
 {

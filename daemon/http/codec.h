@@ -52,6 +52,11 @@ int optd_codec_rows_parse(const char *arr, size_t len, uint64_t n_table, uint64_
                           optd_err_t *err);
 int optd_codec_rows_decode(const json_t *v, uint64_t n_table, size_t max, uint64_t **out, size_t *n,
                            optd_err_t *err);
+/* A rows step's values count (API.md 1.1, Tables): got values for n_rows
+ * rows of row_size: 0, or OPTD_ESIZE saying what the rows need (not what
+ * the session holds, which a table's step never sends). */
+int optd_codec_rows_values_check(size_t got, const char *field, size_t n_rows, size_t row_size,
+                                 optd_err_t *err);
 /* A finite number. */
 int optd_codec_number_decode(const json_t *v, const char *field, double *out, optd_err_t *err);
 /* "2026-11-28T12:00:00Z" (fractional seconds and +00:00 also taken). */

@@ -241,6 +241,9 @@ static int slow_rows(const optd_doc_spec_t *spec, optd_doc_t *doc, optd_err_t *e
     if (rc || !v)
         return rc;
     size_t n = doc->n_rows * spec->row_size;
+    if (json_is_array(v) &&
+        (rc = optd_codec_rows_values_check(json_array_size(v), spec->array, doc->n_rows, spec->row_size, err)))
+        return rc;
     if (!(doc->values = malloc(n * optd_dtype_size(spec->dtype))))
         return optd_err_set(err, OPTD_ENOMEM, "out of memory for a gradient of %zu rows", doc->n_rows);
     doc->n_values = n;

@@ -470,6 +470,10 @@ static int item_prepare(batch_t *bt, size_t i, item_t *it, optd_batch_step_t *x)
         if ((rc = optd_codec_rows_decode(it->rows, s->size / R, 0, &it->row_list, &it->n_rows, &x->err)))
             return rc;
         n = it->n_rows * R;
+        size_t got = it->scanned ? it->grad_n : json_array_size(it->gradient);
+        if ((it->scanned || json_is_array(it->gradient)) &&
+            (rc = optd_codec_rows_values_check(got, "gradient", it->n_rows, R, &x->err)))
+            return rc;
     }
     if ((rc = item_gradient(i, it, s, n, &x->err)))
         return rc;

@@ -196,6 +196,21 @@ class RowsSteps(DaemonTestCase):
         self.assertEqual((st["step"], st["params"]), (0, p0))
         self.assertEqual(self.d.get("/v1/sessions/%s/history" % n).body["history"], [])
 
+    def test_a_wrong_count_says_what_the_rows_need(self):
+        """A rows step's values are len(rows) x row_size, not the session's
+        size: the message said "the session has 8" for a table of 4 rows of
+        2 (the lead's own note at stop 11).  Single steps, batch items on
+        the small path and on the pool's (>= 256 items) say the same."""
+        n, _ = self.table("sparse_adam")
+        want = "'gradient' has 3 elements; 2 rows of row_size 2 need 4"
+        bad = {"rows": [1, 2], "gradient": [1, 1, 1]}
+        err = self.assertError(self.d.post("/v1/sessions/%s/step" % n, bad), 400, "size_mismatch")
+        self.assertEqual(err["message"], want)
+        for items in (1, 300):
+            r = self.d.post("/v1/steps?return=none", {"steps": [dict(bad, session=n)] * items})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual({x["error"]["message"] for x in r.body["results"]}, {want})
+
     def test_json_readings_agree(self):
         # The usual body takes numarray's fast path for the gradient; one it
         # declines (an escaped key) goes to Jansson whole: same bits.
