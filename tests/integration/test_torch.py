@@ -211,6 +211,10 @@ class RemoteOptimizerTest(DaemonTestCase):
         with self.assertRaisesRegex(ValueError, "fixed at creation"):
             rc.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))]})
         self.assertEqual(len(rc.param_groups), 2)
+        # torch takes an empty group; the session cannot: say so in torch's
+        # words, not "'groups[1].size' must be an integer >= 1" (user helper)
+        with self.assertRaisesRegex(ValueError, "param group 1 holds no parameters"):
+            self.remote(make_model(), "adam", groups=[{"params": list(b.parameters())}, {"params": []}])
 
     def test_float64_model_and_one_group(self):
         a, b = make_model().double(), make_model().double()

@@ -122,7 +122,12 @@ class RemoteOptimizer(torch.optim.Optimizer):
         return next(iter(dtypes))
 
     def _sizes(self):
-        return [sum(p.numel() for p in g["params"]) for g in self.param_groups]
+        sizes = [sum(p.numel() for p in g["params"]) for g in self.param_groups]
+        empty = [i for i, n in enumerate(sizes) if n == 0]
+        if empty:  # torch takes an empty group; a session's groups each hold >= 1 parameter
+            raise ValueError("RemoteOptimizer: param group %d holds no parameters (optd's groups each hold at "
+                             "least one): leave it out" % empty[0])
+        return sizes
 
     def _group_values(self, group):
         # A state_dict from torch may lack a key its optimizer did not have
