@@ -312,8 +312,13 @@ int optd_doc_read(const char *body, size_t len, const optd_doc_spec_t *spec, opt
     int rc = fast_read(body, len, spec, doc, err);
     if (rc < 0)
         return rc;
-    /* Taken, and no unknown member (else the whole body words it). */
-    if (rc == 1 && (!doc->obj || check_fields(doc->obj, spec, err) == 0)) {
+    /* Taken: the rest of the object is read; an unknown member in it is
+     * the answer, as before the reader (the whole body, read again by
+     * Jansson, could word another number first: an integer past int64,
+     * which the fast path reads as a double). */
+    if (rc == 1) {
+        if (doc->obj && (rc = check_fields(doc->obj, spec, err)))
+            return rc;
         doc->fast = true;
         return 0;
     }
