@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 from harness import REPO, DaemonTestCase
@@ -69,6 +70,22 @@ def counters(metrics):
     return out
 
 
+def settled_counters(d):
+    """counters() once the non-GET ones stop moving: a request is counted
+    when it completes, after its answer went out, so the scrape right
+    after an answer may come first (a CI run under ASan counted the
+    create's PUT in the loop's delta)."""
+    prev = None
+    for _ in range(100):
+        cur = counters(d.get("/metrics").body.decode())
+        now = {k: v for k, v in cur.items() if k[0] != "GET"}
+        if now == prev:
+            return cur
+        prev = now
+        time.sleep(0.05)
+    return cur
+
+
 @unittest.skipUnless(torch is not None, "python3-torch is not installed (deploy/install-deps.sh test)")
 class RemoteOptimizerTest(DaemonTestCase):
     def setUp(self):
@@ -92,7 +109,7 @@ class RemoteOptimizerTest(DaemonTestCase):
         sa = torch.optim.lr_scheduler.StepLR(ta, step_size=50, gamma=0.5)
         sb = torch.optim.lr_scheduler.StepLR(rb, step_size=50, gamma=0.5)
         x, y = data()
-        before = counters(self.d.get("/metrics").body.decode())
+        before = settled_counters(self.d)
         changes = 0
         for k in range(STEPS):
             lr_before = rb.param_groups[0]["lr"]
@@ -102,7 +119,7 @@ class RemoteOptimizerTest(DaemonTestCase):
             sa.step()
             sb.step()
             changes += rb.param_groups[0]["lr"] != lr_before and k + 1 < STEPS
-        after = counters(self.d.get("/metrics").body.decode())
+        after = settled_counters(self.d)
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
         self.assertEqual(delta.get(("POST", "200")), STEPS)
         self.assertEqual(changes, 3)
