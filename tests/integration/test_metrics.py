@@ -2,6 +2,7 @@
 and labels, and counters that move with the traffic."""
 
 import re
+import time
 import unittest
 
 from harness import DaemonTestCase, NOAUTH
@@ -85,7 +86,13 @@ class Metrics(DaemonTestCase):
         for _ in range(3):
             self.d.post("/v1/sessions/m-b/step", {"gradient": [1] * 7})
         self.d.get("/v1/sessions/m-none")
-        _, s1 = self.scrape()
+        # A request is counted when it completes, after its answer went
+        # out: the scrape may come first, so give the count a moment.
+        for _ in range(100):
+            _, s1 = self.scrape()
+            if value(s1, "optd_http_requests_total", method="GET", code="404") == notfound0 + 1:
+                break
+            time.sleep(0.02)
         self.assertEqual(value(s1, "optd_sessions"), sessions0 + 1)
         self.assertEqual(value(s1, "optd_parameters"), params0 + 7)
         self.assertEqual(value(s1, "optd_steps_total", optimizer="lion"), steps0 + 3)
