@@ -312,15 +312,20 @@ int optd_doc_read(const char *body, size_t len, const optd_doc_spec_t *spec, opt
     int rc = fast_read(body, len, spec, doc, err);
     if (rc < 0)
         return rc;
-    /* Taken: the rest of the object is read; an unknown member in it is
-     * the answer, as before the reader (the whole body, read again by
-     * Jansson, could word another number first: an integer past int64,
-     * which the fast path reads as a double). */
+    /* Taken: the rest of the object is read.  With its array parsed
+     * already, an unknown member in the rest is the answer, as before the
+     * reader (the whole body, read again by Jansson, could word another
+     * number first: an integer past int64, which the fast path reads as a
+     * double).  A lazy array is not read yet and may be no JSON at all:
+     * then the whole body words it. */
     if (rc == 1) {
-        if (doc->obj && (rc = check_fields(doc->obj, spec, err)))
-            return rc;
-        doc->fast = true;
-        return 0;
+        int frc = doc->obj ? check_fields(doc->obj, spec, err) : 0;
+        if (!frc) {
+            doc->fast = true;
+            return 0;
+        }
+        if (spec->size != OPTD_DOC_LAZY)
+            return frc;
     }
     doc_clear(doc, spec);
     *err = (optd_err_t){0};
