@@ -413,6 +413,16 @@ def journals(d):
     return sorted(f for f in os.listdir(d.data_dir) if f.startswith("journal-"))
 
 
+def journal_bytes(d):
+    """Bytes of records in d's journals: they end where the zeros written
+    ahead begin."""
+    total = 0
+    for f in journals(d):
+        with open(os.path.join(d.data_dir, f), "rb") as fh:
+            total += len(fh.read().rstrip(b"\0"))
+    return total
+
+
 class DeleteStaysDeleted(unittest.TestCase):
     """A DELETE answered 204 whose snapshot file could not be removed
     (unlink fails) must not bring the session back after any restart: the
@@ -578,20 +588,12 @@ class StepRecordsHoldTheInput(unittest.TestCase):
         n, steps = 200000, 5
         self.assertEqual(mk(d, "a", "adam", dtype="float32", size=n).status, 201)
 
-        def journal_bytes():
-            # records end where the zeros written ahead begin
-            total = 0
-            for f in journals(d):
-                with open(os.path.join(d.data_dir, f), "rb") as fh:
-                    total += len(fh.read().rstrip(b"\0"))
-            return total
-
-        before = journal_bytes()
+        before = journal_bytes(d)
         binary = {"Content-Type": "application/octet-stream", "Optd-Dtype": "float32"}
         for k in range(steps):
             r = d.post("/v1/sessions/a/step?return=none", b"\0\0\x80\x3f" * n, headers=binary)
             self.assertEqual(r.status, 200, r)
-        ratio = (journal_bytes() - before) / (steps * 4 * n)
+        ratio = (journal_bytes(d) - before) / (steps * 4 * n)
         self.assertLessEqual(ratio, 1.01, "journal bytes per step / gradient bytes = %.2f" % ratio)
         want = d.get("/v1/sessions/a/state").body
         d.kill9()
@@ -619,14 +621,7 @@ class PatchRecordsHoldTheConfiguration(unittest.TestCase):
                groups=[{"size": n // 2}, {"size": n - n // 2, "hyperparameters": {"lr": 0.01}}])
         self.assertEqual(r.status, 201, r)
 
-        def journal_bytes():
-            total = 0
-            for f in journals(d):
-                with open(os.path.join(d.data_dir, f), "rb") as fh:
-                    total += len(fh.read().rstrip(b"\0"))
-            return total
-
-        before = journal_bytes()
+        before = journal_bytes(d)
         binary = {"Content-Type": "application/octet-stream", "Optd-Dtype": "float32"}
         for k in range(steps):
             r = d.patch("/v1/sessions/a", {"hyperparameters": {"lr": 0.001 * (k + 1)},
@@ -634,7 +629,7 @@ class PatchRecordsHoldTheConfiguration(unittest.TestCase):
             self.assertEqual(r.status, 200, r)
             r = d.post("/v1/sessions/a/step?return=none", b"\0\0\x80\x3f" * n, headers=binary)
             self.assertEqual(r.status, 200, r)
-        ratio = (journal_bytes() - before) / (steps * 4 * n)
+        ratio = (journal_bytes(d) - before) / (steps * 4 * n)
         self.assertLessEqual(ratio, 1.01, "journal bytes per PATCH and step / gradient bytes = %.2f" % ratio)
         r = d.patch("/v1/sessions/a", {"labels": {"study": "s1"}, "max_grad_norm": 2.5, "ttl_seconds": 7200,
                                        "schedule": {"type": "step", "step_size": 2, "gamma": 0.5},
